@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "vunify",
+      "sources": ["native/vunify.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"]
+    }
+  ]
+}

@@ -1,0 +1,792 @@
+/*
+ * vunify's native seam: the few Linux system calls Node does not offer.
+ *
+ * Everything here is deliberately thin: one JavaScript function per system
+ * call (or per tight loop of them), no policy. The policy (what to check,
+ * what to do on failure) lives in TypeScript, where it is tested.
+ *
+ * Why these calls exist at all: vunify runs as host root inside directory
+ * trees that untrusted guest root users change while it works. Node's fs API
+ * only takes whole paths, and every path lookup re-walks components a guest
+ * may have swapped for a symlink to the host's "/". So every lookup here is
+ * relative to a directory file descriptor and refuses symlinks, ".." and
+ * mount crossings (openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+ * RESOLVE_NO_XDEV; on kernels without openat2, the same one component at a
+ * time with O_NOFOLLOW and a mount check).
+ *
+ * Paths and names are Buffers (bytes), never strings: Linux file names need
+ * not be UTF-8, and decoding could name a different file.
+ *
+ * Errors are thrown (or rejected) as Error objects shaped like Node's own fs
+ * errors: code ("ENOENT"), errno (negative), syscall.
+ */
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <uv.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/fs.h>
+#include <linux/openat2.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+/* ---- error helpers ---------------------------------------------------- */
+
+static napi_value make_error(napi_env env, int err, const char *syscall_name) {
+  const char *code = err > 0 ? uv_err_name(-err) : "ECHANGED";
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s, %s", code,
+           err > 0 ? strerror(err) : "file changed while being examined", syscall_name);
+  napi_value code_v, msg_v, error, errno_v, sys_v;
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &msg_v);
+  napi_create_error(env, code_v, msg_v, &error);
+  napi_create_int32(env, -err, &errno_v);
+  napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &sys_v);
+  napi_set_named_property(env, error, "errno", errno_v);
+  napi_set_named_property(env, error, "syscall", sys_v);
+  return error;
+}
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall_name) {
+  napi_throw(env, make_error(env, err, syscall_name));
+  return NULL;
+}
+
+#define CHECK(call)                                                            \
+  do {                                                                         \
+    if ((call) != napi_ok) {                                                   \
+      napi_throw_type_error(env, NULL, "vunify native: bad arguments");        \
+      return NULL;                                                             \
+    }                                                                          \
+  } while (0)
+
+/* Arguments: ints and byte strings. A Buffer argument is copied into a
+ * NUL-terminated heap string because the kernel wants C strings; a name
+ * containing NUL is refused (it cannot be a Linux file name). */
+static int arg_int(napi_env env, napi_value v, int64_t *out) {
+  return napi_get_value_int64(env, v, out) == napi_ok ? 0 : -1;
+}
+
+static char *arg_bytes(napi_env env, napi_value v, size_t *len_out) {
+  void *data;
+  size_t len;
+  bool is_buffer = false;
+  napi_is_buffer(env, v, &is_buffer);
+  if (!is_buffer || napi_get_buffer_info(env, v, &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "vunify native: expected a Buffer path");
+    return NULL;
+  }
+  if (memchr(data, 0, len) != NULL) {
+    napi_throw_type_error(env, NULL, "vunify native: path contains a NUL byte");
+    return NULL;
+  }
+  char *s = malloc(len + 1);
+  if (!s) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  memcpy(s, data, len);
+  s[len] = 0;
+  if (len_out) *len_out = len;
+  return s;
+}
+
+/* ---- packed stat records ------------------------------------------------
+ * One fixed 88-byte little-endian header per entry, then the name, padded to
+ * 8 bytes. src/sys.ts decodes it; keep the two in step.
+ *   0 u32 record length      4 u8 type      6 u16 name length
+ *   8 u32 mode (or errno)   12 u32 uid     16 u32 gid     20 u32 nlink
+ *  24 u64 ino               32 u64 dev     40 u64 size    48 u64 blocks
+ *  56 i64 mtime sec         64 u32 mtime nsec             68 u32 ctime nsec
+ *  72 i64 ctime sec         80 u64 mount id               88 name bytes
+ */
+enum { T_OTHER = 0, T_REG, T_DIR, T_LNK, T_FIFO, T_SOCK, T_CHR, T_BLK, T_ERR = 255 };
+#define HDR 88
+
+typedef struct {
+  char *data;
+  size_t len, cap;
+} outbuf;
+
+static int out_reserve(outbuf *o, size_t n) {
+  if (o->len + n <= o->cap) return 0;
+  size_t cap = o->cap ? o->cap * 2 : 65536;
+  while (cap < o->len + n) cap *= 2;
+  char *d = realloc(o->data, cap);
+  if (!d) return -1;
+  o->data = d;
+  o->cap = cap;
+  return 0;
+}
+
+static int type_of_mode(mode_t m) {
+  switch (m & S_IFMT) {
+  case S_IFREG: return T_REG;
+  case S_IFDIR: return T_DIR;
+  case S_IFLNK: return T_LNK;
+  case S_IFIFO: return T_FIFO;
+  case S_IFSOCK: return T_SOCK;
+  case S_IFCHR: return T_CHR;
+  case S_IFBLK: return T_BLK;
+  default: return T_OTHER;
+  }
+}
+
+static int type_of_dtype(unsigned char d) {
+  switch (d) {
+  case DT_REG: return T_REG;
+  case DT_DIR: return T_DIR;
+  case DT_LNK: return T_LNK;
+  case DT_FIFO: return T_FIFO;
+  case DT_SOCK: return T_SOCK;
+  case DT_CHR: return T_CHR;
+  case DT_BLK: return T_BLK;
+  default: return -1; /* DT_UNKNOWN: ask statx */
+  }
+}
+
+static void put32(char *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(char *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* Append one record; st may be NULL (type only) and err nonzero (T_ERR). */
+static int out_record(outbuf *o, int type, const struct statx *st, int err,
+                      const char *name, size_t name_len) {
+  size_t rec = (HDR + name_len + 7) & ~(size_t)7;
+  if (name_len > 65535 || out_reserve(o, rec)) return -1;
+  char *p = o->data + o->len;
+  memset(p, 0, HDR);
+  put32(p, (uint32_t)rec);
+  p[4] = (char)type;
+  uint16_t nl = (uint16_t)name_len;
+  memcpy(p + 6, &nl, 2);
+  if (type == T_ERR) {
+    put32(p + 8, (uint32_t)err);
+  } else if (st) {
+    put32(p + 8, st->stx_mode);
+    put32(p + 12, st->stx_uid);
+    put32(p + 16, st->stx_gid);
+    put32(p + 20, st->stx_nlink);
+    put64(p + 24, st->stx_ino);
+    put64(p + 32, makedev(st->stx_dev_major, st->stx_dev_minor));
+    put64(p + 40, st->stx_size);
+    put64(p + 48, st->stx_blocks);
+    put64(p + 56, (uint64_t)st->stx_mtime.tv_sec);
+    put32(p + 64, st->stx_mtime.tv_nsec);
+    put32(p + 68, st->stx_ctime.tv_nsec);
+    put64(p + 72, (uint64_t)st->stx_ctime.tv_sec);
+#ifdef STATX_MNT_ID
+    put64(p + 80, (st->stx_mask & STATX_MNT_ID) ? st->stx_mnt_id : 0);
+#endif
+  }
+  memcpy(p + HDR, name, name_len);
+  o->len += rec;
+  return 0;
+}
+
+#ifdef STATX_MNT_ID
+#define STATX_WANT (STATX_BASIC_STATS | STATX_MNT_ID)
+#else
+#define STATX_WANT STATX_BASIC_STATS
+#endif
+
+static int do_statx(int dirfd, const char *name, int flags, struct statx *st) {
+  return statx(dirfd, name, flags | AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_WANT, st);
+}
+
+static napi_value buffer_from(napi_env env, outbuf *o) {
+  napi_value buf;
+  void *dst;
+  if (napi_create_buffer_copy(env, o->len, o->data ? o->data : "", &dst, &buf) != napi_ok) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  return buf;
+}
+
+/* ---- confined lookup ---------------------------------------------------- */
+
+static int have_openat2 = 1; /* cleared on ENOSYS, or by forceLegacyLookup() */
+
+static int mount_of(int fd, uint64_t *mnt) {
+  struct statx st;
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_WANT, &st)) return -1;
+  *mnt = ((uint64_t)st.stx_dev_major << 32) ^ st.stx_dev_minor;
+#ifdef STATX_MNT_ID
+  if (st.stx_mask & STATX_MNT_ID) *mnt ^= st.stx_mnt_id * 0x9e3779b97f4a7c15ULL;
+#endif
+  return 0;
+}
+
+/* Kernels before 5.6: walk one component at a time. Each intermediate is
+ * opened O_PATH|O_DIRECTORY|O_NOFOLLOW relative to the previous one, so a
+ * symlink anywhere fails with ELOOP/ENOTDIR, and ".." is refused outright;
+ * a component on another mount fails with EXDEV like RESOLVE_NO_XDEV. */
+static int open_components(int dirfd, char *path, int flags, mode_t mode) {
+  uint64_t mnt0, mnt;
+  if (mount_of(dirfd, &mnt0)) return -1;
+  int cur = -1; /* -1 means dirfd itself */
+  char *save = NULL;
+  char *comp = strtok_r(path, "/", &save);
+  if (!comp) return openat(dirfd, ".", flags | O_NOFOLLOW | O_CLOEXEC, mode);
+  for (;;) {
+    char *next = strtok_r(NULL, "/", &save);
+    int base = cur < 0 ? dirfd : cur;
+    int fd;
+    if (strcmp(comp, "..") == 0) {
+      errno = EXDEV;
+      fd = -1;
+    } else if (next) {
+      fd = openat(base, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    } else {
+      fd = openat(base, comp, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+    }
+    if (fd >= 0) {
+      int bad = mount_of(fd, &mnt) ? errno : (mnt != mnt0 ? EXDEV : 0);
+      if (bad) {
+        close(fd);
+        fd = -1;
+        errno = bad;
+      }
+    }
+    int saved = errno;
+    if (cur >= 0) close(cur);
+    errno = saved;
+    if (fd < 0) return -1;
+    if (!next) return fd;
+    cur = fd;
+    comp = next;
+  }
+}
+
+/* openat2 takes at most PATH_MAX bytes; deeper trees are resolved in
+ * slices, each slice confined beneath the directory the previous one
+ * reached (which is itself beneath dirfd). */
+static int open_beneath(int dirfd, const char *relpath, int flags, mode_t mode) {
+  size_t len = strlen(relpath);
+  if (len == 0) relpath = ".", len = 1;
+  if (relpath[0] == '/') {
+    errno = EXDEV;
+    return -1;
+  }
+  char *copy = strdup(relpath);
+  if (!copy) return -1;
+  int base = dirfd, owned = -1, fd = -1;
+  char *p = copy;
+  for (;;) {
+    size_t rest = strlen(p);
+    char *cut = NULL;
+    if (rest >= 4000) {
+      cut = p + 3999;
+      while (cut > p && *cut != '/') cut--;
+      if (cut == p) {
+        errno = ENAMETOOLONG;
+        break;
+      }
+      *cut = 0;
+    }
+    int f = cut ? (O_PATH | O_DIRECTORY) : flags;
+    if (have_openat2) {
+      struct open_how how = {.flags = (uint64_t)(f | O_NOFOLLOW | O_CLOEXEC),
+                             .mode = (f & O_CREAT) ? mode : 0,
+                             .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+                                        RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV};
+      fd = (int)syscall(SYS_openat2, base, p, &how, sizeof how);
+      if (fd < 0 && errno == ENOSYS) have_openat2 = 0;
+    }
+    if (!have_openat2) fd = open_components(base, p, f, mode);
+    int saved = errno;
+    if (owned >= 0) close(owned);
+    errno = saved;
+    if (fd < 0 || !cut) break;
+    base = owned = fd;
+    fd = -1;
+    p = cut + 1;
+  }
+  int saved = errno;
+  free(copy);
+  errno = saved;
+  return fd;
+}
+
+/* openBeneath(dirFd, relPath: Buffer, flags, mode?) -> fd */
+static napi_value OpenBeneath(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t dirfd, flags, mode = 0;
+  if (argc < 3 || arg_int(env, argv[0], &dirfd) || arg_int(env, argv[2], &flags) ||
+      (argc > 3 && arg_int(env, argv[3], &mode))) {
+    napi_throw_type_error(env, NULL, "openBeneath(dirFd, path, flags[, mode])");
+    return NULL;
+  }
+  char *path = arg_bytes(env, argv[1], NULL);
+  if (!path) return NULL;
+  int fd = open_beneath((int)dirfd, path, (int)flags, (mode_t)mode);
+  int err = errno;
+  free(path);
+  if (fd < 0) return throw_errno(env, err, "openat2");
+  napi_value r;
+  napi_create_int32(env, fd, &r);
+  return r;
+}
+
+/* forceLegacyLookup(): tests exercise the pre-openat2 path. */
+static napi_value ForceLegacyLookup(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  bool legacy = true;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc > 0) napi_get_value_bool(env, argv[0], &legacy);
+  have_openat2 = !legacy;
+  return NULL;
+}
+
+/* ---- directory scan (asynchronous: runs on libuv's thread pool) ---------- */
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char *relpath;
+  int rootfd;
+  int check; /* compare the opened directory with expect_dev/expect_ino */
+  uint64_t expect_dev, expect_ino;
+  int err;
+  const char *syscall_name;
+  outbuf out;
+} scan_job;
+
+static void scan_execute(napi_env env, void *data) {
+  (void)env;
+  scan_job *j = data;
+  int fd = open_beneath(j->rootfd, j->relpath, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
+  if (fd < 0) {
+    j->err = errno, j->syscall_name = "openat2";
+    return;
+  }
+  struct statx self;
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_WANT, &self)) {
+    j->err = errno, j->syscall_name = "statx";
+    close(fd);
+    return;
+  }
+  /* The directory itself comes first, with an empty name: the caller checks
+   * its identity and mount. */
+  if (j->check && (makedev(self.stx_dev_major, self.stx_dev_minor) != j->expect_dev ||
+                   self.stx_ino != j->expect_ino)) {
+    j->err = -1, j->syscall_name = "scandir";
+    close(fd);
+    return;
+  }
+  if (out_record(&j->out, T_DIR, &self, 0, "", 0)) goto oom;
+  char buf[65536];
+  for (;;) {
+    long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
+    if (n < 0) {
+      j->err = errno, j->syscall_name = "getdents64";
+      break;
+    }
+    if (n == 0) break;
+    for (long off = 0; off < n;) {
+      struct {
+        uint64_t d_ino;
+        int64_t d_off;
+        unsigned short d_reclen;
+        unsigned char d_type;
+        char d_name[];
+      } *d = (void *)(buf + off);
+      off += d->d_reclen;
+      const char *nm = d->d_name;
+      if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0))) continue;
+      size_t nl = strlen(nm);
+      int t = type_of_dtype(d->d_type);
+      if (t == T_REG || t == T_DIR || t < 0) {
+        struct statx st;
+        if (do_statx(fd, nm, 0, &st)) {
+          if (out_record(&j->out, T_ERR, NULL, errno, nm, nl)) goto oom;
+          continue;
+        }
+        if (out_record(&j->out, type_of_mode(st.stx_mode), &st, 0, nm, nl)) goto oom;
+      } else if (out_record(&j->out, t, NULL, 0, nm, nl)) {
+        goto oom;
+      }
+    }
+  }
+  close(fd);
+  return;
+oom:
+  j->err = ENOMEM, j->syscall_name = "scandir";
+  close(fd);
+}
+
+static void scan_complete(napi_env env, napi_status status, void *data) {
+  scan_job *j = data;
+  if (status != napi_ok) {
+    napi_value e;
+    napi_create_string_utf8(env, "scan cancelled", NAPI_AUTO_LENGTH, &e);
+    napi_reject_deferred(env, j->deferred, e);
+  } else if (j->err) {
+    napi_reject_deferred(env, j->deferred, make_error(env, j->err, j->syscall_name));
+  } else {
+    napi_value buf = buffer_from(env, &j->out);
+    if (buf)
+      napi_resolve_deferred(env, j->deferred, buf);
+    else {
+      napi_value e;
+      napi_get_and_clear_last_exception(env, &e);
+      napi_reject_deferred(env, j->deferred, e);
+    }
+  }
+  napi_delete_async_work(env, j->work);
+  free(j->out.data);
+  free(j->relpath);
+  free(j);
+}
+
+/* scanDir(rootFd, relPath: Buffer, expectDev?, expectIno?) -> Promise<Buffer>
+ * Opens relPath confined beneath rootFd, checks it is the directory that was
+ * listed before (when expectDev/expectIno are given), and returns one packed
+ * record for the directory itself followed by one per entry. Regular files
+ * and directories carry statx data; other types carry only their type. */
+static napi_value ScanDir(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t rootfd;
+  double dev = -1, ino = -1;
+  if (argc < 2 || arg_int(env, argv[0], &rootfd)) {
+    napi_throw_type_error(env, NULL, "scanDir(rootFd, path[, dev, ino])");
+    return NULL;
+  }
+  if (argc >= 4) {
+    napi_get_value_double(env, argv[2], &dev);
+    napi_get_value_double(env, argv[3], &ino);
+  }
+  char *path = arg_bytes(env, argv[1], NULL);
+  if (!path) return NULL;
+  scan_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    free(path);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  j->relpath = path;
+  j->rootfd = (int)rootfd;
+  j->check = dev >= 0 && ino >= 0;
+  j->expect_dev = (uint64_t)dev;
+  j->expect_ino = (uint64_t)ino;
+  napi_value promise, name;
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "vunify.scanDir", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, scan_execute, scan_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
+/* ---- single-file calls ---------------------------------------------------- */
+
+/* fstatx(fd) -> Buffer holding one packed record (empty name) */
+static napi_value Fstatx(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || arg_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "fstatx(fd)");
+    return NULL;
+  }
+  struct statx st;
+  if (statx((int)fd, "", AT_EMPTY_PATH, STATX_WANT, &st)) return throw_errno(env, errno, "statx");
+  char rec[HDR];
+  outbuf o = {rec, 0, sizeof rec};
+  out_record(&o, type_of_mode(st.stx_mode), &st, 0, "", 0);
+  return buffer_from(env, &o);
+}
+
+/* statAt(dirFd, name: Buffer) -> packed record; never follows a symlink */
+static napi_value StatAt(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int64_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || arg_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "statAt(dirFd, name)");
+    return NULL;
+  }
+  size_t nl;
+  char *name = arg_bytes(env, argv[1], &nl);
+  if (!name) return NULL;
+  struct statx st;
+  int r = do_statx((int)fd, name, 0, &st), err = errno;
+  if (r) {
+    free(name);
+    return throw_errno(env, err, "statx");
+  }
+  char rec[HDR + 8];
+  outbuf o = {rec, 0, sizeof rec};
+  out_record(&o, type_of_mode(st.stx_mode), &st, 0, "", 0);
+  free(name);
+  return buffer_from(env, &o);
+}
+
+/* getXattrs(fd) -> [name: Buffer, value: Buffer][] sorted by name.
+ * Every namespace the caller may read (root sees trusted.* and security.*;
+ * system.posix_acl_* come back as their binary form). Works on an O_PATH
+ * descriptor too, through its /proc/self/fd magic link. Values that change
+ * size between the two calls are read again. */
+static ssize_t xlist(int fd, const char *proc, char *b, size_t n) {
+  return proc ? listxattr(proc, b, n) : flistxattr(fd, b, n);
+}
+static ssize_t xget(int fd, const char *proc, const char *k, void *b, size_t n) {
+  return proc ? getxattr(proc, k, b, n) : fgetxattr(fd, k, b, n);
+}
+static int cmpstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static napi_value GetXattrs(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || arg_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "getXattrs(fd)");
+    return NULL;
+  }
+  char procbuf[64], *proc = NULL;
+  char *names = NULL;
+  ssize_t n;
+  for (int attempt = 0;; attempt++) {
+    n = xlist((int)fd, proc, NULL, 0);
+    if (n < 0 && errno == EBADF && !proc) { /* O_PATH descriptor */
+      snprintf(procbuf, sizeof procbuf, "/proc/self/fd/%d", (int)fd);
+      proc = procbuf;
+      continue;
+    }
+    if (n < 0) return throw_errno(env, errno, "flistxattr");
+    free(names);
+    names = malloc(n + 1);
+    if (!names) return throw_errno(env, ENOMEM, "flistxattr");
+    ssize_t m = n ? xlist((int)fd, proc, names, n) : 0;
+    if (m >= 0) {
+      n = m;
+      break;
+    }
+    if (errno != ERANGE || attempt > 8) {
+      int e = errno;
+      free(names);
+      return throw_errno(env, e, "flistxattr");
+    }
+  }
+  size_t count = 0;
+  for (ssize_t i = 0; i < n; i += strlen(names + i) + 1) count++;
+  char **keys = malloc((count ? count : 1) * sizeof *keys);
+  if (!keys) {
+    free(names);
+    return throw_errno(env, ENOMEM, "flistxattr");
+  }
+  count = 0;
+  for (ssize_t i = 0; i < n; i += strlen(names + i) + 1) keys[count++] = names + i;
+  qsort(keys, count, sizeof *keys, cmpstr);
+
+  napi_value result;
+  napi_create_array_with_length(env, count, &result);
+  size_t out = 0;
+  for (size_t k = 0; k < count; k++) {
+    char small[4096], *val = small;
+    ssize_t vl;
+    for (int attempt = 0;; attempt++) {
+      vl = xget((int)fd, proc, keys[k], val == small ? small : val, val == small ? sizeof small : (size_t)vl);
+      if (vl >= 0 || errno != ERANGE || attempt > 8) break;
+      vl = xget((int)fd, proc, keys[k], NULL, 0);
+      if (vl < 0) break;
+      if (val != small) free(val);
+      val = malloc(vl ? vl : 1);
+      if (!val) {
+        errno = ENOMEM;
+        vl = -1;
+        break;
+      }
+    }
+    if (vl < 0) {
+      int e = errno;
+      if (val != small) free(val);
+      if (e == ENODATA) continue; /* removed between list and get */
+      free(keys);
+      free(names);
+      return throw_errno(env, e, "fgetxattr");
+    }
+    napi_value pair, kb, vb;
+    void *dst;
+    napi_create_buffer_copy(env, strlen(keys[k]), keys[k], &dst, &kb);
+    napi_create_buffer_copy(env, vl, val, &dst, &vb);
+    if (val != small) free(val);
+    napi_create_array_with_length(env, 2, &pair);
+    napi_set_element(env, pair, 0, kb);
+    napi_set_element(env, pair, 1, vb);
+    napi_set_element(env, result, out++, pair);
+  }
+  free(keys);
+  free(names);
+  return result;
+}
+
+/* linkAt(fd, newDirFd, newName): give the open file (exactly that inode,
+ * whatever its paths are now) one more name. AT_EMPTY_PATH needs
+ * CAP_DAC_READ_SEARCH; without it, the /proc/self/fd link does the same. */
+static napi_value LinkAt(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int64_t fd, dirfd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3 || arg_int(env, argv[0], &fd) || arg_int(env, argv[1], &dirfd)) {
+    napi_throw_type_error(env, NULL, "linkAt(fd, dirFd, name)");
+    return NULL;
+  }
+  char *name = arg_bytes(env, argv[2], NULL);
+  if (!name) return NULL;
+  int r = linkat((int)fd, "", (int)dirfd, name, AT_EMPTY_PATH);
+  if (r < 0 && errno == ENOENT) {
+    /* ENOENT here means either "no capability" or "the file has no links
+     * left"; the /proc route tells the two apart. */
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", (int)fd);
+    r = linkat(AT_FDCWD, proc, (int)dirfd, name, AT_SYMLINK_FOLLOW);
+  }
+  int err = errno;
+  free(name);
+  if (r < 0) return throw_errno(env, err, "linkat");
+  return NULL;
+}
+
+/* renameAt(oldDirFd, oldName, newDirFd, newName, flags) — renameat2 */
+static napi_value RenameAt(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  int64_t ofd, nfd, flags;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5 || arg_int(env, argv[0], &ofd) || arg_int(env, argv[2], &nfd) ||
+      arg_int(env, argv[4], &flags)) {
+    napi_throw_type_error(env, NULL, "renameAt(oldDirFd, oldName, newDirFd, newName, flags)");
+    return NULL;
+  }
+  char *on = arg_bytes(env, argv[1], NULL);
+  if (!on) return NULL;
+  char *nn = arg_bytes(env, argv[3], NULL);
+  if (!nn) {
+    free(on);
+    return NULL;
+  }
+  int r = (int)syscall(SYS_renameat2, (int)ofd, on, (int)nfd, nn, (unsigned)flags);
+  int err = errno;
+  free(on);
+  free(nn);
+  if (r < 0) return throw_errno(env, err, "renameat2");
+  return NULL;
+}
+
+/* unlinkAt(dirFd, name, flags) */
+static napi_value UnlinkAt(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int64_t fd, flags = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || arg_int(env, argv[0], &fd) || (argc > 2 && arg_int(env, argv[2], &flags))) {
+    napi_throw_type_error(env, NULL, "unlinkAt(dirFd, name[, flags])");
+    return NULL;
+  }
+  char *name = arg_bytes(env, argv[1], NULL);
+  if (!name) return NULL;
+  int r = unlinkat((int)fd, name, (int)flags), err = errno;
+  free(name);
+  if (r < 0) return throw_errno(env, err, "unlinkat");
+  return NULL;
+}
+
+/* getFlags(fd) / setFlags(fd, flags): inode flags (chattr), FS_IOC_*FLAGS */
+static napi_value GetFlags(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || arg_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "getFlags(fd)");
+    return NULL;
+  }
+  int flags = 0;
+  if (ioctl((int)fd, FS_IOC_GETFLAGS, &flags) < 0) return throw_errno(env, errno, "ioctl(FS_IOC_GETFLAGS)");
+  napi_value r;
+  napi_create_uint32(env, (uint32_t)flags, &r);
+  return r;
+}
+
+static napi_value SetFlags(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int64_t fd, flags;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || arg_int(env, argv[0], &fd) || arg_int(env, argv[1], &flags)) {
+    napi_throw_type_error(env, NULL, "setFlags(fd, flags)");
+    return NULL;
+  }
+  int f = (int)flags;
+  if (ioctl((int)fd, FS_IOC_SETFLAGS, &f) < 0) return throw_errno(env, errno, "ioctl(FS_IOC_SETFLAGS)");
+  return NULL;
+}
+
+/* flock(fd, op) -> true when taken, false when LOCK_NB and held elsewhere */
+static napi_value Flock(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int64_t fd, op;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || arg_int(env, argv[0], &fd) || arg_int(env, argv[1], &op)) {
+    napi_throw_type_error(env, NULL, "flock(fd, op)");
+    return NULL;
+  }
+  napi_value r;
+  if (flock((int)fd, (int)op) < 0) {
+    if (errno != EWOULDBLOCK) return throw_errno(env, errno, "flock");
+    napi_get_boolean(env, false, &r);
+  } else {
+    napi_get_boolean(env, true, &r);
+  }
+  return r;
+}
+
+/* ---- module ---------------------------------------------------------------- */
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"openBeneath", NULL, OpenBeneath, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"forceLegacyLookup", NULL, ForceLegacyLookup, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"scanDir", NULL, ScanDir, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fstatx", NULL, Fstatx, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"statAt", NULL, StatAt, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"getXattrs", NULL, GetXattrs, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"linkAt", NULL, LinkAt, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"renameAt", NULL, RenameAt, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unlinkAt", NULL, UnlinkAt, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"getFlags", NULL, GetFlags, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setFlags", NULL, SetFlags, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"flock", NULL, Flock, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof *props, props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

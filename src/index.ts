@@ -1,0 +1,77 @@
+/*
+ * vunify, top to bottom: the whole program on one screen.
+ *
+ *   roots  -> walk -> group -> xattrs -> hash -> plan -> link -> report
+ *
+ * Each stage is its own module. Everything up to and including the plan only
+ * reads; with dryRun the linker is never called. Per-file errors from every
+ * stage are collected into the report and the run goes on.
+ */
+import { compileRules, DEFAULT_EXCLUDES, parseRule, type Rule } from './excludes.js';
+import type { FileError } from './errors.js';
+import { groupFiles } from './group.js';
+import { splitByHash } from './hash.js';
+import { link } from './link.js';
+import { plan } from './plan.js';
+import { noProgress, type Progress } from './progress.js';
+import { buildReport, type Report } from './report.js';
+import { closeRoots, expandRoots, openRoots } from './roots.js';
+import type { FileRec } from './types.js';
+import { walk } from './walk.js';
+import { splitByXattrs } from './xattrs.js';
+
+export interface UnifyOptions {
+  roots: readonly string[];
+  dryRun: boolean;
+  ignoreMtime: boolean;
+  minSize: number;
+  maxSize: number;
+  /** User rules, in order; the default list is appended unless noDefaultExcludes. */
+  rules: readonly Rule[];
+  noDefaultExcludes: boolean;
+  progress?: Progress;
+  onError?(e: FileError): void;
+  onLink?(file: FileRec, canonical: FileRec): void;
+}
+
+export async function unify(opts: UnifyOptions): Promise<Report> {
+  const progress = opts.progress ?? noProgress;
+  const errors: FileError[] = [];
+  const onError = (e: FileError) => {
+    errors.push(e);
+    opts.onError?.(e);
+  };
+  const rules = opts.noDefaultExcludes ? opts.rules : [...opts.rules, ...DEFAULT_EXCLUDES.map((r) => parseRule(r))];
+  const roots = openRoots(expandRoots(opts.roots));
+  try {
+    progress.stage('scanning', 0);
+    const walked = await walk(roots, {
+      matcher: compileRules(rules),
+      minSize: opts.minSize,
+      maxSize: opts.maxSize,
+      onError,
+      onProgress: (n) => progress.tick(n),
+    });
+    const { inodes, groups } = groupFiles(walked.files, { ignoreMtime: opts.ignoreMtime });
+    const sameXattrs = splitByXattrs(groups, onError);
+    progress.stage('hashing', sameXattrs.flat().reduce((sum, i) => sum + i.stat.size, 0), 'bytes');
+    const identical = await splitByHash(sameXattrs, { onError, onProgress: (n) => progress.tick(n) });
+    const thePlan = plan(identical);
+    const earlySkips = errors.length;
+    let linked;
+    if (!opts.dryRun) {
+      progress.stage('linking', thePlan.linksPlanned);
+      linked = await link(thePlan, {
+        ignoreMtime: opts.ignoreMtime,
+        onError,
+        onLink: opts.onLink,
+        onProgress: (n) => progress.tick(n),
+      });
+    }
+    progress.stop();
+    return buildReport({ roots, inodes, plan: thePlan, linked, errors, earlySkips });
+  } finally {
+    progress.stop();
+    closeRoots(roots);
+  }
+}

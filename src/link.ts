@@ -1,0 +1,257 @@
+/*
+ * Link: carry out a plan, one duplicate path at a time, re-checking
+ * everything a guest could have changed since the scan.
+ *
+ * For each set the canonical inode is opened once, confined beneath its
+ * root, and kept open. For each duplicate path:
+ *   1. open its directory (confined, and checked to be the directory that
+ *      was scanned) and the file in it (O_PATH first, checked against the
+ *      scan, then reopened for reading);
+ *   2. check both files are unchanged since the scan, except for the nlink
+ *      and ctime changes vunify's own links caused, and that the duplicate is
+ *      neither immutable nor append-only;
+ *   3. compare xattrs and every byte, read through those two descriptors: a
+ *      hash match alone never links (XXH64 collisions can be forged);
+ *   4. linkat(canonical descriptor, AT_EMPTY_PATH) to `.vunify.<random>` in
+ *      the duplicate's directory, so the new name is exactly the inode whose
+ *      bytes were compared, whatever its paths are by now;
+ *   5. renameat2(RENAME_EXCHANGE) the temporary name with the duplicate's
+ *      name: the path always names a file, and the old inode is not lost but
+ *      moves to the temporary name;
+ *   6. check the inode that moved out is the one compared and was not
+ *      written meanwhile; then unlink it. Otherwise swap back and skip.
+ * EMLINK (the canonical reached the filesystem's link limit) makes the
+ * current duplicate the canonical for the rest of its set. Any other error
+ * is reported with the path and the run goes on.
+ */
+import { randomBytes } from 'node:crypto';
+import { displayPath, openDir, openRegular, openScanned, relPath, sameFile, type OpenedFile } from './confine.js';
+import { codedError, errorCode, fileError, type FileError } from './errors.js';
+import { CHUNK, readFully } from './hash.js';
+import type { LinkOp, Plan, PlanSet } from './plan.js';
+import { FS_APPEND_FL, FS_IMMUTABLE_FL, RENAME_EXCHANGE, sys, type Stat } from './sys.js';
+import type { FileRec, Inode } from './types.js';
+import { encodeXattrs } from './xattrs.js';
+
+export interface LinkOptions {
+  ignoreMtime: boolean;
+  onError(e: FileError): void;
+  /** Called after each link made (for -v). */
+  onLink?(file: FileRec, canonical: FileRec): void;
+  onProgress?(ops: number): void;
+}
+
+export interface LinkResult {
+  linksMade: number;
+  /** Inodes whose last link was replaced, and the sum of their sizes. */
+  freedInodes: number;
+  freedBytes: number;
+  /** Planned links not made because of an error. */
+  skipped: number;
+}
+
+interface Canonical {
+  file: FileRec;
+  inode: Inode;
+  fd: number;
+  /** What fstat must say now: the scan's stat, updated after each link we made. */
+  expect: Stat;
+}
+
+/** What fstat of each inode should say, after vunify's own changes to it. */
+type Expected = Map<Inode, Stat>;
+
+export const TEMP_PREFIX = '.vunify.';
+
+export async function link(plan: Plan, opts: LinkOptions): Promise<LinkResult> {
+  const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, skipped: 0 };
+  const buffers: [Buffer, Buffer] = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
+  const expected: Expected = new Map();
+  for (const set of plan.sets) await linkSet(set, opts, result, buffers, expected);
+  return result;
+}
+
+async function linkSet(
+  set: PlanSet,
+  opts: LinkOptions,
+  result: LinkResult,
+  buffers: [Buffer, Buffer],
+  expected: Expected,
+): Promise<void> {
+  let canon: Canonical;
+  try {
+    canon = openCanonical(set.source, set.canonical, expected);
+  } catch (er) {
+    opts.onError(fileError(displayPath(set.source), er));
+    result.skipped += set.ops.length;
+    return;
+  }
+  try {
+    for (const op of set.ops) {
+      opts.onProgress?.(1);
+      if (op.inode === canon.inode) continue; // became canonical after EMLINK
+      try {
+        const freed = await linkOne(canon, op, opts, buffers, expected);
+        result.linksMade++;
+        if (freed) {
+          result.freedInodes++;
+          result.freedBytes += op.inode.stat.size;
+        }
+        opts.onLink?.(op.file, canon.file);
+      } catch (er) {
+        if (errorCode(er) === 'EMLINK') {
+          // The canonical is full: this duplicate carries the set from here.
+          try {
+            const next = openCanonical(op.file, op.inode, expected);
+            sys.close(canon.fd);
+            canon = next;
+            continue;
+          } catch (er2) {
+            er = er2;
+          }
+        }
+        opts.onError(fileError(displayPath(op.file), er));
+        result.skipped++;
+        if (errorCode(er) === 'ECANONICAL') {
+          result.skipped += set.ops.length - set.ops.indexOf(op) - 1;
+          return;
+        }
+      }
+    }
+  } finally {
+    sys.close(canon.fd);
+  }
+}
+
+function openCanonical(file: FileRec, inode: Inode, expected: Expected): Canonical {
+  const expect = expected.get(inode);
+  const opened = expect
+    ? openRegular(file.dir.root.fd, relPath(file), expect, { ctime: true, nlink: true })
+    : openScanned(file);
+  try {
+    checkFlags(opened.fd, 'canonical copy');
+  } catch (er) {
+    sys.close(opened.fd);
+    throw er;
+  }
+  return { file, inode, fd: opened.fd, expect: opened.stat };
+}
+
+function checkFlags(fd: number, what: string): void {
+  let flags = 0;
+  try {
+    flags = sys.getFlags(fd);
+  } catch (er) {
+    // Filesystems without inode flags cannot have these either.
+    if (!['ENOTTY', 'EINVAL', 'EOPNOTSUPP', 'ENOSYS'].includes(errorCode(er) ?? '')) throw er;
+  }
+  if (flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
+    const which = flags & FS_IMMUTABLE_FL ? 'immutable' : 'append-only';
+    throw codedError('EFLAGS', `${what} is ${which} (chattr); left alone`);
+  }
+}
+
+/** Replace one duplicate path; returns true when its inode lost its last link. */
+async function linkOne(
+  canon: Canonical,
+  op: LinkOp,
+  opts: LinkOptions,
+  buffers: [Buffer, Buffer],
+  expected: Expected,
+): Promise<boolean> {
+  const dirFd = openDir(op.file.dir);
+  try {
+    const expectDup = expected.get(op.inode) ?? op.file.stat;
+    const dup = openRegular(dirFd, op.file.name, expectDup, { ctime: true, nlink: false });
+    try {
+      checkFlags(dup.fd, 'duplicate');
+      await verify(canon, dup, opts, buffers);
+      replace(canon, dup, dirFd, op.file.name);
+      canon.expect = sys.fstat(canon.fd);
+      expected.set(canon.inode, canon.expect);
+      const after = sys.fstat(dup.fd);
+      expected.set(op.inode, after);
+      return after.nlink === 0;
+    } finally {
+      sys.close(dup.fd);
+    }
+  } finally {
+    sys.close(dirFd);
+  }
+}
+
+/** Everything that must hold before the duplicate's name may point at the canonical. */
+async function verify(canon: Canonical, dup: OpenedFile, opts: LinkOptions, buffers: [Buffer, Buffer]): Promise<void> {
+  const c = sys.fstat(canon.fd);
+  if (!sameFile(c, canon.expect, { ctime: true, nlink: true })) {
+    throw codedError('ECANONICAL', `canonical ${displayPath(canon.file)} changed since it was scanned; rest of its set skipped`);
+  }
+  const d = dup.stat;
+  const metaOk =
+    c.size === d.size &&
+    c.uid === d.uid &&
+    c.gid === d.gid &&
+    c.mode === d.mode &&
+    (opts.ignoreMtime || (c.mtimeSec === d.mtimeSec && c.mtimeNsec === d.mtimeNsec));
+  if (!metaOk) throw codedError('ECHANGED', 'owner, mode, size or mtime no longer match the canonical copy');
+  if (encodeXattrs(sys.getXattrs(dup.fd)) !== encodeXattrs(sys.getXattrs(canon.fd))) {
+    throw codedError('EDIFFERENT', 'extended attributes differ from the canonical copy');
+  }
+  const [a, b] = buffers;
+  for (let pos = 0; pos < c.size; pos += CHUNK) {
+    const len = Math.min(CHUNK, c.size - pos);
+    await Promise.all([readFully(canon.fd, a, len, pos), readFully(dup.fd, b, len, pos)]);
+    if (!a.subarray(0, len).equals(b.subarray(0, len))) {
+      throw codedError('EDIFFERENT', `content differs from ${displayPath(canon.file)} (hash collision or rewritten)`);
+    }
+  }
+  // Nothing may have been written while we compared.
+  if (!sameFile(sys.fstat(canon.fd), c, { ctime: true, nlink: true }) || !sameFile(sys.fstat(dup.fd), d, { ctime: true, nlink: true })) {
+    throw codedError('ECHANGED', 'file changed while it was being compared');
+  }
+}
+
+/** Swap the duplicate's name over to the canonical inode. */
+function replace(canon: Canonical, dup: OpenedFile, dirFd: number, name: Buffer): void {
+  const tmp = tempName();
+  sys.linkAt(canon.fd, dirFd, tmp);
+  try {
+    sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
+  } catch (er) {
+    removeIfInode(dirFd, tmp, canon.expect);
+    if (errorCode(er) === 'EINVAL') {
+      throw codedError('EINVAL', 'filesystem does not support RENAME_EXCHANGE, which vunify needs to replace files without a window of loss');
+    }
+    throw er;
+  }
+  // `tmp` now holds what was at `name` a moment ago: it must be the inode we
+  // compared, unwritten since. Otherwise a guest raced us: put it back.
+  const displaced = sys.statAt(dirFd, tmp);
+  const now = sys.fstat(dup.fd);
+  const intact =
+    displaced.dev === dup.stat.dev &&
+    displaced.ino === dup.stat.ino &&
+    now.size === dup.stat.size &&
+    now.mtimeSec === dup.stat.mtimeSec &&
+    now.mtimeNsec === dup.stat.mtimeNsec;
+  if (!intact) {
+    sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
+    removeIfInode(dirFd, tmp, canon.expect);
+    throw codedError('ECHANGED', 'file was replaced or written while being linked; left as it was');
+  }
+  sys.unlinkAt(dirFd, tmp);
+}
+
+/** Remove our temporary name, but only while it still names `inode`. */
+function removeIfInode(dirFd: number, tmp: Buffer, inode: Stat): void {
+  try {
+    const st = sys.statAt(dirFd, tmp);
+    if (st.dev === inode.dev && st.ino === inode.ino) sys.unlinkAt(dirFd, tmp);
+  } catch {
+    // Already gone; nothing of ours is left.
+  }
+}
+
+function tempName(): Buffer {
+  return Buffer.from(TEMP_PREFIX + randomBytes(9).toString('base64url'));
+}

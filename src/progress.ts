@@ -1,0 +1,38 @@
+/*
+ * Progress bars on stderr, only for a person watching: when stderr is a TTY
+ * and -q was not given. Everything else (scripts, systemd, pipes) gets none.
+ */
+import cliProgress from 'cli-progress';
+
+export interface Progress {
+  stage(name: string, total: number, unit?: 'count' | 'bytes'): void;
+  tick(n: number): void;
+  stop(): void;
+}
+
+export const noProgress: Progress = { stage() {}, tick() {}, stop() {} };
+
+export function ttyProgress(stream: NodeJS.WriteStream): Progress {
+  let bar: cliProgress.SingleBar | undefined;
+  let value = 0;
+  return {
+    stage(name, total, unit = 'count') {
+      bar?.stop();
+      value = 0;
+      const fmt = unit === 'bytes' ? '{value_mib}/{total_mib} MiB' : '{value}/{total}';
+      bar = new cliProgress.SingleBar(
+        { stream, format: `${name.padEnd(8)} [{bar}] {percentage}% ${fmt}`, hideCursor: true, clearOnComplete: true },
+        cliProgress.Presets.shades_classic,
+      );
+      bar.start(total, 0, unit === 'bytes' ? { value_mib: 0, total_mib: Math.round(total / 2 ** 20) } : {});
+    },
+    tick(n) {
+      value += n;
+      bar?.update(value, bar && { value_mib: Math.round(value / 2 ** 20) });
+    },
+    stop() {
+      bar?.stop();
+      bar = undefined;
+    },
+  };
+}

@@ -1,0 +1,158 @@
+/*
+ * The one seam between vunify and the operating system.
+ *
+ * Every system call vunify makes goes through the `sys` object below: the
+ * native addon (native/vunify.c) for what Node lacks (lookups confined
+ * beneath a directory descriptor, fd-relative directory scans with statx,
+ * xattrs by descriptor, linkat/renameat2/unlinkat, inode flags, flock) and
+ * the handful of Node fs calls used on descriptors. Tests replace single
+ * members (vi.spyOn(sys, 'linkAt')) to inject faults a real filesystem
+ * cannot produce on demand, such as EMLINK after a few links.
+ *
+ * Packed stat records from the addon are decoded here into plain objects.
+ */
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+
+export enum FileType {
+  Other = 0,
+  Regular = 1,
+  Directory = 2,
+  Symlink = 3,
+  Fifo = 4,
+  Socket = 5,
+  CharDevice = 6,
+  BlockDevice = 7,
+  Error = 255,
+}
+
+/** What statx said about one inode; times split into seconds and nanoseconds. */
+export interface Stat {
+  type: FileType;
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  ino: number;
+  dev: number;
+  size: number;
+  blocks: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
+  mntId: number;
+}
+
+/** One directory entry from scanDir. `errno` is set (and type is Error) when statx failed. */
+export interface Entry extends Stat {
+  name: Buffer;
+  errno: number;
+}
+
+interface Native {
+  openBeneath(dirFd: number, path: Buffer, flags: number, mode?: number): number;
+  forceLegacyLookup(legacy?: boolean): void;
+  scanDir(rootFd: number, path: Buffer, dev?: number, ino?: number): Promise<Buffer>;
+  fstatx(fd: number): Buffer;
+  statAt(dirFd: number, name: Buffer): Buffer;
+  getXattrs(fd: number): [Buffer, Buffer][];
+  linkAt(fd: number, dirFd: number, name: Buffer): void;
+  renameAt(oldDirFd: number, oldName: Buffer, newDirFd: number, newName: Buffer, flags: number): void;
+  unlinkAt(dirFd: number, name: Buffer, flags?: number): void;
+  getFlags(fd: number): number;
+  setFlags(fd: number, flags: number): void;
+  flock(fd: number, op: number): boolean;
+}
+
+const native = createRequire(import.meta.url)('../build/Release/vunify.node') as Native;
+
+const HDR = 88;
+const TWO32 = 2 ** 32;
+
+function decode(buf: Buffer, off: number): Stat {
+  const u64 = (o: number) => buf.readUInt32LE(off + o) + buf.readUInt32LE(off + o + 4) * TWO32;
+  return {
+    type: buf[off + 4] as FileType,
+    mode: buf.readUInt32LE(off + 8),
+    uid: buf.readUInt32LE(off + 12),
+    gid: buf.readUInt32LE(off + 16),
+    nlink: buf.readUInt32LE(off + 20),
+    ino: u64(24),
+    dev: u64(32),
+    size: u64(40),
+    blocks: u64(48),
+    mtimeSec: Number(buf.readBigInt64LE(off + 56)),
+    mtimeNsec: buf.readUInt32LE(off + 64),
+    ctimeNsec: buf.readUInt32LE(off + 68),
+    ctimeSec: Number(buf.readBigInt64LE(off + 72)),
+    mntId: u64(80),
+  };
+}
+
+/** Decode scanDir's records: the directory itself first, then its entries. */
+export function decodeEntries(buf: Buffer): { self: Stat; entries: Entry[] } {
+  const entries: Entry[] = [];
+  let self: Stat | undefined;
+  for (let off = 0; off < buf.length; ) {
+    const len = buf.readUInt32LE(off);
+    const nameLen = buf.readUInt16LE(off + 6);
+    const st = decode(buf, off);
+    if (self === undefined) {
+      self = st;
+    } else {
+      const name = Buffer.from(buf.subarray(off + HDR, off + HDR + nameLen));
+      const errno = st.type === FileType.Error ? st.mode : 0;
+      entries.push({ ...st, name, errno });
+    }
+    off += len;
+  }
+  if (!self) throw new Error('scanDir returned no record for the directory itself');
+  return { self, entries };
+}
+
+export const O = {
+  PATH: 0o10000000,
+  NOATIME: fs.constants.O_NOATIME,
+  NOFOLLOW: fs.constants.O_NOFOLLOW,
+  NONBLOCK: fs.constants.O_NONBLOCK,
+  DIRECTORY: fs.constants.O_DIRECTORY,
+  RDONLY: fs.constants.O_RDONLY,
+  CLOEXEC: 0o2000000,
+} as const;
+
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+/** Inode flags from linux/fs.h (what chattr sets). */
+export const FS_IMMUTABLE_FL = 0x10;
+export const FS_APPEND_FL = 0x20;
+
+export const sys = {
+  openBeneath: (dirFd: number, path: Buffer, flags: number, mode = 0): number =>
+    native.openBeneath(dirFd, path, flags, mode),
+  forceLegacyLookup: (legacy = true): void => native.forceLegacyLookup(legacy),
+  scanDir: async (rootFd: number, path: Buffer, expect?: { dev: number; ino: number }) =>
+    decodeEntries(
+      expect ? await native.scanDir(rootFd, path, expect.dev, expect.ino) : await native.scanDir(rootFd, path),
+    ),
+  fstat: (fd: number): Stat => decode(native.fstatx(fd), 0),
+  statAt: (dirFd: number, name: Buffer): Stat => decode(native.statAt(dirFd, name), 0),
+  getXattrs: (fd: number): [Buffer, Buffer][] => native.getXattrs(fd),
+  linkAt: (fd: number, dirFd: number, name: Buffer): void => native.linkAt(fd, dirFd, name),
+  renameAt: (oldDirFd: number, oldName: Buffer, newDirFd: number, newName: Buffer, flags = 0): void =>
+    native.renameAt(oldDirFd, oldName, newDirFd, newName, flags),
+  unlinkAt: (dirFd: number, name: Buffer, flags = 0): void => native.unlinkAt(dirFd, name, flags),
+  getFlags: (fd: number): number => native.getFlags(fd),
+  setFlags: (fd: number, flags: number): void => native.setFlags(fd, flags),
+  flock: (fd: number, op: number): boolean => native.flock(fd, op),
+  /** Open a directory or file by an absolute host path (roots only). */
+  open: (path: string | Buffer, flags: number): number => fs.openSync(path, flags),
+  close: (fd: number): void => fs.closeSync(fd),
+  read: (fd: number, buf: Buffer, length: number, position: number): Promise<number> =>
+    new Promise((resolve, reject) =>
+      fs.read(fd, buf, 0, length, position, (er, n) => (er ? reject(er) : resolve(n))),
+    ),
+};

@@ -1,0 +1,122 @@
+/*
+ * Real trees for tests: temp directories on the real filesystem, files with
+ * real owners, modes, xattrs and ACLs, and snapshots taken with independent
+ * tools (find, stat, getfattr, sha256sum) rather than with vunify's own code.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export function tempDir(prefix = 'vunify-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export function rmTree(dir: string): void {
+  // Immutable flags left by a failed test would make rm fail.
+  spawnSync('chattr', ['-R', '-i', '-a', dir], { stdio: 'ignore' });
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+export interface FileSpec {
+  content?: string | Buffer;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  /** mtime in seconds since the epoch: a decimal string keeps every nanosecond. */
+  mtime?: string;
+  xattrs?: Record<string, string>;
+}
+
+const FIXED_MTIME = '1700000000.123456789';
+
+/** Write a file with exactly the given metadata (defaults: 0644 root:root, a fixed mtime). */
+export function writeFile(file: string, spec: FileSpec = {}): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, spec.content ?? 'same content\n');
+  fs.chownSync(file, spec.uid ?? 0, spec.gid ?? 0);
+  fs.chmodSync(file, spec.mode ?? 0o644);
+  for (const [k, v] of Object.entries(spec.xattrs ?? {})) sh('setfattr', '-n', k, '-v', v, file);
+  setMtime(file, spec.mtime ?? FIXED_MTIME);
+}
+
+export function setMtime(file: string, seconds: string): void {
+  // touch takes nanoseconds exactly; a double cannot hold them at this scale.
+  sh('touch', '-h', '-d', `@${seconds}`, file);
+}
+
+export function sh(cmd: string, ...args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export function inode(file: string | Buffer): number {
+  return fs.lstatSync(file).ino;
+}
+
+/**
+ * Everything observable about every path below `dir`, keyed by the path
+ * relative to `dir` (a latin1 string: one char per byte, so non-UTF-8 names
+ * survive): type, links, mode, owner, group, size, mtime (ns), xattrs and a
+ * sha256 of the content, from find, getfattr and sha256sum. Inode numbers
+ * are included only when asked for, and directory mtimes can be left out,
+ * so a snapshot can be compared across a linking run. Names reach the tools through find itself, never through
+ * argv strings that would mangle invalid UTF-8.
+ */
+export function snapshot(dir: string, opts: { inodes?: boolean; dirTimes?: boolean } = {}): Map<string, string> {
+  const out = new Map<string, string>();
+  const meta = execFileSync('find', [dir, '-mindepth', '1', '-printf', '%y|%i|%n|%m|%U|%G|%s|%T@|%P\\0'], { maxBuffer: 1 << 30 });
+  for (const rec of meta.toString('latin1').split('\0').filter(Boolean)) {
+    const parts = rec.split('|');
+    const name = parts.slice(8).join('|');
+    const [type, ino, nlink, ...rest] = parts.slice(0, 8);
+    // Replacing a name changes its directory's mtime, as any link or rename does.
+    if (type === 'd' && opts.dirTimes === false) rest.pop();
+    out.set(name, [type, ...(opts.inodes ? [ino, nlink] : []), ...rest].join('|'));
+  }
+  const sums = execFileSync('find', [dir, '-mindepth', '1', '-type', 'f', '-exec', 'sha256sum', '-z', '{}', '+'], { maxBuffer: 1 << 30 });
+  for (const rec of sums.toString('latin1').split('\0').filter(Boolean)) {
+    const name = rec.slice(66 + dir.length + 1);
+    out.set(name, out.get(name) + '|sha256=' + rec.slice(0, 64));
+  }
+  const attrs = spawnSync('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', dir], {
+    maxBuffer: 1 << 30,
+  }).stdout.toString('latin1');
+  for (const block of attrs.split('\n\n').filter((b) => b.trim())) {
+    const lines = block.trim().split('\n');
+    const name = unescapeOctal(lines[0]!.replace(/^# file: /, '')).slice(dir.length + 1);
+    if (out.has(name)) out.set(name, out.get(name) + '|' + lines.slice(1).sort().join(','));
+  }
+  return out;
+}
+
+/** getfattr prints unusual bytes as \ooo octal escapes. */
+function unescapeOctal(s: string): string {
+  return s.replace(/\\([0-7]{3})|\\\\/g, (m, o: string | undefined) => (o ? String.fromCharCode(parseInt(o, 8)) : '\\'));
+}
+
+/** Run the built CLI (dist/bin.js) and capture everything. */
+export function runCli(args: string[], opts: { input?: string } = {}) {
+  const bin = path.join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', input: opts.input ?? '' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+import { unify, type UnifyOptions } from '../../src/index.js';
+import type { FileError } from '../../src/errors.js';
+
+/** Run the whole pipeline in-process with test-friendly defaults (no default excludes). */
+export async function runUnify(roots: string[], opts: Partial<UnifyOptions> = {}) {
+  const errors: FileError[] = [];
+  const report = await unify({
+    roots,
+    dryRun: false,
+    ignoreMtime: false,
+    minSize: 1,
+    maxSize: Number.MAX_SAFE_INTEGER,
+    rules: [],
+    noDefaultExcludes: true,
+    onError: (e) => errors.push(e),
+    ...opts,
+  });
+  return { report, errors };
+}
