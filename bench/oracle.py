@@ -2,8 +2,8 @@
 """oracle.py - independent reference count of what hardlinking could free.
 
 Usage:
-    python3 bench/oracle.py [--ignore-mtime] [--json] [--threads N]
-                            [--dump-classes FILE] ROOT...
+    python3 bench/oracle.py [--ignore-mtime | --mtime-seconds] [--json]
+                            [--threads N] [--dump-classes FILE] ROOT...
 
 WHAT IT COMPUTES
     The maximum number of bytes that replacing identical regular files by
@@ -16,9 +16,10 @@ WHAT IT COMPUTES
       (overlapping ROOTs) is counted once.
     * Two inodes may share one inode only if they agree on: st_dev, st_size,
       st_uid, st_gid, permission bits (st_mode & 0o7777), st_mtime_ns
-      (dropped with --ignore-mtime), the complete set of extended attributes
-      of every namespace (names and values, read without following symlinks),
-      and the SHA-256 of their content.
+      (dropped with --ignore-mtime; truncated to whole seconds with
+      --mtime-seconds, which mimics util-linux hardlink), the complete set
+      of extended attributes of every namespace (names and values, read
+      without following symlinks), and the SHA-256 of their content.
     * Paths that already are the same (st_dev, st_ino) count as one inode.
       An inode whose st_nlink is larger than the number of its paths seen
       under the ROOTs has links outside the ROOTs and can never be freed.
@@ -167,6 +168,9 @@ def walk(roots, stats):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ignore-mtime", action="store_true")
+    ap.add_argument("--mtime-seconds", action="store_true",
+                    help="compare mtime in whole seconds (util-linux hardlink's"
+                         " policy) instead of nanoseconds; for cross-checks only")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--threads", type=int, default=max(2, min(8, (os.cpu_count() or 2) * 2)))
     ap.add_argument("--dump-classes", metavar="FILE",
@@ -188,7 +192,8 @@ def main():
         if node is None:
             meta = (st.st_dev, st.st_size, st.st_uid, st.st_gid,
                     st.st_mode & 0o7777,
-                    None if a.ignore_mtime else st.st_mtime_ns)
+                    None if a.ignore_mtime else
+                    (st.st_mtime_ns // 10**9 if a.mtime_seconds else st.st_mtime_ns))
             node = Inode(st, meta)
             inodes[key] = node
         node.paths.append((ri, p))
@@ -298,6 +303,7 @@ def main():
         "otherDeviceEntriesSkipped": stats["otherDevSkipped"],
         "errors": stats["errors"],
         "ignoreMtime": a.ignore_mtime,
+        "mtimeSeconds": a.mtime_seconds,
         "perRoot": per_root,
         "seconds": {"walk": round(t_walk - t0, 3),
                     "metaXattr": round(t_meta - t_walk, 3),

@@ -42,16 +42,18 @@ const REASONS: Record<string, string> = {
   EROFS: 'read-only filesystem',
   EIO: 'input/output error',
   ECHANGED: 'changed since it was scanned',
-  EDIFFERENT: 'content differs from the canonical copy',
-  EFLAGS: 'immutable or append-only',
 };
 
-/** Report-ready description of a per-file failure. */
+/**
+ * Report-ready description of a per-file failure: a system call's error gets
+ * a plain reason plus its code and call; vunify's own errors (ECHANGED,
+ * EDIFFERENT, EFLAGS, ...) already carry a sentence.
+ */
 export function fileError(path: string, er: unknown): FileError {
   const code = errorCode(er) ?? 'EUNKNOWN';
-  const detail = er instanceof Error ? er.message : String(er);
+  const syscall = er && typeof er === 'object' && 'syscall' in er ? String(er.syscall) : undefined;
+  const detail = er instanceof Error ? er.message : String((er as { message?: unknown })?.message ?? er);
   const reason = REASONS[code];
-  // Native and Node messages already start with the code; keep the reason first.
-  const message = reason && !detail.startsWith(code) ? `${reason}: ${detail}` : reason ?? detail;
+  const message = syscall ? `${reason ?? detail} (${code}, ${syscall})` : detail;
   return { path, code, message };
 }

@@ -43,9 +43,10 @@ export interface LinkOptions {
 
 export interface LinkResult {
   linksMade: number;
-  /** Inodes whose last link was replaced, and the sum of their sizes. */
+  /** Inodes whose last link was replaced, the sum of their sizes, and of their allocated blocks. */
   freedInodes: number;
   freedBytes: number;
+  freedDiskBytes: number;
   /** Planned links not made because of an error. */
   skipped: number;
 }
@@ -64,7 +65,7 @@ type Expected = Map<Inode, Stat>;
 export const TEMP_PREFIX = '.vunify.';
 
 export async function link(plan: Plan, opts: LinkOptions): Promise<LinkResult> {
-  const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, skipped: 0 };
+  const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, freedDiskBytes: 0, skipped: 0 };
   const buffers: [Buffer, Buffer] = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
   const expected: Expected = new Map();
   for (const set of plan.sets) await linkSet(set, opts, result, buffers, expected);
@@ -96,6 +97,7 @@ async function linkSet(
         if (freed) {
           result.freedInodes++;
           result.freedBytes += op.inode.stat.size;
+          result.freedDiskBytes += op.inode.stat.blocks * 512;
         }
         opts.onLink?.(op.file, canon.file);
       } catch (er) {

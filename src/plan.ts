@@ -34,9 +34,10 @@ export interface PlanSet {
 export interface Plan {
   sets: PlanSet[];
   linksPlanned: number;
-  /** Inodes (and the sum of their sizes) that disappear when every op succeeds. */
+  /** Inodes that disappear when every op succeeds, the sum of their sizes, and of their allocated blocks. */
   freeableInodes: number;
   freeableBytes: number;
+  freeableDiskBytes: number;
 }
 
 export function seenAll(inode: Inode): boolean {
@@ -58,7 +59,7 @@ export function compareCanonical(a: Inode, b: Inode): number {
 }
 
 export function plan(identicalSets: readonly Inode[][]): Plan {
-  const result: Plan = { sets: [], linksPlanned: 0, freeableInodes: 0, freeableBytes: 0 };
+  const result: Plan = { sets: [], linksPlanned: 0, freeableInodes: 0, freeableBytes: 0, freeableDiskBytes: 0 };
   for (const set of identicalSets) {
     if (set.length < 2) continue;
     const ordered = [...set].sort(compareCanonical);
@@ -70,6 +71,7 @@ export function plan(identicalSets: readonly Inode[][]): Plan {
       if (seenAll(inode)) {
         result.freeableInodes++;
         result.freeableBytes += inode.stat.size;
+        result.freeableDiskBytes += inode.stat.blocks * 512;
       }
     }
     result.sets.push({ canonical, source: firstPath(canonical), duplicates, ops });

@@ -8,7 +8,8 @@
  *   inodes: distinct inodes among them;
  *   alreadySharedBytes: what existing hardlinks already save, Σ (paths−1)×size;
  *   freeableInodes / freeableBytes: inodes the plan frees (all their links
- *     replaced) and the sum of their st_size;
+ *     replaced) and the sum of their st_size; freeableDiskBytes: the sum of
+ *     their allocated blocks (st_blocks × 512), which is what df will gain;
  *   per root, freeableBytes is charged to the root of each freed inode's
  *     first path, so the roots add up to the total.
  */
@@ -25,9 +26,12 @@ export interface Summary {
   duplicateSets: number;
   freeableInodes: number;
   freeableBytes: number;
+  /** Allocated size (st_blocks × 512) of the freeable inodes: what df will show; less than freeableBytes for sparse files. */
+  freeableDiskBytes: number;
   linksPlanned: number;
   linksMade: number;
   freedBytes: number;
+  freedDiskBytes: number;
   skipped: number;
   errors: number;
 }
@@ -88,9 +92,11 @@ export function buildReport(args: {
       duplicateSets: plan.sets.length,
       freeableInodes: plan.freeableInodes,
       freeableBytes: plan.freeableBytes,
+      freeableDiskBytes: plan.freeableDiskBytes,
       linksPlanned: plan.linksPlanned,
       linksMade: linked?.linksMade ?? 0,
       freedBytes: linked?.freedBytes ?? 0,
+      freedDiskBytes: linked?.freedDiskBytes ?? 0,
       skipped: args.earlySkips + (linked?.skipped ?? 0),
       errors: errors.length,
     },
@@ -120,9 +126,9 @@ export function formatHuman(report: Report): string {
     `${report.dryRun ? 'Dry run (nothing changed): ' : ''}${num(s.filesScanned)} files, ${formatBytes(s.bytesScanned)} in ${report.roots.length} roots; ${num(s.inodes)} inodes`,
     `already shared by hardlinks: ${formatBytes(s.alreadySharedBytes)}`,
     `duplicate sets: ${num(s.duplicateSets)}; links planned: ${num(s.linksPlanned)}`,
-    `freeable: ${num(s.freeableInodes)} inodes, ${formatBytes(s.freeableBytes)}`,
+    `freeable: ${num(s.freeableInodes)} inodes, ${formatBytes(s.freeableBytes)} (${formatBytes(s.freeableDiskBytes)} on disk)`,
   ];
-  if (!report.dryRun) lines.push(`linked: ${num(s.linksMade)} paths; freed: ${formatBytes(s.freedBytes)}`);
+  if (!report.dryRun) lines.push(`linked: ${num(s.linksMade)} paths; freed: ${formatBytes(s.freedBytes)} (${formatBytes(s.freedDiskBytes)} on disk)`);
   if (s.errors) lines.push(`errors: ${num(s.errors)} (${num(s.skipped)} files or links skipped; see messages above)`);
   const w = Math.max(4, ...report.roots.map((r) => r.path.length));
   lines.push('', `${'root'.padEnd(w)}  ${'files'.padStart(9)}  ${'bytes'.padStart(11)}  ${'freeable'.padStart(11)}`);

@@ -77,7 +77,7 @@ async function walkRoot(root: Root, opts: WalkOptions, counts: WalkResult): Prom
       const rel = dir.rel.length ? Buffer.concat([dir.rel, SLASH, e.name]) : e.name;
       switch (e.type) {
         case FileType.Error:
-          opts.onError(fileError(show(rel), { code: errnoName(e.errno), message: `statx failed (${errnoName(e.errno)})` }));
+          opts.onError(fileError(show(rel), { code: errnoName(e.errno), syscall: 'statx', message: errnoName(e.errno) }));
           continue;
         case FileType.Directory:
         case FileType.Regular:
