@@ -39,11 +39,12 @@ predicted=$(node -p "require('/tmp/vunify-dry.json').summary.freeableBytes")
 predicted_disk=$(node -p "require('/tmp/vunify-dry.json').summary.freeableDiskBytes")
 echo "vunify --dry-run: freeableBytes=$predicted freeableDiskBytes=$predicted_disk ($(echo "$t1 - $t0" | bc) s)"
 if [ -f "$here/bench/oracle.py" ]; then
-  oracle=$(python3 "$here/bench/oracle.py" --json "$WORK"/* | node -e "process.stdin.on('data',d=>console.log(JSON.parse(d).freeableBytes))")
+  oracle=$(python3 "$here/bench/oracle.py" --json "$WORK"/* | python3 -c 'import json,sys; print(json.load(sys.stdin)["freeableBytes"])')
   echo "independent oracle: freeableBytes=$oracle"
   [ "$oracle" = "$predicted" ] || fail "dry run predicts $predicted, oracle says $oracle"
 fi
-echo "util-linux: $(hardlink -n --respect-xattrs "$WORK"/* 2>&1 | grep -E '^(Saved|Linked)' | tr -s ' ' | paste -sd';')"
+echo "util-linux hardlink -n --respect-xattrs: $(hardlink -n --respect-xattrs "$WORK"/* 2>&1 | grep -E '^(Saved|Linked)' | tr -s ' ' | paste -sd';')"
+[ -f "$here/bench/hardlink-exact.sh" ] && echo "util-linux hardlink, exact: $(bash "$here/bench/hardlink-exact.sh" "$WORK"/*) bytes (it compares mtime in whole seconds only)"
 
 t0=$(date +%s.%N)
 set +e; $VUNIFY --no-default-excludes --json "$WORK"/* > /tmp/vunify-link.json; rc=$?; set -e

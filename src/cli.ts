@@ -16,6 +16,7 @@ import { displayPath } from './confine.js';
 import { unify } from './index.js';
 import { noProgress, ttyProgress } from './progress.js';
 import { formatHuman } from './report.js';
+import { DEFAULT_STATE_DIR } from './state.js';
 
 export const EXIT_OK = 0;
 export const EXIT_SKIPPED = 1;
@@ -78,6 +79,7 @@ export async function main(argv: readonly string[], out = process.stdout, err = 
       return file;
     })
     .option('--no-default-excludes', 'drop the built-in exclude list')
+    .addOption(new Option('--state-dir <dir>', 'where linking runs keep their locks and journal').default(DEFAULT_STATE_DIR))
     .addHelpText('after', EXAMPLES)
     .exitOverride()
     .configureOutput({ writeOut: (s) => out.write(s), writeErr: (s) => err.write(s) })
@@ -91,7 +93,7 @@ export async function main(argv: readonly string[], out = process.stdout, err = 
   }
   const o = program.opts<{
     dryRun?: boolean; json?: boolean; verbose?: boolean; quiet?: boolean; ignoreMtime?: boolean;
-    minSize: string; maxSize?: string; defaultExcludes: boolean;
+    minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string;
   }>();
 
   try {
@@ -106,6 +108,7 @@ export async function main(argv: readonly string[], out = process.stdout, err = 
       maxSize,
       rules,
       noDefaultExcludes: !o.defaultExcludes,
+      stateDir: o.stateDir,
       progress: err.isTTY && !o.quiet ? ttyProgress(err) : noProgress,
       onError: (e) => err.write(`vunify: ${e.path}: ${e.message}\n`),
       onLink: o.verbose ? (f, c) => out.write(`linked ${displayPath(f)} => ${displayPath(c)}\n`) : undefined,

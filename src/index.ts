@@ -1,7 +1,7 @@
 /*
  * vunify, top to bottom: the whole program on one screen.
  *
- *   roots  -> walk -> group -> xattrs -> hash -> plan -> link -> report
+ *   roots -> state -> walk -> group -> xattrs -> hash -> plan -> link -> report
  *
  * Each stage is its own module. Everything up to and including the plan only
  * reads; with dryRun the linker is never called. Per-file errors from every
@@ -16,6 +16,7 @@ import { plan } from './plan.js';
 import { noProgress, type Progress } from './progress.js';
 import { buildReport, type Report } from './report.js';
 import { closeRoots, expandRoots, openRoots } from './roots.js';
+import { DEFAULT_STATE_DIR, openState, type RunState } from './state.js';
 import type { FileRec } from './types.js';
 import { walk } from './walk.js';
 import { splitByXattrs } from './xattrs.js';
@@ -32,6 +33,8 @@ export interface UnifyOptions {
   progress?: Progress;
   onError?(e: FileError): void;
   onLink?(file: FileRec, canonical: FileRec): void;
+  /** Where locks and the journal of a linking run live (default /var/lib/vunify). */
+  stateDir?: string;
 }
 
 export async function unify(opts: UnifyOptions): Promise<Report> {
@@ -43,7 +46,11 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   };
   const rules = opts.noDefaultExcludes ? opts.rules : [...opts.rules, ...DEFAULT_EXCLUDES.map((r) => parseRule(r))];
   const roots = openRoots(expandRoots(opts.roots));
+  let state: RunState | undefined;
   try {
+    // A linking run locks its roots and puts right what a killed run left
+    // before it looks at anything; a dry run changes nothing, so needs neither.
+    if (!opts.dryRun) state = openState(opts.stateDir ?? DEFAULT_STATE_DIR, roots, onError);
     progress.stage('scanning', 0);
     const walked = await walk(roots, {
       matcher: compileRules(rules),
@@ -59,19 +66,22 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const thePlan = plan(identical);
     const earlySkips = errors.length;
     let linked;
-    if (!opts.dryRun) {
+    if (state) {
+      const journal = state;
       progress.stage('linking', thePlan.linksPlanned);
       linked = await link(thePlan, {
         ignoreMtime: opts.ignoreMtime,
         onError,
         onLink: opts.onLink,
         onProgress: (n) => progress.tick(n),
+        record: (e) => journal.record(e),
       });
     }
     progress.stop();
     return buildReport({ roots, inodes, plan: thePlan, linked, errors, earlySkips });
   } finally {
     progress.stop();
+    state?.close();
     closeRoots(roots);
   }
 }

@@ -31,6 +31,7 @@ import { CHUNK, readFully } from './hash.js';
 import type { LinkOp, Plan, PlanSet } from './plan.js';
 import { FS_APPEND_FL, FS_IMMUTABLE_FL, RENAME_EXCHANGE, sys, type Stat } from './sys.js';
 import type { FileRec, Inode } from './types.js';
+import type { JournalEntry } from './state.js';
 import { encodeXattrs } from './xattrs.js';
 
 export interface LinkOptions {
@@ -39,6 +40,8 @@ export interface LinkOptions {
   /** Called after each link made (for -v). */
   onLink?(file: FileRec, canonical: FileRec): void;
   onProgress?(ops: number): void;
+  /** Journal each temporary name before it is created (see state.ts). */
+  record?(entry: JournalEntry): void;
 }
 
 export interface LinkResult {
@@ -168,7 +171,7 @@ async function linkOne(
     try {
       checkFlags(dup.fd, 'duplicate');
       await verify(canon, dup, opts, buffers);
-      replace(canon, dup, dirFd, op.file.name);
+      replace(canon, dup, dirFd, op.file, opts.record);
       canon.expect = sys.fstat(canon.fd);
       expected.set(canon.inode, canon.expect);
       const after = sys.fstat(dup.fd);
@@ -214,8 +217,16 @@ async function verify(canon: Canonical, dup: OpenedFile, opts: LinkOptions, buff
 }
 
 /** Swap the duplicate's name over to the canonical inode. */
-function replace(canon: Canonical, dup: OpenedFile, dirFd: number, name: Buffer): void {
+function replace(canon: Canonical, dup: OpenedFile, dirFd: number, file: FileRec, record?: (e: JournalEntry) => void): void {
   const tmp = tempName();
+  const name = file.name;
+  const root = file.dir.root;
+  record?.({
+    root: root.path, rootDev: root.dev, rootIno: root.ino, dir: file.dir.rel.toString('hex'),
+    tmp: tmp.toString('hex'), name: name.toString('hex'),
+    canon: { dev: canon.expect.dev, ino: canon.expect.ino },
+    dup: { dev: dup.stat.dev, ino: dup.stat.ino, size: dup.stat.size, mtimeSec: dup.stat.mtimeSec, mtimeNsec: dup.stat.mtimeNsec },
+  });
   sys.linkAt(canon.fd, dirFd, tmp);
   try {
     sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);

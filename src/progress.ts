@@ -20,8 +20,10 @@ export function ttyProgress(stream: NodeJS.WriteStream): Progress {
       bar?.stop();
       value = 0;
       const fmt = unit === 'bytes' ? '{value_mib}/{total_mib} MiB' : '{value}/{total}';
+      // The walk does not know its total in advance: show a count, not a bar.
+      const format = total > 0 ? `${name.padEnd(8)} [{bar}] {percentage}% ${fmt}` : `${name.padEnd(8)} {value} entries`;
       bar = new cliProgress.SingleBar(
-        { stream, format: `${name.padEnd(8)} [{bar}] {percentage}% ${fmt}`, hideCursor: true, clearOnComplete: true },
+        { stream, format, hideCursor: true, clearOnComplete: true },
         cliProgress.Presets.shades_classic,
       );
       bar.start(total, 0, unit === 'bytes' ? { value_mib: 0, total_mib: Math.round(total / 2 ** 20) } : {});

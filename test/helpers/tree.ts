@@ -94,10 +94,16 @@ function unescapeOctal(s: string): string {
   return s.replace(/\\([0-7]{3})|\\\\/g, (m, o: string | undefined) => (o ? String.fromCharCode(parseInt(o, 8)) : '\\'));
 }
 
-/** Run the built CLI (dist/bin.js) and capture everything. */
+let stateDir: string | undefined;
+/** One state directory per test process, so tests never touch /var/lib/vunify. */
+export function testStateDir(): string {
+  return (stateDir ??= tempDir('vunify-state-'));
+}
+
+/** Run the built CLI (dist/bin.js) with a test state directory, and capture everything. */
 export function runCli(args: string[], opts: { input?: string } = {}) {
   const bin = path.join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
-  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', input: opts.input ?? '' });
+  const r = spawnSync(process.execPath, [bin, '--state-dir', testStateDir(), ...args], { encoding: 'utf8', input: opts.input ?? '' });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -109,6 +115,7 @@ export async function runUnify(roots: string[], opts: Partial<UnifyOptions> = {}
   const errors: FileError[] = [];
   const report = await unify({
     roots,
+    stateDir: testStateDir(),
     dryRun: false,
     ignoreMtime: false,
     minSize: 1,

@@ -1,0 +1,171 @@
+/*
+ * Host-side state of linking runs, in a directory guests cannot see
+ * (default /var/lib/vunify): locks, so two runs never work on overlapping
+ * roots, and a journal of temporary names, so a run killed at any moment
+ * leaves nothing the next run cannot put right.
+ *
+ * Locks are flock(2)s, which the kernel drops when their holder dies, so a
+ * killed run never blocks the next one. Each run takes an exclusive lock on
+ * a file named after each root's (dev, ino) and a shared lock on each of the
+ * root's ancestors: two runs with the same root, or one root inside
+ * another's, then always collide on one file, while siblings do not.
+ *
+ * The journal is written before each temporary name is created (one line per
+ * link: where, which name, which inodes). A run that ends normally deletes
+ * its journal. The next run opens every journal whose owner no longer holds
+ * its lock and, for each temporary name still present, removes it only if it
+ * is one of the two inodes recorded for it — a guest file that merely looks
+ * like ours is left alone — and swaps the duplicate's old inode back if it
+ * was written after vunify compared it.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { codedError, errorCode, UsageError, type FileError } from './errors.js';
+import { printable } from './confine.js';
+import { LOCK_EX, LOCK_NB, LOCK_SH, O, RENAME_EXCHANGE, sys, type Stat } from './sys.js';
+import type { Root } from './types.js';
+
+export const DEFAULT_STATE_DIR = '/var/lib/vunify';
+
+/** One temporary name in flight. Byte strings are hex so any name survives JSON. */
+export interface JournalEntry {
+  root: string;
+  rootDev: number;
+  rootIno: number;
+  dir: string;
+  tmp: string;
+  name: string;
+  canon: { dev: number; ino: number };
+  dup: { dev: number; ino: number; size: number; mtimeSec: number; mtimeNsec: number };
+}
+
+export interface RunState {
+  /** Append an entry; called before the temporary name is created. */
+  record(entry: JournalEntry): void;
+  /** Release locks and delete the journal (the run is over). */
+  close(): void;
+}
+
+export function openState(dir: string, roots: readonly Root[], onError: (e: FileError) => void): RunState {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (er) {
+    throw new UsageError(`${dir}: cannot create the state directory: ${(er as Error).message}`);
+  }
+  const held: number[] = [];
+  try {
+    for (const root of roots) lockRoot(dir, root, held);
+    recover(dir, onError);
+    const journalPath = path.join(dir, `journal.${process.pid}.${randomBytes(6).toString('hex')}`);
+    const journal = fs.openSync(journalPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_APPEND, 0o600);
+    sys.flock(journal, LOCK_EX);
+    return {
+      record(entry) {
+        // No fsync: a killed process loses nothing it wrote; only a power
+        // failure could, and then the page cache's temporary names go too.
+        fs.writeSync(journal, JSON.stringify(entry) + '\n');
+      },
+      close() {
+        fs.unlinkSync(journalPath);
+        sys.close(journal);
+        for (const fd of held) sys.close(fd);
+      },
+    };
+  } catch (er) {
+    for (const fd of held) sys.close(fd);
+    throw er;
+  }
+}
+
+function lockFile(dir: string, dev: number, ino: number): number {
+  fs.mkdirSync(path.join(dir, 'locks'), { recursive: true, mode: 0o700 });
+  return fs.openSync(path.join(dir, 'locks', `${dev}-${ino}`), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+}
+
+function lockRoot(dir: string, root: Root, held: number[]): void {
+  const fd = lockFile(dir, root.dev, root.ino);
+  held.push(fd);
+  if (!sys.flock(fd, LOCK_EX | LOCK_NB)) throw busy(root.path, fd);
+  fs.ftruncateSync(fd);
+  fs.writeSync(fd, `${process.pid}\n`, 0);
+  for (let d = path.dirname(root.path); ; d = path.dirname(d)) {
+    const st = fs.statSync(d);
+    const afd = lockFile(dir, st.dev, st.ino);
+    held.push(afd);
+    if (!sys.flock(afd, LOCK_SH | LOCK_NB)) throw busy(d, afd);
+    if (d === '/') break;
+  }
+}
+
+function busy(where: string, fd: number): UsageError {
+  const pid = fs.readFileSync(fd, 'utf8').trim();
+  return new UsageError(`${where}: another vunify run${pid ? ` (pid ${pid})` : ''} is working on this tree or one that contains it; try again when it is done`);
+}
+
+/** Put right what killed runs left behind. */
+export function recover(dir: string, onError: (e: FileError) => void): void {
+  for (const name of fs.readdirSync(dir)) {
+    if (!name.startsWith('journal.')) continue;
+    const file = path.join(dir, name);
+    const fd = fs.openSync(file, 'r');
+    try {
+      if (!sys.flock(fd, LOCK_EX | LOCK_NB)) continue; // its run is alive
+      const lines = fs.readFileSync(fd, 'utf8').split('\n').filter(Boolean);
+      for (const line of lines) {
+        let entry: JournalEntry;
+        try {
+          entry = JSON.parse(line) as JournalEntry;
+        } catch {
+          continue; // a line cut short by the kill: its name was never created
+        }
+        try {
+          recoverEntry(entry);
+        } catch (er) {
+          if (errorCode(er) !== 'ENOENT') onError({ path: shown(entry, entry.tmp), code: errorCode(er) ?? 'EUNKNOWN', message: `leftover temporary name not removed: ${(er as Error).message}` });
+        }
+      }
+      fs.unlinkSync(file);
+    } finally {
+      sys.close(fd);
+    }
+  }
+}
+
+function shown(e: JournalEntry, name: string): string {
+  const dir = Buffer.from(e.dir, 'hex');
+  return e.root.replace(/\/$/, '') + '/' + printable(dir.length ? Buffer.concat([dir, Buffer.from('/'), Buffer.from(name, 'hex')]) : Buffer.from(name, 'hex'));
+}
+
+function recoverEntry(e: JournalEntry): void {
+  const rootFd = sys.open(e.root, O.RDONLY | O.DIRECTORY | O.NOFOLLOW | O.CLOEXEC);
+  try {
+    const rst = sys.fstat(rootFd);
+    if (rst.dev !== e.rootDev || rst.ino !== e.rootIno) throw codedError('ECHANGED', 'root was replaced since the run that left it');
+    const dirFd = sys.openBeneath(rootFd, Buffer.from(e.dir, 'hex'), O.PATH | O.DIRECTORY);
+    try {
+      const tmp = Buffer.from(e.tmp, 'hex');
+      const st = sys.statAt(dirFd, tmp);
+      if (is(st, e.canon)) {
+        sys.unlinkAt(dirFd, tmp); // killed before the swap, or after swapping back
+      } else if (is(st, e.dup)) {
+        const name = Buffer.from(e.name, 'hex');
+        const unwritten = st.size === e.dup.size && st.mtimeSec === e.dup.mtimeSec && st.mtimeNsec === e.dup.mtimeNsec;
+        // Written after it was compared: the guest's newer bytes go back to its path.
+        if (!unwritten && is(sys.statAt(dirFd, name), e.canon)) sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
+        const now = sys.statAt(dirFd, tmp);
+        if (is(now, e.canon) || (unwritten && is(now, e.dup))) sys.unlinkAt(dirFd, tmp);
+      } else {
+        throw codedError('ECHANGED', 'it names a file vunify did not put there; left in place');
+      }
+    } finally {
+      sys.close(dirFd);
+    }
+  } finally {
+    sys.close(rootFd);
+  }
+}
+
+function is(st: Stat, id: { dev: number; ino: number }): boolean {
+  return st.dev === id.dev && st.ino === id.ino;
+}
