@@ -48,6 +48,17 @@ export async function hashFd(h: Hasher, fd: number, size: number, buf: Buffer): 
   return stream.digest();
 }
 
+/** Read exactly `length` bytes at `pos`, synchronously; a short file is ECHANGED. */
+export function readFullySync(fd: number, buf: Buffer, length: number, pos: number): number {
+  let got = 0;
+  while (got < length) {
+    const n = sys.readSync(fd, buf.subarray(got), length - got, pos + got);
+    if (n === 0) throw codedError('ECHANGED', 'file shrank while being read');
+    got += n;
+  }
+  return got;
+}
+
 /** Read exactly `length` bytes at `pos`; a short file is ECHANGED. */
 export async function readFully(fd: number, buf: Buffer, length: number, pos: number): Promise<number> {
   let got = 0;

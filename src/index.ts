@@ -44,6 +44,14 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     errors.push(e);
     opts.onError?.(e);
   };
+  const start = performance.now();
+  const durations: Record<string, number> = {};
+  let mark = start;
+  const timed = (stage: string) => {
+    const now = performance.now();
+    durations[stage] = Math.round(now - mark);
+    mark = now;
+  };
   const rules = opts.noDefaultExcludes ? opts.rules : [...opts.rules, ...DEFAULT_EXCLUDES.map((r) => parseRule(r))];
   const roots = openRoots(expandRoots(opts.roots));
   let state: RunState | undefined;
@@ -59,11 +67,16 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       onError,
       onProgress: (n) => progress.tick(n),
     });
+    timed('walk');
     const { inodes, groups } = groupFiles(walked.files, { ignoreMtime: opts.ignoreMtime });
+    timed('group');
     const sameXattrs = splitByXattrs(groups, onError);
+    timed('xattrs');
     progress.stage('hashing', sameXattrs.flat().reduce((sum, i) => sum + i.stat.size, 0), 'bytes');
     const identical = await splitByHash(sameXattrs, { onError, onProgress: (n) => progress.tick(n) });
+    timed('hash');
     const thePlan = plan(identical);
+    timed('plan');
     const earlySkips = errors.length;
     let linked;
     if (state) {
@@ -76,9 +89,11 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
         onProgress: (n) => progress.tick(n),
         record: (e) => journal.record(e),
       });
+      timed('link');
     }
     progress.stop();
-    return buildReport({ roots, inodes, plan: thePlan, linked, errors, earlySkips });
+    durations.total = Math.round(performance.now() - start);
+    return buildReport({ roots, inodes, plan: thePlan, linked, errors, earlySkips, durations });
   } finally {
     progress.stop();
     state?.close();

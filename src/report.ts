@@ -49,6 +49,8 @@ export interface Report {
   summary: Summary;
   roots: RootReport[];
   errors: FileError[];
+  /** Milliseconds spent in each stage, and in all. */
+  durations: Record<string, number>;
 }
 
 export function buildReport(args: {
@@ -59,6 +61,7 @@ export function buildReport(args: {
   errors: readonly FileError[];
   /** Errors before linking, each of which dropped a file or directory. */
   earlySkips: number;
+  durations?: Record<string, number>;
 }): Report {
   const { roots, inodes, plan, linked, errors } = args;
   const perRoot: RootReport[] = roots.map((r) => ({ path: r.path, files: 0, bytes: 0, freeableBytes: 0 }));
@@ -102,6 +105,7 @@ export function buildReport(args: {
     },
     roots: perRoot,
     errors: [...errors],
+    durations: args.durations ?? {},
   };
 }
 

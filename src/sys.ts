@@ -152,6 +152,7 @@ export const sys = {
   /** Open a directory or file by an absolute host path (roots only). */
   open: (path: string | Buffer, flags: number): number => fs.openSync(path, flags),
   close: (fd: number): void => fs.closeSync(fd),
+  readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
   read: (fd: number, buf: Buffer, length: number, position: number): Promise<number> =>
     new Promise((resolve, reject) =>
       fs.read(fd, buf, 0, length, position, (er, n) => (er ? reject(er) : resolve(n))),
