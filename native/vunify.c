@@ -768,6 +768,41 @@ static napi_value Flock(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* vserver(cmd, id, data: Buffer | null) -> result. The Linux-VServer
+ * system call (236 on x86_64, 273 on i386), used by --iunlink to set the
+ * immutable + immutable-unlink inode attributes the way util-vserver does.
+ * A vanilla kernel answers ENOSYS. */
+#if defined(__x86_64__)
+#define NR_VSERVER 236
+#elif defined(__i386__)
+#define NR_VSERVER 273
+#endif
+static napi_value Vserver(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int64_t cmd, id;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3 || arg_int(env, argv[0], &cmd) || arg_int(env, argv[1], &id)) {
+    napi_throw_type_error(env, NULL, "vserver(cmd, id, data)");
+    return NULL;
+  }
+  void *data = NULL;
+  size_t len = 0;
+  bool is_buffer = false;
+  napi_is_buffer(env, argv[2], &is_buffer);
+  if (is_buffer) napi_get_buffer_info(env, argv[2], &data, &len);
+#ifdef NR_VSERVER
+  long r = syscall(NR_VSERVER, (uint32_t)cmd, (uint32_t)id, data);
+  if (r < 0) return throw_errno(env, errno, "vserver");
+#else
+  long r = -1;
+  return throw_errno(env, ENOSYS, "vserver");
+#endif
+  napi_value out;
+  napi_create_int64(env, r, &out);
+  return out;
+}
+
 /* ---- module ---------------------------------------------------------------- */
 
 static napi_value Init(napi_env env, napi_value exports) {
@@ -784,6 +819,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"getFlags", NULL, GetFlags, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setFlags", NULL, SetFlags, NULL, NULL, NULL, napi_enumerable, NULL},
       {"flock", NULL, Flock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"vserver", NULL, Vserver, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   return exports;

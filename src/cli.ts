@@ -63,6 +63,7 @@ export async function main(argv: readonly string[], out = process.stdout, err = 
     .option('--json', 'print the report as JSON')
     .option('-v, --verbose', 'print one line per link made')
     .option('-q, --quiet', 'print nothing but errors')
+    .option('--iunlink', 'after linking, mark unified files immutable + immutable-unlink (Linux-VServer kernels)')
     .option('--ignore-mtime', 'unify files even when their mtimes differ (the canonical mtime wins)')
     .addOption(new Option('--min-size <size>', 'leave files smaller than this alone').default('1'))
     .addOption(new Option('--max-size <size>', 'leave files larger than this alone'))
@@ -92,7 +93,7 @@ export async function main(argv: readonly string[], out = process.stdout, err = 
     return usage(err, er);
   }
   const o = program.opts<{
-    dryRun?: boolean; json?: boolean; verbose?: boolean; quiet?: boolean; ignoreMtime?: boolean;
+    dryRun?: boolean; json?: boolean; iunlink?: boolean; verbose?: boolean; quiet?: boolean; ignoreMtime?: boolean;
     minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string;
   }>();
 
@@ -109,6 +110,7 @@ export async function main(argv: readonly string[], out = process.stdout, err = 
       rules,
       noDefaultExcludes: !o.defaultExcludes,
       stateDir: o.stateDir,
+      iunlink: !!o.iunlink,
       progress: err.isTTY && !o.quiet ? ttyProgress(err) : noProgress,
       onError: (e) => err.write(`vunify: ${e.path}: ${e.message}\n`),
       onLink: o.verbose ? (f, c) => out.write(`linked ${displayPath(f)} => ${displayPath(c)}\n`) : undefined,

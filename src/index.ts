@@ -10,6 +10,7 @@
 import { compileRules, DEFAULT_EXCLUDES, parseRule, type Rule } from './excludes.js';
 import type { FileError } from './errors.js';
 import { groupFiles } from './group.js';
+import { probeIunlink } from './iunlink.js';
 import { splitByHash } from './hash.js';
 import { link } from './link.js';
 import { plan } from './plan.js';
@@ -35,6 +36,8 @@ export interface UnifyOptions {
   onLink?(file: FileRec, canonical: FileRec): void;
   /** Where locks and the journal of a linking run live (default /var/lib/vunify). */
   stateDir?: string;
+  /** Mark unified inodes immutable + immutable-unlink (Linux-VServer kernels only). */
+  iunlink?: boolean;
 }
 
 export async function unify(opts: UnifyOptions): Promise<Report> {
@@ -58,6 +61,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   try {
     // A linking run locks its roots and puts right what a killed run left
     // before it looks at anything; a dry run changes nothing, so needs neither.
+    if (opts.iunlink) probeIunlink(roots, { dryRun: opts.dryRun });
     if (!opts.dryRun) state = openState(opts.stateDir ?? DEFAULT_STATE_DIR, roots, onError);
     progress.stage('scanning', 0);
     const walked = await walk(roots, {
@@ -88,6 +92,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
         onLink: opts.onLink,
         onProgress: (n) => progress.tick(n),
         record: (e) => journal.record(e),
+        iunlink: opts.iunlink,
       });
       timed('link');
     }

@@ -31,6 +31,7 @@ import { CHUNK, readFullySync } from './hash.js';
 import type { LinkOp, Plan, PlanSet } from './plan.js';
 import { FS_APPEND_FL, FS_IMMUTABLE_FL, RENAME_EXCHANGE, sys, type Stat } from './sys.js';
 import type { FileRec, Inode } from './types.js';
+import { isIunlinked, setIunlink } from './iunlink.js';
 import type { JournalEntry } from './state.js';
 import { encodeXattrs } from './xattrs.js';
 
@@ -42,6 +43,8 @@ export interface LinkOptions {
   onProgress?(ops: number): void;
   /** Journal each temporary name before it is created (see state.ts). */
   record?(entry: JournalEntry): void;
+  /** Mark each canonical immutable + immutable-unlink before its first link (see iunlink.ts). */
+  iunlink?: boolean;
 }
 
 export interface LinkResult {
@@ -60,6 +63,8 @@ interface Canonical {
   fd: number;
   /** What fstat must say now: the scan's stat, updated after each link we made. */
   expect: Stat;
+  /** Already carries the immutable-unlink attributes (--iunlink). */
+  iunlinked: boolean;
 }
 
 /** What fstat of each inode should say, after vunify's own changes to it. */
@@ -84,7 +89,7 @@ async function linkSet(
 ): Promise<void> {
   let canon: Canonical;
   try {
-    canon = openCanonical(set.source, set.canonical, expected);
+    canon = openCanonical(set.source, set.canonical, expected, opts);
   } catch (er) {
     opts.onError(fileError(displayPath(set.source), er));
     result.skipped += set.ops.length;
@@ -107,7 +112,7 @@ async function linkSet(
         if (errorCode(er) === 'EMLINK') {
           // The canonical is full: this duplicate carries the set from here.
           try {
-            const next = openCanonical(op.file, op.inode, expected);
+            const next = openCanonical(op.file, op.inode, expected, opts);
             sys.close(canon.fd);
             canon = next;
             continue;
@@ -128,18 +133,22 @@ async function linkSet(
   }
 }
 
-function openCanonical(file: FileRec, inode: Inode, expected: Expected): Canonical {
+function openCanonical(file: FileRec, inode: Inode, expected: Expected, opts: LinkOptions): Canonical {
   const expect = expected.get(inode);
   const opened = expect
     ? openRegular(file.dir.root.fd, relPath(file), expect, { ctime: true, nlink: true })
     : openScanned(file);
   try {
-    checkFlags(opened.fd, 'canonical copy');
+    // An inode this tool marked immutable-unlink earlier may be linked to
+    // again on a vserver kernel; any other immutable or append-only
+    // canonical is left alone with its whole set.
+    const iunlinked = !!opts.iunlink && isIunlinked(opened.fd);
+    if (!iunlinked) checkFlags(opened.fd, 'canonical copy');
+    return { file, inode, fd: opened.fd, expect: opened.stat, iunlinked };
   } catch (er) {
     sys.close(opened.fd);
     throw er;
   }
-  return { file, inode, fd: opened.fd, expect: opened.stat };
 }
 
 function checkFlags(fd: number, what: string): void {
@@ -169,8 +178,14 @@ async function linkOne(
     const expectDup = expected.get(op.inode) ?? op.file.stat;
     const dup = openRegular(dirFd, op.file.name, expectDup, { ctime: true, nlink: false });
     try {
-      checkFlags(dup.fd, 'duplicate');
+      if (!(opts.iunlink && isIunlinked(dup.fd))) checkFlags(dup.fd, 'duplicate');
       await verify(canon, dup, opts, buffers);
+      if (opts.iunlink && !canon.iunlinked) {
+        // As util-vserver does: the canonical first, then the links to it.
+        setIunlink(canon.fd);
+        canon.iunlinked = true;
+        canon.expect = sys.fstat(canon.fd);
+      }
       replace(canon, dup, dirFd, op.file, opts.record);
       canon.expect = sys.fstat(canon.fd);
       expected.set(canon.inode, canon.expect);

@@ -63,6 +63,7 @@ interface Native {
   getFlags(fd: number): number;
   setFlags(fd: number, flags: number): void;
   flock(fd: number, op: number): boolean;
+  vserver(cmd: number, id: number, data: Buffer | null): number;
 }
 
 const native = createRequire(import.meta.url)('../build/Release/vunify.node') as Native;
@@ -149,6 +150,8 @@ export const sys = {
   getFlags: (fd: number): number => native.getFlags(fd),
   setFlags: (fd: number, flags: number): void => native.setFlags(fd, flags),
   flock: (fd: number, op: number): boolean => native.flock(fd, op),
+  /** The Linux-VServer system call; ENOSYS on other kernels. */
+  vserver: (cmd: number, id: number, data: Buffer | null): number => native.vserver(cmd, id, data),
   /** Open a directory or file by an absolute host path (roots only). */
   open: (path: string | Buffer, flags: number): number => fs.openSync(path, flags),
   close: (fd: number): void => fs.closeSync(fd),
