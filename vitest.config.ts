@@ -9,5 +9,6 @@ export default defineConfig({
     // processes, and never run two heavy files on the 2-core machines at once.
     pool: 'forks',
     maxWorkers: 2,
+    reporters: ['default', './test/helpers/summary-reporter.ts'],
   },
 });

@@ -19,10 +19,13 @@ VUNIFY="node $here/dist/bin.js"
 [ -d "$FLEET" ] || bash "$here/../shared/fleet/make-fleet.sh" "$FLEET" 1
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-fresh() { rm -rf "$WORK"; mkdir -p "$WORK"; cp -a "$FLEET"/. "$WORK"/; }
-blocks() { find "$WORK" -type f -printf '%i %b\n' | sort -u | awk '{s+=$2} END {printf "%d\n", s*512}'; }
+# sync: ext4 allocates extent blocks at writeback, and st_blocks counts them.
+fresh() { rm -rf "$WORK"; mkdir -p "$WORK"; cp -a "$FLEET"/. "$WORK"/; sync; }
+blocks() { find "$WORK" -type f -printf '%i %b\n' | sort -u | awk '{s+=$2} END {printf "%.0f\n", s*512}'; }
 state() { # one line per path: mode owner group size mtime sha256 xattrs (never the inode)
-  (cd "$WORK" && find . -printf '%y|%m|%U|%G|%s|%T@|%p\0' | sort -z | tr '\0' '\n' | awk -F'|' '$1=="d"{$6=""} {print}' OFS='|') > "$1.meta"
+  # Directory sizes and mtimes are blanked: adding a temporary name changes them (ext4
+  # grows a full directory by a block and never shrinks it), as any link or rename does.
+  (cd "$WORK" && find . -printf '%y|%m|%U|%G|%s|%T@|%p\0' | tr '\0' '\n' | awk -F'|' '$1=="d"{$5=""; $6=""} {print}' OFS='|' | LC_ALL=C sort) > "$1.meta"
   (cd "$WORK" && find . -type f -print0 | sort -z | xargs -0 -P2 -n 2000 sha256sum | sort -k2) > "$1.sha"
   (cd "$WORK" && getfattr -R -P -h -d -m - -e hex . 2>/dev/null) > "$1.xattr"
 }
@@ -50,6 +53,7 @@ t0=$(date +%s.%N)
 set +e; $VUNIFY --no-default-excludes --json "$WORK"/* > /tmp/vunify-link.json; rc=$?; set -e
 t1=$(date +%s.%N)
 [ $rc = 0 ] || fail "linking run exited $rc"
+sync
 after_blocks=$(blocks)
 freed=$((before_blocks - after_blocks))
 echo "linking run: $(node -p "const s=require('/tmp/vunify-link.json').summary; 'linksMade='+s.linksMade+' freedBytes='+s.freedBytes+' freedDiskBytes='+s.freedDiskBytes") ($(echo "$t1 - $t0" | bc) s)"
@@ -58,7 +62,7 @@ echo "allocated blocks of distinct inodes: before=$before_blocks after=$after_bl
 
 state /tmp/vunify-after
 for k in meta sha xattr; do
-  cmp -s /tmp/vunify-before.$k /tmp/vunify-after.$k || { diff /tmp/vunify-before.$k /tmp/vunify-after.$k | head; fail "$k changed"; }
+  cmp -s /tmp/vunify-before.$k /tmp/vunify-after.$k || { diff /tmp/vunify-before.$k /tmp/vunify-after.$k > /tmp/vunify-diff.$k || true; head /tmp/vunify-diff.$k; fail "$k changed"; }
 done
 echo "every path kept its content, owner, group, mode, mtime and xattrs ($(wc -l < /tmp/vunify-before.meta) paths compared)"
 

@@ -70,8 +70,9 @@ export function snapshot(dir: string, opts: { inodes?: boolean; dirTimes?: boole
     const parts = rec.split('|');
     const name = parts.slice(8).join('|');
     const [type, ino, nlink, ...rest] = parts.slice(0, 8);
-    // Replacing a name changes its directory's mtime, as any link or rename does.
-    if (type === 'd' && opts.dirTimes === false) rest.pop();
+    // Replacing a name changes its directory's mtime, and may grow it by a
+    // block, as any link or rename does: dirTimes: false leaves both out.
+    if (type === 'd' && opts.dirTimes === false) rest.splice(3, 2);
     out.set(name, [type, ...(opts.inodes ? [ino, nlink] : []), ...rest].join('|'));
   }
   const sums = execFileSync('find', [dir, '-mindepth', '1', '-type', 'f', '-exec', 'sha256sum', '-z', '{}', '+'], { maxBuffer: 1 << 30 });
