@@ -347,6 +347,42 @@ static napi_value OpenBeneath(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* openPath(path: Buffer, flags, mode?) -> fd, and closeFd(fd). Every
+ * descriptor vunify uses is opened and closed here rather than by Node's fs,
+ * because Node's worker threads track the descriptors their fs opened and
+ * warn about (or close again) those that something else closed. */
+static napi_value OpenPath(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int64_t flags, mode = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || arg_int(env, argv[1], &flags) || (argc > 2 && arg_int(env, argv[2], &mode))) {
+    napi_throw_type_error(env, NULL, "openPath(path, flags[, mode])");
+    return NULL;
+  }
+  char *path = arg_bytes(env, argv[0], NULL);
+  if (!path) return NULL;
+  int fd = open(path, (int)flags | O_CLOEXEC, (mode_t)mode), err = errno;
+  free(path);
+  if (fd < 0) return throw_errno(env, err, "open");
+  napi_value r;
+  napi_create_int32(env, fd, &r);
+  return r;
+}
+
+static napi_value CloseFd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || arg_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "closeFd(fd)");
+    return NULL;
+  }
+  if (close((int)fd) < 0 && errno != EINTR) return throw_errno(env, errno, "close");
+  return NULL;
+}
+
 /* forceLegacyLookup(): tests exercise the pre-openat2 path. */
 static napi_value ForceLegacyLookup(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -809,6 +845,8 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openBeneath", NULL, OpenBeneath, NULL, NULL, NULL, napi_enumerable, NULL},
       {"forceLegacyLookup", NULL, ForceLegacyLookup, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openPath", NULL, OpenPath, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"closeFd", NULL, CloseFd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"scanDir", NULL, ScanDir, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fstatx", NULL, Fstatx, NULL, NULL, NULL, napi_enumerable, NULL},
       {"statAt", NULL, StatAt, NULL, NULL, NULL, napi_enumerable, NULL},

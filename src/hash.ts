@@ -7,24 +7,29 @@
  * beneath its root and checked against the scan (O_NOATIME so a report-only
  * run leaves atimes alone, O_NONBLOCK so a FIFO swapped in cannot hang us).
  *
- * Reads are asynchronous on libuv's pool with a bounded number of files in
- * flight, each with its own reused buffer. Files that fit in one buffer are
- * hashed with the one-shot h64Raw: the streaming object costs several times
- * more per call, which small files would feel.
+ * Reading from the page cache is a memory copy: a trip through libuv's pool
+ * per read cost more than the read, so files are read synchronously into
+ * one reused buffer per thread. Big candidate sets are spread over worker
+ * threads (one per core, see hash-worker.ts), each taking batches of files;
+ * small ones are hashed in this thread, where starting workers would cost
+ * more than it saves. Files that fit in one buffer are hashed with the
+ * one-shot h64Raw: the streaming object costs several times more per call,
+ * which small files would feel.
  */
-import pLimit from 'p-limit';
+import os from 'node:os';
+import { Worker } from 'node:worker_threads';
 import xxhash from 'xxhash-wasm';
-import { displayPath, openScanned } from './confine.js';
+import { displayPath, openRegular, relPath } from './confine.js';
 import { codedError, fileError, type FileError } from './errors.js';
 import { splitGroups } from './group.js';
-import { sys } from './sys.js';
+import { sys, type Stat } from './sys.js';
 import type { Inode } from './types.js';
 
 export const CHUNK = 1 << 20;
 
 export interface HashOptions {
-  /** Files read at once. */
-  concurrency?: number;
+  /** Worker threads; 0 hashes in this thread. Default: one per core for large sets. */
+  workers?: number;
   onError(e: FileError): void;
   onProgress?(bytes: number): void;
 }
@@ -34,22 +39,19 @@ let hasherPromise: Promise<Hasher> | undefined;
 export const getHasher = (): Promise<Hasher> => (hasherPromise ??= xxhash());
 
 /** Hash the open file `fd` of `size` bytes with `buf` as scratch. */
-export async function hashFd(h: Hasher, fd: number, size: number, buf: Buffer): Promise<bigint> {
-  if (size <= buf.length) {
-    const n = await readFully(fd, buf, size, 0);
-    return h.h64Raw(buf.subarray(0, n));
-  }
+export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer): bigint {
+  if (size <= buf.length) return h.h64Raw(buf.subarray(0, readFully(fd, buf, size, 0)));
   const stream = h.create64();
   for (let pos = 0; pos < size; ) {
-    const n = await readFully(fd, buf, Math.min(buf.length, size - pos), pos);
+    const n = readFully(fd, buf, Math.min(buf.length, size - pos), pos);
     stream.update(buf.subarray(0, n));
     pos += n;
   }
   return stream.digest();
 }
 
-/** Read exactly `length` bytes at `pos`, synchronously; a short file is ECHANGED. */
-export function readFullySync(fd: number, buf: Buffer, length: number, pos: number): number {
+/** Read exactly `length` bytes at `pos`; a short file is ECHANGED. */
+export function readFully(fd: number, buf: Buffer, length: number, pos: number): number {
   let got = 0;
   while (got < length) {
     const n = sys.readSync(fd, buf.subarray(got), length - got, pos + got);
@@ -59,47 +61,87 @@ export function readFullySync(fd: number, buf: Buffer, length: number, pos: numb
   return got;
 }
 
-/** Read exactly `length` bytes at `pos`; a short file is ECHANGED. */
-export async function readFully(fd: number, buf: Buffer, length: number, pos: number): Promise<number> {
-  let got = 0;
-  while (got < length) {
-    const n = await sys.read(fd, buf.subarray(got), length - got, pos + got);
-    if (n === 0) throw codedError('ECHANGED', 'file shrank while being read');
-    got += n;
-  }
-  return got;
+/** One file to hash, as plain data a worker thread can receive. */
+export interface HashJob {
+  rootFd: number;
+  rel: Uint8Array;
+  stat: Stat;
 }
+
+export type HashResult = { hash: bigint } | { error: { code?: string; syscall?: string; message: string } };
+
+/** Open (confined, checked against the scan) and hash one file. */
+export function hashJob(h: Hasher, job: HashJob, buf: Buffer): HashResult {
+  try {
+    const rel = Buffer.from(job.rel.buffer, job.rel.byteOffset, job.rel.byteLength);
+    const file = openRegular(job.rootFd, rel, job.stat);
+    try {
+      return { hash: hashFd(h, file.fd, file.stat.size, buf) };
+    } finally {
+      sys.close(file.fd);
+    }
+  } catch (er) {
+    const e = er as { code?: string; syscall?: string; message?: string };
+    return { error: { code: e.code, syscall: e.syscall, message: e.message ?? String(er) } };
+  }
+}
+
+/** Below this many bytes of candidates, workers are not worth starting. */
+const WORKER_THRESHOLD = 64 << 20;
+const BATCH_FILES = 256;
 
 /** Hash every inode of the groups, then split the groups by hash. */
 export async function splitByHash(groups: readonly Inode[][], opts: HashOptions): Promise<Inode[][]> {
-  const h = await getHasher();
-  const slots = opts.concurrency ?? 4;
-  const limit = pLimit(slots);
-  const free: Buffer[] = Array.from({ length: slots }, () => Buffer.allocUnsafe(CHUNK));
-  const jobs: Promise<void>[] = [];
-  for (const group of groups) {
-    for (const inode of group) {
-      jobs.push(
-        limit(async () => {
-          const buf = free.pop()!;
-          const f = inode.paths[0]!;
-          try {
-            const file = openScanned(f);
-            try {
-              inode.hash = await hashFd(h, file.fd, file.stat.size, buf);
-            } finally {
-              sys.close(file.fd);
-            }
-            opts.onProgress?.(inode.stat.size);
-          } catch (er) {
-            opts.onError(fileError(displayPath(f), er));
-          } finally {
-            free.push(buf);
-          }
-        }),
-      );
+  const inodes = groups.flat();
+  const bytes = inodes.reduce((sum, i) => sum + i.stat.size, 0);
+  const workers = opts.workers ?? (bytes >= WORKER_THRESHOLD ? os.availableParallelism() : 0);
+  const jobs = inodes.map((i): HashJob => ({ rootFd: i.paths[0]!.dir.root.fd, rel: relPath(i.paths[0]!), stat: i.stat }));
+  const settle = (k: number, r: HashResult) => {
+    const inode = inodes[k]!;
+    if ('hash' in r) {
+      inode.hash = r.hash;
+      opts.onProgress?.(inode.stat.size);
+    } else {
+      opts.onError(fileError(displayPath(inode.paths[0]!), Object.assign(new Error(r.error.message), r.error)));
     }
+  };
+  if (workers === 0) {
+    const h = await getHasher();
+    const buf = Buffer.allocUnsafe(CHUNK);
+    jobs.forEach((job, k) => settle(k, hashJob(h, job, buf)));
+  } else {
+    await inWorkers(jobs, workers, settle);
   }
-  await Promise.all(jobs);
   return splitGroups(groups, (inode) => inode.hash);
+}
+
+/** Hand batches of jobs to `count` worker threads, each taking the next batch when done. */
+async function inWorkers(jobs: HashJob[], count: number, settle: (k: number, r: HashResult) => void): Promise<void> {
+  let next = 0;
+  // Under the test runner this module is TypeScript source, which a worker
+  // cannot load: use the compiled worker (npm test builds dist/ first).
+  const url = import.meta.url.endsWith('.ts')
+    ? new URL('../dist/hash-worker.js', import.meta.url)
+    : new URL('./hash-worker.js', import.meta.url);
+  await Promise.all(
+    Array.from({ length: count }, async () => {
+      const worker = new Worker(url);
+      try {
+        for (;;) {
+          const start = next;
+          if (start >= jobs.length) break;
+          next = Math.min(jobs.length, start + BATCH_FILES);
+          const results = await new Promise<HashResult[]>((resolve, reject) => {
+            worker.once('message', resolve);
+            worker.once('error', reject);
+            worker.postMessage(jobs.slice(start, next));
+          });
+          worker.removeAllListeners('error');
+          results.forEach((r, k) => settle(start + k, r));
+        }
+      } finally {
+        await worker.terminate();
+      }
+    }),
+  );
 }

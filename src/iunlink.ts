@@ -73,7 +73,7 @@ export function probeIunlink(roots: readonly Root[], opts: { dryRun: boolean }):
     const parent = path.dirname(root.path);
     const where = fs.statSync(parent).dev === root.dev ? parent : root.path;
     const scratch = path.join(where, `.vunify.probe.${randomBytes(6).toString('hex')}`);
-    const fd = fs.openSync(scratch, fs.constants.O_RDONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    const fd = sys.open(scratch, fs.constants.O_RDONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
     try {
       setIunlink(fd);
       const ok = isIunlinked(fd);

@@ -27,7 +27,7 @@
 import { randomBytes } from 'node:crypto';
 import { displayPath, openDir, openRegular, openScanned, relPath, sameFile, type OpenedFile } from './confine.js';
 import { codedError, errorCode, fileError, type FileError } from './errors.js';
-import { CHUNK, readFullySync } from './hash.js';
+import { CHUNK, readFully } from './hash.js';
 import type { LinkOp, Plan, PlanSet } from './plan.js';
 import { FS_APPEND_FL, FS_IMMUTABLE_FL, RENAME_EXCHANGE, sys, type Stat } from './sys.js';
 import type { FileRec, Inode } from './types.js';
@@ -222,8 +222,8 @@ async function verify(canon: Canonical, dup: OpenedFile, opts: LinkOptions, buff
     const len = Math.min(CHUNK, c.size - pos);
     // Synchronous: the linker works one file at a time, and a trip through
     // the thread pool per chunk cost more than the read itself.
-    readFullySync(canon.fd, a, len, pos);
-    readFullySync(dup.fd, b, len, pos);
+    readFully(canon.fd, a, len, pos);
+    readFully(dup.fd, b, len, pos);
     if (!a.subarray(0, len).equals(b.subarray(0, len))) {
       throw codedError('EDIFFERENT', `content differs from ${displayPath(canon.file)} (hash collision or rewritten)`);
     }

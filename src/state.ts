@@ -58,7 +58,7 @@ export function openState(dir: string, roots: readonly Root[], onError: (e: File
     for (const root of roots) lockRoot(dir, root, held);
     recover(dir, onError);
     const journalPath = path.join(dir, `journal.${process.pid}.${randomBytes(6).toString('hex')}`);
-    const journal = fs.openSync(journalPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_APPEND, 0o600);
+    const journal = sys.open(journalPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_APPEND, 0o600);
     sys.flock(journal, LOCK_EX);
     return {
       record(entry) {
@@ -80,7 +80,7 @@ export function openState(dir: string, roots: readonly Root[], onError: (e: File
 
 function lockFile(dir: string, dev: number, ino: number): number {
   fs.mkdirSync(path.join(dir, 'locks'), { recursive: true, mode: 0o700 });
-  return fs.openSync(path.join(dir, 'locks', `${dev}-${ino}`), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+  return sys.open(path.join(dir, 'locks', `${dev}-${ino}`), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
 }
 
 function lockRoot(dir: string, root: Root, held: number[]): void {
@@ -108,7 +108,7 @@ export function recover(dir: string, onError: (e: FileError) => void): void {
   for (const name of fs.readdirSync(dir)) {
     if (!name.startsWith('journal.')) continue;
     const file = path.join(dir, name);
-    const fd = fs.openSync(file, 'r');
+    const fd = sys.open(file, O.RDONLY);
     try {
       if (!sys.flock(fd, LOCK_EX | LOCK_NB)) continue; // its run is alive
       const lines = fs.readFileSync(fd, 'utf8').split('\n').filter(Boolean);

@@ -64,6 +64,8 @@ interface Native {
   setFlags(fd: number, flags: number): void;
   flock(fd: number, op: number): boolean;
   vserver(cmd: number, id: number, data: Buffer | null): number;
+  openPath(path: Buffer, flags: number, mode?: number): number;
+  closeFd(fd: number): void;
 }
 
 const native = createRequire(import.meta.url)('../build/Release/vunify.node') as Native;
@@ -152,12 +154,9 @@ export const sys = {
   flock: (fd: number, op: number): boolean => native.flock(fd, op),
   /** The Linux-VServer system call; ENOSYS on other kernels. */
   vserver: (cmd: number, id: number, data: Buffer | null): number => native.vserver(cmd, id, data),
-  /** Open a directory or file by an absolute host path (roots only). */
-  open: (path: string | Buffer, flags: number): number => fs.openSync(path, flags),
-  close: (fd: number): void => fs.closeSync(fd),
+  /** Open by a host path (roots, /proc/self/fd reopening); natively, like every descriptor here (see closeFd in the addon). */
+  open: (path: string | Buffer, flags: number, mode = 0): number =>
+    native.openPath(typeof path === 'string' ? Buffer.from(path) : path, flags, mode),
+  close: (fd: number): void => native.closeFd(fd),
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
-  read: (fd: number, buf: Buffer, length: number, position: number): Promise<number> =>
-    new Promise((resolve, reject) =>
-      fs.read(fd, buf, 0, length, position, (er, n) => (er ? reject(er) : resolve(n))),
-    ),
 };
