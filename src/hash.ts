@@ -1,11 +1,16 @@
 /*
- * Hash: one XXH64 per candidate inode, to split groups by content.
+ * Hash: one XXH64 per candidate inode, and its xattrs, to split groups by
+ * content and extended attributes.
  *
  * XXH64 is fast, not collision resistant, and guests can forge collisions:
  * a hash match only nominates files, and the linker compares bytes before
  * any link. Each inode is read once, through a descriptor opened confined
  * beneath its root and checked against the scan (O_NOATIME so a report-only
- * run leaves atimes alone, O_NONBLOCK so a FIFO swapped in cannot hang us).
+ * run leaves atimes alone, O_NONBLOCK so a FIFO swapped in cannot hang us);
+ * its xattrs are read through the same descriptor (see xattrs.ts). Reading
+ * them here rather than in a stage of their own saves one open per file;
+ * the price, hashing a file whose xattrs alone would have set it apart, is
+ * rarely paid: almost no files carry xattrs.
  *
  * Reading from the page cache is a memory copy: a trip through libuv's pool
  * per read cost more than the read, so files are read synchronously into
@@ -24,6 +29,7 @@ import { codedError, fileError, type FileError } from './errors.js';
 import { splitGroups } from './group.js';
 import { sys, type Stat } from './sys.js';
 import type { Inode } from './types.js';
+import { xattrKey } from './xattrs.js';
 
 export const CHUNK = 1 << 20;
 
@@ -68,15 +74,15 @@ export interface HashJob {
   stat: Stat;
 }
 
-export type HashResult = { hash: bigint } | { error: { code?: string; syscall?: string; message: string } };
+export type HashResult = { hash: bigint; xattrs: string } | { error: { code?: string; syscall?: string; message: string } };
 
-/** Open (confined, checked against the scan) and hash one file. */
+/** Open (confined, checked against the scan) and hash one file, and read its xattrs. */
 export function hashJob(h: Hasher, job: HashJob, buf: Buffer): HashResult {
   try {
     const rel = Buffer.from(job.rel.buffer, job.rel.byteOffset, job.rel.byteLength);
     const file = openRegular(job.rootFd, rel, job.stat);
     try {
-      return { hash: hashFd(h, file.fd, file.stat.size, buf) };
+      return { xattrs: xattrKey(file.fd), hash: hashFd(h, file.fd, file.stat.size, buf) };
     } finally {
       sys.close(file.fd);
     }
@@ -90,8 +96,8 @@ export function hashJob(h: Hasher, job: HashJob, buf: Buffer): HashResult {
 const WORKER_THRESHOLD = 64 << 20;
 const BATCH_FILES = 256;
 
-/** Hash every inode of the groups, then split the groups by hash. */
-export async function splitByHash(groups: readonly Inode[][], opts: HashOptions): Promise<Inode[][]> {
+/** Hash every inode of the groups and read its xattrs, then split the groups by both. */
+export async function splitByContent(groups: readonly Inode[][], opts: HashOptions): Promise<Inode[][]> {
   const inodes = groups.flat();
   const bytes = inodes.reduce((sum, i) => sum + i.stat.size, 0);
   const workers = opts.workers ?? (bytes >= WORKER_THRESHOLD ? os.availableParallelism() : 0);
@@ -100,6 +106,7 @@ export async function splitByHash(groups: readonly Inode[][], opts: HashOptions)
     const inode = inodes[k]!;
     if ('hash' in r) {
       inode.hash = r.hash;
+      inode.xattrs = r.xattrs;
       opts.onProgress?.(inode.stat.size);
     } else {
       opts.onError(fileError(displayPath(inode.paths[0]!), Object.assign(new Error(r.error.message), r.error)));
@@ -112,7 +119,7 @@ export async function splitByHash(groups: readonly Inode[][], opts: HashOptions)
   } else {
     await inWorkers(jobs, workers, settle);
   }
-  return splitGroups(groups, (inode) => inode.hash);
+  return splitGroups(groups, (inode) => (inode.hash === undefined ? undefined : `${inode.hash.toString(16)}\0${inode.xattrs}`));
 }
 
 /** Hand batches of jobs to `count` worker threads, each taking the next batch when done. */

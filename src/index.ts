@@ -1,7 +1,7 @@
 /*
  * vunify, top to bottom: the whole program on one screen.
  *
- *   roots -> state -> walk -> group -> xattrs -> hash -> plan -> link -> report
+ *   roots -> state -> walk -> group -> hash (+ xattrs) -> plan -> link -> report
  *
  * Each stage is its own module. Everything up to and including the plan only
  * reads; with dryRun the linker is never called. Per-file errors from every
@@ -11,7 +11,7 @@ import { compileRules, DEFAULT_EXCLUDES, parseRule, type Rule } from './excludes
 import type { FileError } from './errors.js';
 import { groupFiles } from './group.js';
 import { probeIunlink } from './iunlink.js';
-import { splitByHash } from './hash.js';
+import { splitByContent } from './hash.js';
 import { link } from './link.js';
 import { plan } from './plan.js';
 import { noProgress, type Progress } from './progress.js';
@@ -20,7 +20,6 @@ import { closeRoots, expandRoots, openRoots } from './roots.js';
 import { DEFAULT_STATE_DIR, openState, type RunState } from './state.js';
 import type { FileRec } from './types.js';
 import { walk } from './walk.js';
-import { splitByXattrs } from './xattrs.js';
 
 export interface UnifyOptions {
   roots: readonly string[];
@@ -74,10 +73,8 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     timed('walk');
     const { inodes, groups } = groupFiles(walked.files, { ignoreMtime: opts.ignoreMtime });
     timed('group');
-    const sameXattrs = splitByXattrs(groups, onError);
-    timed('xattrs');
-    progress.stage('hashing', sameXattrs.flat().reduce((sum, i) => sum + i.stat.size, 0), 'bytes');
-    const identical = await splitByHash(sameXattrs, { onError, onProgress: (n) => progress.tick(n) });
+    progress.stage('hashing', groups.flat().reduce((sum, i) => sum + i.stat.size, 0), 'bytes');
+    const identical = await splitByContent(groups, { onError, onProgress: (n) => progress.tick(n) });
     timed('hash');
     const thePlan = plan(identical);
     timed('plan');

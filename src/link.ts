@@ -33,7 +33,7 @@ import { FS_APPEND_FL, FS_IMMUTABLE_FL, RENAME_EXCHANGE, sys, type Stat } from '
 import type { FileRec, Inode } from './types.js';
 import { isIunlinked, setIunlink } from './iunlink.js';
 import type { JournalEntry } from './state.js';
-import { encodeXattrs } from './xattrs.js';
+import { xattrKey } from './xattrs.js';
 
 export interface LinkOptions {
   ignoreMtime: boolean;
@@ -214,7 +214,7 @@ async function verify(canon: Canonical, dup: OpenedFile, opts: LinkOptions, buff
     c.mode === d.mode &&
     (opts.ignoreMtime || (c.mtimeSec === d.mtimeSec && c.mtimeNsec === d.mtimeNsec));
   if (!metaOk) throw codedError('ECHANGED', 'owner, mode, size or mtime no longer match the canonical copy');
-  if (encodeXattrs(sys.getXattrs(dup.fd)) !== encodeXattrs(sys.getXattrs(canon.fd))) {
+  if (xattrKey(dup.fd) !== xattrKey(canon.fd)) {
     throw codedError('EDIFFERENT', 'extended attributes differ from the canonical copy');
   }
   const [a, b] = buffers;

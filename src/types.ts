@@ -40,6 +40,7 @@ export interface Inode {
   stat: Stat;
   /** Scanned paths, in walk order; paths[0] is the one used to open it. */
   paths: FileRec[];
-  /** Content hash, once computed. */
+  /** Content hash and encoded xattrs, once read. */
   hash?: bigint;
+  xattrs?: string;
 }

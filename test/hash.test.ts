@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { compileRules } from '../src/excludes.js';
 import type { FileError } from '../src/errors.js';
 import { groupFiles } from '../src/group.js';
-import { getHasher, splitByHash } from '../src/hash.js';
+import { getHasher, splitByContent } from '../src/hash.js';
 import { closeRoots, openRoots } from '../src/roots.js';
 import { walk } from '../src/walk.js';
 import { rmTree, tempDir, writeFile } from './helpers/tree.js';
@@ -29,7 +29,7 @@ async function hashAll(workers: number) {
     const walked = await walk(roots, { matcher: compileRules([]), minSize: 1, maxSize: Infinity, onError: () => {} });
     const { groups } = groupFiles(walked.files, { ignoreMtime: false });
     fs.unlinkSync(path.join(dir, 'b', 'gone')); // after the scan, before hashing
-    const sets = await splitByHash(groups, { workers, onError: (e) => errors.push(e) });
+    const sets = await splitByContent(groups, { workers, onError: (e) => errors.push(e) });
     const hashes = Object.fromEntries(groups.flat().map((i) => [`${i.paths[0]!.dir.root.path}/${i.paths[0]!.name}`, i.hash]));
     return { sets: sets.map((s) => s.length).sort(), hashes, errors };
   } finally {
@@ -37,7 +37,7 @@ async function hashAll(workers: number) {
   }
 }
 
-describe('splitByHash', () => {
+describe('splitByContent', () => {
   it('gives the same hashes and errors in worker threads as in this thread', async () => {
     const here = await hashAll(0);
     const threads = await hashAll(2);

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { compileRules } from '../src/excludes.js';
 import type { FileError } from '../src/errors.js';
 import { groupFiles } from '../src/group.js';
-import { splitByHash } from '../src/hash.js';
+import { splitByContent } from '../src/hash.js';
 import { link, TEMP_PREFIX } from '../src/link.js';
 import { plan } from '../src/plan.js';
 import { closeRoots, openRoots } from '../src/roots.js';
@@ -30,7 +30,7 @@ async function planFor(guests: string[], opts: { trustSize?: boolean } = {}) {
   const onError = (e: FileError) => errors.push(e);
   const walked = await walk(roots, { matcher: compileRules([]), minSize: 1, maxSize: Infinity, onError });
   const { groups } = groupFiles(walked.files, { ignoreMtime: false });
-  const sets = opts.trustSize ? groups : await splitByHash(groups, { onError });
+  const sets = opts.trustSize ? groups : await splitByContent(groups, { onError });
   return { roots, plan: plan(sets), errors, onError };
 }
 
