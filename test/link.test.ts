@@ -114,6 +114,18 @@ describe('link', () => {
     expect(report.summary.skipped).toBe(2);
   });
 
+  it('leaves a set alone, with one message, when its canonical is immutable', async () => {
+    for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
+    sh('chattr', '+i', path.join(dir, 'a/f')); // the first root's copy is the canonical
+    const before = snapshot(dir, { inodes: true });
+    const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
+    expect(errors.map((e) => [e.path, e.code, e.message])).toEqual([
+      [path.join(dir, 'a/f'), 'EFLAGS', 'canonical copy is immutable (chattr); left alone'],
+    ]);
+    expect(report.summary).toMatchObject({ linksPlanned: 2, linksMade: 0, skipped: 2 });
+    expect(snapshot(dir, { inodes: true })).toEqual(before);
+  });
+
   it('EMLINK: the duplicate becomes the canonical for the rest of its set', async () => {
     const guests = Array.from({ length: 7 }, (_, i) => `g${i}`);
     for (const g of guests) writeFile(path.join(dir, g, 'lib.so'), { content: 'shared library' });
