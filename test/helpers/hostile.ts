@@ -1,0 +1,185 @@
+/*
+ * Helpers for the scenario tests that run the built CLI against guests that
+ * fight back (race, crash, writers): time budgets, child processes that are
+ * always reaped (stdout and stderr arrive as strings), runs of
+ * `node dist/bin.js` with a hang timeout, a search for leftover temporary
+ * names, a seeded PRNG (VUNIFY_SEED replays a run), and an in-process
+ * snapshot fast enough for loops of hundreds.
+ *
+ * Every child started here is registered, and killChildren() (called from
+ * each scenario's afterAll/afterEach) SIGKILLs whatever is still alive, so a
+ * failed assertion never leaves a hostile loop running.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+
+/** VUNIFY_STRESS=1 lengthens every scenario for local runs. */
+export const STRESS = !!process.env.VUNIFY_STRESS && process.env.VUNIFY_STRESS !== '0';
+
+/** Pick the default or the stress value. */
+export const budget = <T>(normal: T, stressed: T): T => (STRESS ? stressed : normal);
+
+/**
+ * The CLI under test. VUNIFY_BIN points the scenarios at another build, e.g.
+ * a copy of dist/ with a check removed, to see that they notice.
+ */
+export const BIN = process.env.VUNIFY_BIN ?? path.join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
+
+const children = new Set<ChildProcess>();
+
+export interface Exited {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** Resolves when the child has exited (immediately if it already has). */
+export function exited(child: ChildProcess): Promise<Exited> {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  }
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+}
+
+/** Spawn a registered child (stdio: ignore stdin, pipe stdout and stderr into strings). */
+export function startChild(cmd: string, args: string[]): { child: ChildProcess; out: () => string; err: () => string } {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  return { child, out: () => out, err: () => err };
+}
+
+/** Run an ES module given as source text in a registered `node` child; `config` arrives as process.argv[1] (JSON). */
+export function startScript(source: string, config: unknown) {
+  return startChild(process.execPath, ['--input-type=module', '-e', source, JSON.stringify(config)]);
+}
+
+/** SIGKILL every child still alive and wait for each to go. */
+export async function killChildren(): Promise<void> {
+  const alive = [...children];
+  for (const c of alive) c.kill('SIGKILL');
+  await Promise.all(alive.map((c) => exited(c)));
+}
+
+export interface VunifyRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** True when the run did not end within the timeout and was killed. */
+  hung: boolean;
+}
+
+/** Run the built CLI to its end, killing it (and saying so) if it takes longer than `timeoutMs`. */
+export async function runVunify(stateDir: string, args: string[], timeoutMs = 30_000): Promise<VunifyRun> {
+  const { child, out, err } = startChild(process.execPath, [BIN, '--state-dir', stateDir, ...args]);
+  let hung = false;
+  const timer = setTimeout(() => {
+    hung = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
+  const { code, signal } = await exited(child);
+  clearTimeout(timer);
+  // 'exit' can come before the pipes are drained.
+  await Promise.all([child.stdout, child.stderr].map((s) => (s!.readableEnded ? undefined : new Promise((r) => s!.once('close', r)))));
+  return { code, signal, stdout: out(), stderr: err(), hung };
+}
+
+/** Every path below `dir` whose name starts with `.vunify.` (vunify's temporary names), relative to `dir`. */
+export function findTemps(dir: string): string[] {
+  const found: string[] = [];
+  const visit = (rel: string) => {
+    for (const e of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.name.startsWith('.vunify.')) found.push(r);
+      if (e.isDirectory()) visit(r);
+    }
+  };
+  visit('');
+  return found;
+}
+
+/** Journals of vunify runs left in a state directory. */
+export function journals(stateDir: string): string[] {
+  if (!fs.existsSync(stateDir)) return [];
+  return fs.readdirSync(stateDir).filter((n) => n.startsWith('journal.'));
+}
+
+/** A small seeded PRNG (mulberry32), so a failing seed can be replayed with VUNIFY_SEED. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export const SEED = process.env.VUNIFY_SEED ? Number(process.env.VUNIFY_SEED) : (Date.now() ^ (process.pid << 8)) >>> 0;
+
+export interface FastEntry {
+  /** Everything compared: type, mode, owner, group, and for files size, mtime (ns), sha256; xattrs for all. */
+  value: string;
+  ino: number;
+  nlink: number;
+}
+
+/**
+ * A snapshot like tree.ts's snapshot() (without inodes or directory times)
+ * but taken in-process, for loops that take hundreds: lstat for metadata,
+ * sha256 of the content (cached by dev, inode, ctime, size and mtime, which
+ * content cannot change without changing ctime; pass a fresh `cache` to
+ * hash everything), and one getfattr call for every xattr. Inode numbers
+ * and link counts are returned beside the compared value.
+ */
+export function fastSnapshot(dir: string, cache = new Map<string, string>()): Map<string, FastEntry> {
+  const out = new Map<string, FastEntry>();
+  const visit = (rel: string) => {
+    for (const name of fs.readdirSync(path.join(dir, rel))) {
+      const r = rel ? `${rel}/${name}` : name;
+      const p = path.join(dir, r);
+      const st = fs.lstatSync(p, { bigint: true });
+      const type = st.isFile() ? 'f' : st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : st.isFIFO() ? 'p' : st.isCharacterDevice() ? 'c' : st.isBlockDevice() ? 'b' : 's';
+      let value = `${type}|${(st.mode & 0o7777n).toString(8)}|${st.uid}|${st.gid}`;
+      if (type === 'f') {
+        const key = `${st.dev}:${st.ino}:${st.ctimeNs}:${st.size}:${st.mtimeNs}`;
+        let sum = cache.get(key);
+        if (sum === undefined) {
+          sum = createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+          cache.set(key, sum);
+        }
+        value += `|${st.size}|${st.mtimeNs}|${sum}`;
+      } else if (type === 'l') {
+        value += `|${fs.readlinkSync(p)}`;
+      } else if (type === 'c' || type === 'b') {
+        value += `|${st.rdev}`;
+      }
+      out.set(r, { value, ino: Number(st.ino), nlink: Number(st.nlink) });
+      if (type === 'd') visit(r);
+    }
+  };
+  visit('');
+  const attrs = spawnSync('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', dir], { maxBuffer: 1 << 30 });
+  for (const block of attrs.stdout.toString('latin1').split('\n\n').filter((b) => b.trim())) {
+    const lines = block.trim().split('\n');
+    const name = unescapeOctal(lines[0]!.replace(/^# file: /, '')).slice(dir.length + 1);
+    const e = out.get(name);
+    if (e) e.value += '|' + lines.slice(1).sort().join(',');
+  }
+  return out;
+}
+
+/** getfattr prints unusual bytes as \ooo octal escapes (names here are read as UTF-8; the scenario trees use ASCII). */
+function unescapeOctal(s: string): string {
+  return s.replace(/\\([0-7]{3})|\\\\/g, (m, o: string | undefined) => (o ? String.fromCharCode(parseInt(o, 8)) : '\\'));
+}
+
+/** Just the compared values of a fast snapshot. */
+export const values = (snap: Map<string, FastEntry>): Map<string, string> => new Map([...snap].map(([k, e]) => [k, e.value]));
