@@ -99,12 +99,19 @@ let noatime = true;
  * (ctime included unless `ctime: false`).
  */
 export function openRegular(dirFd: number, name: Buffer, expect: Stat, opts = { ctime: true, nlink: false }): OpenedFile {
+  return openChecked(dirFd, name, (st) => sameFile(st, expect, opts), 'file changed since it was scanned');
+}
+
+/** Open `name` in `dirFd` for reading, provided it is still the inode `id`. */
+export function openInode(dirFd: number, name: Buffer, id: { dev: number; ino: number }): OpenedFile {
+  return openChecked(dirFd, name, (st) => st.dev === id.dev && st.ino === id.ino, 'name no longer holds the inode vunify put there');
+}
+
+function openChecked(dirFd: number, name: Buffer, ok: (st: Stat) => boolean, why: string): OpenedFile {
   const pathFd = sys.openBeneath(dirFd, name, O.PATH);
   try {
     const st = sys.fstat(pathFd);
-    if (st.type !== FileType.Regular || !sameFile(st, expect, opts)) {
-      throw codedError('ECHANGED', 'file changed since it was scanned');
-    }
+    if (st.type !== FileType.Regular || !ok(st)) throw codedError('ECHANGED', why);
     return { fd: reopen(pathFd), stat: st };
   } finally {
     sys.close(pathFd);

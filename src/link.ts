@@ -10,16 +10,17 @@
  *   2. check both files are unchanged since the scan, except for the nlink
  *      and ctime changes vunify's own links caused, and that the duplicate is
  *      neither immutable nor append-only;
- *   3. compare xattrs and every byte, read through those two descriptors: a
- *      hash match alone never links (XXH64 collisions can be forged);
+ *   3. compare metadata, xattrs and every byte, read through those two
+ *      descriptors: a hash match alone never links;
  *   4. linkat(canonical descriptor, AT_EMPTY_PATH) to `.vunify.<random>` in
  *      the duplicate's directory, so the new name is exactly the inode whose
  *      bytes were compared, whatever its paths are by now;
  *   5. renameat2(RENAME_EXCHANGE) the temporary name with the duplicate's
  *      name: the path always names a file, and the old inode is not lost but
  *      moves to the temporary name;
- *   6. check the inode that moved out is the one compared and was not
- *      written meanwhile; then unlink it. Otherwise swap back and skip.
+ *   6. check the inode that moved out is the one compared, and compare the
+ *      two again in full (see replace()); then unlink it. Otherwise swap
+ *      back (see undo()) and skip.
  * EMLINK (the canonical reached the filesystem's link limit) makes the
  * current duplicate the canonical for the rest of its set. Any other error
  * is reported with the path and the run goes on.
@@ -179,14 +180,22 @@ async function linkOne(
     const dup = openRegular(dirFd, op.file.name, expectDup, { ctime: true, nlink: false });
     try {
       if (!(opts.iunlink && isIunlinked(dup.fd))) checkFlags(dup.fd, 'duplicate');
-      await verify(canon, dup, opts, buffers);
+      const canonBefore = await verify(canon, dup, opts, buffers);
       if (opts.iunlink && !canon.iunlinked) {
         // As util-vserver does: the canonical first, then the links to it.
         setIunlink(canon.fd);
         canon.iunlinked = true;
         canon.expect = sys.fstat(canon.fd);
       }
-      replace(canon, dup, dirFd, op.file, opts.record);
+      try {
+        replace(canon, canonBefore, dup, dirFd, op.file, opts, buffers);
+      } catch (er) {
+        // Our link and unlink moved the canonical's ctime; if nothing else
+        // changed, the rest of its set may still be linked to it.
+        const now = sys.fstat(canon.fd);
+        if (sameFile(now, canonBefore, { ctime: false, nlink: true })) canon.expect = now;
+        throw er;
+      }
       canon.expect = sys.fstat(canon.fd);
       expected.set(canon.inode, canon.expect);
       const after = sys.fstat(dup.fd);
@@ -201,21 +210,43 @@ async function linkOne(
 }
 
 /** Everything that must hold before the duplicate's name may point at the canonical. */
-async function verify(canon: Canonical, dup: OpenedFile, opts: LinkOptions, buffers: [Buffer, Buffer]): Promise<void> {
+async function verify(canon: Canonical, dup: OpenedFile, opts: LinkOptions, buffers: [Buffer, Buffer]): Promise<Stat> {
   const c = sys.fstat(canon.fd);
   if (!sameFile(c, canon.expect, { ctime: true, nlink: true })) {
     throw codedError('ECANONICAL', `canonical ${displayPath(canon.file)} changed since it was scanned; rest of its set skipped`);
   }
-  const d = dup.stat;
+  const why = difference(canon, dup, opts.ignoreMtime, buffers);
+  if (why) throw why;
+  // Nothing may have been written while we compared.
+  if (!sameFile(sys.fstat(canon.fd), c, { ctime: true, nlink: true }) || !sameFile(sys.fstat(dup.fd), dup.stat, { ctime: true, nlink: true })) {
+    throw codedError('ECHANGED', 'file changed while it was being compared');
+  }
+  return c;
+}
+
+/**
+ * Why `dup` may not become a link to `canon`, or undefined when it may:
+ * owner, mode, size, mtime (unless ignored), every xattr and every byte,
+ * read through the two descriptors as they are now. A hash match alone
+ * never links: XXH64 collisions can be forged.
+ */
+export function difference(
+  canon: { fd: number; file?: FileRec },
+  dup: { fd: number },
+  ignoreMtime: boolean,
+  buffers: [Buffer, Buffer],
+): Error | undefined {
+  const c = sys.fstat(canon.fd);
+  const d = sys.fstat(dup.fd);
   const metaOk =
     c.size === d.size &&
     c.uid === d.uid &&
     c.gid === d.gid &&
     c.mode === d.mode &&
-    (opts.ignoreMtime || (c.mtimeSec === d.mtimeSec && c.mtimeNsec === d.mtimeNsec));
-  if (!metaOk) throw codedError('ECHANGED', 'owner, mode, size or mtime no longer match the canonical copy');
+    (ignoreMtime || (c.mtimeSec === d.mtimeSec && c.mtimeNsec === d.mtimeNsec));
+  if (!metaOk) return codedError('ECHANGED', 'owner, mode, size or mtime no longer match the canonical copy');
   if (xattrKey(dup.fd) !== xattrKey(canon.fd)) {
-    throw codedError('EDIFFERENT', 'extended attributes differ from the canonical copy');
+    return codedError('EDIFFERENT', 'extended attributes differ from the canonical copy');
   }
   const [a, b] = buffers;
   for (let pos = 0; pos < c.size; pos += CHUNK) {
@@ -225,21 +256,35 @@ async function verify(canon: Canonical, dup: OpenedFile, opts: LinkOptions, buff
     readFully(canon.fd, a, len, pos);
     readFully(dup.fd, b, len, pos);
     if (!a.subarray(0, len).equals(b.subarray(0, len))) {
-      throw codedError('EDIFFERENT', `content differs from ${displayPath(canon.file)} (hash collision or rewritten)`);
+      const which = canon.file ? displayPath(canon.file) : 'the canonical copy';
+      return codedError('EDIFFERENT', `content differs from ${which} (hash collision or rewritten)`);
     }
   }
-  // Nothing may have been written while we compared.
-  if (!sameFile(sys.fstat(canon.fd), c, { ctime: true, nlink: true }) || !sameFile(sys.fstat(dup.fd), d, { ctime: true, nlink: true })) {
-    throw codedError('ECHANGED', 'file changed while it was being compared');
-  }
+  return undefined;
 }
 
-/** Swap the duplicate's name over to the canonical inode. */
-function replace(canon: Canonical, dup: OpenedFile, dirFd: number, file: FileRec, record?: (e: JournalEntry) => void): void {
+/**
+ * Swap the duplicate's name over to the canonical inode, then compare the
+ * two again: a guest may act between the comparison and the exchange (a
+ * chmod, or a rewrite with the mtime put back, leaves no trace a stat before
+ * the exchange could see, and the link and the exchange themselves move both
+ * ctimes). Only after the exchange is the duplicate's name known to show the
+ * canonical, and its old inode still held at the temporary name: whatever
+ * the comparison finds then is what the guests had at the moment of linking.
+ */
+function replace(
+  canon: Canonical,
+  canonBefore: Stat,
+  dup: OpenedFile,
+  dirFd: number,
+  file: FileRec,
+  opts: LinkOptions,
+  buffers: [Buffer, Buffer],
+): void {
   const tmp = tempName();
   const name = file.name;
   const root = file.dir.root;
-  record?.({
+  opts.record?.({
     root: root.path, rootDev: root.dev, rootIno: root.ino, dir: file.dir.rel.toString('hex'),
     tmp: tmp.toString('hex'), name: name.toString('hex'),
     canon: { dev: canon.expect.dev, ino: canon.expect.ino },
@@ -256,28 +301,52 @@ function replace(canon: Canonical, dup: OpenedFile, dirFd: number, file: FileRec
     throw er;
   }
   // `tmp` now holds what was at `name` a moment ago: it must be the inode we
-  // compared, unwritten since. Otherwise a guest raced us: put it back.
-  const displaced = sys.statAt(dirFd, tmp);
-  const now = sys.fstat(dup.fd);
-  const intact =
-    displaced.dev === dup.stat.dev &&
-    displaced.ino === dup.stat.ino &&
-    now.size === dup.stat.size &&
-    now.mtimeSec === dup.stat.mtimeSec &&
-    now.mtimeNsec === dup.stat.mtimeNsec;
-  if (!intact) {
-    sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
-    removeIfInode(dirFd, tmp, canon.expect);
-    throw codedError('ECHANGED', 'file was replaced or written while being linked; left as it was');
+  // compared, with the same metadata, xattrs and bytes as the canonical.
+  const meta = { ctime: false, nlink: false };
+  let why: Error | undefined;
+  if (!isInode(sys.statAt(dirFd, tmp), dup.stat)) why = codedError('ECHANGED', 'file was replaced while being linked; left as it was');
+  else if (!sameFile(sys.fstat(dup.fd), dup.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
+  else if (!sameFile(sys.fstat(canon.fd), canonBefore, meta)) why = codedError('ECHANGED', `canonical ${displayPath(canon.file)} changed while being linked; left as it was`);
+  else why = difference(canon, dup, opts.ignoreMtime, buffers);
+  if (why) {
+    undo(dirFd, tmp, name, canon.expect, dup.stat);
+    throw why;
   }
   sys.unlinkAt(dirFd, tmp);
+}
+
+/**
+ * Put the duplicate's name back as it was, after the exchange: normally the
+ * canonical link goes and the old inode returns. A guest may have renamed a
+ * new file over the name meanwhile (a package manager installing an
+ * update): then that file is what belongs at the name, and the inode it
+ * replaced goes, as it would have without vunify. Anything else is left in
+ * place, named in the error: nothing is ever deleted unless it is known.
+ */
+export function undo(dirFd: number, tmp: Buffer, name: Buffer, canon: InodeId, dup: InodeId): void {
+  sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
+  const back = sys.statAt(dirFd, tmp);
+  if (isInode(back, canon)) return sys.unlinkAt(dirFd, tmp);
+  if (isInode(back, dup)) throw leftAt(tmp, 'the name changed twice while being linked');
+  sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
+  if (!isInode(sys.statAt(dirFd, tmp), dup)) throw leftAt(tmp, 'the name changed again while being put back');
+  sys.unlinkAt(dirFd, tmp);
+}
+
+type InodeId = { dev: number; ino: number };
+
+function leftAt(tmp: Buffer, why: string): Error {
+  return codedError('ECHANGED', `${why}; the file it held is left at ${tmp.toString('latin1')} in the same directory`);
+}
+
+function isInode(st: InodeId, id: InodeId): boolean {
+  return st.dev === id.dev && st.ino === id.ino;
 }
 
 /** Remove our temporary name, but only while it still names `inode`. */
 function removeIfInode(dirFd: number, tmp: Buffer, inode: Stat): void {
   try {
-    const st = sys.statAt(dirFd, tmp);
-    if (st.dev === inode.dev && st.ino === inode.ino) sys.unlinkAt(dirFd, tmp);
+    if (isInode(sys.statAt(dirFd, tmp), inode)) sys.unlinkAt(dirFd, tmp);
   } catch {
     // Already gone; nothing of ours is left.
   }

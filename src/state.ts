@@ -22,8 +22,10 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { codedError, errorCode, UsageError, type FileError } from './errors.js';
-import { printable } from './confine.js';
-import { LOCK_EX, LOCK_NB, LOCK_SH, O, RENAME_EXCHANGE, sys, type Stat } from './sys.js';
+import { openInode, printable } from './confine.js';
+import { CHUNK } from './hash.js';
+import { difference, undo } from './link.js';
+import { LOCK_EX, LOCK_NB, LOCK_SH, O, sys, type Stat } from './sys.js';
 import type { Root } from './types.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/vunify';
@@ -149,12 +151,12 @@ function recoverEntry(e: JournalEntry): void {
       if (is(st, e.canon)) {
         sys.unlinkAt(dirFd, tmp); // killed before the swap, or after swapping back
       } else if (is(st, e.dup)) {
+        // Killed after the exchange: the guest's old inode is here and the
+        // canonical at its name. It goes only if it is still identical to
+        // the canonical; anything the guest did to it since goes back.
         const name = Buffer.from(e.name, 'hex');
-        const unwritten = st.size === e.dup.size && st.mtimeSec === e.dup.mtimeSec && st.mtimeNsec === e.dup.mtimeNsec;
-        // Written after it was compared: the guest's newer bytes go back to its path.
-        if (!unwritten && is(sys.statAt(dirFd, name), e.canon)) sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
-        const now = sys.statAt(dirFd, tmp);
-        if (is(now, e.canon) || (unwritten && is(now, e.dup))) sys.unlinkAt(dirFd, tmp);
+        if (unchanged(dirFd, tmp, name, e)) sys.unlinkAt(dirFd, tmp);
+        else undo(dirFd, tmp, name, e.canon, e.dup);
       } else {
         throw codedError('ECHANGED', 'it names a file vunify did not put there; left in place');
       }
@@ -165,6 +167,31 @@ function recoverEntry(e: JournalEntry): void {
     sys.close(rootFd);
   }
 }
+
+/** The duplicate at `tmp` has its recorded mtime and the canonical's owner, mode, size, xattrs and bytes. */
+function unchanged(dirFd: number, tmp: Buffer, name: Buffer, e: JournalEntry): boolean {
+  const dup = openInode(dirFd, tmp, e.dup);
+  try {
+    if (dup.stat.mtimeSec !== e.dup.mtimeSec || dup.stat.mtimeNsec !== e.dup.mtimeNsec) return false;
+    let canon;
+    try {
+      canon = openInode(dirFd, name, e.canon);
+    } catch (er) {
+      if (errorCode(er) !== 'ECHANGED' && errorCode(er) !== 'ENOENT') throw er;
+      throw codedError('ECHANGED', 'the name was replaced since the run that left it, so the two cannot be compared; left in place');
+    }
+    try {
+      return difference(canon, dup, true, buffers()) === undefined;
+    } finally {
+      sys.close(canon.fd);
+    }
+  } finally {
+    sys.close(dup.fd);
+  }
+}
+
+let recoveryBuffers: [Buffer, Buffer] | undefined;
+const buffers = () => (recoveryBuffers ??= [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)]);
 
 function is(st: Stat, id: { dev: number; ino: number }): boolean {
   return st.dev === id.dev && st.ino === id.ino;

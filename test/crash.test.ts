@@ -28,9 +28,15 @@ const execFileP = promisify(execFile);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 const LANES = 2;
-/** Kills wanted, and the time after which no new iteration starts (whichever comes first). */
-const TARGET = budget(160, 3000);
-const TIME_MS = budget(42_000, 900_000);
+/**
+ * Kills wanted (the issue asks for at least 100), and a bound on time after
+ * which no new iteration starts: on a quiet machine the target is met in
+ * about 40 s; the bound only matters on a machine so loaded that it could
+ * not be met, and then the test fails rather than passing on fewer kills.
+ */
+const TARGET = budget(110, 3000);
+const MIN_KILLS = 100;
+const TIME_MS = budget(150_000, 900_000);
 const GUESTS = ['g1', 'g2', 'g3'];
 
 let top: string;
@@ -278,7 +284,7 @@ describe('SIGKILL at any moment', () => {
       `(run ≈ ${total.toFixed(0)} ms, first link at ≈ ${firstLink.toFixed(0)} ms);`,
       JSON.stringify(Object.fromEntries([...prof].map(([k, v]) => [k, Math.round(v)]))),
       `kills by phase ${JSON.stringify(Object.fromEntries(phases))}; ${withTemps} kills left temporary names`);
-    expect(kills).toBeGreaterThanOrEqual(Math.min(TARGET, 20));
+    expect(kills).toBeGreaterThanOrEqual(MIN_KILLS);
     // The point of the exercise: kills did land in the middle of linking.
     expect(phases.get('linking') ?? 0).toBeGreaterThan(0);
 
@@ -287,5 +293,5 @@ describe('SIGKILL at any moment', () => {
     const last = path.join(top, 'lane0');
     const want = new Map([...snapshot(template, { dirTimes: false })]);
     expect(snapshot(last, { dirTimes: false })).toEqual(want);
-  }, budget(58_000, 1_000_000));
+  }, budget(200_000, 1_000_000));
 });

@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { budget, exited, findTemps, journals, killChildren, runVunify, SEED, startChild, startScript, type VunifyRun } from './helpers/hostile.js';
+import { budget, exited, findTemps, journals, killChildren, runVunify, SEED, startChild, startScript, type VunifyRun, SCRIPT_PRELUDE } from './helpers/hostile.js';
 import { rmTree, sh, snapshot, tempDir } from './helpers/tree.js';
 
 const GUESTS = ['g1', 'g2', 'g3'];
@@ -81,15 +81,7 @@ afterAll(async () => {
  * counts as one JSON line. Mutations never overlap within a top directory.
  */
 const HOSTILE = String.raw`
-import fs from 'node:fs';
-import path from 'node:path';
-const cfg = JSON.parse(process.argv[1]);
-let s = cfg.seed >>> 0;
-const rand = () => { s = (s + 0x6d2b79f5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
-const pick = (a) => a[Math.floor(rand() * a.length)];
-const sab = new Int32Array(new SharedArrayBuffer(4));
-const sleep = (ms) => Atomics.wait(sab, 0, 0, ms);
-const stats = { started: 0, restored: 0, failures: [] };
+${SCRIPT_PRELUDE}const stats = { started: 0, restored: 0, failures: [] };
 const count = (k) => (stats[k] = (stats[k] ?? 0) + 1);
 const busy = new Set();
 const active = [];

@@ -35,7 +35,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import type { FileError } from '../src/errors.js';
 import { recover, type JournalEntry } from '../src/state.js';
 import { sys } from '../src/sys.js';
-import { budget, exited, findTemps, killChildren, rng, runVunify, SEED, startScript } from './helpers/hostile.js';
+import { budget, exited, findTemps, killChildren, rng, runVunify, SEED, startScript, SCRIPT_PRELUDE } from './helpers/hostile.js';
 import { rmTree, runUnify, setMtime, sh, tempDir, writeFile } from './helpers/tree.js';
 
 const DIRS = 12;
@@ -85,16 +85,8 @@ afterAll(async () => {
  * has read the originals, and one JSON line when stopped.
  */
 const WRITER = String.raw`
-import fs from 'node:fs';
-import path from 'node:path';
 import { createHash } from 'node:crypto';
-const cfg = JSON.parse(process.argv[1]);
-let s = cfg.seed >>> 0;
-const rand = () => { s = (s + 0x6d2b79f5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
-const pick = (a) => a[Math.floor(rand() * a.length)];
-const sab = new Int32Array(new SharedArrayBuffer(4));
-const sleep = (ms) => Atomics.wait(sab, 0, 0, ms);
-const sha = (b) => createHash('sha256').update(b).digest('hex');
+${SCRIPT_PRELUDE}const sha = (b) => createHash('sha256').update(b).digest('hex');
 const P = (rel) => path.join(cfg.root, rel);
 
 const orig = new Map();
@@ -402,19 +394,17 @@ describe('a guest acting between the last check and the exchange (in process, th
     expect(temps()).toEqual([]);
   });
 
-  // BUG (src/link.ts, replace(): the `intact` check after the exchange
-  // compares only dev/ino, size and mtime of the displaced inode): the
-  // guest's chmod went to the inode vunify then unlinked; its path shows the
-  // canonical, mode 0644. Same for chown and xattr changes.
-  it.fails('a chmod of the duplicate there is kept', async () => {
+  // A chmod leaves size and mtime alone, and the link and the exchange move
+  // the ctime anyway: only the comparison after the exchange (link.ts,
+  // replace()) sees it. Same for chown and xattr changes.
+  it('a chmod of the duplicate there is kept', async () => {
     await actBeforeLink(['a', 'w'], () => fs.chmodSync(W(), 0o600));
     expect(fs.statSync(W()).mode & 0o777).toBe(0o600);
   });
 
-  // BUG (same place): a same-size rewrite with the mtime put back (rsync
-  // --inplace -t, tar extracting over a file, or a hostile guest) is lost:
-  // the guest's path shows the other guest's old bytes and no error is reported.
-  it.fails('a same-size rewrite of the duplicate there, mtime put back, is kept', async () => {
+  // A same-size rewrite with the mtime put back (rsync --inplace -t, tar
+  // extracting over a file, or a hostile guest) shows only in the bytes.
+  it('a same-size rewrite of the duplicate there, mtime put back, is kept', async () => {
     await actBeforeLink(['a', 'w'], () => {
       fs.writeFileSync(W(), 'ORIGINAL CONTENT\n');
       setMtime(W(), '1700000000.123456789');
@@ -422,15 +412,12 @@ describe('a guest acting between the last check and the exchange (in process, th
     expect(fs.readFileSync(W(), 'utf8')).toBe('ORIGINAL CONTENT\n');
   });
 
-  // BUG (src/link.ts: nothing re-checks the canonical after verify(); linkAt
-  // links whatever its descriptor's inode holds by then): guest w rewrites
-  // its own file, the canonical (first root), with the mtime put back; guest
-  // a's path is linked to it and a's own inode is deleted, so a's file now
-  // shows w's bytes although the two never shared an inode when w wrote.
-  // (Once files are linked, in-place writes are shared anyway unless the
-  // planned immutable-unlink flag is set; that flag would have to be set
-  // before the comparison to close this window.)
-  it.fails('a rewrite of the canonical there is never linked into another guest', async () => {
+  // linkAt links whatever the canonical's inode holds by then: guest w
+  // rewrites its own file, the canonical (first root), with the mtime put
+  // back; were a's path left linked to it, a's file would show w's bytes
+  // although the two never shared an inode when w wrote. (Once linked,
+  // in-place writes are shared anyway unless --iunlink is used.)
+  it('a rewrite of the canonical there is never linked into another guest', async () => {
     await actBeforeLink(['w', 'a'], () => {
       fs.writeFileSync(W(), 'W PRIVATE DATA!!\n');
       setMtime(W(), '1700000000.123456789');
@@ -438,14 +425,11 @@ describe('a guest acting between the last check and the exchange (in process, th
     expect(fs.readFileSync(A(), 'utf8')).toBe('original content\n');
   });
 
-  // BUG (src/link.ts, replace(): the swap back is a blind RENAME_EXCHANGE of
-  // whatever the two names hold by then): the guest appends (vunify notices,
-  // and undoes the exchange), but just before the undo it installs a new
-  // version of the file by rename, dpkg-style. The undo puts the old inode
-  // back at the name and moves the new version to `.vunify.*`, where it stays
-  // after the run: the guest's path shows stale data, its latest file is
-  // hidden under vunify's temporary name, and removeIfInode leaves it there.
-  it.fails('a new version renamed over the name while the exchange is undone stays at the name', async () => {
+  // The guest appends (vunify notices, and undoes the exchange), but just
+  // before the undo it installs a new version by rename, dpkg-style. A blind
+  // swap back would put the old inode at the name and hide the new version
+  // under vunify's temporary name (link.ts, undo()).
+  it('a new version renamed over the name while the exchange is undone stays at the name', async () => {
     const renameAt = sys.renameAt;
     let exchanged = false;
     vi.spyOn(sys, 'renameAt').mockImplementation((...a) => {
@@ -461,10 +445,10 @@ describe('a guest acting between the last check and the exchange (in process, th
     expect(temps()).toEqual([]);
   });
 
-  // BUG (src/state.ts, recoverEntry(): "unwritten" compares only size and
-  // mtime): the same chmod, by a run killed after the exchange. Recovery
-  // deletes the chmodded inode, so the guest's path keeps the canonical's mode.
-  it.fails('a chmod of the duplicate there survives a kill after the exchange', () => {
+  // The same chmod, by a run killed after the exchange: recovery must compare
+  // the guest's old inode with the canonical in full, not only size and
+  // mtime, before it deletes it (state.ts, unchanged()).
+  it('a chmod of the duplicate there survives a kill after the exchange', () => {
     const stateDir = path.join(dir, 'state');
     fs.mkdirSync(stateDir);
     const canon = fs.statSync(A());

@@ -55,6 +55,21 @@ export function startChild(cmd: string, args: string[]): { child: ChildProcess; 
 }
 
 /** Run an ES module given as source text in a registered `node` child; `config` arrives as process.argv[1] (JSON). */
+/**
+ * The start of every script run by startScript: its config (argv[1], JSON),
+ * a seeded rand() and pick(), and a synchronous sleep(ms), so a hostile step
+ * never yields to anything but the kernel.
+ */
+export const SCRIPT_PRELUDE = String.raw`import fs from 'node:fs';
+import path from 'node:path';
+const cfg = JSON.parse(process.argv[1]);
+let s = cfg.seed >>> 0;
+const rand = () => { s = (s + 0x6d2b79f5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+const pick = (a) => a[Math.floor(rand() * a.length)];
+const sab = new Int32Array(new SharedArrayBuffer(4));
+const sleep = (ms) => Atomics.wait(sab, 0, 0, ms);
+`;
+
 export function startScript(source: string, config: unknown) {
   return startChild(process.execPath, ['--input-type=module', '-e', source, JSON.stringify(config)]);
 }
