@@ -26,7 +26,7 @@
  * is reported with the path and the run goes on.
  */
 import { randomBytes } from 'node:crypto';
-import { displayPath, openDir, openRegular, openScanned, relPath, sameFile, type OpenedFile } from './confine.js';
+import { displayPath, openDir, printable, openRegular, openScanned, relPath, sameFile, type OpenedFile } from './confine.js';
 import { codedError, errorCode, fileError, type FileError } from './errors.js';
 import { CHUNK, readFully } from './hash.js';
 import type { LinkOp, Plan, PlanSet } from './plan.js';
@@ -309,7 +309,7 @@ function replace(
   else if (!sameFile(sys.fstat(canon.fd), canonBefore, meta)) why = codedError('ECHANGED', `canonical ${displayPath(canon.file)} changed while being linked; left as it was`);
   else why = difference(canon, dup, opts.ignoreMtime, buffers);
   if (why) {
-    undo(dirFd, tmp, name, canon.expect, dup.stat);
+    undo(dirFd, tmp, name, canon.expect, dup.stat, () => !difference(canon, dup, opts.ignoreMtime, buffers));
     throw why;
   }
   sys.unlinkAt(dirFd, tmp);
@@ -317,26 +317,29 @@ function replace(
 
 /**
  * Put the duplicate's name back as it was, after the exchange: normally the
- * canonical link goes and the old inode returns. A guest may have renamed a
- * new file over the name meanwhile (a package manager installing an
- * update): then that file is what belongs at the name, and the inode it
- * replaced goes, as it would have without vunify. Anything else is left in
- * place, named in the error: nothing is ever deleted unless it is known.
+ * canonical link goes and the old inode returns. A guest may have put a new
+ * file at the name meanwhile (a package manager installing an update): then
+ * that file is what belongs at the name, and the old inode is deleted only
+ * if `redundant()` says it holds nothing the canonical does not (the guest
+ * may have moved the canonical elsewhere, believing it was its file);
+ * otherwise it stays at the temporary name, named in the error. Nothing is
+ * deleted unless it is known.
  */
-export function undo(dirFd: number, tmp: Buffer, name: Buffer, canon: InodeId, dup: InodeId): void {
+export function undo(dirFd: number, tmp: Buffer, name: Buffer, canon: InodeId, dup: InodeId, redundant: () => boolean): void {
   sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
   const back = sys.statAt(dirFd, tmp);
   if (isInode(back, canon)) return sys.unlinkAt(dirFd, tmp);
   if (isInode(back, dup)) throw leftAt(tmp, 'the name changed twice while being linked');
   sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
   if (!isInode(sys.statAt(dirFd, tmp), dup)) throw leftAt(tmp, 'the name changed again while being put back');
+  if (!redundant()) throw leftAt(tmp, 'a new file was put at the name while it was being linked, and the old one differs');
   sys.unlinkAt(dirFd, tmp);
 }
 
 type InodeId = { dev: number; ino: number };
 
 function leftAt(tmp: Buffer, why: string): Error {
-  return codedError('ECHANGED', `${why}; the file it held is left at ${tmp.toString('latin1')} in the same directory`);
+  return codedError('ECHANGED', `${why}; the previous file is kept beside it as ${printable(tmp)}`);
 }
 
 function isInode(st: InodeId, id: InodeId): boolean {

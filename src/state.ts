@@ -156,7 +156,7 @@ function recoverEntry(e: JournalEntry): void {
         // the canonical; anything the guest did to it since goes back.
         const name = Buffer.from(e.name, 'hex');
         if (unchanged(dirFd, tmp, name, e)) sys.unlinkAt(dirFd, tmp);
-        else undo(dirFd, tmp, name, e.canon, e.dup);
+        else undo(dirFd, tmp, name, e.canon, e.dup, () => false);
       } else {
         throw codedError('ECHANGED', 'it names a file vunify did not put there; left in place');
       }

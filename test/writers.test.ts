@@ -428,21 +428,41 @@ describe('a guest acting between the last check and the exchange (in process, th
   // The guest appends (vunify notices, and undoes the exchange), but just
   // before the undo it installs a new version by rename, dpkg-style. A blind
   // swap back would put the old inode at the name and hide the new version
-  // under vunify's temporary name (link.ts, undo()).
-  it('a new version renamed over the name while the exchange is undone stays at the name', async () => {
+  // under vunify's temporary name (link.ts, undo()). The new version goes
+  // back to the name; the old inode, appended to, differs from the canonical,
+  // so it is kept (never deleted unread) and the error names where.
+  function renameOverAfterExchange(content: string) {
     const renameAt = sys.renameAt;
     let exchanged = false;
     vi.spyOn(sys, 'renameAt').mockImplementation((...a) => {
       renameAt(...a);
       if (!exchanged) {
         exchanged = true;
-        fs.writeFileSync(W('f.dpkg-new'), 'package v2\n');
+        fs.writeFileSync(W('f.dpkg-new'), content);
         fs.renameSync(W('f.dpkg-new'), W());
       }
     });
-    await actBeforeLink(['a', 'w'], () => fs.appendFileSync(W(), 'more\n'));
+  }
+
+  it('a new version renamed over the name while the exchange is undone stays at the name', async () => {
+    renameOverAfterExchange('package v2\n');
+    const { errors } = await actBeforeLink(['a', 'w'], () => fs.appendFileSync(W(), 'more\n'));
     expect(fs.readFileSync(W(), 'utf8')).toBe('package v2\n');
-    expect(temps()).toEqual([]);
+    const left = temps();
+    expect(left).toHaveLength(1);
+    expect(fs.readFileSync(path.join(dir, left[0]!), 'utf8')).toBe('original content\nmore\n');
+    expect(errors.map((e) => e.code)).toEqual(['ECHANGED']);
+    expect(errors[0]!.message).toContain(path.basename(left[0]!));
+    expect(fs.readFileSync(A(), 'utf8')).toBe('original content\n');
+  });
+
+  // Same, but the old inode was only chmodded: its bytes are the canonical's
+  // yet it is not redundant (its mode is the guest's), so it is kept too.
+  it('after such a rename, an old inode the guest chmodded is kept, not deleted', async () => {
+    renameOverAfterExchange('package v2\n');
+    await actBeforeLink(['a', 'w'], () => fs.chmodSync(W(), 0o600));
+    expect(fs.readFileSync(W(), 'utf8')).toBe('package v2\n');
+    expect(temps()).toHaveLength(1);
   });
 
   // The same chmod, by a run killed after the exchange: recovery must compare
