@@ -158,6 +158,9 @@ export function mergeManifests(files: readonly string[], manifests: readonly Man
     }
     return est;
   });
+  // Two manifests from hosts of the same name (or one file twice) must still be told apart.
+  const names = hosts.map((h) => h.host);
+  for (const h of hosts) if (names.indexOf(h.host) !== names.lastIndexOf(h.host)) h.host = `${h.host} (${h.file})`;
   let consolidated = 0;
   for (const { size, hosts: hs } of holders.values()) {
     consolidated += size;

@@ -21,8 +21,8 @@ const HELP = `
 The report changes nothing and takes no lock. To say what keeps identical
 content apart and what a candidate would share, it hashes every file whose
 size another file shares, whatever its owner, mode or mtime: more reading
-than --dry-run (about 1.3x on a Debian fleet; see the README). With
---manifest it hashes every file.
+than --dry-run (1% more bytes on the bench fleet; more where many copies
+differ only in owner, mode or mtime). With --manifest it hashes every file.
 
 Examples:
   vunify report '/vservers/*'                       tables on the terminal
