@@ -40,6 +40,7 @@ Examples:
   vunify -q /var/lib/lxc/*/rootfs       unify LXC guests, print only errors
   vunify --json -n /var/lib/machines/* > plan.json
   vunify --exclude '/usr/local' --include /etc/hosts /vservers/web*
+  vunify report '/vservers/*'           capacity report (see vunify report --help)
 
 Exit status: 0 done, 1 done but some files were skipped (errors on stderr),
 2 bad usage or input (nothing changed).
@@ -49,6 +50,8 @@ list keeps mutable and private data out (/etc, /var, /home, /tmp, /root, ...);
 see the README. User rules come first, so --include can override it.`;
 
 export async function main(argv: readonly string[], out = process.stdout, err = process.stderr): Promise<number> {
+  // The capacity report is a subcommand of its own (read-only, other options).
+  if (argv[0] === 'report') return (await import('./report-cli.js')).reportMain(argv.slice(1), out, err);
   const rules: Rule[] = [];
   const addRule = (kind: 'include' | 'exclude') => (text: string) => {
     rules.push(parseRule(text, kind));

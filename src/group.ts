@@ -23,6 +23,20 @@ export interface Grouping {
 }
 
 export function groupFiles(files: readonly FileRec[], opts: GroupOptions): Grouping {
+  const inodes = collectInodes(files);
+  const byKey = new Map<string, Inode[]>();
+  for (const inode of inodes) {
+    const key = metadataKey(inode, opts);
+    const group = byKey.get(key);
+    if (group) group.push(inode);
+    else byKey.set(key, [inode]);
+  }
+  const groups = [...byKey.values()].filter((g) => g.length > 1);
+  return { inodes, groups };
+}
+
+/** Paths naming the same inode become one Inode, in scan order. */
+export function collectInodes(files: readonly FileRec[]): Inode[] {
   const byId = new Map<string, Inode>();
   const inodes: Inode[] = [];
   for (const f of files) {
@@ -35,15 +49,7 @@ export function groupFiles(files: readonly FileRec[], opts: GroupOptions): Group
     }
     inode.paths.push(f);
   }
-  const byKey = new Map<string, Inode[]>();
-  for (const inode of inodes) {
-    const key = metadataKey(inode, opts);
-    const group = byKey.get(key);
-    if (group) group.push(inode);
-    else byKey.set(key, [inode]);
-  }
-  const groups = [...byKey.values()].filter((g) => g.length > 1);
-  return { inodes, groups };
+  return inodes;
 }
 
 export function metadataKey(inode: Inode, opts: GroupOptions): string {

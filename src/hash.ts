@@ -74,7 +74,7 @@ export interface HashJob {
   stat: Stat;
 }
 
-export type HashResult = { hash: bigint; xattrs: string } | { error: { code?: string; syscall?: string; message: string } };
+export type HashResult = { hash: bigint; xattrs: string; elf: boolean } | { error: { code?: string; syscall?: string; message: string } };
 
 /** Open (confined, checked against the scan) and hash one file, and read its xattrs. */
 export function hashJob(h: Hasher, job: HashJob, buf: Buffer): HashResult {
@@ -82,7 +82,9 @@ export function hashJob(h: Hasher, job: HashJob, buf: Buffer): HashResult {
     const rel = Buffer.from(job.rel.buffer, job.rel.byteOffset, job.rel.byteLength);
     const file = openRegular(job.rootFd, rel, job.stat);
     try {
-      return { xattrs: xattrKey(file.fd), hash: hashFd(h, file.fd, file.stat.size, buf) };
+      const xattrs = xattrKey(file.fd);
+      const hash = hashFd(h, file.fd, file.stat.size, buf);
+      return { xattrs, hash, elf: isElf(file.fd, file.stat.size, buf) };
     } finally {
       sys.close(file.fd);
     }
@@ -90,6 +92,20 @@ export function hashJob(h: Hasher, job: HashJob, buf: Buffer): HashResult {
     const e = er as { code?: string; syscall?: string; message?: string };
     return { error: { code: e.code, syscall: e.syscall, message: e.message ?? String(er) } };
   }
+}
+
+const ELF_MAGIC = 0x7f454c46; // "\x7fELF"
+
+/**
+ * Whether the file just hashed starts with the ELF magic (the capacity
+ * report counts shared executables and libraries apart). A file that fit in
+ * `buf` is still there; a larger one costs one 4-byte pread on the same
+ * descriptor, so no second open and nothing a guest could swap in between.
+ */
+function isElf(fd: number, size: number, buf: Buffer): boolean {
+  if (size < 4) return false;
+  if (size > buf.length) readFully(fd, buf, 4, 0);
+  return buf.readUInt32BE(0) === ELF_MAGIC;
 }
 
 /** Below this many bytes of candidates, workers are not worth starting. */
@@ -107,6 +123,7 @@ export async function splitByContent(groups: readonly Inode[][], opts: HashOptio
     if ('hash' in r) {
       inode.hash = r.hash;
       inode.xattrs = r.xattrs;
+      inode.elf = r.elf;
       opts.onProgress?.(inode.stat.size);
     } else {
       opts.onError(fileError(displayPath(inode.paths[0]!), Object.assign(new Error(r.error.message), r.error)));

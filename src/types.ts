@@ -43,4 +43,6 @@ export interface Inode {
   /** Content hash and encoded xattrs, once read. */
   hash?: bigint;
   xattrs?: string;
+  /** Content starts with the ELF magic (executables, shared libraries); set with the hash. */
+  elf?: boolean;
 }
