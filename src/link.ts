@@ -38,8 +38,8 @@ import { xattrKey } from './xattrs.js';
 export interface LinkOptions {
   ignoreMtime: boolean;
   onError(e: FileError): void;
-  /** Called after each link made (for -v). */
-  onLink?(file: FileRec, canonical: FileRec): void;
+  /** Called after each link made (for -v), with what fstat says of the canonical now (for the cache). */
+  onLink?(file: FileRec, canonical: FileRec, canonicalStat: Stat): void;
   onProgress?(ops: number): void;
   /** Journal each temporary name before it is created (see state.ts). */
   record?(entry: JournalEntry): void;
@@ -107,7 +107,7 @@ async function linkSet(
           result.freedBytes += op.inode.stat.size;
           result.freedDiskBytes += op.inode.stat.blocks * 512;
         }
-        opts.onLink?.(op.file, canon.file);
+        opts.onLink?.(op.file, canon.file, canon.expect);
       } catch (er) {
         if (errorCode(er) === 'EMLINK') {
           // The canonical is full: this duplicate carries the set from here.
@@ -274,7 +274,7 @@ function replace(canon: Canonical, dup: OpenedFile, dirFd: number, file: FileRec
 }
 
 /** Remove our temporary name, but only while it still names `inode`. */
-function removeIfInode(dirFd: number, tmp: Buffer, inode: Stat): void {
+export function removeIfInode(dirFd: number, tmp: Buffer, inode: Stat): void {
   try {
     const st = sys.statAt(dirFd, tmp);
     if (st.dev === inode.dev && st.ino === inode.ino) sys.unlinkAt(dirFd, tmp);
@@ -283,6 +283,6 @@ function removeIfInode(dirFd: number, tmp: Buffer, inode: Stat): void {
   }
 }
 
-function tempName(): Buffer {
+export function tempName(): Buffer {
   return Buffer.from(TEMP_PREFIX + randomBytes(9).toString('base64url'));
 }
