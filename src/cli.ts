@@ -163,19 +163,28 @@ export async function main(argv: readonly string[], out = process.stdout, err = 
       onNote: (m) => o.verbose && err.write(`vunify: ${m}\n`),
       onLink: o.verbose ? (f, c) => out.write(`linked ${displayPath(f)} => ${displayPath(c)}\n`) : undefined,
     });
-    if (o.metricsFile) writeMetrics(o.metricsFile, formatMetrics(report, new Date()));
+    if (o.metricsFile) metricsOut(o.metricsFile, formatMetrics(report, new Date()), err);
     if (o.json) out.write(JSON.stringify(report, null, 2) + '\n');
     else if (!o.quiet) out.write(isTTY(out) ? formatHuman(report) : formatLine(report));
     return report.summary.errors ? EXIT_SKIPPED : EXIT_OK;
   } catch (er) {
     // A failed run still tells the dashboard so, keeping the last success time.
-    if (o.metricsFile) writeMetrics(o.metricsFile, formatMetrics(undefined, new Date(), previousSuccess(o.metricsFile)));
+    if (o.metricsFile) metricsOut(o.metricsFile, formatMetrics(undefined, new Date(), previousSuccess(o.metricsFile)), err);
     if (er instanceof UsageError || er instanceof ExcludeSyntaxError) return usage(err, er);
     throw er;
   }
 }
 
 const isTTY = (s: NodeJS.WritableStream) => !!(s as NodeJS.WriteStream).isTTY;
+
+/** A metrics file that cannot be written costs the dashboard, not the run: say so even with -q. */
+function metricsOut(file: string, text: string, err: NodeJS.WritableStream): void {
+  try {
+    writeMetrics(file, text);
+  } catch (er) {
+    err.write(`vunify: ${file}: cannot write metrics: ${(er as Error).message}\n`);
+  }
+}
 
 async function splitMain(argv: readonly string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
   const rules: Rule[] = [];

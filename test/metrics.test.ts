@@ -80,6 +80,12 @@ describe('--metrics-file', () => {
     expect(m.has('vunify_links_made')).toBe(false);
   });
 
+  it('a metrics file that cannot be written is named on stderr; the run itself stands', () => {
+    const r = runCli(['-q', '--metrics-file', path.join(dir, 'no-such-dir', 'vunify.prom'), G('g1'), G('g2')]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/no-such-dir\/vunify\.prom: cannot write metrics: .*ENOENT/);
+  });
+
   it('escapes label values as the format requires', () => {
     expect(escapeLabel('a"b\\c\nd')).toBe('a\\"b\\\\c\\nd');
   });
