@@ -20,13 +20,15 @@
  * One copy, all through descriptors confined beneath the root:
  *   1. open the directory (checked to be the one scanned) and the file in it
  *      (O_PATH, checked against the scan, reopened for reading);
- *   2. create `.vunify.<random>` in that directory fd with O_CREAT|O_EXCL|
- *      O_NOFOLLOW (nothing a guest put there can be opened instead), journal
- *      it (state.ts), copy the bytes (holes kept), then fchown, the xattrs
- *      (security.capability and ACLs included; after chown, which clears
- *      capabilities and setuid bits), fchmod, futimens (mtime to the ns), fsync;
+ *   2. create an unnamed file (O_TMPFILE) in that directory fd, copy the
+ *      bytes (holes kept), then fchown, the xattrs (security.capability and
+ *      ACLs included; after chown, which clears capabilities and setuid
+ *      bits), fchmod, futimens (mtime to the ns), fsync;
  *   3. check the source is unchanged since the scan (ctime included: nothing
- *      was written while it was copied) and the temp name still names the copy;
+ *      was written while it was copied); journal the temporary name
+ *      (state.ts), then give the copy that name with linkat(AT_EMPTY_PATH),
+ *      and check it still names the copy (filesystems without O_TMPFILE get
+ *      a named O_EXCL|O_NOFOLLOW file instead, see createCopy);
  *   4. renameat2(RENAME_EXCHANGE) the temp name with the file's name: the path
  *      always names a file with the same bytes; then check that what moved out
  *      is the shared inode, unwritten since, and unlink that name (the other
@@ -37,7 +39,7 @@
  */
 import { displayPath, openDir, openRegular, sameFile } from './confine.js';
 import { compileRules, DEFAULT_EXCLUDES, parseRule, type Rule } from './excludes.js';
-import { codedError, fileError, UsageError, type FileError } from './errors.js';
+import { codedError, errorCode, fileError, UsageError, type FileError } from './errors.js';
 import { groupFiles } from './group.js';
 import { removeIfInode, tempName } from './link.js';
 import { formatBytes } from './report.js';
@@ -246,10 +248,11 @@ function splitJob(
 /** Copy the open file `srcFd` to a new inode in `dirFd` and put it at `file`'s name; returns the copy, still open. */
 function makeCopy(srcFd: number, src: Stat, dirFd: number, file: FileRec, record: (e: JournalEntry) => void): { fd: number; stat: Stat } {
   const tmp = tempName();
-  const fd = sys.openBeneath(dirFd, tmp, O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW, 0o600);
+  const created = createCopy(dirFd, tmp);
+  const fd = created.fd;
   let stat = sys.fstat(fd);
   try {
-    record(entry(file, tmp, stat, src));
+    if (created.named) record(entry(file, tmp, stat, src));
     sys.copyData(srcFd, fd, src.size);
     sys.fchown(fd, src.uid, src.gid);
     for (const [name, value] of sys.getXattrs(srcFd)) sys.setXattr(fd, name, value);
@@ -261,6 +264,11 @@ function makeCopy(srcFd: number, src: Stat, dirFd: number, file: FileRec, record
     const same = stat.size === src.size && stat.uid === src.uid && stat.gid === src.gid && stat.mode === src.mode &&
       stat.mtimeSec === src.mtimeSec && stat.mtimeNsec === src.mtimeNsec && xattrKey(fd) === xattrKey(srcFd);
     if (!same) throw codedError('EDIFFERENT', 'the copy did not come out identical in metadata or xattrs; left as it was');
+    if (!created.named) {
+      // Journalled before it gets a name, like the linker's temporary links.
+      record(entry(file, tmp, stat, src));
+      sys.linkAt(fd, dirFd, tmp);
+    }
     swapIn(dirFd, tmp, file.name, stat, src);
     return { fd, stat };
   } catch (er) {
@@ -268,6 +276,22 @@ function makeCopy(srcFd: number, src: Stat, dirFd: number, file: FileRec, record
     sys.close(fd);
     throw er;
   }
+}
+
+/**
+ * The new file: unnamed (O_TMPFILE) where the filesystem allows, so a kill
+ * leaves nothing behind and the guest never sees a half-made copy; it is
+ * linked to its temporary name only when complete. Elsewhere a named
+ * O_EXCL file, journalled just after it is created: a kill in between leaves
+ * an empty `.vunify.*` file the next run does not know (harmless, named).
+ */
+function createCopy(dirFd: number, tmp: Buffer): { fd: number; named: boolean } {
+  try {
+    return { fd: sys.openBeneath(dirFd, Buffer.from('.'), O.TMPFILE | O.WRONLY, 0), named: false };
+  } catch (er) {
+    if (!['EOPNOTSUPP', 'EISDIR', 'EINVAL'].includes(errorCode(er) ?? '')) throw er;
+  }
+  return { fd: sys.openBeneath(dirFd, tmp, O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW, 0o600), named: true };
 }
 
 /**

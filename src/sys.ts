@@ -128,6 +128,8 @@ export const O = {
   WRONLY: fs.constants.O_WRONLY,
   CREAT: fs.constants.O_CREAT,
   EXCL: fs.constants.O_EXCL,
+  /** An unnamed file in a directory (Linux >= 3.11; this value on x86, arm, arm64, riscv). */
+  TMPFILE: 0o20200000,
   CLOEXEC: 0o2000000,
 } as const;
 
