@@ -118,6 +118,14 @@ describe('hash cache', () => {
     expect(e && [e.ctimeSec, e.ctimeNsec]).toEqual([canon.ctimeSec, canon.ctimeNsec]);
   });
 
+  it('a temporary file left by a run killed while saving is removed by the next save', async () => {
+    await run(guests, { dryRun: true });
+    const leftover = `${cacheFile}.tmp.99999.deadbeef`;
+    fs.writeFileSync(leftover, 'half a cache');
+    await run(guests, { dryRun: true });
+    expect(fs.readdirSync(path.dirname(cacheFile)).sort()).toEqual(['hashes.cache', 'hashes.cache.lock']);
+  });
+
   const damages: [string, (buf: Buffer) => Buffer, RegExp][] = [
     ['truncated', (b) => b.subarray(0, b.length - 30), /checksum|truncated/],
     ['cut to nothing', () => Buffer.alloc(0), /not a vunify hash cache/],
