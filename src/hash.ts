@@ -112,9 +112,13 @@ function isElf(fd: number, size: number, buf: Buffer): boolean {
 const WORKER_THRESHOLD = 64 << 20;
 const BATCH_FILES = 256;
 
-/** Hash every inode of the groups and read its xattrs, then split the groups by both. */
+/**
+ * Hash every inode of the groups and read its xattrs, then split the groups
+ * by both. Inodes that already carry a hash (from the cache, see cache.ts)
+ * are not read again.
+ */
 export async function splitByContent(groups: readonly Inode[][], opts: HashOptions): Promise<Inode[][]> {
-  const inodes = groups.flat();
+  const inodes = groups.flat().filter((i) => i.hash === undefined);
   const bytes = inodes.reduce((sum, i) => sum + i.stat.size, 0);
   const workers = opts.workers ?? (bytes >= WORKER_THRESHOLD ? os.availableParallelism() : 0);
   const jobs = inodes.map((i): HashJob => ({ rootFd: i.paths[0]!.dir.root.fd, rel: relPath(i.paths[0]!), stat: i.stat }));

@@ -1,12 +1,18 @@
 /*
  * vunify, top to bottom: the whole program on one screen.
  *
- *   roots -> state -> walk -> group -> hash (+ xattrs) -> plan -> link -> report
+ *   roots -> state -> walk -> group -> cache -> hash (+ xattrs) -> plan -> link -> report
+ *
+ * The hash cache (cache.ts) fills in hashes of inodes unchanged since an
+ * earlier run, so only new or changed candidates are read; it is refreshed
+ * with what was hashed and with the canonicals' new ctimes after linking.
  *
  * Each stage is its own module. Everything up to and including the plan only
  * reads; with dryRun the linker is never called. Per-file errors from every
  * stage are collected into the report and the run goes on.
  */
+import path from 'node:path';
+import { CACHE_FILE, loadCache, rootKey, saveCache, type HashCache } from './cache.js';
 import { compileRules, DEFAULT_EXCLUDES, parseRule, type Rule } from './excludes.js';
 import type { FileError } from './errors.js';
 import { groupFiles } from './group.js';
@@ -18,7 +24,7 @@ import { noProgress, type Progress } from './progress.js';
 import { buildReport, type Report } from './report.js';
 import { closeRoots, expandRoots, openRoots } from './roots.js';
 import { DEFAULT_STATE_DIR, openState, type RunState } from './state.js';
-import type { FileRec } from './types.js';
+import type { FileRec, Inode } from './types.js';
 import { walk } from './walk.js';
 
 export interface UnifyOptions {
@@ -37,6 +43,12 @@ export interface UnifyOptions {
   stateDir?: string;
   /** Mark unified inodes immutable + immutable-unlink (Linux-VServer kernels only). */
   iunlink?: boolean;
+  /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
+  cache?: string | false;
+  /** Problems that skip no file (an unusable cache): one line each. */
+  onWarning?(message: string): void;
+  /** Things worth a line with -v only (no cache yet). */
+  onNote?(message: string): void;
 }
 
 export async function unify(opts: UnifyOptions): Promise<Report> {
@@ -56,6 +68,8 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   };
   const rules = opts.noDefaultExcludes ? opts.rules : [...opts.rules, ...DEFAULT_EXCLUDES.map((r) => parseRule(r))];
   const roots = openRoots(expandRoots(opts.roots));
+  const cacheFile = opts.cache === false ? undefined : (opts.cache ?? path.join(opts.stateDir ?? DEFAULT_STATE_DIR, CACHE_FILE));
+  const warn = (message: string) => opts.onWarning?.(message);
   let state: RunState | undefined;
   try {
     // A linking run locks its roots and puts right what a killed run left
@@ -73,8 +87,13 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     timed('walk');
     const { inodes, groups } = groupFiles(walked.files, { ignoreMtime: opts.ignoreMtime });
     timed('group');
-    progress.stage('hashing', groups.flat().reduce((sum, i) => sum + i.stat.size, 0), 'bytes');
+    const cache = cacheFile ? await loadCache(cacheFile, warn, (m) => opts.onNote?.(m)) : undefined;
+    const toHash = groups.flat().filter((i) => !fromCache(cache, i));
+    const hashed = { files: toHash.length, bytes: toHash.reduce((sum, i) => sum + i.stat.size, 0), cacheHits: groups.flat().length - toHash.length };
+    progress.stage('hashing', hashed.bytes, 'bytes');
+    const readAtSec = Date.now() / 1000;
     const identical = await splitByContent(groups, { onError, onProgress: (n) => progress.tick(n) });
+    for (const i of toHash) if (i.hash !== undefined) cache?.put(i.stat, i.hash, i.xattrs ?? '', rootKey(i.paths[0]!.dir.root), readAtSec);
     timed('hash');
     const thePlan = plan(identical);
     timed('plan');
@@ -86,7 +105,10 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       linked = await link(thePlan, {
         ignoreMtime: opts.ignoreMtime,
         onError,
-        onLink: opts.onLink,
+        onLink: (file, canonical, canonicalStat) => {
+          cache?.refresh(canonicalStat);
+          opts.onLink?.(file, canonical);
+        },
         onProgress: (n) => progress.tick(n),
         record: (e) => journal.record(e),
         iunlink: opts.iunlink,
@@ -94,11 +116,28 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       timed('link');
     }
     progress.stop();
+    if (cache && cacheFile) {
+      cache.prune(roots, inodes);
+      try {
+        await saveCache(cacheFile, cache, roots);
+      } catch (er) {
+        warn(`${cacheFile}: hash cache not saved: ${(er as Error).message}`);
+      }
+    }
     durations.total = Math.round(performance.now() - start);
-    return buildReport({ roots, inodes, plan: thePlan, linked, errors, earlySkips, durations });
+    return buildReport({ roots, inodes, plan: thePlan, linked, errors, earlySkips, durations, hashed });
   } finally {
     progress.stop();
     state?.close();
     closeRoots(roots);
   }
+}
+
+/** Fill in an inode's hash and xattrs from a still-valid cache entry. */
+function fromCache(cache: HashCache | undefined, inode: Inode): boolean {
+  const e = cache?.lookup(inode.stat);
+  if (!e) return false;
+  inode.hash = e.hash;
+  inode.xattrs = e.xattrs;
+  return true;
 }

@@ -39,8 +39,8 @@ import { xattrKey } from './xattrs.js';
 export interface LinkOptions {
   ignoreMtime: boolean;
   onError(e: FileError): void;
-  /** Called after each link made (for -v). */
-  onLink?(file: FileRec, canonical: FileRec): void;
+  /** Called after each link made (for -v), with what fstat says of the canonical now (for the cache). */
+  onLink?(file: FileRec, canonical: FileRec, canonicalStat: Stat): void;
   onProgress?(ops: number): void;
   /** Journal each temporary name before it is created (see state.ts). */
   record?(entry: JournalEntry): void;
@@ -108,7 +108,7 @@ async function linkSet(
           result.freedBytes += op.inode.stat.size;
           result.freedDiskBytes += op.inode.stat.blocks * 512;
         }
-        opts.onLink?.(op.file, canon.file);
+        opts.onLink?.(op.file, canon.file, canon.expect);
       } catch (er) {
         if (errorCode(er) === 'EMLINK') {
           // The canonical is full: this duplicate carries the set from here.
@@ -347,7 +347,7 @@ function isInode(st: InodeId, id: InodeId): boolean {
 }
 
 /** Remove our temporary name, but only while it still names `inode`. */
-function removeIfInode(dirFd: number, tmp: Buffer, inode: Stat): void {
+export function removeIfInode(dirFd: number, tmp: Buffer, inode: Stat): void {
   try {
     if (isInode(sys.statAt(dirFd, tmp), inode)) sys.unlinkAt(dirFd, tmp);
   } catch {
@@ -355,6 +355,6 @@ function removeIfInode(dirFd: number, tmp: Buffer, inode: Stat): void {
   }
 }
 
-function tempName(): Buffer {
+export function tempName(): Buffer {
   return Buffer.from(TEMP_PREFIX + randomBytes(9).toString('base64url'));
 }

@@ -43,10 +43,18 @@ export interface RootReport {
   freeableBytes: number;
 }
 
+/** What the hash stage read: files and bytes hashed, and candidates whose hash came from the cache. */
+export interface Hashed {
+  files: number;
+  bytes: number;
+  cacheHits: number;
+}
+
 export interface Report {
   version: 1;
   dryRun: boolean;
   summary: Summary;
+  hashed: Hashed;
   roots: RootReport[];
   errors: FileError[];
   /** Milliseconds spent in each stage, and in all. */
@@ -62,6 +70,7 @@ export function buildReport(args: {
   /** Errors before linking, each of which dropped a file or directory. */
   earlySkips: number;
   durations?: Record<string, number>;
+  hashed?: Hashed;
 }): Report {
   const { roots, inodes, plan, linked, errors } = args;
   const perRoot: RootReport[] = roots.map((r) => ({ path: r.path, files: 0, bytes: 0, freeableBytes: 0 }));
@@ -103,6 +112,7 @@ export function buildReport(args: {
       skipped: args.earlySkips + (linked?.skipped ?? 0),
       errors: errors.length,
     },
+    hashed: args.hashed ?? { files: 0, bytes: 0, cacheHits: 0 },
     roots: perRoot,
     errors: [...errors],
     durations: args.durations ?? {},
@@ -140,4 +150,20 @@ export function formatHuman(report: Report): string {
     lines.push(`${r.path.padEnd(w)}  ${num(r.files).padStart(9)}  ${formatBytes(r.bytes).padStart(11)}  ${formatBytes(r.freeableBytes).padStart(11)}`);
   }
   return lines.join('\n') + '\n';
+}
+
+/**
+ * The whole run on one line, for logs (journalctl) and pipes: files and
+ * bytes scanned, bytes read to hash, links made, bytes freed, errors, time.
+ */
+export function formatLine(report: Report): string {
+  const s = report.summary;
+  const secs = ((report.durations.total ?? 0) / 1000).toFixed(1);
+  const done = report.dryRun
+    ? `dry run: ${num(s.linksPlanned)} links planned, ${formatBytes(s.freeableBytes)} freeable`
+    : `${num(s.linksMade)} links made, ${formatBytes(s.freedBytes)} freed`;
+  return (
+    `vunify: ${num(s.filesScanned)} files, ${formatBytes(s.bytesScanned)} scanned in ${report.roots.length} roots, ` +
+    `${formatBytes(report.hashed.bytes)} read; ${done}; ${num(s.errors)} errors; ${secs} s\n`
+  );
 }

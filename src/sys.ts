@@ -66,6 +66,10 @@ interface Native {
   vserver(cmd: number, id: number, data: Buffer | null): number;
   openPath(path: Buffer, flags: number, mode?: number): number;
   closeFd(fd: number): void;
+  setXattr(fd: number, name: Buffer, value: Buffer): void;
+  copyData(srcFd: number, dstFd: number, size: number): void;
+  futimens(fd: number, mtimeSec: number, mtimeNsec: number): void;
+  fstatvfs(fd: number): [number, number];
 }
 
 const native = createRequire(import.meta.url)('../build/Release/vunify.node') as Native;
@@ -121,6 +125,11 @@ export const O = {
   NONBLOCK: fs.constants.O_NONBLOCK,
   DIRECTORY: fs.constants.O_DIRECTORY,
   RDONLY: fs.constants.O_RDONLY,
+  WRONLY: fs.constants.O_WRONLY,
+  CREAT: fs.constants.O_CREAT,
+  EXCL: fs.constants.O_EXCL,
+  /** An unnamed file in a directory (Linux >= 3.11; this value on x86, arm, arm64, riscv). */
+  TMPFILE: 0o20200000,
   CLOEXEC: 0o2000000,
 } as const;
 
@@ -159,4 +168,18 @@ export const sys = {
     native.openPath(typeof path === 'string' ? Buffer.from(path) : path, flags, mode),
   close: (fd: number): void => native.closeFd(fd),
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
+  // For private copies (split.ts): everything on the new file goes through its descriptor.
+  setXattr: (fd: number, name: Buffer, value: Buffer): void => native.setXattr(fd, name, value),
+  /** Copy `size` bytes from one open file to another, holes kept as holes; the destination ends at `size`. */
+  copyData: (srcFd: number, dstFd: number, size: number): void => native.copyData(srcFd, dstFd, size),
+  /** Set the mtime to the nanosecond; the atime is left alone. */
+  futimens: (fd: number, mtimeSec: number, mtimeNsec: number): void => native.futimens(fd, mtimeSec, mtimeNsec),
+  fchown: (fd: number, uid: number, gid: number): void => fs.fchownSync(fd, uid, gid),
+  fchmod: (fd: number, mode: number): void => fs.fchmodSync(fd, mode),
+  fsync: (fd: number): void => fs.fsyncSync(fd),
+  /** Free space on the filesystem of `fd`: bytes and inodes an unprivileged user could still use. */
+  statvfs: (fd: number): { bytes: number; inodes: number } => {
+    const [bytes, inodes] = native.fstatvfs(fd);
+    return { bytes, inodes };
+  },
 };

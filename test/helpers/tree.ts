@@ -105,7 +105,9 @@ export function testStateDir(): string {
 /** Run the built CLI (dist/bin.js) with a test state directory, and capture everything. */
 export function runCli(args: string[], opts: { input?: string } = {}) {
   const bin = path.join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
-  const r = spawnSync(process.execPath, [bin, '--state-dir', testStateDir(), ...args], { encoding: 'utf8', input: opts.input ?? '' });
+  // A subcommand comes first, then the test state directory.
+  const sub = args[0] === 'split' ? args.splice(0, 1) : [];
+  const r = spawnSync(process.execPath, [bin, ...sub, '--state-dir', testStateDir(), ...args], { encoding: 'utf8', input: opts.input ?? '' });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
