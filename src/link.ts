@@ -300,16 +300,36 @@ function replace(
     }
     throw er;
   }
-  // `tmp` now holds what was at `name` a moment ago: it must be the inode we
-  // compared, with the same metadata, xattrs and bytes as the canonical.
+  settle(dirFd, tmp, name, canon, canonBefore, dup, opts.ignoreMtime, buffers);
+}
+
+/**
+ * After the exchange: `tmp` holds what was at `name` a moment ago. It must be
+ * `out`, unchanged since `out.stat`, `into` unchanged since `intoBefore`
+ * (ctime and nlink aside: the link and the exchange move them), and the two
+ * identical in metadata, xattrs and every byte, compared now, as the guests
+ * have them at this moment. Then the old inode's name goes; otherwise the
+ * exchange is undone and the reason thrown. Shared with split, where `into`
+ * is the private copy and `out` the shared inode.
+ */
+export function settle(
+  dirFd: number,
+  tmp: Buffer,
+  name: Buffer,
+  into: { fd: number; file?: FileRec },
+  intoBefore: Stat,
+  out: OpenedFile,
+  ignoreMtime: boolean,
+  buffers: [Buffer, Buffer],
+): void {
   const meta = { ctime: false, nlink: false };
   let why: Error | undefined;
-  if (!isInode(sys.statAt(dirFd, tmp), dup.stat)) why = codedError('ECHANGED', 'file was replaced while being linked; left as it was');
-  else if (!sameFile(sys.fstat(dup.fd), dup.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
-  else if (!sameFile(sys.fstat(canon.fd), canonBefore, meta)) why = codedError('ECHANGED', `canonical ${displayPath(canon.file)} changed while being linked; left as it was`);
-  else why = difference(canon, dup, opts.ignoreMtime, buffers);
+  if (!isInode(sys.statAt(dirFd, tmp), out.stat)) why = codedError('ECHANGED', 'file was replaced while being linked; left as it was');
+  else if (!sameFile(sys.fstat(out.fd), out.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
+  else if (!sameFile(sys.fstat(into.fd), intoBefore, meta)) why = codedError('ECHANGED', `${into.file ? displayPath(into.file) : 'the copy'} changed while being linked; left as it was`);
+  else why = difference(into, out, ignoreMtime, buffers);
   if (why) {
-    undo(dirFd, tmp, name, canon.expect, dup.stat, () => !difference(canon, dup, opts.ignoreMtime, buffers));
+    undo(dirFd, tmp, name, intoBefore, out.stat, () => !difference(into, out, ignoreMtime, buffers));
     throw why;
   }
   sys.unlinkAt(dirFd, tmp);

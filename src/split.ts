@@ -37,11 +37,12 @@
  * shared inode), so a run killed mid-way is put right by the next one the
  * same way.
  */
-import { displayPath, openDir, openRegular, sameFile } from './confine.js';
+import { displayPath, openDir, openRegular, sameFile, type OpenedFile } from './confine.js';
 import { compileRules, DEFAULT_EXCLUDES, parseRule, type Rule } from './excludes.js';
 import { codedError, errorCode, fileError, UsageError, type FileError } from './errors.js';
 import { groupFiles } from './group.js';
-import { removeIfInode, tempName } from './link.js';
+import { CHUNK } from './hash.js';
+import { removeIfInode, settle, tempName } from './link.js';
 import { formatBytes } from './report.js';
 import { closeRoots, expandRoots, openRoots } from './roots.js';
 import { DEFAULT_STATE_DIR, openState, type JournalEntry, type RunState } from './state.js';
@@ -125,8 +126,9 @@ export async function split(opts: SplitOptions): Promise<SplitReport> {
     if (state) {
       const journal = state;
       const record = (e: JournalEntry) => journal.record(e);
+      const buffers: [Buffer, Buffer] = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
       for (const job of jobs) {
-        const r = splitJob(job, record, onError, opts.onSplit);
+        const r = splitJob(job, record, buffers, onError, opts.onSplit);
         if (r.copied) copiesMade++;
         pathsSplit += r.split;
         skipped += job.paths.length - r.split;
@@ -191,30 +193,30 @@ function spaceNeeded(roots: readonly Root[], jobs: readonly Job[]): FilesystemNe
 function splitJob(
   job: Job,
   record: (e: JournalEntry) => void,
+  buffers: [Buffer, Buffer],
   onError: (e: FileError) => void,
   onSplit?: (f: FileRec) => void,
 ): { copied: boolean; split: number } {
   const [first, ...rest] = job.paths as [FileRec, ...FileRec[]];
   let copy: { fd: number; stat: Stat } | undefined;
+  let src: OpenedFile | undefined;
   let done = 0;
   try {
     const dirFd = openDir(first.dir);
     try {
-      const src = openRegular(dirFd, first.name, first.stat, { ctime: true, nlink: false });
-      try {
-        copy = makeCopy(src.fd, src.stat, dirFd, first, record);
-        done++;
-        onSplit?.(first);
-      } finally {
-        sys.close(src.fd);
-      }
+      src = openRegular(dirFd, first.name, first.stat, { ctime: true, nlink: false });
+      copy = makeCopy(src, dirFd, first, record, buffers);
+      done++;
+      onSplit?.(first);
     } finally {
       sys.close(dirFd);
     }
   } catch (er) {
+    if (src) sys.close(src.fd);
     onError(fileError(displayPath(first), er));
     return { copied: false, split: 0 };
   }
+  const shared = { fd: src.fd, stat: job.inode.stat };
   try {
     // The guest's other names of the same inode join its copy.
     for (const p of rest) {
@@ -225,7 +227,7 @@ function splitJob(
           record(entry(p, tmp, copy.stat, job.inode.stat));
           sys.linkAt(copy.fd, dirFd, tmp);
           try {
-            swapIn(dirFd, tmp, p.name, copy.stat, job.inode.stat);
+            swapIn(dirFd, tmp, p.name, copy, shared, buffers);
           } catch (er) {
             removeIfInode(dirFd, tmp, copy.stat);
             throw er;
@@ -241,12 +243,14 @@ function splitJob(
     }
   } finally {
     sys.close(copy.fd);
+    sys.close(src.fd);
   }
   return { copied: true, split: done };
 }
 
 /** Copy the open file `srcFd` to a new inode in `dirFd` and put it at `file`'s name; returns the copy, still open. */
-function makeCopy(srcFd: number, src: Stat, dirFd: number, file: FileRec, record: (e: JournalEntry) => void): { fd: number; stat: Stat } {
+function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, record: (e: JournalEntry) => void, buffers: [Buffer, Buffer]): { fd: number; stat: Stat } {
+  const { fd: srcFd, stat: src } = source;
   const tmp = tempName();
   const created = createCopy(dirFd, tmp);
   const fd = created.fd;
@@ -269,7 +273,7 @@ function makeCopy(srcFd: number, src: Stat, dirFd: number, file: FileRec, record
       record(entry(file, tmp, stat, src));
       sys.linkAt(fd, dirFd, tmp);
     }
-    swapIn(dirFd, tmp, file.name, stat, src);
+    swapIn(dirFd, tmp, file.name, { fd, stat }, source, buffers);
     return { fd, stat };
   } catch (er) {
     removeIfInode(dirFd, tmp, stat);
@@ -287,29 +291,23 @@ function makeCopy(srcFd: number, src: Stat, dirFd: number, file: FileRec, record
  */
 function createCopy(dirFd: number, tmp: Buffer): { fd: number; named: boolean } {
   try {
-    return { fd: sys.openBeneath(dirFd, Buffer.from('.'), O.TMPFILE | O.WRONLY, 0), named: false };
+    return { fd: sys.openBeneath(dirFd, Buffer.from('.'), O.TMPFILE | O.RDWR, 0), named: false };
   } catch (er) {
     if (!['EOPNOTSUPP', 'EISDIR', 'EINVAL'].includes(errorCode(er) ?? '')) throw er;
   }
-  return { fd: sys.openBeneath(dirFd, tmp, O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW, 0o600), named: true };
+  return { fd: sys.openBeneath(dirFd, tmp, O.RDWR | O.CREAT | O.EXCL | O.NOFOLLOW, 0o600), named: true };
 }
 
 /**
  * Exchange the temp name (holding `copy`) with `name` (holding the shared
- * inode `src`), then make sure what moved out is `src`, unwritten since the
- * copy was made, before unlinking it; otherwise swap back.
+ * inode), then let the linker's settle() check what moved out is the shared
+ * inode, unchanged, and identical to the copy in full before unlinking that
+ * name; otherwise it swaps back.
  */
-function swapIn(dirFd: number, tmp: Buffer, name: Buffer, copy: Stat, src: Stat): void {
-  if (!is(sys.statAt(dirFd, tmp), copy)) throw codedError('ECHANGED', 'temporary copy was moved or replaced by the guest; left as it was');
+function swapIn(dirFd: number, tmp: Buffer, name: Buffer, copy: { fd: number; stat: Stat }, shared: OpenedFile, buffers: [Buffer, Buffer]): void {
+  if (!is(sys.statAt(dirFd, tmp), copy.stat)) throw codedError('ECHANGED', 'temporary copy was moved or replaced by the guest; left as it was');
   sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
-  // The exchange itself changes both inodes' ctime: size and mtime tell a write.
-  const d = sys.statAt(dirFd, tmp);
-  const intact = is(d, src) && d.size === src.size && d.mtimeSec === src.mtimeSec && d.mtimeNsec === src.mtimeNsec;
-  if (!intact) {
-    sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
-    throw codedError('ECHANGED', 'file was replaced or written while being split; left as it was');
-  }
-  sys.unlinkAt(dirFd, tmp);
+  settle(dirFd, tmp, name, copy, copy.stat, shared, false, buffers);
 }
 
 function entry(file: FileRec, tmp: Buffer, copy: Stat, src: Stat): JournalEntry {

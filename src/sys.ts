@@ -126,6 +126,7 @@ export const O = {
   DIRECTORY: fs.constants.O_DIRECTORY,
   RDONLY: fs.constants.O_RDONLY,
   WRONLY: fs.constants.O_WRONLY,
+  RDWR: fs.constants.O_RDWR,
   CREAT: fs.constants.O_CREAT,
   EXCL: fs.constants.O_EXCL,
   /** An unnamed file in a directory (Linux >= 3.11; this value on x86, arm, arm64, riscv). */

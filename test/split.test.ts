@@ -138,6 +138,39 @@ describe('vunify split', () => {
     expect(sh('find', G(0), '-name', '.vunify.*')).toBe('');
   });
 
+  // A chmod, or a rewrite with the mtime put back, leaves no trace in size
+  // or mtime: only the full comparison after the exchange (link.ts, settle())
+  // sees that the copy no longer matches what the guest has.
+  it.each([
+    ['a chmod', (p: string) => fs.chmodSync(p, 0o700), (p: string) => expect(fs.statSync(p).mode & 0o777).toBe(0o700)],
+    ['a same-size rewrite with the mtime put back', (p: string) => {
+      const st = fs.statSync(p, { bigint: true });
+      const bytes = fs.readFileSync(p);
+      bytes[0] = bytes[0]! ^ 0xff;
+      fs.writeFileSync(p, bytes);
+      sh('touch', '-m', '-d', `@${st.mtimeNs / 1_000_000_000n}.${String(st.mtimeNs % 1_000_000_000n).padStart(9, '0')}`, p);
+    }, (p: string, before: Buffer) => expect(fs.readFileSync(p).equals(before)).toBe(false)],
+  ])('%s of the shared file just before the swap: the guest keeps it, the path is skipped', async (_what, act, check) => {
+    const sudo = G(0, 'usr/bin/sudo');
+    const before = fs.readFileSync(sudo);
+    const real = sys.renameAt;
+    let raced = false;
+    vi.spyOn(sys, 'renameAt').mockImplementation((a, from, b, to, flags) => {
+      if (!raced && to.toString() === 'sudo') {
+        raced = true;
+        act(sudo);
+      }
+      real(a, from, b, to, flags);
+    });
+    const { errors } = await run([G(0)], { onError: () => {} });
+    expect(raced).toBe(true);
+    expect(errors.map((e) => [e.path, e.code])).toEqual([[sudo, expect.stringMatching(/ECHANGED|EDIFFERENT/)]]);
+    check(sudo, before);
+    // Still the inode the other guest has: nothing was split away from under the change.
+    expect(inode(sudo)).toBe(inode(G(1, 'usr/bin/sudo')));
+    expect(sh('find', G(0), '-name', '.vunify.*')).toBe('');
+  });
+
   it('the command: -n prints the need, exit 0; a real run exits 0 and splits', () => {
     const dry = runCli(['split', '-n', '--no-default-excludes', G(0)]);
     expect([dry.code, dry.stderr]).toEqual([0, '']);
