@@ -14,7 +14,8 @@
  * through the descriptor that is hashed).
  */
 import fs from 'node:fs';
-import { compileRules, DEFAULT_EXCLUDES, parseRule, type Rule } from './excludes.js';
+import { compileRules, withDefaults, type Rule } from './excludes.js';
+import { runLog } from './run-log.js';
 import type { FileError } from './errors.js';
 import { collectInodes } from './group.js';
 import { splitByContent } from './hash.js';
@@ -49,20 +50,8 @@ export interface CapacityScan {
 
 export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan> {
   const progress = opts.progress ?? noProgress;
-  const errors: FileError[] = [];
-  const onError = (e: FileError) => {
-    errors.push(e);
-    opts.onError?.(e);
-  };
-  const start = performance.now();
-  const durations: Record<string, number> = {};
-  let mark = start;
-  const timed = (stage: string) => {
-    const now = performance.now();
-    durations[stage] = Math.round(now - mark);
-    mark = now;
-  };
-  const rules = opts.noDefaultExcludes ? opts.rules : [...opts.rules, ...DEFAULT_EXCLUDES.map((r) => parseRule(r))];
+  const { errors, durations, onError, timed, finish } = runLog(opts.onError);
+  const rules = withDefaults(opts.rules, opts.noDefaultExcludes);
   // One expansion for both lists, so a candidate inside a guest (or the
   // same directory twice) is the same usage error as two overlapping roots.
   // A candidate that a guest glob also matched is held out of the guests,
@@ -95,7 +84,7 @@ export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan>
     timed('hash');
     const report = buildCapacity({ roots: existing, inodes, candidates, candidateInodes, ignoreMtime: opts.ignoreMtime, top: opts.top, errors, durations });
     timed('model');
-    durations.total = Math.round(performance.now() - start);
+    finish();
     progress.stop();
     return { report, roots: existing, inodes };
   } finally {

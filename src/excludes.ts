@@ -112,6 +112,11 @@ export function parseRule(text: string, defaultKind: RuleKind = 'exclude'): Rule
   return rule;
 }
 
+/** The user's rules, then (unless dropped) the default list: first match wins, so the user's come first. */
+export function withDefaults(rules: readonly Rule[], noDefaultExcludes: boolean): readonly Rule[] {
+  return noDefaultExcludes ? rules : [...rules, ...DEFAULT_EXCLUDES.map((r) => parseRule(r))];
+}
+
 export function parseRuleFile(contents: string, source: string): Rule[] {
   const rules: Rule[] = [];
   const lines = contents.split('\n');

@@ -13,7 +13,8 @@
  */
 import path from 'node:path';
 import { CACHE_FILE, loadCache, rootKey, saveCache, type HashCache } from './cache.js';
-import { compileRules, DEFAULT_EXCLUDES, parseRule, type Rule } from './excludes.js';
+import { compileRules, withDefaults, type Rule } from './excludes.js';
+import { runLog } from './run-log.js';
 import type { FileError } from './errors.js';
 import { groupFiles } from './group.js';
 import { probeIunlink } from './iunlink.js';
@@ -53,20 +54,8 @@ export interface UnifyOptions {
 
 export async function unify(opts: UnifyOptions): Promise<Report> {
   const progress = opts.progress ?? noProgress;
-  const errors: FileError[] = [];
-  const onError = (e: FileError) => {
-    errors.push(e);
-    opts.onError?.(e);
-  };
-  const start = performance.now();
-  const durations: Record<string, number> = {};
-  let mark = start;
-  const timed = (stage: string) => {
-    const now = performance.now();
-    durations[stage] = Math.round(now - mark);
-    mark = now;
-  };
-  const rules = opts.noDefaultExcludes ? opts.rules : [...opts.rules, ...DEFAULT_EXCLUDES.map((r) => parseRule(r))];
+  const { errors, durations, onError, timed, finish } = runLog(opts.onError);
+  const rules = withDefaults(opts.rules, opts.noDefaultExcludes);
   const roots = openRoots(expandRoots(opts.roots));
   const cacheFile = opts.cache === false ? undefined : (opts.cache ?? path.join(opts.stateDir ?? DEFAULT_STATE_DIR, CACHE_FILE));
   const warn = (message: string) => opts.onWarning?.(message);
@@ -124,7 +113,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
         warn(`${cacheFile}: hash cache not saved: ${(er as Error).message}`);
       }
     }
-    durations.total = Math.round(performance.now() - start);
+    finish();
     return buildReport({ roots, inodes, plan: thePlan, linked, errors, earlySkips, durations, hashed });
   } finally {
     progress.stop();

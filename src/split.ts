@@ -38,7 +38,7 @@
  * same way.
  */
 import { displayPath, openDir, openRegular, sameFile, type OpenedFile } from './confine.js';
-import { compileRules, DEFAULT_EXCLUDES, parseRule, type Rule } from './excludes.js';
+import { compileRules, withDefaults, type Rule } from './excludes.js';
 import { codedError, errorCode, fileError, UsageError, type FileError } from './errors.js';
 import { groupFiles } from './group.js';
 import { CHUNK } from './hash.js';
@@ -105,7 +105,7 @@ export async function split(opts: SplitOptions): Promise<SplitReport> {
     errors.push(e);
     opts.onError?.(e);
   };
-  const rules = opts.noDefaultExcludes ? opts.rules : [...opts.rules, ...DEFAULT_EXCLUDES.map((r) => parseRule(r))];
+  const rules = withDefaults(opts.rules, opts.noDefaultExcludes);
   const roots = openRoots(expandRoots(opts.roots));
   let state: RunState | undefined;
   try {
