@@ -66,6 +66,8 @@ interface Native {
   vserver(cmd: number, id: number, data: Buffer | null): number;
   openPath(path: Buffer, flags: number, mode?: number): number;
   closeFd(fd: number): void;
+  hashFiles(jobs: Buffer): Promise<Buffer>;
+  xxh64(data: Buffer): bigint;
 }
 
 const native = createRequire(import.meta.url)('../build/Release/vunify.node') as Native;
@@ -158,5 +160,9 @@ export const sys = {
   open: (path: string | Buffer, flags: number, mode = 0): number =>
     native.openPath(typeof path === 'string' ? Buffer.from(path) : path, flags, mode),
   close: (fd: number): void => native.closeFd(fd),
+  /** Open, check, read xattrs of and hash a batch of files on the thread pool (layout: hashFiles in the addon, encoded by hash.ts). */
+  hashFiles: (jobs: Buffer): Promise<Buffer> => native.hashFiles(jobs),
+  /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */
+  xxh64: (data: Buffer): bigint => native.xxh64(data),
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
 };
