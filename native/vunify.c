@@ -538,6 +538,44 @@ static napi_value ScanDir(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* scanDirSync(rootFd, relPath: Buffer, expectDev?, expectIno?) -> Buffer
+ * The same scan on the calling thread. A round trip through libuv's pool
+ * (queue, wake a pool thread, wake the loop, resolve a promise) cost 20-60 µs
+ * per directory on a busy 2-core host, against ~3 µs for opening and
+ * listing a typical small directory; the walk (src/walk.ts) uses this. */
+static napi_value ScanDirSync(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t rootfd;
+  double dev = -1, ino = -1;
+  if (argc < 2 || arg_int(env, argv[0], &rootfd)) {
+    napi_throw_type_error(env, NULL, "scanDirSync(rootFd, path[, dev, ino])");
+    return NULL;
+  }
+  if (argc >= 4) {
+    napi_get_value_double(env, argv[2], &dev);
+    napi_get_value_double(env, argv[3], &ino);
+  }
+  char *path = arg_bytes(env, argv[1], NULL);
+  if (!path) return NULL;
+  scan_job j = {0};
+  j.relpath = path;
+  j.rootfd = (int)rootfd;
+  j.check = dev >= 0 && ino >= 0;
+  j.expect_dev = (uint64_t)dev;
+  j.expect_ino = (uint64_t)ino;
+  scan_execute(env, &j);
+  free(path);
+  napi_value r = NULL;
+  if (j.err)
+    throw_errno(env, j.err, j.syscall_name);
+  else
+    r = buffer_from(env, &j.out);
+  free(j.out.data);
+  return r;
+}
+
 /* ---- single-file calls ---------------------------------------------------- */
 
 /* fstatx(fd) -> Buffer holding one packed record (empty name) */
@@ -1191,6 +1229,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"openPath", NULL, OpenPath, NULL, NULL, NULL, napi_enumerable, NULL},
       {"closeFd", NULL, CloseFd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"scanDir", NULL, ScanDir, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"scanDirSync", NULL, ScanDirSync, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fstatx", NULL, Fstatx, NULL, NULL, NULL, napi_enumerable, NULL},
       {"statAt", NULL, StatAt, NULL, NULL, NULL, napi_enumerable, NULL},
       {"getXattrs", NULL, GetXattrs, NULL, NULL, NULL, napi_enumerable, NULL},
