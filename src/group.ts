@@ -37,14 +37,17 @@ export function groupFiles(files: readonly FileRec[], opts: GroupOptions): Group
 
 /** Paths naming the same inode become one Inode, in scan order. */
 export function collectInodes(files: readonly FileRec[]): Inode[] {
-  const byId = new Map<string, Inode>();
+  // Numeric keys, one map per device: a "dev:ino" string per file cost
+  // more than the rest of this stage.
+  const byDev = new Map<number, Map<number, Inode>>();
   const inodes: Inode[] = [];
   for (const f of files) {
-    const id = `${f.stat.dev}:${f.stat.ino}`;
-    let inode = byId.get(id);
+    let byIno = byDev.get(f.stat.dev);
+    if (!byIno) byDev.set(f.stat.dev, (byIno = new Map()));
+    let inode = byIno.get(f.stat.ino);
     if (!inode) {
       inode = { dev: f.stat.dev, ino: f.stat.ino, stat: f.stat, paths: [] };
-      byId.set(id, inode);
+      byIno.set(f.stat.ino, inode);
       inodes.push(inode);
     }
     inode.paths.push(f);

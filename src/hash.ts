@@ -5,36 +5,41 @@
  * XXH64 is fast, not collision resistant, and guests can forge collisions:
  * a hash match only nominates files, and the linker compares bytes before
  * any link. Each inode is read once, through a descriptor opened confined
- * beneath its root and checked against the scan (O_NOATIME so a report-only
- * run leaves atimes alone, O_NONBLOCK so a FIFO swapped in cannot hang us);
- * its xattrs are read through the same descriptor (see xattrs.ts). Reading
- * them here rather than in a stage of their own saves one open per file;
- * the price, hashing a file whose xattrs alone would have set it apart, is
- * rarely paid: almost no files carry xattrs.
+ * beneath its root and checked against the scan (O_PATH and fstat first, so
+ * a device's open routine never runs; O_NONBLOCK so a FIFO swapped in cannot
+ * hang us; O_NOATIME so a report-only run leaves atimes alone); its xattrs
+ * are read through the same descriptor (see xattrs.ts). Reading them here
+ * rather than in a stage of their own saves one open per file; the price,
+ * hashing a file whose xattrs alone would have set it apart, is rarely
+ * paid: almost no files carry xattrs.
  *
- * Reading from the page cache is a memory copy: a trip through libuv's pool
- * per read cost more than the read, so files are read synchronously into
- * one reused buffer per thread. Big candidate sets are spread over worker
- * threads (one per core, see hash-worker.ts), each taking batches of files;
- * small ones are hashed in this thread, where starting workers would cost
- * more than it saves. Files that fit in one buffer are hashed with the
- * one-shot h64Raw: the streaming object costs several times more per call,
- * which small files would feel.
+ * The per-file work runs in the addon (hashFiles in native/vunify.c), a
+ * batch of files per call on libuv's thread pool, one batch in flight per
+ * core. Done from JavaScript it took seven calls per file (open O_PATH,
+ * fstat, reopen, xattrs, reads, two closes) plus a message to a worker
+ * thread, which cost more than reading and hashing a typical small file:
+ * on the fleet the hash stage went from 3.0 s to ~1 s (bench/README.md).
+ * So the addon hashes with its own XXH64 (native/xxh64.h) rather than
+ * xxhash-wasm, which JavaScript would have to call per chunk. `workers: 0`
+ * keeps the xxhash-wasm path in this thread: it is the reference the
+ * native hash is tested against (test/hash.test.ts), and for small files
+ * it uses the one-shot h64Raw, since the streaming object costs several
+ * times more per call.
  */
 import os from 'node:os';
-import { Worker } from 'node:worker_threads';
 import xxhash from 'xxhash-wasm';
 import { displayPath, openRegular, relPath } from './confine.js';
 import { codedError, fileError, type FileError } from './errors.js';
 import { splitGroups } from './group.js';
 import { sys, type Stat } from './sys.js';
+import { getSystemErrorName } from 'node:util';
 import type { Inode } from './types.js';
-import { xattrKey } from './xattrs.js';
+import { encodeXattrs, xattrKey } from './xattrs.js';
 
 export const CHUNK = 1 << 20;
 
 export interface HashOptions {
-  /** Worker threads; 0 hashes in this thread. Default: one per core for large sets. */
+  /** Batches hashed at once on the thread pool (default: one per core); 0 hashes in this thread with xxhash-wasm. */
   workers?: number;
   onError(e: FileError): void;
   onProgress?(bytes: number): void;
@@ -108,9 +113,9 @@ function isElf(fd: number, size: number, buf: Buffer): boolean {
   return buf.readUInt32BE(0) === ELF_MAGIC;
 }
 
-/** Below this many bytes of candidates, workers are not worth starting. */
-const WORKER_THRESHOLD = 64 << 20;
+/** A batch ends at this many files or bytes, whichever comes first: small enough to spread big files over the cores. */
 const BATCH_FILES = 256;
+const BATCH_BYTES = 32 << 20;
 
 /**
  * Hash every inode of the groups and read its xattrs, then split the groups
@@ -119,9 +124,6 @@ const BATCH_FILES = 256;
  */
 export async function splitByContent(groups: readonly Inode[][], opts: HashOptions): Promise<Inode[][]> {
   const inodes = groups.flat().filter((i) => i.hash === undefined);
-  const bytes = inodes.reduce((sum, i) => sum + i.stat.size, 0);
-  const workers = opts.workers ?? (bytes >= WORKER_THRESHOLD ? os.availableParallelism() : 0);
-  const jobs = inodes.map((i): HashJob => ({ rootFd: i.paths[0]!.dir.root.fd, rel: relPath(i.paths[0]!), stat: i.stat }));
   const settle = (k: number, r: HashResult) => {
     const inode = inodes[k]!;
     if ('hash' in r) {
@@ -133,43 +135,106 @@ export async function splitByContent(groups: readonly Inode[][], opts: HashOptio
       opts.onError(fileError(displayPath(inode.paths[0]!), Object.assign(new Error(r.error.message), r.error)));
     }
   };
-  if (workers === 0) {
+  if (opts.workers === 0) {
     const h = await getHasher();
     const buf = Buffer.allocUnsafe(CHUNK);
-    jobs.forEach((job, k) => settle(k, hashJob(h, job, buf)));
+    inodes.forEach((inode, k) => {
+      const job = { rootFd: inode.paths[0]!.dir.root.fd, rel: relPath(inode.paths[0]!), stat: inode.stat };
+      settle(k, hashJob(h, job, buf));
+    });
   } else {
-    await inWorkers(jobs, workers, settle);
+    await inBatches(inodes, opts.workers ?? os.availableParallelism(), settle);
   }
   return splitGroups(groups, (inode) => (inode.hash === undefined ? undefined : `${inode.hash.toString(16)}\0${inode.xattrs}`));
 }
 
-/** Hand batches of jobs to `count` worker threads, each taking the next batch when done. */
-async function inWorkers(jobs: HashJob[], count: number, settle: (k: number, r: HashResult) => void): Promise<void> {
+/** Keep `inFlight` native batches going until every inode is settled. */
+async function inBatches(inodes: readonly Inode[], inFlight: number, settle: (k: number, r: HashResult) => void): Promise<void> {
   let next = 0;
-  // Under the test runner this module is TypeScript source, which a worker
-  // cannot load: use the compiled worker (npm test builds dist/ first).
-  const url = import.meta.url.endsWith('.ts')
-    ? new URL('../dist/hash-worker.js', import.meta.url)
-    : new URL('./hash-worker.js', import.meta.url);
   await Promise.all(
-    Array.from({ length: count }, async () => {
-      const worker = new Worker(url);
-      try {
-        for (;;) {
-          const start = next;
-          if (start >= jobs.length) break;
-          next = Math.min(jobs.length, start + BATCH_FILES);
-          const results = await new Promise<HashResult[]>((resolve, reject) => {
-            worker.once('message', resolve);
-            worker.once('error', reject);
-            worker.postMessage(jobs.slice(start, next));
-          });
-          worker.removeAllListeners('error');
-          results.forEach((r, k) => settle(start + k, r));
-        }
-      } finally {
-        await worker.terminate();
+    Array.from({ length: Math.max(1, inFlight) }, async () => {
+      while (next < inodes.length) {
+        const start = next;
+        let bytes = 0;
+        while (next < inodes.length && next - start < BATCH_FILES && bytes < BATCH_BYTES) bytes += inodes[next++]!.stat.size;
+        const out = await sys.hashFiles(encodeJobs(inodes, start, next));
+        decodeResults(out).forEach((r, k) => settle(start + k, r));
       }
     }),
   );
+}
+
+const IN_HDR = 72;
+const SLASH = 0x2f;
+
+/** The input records of hashFiles (layout in native/vunify.c) for inodes[from, to). */
+export function encodeJobs(inodes: readonly Inode[], from: number, to: number): Buffer {
+  const pad8 = (n: number) => (n + 7) & ~7;
+  let total = 0;
+  for (let k = from; k < to; k++) {
+    const f = inodes[k]!.paths[0]!;
+    total += pad8(IN_HDR + f.dir.rel.length + (f.dir.rel.length ? 1 : 0) + f.name.length);
+  }
+  const buf = Buffer.alloc(total);
+  let off = 0;
+  for (let k = from; k < to; k++) {
+    const f = inodes[k]!.paths[0]!;
+    const s = inodes[k]!.stat;
+    let p = off + IN_HDR;
+    if (f.dir.rel.length) {
+      p += f.dir.rel.copy(buf, p);
+      buf[p++] = SLASH;
+    }
+    p += f.name.copy(buf, p);
+    const len = pad8(p - off);
+    buf.writeUInt32LE(len, off);
+    buf.writeInt32LE(f.dir.root.fd, off + 4);
+    buf.writeUInt32LE(p - off - IN_HDR, off + 8);
+    buf.writeUInt32LE(s.mode, off + 12);
+    buf.writeUInt32LE(s.uid, off + 16);
+    buf.writeUInt32LE(s.gid, off + 20);
+    buf.writeBigUInt64LE(BigInt(s.ino), off + 24);
+    buf.writeBigUInt64LE(BigInt(s.dev), off + 32);
+    buf.writeBigUInt64LE(BigInt(s.size), off + 40);
+    buf.writeBigInt64LE(BigInt(s.mtimeSec), off + 48);
+    buf.writeUInt32LE(s.mtimeNsec, off + 56);
+    buf.writeUInt32LE(s.ctimeNsec, off + 60);
+    buf.writeBigInt64LE(BigInt(s.ctimeSec), off + 64);
+    off += len;
+  }
+  return buf;
+}
+
+/** Failing calls, by the index hashFiles reports. */
+const HASH_CALLS = ['openat2', 'statx', 'open', 'flistxattr', 'fgetxattr', 'read'];
+const HASH_CHANGED = -1;
+const HASH_SHRANK = -2;
+/** Flag bits of a successful record (offset 8). */
+const HASH_ELF = 1;
+
+/** hashFiles' output records as HashResults, in job order. */
+export function decodeResults(out: Buffer): HashResult[] {
+  const results: HashResult[] = [];
+  for (let off = 0; off < out.length; ) {
+    const len = out.readUInt32LE(off);
+    const err = out.readInt32LE(off + 4);
+    if (err === HASH_CHANGED || err === HASH_SHRANK) {
+      results.push({ error: { code: 'ECHANGED', message: err === HASH_CHANGED ? 'file changed since it was scanned' : 'file shrank while being read' } });
+    } else if (err !== 0) {
+      const code = getSystemErrorName(-err);
+      const syscall = HASH_CALLS[out.readUInt32LE(off + 8)];
+      results.push({ error: { code, syscall, message: `${code}, ${syscall}` } });
+    } else {
+      const pairs: [Buffer, Buffer][] = [];
+      for (let n = out.readUInt32LE(off + 12), p = off + 24; n > 0; n--) {
+        const nl = out.readUInt32LE(p);
+        const vl = out.readUInt32LE(p + 4);
+        pairs.push([out.subarray(p + 8, p + 8 + nl), out.subarray(p + 8 + nl, p + 8 + nl + vl)]);
+        p += 8 + nl + vl;
+      }
+      results.push({ hash: out.readBigUInt64LE(off + 16), xattrs: encodeXattrs(pairs), elf: (out.readUInt32LE(off + 8) & HASH_ELF) !== 0 });
+    }
+    off += len;
+  }
+  return results;
 }

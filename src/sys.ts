@@ -54,6 +54,7 @@ interface Native {
   openBeneath(dirFd: number, path: Buffer, flags: number, mode?: number): number;
   forceLegacyLookup(legacy?: boolean): void;
   scanDir(rootFd: number, path: Buffer, dev?: number, ino?: number): Promise<Buffer>;
+  scanDirSync(rootFd: number, path: Buffer, dev?: number, ino?: number): Buffer;
   fstatx(fd: number): Buffer;
   statAt(dirFd: number, name: Buffer): Buffer;
   getXattrs(fd: number): [Buffer, Buffer][];
@@ -70,6 +71,8 @@ interface Native {
   copyData(srcFd: number, dstFd: number, size: number): void;
   futimens(fd: number, mtimeSec: number, mtimeNsec: number): void;
   fstatvfs(fd: number): [number, number];
+  hashFiles(jobs: Buffer): Promise<Buffer>;
+  xxh64(data: Buffer): bigint;
 }
 
 const native = createRequire(import.meta.url)('../build/Release/vunify.node') as Native;
@@ -77,44 +80,60 @@ const native = createRequire(import.meta.url)('../build/Release/vunify.node') as
 const HDR = 88;
 const TWO32 = 2 ** 32;
 
+// Hot: called once per directory entry of the walk. Plain reads, no BigInt
+// (readBigInt64LE allocated one per time field), one object per entry.
+const u64 = (buf: Buffer, o: number) => buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * TWO32;
+const i64 = (buf: Buffer, o: number) => buf.readUInt32LE(o) + buf.readInt32LE(o + 4) * TWO32;
+
 function decode(buf: Buffer, off: number): Stat {
-  const u64 = (o: number) => buf.readUInt32LE(off + o) + buf.readUInt32LE(off + o + 4) * TWO32;
   return {
     type: buf[off + 4] as FileType,
     mode: buf.readUInt32LE(off + 8),
     uid: buf.readUInt32LE(off + 12),
     gid: buf.readUInt32LE(off + 16),
     nlink: buf.readUInt32LE(off + 20),
-    ino: u64(24),
-    dev: u64(32),
-    size: u64(40),
-    blocks: u64(48),
-    mtimeSec: Number(buf.readBigInt64LE(off + 56)),
+    ino: u64(buf, off + 24),
+    dev: u64(buf, off + 32),
+    size: u64(buf, off + 40),
+    blocks: u64(buf, off + 48),
+    mtimeSec: i64(buf, off + 56),
     mtimeNsec: buf.readUInt32LE(off + 64),
     ctimeNsec: buf.readUInt32LE(off + 68),
-    ctimeSec: Number(buf.readBigInt64LE(off + 72)),
-    mntId: u64(80),
+    ctimeSec: i64(buf, off + 72),
+    mntId: u64(buf, off + 80),
   };
 }
 
 /** Decode scanDir's records: the directory itself first, then its entries. */
 export function decodeEntries(buf: Buffer): { self: Stat; entries: Entry[] } {
+  if (buf.length < HDR) throw new Error('scanDir returned no record for the directory itself');
+  const self = decode(buf, 0);
   const entries: Entry[] = [];
-  let self: Stat | undefined;
-  for (let off = 0; off < buf.length; ) {
+  for (let off = buf.readUInt32LE(0); off < buf.length; ) {
     const len = buf.readUInt32LE(off);
     const nameLen = buf.readUInt16LE(off + 6);
-    const st = decode(buf, off);
-    if (self === undefined) {
-      self = st;
-    } else {
-      const name = Buffer.from(buf.subarray(off + HDR, off + HDR + nameLen));
-      const errno = st.type === FileType.Error ? st.mode : 0;
-      entries.push({ ...st, name, errno });
-    }
+    const type = buf[off + 4] as FileType;
+    const mode = buf.readUInt32LE(off + 8);
+    entries.push({
+      type,
+      mode,
+      uid: buf.readUInt32LE(off + 12),
+      gid: buf.readUInt32LE(off + 16),
+      nlink: buf.readUInt32LE(off + 20),
+      ino: u64(buf, off + 24),
+      dev: u64(buf, off + 32),
+      size: u64(buf, off + 40),
+      blocks: u64(buf, off + 48),
+      mtimeSec: i64(buf, off + 56),
+      mtimeNsec: buf.readUInt32LE(off + 64),
+      ctimeNsec: buf.readUInt32LE(off + 68),
+      ctimeSec: i64(buf, off + 72),
+      mntId: u64(buf, off + 80),
+      name: Buffer.from(buf.subarray(off + HDR, off + HDR + nameLen)),
+      errno: type === FileType.Error ? mode : 0,
+    });
     off += len;
   }
-  if (!self) throw new Error('scanDir returned no record for the directory itself');
   return { self, entries };
 }
 
@@ -148,10 +167,14 @@ export const sys = {
   openBeneath: (dirFd: number, path: Buffer, flags: number, mode = 0): number =>
     native.openBeneath(dirFd, path, flags, mode),
   forceLegacyLookup: (legacy = true): void => native.forceLegacyLookup(legacy),
+  /**
+   * List a directory confined beneath rootFd. The scan runs on this thread
+   * (scanDirSync in the addon): a trip through the thread pool per directory
+   * cost several times the scan itself. Still a promise, so tests can delay
+   * or fail one directory.
+   */
   scanDir: async (rootFd: number, path: Buffer, expect?: { dev: number; ino: number }) =>
-    decodeEntries(
-      expect ? await native.scanDir(rootFd, path, expect.dev, expect.ino) : await native.scanDir(rootFd, path),
-    ),
+    decodeEntries(expect ? native.scanDirSync(rootFd, path, expect.dev, expect.ino) : native.scanDirSync(rootFd, path)),
   fstat: (fd: number): Stat => decode(native.fstatx(fd), 0),
   statAt: (dirFd: number, name: Buffer): Stat => decode(native.statAt(dirFd, name), 0),
   getXattrs: (fd: number): [Buffer, Buffer][] => native.getXattrs(fd),
@@ -168,6 +191,10 @@ export const sys = {
   open: (path: string | Buffer, flags: number, mode = 0): number =>
     native.openPath(typeof path === 'string' ? Buffer.from(path) : path, flags, mode),
   close: (fd: number): void => native.closeFd(fd),
+  /** Open, check, read xattrs of and hash a batch of files on the thread pool (layout: hashFiles in the addon, encoded by hash.ts). */
+  hashFiles: (jobs: Buffer): Promise<Buffer> => native.hashFiles(jobs),
+  /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */
+  xxh64: (data: Buffer): bigint => native.xxh64(data),
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
   // For private copies (split.ts): everything on the new file goes through its descriptor.
   setXattr: (fd: number, name: Buffer, value: Buffer): void => native.setXattr(fd, name, value),

@@ -72,12 +72,14 @@ async function walkRoot(root: Root, opts: WalkOptions, counts: WalkResult): Prom
       opts.onError(fileError(show(dir.rel), er));
       continue;
     }
+    // The matcher's path, built from one prefix per directory: a Buffer
+    // (and a string) per entry was a large part of the walk's cost.
+    const prefix = dir.rel.length ? '/' + dir.rel.toString('latin1') + '/' : '/';
     const subdirs: DirNode[] = [];
     for (const e of listing.entries) {
-      const rel = dir.rel.length ? Buffer.concat([dir.rel, SLASH, e.name]) : e.name;
       switch (e.type) {
         case FileType.Error:
-          opts.onError(fileError(show(rel), { code: errnoName(e.errno), syscall: 'statx', message: errnoName(e.errno) }));
+          opts.onError(fileError(show(childRel(dir, e.name)), { code: errnoName(e.errno), syscall: 'statx', message: errnoName(e.errno) }));
           continue;
         case FileType.Directory:
         case FileType.Regular:
@@ -90,12 +92,12 @@ async function walkRoot(root: Root, opts: WalkOptions, counts: WalkResult): Prom
         counts.mountPoints++;
         continue;
       }
-      if (opts.matcher.match('/' + rel.toString('latin1')) === 'exclude') {
+      if (opts.matcher.match(prefix + e.name.toString('latin1')) === 'exclude') {
         counts.excluded++;
         continue;
       }
       if (e.type === FileType.Directory) {
-        subdirs.push({ root, rel, dev: e.dev, ino: e.ino });
+        subdirs.push({ root, rel: childRel(dir, e.name), dev: e.dev, ino: e.ino });
       } else if (e.size < opts.minSize || e.size > opts.maxSize) {
         counts.outOfBounds++;
       } else {
@@ -107,4 +109,8 @@ async function walkRoot(root: Root, opts: WalkOptions, counts: WalkResult): Prom
     opts.onProgress?.(listing.entries.length);
   }
   return files;
+}
+
+function childRel(dir: DirNode, name: Buffer): Buffer {
+  return dir.rel.length ? Buffer.concat([dir.rel, SLASH, name]) : name;
 }

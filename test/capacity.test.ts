@@ -114,9 +114,12 @@ describe('capacity report', () => {
       writeFile(path.join(d, 'b/f'), { content: 'same\n' });
       writeFile(path.join(d, 'b/g'), { content: 'gone\n' });
       const { sys } = await import('../src/sys.js');
-      const real = sys.openBeneath;
-      // The file disappears between the walk and the hashing.
-      sys.openBeneath = (fd, p, flags, mode) => (p.toString().endsWith('g') ? (() => { throw Object.assign(new Error('gone'), { code: 'ENOENT', syscall: 'openat2' }); })() : real(fd, p, flags, mode));
+      const real = sys.hashFiles;
+      // The file really disappears between the walk and the hashing.
+      sys.hashFiles = (jobs) => {
+        fs.rmSync(path.join(d, 'b/g'), { force: true });
+        return real(jobs);
+      };
       try {
         const { report: r, errors } = await scan({ roots: [path.join(d, 'a'), path.join(d, 'b')] });
         expect(errors.map((e) => [path.basename(e.path), e.code])).toEqual([['g', 'ENOENT']]);
@@ -124,7 +127,7 @@ describe('capacity report', () => {
         expect(r.totals.freeableBytes).toBe(5);
         expect(r.guests[1]!.privateBytes).toBe(0); // unread content is not claimed private
       } finally {
-        sys.openBeneath = real;
+        sys.hashFiles = real;
       }
     } finally {
       rmTree(d);

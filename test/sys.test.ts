@@ -133,6 +133,20 @@ describe('scanDir', () => {
     expect(odd?.type).toBe(FileType.Regular);
   });
 
+  it('decodes times before 1970 and past 2038, and 64-bit sizes, exactly', async () => {
+    const f = path.join(dir, 'root/sub/deeper/times');
+    writeFile(f, { content: 'x' });
+    fs.truncateSync(f, 2 ** 33 + 5); // sparse
+    for (const [when, sec] of [['1960-01-01 00:00:00.25 UTC', -315619200], ['2100-01-01 00:00:00.5 UTC', 4102444800]] as const) {
+      sh('touch', '-d', when, f);
+      const { entries } = await sys.scanDir(rootFd, B('sub/deeper'));
+      const e = entries.find((x) => x.name.toString() === 'times')!;
+      expect([e.mtimeSec, e.mtimeNsec, e.size]).toEqual([sec, when.includes('.25') ? 250000000 : 500000000, 2 ** 33 + 5]);
+      expect(e.ctimeSec).toBe(Number(fs.statSync(f, { bigint: true }).ctimeNs / 1_000_000_000n));
+    }
+    fs.unlinkSync(f);
+  });
+
   it('refuses a directory that is not the one expected', async () => {
     const st = fs.statSync(path.join(dir, 'root/sub'));
     await expect(sys.scanDir(rootFd, B('sub'), { dev: st.dev, ino: st.ino + 1 })).rejects.toMatchObject({ code: 'ECHANGED' });
