@@ -10,7 +10,7 @@
 # /usr/bin/time (wall s, peak RSS), BENCH_ROUNDS rounds (default 3), tools
 # alternating within each round (the order rotates every round):
 #
-#   report only, on FLEET:  vunify --dry-run --no-default-excludes --json,
+#   report only, on FLEET:  vunify --dry-run --no-cache --no-default-excludes --json,
 #                           hardlink -n --respect-xattrs, jdupes -r -m -p,
 #                           rdfind -dryrun true, rmlint -o summary,
 #                           read floor: find -print0 | xargs -0 -P2 xxh64sum
@@ -134,7 +134,8 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------- report only
 report_run() { # name round
   case $1 in
-    'vunify --dry-run') measure report "$1" "$2" "${VUNIFY[@]}" --dry-run --no-default-excludes --json "${G[@]}" ;;
+    # --no-cache: a cold report, as the peers have no cache (reruns below use it).
+    'vunify --dry-run') measure report "$1" "$2" "${VUNIFY[@]}" --dry-run --no-cache --no-default-excludes --json "${G[@]}" ;;
     'hardlink -n --respect-xattrs') measure report "$1" "$2" hardlink -n --respect-xattrs "${G[@]}" ;;
     'jdupes -r -m -p') measure report "$1" "$2" jdupes -r -m -p "${G[@]}" ;;
     'rdfind -dryrun true') measure report "$1" "$2" rdfind -dryrun true "${G[@]}" ;;
