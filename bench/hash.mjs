@@ -27,18 +27,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import xxhash from 'xxhash-wasm';
+import { args } from './args.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const flag = (name) => args.includes(name);
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : dflt;
-};
-if (flag('-h') || flag('--help')) {
-  console.log('usage: node bench/hash.mjs [--quick] [--dir DIR] [--concurrency N]');
-  process.exit(0);
-}
+const { flag, opt } = args('usage: node bench/hash.mjs [--quick] [--dir DIR] [--concurrency N]');
 const QUICK = flag('--quick');
 const BATCHES = QUICK ? 3 : 7;
 const BATCH_MS = QUICK ? 20 : 50;

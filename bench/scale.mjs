@@ -45,6 +45,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { args } from './args.mjs';
 
 const FORMAT = 1; // bump when the generator changes: old trees are not reused
 const T0 = 1_700_000_000;
@@ -217,18 +218,7 @@ if (!isMainThread) {
 // ---------------------------------------------------------------- main
 async function main() {
   const here = path.dirname(fileURLToPath(import.meta.url));
-  const args = process.argv.slice(2);
-  const flag = (name) => args.includes(name);
-  const opt = (name, dflt) => {
-    const i = args.indexOf(name);
-    return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : dflt;
-  };
-  if (flag('-h') || flag('--help')) {
-    console.log(
-      'usage: node bench/scale.mjs [--files N | --sizes N,N,...] [--guests G] [--seed S] [--dir D] [--keep] [--runs R] [--workers W]',
-    );
-    return;
-  }
+  const { flag, opt } = args('usage: node bench/scale.mjs [--files N | --sizes N,N,...] [--guests G] [--seed S] [--dir D] [--keep] [--runs R] [--workers W]');
   const num = (s) => {
     const n = Number(String(s).replace(/_/g, '').replace(/[kK]$/, '000').replace(/M$/, '000000'));
     if (!Number.isInteger(n) || n < 1) throw new Error(`not a positive integer: ${s}`);

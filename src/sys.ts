@@ -109,6 +109,8 @@ export function decodeEntries(buf: Buffer): { self: Stat; entries: Entry[] } {
   if (buf.length < HDR) throw new Error('scanDir returned no record for the directory itself');
   const self = decode(buf, 0);
   const entries: Entry[] = [];
+  // decode()'s fields again, inline: one object literal per entry of a fixed
+  // shape, where decode() plus the name would cost a second object per file.
   for (let off = buf.readUInt32LE(0); off < buf.length; ) {
     const len = buf.readUInt32LE(off);
     const nameLen = buf.readUInt16LE(off + 6);
