@@ -906,6 +906,26 @@ static napi_value SetXattr(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* removeXattr(fd, name: Buffer): drop one xattr of an open file (a copy
+ * made in a directory with a default ACL inherits an access ACL the source
+ * may not have). */
+static napi_value RemoveXattr(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int64_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || arg_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "removeXattr(fd, name)");
+    return NULL;
+  }
+  char *name = arg_bytes(env, argv[1], NULL);
+  if (!name) return NULL;
+  int r = fremovexattr((int)fd, name), err = errno;
+  free(name);
+  if (r < 0) return throw_errno(env, err, "fremovexattr");
+  return NULL;
+}
+
 /* copyData(srcFd, dstFd, size): copy `size` bytes between open files,
  * keeping holes holes (SEEK_DATA/SEEK_HOLE), in the kernel where it can
  * (copy_file_range), else through a buffer. The destination ends at exactly
@@ -1361,6 +1381,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"flock", NULL, Flock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"vserver", NULL, Vserver, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setXattr", NULL, SetXattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"removeXattr", NULL, RemoveXattr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"copyData", NULL, CopyData, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futimens", NULL, Futimens, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fstatvfs", NULL, Fstatvfs, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -91,6 +91,16 @@ export class HashCache {
   }
 
   /**
+   * Drop an inode's entry: the linker found its bytes differ from a file the
+   * cache said was identical. Size, mtime and ctime cannot tell every write:
+   * one through a shared mapping to a page already dirty changes none of
+   * them. The next run reads the file again.
+   */
+  forget(id: { dev: number; ino: number }): void {
+    this.entries.delete(inodeKey(id));
+  }
+
+  /**
    * After vunify linked to an inode, fstat shows a new ctime (its link count
    * changed) and nothing else: carry the entry over to it. A size or mtime
    * change means the content may have changed too: drop the entry instead.

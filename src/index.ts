@@ -98,6 +98,10 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
           cache?.refresh(canonicalStat);
           opts.onLink?.(file, canonical);
         },
+        onDiffer: (a, b) => {
+          cache?.forget(a);
+          cache?.forget(b);
+        },
         onProgress: (n) => progress.tick(n),
         record: (e) => journal.record(e),
         iunlink: opts.iunlink,

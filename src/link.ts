@@ -30,20 +30,22 @@ import { displayPath, openDir, printable, openRegular, openScanned, relPath, sam
 import { codedError, errorCode, fileError, type FileError } from './errors.js';
 import { CHUNK, readFully } from './hash.js';
 import type { LinkOp, Plan, PlanSet } from './plan.js';
-import { FS_APPEND_FL, FS_IMMUTABLE_FL, RENAME_EXCHANGE, sys, type Stat } from './sys.js';
+import { FS_APPEND_FL, FS_FILE_FLAGS, FS_IMMUTABLE_FL, RENAME_EXCHANGE, sys, type Stat } from './sys.js';
 import type { FileRec, Inode } from './types.js';
 import { isIunlinked, setIunlink } from './iunlink.js';
-import type { JournalEntry } from './state.js';
+import type { JournalEntry, JournalLine } from './state.js';
 import { xattrKey } from './xattrs.js';
 
 export interface LinkOptions {
   ignoreMtime: boolean;
   onError(e: FileError): void;
+  /** Called when two inodes the plan held identical turn out to differ (the hash cache forgets both). */
+  onDiffer?(canonical: Inode, duplicate: Inode): void;
   /** Called after each link made (for -v), with what fstat says of the canonical now (for the cache). */
   onLink?(file: FileRec, canonical: FileRec, canonicalStat: Stat): void;
   onProgress?(ops: number): void;
   /** Journal each temporary name before it is created (see state.ts). */
-  record?(entry: JournalEntry): void;
+  record?(line: JournalLine): void;
   /** Mark each canonical immutable + immutable-unlink before its first link (see iunlink.ts). */
   iunlink?: boolean;
 }
@@ -121,6 +123,7 @@ async function linkSet(
             er = er2;
           }
         }
+        if (errorCode(er) === 'EDIFFERENT') opts.onDiffer?.(canon.inode, op.inode);
         opts.onError(fileError(displayPath(op.file), er));
         result.skipped++;
         if (errorCode(er) === 'ECANONICAL') {
@@ -152,14 +155,18 @@ function openCanonical(file: FileRec, inode: Inode, expected: Expected, opts: Li
   }
 }
 
-function checkFlags(fd: number, what: string): void {
-  let flags = 0;
+/** An open file's inode flags (chattr); 0 on filesystems that have none. */
+export function inodeFlags(fd: number): number {
   try {
-    flags = sys.getFlags(fd);
+    return sys.getFlags(fd);
   } catch (er) {
-    // Filesystems without inode flags cannot have these either.
     if (!['ENOTTY', 'EINVAL', 'EOPNOTSUPP', 'ENOSYS'].includes(errorCode(er) ?? '')) throw er;
+    return 0;
   }
+}
+
+function checkFlags(fd: number, what: string): void {
+  const flags = inodeFlags(fd);
   if (flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
     const which = flags & FS_IMMUTABLE_FL ? 'immutable' : 'append-only';
     throw codedError('EFLAGS', `${what} is ${which} (chattr); left alone`);
@@ -248,6 +255,9 @@ export function difference(
   if (xattrKey(dup.fd) !== xattrKey(canon.fd)) {
     return codedError('EDIFFERENT', 'extended attributes differ from the canonical copy');
   }
+  if ((inodeFlags(dup.fd) & FS_FILE_FLAGS) !== (inodeFlags(canon.fd) & FS_FILE_FLAGS)) {
+    return codedError('EDIFFERENT', 'inode flags (lsattr) differ from the canonical copy');
+  }
   const [a, b] = buffers;
   for (let pos = 0; pos < c.size; pos += CHUNK) {
     const len = Math.min(CHUNK, c.size - pos);
@@ -287,7 +297,7 @@ function replace(
   opts.record?.({
     root: root.path, rootDev: root.dev, rootIno: root.ino, dir: file.dir.rel.toString('hex'),
     tmp: tmp.toString('hex'), name: name.toString('hex'),
-    canon: { dev: canon.expect.dev, ino: canon.expect.ino },
+    canon: canonMeta(canon.expect),
     dup: { dev: dup.stat.dev, ino: dup.stat.ino, size: dup.stat.size, mtimeSec: dup.stat.mtimeSec, mtimeNsec: dup.stat.mtimeNsec },
   });
   sys.linkAt(canon.fd, dirFd, tmp);
@@ -300,7 +310,12 @@ function replace(
     }
     throw er;
   }
-  settle(dirFd, tmp, name, canon, canonBefore, dup, opts.ignoreMtime, buffers);
+  settle(dirFd, tmp, name, canon, canonBefore, dup, opts.ignoreMtime, buffers, opts.record);
+}
+
+/** What the journal keeps of the inode linked in, so recovery can tell whether the guest changed it since. */
+export function canonMeta(st: Stat): JournalEntry['canon'] {
+  return { dev: st.dev, ino: st.ino, size: st.size, mtimeSec: st.mtimeSec, mtimeNsec: st.mtimeNsec, mode: st.mode, uid: st.uid, gid: st.gid };
 }
 
 /**
@@ -321,6 +336,7 @@ export function settle(
   out: OpenedFile,
   ignoreMtime: boolean,
   buffers: [Buffer, Buffer],
+  record?: (line: JournalLine) => void,
 ): void {
   const meta = { ctime: false, nlink: false };
   let why: Error | undefined;
@@ -332,6 +348,8 @@ export function settle(
     undo(dirFd, tmp, name, intoBefore, out.stat, () => !difference(into, out, ignoreMtime, buffers));
     throw why;
   }
+  const now = sys.fstat(out.fd);
+  record?.({ settled: tmp.toString('hex'), ctimeSec: now.ctimeSec, ctimeNsec: now.ctimeNsec });
   sys.unlinkAt(dirFd, tmp);
 }
 
@@ -346,14 +364,24 @@ export function settle(
  * deleted unless it is known.
  */
 export function undo(dirFd: number, tmp: Buffer, name: Buffer, canon: InodeId, dup: InodeId, redundant: () => boolean): void {
-  sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
+  exchangeBack(dirFd, tmp, name);
   const back = sys.statAt(dirFd, tmp);
   if (isInode(back, canon)) return sys.unlinkAt(dirFd, tmp);
   if (isInode(back, dup)) throw leftAt(tmp, 'the name changed twice while being linked');
-  sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
+  exchangeBack(dirFd, tmp, name);
   if (!isInode(sys.statAt(dirFd, tmp), dup)) throw leftAt(tmp, 'the name changed again while being put back');
   if (!redundant()) throw leftAt(tmp, 'a new file was put at the name while it was being linked, and the old one differs');
   sys.unlinkAt(dirFd, tmp);
+}
+
+/** Exchange `tmp` and `name` again; a name the guest removed meanwhile leaves what `tmp` holds there, said in the error. */
+function exchangeBack(dirFd: number, tmp: Buffer, name: Buffer): void {
+  try {
+    sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
+  } catch (er) {
+    if (errorCode(er) === 'ENOENT') throw leftAt(tmp, 'the name was removed while being linked');
+    throw er;
+  }
 }
 
 type InodeId = { dev: number; ino: number };

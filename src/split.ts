@@ -42,11 +42,11 @@ import { compileRules, withDefaults, type Rule } from './excludes.js';
 import { codedError, errorCode, fileError, UsageError, type FileError } from './errors.js';
 import { groupFiles } from './group.js';
 import { CHUNK } from './hash.js';
-import { removeIfInode, settle, tempName } from './link.js';
+import { canonMeta, inodeFlags, removeIfInode, settle, tempName } from './link.js';
 import { formatBytes } from './report.js';
 import { closeRoots, expandRoots, openRoots } from './roots.js';
-import { DEFAULT_STATE_DIR, openState, type JournalEntry, type RunState } from './state.js';
-import { O, RENAME_EXCHANGE, sys, type Stat } from './sys.js';
+import { DEFAULT_STATE_DIR, openState, type JournalEntry, type JournalLine, type RunState } from './state.js';
+import { FS_FILE_FLAGS, FS_NOCOW_FL, O, RENAME_EXCHANGE, sys, type Stat } from './sys.js';
 import type { FileRec, Inode, Root } from './types.js';
 import { walk } from './walk.js';
 import { xattrKey } from './xattrs.js';
@@ -125,7 +125,7 @@ export async function split(opts: SplitOptions): Promise<SplitReport> {
     let copiesMade = 0, pathsSplit = 0, skipped = earlySkips;
     if (state) {
       const journal = state;
-      const record = (e: JournalEntry) => journal.record(e);
+      const record = (e: JournalLine) => journal.record(e);
       const buffers: [Buffer, Buffer] = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
       for (const job of jobs) {
         const r = splitJob(job, record, buffers, onError, opts.onSplit);
@@ -192,7 +192,7 @@ function spaceNeeded(roots: readonly Root[], jobs: readonly Job[]): FilesystemNe
 /** Make one private copy and move the job's paths to it; errors are reported per path. */
 function splitJob(
   job: Job,
-  record: (e: JournalEntry) => void,
+  record: (e: JournalLine) => void,
   buffers: [Buffer, Buffer],
   onError: (e: FileError) => void,
   onSplit?: (f: FileRec) => void,
@@ -227,7 +227,7 @@ function splitJob(
           record(entry(p, tmp, copy.stat, job.inode.stat));
           sys.linkAt(copy.fd, dirFd, tmp);
           try {
-            swapIn(dirFd, tmp, p.name, copy, shared, buffers);
+            swapIn(dirFd, tmp, p.name, copy, shared, buffers, record);
           } catch (er) {
             removeIfInode(dirFd, tmp, copy.stat);
             throw er;
@@ -249,7 +249,7 @@ function splitJob(
 }
 
 /** Copy the open file `srcFd` to a new inode in `dirFd` and put it at `file`'s name; returns the copy, still open. */
-function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, record: (e: JournalEntry) => void, buffers: [Buffer, Buffer]): { fd: number; stat: Stat } {
+function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, record: (e: JournalLine) => void, buffers: [Buffer, Buffer]): { fd: number; stat: Stat } {
   const { fd: srcFd, stat: src } = source;
   const tmp = tempName();
   const created = createCopy(dirFd, tmp);
@@ -257,23 +257,34 @@ function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, record: (e: 
   let stat = sys.fstat(fd);
   try {
     if (created.named) record(entry(file, tmp, stat, src));
+    // No-copy-on-write takes effect only on an empty file; the other flags
+    // go on last, so that e.g. synchronous writes do not slow the copy.
+    const flags = inodeFlags(srcFd) & FS_FILE_FLAGS;
+    if (flags & FS_NOCOW_FL) setFileFlags(fd, FS_NOCOW_FL);
     sys.copyData(srcFd, fd, src.size);
     sys.fchown(fd, src.uid, src.gid);
-    for (const [name, value] of sys.getXattrs(srcFd)) sys.setXattr(fd, name, value);
+    // The new inode may have inherited xattrs (a default ACL of the
+    // directory, a security label): it must carry the source's and no more.
+    const srcXattrs = sys.getXattrs(srcFd);
+    const keep = new Set(srcXattrs.map(([name]) => name.toString('latin1')));
+    for (const [name] of sys.getXattrs(fd)) if (!keep.has(name.toString('latin1'))) sys.removeXattr(fd, name);
+    for (const [name, value] of srcXattrs) sys.setXattr(fd, name, value);
     sys.fchmod(fd, src.mode & 0o7777);
     sys.futimens(fd, src.mtimeSec, src.mtimeNsec);
+    setFileFlags(fd, flags);
     sys.fsync(fd);
     if (!sameFile(sys.fstat(srcFd), src, { ctime: true, nlink: false })) throw codedError('ECHANGED', 'file changed while it was being copied');
     stat = sys.fstat(fd);
     const same = stat.size === src.size && stat.uid === src.uid && stat.gid === src.gid && stat.mode === src.mode &&
-      stat.mtimeSec === src.mtimeSec && stat.mtimeNsec === src.mtimeNsec && xattrKey(fd) === xattrKey(srcFd);
-    if (!same) throw codedError('EDIFFERENT', 'the copy did not come out identical in metadata or xattrs; left as it was');
+      stat.mtimeSec === src.mtimeSec && stat.mtimeNsec === src.mtimeNsec && xattrKey(fd) === xattrKey(srcFd) &&
+      (inodeFlags(fd) & FS_FILE_FLAGS) === flags;
+    if (!same) throw codedError('EDIFFERENT', 'the copy did not come out identical in metadata, xattrs or inode flags; left as it was');
     if (!created.named) {
       // Journalled before it gets a name, like the linker's temporary links.
       record(entry(file, tmp, stat, src));
       sys.linkAt(fd, dirFd, tmp);
     }
-    swapIn(dirFd, tmp, file.name, { fd, stat }, source, buffers);
+    swapIn(dirFd, tmp, file.name, { fd, stat }, source, buffers, record);
     return { fd, stat };
   } catch (er) {
     removeIfInode(dirFd, tmp, stat);
@@ -304,10 +315,24 @@ function createCopy(dirFd: number, tmp: Buffer): { fd: number; named: boolean } 
  * inode, unchanged, and identical to the copy in full before unlinking that
  * name; otherwise it swaps back.
  */
-function swapIn(dirFd: number, tmp: Buffer, name: Buffer, copy: { fd: number; stat: Stat }, shared: OpenedFile, buffers: [Buffer, Buffer]): void {
+function swapIn(
+  dirFd: number,
+  tmp: Buffer,
+  name: Buffer,
+  copy: { fd: number; stat: Stat },
+  shared: OpenedFile,
+  buffers: [Buffer, Buffer],
+  record: (e: JournalLine) => void,
+): void {
   if (!is(sys.statAt(dirFd, tmp), copy.stat)) throw codedError('ECHANGED', 'temporary copy was moved or replaced by the guest; left as it was');
   sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
-  settle(dirFd, tmp, name, copy, copy.stat, shared, false, buffers);
+  settle(dirFd, tmp, name, copy, copy.stat, shared, false, buffers, record);
+}
+
+/** Give the copy exactly `flags` among the per-file inode flags, keeping the ones the filesystem set itself. */
+function setFileFlags(fd: number, flags: number): void {
+  const now = inodeFlags(fd);
+  if ((now & FS_FILE_FLAGS) !== flags) sys.setFlags(fd, (now & ~FS_FILE_FLAGS) | flags);
 }
 
 function entry(file: FileRec, tmp: Buffer, copy: Stat, src: Stat): JournalEntry {
@@ -315,7 +340,7 @@ function entry(file: FileRec, tmp: Buffer, copy: Stat, src: Stat): JournalEntry 
   return {
     root: root.path, rootDev: root.dev, rootIno: root.ino, dir: file.dir.rel.toString('hex'),
     tmp: tmp.toString('hex'), name: file.name.toString('hex'),
-    canon: { dev: copy.dev, ino: copy.ino },
+    canon: canonMeta(copy),
     dup: { dev: src.dev, ino: src.ino, size: src.size, mtimeSec: src.mtimeSec, mtimeNsec: src.mtimeNsec },
   };
 }

@@ -38,13 +38,37 @@ export interface JournalEntry {
   dir: string;
   tmp: string;
   name: string;
-  canon: { dev: number; ino: number };
+  /** The inode linked in; its metadata as linked (absent in journals of older versions). */
+  canon: { dev: number; ino: number } & Partial<Meta>;
   dup: { dev: number; ino: number; size: number; mtimeSec: number; mtimeNsec: number };
 }
 
+interface Meta {
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Written after the exchange once the full comparison has passed, just
+ * before the old inode's temporary name is unlinked: from here the old inode
+ * is known to have been identical to the one now at the name, and the ctime
+ * it had then tells whether anyone wrote to it since.
+ */
+export interface SettledMark {
+  settled: string;
+  ctimeSec: number;
+  ctimeNsec: number;
+}
+
+export type JournalLine = JournalEntry | SettledMark;
+
 export interface RunState {
   /** Append an entry; called before the temporary name is created. */
-  record(entry: JournalEntry): void;
+  record(line: JournalLine): void;
   /** Release locks and delete the journal (the run is over). */
   close(): void;
 }
@@ -63,10 +87,10 @@ export function openState(dir: string, roots: readonly Root[], onError: (e: File
     const journal = sys.open(journalPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_APPEND, 0o600);
     sys.flock(journal, LOCK_EX);
     return {
-      record(entry) {
+      record(line) {
         // No fsync: a killed process loses nothing it wrote; only a power
         // failure could, and then the page cache's temporary names go too.
-        fs.writeSync(journal, JSON.stringify(entry) + '\n');
+        fs.writeSync(journal, JSON.stringify(line) + '\n');
       },
       close() {
         fs.unlinkSync(journalPath);
@@ -114,15 +138,21 @@ export function recover(dir: string, onError: (e: FileError) => void): void {
     try {
       if (!sys.flock(fd, LOCK_EX | LOCK_NB)) continue; // its run is alive
       const lines = fs.readFileSync(fd, 'utf8').split('\n').filter(Boolean);
+      const entries: JournalEntry[] = [];
+      const settled = new Map<string, SettledMark>();
       for (const line of lines) {
-        let entry: JournalEntry;
+        let parsed: JournalLine;
         try {
-          entry = JSON.parse(line) as JournalEntry;
+          parsed = JSON.parse(line) as JournalLine;
         } catch {
           continue; // a line cut short by the kill: its name was never created
         }
+        if ('settled' in parsed) settled.set(parsed.settled, parsed);
+        else entries.push(parsed);
+      }
+      for (const entry of entries) {
         try {
-          recoverEntry(entry);
+          recoverEntry(entry, settled.get(entry.tmp));
         } catch (er) {
           if (errorCode(er) !== 'ENOENT') onError({ path: shown(entry, entry.tmp), code: errorCode(er) ?? 'EUNKNOWN', message: `leftover temporary name not removed: ${(er as Error).message}` });
         }
@@ -139,7 +169,7 @@ function shown(e: JournalEntry, name: string): string {
   return e.root.replace(/\/$/, '') + '/' + printable(dir.length ? Buffer.concat([dir, Buffer.from('/'), Buffer.from(name, 'hex')]) : Buffer.from(name, 'hex'));
 }
 
-function recoverEntry(e: JournalEntry): void {
+function recoverEntry(e: JournalEntry, mark: SettledMark | undefined): void {
   const rootFd = sys.open(e.root, O.RDONLY | O.DIRECTORY | O.NOFOLLOW | O.CLOEXEC);
   try {
     const rst = sys.fstat(rootFd);
@@ -152,11 +182,22 @@ function recoverEntry(e: JournalEntry): void {
         sys.unlinkAt(dirFd, tmp); // killed before the swap, or after swapping back
       } else if (is(st, e.dup)) {
         // Killed after the exchange: the guest's old inode is here and the
-        // canonical at its name. It goes only if it is still identical to
-        // the canonical; anything the guest did to it since goes back.
+        // canonical at its name, where the guest may have written since.
         const name = Buffer.from(e.name, 'hex');
-        if (unchanged(dirFd, tmp, name, e)) sys.unlinkAt(dirFd, tmp);
-        else undo(dirFd, tmp, name, e.canon, e.dup, () => false);
+        if (mark) {
+          // Compared in full after the exchange: it goes unless written since
+          // (through a descriptor held from before); the name is left alone.
+          if (st.ctimeSec !== mark.ctimeSec || st.ctimeNsec !== mark.ctimeNsec) throw kept(tmp, 'written after it was unified');
+          sys.unlinkAt(dirFd, tmp);
+        } else if (unchanged(dirFd, tmp, name, e)) {
+          sys.unlinkAt(dirFd, tmp);
+        } else if (linkedAsIs(dirFd, name, e)) {
+          // Changed before the comparison after the exchange could see it:
+          // the guest's file goes back to its name.
+          undo(dirFd, tmp, name, e.canon, e.dup, () => false);
+        } else {
+          throw kept(tmp, 'it and the file now at its name both changed since the run that left them');
+        }
       } else {
         throw codedError('ECHANGED', 'it names a file vunify did not put there; left in place');
       }
@@ -188,6 +229,19 @@ function unchanged(dirFd: number, tmp: Buffer, name: Buffer, e: JournalEntry): b
   } finally {
     sys.close(dup.fd);
   }
+}
+
+/** The file at `name` is still the canonical as it was linked (owner, mode, size, mtime), as far as the journal recorded it. */
+function linkedAsIs(dirFd: number, name: Buffer, e: JournalEntry): boolean {
+  const st = sys.statAt(dirFd, name);
+  const c = e.canon;
+  if (!is(st, c)) return false;
+  if (c.size === undefined) return true; // an older journal: nothing more to check
+  return st.size === c.size && st.mtimeSec === c.mtimeSec && st.mtimeNsec === c.mtimeNsec && st.mode === c.mode && st.uid === c.uid && st.gid === c.gid;
+}
+
+function kept(tmp: Buffer, why: string): Error {
+  return codedError('ECHANGED', `${why}; the old file is kept as ${printable(tmp)}, the path holds the unified one`);
 }
 
 let recoveryBuffers: [Buffer, Buffer] | undefined;

@@ -68,6 +68,7 @@ interface Native {
   openPath(path: Buffer, flags: number, mode?: number): number;
   closeFd(fd: number): void;
   setXattr(fd: number, name: Buffer, value: Buffer): void;
+  removeXattr(fd: number, name: Buffer): void;
   copyData(srcFd: number, dstFd: number, size: number): void;
   futimens(fd: number, mtimeSec: number, mtimeNsec: number): void;
   fstatvfs(fd: number): [number, number];
@@ -164,6 +165,16 @@ export const LOCK_UN = 8;
 /** Inode flags from linux/fs.h (what chattr sets). */
 export const FS_IMMUTABLE_FL = 0x10;
 export const FS_APPEND_FL = 0x20;
+/**
+ * The per-file inode flags (chattr letters s u c S d A m j t C x) that are a
+ * file's own attributes: a path must not change them by being linked to
+ * another inode, and a private copy carries them. Immutable and append-only
+ * are handled apart (such files are never replaced); flags the filesystem
+ * sets itself (extents, inline data, verity, encryption) and directory-only
+ * ones are not compared.
+ */
+export const FS_NOCOW_FL = 0x800000;
+export const FS_FILE_FLAGS = 0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x400 | 0x4000 | 0x8000 | 0x800000 | 0x2000000;
 
 export const sys = {
   openBeneath: (dirFd: number, path: Buffer, flags: number, mode = 0): number =>
@@ -200,6 +211,7 @@ export const sys = {
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
   // For private copies (split.ts): everything on the new file goes through its descriptor.
   setXattr: (fd: number, name: Buffer, value: Buffer): void => native.setXattr(fd, name, value),
+  removeXattr: (fd: number, name: Buffer): void => native.removeXattr(fd, name),
   /** Copy `size` bytes from one open file to another, holes kept as holes; the destination ends at `size`. */
   copyData: (srcFd: number, dstFd: number, size: number): void => native.copyData(srcFd, dstFd, size),
   /** Set the mtime to the nanosecond; the atime is left alone. */

@@ -114,6 +114,17 @@ describe('link', () => {
     expect(report.summary.skipped).toBe(2);
   });
 
+  it('never links a duplicate whose own inode flags (chattr +d, +A) differ: linking would change them', async () => {
+    for (const g of ['a', 'b']) writeFile(path.join(dir, g, 'f'));
+    sh('chattr', '+dA', path.join(dir, 'b/f'));
+    const before = sh('lsattr', path.join(dir, 'b/f')).split(' ')[0];
+    const { errors } = await runUnify(['a', 'b'].map((g) => path.join(dir, g)));
+    expect(errors.map((e) => [e.path, e.code])).toEqual([[path.join(dir, 'b/f'), 'EDIFFERENT']]);
+    expect(errors[0]!.message).toMatch(/inode flags/);
+    expect(sh('lsattr', path.join(dir, 'b/f')).split(' ')[0]).toBe(before);
+    expect(fs.statSync(path.join(dir, 'b/f')).ino).not.toBe(fs.statSync(path.join(dir, 'a/f')).ino);
+  });
+
   it('leaves a set alone, with one message, when its canonical is immutable', async () => {
     for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
     sh('chattr', '+i', path.join(dir, 'a/f')); // the first root's copy is the canonical
