@@ -259,16 +259,22 @@ export function difference(
     return codedError('EDIFFERENT', 'inode flags (lsattr) differ from the canonical copy');
   }
   const [a, b] = buffers;
-  for (let pos = 0; pos < c.size; pos += CHUNK) {
-    const len = Math.min(CHUNK, c.size - pos);
-    // Synchronous: the linker works one file at a time, and a trip through
-    // the thread pool per chunk cost more than the read itself.
-    readFully(canon.fd, a, len, pos);
-    readFully(dup.fd, b, len, pos);
-    if (!a.subarray(0, len).equals(b.subarray(0, len))) {
-      const which = canon.file ? displayPath(canon.file) : 'the canonical copy';
-      return codedError('EDIFFERENT', `content differs from ${which} (hash collision or rewritten)`);
+  try {
+    for (let pos = 0; pos < c.size; pos += CHUNK) {
+      const len = Math.min(CHUNK, c.size - pos);
+      // Synchronous: the linker works one file at a time, and a trip through
+      // the thread pool per chunk cost more than the read itself.
+      readFully(canon.fd, a, len, pos);
+      readFully(dup.fd, b, len, pos);
+      if (!a.subarray(0, len).equals(b.subarray(0, len))) {
+        const which = canon.file ? displayPath(canon.file) : 'the canonical copy';
+        return codedError('EDIFFERENT', `content differs from ${which} (hash collision or rewritten)`);
+      }
     }
+  } catch (er) {
+    // A file that shrank, or a read error: not identical, and the caller
+    // (after an exchange: settle()) must still put things right.
+    return er as Error;
   }
   return undefined;
 }
@@ -339,11 +345,24 @@ export function settle(
   record?: (line: JournalLine) => void,
 ): void {
   const meta = { ctime: false, nlink: false };
+  // Taken first: from here on the guest's path shows `into`, and what it
+  // does through that path is its own business, shared as with any link.
+  const intoAt = sys.fstat(into.fd);
   let why: Error | undefined;
   if (!isInode(sys.statAt(dirFd, tmp), out.stat)) why = codedError('ECHANGED', 'file was replaced while being linked; left as it was');
   else if (!sameFile(sys.fstat(out.fd), out.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
-  else if (!sameFile(sys.fstat(into.fd), intoBefore, meta)) why = codedError('ECHANGED', `${into.file ? displayPath(into.file) : 'the copy'} changed while being linked; left as it was`);
-  else why = difference(into, out, ignoreMtime, buffers);
+  else if (!sameFile(intoAt, intoBefore, meta)) why = codedError('ECHANGED', `${into.file ? displayPath(into.file) : 'the copy'} changed while being linked; left as it was`);
+  else {
+    why = difference(into, out, ignoreMtime, buffers);
+    // `into` changed while we compared, `out` did not: a write through the
+    // path, which shows `into` since the exchange (the ctime the exchange
+    // gave it has moved on). It was identical up to the exchange (checked
+    // before it, and its metadata just after), so the link stands; undoing
+    // it would take the guest's write away from its own path.
+    const intoNow = sys.fstat(into.fd);
+    const intoMoved = intoNow.ctimeSec !== intoAt.ctimeSec || intoNow.ctimeNsec !== intoAt.ctimeNsec;
+    if (why && intoMoved && sameFile(sys.fstat(out.fd), out.stat, meta)) why = undefined;
+  }
   if (why) {
     undo(dirFd, tmp, name, intoBefore, out.stat, () => !difference(into, out, ignoreMtime, buffers));
     throw why;

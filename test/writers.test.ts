@@ -465,6 +465,39 @@ describe('a guest acting between the last check and the exchange (in process, th
     expect(temps()).toHaveLength(1);
   });
 
+  // After the exchange the guest's path shows the canonical: a chmod or a
+  // write through it while vunify compares the two again is the guest's own
+  // change to its (now shared) file. The link stands, and so does the
+  // change; undoing would hand the path back its old inode and lose it.
+  it.each([
+    // at the first look at the temporary name after the exchange, before the metadata checks
+    ['a chmod', 'statAt' as const, () => fs.chmodSync(W(), 0o600), () => expect(fs.statSync(W()).mode & 0o777).toBe(0o600)],
+    // at the first read of the byte comparison
+    ['a rewrite', 'readSync' as const, () => fs.writeFileSync(W(), 'NEW CONTENT 123\n'), () => expect(fs.readFileSync(W(), 'utf8')).toBe('NEW CONTENT 123\n')],
+  ])('%s through the path while the comparison after the exchange runs is kept, and the link stands', async (_what, hook, act, check) => {
+    const renameAt = sys.renameAt;
+    const real = sys[hook] as (...a: unknown[]) => unknown;
+    let exchanged = false;
+    let acted = false;
+    vi.spyOn(sys, 'renameAt').mockImplementation((...a) => {
+      renameAt(...a);
+      exchanged = true;
+    });
+    vi.spyOn(sys, hook).mockImplementation(((...a: unknown[]) => {
+      if (exchanged && !acted) {
+        acted = true;
+        act();
+      }
+      return real(...a);
+    }) as never);
+    const { errors } = await runUnify(['a', 'w'].map((g) => path.join(dir, g)));
+    expect(acted).toBe(true);
+    expect(errors).toEqual([]);
+    check();
+    expect(fs.statSync(W()).ino).toBe(fs.statSync(A()).ino);
+    expect(temps()).toEqual([]);
+  });
+
   // The same chmod, by a run killed after the exchange: recovery must compare
   // the guest's old inode with the canonical in full, not only size and
   // mtime, before it deletes it (state.ts, unchanged()).
