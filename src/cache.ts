@@ -25,7 +25,7 @@
  * never a crash.
  *
  *   header   "VUNIFYHC" u32 version u32 entryCount
- *   roots    u32 n, then n × (u16 len, bytes "dev:ino" of a root directory)
+ *   roots    u32 n, then n × (u16 len, bytes "dev:ino:path" of a root directory)
  *   xattrs   u32 n, then n × (u32 len, bytes): distinct xattr keys; index 0 is ""
  *   entries  entryCount × 64 bytes: dev u64, ino u64, size u64, mtimeSec i64,
  *            ctimeSec i64, mtimeNsec u32, ctimeNsec u32, hash u64,
@@ -43,7 +43,8 @@ import { getHasher } from './hash.js';
 import { LOCK_EX, O, sys, type Stat } from './sys.js';
 import type { Inode, Root } from './types.js';
 
-export const CACHE_VERSION = 1;
+/** 2: roots are named by dev, ino and path (1 had no path). */
+export const CACHE_VERSION = 2;
 export const CACHE_FILE = 'hashes.cache';
 const MAGIC = Buffer.from('VUNIFYHC');
 const ENTRY = 64;
@@ -62,7 +63,20 @@ export interface Cached {
 }
 
 export const inodeKey = (s: { dev: number; ino: number }): string => `${s.dev}:${s.ino}`;
-export const rootKey = (r: Root): string => `${r.dev}:${r.ino}`;
+/** A root as the cache names it: "dev:ino:path", so a save can tell a root that is gone. */
+export const rootKey = (r: Root): string => `${r.dev}:${r.ino}:${r.path}`;
+
+/** Whether the root a cache entry came from still exists (same path, same directory). */
+function rootStillThere(key: string): boolean {
+  const [dev, ino] = key.split(':', 2);
+  const where = key.slice(`${dev}:${ino}:`.length);
+  try {
+    const st = fs.lstatSync(where);
+    return st.isDirectory() && String(st.dev) === dev && String(st.ino) === ino;
+  } catch {
+    return false;
+  }
+}
 
 function valid(e: Cached, s: Stat): boolean {
   return (
@@ -271,6 +285,15 @@ export async function saveCache(file: string, cache: HashCache, roots: readonly 
       for (const [k, e] of disk.entries) if (!ours.has(e.root) && !cache.entries.has(k)) cache.entries.set(k, e);
     } catch {
       // Nothing usable on disk: ours is all there is.
+    }
+    // Entries of roots that are gone (a guest removed, a copy deleted) would
+    // otherwise stay forever, loaded and rewritten by every run.
+    const there = new Map<string, boolean>();
+    for (const [k, e] of cache.entries) {
+      if (ours.has(e.root)) continue;
+      let ok = there.get(e.root);
+      if (ok === undefined) there.set(e.root, (ok = rootStillThere(e.root)));
+      if (!ok) cache.entries.delete(k);
     }
     // Under the lock no other run is writing: temporary files here are a killed run's.
     const base = path.basename(file) + '.tmp.';

@@ -347,21 +347,23 @@ export function settle(
   const meta = { ctime: false, nlink: false };
   // Taken first: from here on the guest's path shows `into`, and what it
   // does through that path is its own business, shared as with any link.
+  // The exchange gave both inodes one ctime; `out` is beyond the guest's
+  // paths now, so its ctime still says when the exchange was, and an
+  // `into` whose ctime is later was changed after it, through the path.
   const intoAt = sys.fstat(into.fd);
+  const outAt = sys.fstat(out.fd);
+  const later = (a: Stat, b: Stat) => a.ctimeSec > b.ctimeSec || (a.ctimeSec === b.ctimeSec && a.ctimeNsec > b.ctimeNsec);
   let why: Error | undefined;
   if (!isInode(sys.statAt(dirFd, tmp), out.stat)) why = codedError('ECHANGED', 'file was replaced while being linked; left as it was');
-  else if (!sameFile(sys.fstat(out.fd), out.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
+  else if (!sameFile(outAt, out.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
+  else if (later(intoAt, outAt)) why = undefined; // the guest has written to its file as linked: the link stands
   else if (!sameFile(intoAt, intoBefore, meta)) why = codedError('ECHANGED', `${into.file ? displayPath(into.file) : 'the copy'} changed while being linked; left as it was`);
   else {
     why = difference(into, out, ignoreMtime, buffers);
     // `into` changed while we compared, `out` did not: a write through the
-    // path, which shows `into` since the exchange (the ctime the exchange
-    // gave it has moved on). It was identical up to the exchange (checked
-    // before it, and its metadata just after), so the link stands; undoing
-    // it would take the guest's write away from its own path.
-    const intoNow = sys.fstat(into.fd);
-    const intoMoved = intoNow.ctimeSec !== intoAt.ctimeSec || intoNow.ctimeNsec !== intoAt.ctimeNsec;
-    if (why && intoMoved && sameFile(sys.fstat(out.fd), out.stat, meta)) why = undefined;
+    // path, after the exchange; it was identical up to the exchange
+    // (compared before it, metadata checked just after), so the link stands.
+    if (why && later(sys.fstat(into.fd), intoAt) && sameFile(sys.fstat(out.fd), out.stat, meta)) why = undefined;
   }
   if (why) {
     undo(dirFd, tmp, name, intoBefore, out.stat, () => !difference(into, out, ignoreMtime, buffers));

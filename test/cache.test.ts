@@ -90,7 +90,9 @@ describe('hash cache', () => {
     writeFile(b, { content: 'bbbb' });
     await new Promise((r) => setTimeout(r, 1100));
     const forged = new HashCache();
-    for (const f of [a, b]) forged.put(statOf(f), 42n, '', 'elsewhere', Date.now() / 1000);
+    // Named as coming from g1's root (dev:ino:path, as cache.ts documents), which exists, so a save keeps them.
+    const g1 = fs.statSync(guests[0]!);
+    for (const f of [a, b]) forged.put(statOf(f), 42n, '', `${g1.dev}:${g1.ino}:${guests[0]}`, Date.now() / 1000);
     await saveCache(cacheFile, forged, []);
     const { report, errors } = await run(guests.slice(0, 2), { noDefaultExcludes: true });
     expect(inode(a)).not.toBe(inode(b));
@@ -109,6 +111,18 @@ describe('hash cache', () => {
     const entries = (await readCache(cacheFile)).entries;
     expect(entries.has(`${gone.dev}:${gone.ino}`)).toBe(false);
     expect(entries.has(`${kept.dev}:${kept.ino}`)).toBe(true); // g1 was not scanned this time
+  });
+
+  it('drops the entries of a root that is gone, when a run over other roots saves', async () => {
+    await run(guests, { dryRun: true });
+    const ofGone = statOf(path.join(guests[2]!, FILES[0]!));
+    const ofKept = statOf(path.join(guests[0]!, FILES[0]!));
+    expect((await readCache(cacheFile)).entries.has(`${ofGone.dev}:${ofGone.ino}`)).toBe(true);
+    rmTree(guests[2]!); // the guest is removed from the host
+    await run(guests.slice(1, 2), { dryRun: true });
+    const entries = (await readCache(cacheFile)).entries;
+    expect(entries.has(`${ofGone.dev}:${ofGone.ino}`)).toBe(false);
+    expect(entries.has(`${ofKept.dev}:${ofKept.ino}`)).toBe(true); // g1 still exists, it was only not scanned
   });
 
   it('refreshes canonicals after linking, so the unified inodes stay cached', async () => {
