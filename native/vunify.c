@@ -398,11 +398,9 @@ static napi_value ForceLegacyLookup(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* ---- directory scan (asynchronous: runs on libuv's thread pool) ---------- */
+/* ---- directory scan ------------------------------------------------------- */
 
 typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
   char *relpath;
   int rootfd;
   int check; /* compare the opened directory with expect_dev/expect_ino */
@@ -412,9 +410,7 @@ typedef struct {
   outbuf out;
 } scan_job;
 
-static void scan_execute(napi_env env, void *data) {
-  (void)env;
-  scan_job *j = data;
+static void scan_execute(scan_job *j) {
   int fd = open_beneath(j->rootfd, j->relpath, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
   if (fd < 0) {
     j->err = errno, j->syscall_name = "openat2";
@@ -475,75 +471,15 @@ oom:
   close(fd);
 }
 
-static void scan_complete(napi_env env, napi_status status, void *data) {
-  scan_job *j = data;
-  if (status != napi_ok) {
-    napi_value e;
-    napi_create_string_utf8(env, "scan cancelled", NAPI_AUTO_LENGTH, &e);
-    napi_reject_deferred(env, j->deferred, e);
-  } else if (j->err) {
-    napi_reject_deferred(env, j->deferred, make_error(env, j->err, j->syscall_name));
-  } else {
-    napi_value buf = buffer_from(env, &j->out);
-    if (buf)
-      napi_resolve_deferred(env, j->deferred, buf);
-    else {
-      napi_value e;
-      napi_get_and_clear_last_exception(env, &e);
-      napi_reject_deferred(env, j->deferred, e);
-    }
-  }
-  napi_delete_async_work(env, j->work);
-  free(j->out.data);
-  free(j->relpath);
-  free(j);
-}
-
-/* scanDir(rootFd, relPath: Buffer, expectDev?, expectIno?) -> Promise<Buffer>
+/* scanDirSync(rootFd, relPath: Buffer, expectDev?, expectIno?) -> Buffer
  * Opens relPath confined beneath rootFd, checks it is the directory that was
  * listed before (when expectDev/expectIno are given), and returns one packed
  * record for the directory itself followed by one per entry. Regular files
- * and directories carry statx data; other types carry only their type. */
-static napi_value ScanDir(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int64_t rootfd;
-  double dev = -1, ino = -1;
-  if (argc < 2 || arg_int(env, argv[0], &rootfd)) {
-    napi_throw_type_error(env, NULL, "scanDir(rootFd, path[, dev, ino])");
-    return NULL;
-  }
-  if (argc >= 4) {
-    napi_get_value_double(env, argv[2], &dev);
-    napi_get_value_double(env, argv[3], &ino);
-  }
-  char *path = arg_bytes(env, argv[1], NULL);
-  if (!path) return NULL;
-  scan_job *j = calloc(1, sizeof *j);
-  if (!j) {
-    free(path);
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
-  j->relpath = path;
-  j->rootfd = (int)rootfd;
-  j->check = dev >= 0 && ino >= 0;
-  j->expect_dev = (uint64_t)dev;
-  j->expect_ino = (uint64_t)ino;
-  napi_value promise, name;
-  napi_create_promise(env, &j->deferred, &promise);
-  napi_create_string_utf8(env, "vunify.scanDir", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, scan_execute, scan_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  return promise;
-}
-
-/* scanDirSync(rootFd, relPath: Buffer, expectDev?, expectIno?) -> Buffer
- * The same scan on the calling thread. A round trip through libuv's pool
- * (queue, wake a pool thread, wake the loop, resolve a promise) cost 20-60 µs
- * per directory on a busy 2-core host, against ~3 µs for opening and
- * listing a typical small directory; the walk (src/walk.ts) uses this. */
+ * and directories carry statx data; other types carry only their type.
+ * It runs on the calling thread: a round trip through libuv's pool (queue,
+ * wake a pool thread, wake the loop, resolve a promise) cost 20-60 µs per
+ * directory on a busy 2-core host, against ~3 µs for opening and listing a
+ * typical small directory. */
 static napi_value ScanDirSync(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -566,7 +502,7 @@ static napi_value ScanDirSync(napi_env env, napi_callback_info info) {
   j.check = dev >= 0 && ino >= 0;
   j.expect_dev = (uint64_t)dev;
   j.expect_ino = (uint64_t)ino;
-  scan_execute(env, &j);
+  scan_execute(&j);
   free(path);
   napi_value r = NULL;
   if (j.err)
@@ -1368,7 +1304,6 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"forceLegacyLookup", NULL, ForceLegacyLookup, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openPath", NULL, OpenPath, NULL, NULL, NULL, napi_enumerable, NULL},
       {"closeFd", NULL, CloseFd, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"scanDir", NULL, ScanDir, NULL, NULL, NULL, napi_enumerable, NULL},
       {"scanDirSync", NULL, ScanDirSync, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fstatx", NULL, Fstatx, NULL, NULL, NULL, napi_enumerable, NULL},
       {"statAt", NULL, StatAt, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -53,7 +53,6 @@ export interface Entry extends Stat {
 interface Native {
   openBeneath(dirFd: number, path: Buffer, flags: number, mode?: number): number;
   forceLegacyLookup(legacy?: boolean): void;
-  scanDir(rootFd: number, path: Buffer, dev?: number, ino?: number): Promise<Buffer>;
   scanDirSync(rootFd: number, path: Buffer, dev?: number, ino?: number): Buffer;
   fstatx(fd: number): Buffer;
   statAt(dirFd: number, name: Buffer): Buffer;

@@ -1,13 +1,14 @@
 /*
  * Walk: list every regular file under each guest root.
  *
- * Roots are walked in parallel (p-limit across roots); within a root,
- * directories are listed one at a time by the native scanDir, which opens
- * the directory confined beneath the root descriptor, checks it is the
- * directory its parent listed, and returns names plus statx data for the
- * whole directory in one call on libuv's thread pool. So there is no promise
- * per file, and a guest that swaps a directory for a symlink mid-walk gets
- * an error for that directory instead of a walk of the host.
+ * Roots are walked concurrently (p-limit across roots); within a root,
+ * directories are listed one at a time by the addon's scanDirSync, which
+ * opens the directory confined beneath the root descriptor, checks it is
+ * the directory its parent listed, and returns names plus statx data for the
+ * whole directory in one call on this thread (a trip through libuv's pool
+ * per directory cost several times the scan; see sys.ts). So there is no
+ * promise per file, and a guest that swaps a directory for a symlink
+ * mid-walk gets an error for that directory instead of a walk of the host.
  *
  * Never followed or crossed: symlinks, mount points (another st_dev or mount
  * id than the root's), and excluded directories (pruned, never listed).
