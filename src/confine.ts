@@ -69,6 +69,12 @@ export function openDir(dir: DirNode): number {
 }
 
 /** The metadata that must not change between scan and use. */
+/** A file's identity: the device and inode number. */
+export type InodeId = { dev: number; ino: number };
+
+/** Whether `a` and `b` are the same inode (one may be a stat, the other a record of one). */
+export const sameInode = (a: InodeId, b: InodeId): boolean => a.dev === b.dev && a.ino === b.ino;
+
 export function sameFile(a: Stat, b: Stat, opts: { ctime: boolean; nlink: boolean }): boolean {
   return (
     a.type === b.type &&
@@ -103,8 +109,8 @@ export function openRegular(dirFd: number, name: Buffer, expect: Stat, opts = { 
 }
 
 /** Open `name` in `dirFd` for reading, provided it is still the inode `id`. */
-export function openInode(dirFd: number, name: Buffer, id: { dev: number; ino: number }): OpenedFile {
-  return openChecked(dirFd, name, (st) => st.dev === id.dev && st.ino === id.ino, 'name no longer holds the inode vunify put there');
+export function openInode(dirFd: number, name: Buffer, id: InodeId): OpenedFile {
+  return openChecked(dirFd, name, (st) => sameInode(st, id), 'name no longer holds the inode vunify put there');
 }
 
 function openChecked(dirFd: number, name: Buffer, ok: (st: Stat) => boolean, why: string): OpenedFile {

@@ -26,7 +26,7 @@
  * is reported with the path and the run goes on.
  */
 import { randomBytes } from 'node:crypto';
-import { displayPath, openDir, printable, openRegular, openScanned, relPath, sameFile, type OpenedFile } from './confine.js';
+import { displayPath, openDir, openRegular, openScanned, printable, relPath, sameFile, sameInode, type InodeId, type OpenedFile } from './confine.js';
 import { codedError, errorCode, fileError, type FileError } from './errors.js';
 import { CHUNK, readFully } from './hash.js';
 import type { LinkOp, Plan, PlanSet } from './plan.js';
@@ -354,7 +354,7 @@ export function settle(
   const outAt = sys.fstat(out.fd);
   const later = (a: Stat, b: Stat) => a.ctimeSec > b.ctimeSec || (a.ctimeSec === b.ctimeSec && a.ctimeNsec > b.ctimeNsec);
   let why: Error | undefined;
-  if (!isInode(sys.statAt(dirFd, tmp), out.stat)) why = codedError('ECHANGED', 'file was replaced while being linked; left as it was');
+  if (!sameInode(sys.statAt(dirFd, tmp), out.stat)) why = codedError('ECHANGED', 'file was replaced while being linked; left as it was');
   else if (!sameFile(outAt, out.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
   else if (later(intoAt, outAt)) why = undefined; // the guest has written to its file as linked: the link stands
   else if (!sameFile(intoAt, intoBefore, meta)) why = codedError('ECHANGED', `${into.file ? displayPath(into.file) : 'the copy'} changed while being linked; left as it was`);
@@ -387,10 +387,10 @@ export function settle(
 export function undo(dirFd: number, tmp: Buffer, name: Buffer, canon: InodeId, dup: InodeId, redundant: () => boolean): void {
   exchangeBack(dirFd, tmp, name);
   const back = sys.statAt(dirFd, tmp);
-  if (isInode(back, canon)) return sys.unlinkAt(dirFd, tmp);
-  if (isInode(back, dup)) throw leftAt(tmp, 'the name changed twice while being linked');
+  if (sameInode(back, canon)) return sys.unlinkAt(dirFd, tmp);
+  if (sameInode(back, dup)) throw leftAt(tmp, 'the name changed twice while being linked');
   exchangeBack(dirFd, tmp, name);
-  if (!isInode(sys.statAt(dirFd, tmp), dup)) throw leftAt(tmp, 'the name changed again while being put back');
+  if (!sameInode(sys.statAt(dirFd, tmp), dup)) throw leftAt(tmp, 'the name changed again while being put back');
   if (!redundant()) throw leftAt(tmp, 'a new file was put at the name while it was being linked, and the old one differs');
   sys.unlinkAt(dirFd, tmp);
 }
@@ -405,20 +405,14 @@ function exchangeBack(dirFd: number, tmp: Buffer, name: Buffer): void {
   }
 }
 
-type InodeId = { dev: number; ino: number };
-
 function leftAt(tmp: Buffer, why: string): Error {
   return codedError('ECHANGED', `${why}; the previous file is kept beside it as ${printable(tmp)}`);
-}
-
-function isInode(st: InodeId, id: InodeId): boolean {
-  return st.dev === id.dev && st.ino === id.ino;
 }
 
 /** Remove our temporary name, but only while it still names `inode`. */
 export function removeIfInode(dirFd: number, tmp: Buffer, inode: Stat): void {
   try {
-    if (isInode(sys.statAt(dirFd, tmp), inode)) sys.unlinkAt(dirFd, tmp);
+    if (sameInode(sys.statAt(dirFd, tmp), inode)) sys.unlinkAt(dirFd, tmp);
   } catch {
     // Already gone; nothing of ours is left.
   }

@@ -37,7 +37,7 @@
  * shared inode), so a run killed mid-way is put right by the next one the
  * same way.
  */
-import { displayPath, openDir, openRegular, sameFile, type OpenedFile } from './confine.js';
+import { displayPath, openDir, openRegular, sameFile, sameInode, type OpenedFile } from './confine.js';
 import { compileRules, withDefaults, type Rule } from './excludes.js';
 import { codedError, errorCode, fileError, UsageError, type FileError } from './errors.js';
 import { groupFiles } from './group.js';
@@ -324,7 +324,7 @@ function swapIn(
   buffers: [Buffer, Buffer],
   record: (e: JournalLine) => void,
 ): void {
-  if (!is(sys.statAt(dirFd, tmp), copy.stat)) throw codedError('ECHANGED', 'temporary copy was moved or replaced by the guest; left as it was');
+  if (!sameInode(sys.statAt(dirFd, tmp), copy.stat)) throw codedError('ECHANGED', 'temporary copy was moved or replaced by the guest; left as it was');
   sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
   settle(dirFd, tmp, name, copy, copy.stat, shared, false, buffers, record);
 }
@@ -343,10 +343,6 @@ function entry(file: FileRec, tmp: Buffer, copy: Stat, src: Stat): JournalEntry 
     canon: canonMeta(copy),
     dup: { dev: src.dev, ino: src.ino, size: src.size, mtimeSec: src.mtimeSec, mtimeNsec: src.mtimeNsec },
   };
-}
-
-function is(st: Stat, id: { dev: number; ino: number }): boolean {
-  return st.dev === id.dev && st.ino === id.ino;
 }
 
 export function formatSplit(r: SplitReport): string {

@@ -22,7 +22,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { codedError, errorCode, UsageError, type FileError } from './errors.js';
-import { openInode, printable } from './confine.js';
+import { openInode, printable, sameInode } from './confine.js';
 import { CHUNK } from './hash.js';
 import { difference, undo } from './link.js';
 import { LOCK_EX, LOCK_NB, LOCK_SH, O, sys, type Stat } from './sys.js';
@@ -178,9 +178,9 @@ function recoverEntry(e: JournalEntry, mark: SettledMark | undefined): void {
     try {
       const tmp = Buffer.from(e.tmp, 'hex');
       const st = sys.statAt(dirFd, tmp);
-      if (is(st, e.canon)) {
+      if (sameInode(st, e.canon)) {
         sys.unlinkAt(dirFd, tmp); // killed before the swap, or after swapping back
-      } else if (is(st, e.dup)) {
+      } else if (sameInode(st, e.dup)) {
         // Killed after the exchange: the guest's old inode is here and the
         // canonical at its name, where the guest may have written since.
         const name = Buffer.from(e.name, 'hex');
@@ -235,7 +235,7 @@ function unchanged(dirFd: number, tmp: Buffer, name: Buffer, e: JournalEntry): b
 function linkedAsIs(dirFd: number, name: Buffer, e: JournalEntry): boolean {
   const st = sys.statAt(dirFd, name);
   const c = e.canon;
-  if (!is(st, c)) return false;
+  if (!sameInode(st, c)) return false;
   if (c.size === undefined) return true; // an older journal: nothing more to check
   return st.size === c.size && st.mtimeSec === c.mtimeSec && st.mtimeNsec === c.mtimeNsec && st.mode === c.mode && st.uid === c.uid && st.gid === c.gid;
 }
@@ -246,7 +246,3 @@ function kept(tmp: Buffer, why: string): Error {
 
 let recoveryBuffers: [Buffer, Buffer] | undefined;
 const buffers = () => (recoveryBuffers ??= [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)]);
-
-function is(st: Stat, id: { dev: number; ino: number }): boolean {
-  return st.dev === id.dev && st.ino === id.ino;
-}
