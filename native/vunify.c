@@ -387,6 +387,103 @@ static napi_value CloseFd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* closeLater(fd) and closeLaterDrain() -> Promise. Closing the last
+ * descriptor of an unlinked inode frees its blocks there and then: ext4
+ * truncates it, and on a filesystem mounted -o discard waits for the device
+ * to trim every extent. The linker holds each replaced inode open until it
+ * is unlinked, so that cost fell on its one thread, once per freed file; a
+ * background thread takes it instead, while the linker goes on. A full
+ * queue closes on the caller's thread, so descriptors never pile up. */
+#define CLOSE_QUEUE 256
+static pthread_mutex_t cl_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cl_work = PTHREAD_COND_INITIALIZER, cl_idle = PTHREAD_COND_INITIALIZER;
+static int cl_queue[CLOSE_QUEUE];
+static size_t cl_head, cl_len;
+static int cl_busy, cl_started;
+
+static void *closer(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&cl_mu);
+  for (;;) {
+    while (!cl_len) pthread_cond_wait(&cl_work, &cl_mu);
+    int fd = cl_queue[cl_head];
+    cl_head = (cl_head + 1) % CLOSE_QUEUE;
+    cl_len--;
+    cl_busy = 1;
+    pthread_mutex_unlock(&cl_mu);
+    close(fd);
+    pthread_mutex_lock(&cl_mu);
+    cl_busy = 0;
+    if (!cl_len) pthread_cond_broadcast(&cl_idle);
+  }
+  return NULL;
+}
+
+static napi_value CloseLater(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || arg_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "closeLater(fd)");
+    return NULL;
+  }
+  pthread_mutex_lock(&cl_mu);
+  if (!cl_started) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    cl_started = pthread_create(&t, &attr, closer, NULL) == 0;
+    pthread_attr_destroy(&attr);
+  }
+  int queued = cl_started && cl_len < CLOSE_QUEUE;
+  if (queued) {
+    cl_queue[(cl_head + cl_len) % CLOSE_QUEUE] = (int)fd;
+    cl_len++;
+    pthread_cond_signal(&cl_work);
+  }
+  pthread_mutex_unlock(&cl_mu);
+  if (!queued) close((int)fd);
+  return NULL;
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+} drain_req;
+
+static void drain_execute(napi_env env, void *data) {
+  (void)env;
+  (void)data;
+  pthread_mutex_lock(&cl_mu);
+  while (cl_len || cl_busy) pthread_cond_wait(&cl_idle, &cl_mu);
+  pthread_mutex_unlock(&cl_mu);
+}
+
+static void drain_complete(napi_env env, napi_status status, void *data) {
+  drain_req *r = data;
+  napi_value undef;
+  napi_get_undefined(env, &undef);
+  napi_resolve_deferred(env, r->deferred, undef);
+  napi_delete_async_work(env, r->work);
+  free(r);
+}
+
+static napi_value CloseLaterDrain(napi_env env, napi_callback_info info) {
+  drain_req *r = calloc(1, sizeof *r);
+  if (!r) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  napi_value promise, name;
+  napi_create_promise(env, &r->deferred, &promise);
+  napi_create_string_utf8(env, "vunify.closeLaterDrain", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, drain_execute, drain_complete, r, &r->work);
+  napi_queue_async_work(env, r->work);
+  return promise;
+}
+
 /* forceLegacyLookup(): tests exercise the pre-openat2 path. */
 static napi_value ForceLegacyLookup(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1304,6 +1401,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"forceLegacyLookup", NULL, ForceLegacyLookup, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openPath", NULL, OpenPath, NULL, NULL, NULL, napi_enumerable, NULL},
       {"closeFd", NULL, CloseFd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"closeLater", NULL, CloseLater, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"closeLaterDrain", NULL, CloseLaterDrain, NULL, NULL, NULL, napi_enumerable, NULL},
       {"scanDirSync", NULL, ScanDirSync, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fstatx", NULL, Fstatx, NULL, NULL, NULL, napi_enumerable, NULL},
       {"statAt", NULL, StatAt, NULL, NULL, NULL, napi_enumerable, NULL},

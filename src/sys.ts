@@ -66,6 +66,8 @@ interface Native {
   vserver(cmd: number, id: number, data: Buffer | null): number;
   openPath(path: Buffer, flags: number, mode?: number): number;
   closeFd(fd: number): void;
+  closeLater(fd: number): void;
+  closeLaterDrain(): Promise<void>;
   setXattr(fd: number, name: Buffer, value: Buffer): void;
   removeXattr(fd: number, name: Buffer): void;
   copyData(srcFd: number, dstFd: number, size: number): void;
@@ -203,6 +205,13 @@ export const sys = {
   open: (path: string | Buffer, flags: number, mode = 0): number =>
     native.openPath(typeof path === 'string' ? Buffer.from(path) : path, flags, mode),
   close: (fd: number): void => native.closeFd(fd),
+  /**
+   * Close on a background thread: for the last descriptor of an unlinked
+   * inode, whose close frees its blocks (and, on -o discard, waits for the
+   * trim). closeLaterDrain() resolves once every such close has happened.
+   */
+  closeLater: (fd: number): void => native.closeLater(fd),
+  closeLaterDrain: (): Promise<void> => native.closeLaterDrain(),
   /** Open, check, read xattrs of and hash a batch of files on the thread pool (layout: hashFiles in the addon, encoded by hash.ts). */
   hashFiles: (jobs: Buffer): Promise<Buffer> => native.hashFiles(jobs),
   /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */

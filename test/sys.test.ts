@@ -184,6 +184,30 @@ describe('xattrs, links, renames, flags, locks', () => {
     sys.close(fd);
   });
 
+  it('closes descriptors later, on another thread, and drains them all, also past its queue', async () => {
+    const d = path.join(dir, 'root/later');
+    fs.mkdirSync(d);
+    const fds: number[] = [];
+    for (let i = 0; i < 300; i++) {
+      writeFile(path.join(d, `f${i}`), { content: 'x'.repeat(4096) });
+      fds.push(sys.openBeneath(rootFd, B(`later/f${i}`), O.RDONLY));
+      fs.unlinkSync(path.join(d, `f${i}`));
+    }
+    const heldDeleted = () =>
+      fs.readdirSync('/proc/self/fd').filter((n) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${n}`).startsWith(d + '/');
+        } catch {
+          return false;
+        }
+      }).length;
+    expect(heldDeleted()).toBe(300);
+    for (const fd of fds) sys.closeLater(fd);
+    await sys.closeLaterDrain();
+    expect(heldDeleted()).toBe(0);
+    await sys.closeLaterDrain(); // nothing queued: resolves at once
+  });
+
   it('reads and sets inode flags, and takes an exclusive lock once', () => {
     const f = path.join(dir, 'root/flags');
     writeFile(f);
