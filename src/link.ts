@@ -428,6 +428,17 @@ export function removeIfInode(dirFd: number, tmp: Buffer, inode: Stat): void {
   }
 }
 
+// Nine random bytes per name, drawn from a pool: a randomBytes() call per
+// name cost 14 µs in the linking run, more than the write to the journal.
+const NAME_BYTES = 9;
+let pool = Buffer.alloc(0);
+let poolAt = 0;
+
 export function tempName(): Buffer {
-  return Buffer.from(TEMP_PREFIX + randomBytes(9).toString('base64url'));
+  if (poolAt + NAME_BYTES > pool.length) {
+    pool = randomBytes(NAME_BYTES * 512);
+    poolAt = 0;
+  }
+  poolAt += NAME_BYTES;
+  return Buffer.from(TEMP_PREFIX + pool.toString('base64url', poolAt - NAME_BYTES, poolAt));
 }
