@@ -88,6 +88,20 @@ static int arg_int(napi_env env, napi_value v, int64_t *out) {
   return napi_get_value_int64(env, v, out) == napi_ok ? 0 : -1;
 }
 
+/* The one argument of fstatx(fd), getFlags(fd), closeFd(fd), ...: 0, or -1
+ * with a TypeError naming `usage` thrown. */
+static int fd_arg(napi_env env, napi_callback_info info, const char *usage, int *fd) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t v;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || arg_int(env, argv[0], &v)) {
+    napi_throw_type_error(env, NULL, usage);
+    return -1;
+  }
+  *fd = (int)v;
+  return 0;
+}
+
 static char *arg_bytes(napi_env env, napi_value v, size_t *len_out) {
   void *data;
   size_t len;
@@ -375,14 +389,8 @@ static napi_value OpenPath(napi_env env, napi_callback_info info) {
 }
 
 static napi_value CloseFd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int64_t fd;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1 || arg_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, NULL, "closeFd(fd)");
-    return NULL;
-  }
+  int fd;
+  if (fd_arg(env, info, "closeFd(fd)", &fd)) return NULL;
   if (close((int)fd) < 0 && errno != EINTR) return throw_errno(env, errno, "close");
   return NULL;
 }
@@ -420,14 +428,8 @@ static void *closer(void *arg) {
 }
 
 static napi_value CloseLater(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int64_t fd;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1 || arg_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, NULL, "closeLater(fd)");
-    return NULL;
-  }
+  int fd;
+  if (fd_arg(env, info, "closeLater(fd)", &fd)) return NULL;
   pthread_mutex_lock(&cl_mu);
   if (!cl_started) {
     pthread_t t;
@@ -614,14 +616,8 @@ static napi_value ScanDirSync(napi_env env, napi_callback_info info) {
 
 /* fstatx(fd) -> Buffer holding one packed record (empty name) */
 static napi_value Fstatx(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int64_t fd;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1 || arg_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, NULL, "fstatx(fd)");
-    return NULL;
-  }
+  int fd;
+  if (fd_arg(env, info, "fstatx(fd)", &fd)) return NULL;
   struct statx st;
   if (statx((int)fd, "", AT_EMPTY_PATH, STATX_WANT, &st)) return throw_errno(env, errno, "statx");
   char rec[HDR];
@@ -670,14 +666,8 @@ static ssize_t xget(int fd, const char *proc, const char *k, void *b, size_t n) 
 static int cmpstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static napi_value GetXattrs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int64_t fd;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1 || arg_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, NULL, "getXattrs(fd)");
-    return NULL;
-  }
+  int fd;
+  if (fd_arg(env, info, "getXattrs(fd)", &fd)) return NULL;
   char procbuf[64], *proc = NULL;
   char *names = NULL;
   ssize_t n;
@@ -830,14 +820,8 @@ static napi_value UnlinkAt(napi_env env, napi_callback_info info) {
 
 /* getFlags(fd) / setFlags(fd, flags): inode flags (chattr), FS_IOC_*FLAGS */
 static napi_value GetFlags(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int64_t fd;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1 || arg_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, NULL, "getFlags(fd)");
-    return NULL;
-  }
+  int fd;
+  if (fd_arg(env, info, "getFlags(fd)", &fd)) return NULL;
   int flags = 0;
   if (ioctl((int)fd, FS_IOC_GETFLAGS, &flags) < 0) return throw_errno(env, errno, "ioctl(FS_IOC_GETFLAGS)");
   napi_value r;
@@ -1028,14 +1012,8 @@ static napi_value Futimens(napi_env env, napi_callback_info info) {
  * for root, which vunify should not eat even though it runs as root),
  * inodes available (f_favail)] on the filesystem of fd. */
 static napi_value Fstatvfs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int64_t fd;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1 || arg_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, NULL, "fstatvfs(fd)");
-    return NULL;
-  }
+  int fd;
+  if (fd_arg(env, info, "fstatvfs(fd)", &fd)) return NULL;
   struct statvfs sv;
   if (fstatvfs((int)fd, &sv) < 0) return throw_errno(env, errno, "fstatvfs");
   napi_value result, bytes, files;
