@@ -27,7 +27,7 @@
  * times more per call.
  */
 import os from 'node:os';
-import xxhash from 'xxhash-wasm';
+import type xxhash from 'xxhash-wasm';
 import { displayPath, openRegular, relPath } from './confine.js';
 import { codedError, fileError, type FileError } from './errors.js';
 import { splitGroups } from './group.js';
@@ -47,7 +47,9 @@ export interface HashOptions {
 
 type Hasher = Awaited<ReturnType<typeof xxhash>>;
 let hasherPromise: Promise<Hasher> | undefined;
-export const getHasher = (): Promise<Hasher> => (hasherPromise ??= xxhash());
+// Loaded when first used (the reference path, tests, benchmarks): compiling
+// its WebAssembly at start-up slowed every run down.
+export const getHasher = (): Promise<Hasher> => (hasherPromise ??= import('xxhash-wasm').then((m) => m.default()));
 
 /** Hash the open file `fd` of `size` bytes with `buf` as scratch. */
 export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer): bigint {

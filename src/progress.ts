@@ -2,7 +2,11 @@
  * Progress bars on stderr, only for a person watching: when stderr is a TTY
  * and -q was not given. Everything else (scripts, systemd, pipes) gets none.
  */
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type cliProgressT from 'cli-progress';
+
+// Loaded only for a TTY: scripts and timers, the usual case, never draw a bar.
+const load = () => createRequire(import.meta.url)('cli-progress') as typeof cliProgressT;
 
 export interface Progress {
   stage(name: string, total: number, unit?: 'count' | 'bytes'): void;
@@ -13,7 +17,8 @@ export interface Progress {
 export const noProgress: Progress = { stage() {}, tick() {}, stop() {} };
 
 export function ttyProgress(stream: NodeJS.WriteStream): Progress {
-  let bar: cliProgress.SingleBar | undefined;
+  const cliProgress = load();
+  let bar: cliProgressT.SingleBar | undefined;
   let value = 0;
   return {
     stage(name, total, unit = 'count') {

@@ -14,17 +14,24 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import fg from 'fast-glob';
+import { createRequire } from 'node:module';
+import type fgT from 'fast-glob';
 import { UsageError, errorCode } from './errors.js';
 import { O, sys } from './sys.js';
 import type { Root } from './types.js';
+
+const MAYBE_PATTERN = /[*?[\]{}()!+@\\]/;
+const loadGlob = () => createRequire(import.meta.url)('fast-glob') as typeof fgT;
 
 /** Expand glob arguments (sorted per argument); plain arguments pass through. */
 export function expandRoots(args: readonly string[]): string[] {
   const out: string[] = [];
   for (const arg of args) {
     if (arg.includes('\ufffd')) throw new UsageError(`${arg}: root path is not valid UTF-8`);
-    if (!fg.isDynamicPattern(arg)) {
+    // fast-glob is loaded only for an argument that may be a pattern (the
+    // shell usually expands them): loading it slowed every start.
+    const fg = MAYBE_PATTERN.test(arg) ? loadGlob() : undefined;
+    if (!fg?.isDynamicPattern(arg)) {
       out.push(arg);
       continue;
     }
