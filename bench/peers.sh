@@ -173,7 +173,8 @@ rerun() { # which round
   local c=$WORK/copy-${1%-dry}
   mapfile -t C < <(in_dir "$c")
   case $1 in
-    vunify-dry) measure rerun 'vunify --dry-run (rerun)' "$2" "${VUNIFY[@]}" --dry-run --no-default-excludes --json "${C[@]}" ;;
+    # The cache its linking run left (as on a host), not the host's own in /var/lib/vunify.
+    vunify-dry) measure rerun 'vunify --dry-run (rerun)' "$2" "${VUNIFY[@]}" --dry-run --no-default-excludes --json --state-dir "$WORK/state/vunify" "${C[@]}" ;;
     vunify) measure rerun 'vunify (rerun)' "$2" "${VUNIFY[@]}" --no-default-excludes --json --state-dir "$WORK/state/$1" "${C[@]}" ;;
     hardlink) measure rerun 'hardlink --respect-xattrs (rerun)' "$2" hardlink --respect-xattrs "${C[@]}" ;;
     jdupes) measure rerun 'jdupes -r -p -L (rerun)' "$2" jdupes -r -p -L "${C[@]}" ;;

@@ -10,7 +10,10 @@
  * For each size it builds (or reuses) a tree D/n<files>-g<guests>-s<seed>/guests/g000..,
  * reads every file once to warm the page cache, times the read floor
  * (find -print0 | xargs -0 -P2 xxh64sum), then runs
- *   node dist/bin.js --dry-run --json --no-default-excludes D/.../guests/*
+ *   node dist/bin.js --dry-run --no-cache --json --no-default-excludes D/.../guests/*
+ * (--no-cache: a cold run, as the peers make, and one that neither reads nor
+ * fills the host's hash cache: its memory would count, and its entries for
+ * trees deleted after measuring would burden the host's next run)
  * under /usr/bin/time (--runs N times, median) and prints files, wall time,
  * peak RSS, bytes of peak RSS per scanned file and µs per file, checking the
  * report against the counts the generator knows (files scanned, duplicate
@@ -329,7 +332,7 @@ async function main() {
       const timeFile = path.join(os.tmpdir(), `vunify-scale-time-${process.pid}`);
       const res = spawnSync(
         '/usr/bin/time',
-        ['-f', '%e %M %U %S', '-o', timeFile, 'node', bin, '--dry-run', '--json', '--no-default-excludes', ...roots],
+        ['-f', '%e %M %U %S', '-o', timeFile, 'node', bin, '--dry-run', '--no-cache', '--json', '--no-default-excludes', ...roots],
         { encoding: 'utf8', maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'pipe'] },
       );
       const [wall, rss, user, sys] = fs.readFileSync(timeFile, 'utf8').trim().split('\n').pop().split(' ').map(Number);
@@ -375,7 +378,7 @@ async function main() {
     }
   }
 
-  console.log(`${guests} guests, seed ${seed}, vunify --dry-run --json --no-default-excludes, warm page cache, median of ${runs} run(s)`);
+  console.log(`${guests} guests, seed ${seed}, vunify --dry-run --no-cache --json --no-default-excludes, warm page cache, median of ${runs} run(s)`);
   console.log('');
   console.log('| files scanned (paths) | generate s | read floor s | vunify wall s | µs/file | peak RSS MiB | RSS bytes/file | CPU s | stages s | report vs generator |');
   console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---|---|');
