@@ -395,6 +395,19 @@ static napi_value CloseFd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* Run `execute` on libuv's thread pool, then `complete` on the JS thread;
+ * returns the promise `complete` settles through *deferred. */
+static napi_value queue_work(napi_env env, const char *name, napi_async_execute_callback execute,
+                             napi_async_complete_callback complete, void *data, napi_deferred *deferred,
+                             napi_async_work *work) {
+  napi_value promise, name_v;
+  napi_create_promise(env, deferred, &promise);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &name_v);
+  napi_create_async_work(env, NULL, name_v, execute, complete, data, work);
+  napi_queue_async_work(env, *work);
+  return promise;
+}
+
 /* closeLater(fd) and closeLaterDrain() -> Promise. Closing the last
  * descriptor of an unlinked inode frees its blocks there and then: ext4
  * truncates it, and on a filesystem mounted -o discard waits for the device
@@ -478,12 +491,7 @@ static napi_value CloseLaterDrain(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
-  napi_value promise, name;
-  napi_create_promise(env, &r->deferred, &promise);
-  napi_create_string_utf8(env, "vunify.closeLaterDrain", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, drain_execute, drain_complete, r, &r->work);
-  napi_queue_async_work(env, r->work);
-  return promise;
+  return queue_work(env, "vunify.closeLaterDrain", drain_execute, drain_complete, r, &r->deferred, &r->work);
 }
 
 /* forceLegacyLookup(): tests exercise the pre-openat2 path. */
@@ -1342,12 +1350,7 @@ static napi_value HashFiles(napi_env env, napi_callback_info info) {
   memcpy(in, data, len); /* the worker thread must not touch a JS-owned buffer */
   b->in = in;
   b->in_len = len;
-  napi_value promise, name;
-  napi_create_promise(env, &b->deferred, &promise);
-  napi_create_string_utf8(env, "vunify.hashFiles", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, hash_execute, hash_complete, b, &b->work);
-  napi_queue_async_work(env, b->work);
-  return promise;
+  return queue_work(env, "vunify.hashFiles", hash_execute, hash_complete, b, &b->deferred, &b->work);
 }
 
 /* xxh64(data: Buffer) -> bigint: the same XXH64 as hashFiles, for tests and benchmarks. */
