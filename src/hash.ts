@@ -115,7 +115,6 @@ function isElf(fd: number, size: number, buf: Buffer): boolean {
   return buf.readUInt32BE(0) === ELF_MAGIC;
 }
 
-/** A batch ends at this many files or bytes, whichever comes first: small enough to spread big files over the cores. */
 /**
  * Two batches per core: with one, a core idled while this thread decoded
  * a finished batch and queued the next (fleet dry run, 5 alternating runs:
@@ -124,6 +123,7 @@ function isElf(fd: number, size: number, buf: Buffer): boolean {
  * while modules load, so the program cannot resize it) bounds the rest.
  */
 export const BATCHES_IN_FLIGHT = 2 * os.availableParallelism();
+/** A batch ends at this many files or bytes, whichever comes first: small enough to spread big files over the cores. */
 const BATCH_FILES = 256;
 const BATCH_BYTES = 32 << 20;
 
