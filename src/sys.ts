@@ -86,11 +86,20 @@ const TWO32 = 2 ** 32;
 // (readBigInt64LE allocated one per time field), one object per entry.
 const u64 = (buf: Buffer, o: number) => buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * TWO32;
 const i64 = (buf: Buffer, o: number) => buf.readUInt32LE(o) + buf.readInt32LE(o + 4) * TWO32;
+const NO_NAME = Buffer.alloc(0);
 
-function decode(buf: Buffer, off: number): Stat {
+/**
+ * One packed record. A directory entry gets its name and errno in the same
+ * object literal (a second object per file, or properties added after, cost
+ * the walk); a stat of one file gets an empty name, so every record decoded
+ * here has one shape.
+ */
+function decode(buf: Buffer, off: number, name = NO_NAME): Entry {
+  const type = buf[off + 4] as FileType;
+  const mode = buf.readUInt32LE(off + 8);
   return {
-    type: buf[off + 4] as FileType,
-    mode: buf.readUInt32LE(off + 8),
+    type,
+    mode,
     uid: buf.readUInt32LE(off + 12),
     gid: buf.readUInt32LE(off + 16),
     nlink: buf.readUInt32LE(off + 20),
@@ -103,6 +112,8 @@ function decode(buf: Buffer, off: number): Stat {
     ctimeNsec: buf.readUInt32LE(off + 68),
     ctimeSec: i64(buf, off + 72),
     mntId: u64(buf, off + 80),
+    name,
+    errno: type === FileType.Error ? mode : 0,
   };
 }
 
@@ -111,32 +122,10 @@ export function decodeEntries(buf: Buffer): { self: Stat; entries: Entry[] } {
   if (buf.length < HDR) throw new Error('scanDir returned no record for the directory itself');
   const self = decode(buf, 0);
   const entries: Entry[] = [];
-  // decode()'s fields again, inline: one object literal per entry of a fixed
-  // shape, where decode() plus the name would cost a second object per file.
   for (let off = buf.readUInt32LE(0); off < buf.length; ) {
-    const len = buf.readUInt32LE(off);
     const nameLen = buf.readUInt16LE(off + 6);
-    const type = buf[off + 4] as FileType;
-    const mode = buf.readUInt32LE(off + 8);
-    entries.push({
-      type,
-      mode,
-      uid: buf.readUInt32LE(off + 12),
-      gid: buf.readUInt32LE(off + 16),
-      nlink: buf.readUInt32LE(off + 20),
-      ino: u64(buf, off + 24),
-      dev: u64(buf, off + 32),
-      size: u64(buf, off + 40),
-      blocks: u64(buf, off + 48),
-      mtimeSec: i64(buf, off + 56),
-      mtimeNsec: buf.readUInt32LE(off + 64),
-      ctimeNsec: buf.readUInt32LE(off + 68),
-      ctimeSec: i64(buf, off + 72),
-      mntId: u64(buf, off + 80),
-      name: Buffer.from(buf.subarray(off + HDR, off + HDR + nameLen)),
-      errno: type === FileType.Error ? mode : 0,
-    });
-    off += len;
+    entries.push(decode(buf, off, Buffer.from(buf.subarray(off + HDR, off + HDR + nameLen))));
+    off += buf.readUInt32LE(off);
   }
   return { self, entries };
 }
