@@ -14,7 +14,7 @@
  * through the descriptor that is hashed).
  */
 import fs from 'node:fs';
-import { compileRules, withDefaults, type Rule } from './excludes.js';
+import { withDefaults, type Rule } from './excludes.js';
 import { runLog } from './run-log.js';
 import type { FileError } from './errors.js';
 import { collectInodes } from './group.js';
@@ -23,7 +23,7 @@ import { buildCapacity, type CapacityReport } from './capacity-model.js';
 import { noProgress, type Progress } from './progress.js';
 import { closeRoots, expandRoots, openRoots } from './roots.js';
 import type { Inode, Root } from './types.js';
-import { walk } from './walk.js';
+import { scanRoots } from './walk.js';
 
 export interface CapacityOptions {
   roots: readonly string[];
@@ -63,14 +63,7 @@ export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan>
   const existing = all.slice(0, guestPaths.length);
   const candidates = all.slice(guestPaths.length);
   try {
-    progress.stage('scanning', 0);
-    const walked = await walk(all, {
-      matcher: compileRules(rules),
-      minSize: opts.minSize,
-      maxSize: opts.maxSize,
-      onError,
-      onProgress: (n) => progress.tick(n),
-    });
+    const walked = await scanRoots(all, rules, opts, onError, progress);
     timed('walk');
     const isGuest = (index: number) => index < existing.length;
     // Separate inode lists: a candidate's paths must never make an existing

@@ -13,7 +13,7 @@
  */
 import path from 'node:path';
 import { CACHE_FILE, loadCache, rootKey, saveCache, type HashCache } from './cache.js';
-import { compileRules, withDefaults, type Rule } from './excludes.js';
+import { withDefaults, type Rule } from './excludes.js';
 import { runLog } from './run-log.js';
 import type { FileError } from './errors.js';
 import { groupFiles } from './group.js';
@@ -26,7 +26,7 @@ import { buildReport, type Report } from './report.js';
 import { closeRoots, expandRoots, openRoots } from './roots.js';
 import { DEFAULT_STATE_DIR, openState, type RunState } from './state.js';
 import type { FileRec, Inode } from './types.js';
-import { walk } from './walk.js';
+import { scanRoots } from './walk.js';
 
 export interface UnifyOptions {
   roots: readonly string[];
@@ -65,14 +65,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     // before it looks at anything; a dry run changes nothing, so needs neither.
     if (opts.iunlink) probeIunlink(roots, { dryRun: opts.dryRun });
     if (!opts.dryRun) state = openState(opts.stateDir ?? DEFAULT_STATE_DIR, roots, onError);
-    progress.stage('scanning', 0);
-    const walked = await walk(roots, {
-      matcher: compileRules(rules),
-      minSize: opts.minSize,
-      maxSize: opts.maxSize,
-      onError,
-      onProgress: (n) => progress.tick(n),
-    });
+    const walked = await scanRoots(roots, rules, opts, onError, progress);
     timed('walk');
     const { inodes, groups } = groupFiles(walked.files, { ignoreMtime: opts.ignoreMtime });
     timed('group');

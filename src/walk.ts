@@ -18,7 +18,8 @@ import os from 'node:os';
 import pLimit from 'p-limit';
 import { printable } from './confine.js';
 import { fileError, type FileError } from './errors.js';
-import type { Matcher } from './excludes.js';
+import { compileRules, type Matcher, type Rule } from './excludes.js';
+import type { Progress } from './progress.js';
 import { FileType, sys } from './sys.js';
 import type { DirNode, FileRec, Root } from './types.js';
 
@@ -57,6 +58,18 @@ export async function walk(roots: readonly Root[], opts: WalkOptions): Promise<W
   const perRoot = await Promise.all(roots.map((root) => limit(() => walkRoot(root, opts, result))));
   for (const files of perRoot) for (const f of files) result.files.push(f);
   return result;
+}
+
+/** The walk as the commands run it: excludes compiled from `rules`, shown as the "scanning" stage. */
+export function scanRoots(
+  roots: readonly Root[],
+  rules: readonly Rule[],
+  bounds: { minSize: number; maxSize: number },
+  onError: (e: FileError) => void,
+  progress: Progress,
+): Promise<WalkResult> {
+  progress.stage('scanning', 0);
+  return walk(roots, { matcher: compileRules(rules), minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n) });
 }
 
 async function walkRoot(root: Root, opts: WalkOptions, counts: WalkResult): Promise<FileRec[]> {
