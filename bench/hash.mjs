@@ -38,8 +38,8 @@ const CONCURRENCY = Number(opt('--concurrency', '4'));
 
 const dist = spawnSync('bash', [path.join(here, 'ensure-dist.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
 if (dist.status !== 0) process.exit(2);
-const hashMod = await import(path.join(here, '../dist/hash.js'));
-const sysMod = await import(path.join(here, '../dist/sys.js'));
+const hashMod = await import(path.join(here, '../dist/pipeline/hash.js'));
+const sysMod = await import(path.join(here, '../dist/os/sys.js'));
 const h = typeof hashMod.getHasher === 'function' ? await hashMod.getHasher() : await xxhash();
 
 const median = (xs) => {
@@ -91,7 +91,7 @@ console.log('');
 console.log(
   `${dist.stdout.trim()}; node ${process.version}, ${os.availableParallelism()} cores (${cpu}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ` +
     `Linux ${os.release()}; xxhash-wasm ${JSON.parse(fs.readFileSync(path.join(here, '../node_modules/xxhash-wasm/package.json'), 'utf8')).version}; ` +
-    `dist/hash.js CHUNK = ${hashMod.CHUNK !== undefined ? human(hashMod.CHUNK) : '(not exported)'}`,
+    `dist/pipeline/hash.js CHUNK = ${hashMod.CHUNK !== undefined ? human(hashMod.CHUNK) : '(not exported)'}`,
 );
 
 // ---------------------------------------------------------------- in memory

@@ -5,7 +5,7 @@
 //   node bench/io-run.mjs [vunify options] ROOT...
 import fs from 'node:fs';
 
-const { main } = await import(new URL('../dist/cli.js', import.meta.url).href);
+const { main } = await import(new URL('../dist/cli/main.js', import.meta.url).href);
 const code = await main(process.argv.slice(2));
 const io = Object.fromEntries(
   fs.readFileSync('/proc/self/io', 'utf8').trim().split('\n').map((l) => l.split(': ')).map(([k, v]) => [k, Number(v)]),

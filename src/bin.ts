@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Entry point of the `vunify` command; everything else lives in cli.ts.
-import { main } from './cli.js';
+import { main } from './cli/main.js';
 
 main(process.argv.slice(2)).then(
   (code) => {

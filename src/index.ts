@@ -12,21 +12,21 @@
  * stage are collected into the report and the run goes on.
  */
 import path from 'node:path';
-import { CACHE_FILE, loadCache, rootKey, saveCache, type HashCache } from './cache.js';
-import { withDefaults, type Rule } from './excludes.js';
-import { runLog } from './run-log.js';
-import type { FileError } from './errors.js';
-import { groupFiles } from './group.js';
-import { probeIunlink } from './iunlink.js';
-import { splitByContent } from './hash.js';
-import { link } from './link.js';
-import { plan } from './plan.js';
-import { noProgress, type Progress } from './progress.js';
-import { buildReport, type Report } from './report.js';
-import { closeRoots, expandRoots, openRoots } from './roots.js';
-import { DEFAULT_STATE_DIR, openState, type RunState } from './state.js';
-import type { FileRec, Inode } from './types.js';
-import { scanRoots } from './walk.js';
+import { CACHE_FILE, loadCache, rootKey, saveCache, type HashCache } from './state/cache.js';
+import { withDefaults, type Rule } from './pipeline/excludes.js';
+import { runLog } from './commands/run-log.js';
+import type { FileError } from './core/errors.js';
+import { groupFiles } from './pipeline/group.js';
+import { probeIunlink } from './change/iunlink.js';
+import { splitByContent } from './pipeline/hash.js';
+import { link } from './change/link.js';
+import { plan } from './pipeline/plan.js';
+import { noProgress, type Progress } from './cli/progress.js';
+import { buildReport, type Report } from './report/report.js';
+import { closeRoots, expandRoots, openRoots } from './pipeline/roots.js';
+import { DEFAULT_STATE_DIR, openState, type RunState } from './state/run-state.js';
+import type { FileRec, Inode } from './core/types.js';
+import { scanRoots } from './pipeline/walk.js';
 
 export interface UnifyOptions {
   roots: readonly string[];

@@ -112,7 +112,7 @@ export function runCli(args: string[], opts: { input?: string } = {}) {
 }
 
 import { unify, type UnifyOptions } from '../../src/index.js';
-import type { FileError } from '../../src/errors.js';
+import type { FileError } from '../../src/core/errors.js';
 
 /** Run the whole pipeline in-process with test-friendly defaults (no default excludes). */
 export async function runUnify(roots: string[], opts: Partial<UnifyOptions> = {}) {

@@ -1,0 +1,250 @@
+/*
+ * Hash: one XXH64 per candidate inode, and its xattrs, to split groups by
+ * content and extended attributes.
+ *
+ * XXH64 is fast, not collision resistant, and guests can forge collisions:
+ * a hash match only nominates files, and the linker compares bytes before
+ * any link. Each inode is read once, through a descriptor opened confined
+ * beneath its root and checked against the scan (O_PATH and fstat first, so
+ * a device's open routine never runs; O_NONBLOCK so a FIFO swapped in cannot
+ * hang us; O_NOATIME so a report-only run leaves atimes alone); its xattrs
+ * are read through the same descriptor (see xattrs.ts). Reading them here
+ * rather than in a stage of their own saves one open per file; the price,
+ * hashing a file whose xattrs alone would have set it apart, is rarely
+ * paid: almost no files carry xattrs.
+ *
+ * The per-file work runs in the addon (hashFiles in native/vunify.c), a
+ * batch of files per call on libuv's thread pool, two batches in flight per
+ * core. Done from JavaScript it took seven calls per file (open O_PATH,
+ * fstat, reopen, xattrs, reads, two closes) plus a message to a worker
+ * thread, which cost more than reading and hashing a typical small file:
+ * on the fleet the hash stage went from 3.0 s to ~1 s (bench/README.md).
+ * So the addon hashes with its own XXH64 (native/xxh64.h) rather than
+ * xxhash-wasm, which JavaScript would have to call per chunk. `workers: 0`
+ * keeps the xxhash-wasm path in this thread: it is the reference the
+ * native hash is tested against (test/hash.test.ts), and for small files
+ * it uses the one-shot h64Raw, since the streaming object costs several
+ * times more per call.
+ */
+import os from 'node:os';
+import type xxhash from 'xxhash-wasm';
+import { displayPath, openRegular, relPath } from '../os/confine.js';
+import { codedError, fileError, type FileError } from '../core/errors.js';
+import { splitGroups } from './group.js';
+import { sys, type Stat } from '../os/sys.js';
+import { getSystemErrorName } from 'node:util';
+import type { Inode } from '../core/types.js';
+import { encodeXattrs, xattrKey } from './xattrs.js';
+
+export const CHUNK = 1 << 20;
+
+export interface HashOptions {
+  /** Batches hashed at once on the thread pool (default: two per core); 0 hashes in this thread with xxhash-wasm. */
+  workers?: number;
+  onError(e: FileError): void;
+  onProgress?(bytes: number): void;
+}
+
+type Hasher = Awaited<ReturnType<typeof xxhash>>;
+let hasherPromise: Promise<Hasher> | undefined;
+// Loaded when first used (the reference path, tests, benchmarks): compiling
+// its WebAssembly at start-up slowed every run down.
+export const getHasher = (): Promise<Hasher> => (hasherPromise ??= import('xxhash-wasm').then((m) => m.default()));
+
+/** Hash the open file `fd` of `size` bytes with `buf` as scratch. */
+export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer): bigint {
+  if (size <= buf.length) return h.h64Raw(buf.subarray(0, readFully(fd, buf, size, 0)));
+  const stream = h.create64();
+  for (let pos = 0; pos < size; ) {
+    const n = readFully(fd, buf, Math.min(buf.length, size - pos), pos);
+    stream.update(buf.subarray(0, n));
+    pos += n;
+  }
+  return stream.digest();
+}
+
+/** Read exactly `length` bytes at `pos`; a short file is ECHANGED. */
+export function readFully(fd: number, buf: Buffer, length: number, pos: number): number {
+  let got = 0;
+  while (got < length) {
+    const n = sys.readSync(fd, buf.subarray(got), length - got, pos + got);
+    if (n === 0) throw codedError('ECHANGED', 'file shrank while being read');
+    got += n;
+  }
+  return got;
+}
+
+/** One file to hash, as plain data a worker thread can receive. */
+export interface HashJob {
+  rootFd: number;
+  rel: Uint8Array;
+  stat: Stat;
+}
+
+export type HashResult = { hash: bigint; xattrs: string; elf: boolean } | { error: { code?: string; syscall?: string; message: string } };
+
+/** Open (confined, checked against the scan) and hash one file, and read its xattrs. */
+export function hashJob(h: Hasher, job: HashJob, buf: Buffer): HashResult {
+  try {
+    const rel = Buffer.from(job.rel.buffer, job.rel.byteOffset, job.rel.byteLength);
+    const file = openRegular(job.rootFd, rel, job.stat);
+    try {
+      const xattrs = xattrKey(file.fd);
+      const hash = hashFd(h, file.fd, file.stat.size, buf);
+      return { xattrs, hash, elf: isElf(file.fd, file.stat.size, buf) };
+    } finally {
+      sys.close(file.fd);
+    }
+  } catch (er) {
+    const e = er as { code?: string; syscall?: string; message?: string };
+    return { error: { code: e.code, syscall: e.syscall, message: e.message ?? String(er) } };
+  }
+}
+
+const ELF_MAGIC = 0x7f454c46; // "\x7fELF"
+
+/**
+ * Whether the file just hashed starts with the ELF magic (the capacity
+ * report counts shared executables and libraries apart). A file that fit in
+ * `buf` is still there; a larger one costs one 4-byte pread on the same
+ * descriptor, so no second open and nothing a guest could swap in between.
+ */
+function isElf(fd: number, size: number, buf: Buffer): boolean {
+  if (size < 4) return false;
+  if (size > buf.length) readFully(fd, buf, 4, 0);
+  return buf.readUInt32BE(0) === ELF_MAGIC;
+}
+
+/**
+ * Two batches per core: with one, a core idled while this thread decoded
+ * a finished batch and queued the next (fleet dry run, 5 alternating runs:
+ * 2.33 s with one per core, 2.07 s with two; hash stage 1,206 -> 946 ms).
+ * libuv's pool (4 threads unless UV_THREADPOOL_SIZE says more; it starts
+ * while modules load, so the program cannot resize it) bounds the rest.
+ */
+export const BATCHES_IN_FLIGHT = 2 * os.availableParallelism();
+/** A batch ends at this many files or bytes, whichever comes first: small enough to spread big files over the cores. */
+const BATCH_FILES = 256;
+const BATCH_BYTES = 32 << 20;
+
+/**
+ * Hash every inode of the groups and read its xattrs, then split the groups
+ * by both. Inodes that already carry a hash (from the cache, see cache.ts)
+ * are not read again.
+ */
+export async function splitByContent(groups: readonly Inode[][], opts: HashOptions): Promise<Inode[][]> {
+  const inodes = groups.flat().filter((i) => i.hash === undefined);
+  const settle = (k: number, r: HashResult) => {
+    const inode = inodes[k]!;
+    if ('hash' in r) {
+      inode.hash = r.hash;
+      inode.xattrs = r.xattrs;
+      inode.elf = r.elf;
+      opts.onProgress?.(inode.stat.size);
+    } else {
+      opts.onError(fileError(displayPath(inode.paths[0]!), Object.assign(new Error(r.error.message), r.error)));
+    }
+  };
+  if (opts.workers === 0) {
+    const h = await getHasher();
+    const buf = Buffer.allocUnsafe(CHUNK);
+    inodes.forEach((inode, k) => {
+      const job = { rootFd: inode.paths[0]!.dir.root.fd, rel: relPath(inode.paths[0]!), stat: inode.stat };
+      settle(k, hashJob(h, job, buf));
+    });
+  } else {
+    await inBatches(inodes, opts.workers ?? BATCHES_IN_FLIGHT, settle);
+  }
+  return splitGroups(groups, (inode) => (inode.hash === undefined ? undefined : `${inode.hash.toString(16)}\0${inode.xattrs}`));
+}
+
+/** Keep `inFlight` native batches going until every inode is settled. */
+async function inBatches(inodes: readonly Inode[], inFlight: number, settle: (k: number, r: HashResult) => void): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.max(1, inFlight) }, async () => {
+      while (next < inodes.length) {
+        const start = next;
+        let bytes = 0;
+        while (next < inodes.length && next - start < BATCH_FILES && bytes < BATCH_BYTES) bytes += inodes[next++]!.stat.size;
+        const out = await sys.hashFiles(encodeJobs(inodes, start, next));
+        decodeResults(out).forEach((r, k) => settle(start + k, r));
+      }
+    }),
+  );
+}
+
+const IN_HDR = 72;
+const SLASH = 0x2f;
+
+/** The input records of hashFiles (layout in native/vunify.c) for inodes[from, to). */
+export function encodeJobs(inodes: readonly Inode[], from: number, to: number): Buffer {
+  const pad8 = (n: number) => (n + 7) & ~7;
+  let total = 0;
+  for (let k = from; k < to; k++) {
+    const f = inodes[k]!.paths[0]!;
+    total += pad8(IN_HDR + f.dir.rel.length + (f.dir.rel.length ? 1 : 0) + f.name.length);
+  }
+  const buf = Buffer.alloc(total);
+  let off = 0;
+  for (let k = from; k < to; k++) {
+    const f = inodes[k]!.paths[0]!;
+    const s = inodes[k]!.stat;
+    let p = off + IN_HDR;
+    if (f.dir.rel.length) {
+      p += f.dir.rel.copy(buf, p);
+      buf[p++] = SLASH;
+    }
+    p += f.name.copy(buf, p);
+    const len = pad8(p - off);
+    buf.writeUInt32LE(len, off);
+    buf.writeInt32LE(f.dir.root.fd, off + 4);
+    buf.writeUInt32LE(p - off - IN_HDR, off + 8);
+    buf.writeUInt32LE(s.mode, off + 12);
+    buf.writeUInt32LE(s.uid, off + 16);
+    buf.writeUInt32LE(s.gid, off + 20);
+    buf.writeBigUInt64LE(BigInt(s.ino), off + 24);
+    buf.writeBigUInt64LE(BigInt(s.dev), off + 32);
+    buf.writeBigUInt64LE(BigInt(s.size), off + 40);
+    buf.writeBigInt64LE(BigInt(s.mtimeSec), off + 48);
+    buf.writeUInt32LE(s.mtimeNsec, off + 56);
+    buf.writeUInt32LE(s.ctimeNsec, off + 60);
+    buf.writeBigInt64LE(BigInt(s.ctimeSec), off + 64);
+    off += len;
+  }
+  return buf;
+}
+
+/** Failing calls, by the index hashFiles reports. */
+const HASH_CALLS = ['openat2', 'statx', 'open', 'flistxattr', 'fgetxattr', 'read'];
+const HASH_CHANGED = -1;
+const HASH_SHRANK = -2;
+/** Flag bits of a successful record (offset 8). */
+const HASH_ELF = 1;
+
+/** hashFiles' output records as HashResults, in job order. */
+export function decodeResults(out: Buffer): HashResult[] {
+  const results: HashResult[] = [];
+  for (let off = 0; off < out.length; ) {
+    const len = out.readUInt32LE(off);
+    const err = out.readInt32LE(off + 4);
+    if (err === HASH_CHANGED || err === HASH_SHRANK) {
+      results.push({ error: { code: 'ECHANGED', message: err === HASH_CHANGED ? 'file changed since it was scanned' : 'file shrank while being read' } });
+    } else if (err !== 0) {
+      const code = getSystemErrorName(-err);
+      const syscall = HASH_CALLS[out.readUInt32LE(off + 8)];
+      results.push({ error: { code, syscall, message: `${code}, ${syscall}` } });
+    } else {
+      const pairs: [Buffer, Buffer][] = [];
+      for (let n = out.readUInt32LE(off + 12), p = off + 24; n > 0; n--) {
+        const nl = out.readUInt32LE(p);
+        const vl = out.readUInt32LE(p + 4);
+        pairs.push([out.subarray(p + 8, p + 8 + nl), out.subarray(p + 8 + nl, p + 8 + nl + vl)]);
+        p += 8 + nl + vl;
+      }
+      results.push({ hash: out.readBigUInt64LE(off + 16), xattrs: encodeXattrs(pairs), elf: (out.readUInt32LE(off + 8) & HASH_ELF) !== 0 });
+    }
+    off += len;
+  }
+  return results;
+}

@@ -1,0 +1,81 @@
+/*
+ * Plan: decide, without touching the disk, which paths become links to which
+ * inode. The result is a plain value; `--dry-run` reports it and the linker
+ * carries it out, re-checking every operation before acting.
+ *
+ * For every set of identical inodes one is canonical, chosen so that nothing
+ * is lost and the result is predictable:
+ *   1. an inode with links outside the scanned roots (nlink > links seen)
+ *      cannot be freed anyway, so it wins;
+ *   2. then the inode with the most links (fewest paths to change);
+ *   3. then the one seen under the earliest ROOT on the command line;
+ *   4. then path order (bytewise).
+ * Every path of every other inode gets one operation. An inode is freed only
+ * when all of its links are replaced, i.e. when every link it has was seen.
+ */
+import type { FileRec, Inode } from '../core/types.js';
+
+export interface LinkOp {
+  /** The path to replace, with its stat from the scan. */
+  file: FileRec;
+  /** The inode that path names now. */
+  inode: Inode;
+}
+
+export interface PlanSet {
+  canonical: Inode;
+  /** The path through which the canonical inode is opened. */
+  source: FileRec;
+  /** The other inodes of the set, in canonical-preference order. */
+  duplicates: Inode[];
+  ops: LinkOp[];
+}
+
+export interface Plan {
+  sets: PlanSet[];
+  linksPlanned: number;
+  /** Inodes that disappear when every op succeeds, the sum of their sizes, and of their allocated blocks. */
+  freeableInodes: number;
+  freeableBytes: number;
+  freeableDiskBytes: number;
+}
+
+export function seenAll(inode: Inode): boolean {
+  return inode.stat.nlink <= inode.paths.length;
+}
+
+export function comparePaths(a: FileRec, b: FileRec): number {
+  return a.dir.root.index - b.dir.root.index || Buffer.compare(a.dir.rel, b.dir.rel) || Buffer.compare(a.name, b.name);
+}
+
+function firstPath(inode: Inode): FileRec {
+  return inode.paths.reduce((best, p) => (comparePaths(p, best) < 0 ? p : best));
+}
+
+/** Canonical preference: negative when `a` should be canonical rather than `b`. */
+export function compareCanonical(a: Inode, b: Inode): number {
+  const outside = Number(seenAll(a)) - Number(seenAll(b));
+  return outside || b.stat.nlink - a.stat.nlink || comparePaths(firstPath(a), firstPath(b));
+}
+
+export function plan(identicalSets: readonly Inode[][]): Plan {
+  const result: Plan = { sets: [], linksPlanned: 0, freeableInodes: 0, freeableBytes: 0, freeableDiskBytes: 0 };
+  for (const set of identicalSets) {
+    if (set.length < 2) continue;
+    const ordered = [...set].sort(compareCanonical);
+    const canonical = ordered[0]!;
+    const duplicates = ordered.slice(1);
+    const ops: LinkOp[] = [];
+    for (const inode of duplicates) {
+      for (const file of [...inode.paths].sort(comparePaths)) ops.push({ file, inode });
+      if (seenAll(inode)) {
+        result.freeableInodes++;
+        result.freeableBytes += inode.stat.size;
+        result.freeableDiskBytes += inode.stat.blocks * 512;
+      }
+    }
+    result.sets.push({ canonical, source: firstPath(canonical), duplicates, ops });
+    result.linksPlanned += ops.length;
+  }
+  return result;
+}

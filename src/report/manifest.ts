@@ -1,0 +1,185 @@
+/*
+ * Manifests: one host's content, compact enough to copy around, and the
+ * estimate of consolidating several hosts' guests onto one.
+ *
+ * A manifest line stands for every file of one guest with the same content
+ * (size + XXH64) and the same policy key (a digest of size, owner, group,
+ * permission bits, mtime in ns unless --ignore-mtime, and every xattr):
+ * exactly what must agree for two files to become one inode. The filesystem
+ * is left out on purpose: consolidation moves guests onto one. Lines carry
+ * how many inodes of that guest hold it (an inode is charged to the guest of
+ * its first path, as in the report) and how many paths, so the merge can
+ * tell today's disk use from the use after unification.
+ *
+ * Consolidation estimates trust the 64-bit hash: unlike linking, which
+ * compares every byte, a merge only ever sees hashes. The format is text,
+ * tab-separated, and gzip-compressed when the file name ends in .gz; see
+ * docs/manifest.md.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import zlib from 'node:zlib';
+import { UsageError } from '../core/errors.js';
+import { getHasher } from '../pipeline/hash.js';
+import { comparePaths } from '../pipeline/plan.js';
+import type { Inode, Root } from '../core/types.js';
+
+export const MANIFEST_MAGIC = '#vunify-manifest\t1';
+
+export interface ManifestEntry {
+  hash: string;
+  size: number;
+  policy: string;
+  guest: number;
+  inodes: number;
+  paths: number;
+}
+
+export interface Manifest {
+  host: string;
+  created: string;
+  ignoreMtime: boolean;
+  guests: string[];
+  entries: ManifestEntry[];
+}
+
+const hex = (n: bigint) => n.toString(16).padStart(16, '0');
+
+/** The entries of one host's hashed inodes (unhashed ones, whose read failed, are left out). */
+export async function buildManifest(roots: readonly Root[], inodes: readonly Inode[], ignoreMtime: boolean): Promise<Manifest> {
+  const h = await getHasher();
+  const entries = new Map<string, ManifestEntry>();
+  for (const inode of inodes) {
+    if (inode.hash === undefined) continue;
+    const s = inode.stat;
+    const policy = hex(h.h64(`${s.size}:${s.uid}:${s.gid}:${(s.mode & 0o7777).toString(8)}:${ignoreMtime ? '' : `${s.mtimeSec}.${s.mtimeNsec}`}:${inode.xattrs}`));
+    const hash = hex(inode.hash);
+    const owner = inode.paths.reduce((a, b) => (comparePaths(b, a) < 0 ? b : a)).dir.root.index;
+    const touch = (guest: number) => {
+      const key = `${hash}${policy}${guest}`;
+      let e = entries.get(key);
+      if (!e) entries.set(key, (e = { hash, size: s.size, policy, guest, inodes: 0, paths: 0 }));
+      return e;
+    };
+    touch(owner).inodes++;
+    for (const p of inode.paths) touch(p.dir.root.index).paths++;
+  }
+  return { host: os.hostname(), created: new Date().toISOString(), ignoreMtime, guests: roots.map((r) => r.path), entries: [...entries.values()] };
+}
+
+export function formatManifest(m: Manifest): string {
+  const head = [MANIFEST_MAGIC, `#host\t${m.host}`, `#created\t${m.created}`, `#policy\t${m.ignoreMtime ? 'size,uid,gid,mode,xattrs' : 'size,uid,gid,mode,mtime,xattrs'}`];
+  head.push(...m.guests.map((g, i) => `#guest\t${i}\t${encodeURI(g)}`));
+  const lines = m.entries.map((e) => `${e.hash}\t${e.size}\t${e.policy}\t${e.guest}\t${e.inodes}\t${e.paths}`);
+  return [...head, ...lines].join('\n') + '\n';
+}
+
+export function writeManifest(file: string, m: Manifest): void {
+  const text = formatManifest(m);
+  fs.writeFileSync(file, file.endsWith('.gz') ? zlib.gzipSync(text) : text);
+}
+
+export function readManifest(file: string): Manifest {
+  let raw: Buffer;
+  try {
+    raw = fs.readFileSync(file);
+  } catch (er) {
+    throw new UsageError(`${file}: cannot read manifest: ${(er as Error).message}`);
+  }
+  const text = (raw[0] === 0x1f && raw[1] === 0x8b ? zlib.gunzipSync(raw) : raw).toString('utf8');
+  return parseManifest(text, file);
+}
+
+export function parseManifest(text: string, file: string): Manifest {
+  const lines = text.split('\n');
+  if (lines[0] !== MANIFEST_MAGIC) throw new UsageError(`${file}: not a vunify manifest (version 1): first line is not '${MANIFEST_MAGIC.replace('\t', '\\t')}'`);
+  const m: Manifest = { host: file, created: '', ignoreMtime: false, guests: [], entries: [] };
+  for (const [n, line] of lines.entries()) {
+    if (n === 0 || !line) continue;
+    const f = line.split('\t');
+    const bad = () => new UsageError(`${file}:${n + 1}: malformed manifest line`);
+    if (f[0] === '#host') m.host = f[1] ?? file;
+    else if (f[0] === '#created') m.created = f[1] ?? '';
+    else if (f[0] === '#policy') m.ignoreMtime = !(f[1] ?? '').split(',').includes('mtime');
+    else if (f[0] === '#guest') m.guests[Number(f[1])] = decodeURI(f[2] ?? '');
+    else if (f[0]!.startsWith('#')) continue; // a later minor addition: ignore
+    else {
+      if (f.length < 6 || !/^[0-9a-f]{16}$/.test(f[0]!) || !/^[0-9a-f]{16}$/.test(f[2]!)) throw bad();
+      const [size, guest, inodes, paths] = [f[1], f[3], f[4], f[5]].map(Number) as [number, number, number, number];
+      if (![size, guest, inodes, paths].every(Number.isSafeInteger) || m.guests[guest] === undefined) throw bad();
+      m.entries.push({ hash: f[0]!, size, policy: f[2]!, guest, inodes, paths });
+    }
+  }
+  return m;
+}
+
+export interface HostEstimate {
+  host: string;
+  file: string;
+  guests: number;
+  files: number;
+  bytes: number;
+  /** Σ inodes × size: what the guests take on disk today. */
+  diskBytes: number;
+  /** What they would take unified on their own host. */
+  unifiedBytes: number;
+}
+
+export interface MergeReport {
+  kind: 'vunify-merge';
+  version: 1;
+  hosts: HostEstimate[];
+  totals: { guests: number; diskBytes: number; unifiedBytes: number; consolidatedBytes: number; savingBytes: number; extraSavingBytes: number };
+  /** Bytes each pair of hosts has in common (content and policy). */
+  matrix: { hosts: string[]; bytes: number[][] };
+}
+
+/** Estimate consolidating the guests of several hosts onto one. */
+export function mergeManifests(files: readonly string[], manifests: readonly Manifest[]): MergeReport {
+  const policies = new Set(manifests.map((m) => m.ignoreMtime));
+  if (policies.size > 1) throw new UsageError(`${files.join(', ')}: manifests disagree on --ignore-mtime; write them with the same policy`);
+  const n = manifests.length;
+  const matrix = Array.from({ length: n }, () => new Array<number>(n).fill(0));
+  const holders = new Map<string, { size: number; hosts: Set<number> }>();
+  const hosts = manifests.map((m, k): HostEstimate => {
+    const est: HostEstimate = { host: m.host, file: files[k]!, guests: m.guests.length, files: 0, bytes: 0, diskBytes: 0, unifiedBytes: 0 };
+    const seen = new Set<string>();
+    for (const e of m.entries) {
+      est.files += e.paths;
+      est.bytes += e.paths * e.size;
+      est.diskBytes += e.inodes * e.size;
+      const key = `${e.hash}:${e.size}:${e.policy}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      est.unifiedBytes += e.size;
+      const h = holders.get(key) ?? { size: e.size, hosts: new Set<number>() };
+      h.hosts.add(k);
+      holders.set(key, h);
+    }
+    return est;
+  });
+  // Two manifests from hosts of the same name (or one file twice) must still be told apart.
+  const names = hosts.map((h) => h.host);
+  for (const h of hosts) if (names.indexOf(h.host) !== names.lastIndexOf(h.host)) h.host = `${h.host} (${h.file})`;
+  let consolidated = 0;
+  for (const { size, hosts: hs } of holders.values()) {
+    consolidated += size;
+    for (const a of hs) for (const b of hs) matrix[a]![b]! += size;
+  }
+  const disk = hosts.reduce((t, h) => t + h.diskBytes, 0);
+  const unified = hosts.reduce((t, h) => t + h.unifiedBytes, 0);
+  return {
+    kind: 'vunify-merge',
+    version: 1,
+    hosts,
+    totals: {
+      guests: hosts.reduce((t, h) => t + h.guests, 0),
+      diskBytes: disk,
+      unifiedBytes: unified,
+      consolidatedBytes: consolidated,
+      savingBytes: disk - consolidated,
+      extraSavingBytes: unified - consolidated,
+    },
+    matrix: { hosts: hosts.map((h) => h.host), bytes: matrix },
+  };
+}

@@ -1,0 +1,190 @@
+// The linker, on real trees: what it re-checks between plan and link, EMLINK,
+// forged hash collisions, and that a duplicate's path never goes missing.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { compileRules } from '../../src/pipeline/excludes.js';
+import type { FileError } from '../../src/core/errors.js';
+import { groupFiles } from '../../src/pipeline/group.js';
+import { splitByContent } from '../../src/pipeline/hash.js';
+import { link, TEMP_PREFIX } from '../../src/change/link.js';
+import { plan } from '../../src/pipeline/plan.js';
+import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
+import { sys } from '../../src/os/sys.js';
+import { walk } from '../../src/pipeline/walk.js';
+import { inode, rmTree, runUnify, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = tempDir();
+});
+afterEach(() => {
+  vi.restoreAllMocks();
+  rmTree(dir);
+});
+
+/** Scan and plan; `trustSize` skips hashing so a forged "collision" reaches the linker. */
+async function planFor(guests: string[], opts: { trustSize?: boolean } = {}) {
+  const roots = openRoots(guests.map((g) => path.join(dir, g)));
+  const errors: FileError[] = [];
+  const onError = (e: FileError) => errors.push(e);
+  const walked = await walk(roots, { matcher: compileRules([]), minSize: 1, maxSize: Infinity, onError });
+  const { groups } = groupFiles(walked.files, { ignoreMtime: false });
+  const sets = opts.trustSize ? groups : await splitByContent(groups, { onError });
+  return { roots, plan: plan(sets), errors, onError };
+}
+
+function leftovers(root: string): string[] {
+  return sh('find', root, '-name', `${TEMP_PREFIX}*`).split('\n').filter(Boolean);
+}
+
+describe('link', () => {
+  it('never links on a hash match alone: differing bytes are refused', async () => {
+    writeFile(path.join(dir, 'a/f'), { content: 'AAAA' });
+    writeFile(path.join(dir, 'b/f'), { content: 'BBBB' });
+    const before = snapshot(dir, { inodes: true });
+    const p = await planFor(['a', 'b'], { trustSize: true });
+    expect(p.plan.linksPlanned).toBe(1); // the forged collision reached the linker
+    const r = await link(p.plan, { ignoreMtime: false, onError: p.onError });
+    closeRoots(p.roots);
+    expect(r.linksMade).toBe(0);
+    expect(p.errors.map((e) => e.code)).toEqual(['EDIFFERENT']);
+    expect(snapshot(dir, { inodes: true })).toEqual(before);
+  });
+
+  it.each([
+    ['rewritten in place (same size, mtime restored)', (f: string) => {
+      fs.writeFileSync(f, 'XXXXXXXXXXXXXXXXXXXX');
+      sh('touch', '-d', '@1700000000.123456789', f);
+    }],
+    ['appended', (f: string) => fs.appendFileSync(f, 'more')],
+    ['truncated', (f: string) => fs.truncateSync(f, 3)],
+    ['chmod', (f: string) => fs.chmodSync(f, 0o600)],
+    ['replaced by another file', (f: string) => {
+      fs.renameSync(f, f + '.old');
+      writeFile(f, { content: 'same content here!!\n' });
+    }],
+    ['replaced by a FIFO', (f: string) => {
+      fs.unlinkSync(f);
+      sh('mkfifo', f);
+    }],
+    ['replaced by a symlink', (f: string) => {
+      fs.unlinkSync(f);
+      fs.symlinkSync('/etc/hostname', f);
+    }],
+    ['deleted', (f: string) => fs.unlinkSync(f)],
+  ])('skips a duplicate %s between scan and link', async (_what, change) => {
+    writeFile(path.join(dir, 'a/f'), { content: 'same content here!!\n' });
+    writeFile(path.join(dir, 'b/f'), { content: 'same content here!!\n' });
+    const p = await planFor(['a', 'b']);
+    expect(p.plan.linksPlanned).toBe(1);
+    change(path.join(dir, 'b/f'));
+    const after = snapshot(dir, { inodes: true });
+    const r = await link(p.plan, { ignoreMtime: false, onError: p.onError });
+    closeRoots(p.roots);
+    expect(r.linksMade).toBe(0);
+    expect(p.errors).toHaveLength(1);
+    expect(p.errors[0]!.path).toBe(path.join(dir, 'b/f'));
+    expect(snapshot(dir, { inodes: true })).toEqual(after);
+    expect(leftovers(dir)).toEqual([]);
+  });
+
+  it('skips the set when the canonical changed between scan and link', async () => {
+    for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'), { content: 'shared' });
+    const p = await planFor(['a', 'b', 'c']);
+    fs.appendFileSync(path.join(dir, 'a/f'), '!');
+    const r = await link(p.plan, { ignoreMtime: false, onError: p.onError });
+    closeRoots(p.roots);
+    expect(r.linksMade).toBe(0);
+    expect(r.skipped).toBe(2);
+    expect(p.errors[0]!.path).toBe(path.join(dir, 'a/f'));
+  });
+
+  it('skips an immutable or append-only duplicate with a clear message', async () => {
+    for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
+    sh('chattr', '+i', path.join(dir, 'b/f'));
+    sh('chattr', '+a', path.join(dir, 'c/f'));
+    const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
+    expect(errors.map((e) => [e.path, e.code])).toEqual([
+      [path.join(dir, 'b/f'), 'EFLAGS'],
+      [path.join(dir, 'c/f'), 'EFLAGS'],
+    ]);
+    expect(errors[0]!.message).toMatch(/immutable/);
+    expect(errors[1]!.message).toMatch(/append-only/);
+    expect(report.summary.skipped).toBe(2);
+  });
+
+  it('never links a duplicate whose own inode flags (chattr +d, +A) differ: linking would change them', async () => {
+    for (const g of ['a', 'b']) writeFile(path.join(dir, g, 'f'));
+    sh('chattr', '+dA', path.join(dir, 'b/f'));
+    const before = sh('lsattr', path.join(dir, 'b/f')).split(' ')[0];
+    const { errors } = await runUnify(['a', 'b'].map((g) => path.join(dir, g)));
+    expect(errors.map((e) => [e.path, e.code])).toEqual([[path.join(dir, 'b/f'), 'EDIFFERENT']]);
+    expect(errors[0]!.message).toMatch(/inode flags/);
+    expect(sh('lsattr', path.join(dir, 'b/f')).split(' ')[0]).toBe(before);
+    expect(fs.statSync(path.join(dir, 'b/f')).ino).not.toBe(fs.statSync(path.join(dir, 'a/f')).ino);
+  });
+
+  it('leaves a set alone, with one message, when its canonical is immutable', async () => {
+    for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
+    sh('chattr', '+i', path.join(dir, 'a/f')); // the first root's copy is the canonical
+    const before = snapshot(dir, { inodes: true });
+    const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
+    expect(errors.map((e) => [e.path, e.code, e.message])).toEqual([
+      [path.join(dir, 'a/f'), 'EFLAGS', 'canonical copy is immutable (chattr); left alone'],
+    ]);
+    expect(report.summary).toMatchObject({ linksPlanned: 2, linksMade: 0, skipped: 2 });
+    expect(snapshot(dir, { inodes: true })).toEqual(before);
+  });
+
+  it('EMLINK: the duplicate becomes the canonical for the rest of its set', async () => {
+    const guests = Array.from({ length: 7 }, (_, i) => `g${i}`);
+    for (const g of guests) writeFile(path.join(dir, g, 'lib.so'), { content: 'shared library' });
+    const before = snapshot(dir, { dirTimes: false });
+    // Pretend the filesystem allows 3 links per inode.
+    const real = sys.linkAt;
+    vi.spyOn(sys, 'linkAt').mockImplementation((fd, dirFd, name) => {
+      if (sys.fstat(fd).nlink >= 3) throw Object.assign(new Error('EMLINK: too many links, linkat'), { code: 'EMLINK' });
+      real(fd, dirFd, name);
+    });
+    const { report, errors } = await runUnify(guests.map((g) => path.join(dir, g)));
+    expect(errors).toEqual([]);
+    const inodes = new Set(guests.map((g) => inode(path.join(dir, g, 'lib.so'))));
+    expect(inodes.size).toBe(3); // 3 + 3 + 1 links
+    expect(report.summary.linksMade).toBe(4);
+    expect(snapshot(dir, { dirTimes: false })).toEqual(before);
+    expect(leftovers(dir)).toEqual([]);
+  });
+
+  it('a failing rename leaves the duplicate and no temporary name behind', async () => {
+    writeFile(path.join(dir, 'a/f'));
+    writeFile(path.join(dir, 'b/f'));
+    const before = snapshot(dir, { inodes: true, dirTimes: false });
+    vi.spyOn(sys, 'renameAt').mockImplementation(() => {
+      throw Object.assign(new Error('ENOSPC: no space left on device, renameat2'), { code: 'ENOSPC' });
+    });
+    const { errors } = await runUnify([path.join(dir, 'a'), path.join(dir, 'b')]);
+    expect(errors.map((e) => e.code)).toEqual(['ENOSPC']);
+    expect(snapshot(dir, { inodes: true, dirTimes: false })).toEqual(before);
+  });
+
+  it('the duplicate path exists at every moment of the swap', async () => {
+    writeFile(path.join(dir, 'a/f'));
+    writeFile(path.join(dir, 'b/f'));
+    const dup = path.join(dir, 'b/f');
+    const seen: boolean[] = [];
+    const watch = <T extends unknown[]>(fn: (...a: T) => void) => (...a: T) => {
+      seen.push(fs.existsSync(dup));
+      fn(...a);
+      seen.push(fs.existsSync(dup));
+    };
+    const { linkAt, renameAt, unlinkAt } = sys;
+    vi.spyOn(sys, 'linkAt').mockImplementation(watch(linkAt));
+    vi.spyOn(sys, 'renameAt').mockImplementation(watch(renameAt));
+    vi.spyOn(sys, 'unlinkAt').mockImplementation(watch(unlinkAt));
+    await runUnify([path.join(dir, 'a'), path.join(dir, 'b')]);
+    expect(seen.length).toBe(6);
+    expect(seen.every(Boolean)).toBe(true);
+    expect(inode(dup)).toBe(inode(path.join(dir, 'a/f')));
+  });
+});

@@ -1,0 +1,85 @@
+// `vunify report` as an operator meets it: help, exit codes, each format,
+// and manifest + merge end to end, on the tree of helpers/capacity-tree.ts.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildCapacityTree, EXPECT } from '../helpers/capacity-tree.js';
+import { runReport } from '../helpers/report.js';
+import { rmTree, tempDir } from '../helpers/tree.js';
+
+let dir: string;
+let roots: string[];
+beforeAll(() => {
+  dir = tempDir();
+  buildCapacityTree(dir);
+  roots = ['g1', 'g2', 'g3'].map((g) => path.join(dir, g));
+});
+afterAll(() => rmTree(dir));
+const report = (...args: string[]) => runReport(['--no-default-excludes', ...args]);
+
+describe('vunify report', () => {
+  it('--help explains the extra reading, the formats, examples and exit codes', () => {
+    const r = runReport(['--help']);
+    expect(r.code).toBe(0);
+    for (const re of [/Usage: vunify report \[options\] ROOT\.\.\./, /--candidate/, /--merge/, /--html/, /more reading\s+than --dry-run/, /Examples:/, /Exit status/]) expect(r.stdout).toMatch(re);
+  });
+
+  it.each([
+    [['--json', '--csv', '/tmp'], /--json and --csv: choose one/],
+    [['--top', '0', '/tmp'], /invalid --top '0'/],
+    [['/nonexistent-root'], /\/nonexistent-root: no such file or directory/],
+    [['--merge', '--csv', 'x'], /--merge reads manifests only/],
+    [['--merge', '/etc/hostname'], /\/etc\/hostname: not a vunify manifest/],
+    [[], /missing required argument/],
+  ])('bad usage %j exits 2 with a message on stderr', (args, message) => {
+    const r = runReport(args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stdout).toBe('');
+  });
+
+  it('prints aligned tables with IEC sizes', () => {
+    const r = report(...roots);
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    const lines = r.stdout.split('\n');
+    const head = lines.findIndex((l) => l.startsWith('guest ') && l.includes('freeable%'));
+    const table = lines.slice(head, head + 4);
+    expect(new Set(table.map((l) => l.length)).size).toBe(1); // right-aligned to one width
+    expect(table[2]).toMatch(new RegExp(`g2\\s+5\\s+1\\.94 KiB\\s+400 B\\s+1000 B\\s+88 B`));
+    expect(r.stdout).toMatch(/mode 200 B, mtime 300 B/);
+  });
+
+  it('--json carries the documented schema and version', () => {
+    const r = report('--json', ...roots);
+    const j = JSON.parse(r.stdout);
+    expect([j.kind, j.version]).toEqual(['vunify-capacity', 1]);
+    expect(Object.keys(j).sort()).toEqual(['candidates', 'durations', 'errors', 'guests', 'kind', 'matrix', 'options', 'topDirectories', 'topSets', 'totals', 'version']);
+    expect(j.guests.map((g: { freeableBytes: number }) => g.freeableBytes)).toEqual(Object.values(EXPECT.freeable));
+  });
+
+  it('--csv holds the same numbers as --json, one table per blank-line-separated block', () => {
+    const j = JSON.parse(report('--json', ...roots).stdout);
+    const csv = report('--csv', ...roots).stdout;
+    const blocks = csv.trim().split('\r\n\r\n').map((b) => b.split('\r\n').map((l) => l.split(',')));
+    expect(blocks.map((b) => b[0]![0])).toEqual(['guest', 'guest_a', 'set_path', 'directory']);
+    const guests = blocks[0]!;
+    expect(guests).toHaveLength(4);
+    const col = (name: string) => guests[0]!.indexOf(name);
+    expect(guests.slice(1).map((row) => Number(row[col('freeable_bytes')]))).toEqual(j.guests.map((g: { freeableBytes: number }) => g.freeableBytes));
+    expect(guests.slice(1).map((row) => Number(row[col('kept_apart_mtime_bytes')]))).toEqual([0, 300, 0]);
+    expect(blocks[1]).toHaveLength(1 + 9);
+  });
+
+  it('--manifest writes a manifest that --merge reads; merging a host with itself saves nothing more', () => {
+    const m = path.join(dir, 'host.manifest.gz');
+    const r = report('-q', '--manifest', m, ...roots);
+    expect([r.code, r.stdout, r.stderr]).toEqual([0, '', '']);
+    const merged = runReport(['--merge', '--json', m, m]);
+    expect(merged.code).toBe(0);
+    const j = JSON.parse(merged.stdout);
+    expect(j.kind).toBe('vunify-merge');
+    expect(j.totals.extraSavingBytes).toBe(j.hosts[0].unifiedBytes); // the second copy of the host vanishes
+    const text = runReport(['--merge', m, m]).stdout;
+    expect(text).toMatch(/Consolidation estimate for 2 hosts, 6 guests/);
+  });
+});

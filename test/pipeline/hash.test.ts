@@ -1,0 +1,110 @@
+// The hash stage: the addon's batches against the xxhash-wasm reference in this thread; same hashes, same errors.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { compileRules } from '../../src/pipeline/excludes.js';
+import type { FileError } from '../../src/core/errors.js';
+import { groupFiles } from '../../src/pipeline/group.js';
+import { decodeResults, encodeJobs, getHasher, splitByContent } from '../../src/pipeline/hash.js';
+import { sys } from '../../src/os/sys.js';
+import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
+import { walk } from '../../src/pipeline/walk.js';
+import { rmTree, sh, tempDir, writeFile } from '../helpers/tree.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = tempDir();
+  for (const g of ['a', 'b', 'c']) {
+    writeFile(path.join(dir, g, 'small'), { content: 'x'.repeat(200) });
+    writeFile(path.join(dir, g, 'big'), { content: Buffer.alloc(3 * 2 ** 20 + 17, g === 'c' ? 2 : 1) });
+    writeFile(path.join(dir, g, 'gone'), { content: 'vanishes' });
+  }
+});
+afterEach(() => rmTree(dir));
+
+async function hashAll(workers: number) {
+  writeFile(path.join(dir, 'b', 'gone'), { content: 'vanishes' });
+  const roots = openRoots(['a', 'b', 'c'].map((g) => path.join(dir, g)));
+  const errors: FileError[] = [];
+  try {
+    const walked = await walk(roots, { matcher: compileRules([]), minSize: 1, maxSize: Infinity, onError: () => {} });
+    const { groups } = groupFiles(walked.files, { ignoreMtime: false });
+    fs.unlinkSync(path.join(dir, 'b', 'gone')); // after the scan, before hashing
+    const sets = await splitByContent(groups, { workers, onError: (e) => errors.push(e) });
+    const hashes = Object.fromEntries(groups.flat().map((i) => [`${i.paths[0]!.dir.root.path}/${i.paths[0]!.name}`, i.hash]));
+    return { sets: sets.map((s) => s.length).sort(), hashes, errors };
+  } finally {
+    closeRoots(roots);
+  }
+}
+
+describe('splitByContent', () => {
+  it('gives the same hashes and errors in native batches as in this thread', async () => {
+    const here = await hashAll(0);
+    const threads = await hashAll(2);
+    expect(threads).toEqual(here);
+    // Independent check of one value: XXH64 of 200 'x' bytes, via xxhash-wasm directly.
+    const h = await getHasher();
+    expect(here.hashes[path.join(dir, 'a') + '/small']).toBe(h.h64Raw(Buffer.alloc(200, 'x')));
+    // small: 3 alike; big: a and b alike (c differs); gone: a and c alike, b vanished.
+    expect(here.sets).toEqual([2, 2, 3]);
+    expect(here.errors.map((e) => [e.path, e.code])).toEqual([[path.join(dir, 'b', 'gone'), 'ENOENT']]);
+  });
+});
+
+describe('the native XXH64', () => {
+  it('matches the published vectors and xxhash-wasm at every tail length and across chunks', async () => {
+    expect(sys.xxh64(Buffer.alloc(0))).toBe(0xef46db3751d8e999n);
+    expect(sys.xxh64(Buffer.from('a'))).toBe(0xd24ec4f1a98c6e5bn);
+    const h = await getHasher();
+    const data = Buffer.from(Array.from({ length: 3 * 2 ** 20 + 71 }, (_, i) => (i * 2654435761) >>> 24));
+    for (let len = 0; len <= 100; len++) expect(sys.xxh64(data.subarray(0, len))).toBe(h.h64Raw(data.subarray(0, len)));
+    expect(sys.xxh64(data)).toBe(h.h64Raw(data));
+  });
+});
+
+describe('hashFiles', () => {
+  async function hashOne(file: string, change?: () => void) {
+    const roots = openRoots([path.join(dir, 'a')]);
+    try {
+      const walked = await walk(roots, { matcher: compileRules([]), minSize: 0, maxSize: Infinity, onError: () => {} });
+      const inodes = groupFiles(walked.files, { ignoreMtime: true }).inodes.filter((i) => i.paths[0]!.name.toString() === file);
+      change?.();
+      return decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length)));
+    } finally {
+      closeRoots(roots);
+    }
+  }
+
+  it('reads xattrs through the descriptor it hashes, encoded as xattrs.ts does', async () => {
+    sh('setfattr', '-n', 'user.b', '-v', '0x00ff', path.join(dir, 'a', 'small'));
+    sh('setfattr', '-n', 'user.a', '-v', 'x', path.join(dir, 'a', 'small'));
+    const [r] = await hashOne('small');
+    expect(r).toEqual({ hash: sys.xxh64(Buffer.alloc(200, 'x')), xattrs: `${Buffer.from('user.a').toString('hex')}=eA==,${Buffer.from('user.b').toString('hex')}=AP8=`, elf: false });
+  });
+
+  it('tells files that start with the ELF magic, as the capacity report needs, small and large', async () => {
+    const elf = (n: number) => Buffer.concat([Buffer.from('\x7fELF', 'latin1'), Buffer.alloc(n - 4, 1)]);
+    writeFile(path.join(dir, 'a', 'elf-small'), { content: elf(100) });
+    writeFile(path.join(dir, 'a', 'elf-large'), { content: elf(3 * 2 ** 20 + 5) });
+    writeFile(path.join(dir, 'a', 'almost'), { content: Buffer.from('\x7fELG and more', 'latin1') });
+    const results = await Promise.all(['elf-small', 'elf-large', 'almost', 'small'].map(async (n) => (await hashOne(n))[0]));
+    expect(results.map((r) => r && 'elf' in r && r.elf)).toEqual([true, true, false, false]);
+  });
+
+  it('refuses a file swapped for a FIFO or rewritten after the scan, without opening it for reading', async () => {
+    const fifo = path.join(dir, 'a', 'big');
+    const [swapped] = await hashOne('big', () => {
+      fs.unlinkSync(fifo);
+      sh('mkfifo', fifo); // opening it for reading without O_NONBLOCK would hang
+    });
+    expect(swapped).toEqual({ error: { code: 'ECHANGED', message: 'file changed since it was scanned' } });
+    const [written] = await hashOne('small', () => fs.appendFileSync(path.join(dir, 'a', 'small'), 'y'));
+    expect(written).toMatchObject({ error: { code: 'ECHANGED' } });
+  });
+
+  it('names the failing call for a path that no longer resolves', async () => {
+    const [r] = await hashOne('gone', () => fs.unlinkSync(path.join(dir, 'a', 'gone')));
+    expect(r).toEqual({ error: { code: 'ENOENT', syscall: 'openat2', message: 'ENOENT, openat2' } });
+  });
+});

@@ -1,0 +1,76 @@
+// Manifests of real trees, and the consolidation estimate across hosts, with
+// expected numbers computed from the sizes written.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { scanCapacity } from '../../src/commands/report.js';
+import { UsageError } from '../../src/core/errors.js';
+import { buildManifest, formatManifest, mergeManifests, parseManifest, readManifest, writeManifest, type Manifest } from '../../src/report/manifest.js';
+import { rmTree, tempDir, writeFile } from '../helpers/tree.js';
+
+let dir: string;
+const fill = (n: number, c: string) => Buffer.alloc(n, c);
+
+async function manifestOf(roots: string[], ignoreMtime = false): Promise<Manifest> {
+  const scan = await scanCapacity({
+    roots, candidates: [], ignoreMtime, minSize: 1, maxSize: Number.MAX_SAFE_INTEGER, rules: [], noDefaultExcludes: true, top: 5, hashAll: true, onError: () => {},
+  });
+  return buildManifest(scan.roots, scan.inodes, ignoreMtime);
+}
+
+// host A: a1, a2 both hold "common" (1000) and "aonly" (700, identical in both); a1 holds unique 50.
+// host B: b1 holds "common" (1000, same metadata), "bonly" (300); b2 holds "common" with another mtime.
+beforeAll(() => {
+  dir = tempDir();
+  const W = (p: string, content: Buffer, mtime?: string) => writeFile(path.join(dir, p), { content, mtime });
+  for (const g of ['A/a1', 'A/a2']) {
+    W(`${g}/usr/common`, fill(1000, 'c'));
+    W(`${g}/usr/aonly`, fill(700, 'a'));
+  }
+  W('A/a1/usr/unique', fill(50, 'u'));
+  W('B/b1/usr/common', fill(1000, 'c'));
+  W('B/b1/usr/bonly', fill(300, 'b'));
+  W('B/b2/usr/common', fill(1000, 'c'), '1600000000');
+});
+afterAll(() => rmTree(dir));
+
+describe('manifest', () => {
+  it('one line per guest and (content, policy); round-trips through text and gzip', async () => {
+    const m = await manifestOf([path.join(dir, 'A/a1'), path.join(dir, 'A/a2')]);
+    expect(m.entries).toHaveLength(5); // a1: common, aonly, unique; a2: common, aonly
+    expect(m.entries.reduce((t, e) => t + e.inodes * e.size, 0)).toBe(2 * 1000 + 2 * 700 + 50);
+    const text = formatManifest(m);
+    expect(text.split('\n')[0]).toBe('#vunify-manifest\t1');
+    expect(parseManifest(text, 'x')).toEqual(m);
+    const gz = path.join(dir, 'a.manifest.gz');
+    writeManifest(gz, m);
+    expect(fs.readFileSync(gz).subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
+    expect(readManifest(gz)).toEqual(m);
+  });
+
+  it('merging two hosts estimates disk today, unified per host, and consolidated', async () => {
+    const a = await manifestOf([path.join(dir, 'A/a1'), path.join(dir, 'A/a2')]);
+    const b = await manifestOf([path.join(dir, 'B/b1'), path.join(dir, 'B/b2')]);
+    const m = mergeManifests(['a', 'b'], [a, b]);
+    const diskA = 2 * 1000 + 2 * 700 + 50, diskB = 1000 + 300 + 1000;
+    const unifiedA = 1000 + 700 + 50, unifiedB = 1000 + 300 + 1000; // b2's common differs in mtime
+    const consolidated = 1000 + 700 + 50 + 300 + 1000; // b1's common joins A's; b2's stays apart
+    expect(m.hosts.map((h) => [h.guests, h.files, h.diskBytes, h.unifiedBytes])).toEqual([[2, 5, diskA, unifiedA], [2, 3, diskB, unifiedB]]);
+    expect(m.totals).toEqual({
+      guests: 4, diskBytes: diskA + diskB, unifiedBytes: unifiedA + unifiedB, consolidatedBytes: consolidated,
+      savingBytes: diskA + diskB - consolidated, extraSavingBytes: unifiedA + unifiedB - consolidated,
+    });
+    expect(m.matrix.bytes[0]![1]).toBe(1000);
+    expect(m.matrix.bytes[0]![0]).toBe(unifiedA);
+  });
+
+  it('refuses what is not a manifest, a malformed line, and manifests of different policies', async () => {
+    expect(() => parseManifest('hello\n', 'f')).toThrow(UsageError);
+    expect(() => parseManifest('#vunify-manifest\t1\n#guest\t0\t/g\nzz\t1\t2\t0\t1\t1\n', 'f')).toThrow(/f:3: malformed/);
+    expect(() => parseManifest('#vunify-manifest\t1\n0123456789abcdef\t1\t0123456789abcdef\t7\t1\t1\n', 'f')).toThrow(/malformed/); // unknown guest
+    const a = await manifestOf([path.join(dir, 'A/a1')]);
+    const b = await manifestOf([path.join(dir, 'B/b1')], true);
+    expect(() => mergeManifests(['a', 'b'], [a, b])).toThrow(/--ignore-mtime/);
+    expect(() => readManifest(path.join(dir, 'missing'))).toThrow(/missing: cannot read manifest/);
+  });
+});
