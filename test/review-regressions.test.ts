@@ -7,10 +7,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { split, type SplitOptions } from '../src/commands/split.js';
-import { recover } from '../src/state/run-state.js';
 import { sys } from '../src/os/sys.js';
 import type { FileError } from '../src/core/errors.js';
 import { inode, rmTree, runUnify, sh, tempDir, testStateDir, writeFile } from './helpers/tree.js';
+import { recover } from '../src/state/recovery.js';
 
 let dir: string;
 let guests: string[];

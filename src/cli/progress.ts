@@ -4,17 +4,10 @@
  */
 import { createRequire } from 'node:module';
 import type cliProgressT from 'cli-progress';
+import type { Progress } from '../core/progress.js';
 
 // Loaded only for a TTY: scripts and timers, the usual case, never draw a bar.
 const load = () => createRequire(import.meta.url)('cli-progress') as typeof cliProgressT;
-
-export interface Progress {
-  stage(name: string, total: number, unit?: 'count' | 'bytes'): void;
-  tick(n: number): void;
-  stop(): void;
-}
-
-export const noProgress: Progress = { stage() {}, tick() {}, stop() {} };
 
 export function ttyProgress(stream: NodeJS.WriteStream): Progress {
   const cliProgress = load();

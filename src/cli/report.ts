@@ -6,16 +6,17 @@
  * 2 bad usage or input.
  */
 import fs from 'node:fs';
-import { Command, CommanderError, Option } from 'commander';
-import { scanCapacity } from '../commands/report.js';
-import { EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, parseSize } from './main.js';
+import { Option } from 'commander';
 import { UsageError } from '../core/errors.js';
-import { ExcludeSyntaxError, parseRule, parseRuleFile, type Rule } from '../pipeline/excludes.js';
+import { noProgress } from '../core/progress.js';
+import type { Rule } from '../pipeline/excludes.js';
+import { scanCapacity } from '../commands/report.js';
 import { buildManifest, mergeManifests, readManifest, writeManifest } from '../report/manifest.js';
-import { noProgress, ttyProgress } from './progress.js';
 import { formatCapacityCsv } from '../report/render/csv.js';
 import { formatCapacityHtml } from '../report/render/html.js';
 import { formatCapacity, formatMerge } from '../report/render/text.js';
+import { baseCommand, errorLine, EXIT_OK, EXIT_SKIPPED, exitCodeFor, parseWithConfig, sizeBounds, withSelection } from './options.js';
+import { ttyProgress } from './progress.js';
 
 const HELP = `
 The report changes nothing and takes no lock. To say what keeps identical
@@ -42,70 +43,51 @@ Exit status: 0 done, 1 done but some files were skipped (errors on stderr),
 
 interface ReportOpts {
   json?: boolean; csv?: boolean; html?: string; manifest?: string; candidate: string[]; top: string; merge?: boolean;
-  quiet?: boolean; ignoreMtime?: boolean; minSize: string; maxSize?: string; defaultExcludes: boolean;
+  quiet?: boolean; ignoreMtime?: boolean; minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string; cache?: string | false;
 }
 
 export async function reportMain(argv: readonly string[], out: NodeJS.WritableStream & { isTTY?: boolean }, err: NodeJS.WritableStream & { isTTY?: boolean }): Promise<number> {
   const rules: Rule[] = [];
-  const cmd = new Command('vunify report')
-    .description('Capacity report: how much unifying saves, per guest and pair of guests, what keeps copies apart, what a new guest would share.')
+  const cmd = withSelection(baseCommand('vunify report', out, err, rules))
+    .description('Capacity report: how much unifying saves, per guest and pair of guests, what keeps copies apart, what would a new guest share.')
     .usage('[options] ROOT...\n       vunify report --merge [--json] MANIFEST...')
-    .argument('<ROOT...>', 'guest root directories (glob patterns are expanded); with --merge, manifest files')
-    .option('--json', 'print the report as JSON (schema: docs/report-schema.md)')
+    .argument('[ROOT...]', 'guest root directories (glob patterns are expanded); with --merge, manifest files')
     .option('--csv', 'print the report as CSV tables (per guest, pairs, top sets, top directories, candidates)')
     .option('--html <file>', 'also write a self-contained HTML page with charts')
-    .option('--manifest <file>', 'also write this host\'s manifest (gzip if the name ends in .gz)')
-    .option('--candidate <root>', 'estimate what this new guest would share (repeatable; never counted in the guests\' numbers)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--manifest <file>', "also write this host's manifest (gzip if the name ends in .gz)")
+    .option('--candidate <root>', "estimate what this new guest would share (repeatable; never counted in the guests' numbers)", (v: string, prev: string[]) => [...prev, v], [] as string[])
     .addOption(new Option('--top <n>', 'how many duplicate sets and directories to list').default('10'))
     .option('--merge', 'read manifests (the arguments) and estimate consolidating their hosts onto one')
-    .option('-q, --quiet', 'print nothing but errors (with --html or --manifest)')
-    .option('--ignore-mtime', 'as for vunify: files whose mtimes differ may share')
-    .addOption(new Option('--min-size <size>', 'leave files smaller than this alone').default('1'))
-    .addOption(new Option('--max-size <size>', 'leave files larger than this alone'))
-    .option('--exclude <pattern>', 'exclude paths matching pattern (repeatable)', (t: string) => (rules.push(parseRule(t, 'exclude')), t))
-    .option('--include <pattern>', 'include paths matching pattern, before the defaults (repeatable)', (t: string) => (rules.push(parseRule(t, 'include')), t))
-    .option('--exclude-from <file>', 'read patterns from file, one per line (repeatable)', (file: string) => {
-      rules.push(...parseRuleFile(readText(file, 'exclude file'), file));
-      return file;
-    })
-    .option('--no-default-excludes', 'drop the built-in exclude list')
     .addHelpText('after', HELP)
-    .exitOverride()
-    .configureOutput({ writeOut: (s) => out.write(s), writeErr: (s) => err.write(s) })
     .showHelpAfterError('(run vunify report --help for usage)');
   try {
-    cmd.parse([...argv], { from: 'user' });
-  } catch (er) {
-    if (er instanceof CommanderError) return er.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
-    return usage(err, er);
-  }
-  const o = cmd.opts<ReportOpts>();
-  try {
+    const args = parseWithConfig(cmd, argv, !argv.includes('--merge'));
+    const o = cmd.opts<ReportOpts>();
+    if (args.length === 0) throw new UsageError("missing required argument 'ROOT' (on the command line or as 'root' in the config file)");
     if (o.json && o.csv) throw new UsageError('--json and --csv: choose one');
     const top = Number(o.top);
     if (!Number.isSafeInteger(top) || top < 1) throw new UsageError(`invalid --top '${o.top}' (a whole number ≥ 1)`);
     if (o.merge) {
       if (o.csv || o.html || o.manifest || o.candidate.length) throw new UsageError('--merge reads manifests only; it takes --json but not --csv, --html, --manifest or --candidate');
-      const merged = mergeManifests(cmd.args, cmd.args.map(readManifest));
+      const merged = mergeManifests(args, args.map(readManifest));
       if (o.json) out.write(JSON.stringify(merged, null, 2) + '\n');
       else if (!o.quiet) out.write(formatMerge(merged));
       return EXIT_OK;
     }
-    const minSize = parseSize(o.minSize);
-    const maxSize = o.maxSize === undefined ? Number.MAX_SAFE_INTEGER : parseSize(o.maxSize);
-    if (minSize > maxSize) throw new UsageError(`--min-size ${o.minSize} is larger than --max-size ${o.maxSize}`);
     const scan = await scanCapacity({
-      roots: cmd.args,
+      roots: args,
       candidates: o.candidate,
       ignoreMtime: !!o.ignoreMtime,
-      minSize,
-      maxSize,
+      ...sizeBounds(o),
       rules,
       noDefaultExcludes: !o.defaultExcludes,
       top,
       hashAll: !!o.manifest,
+      stateDir: o.stateDir,
+      cache: o.cache,
       progress: err.isTTY && !o.quiet ? ttyProgress(err as NodeJS.WriteStream) : noProgress,
-      onError: (e) => err.write(`vunify: ${e.path}: ${e.message}\n`),
+      onError: errorLine(err),
+      onWarning: (m) => !o.quiet && err.write(`vunify: warning: ${m}\n`),
     });
     const r = scan.report;
     if (o.html) writeOut(o.html, formatCapacityHtml(r));
@@ -122,16 +104,7 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
     else if (!o.quiet) out.write(formatCapacity(r));
     return r.errors.length ? EXIT_SKIPPED : EXIT_OK;
   } catch (er) {
-    if (er instanceof UsageError || er instanceof ExcludeSyntaxError) return usage(err, er);
-    throw er;
-  }
-}
-
-function readText(file: string, what: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch (er) {
-    throw new UsageError(`${file}: cannot read ${what}: ${(er as Error).message}`);
+    return exitCodeFor(er, err);
   }
 }
 
@@ -141,9 +114,4 @@ function writeOut(file: string, text: string): void {
   } catch (er) {
     throw new UsageError(`${file}: cannot write: ${(er as Error).message}`);
   }
-}
-
-function usage(err: NodeJS.WritableStream, er: unknown): number {
-  err.write(`vunify: ${er instanceof Error ? er.message : String(er)}\n`);
-  return EXIT_USAGE;
 }

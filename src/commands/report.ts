@@ -10,20 +10,21 @@
  * identical content the policy keeps apart, and what a candidate guest would
  * share. It reads more bytes than the dry run for that; with a manifest it
  * hashes every inode, since another host may hold any of them. Hashing is
- * hash.ts's (worker threads, confined opens, xattrs and the ELF magic read
- * through the descriptor that is hashed).
+ * pipeline/hash.ts's (native batches on libuv's thread pool: confined opens,
+ * xattrs and the ELF magic read through the descriptor that is hashed),
+ * through the same hash cache as the dry run, so a nightly run's cache
+ * spares the report most of its reading.
  */
 import fs from 'node:fs';
-import { withDefaults, type Rule } from '../pipeline/excludes.js';
-import { runLog } from './run-log.js';
 import type { FileError } from '../core/errors.js';
-import { collectInodes } from '../pipeline/group.js';
-import { splitByContent } from '../pipeline/hash.js';
-import { buildCapacity, type CapacityReport } from '../report/capacity-model.js';
-import { noProgress, type Progress } from '../cli/progress.js';
-import { closeRoots, expandRoots, openRoots } from '../pipeline/roots.js';
+import type { Progress } from '../core/progress.js';
 import type { Inode, Root } from '../core/types.js';
+import type { Rule } from '../pipeline/excludes.js';
+import { collectInodes } from '../pipeline/group.js';
+import { expandRoots } from '../pipeline/roots.js';
 import { scanRoots } from '../pipeline/walk.js';
+import { buildCapacity, type CapacityReport } from '../report/capacity-model.js';
+import { hashGroups, saveSessionCache, withSession, type SessionOptions } from './session.js';
 
 export interface CapacityOptions {
   roots: readonly string[];
@@ -37,8 +38,14 @@ export interface CapacityOptions {
   top: number;
   /** Hash every inode of the existing guests (a manifest needs them all). */
   hashAll?: boolean;
+  /** Where the hash cache is (as for vunify: default /var/lib/vunify); the report takes no lock. */
+  stateDir?: string;
+  /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
+  cache?: string | false;
   progress?: Progress;
   onError?(e: FileError): void;
+  onWarning?(message: string): void;
+  onNote?(message: string): void;
 }
 
 export interface CapacityScan {
@@ -49,9 +56,6 @@ export interface CapacityScan {
 }
 
 export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan> {
-  const progress = opts.progress ?? noProgress;
-  const { errors, durations, onError, timed, finish } = runLog(opts.onError);
-  const rules = withDefaults(opts.rules, opts.noDefaultExcludes);
   // One expansion for both lists, so a candidate inside a guest (or the
   // same directory twice) is the same usage error as two overlapping roots.
   // A candidate that a guest glob also matched is held out of the guests,
@@ -59,31 +63,29 @@ export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan>
   const candidatePaths = opts.candidates.length ? expandRoots(opts.candidates) : [];
   const held = new Set(candidatePaths.map(real));
   const guestPaths = expandRoots(opts.roots).filter((p) => !held.has(real(p)));
-  const all = openRoots([...guestPaths, ...candidatePaths]);
-  const existing = all.slice(0, guestPaths.length);
-  const candidates = all.slice(guestPaths.length);
-  try {
-    const walked = await scanRoots(all, rules, opts, onError, progress);
-    timed('walk');
+  const session: SessionOptions = { ...opts, paths: [...guestPaths, ...candidatePaths], changes: false };
+  return withSession(session, async (s) => {
+    const { log } = s;
+    const existing = s.roots.slice(0, guestPaths.length);
+    const candidates = s.roots.slice(guestPaths.length);
+    const walked = await scanRoots(s.roots, s.rules, opts, log.onError, s.progress);
+    log.timed('walk');
     const isGuest = (index: number) => index < existing.length;
     // Separate inode lists: a candidate's paths must never make an existing
     // inode look shared, nor the reverse (to each side, they are links outside).
     const inodes = collectInodes(walked.files.filter((f) => isGuest(f.dir.root.index)));
     const candidateInodes = collectInodes(walked.files.filter((f) => !isGuest(f.dir.root.index)));
     const toHash = hashCandidates(inodes, candidateInodes, !!opts.hashAll);
-    timed('group');
-    progress.stage('hashing', toHash.reduce((sum, i) => sum + i.stat.size, 0), 'bytes');
-    await splitByContent([toHash], { onError, onProgress: (n) => progress.tick(n) });
-    timed('hash');
-    const report = buildCapacity({ roots: existing, inodes, candidates, candidateInodes, ignoreMtime: opts.ignoreMtime, top: opts.top, errors, durations });
-    timed('model');
-    finish();
-    progress.stop();
+    log.timed('group');
+    await hashGroups(s, session, [toHash], { elf: true });
+    log.timed('hash');
+    const report = buildCapacity({ roots: existing, inodes, candidates, candidateInodes, ignoreMtime: opts.ignoreMtime, top: opts.top, errors: log.errors, durations: log.durations });
+    log.timed('model');
+    s.progress.stop();
+    await saveSessionCache(s, session, [...inodes, ...candidateInodes]);
+    log.finish();
     return { report, roots: existing, inodes };
-  } finally {
-    progress.stop();
-    closeRoots(all);
-  }
+  });
 }
 
 function real(p: string): string {

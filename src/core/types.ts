@@ -3,7 +3,7 @@
  * names need not be UTF-8, so a file is named by its directory node and its
  * name Buffer, and only turned into text for messages.
  */
-import type { Stat } from '../os/sys.js';
+import type { Stat } from './stat.js';
 
 /** A validated guest root, open as a directory descriptor for the whole run. */
 export interface Root {

@@ -12,48 +12,10 @@
  * they are the regular file that was scanned.
  */
 import { codedError, errorCode } from '../core/errors.js';
-import { FileType, O, sys, type Stat } from './sys.js';
+import { FileType, sameFile, sameInode, type InodeId, type Stat } from '../core/stat.js';
+import { O, sys } from './sys.js';
+import { relPath } from '../core/paths.js';
 import type { DirNode, FileRec } from '../core/types.js';
-
-const SLASH = Buffer.from('/');
-
-/** Path of a file relative to its root, as bytes. */
-export function relPath(f: FileRec): Buffer {
-  return f.dir.rel.length ? Buffer.concat([f.dir.rel, SLASH, f.name]) : f.name;
-}
-
-/** Printable absolute path (invalid UTF-8 bytes shown as \xNN). */
-export function displayPath(f: FileRec): string {
-  return f.dir.root.path.replace(/\/$/, '') + '/' + printable(relPath(f));
-}
-
-export function printable(bytes: Buffer): string {
-  const s = bytes.toString('utf8');
-  if (!s.includes('\ufffd') && Buffer.from(s, 'utf8').equals(bytes)) return escapeControls(s);
-  let out = '';
-  for (let i = 0; i < bytes.length; ) {
-    // Decode valid UTF-8 runs, escape the rest byte by byte.
-    let j = i + 1;
-    while (j <= bytes.length && j - i <= 4) {
-      const chunk = bytes.subarray(i, j).toString('utf8');
-      if (!chunk.includes('\ufffd') && Buffer.from(chunk, 'utf8').equals(bytes.subarray(i, j))) break;
-      j++;
-    }
-    if (j <= bytes.length && j - i <= 4) {
-      out += escapeControls(bytes.subarray(i, j).toString('utf8'));
-      i = j;
-    } else {
-      out += '\\x' + bytes[i]!.toString(16).padStart(2, '0');
-      i++;
-    }
-  }
-  return out;
-}
-
-function escapeControls(s: string): string {
-  // A newline in a name must not forge a second line in the report.
-  return s.replace(/[\x00-\x1f\x7f\\]/g, (c) => (c === '\\' ? '\\\\' : '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0')));
-}
 
 /** Open a scanned directory (O_PATH) and check it is still that directory. */
 export function openDir(dir: DirNode): number {
@@ -66,29 +28,6 @@ export function openDir(dir: DirNode): number {
     sys.close(fd);
     throw er;
   }
-}
-
-/** The metadata that must not change between scan and use. */
-/** A file's identity: the device and inode number. */
-export type InodeId = { dev: number; ino: number };
-
-/** Whether `a` and `b` are the same inode (one may be a stat, the other a record of one). */
-export const sameInode = (a: InodeId, b: InodeId): boolean => a.dev === b.dev && a.ino === b.ino;
-
-export function sameFile(a: Stat, b: Stat, opts: { ctime: boolean; nlink: boolean }): boolean {
-  return (
-    a.type === b.type &&
-    a.dev === b.dev &&
-    a.ino === b.ino &&
-    a.size === b.size &&
-    a.mode === b.mode &&
-    a.uid === b.uid &&
-    a.gid === b.gid &&
-    a.mtimeSec === b.mtimeSec &&
-    a.mtimeNsec === b.mtimeNsec &&
-    (!opts.ctime || (a.ctimeSec === b.ctimeSec && a.ctimeNsec === b.ctimeNsec)) &&
-    (!opts.nlink || a.nlink === b.nlink)
-  );
 }
 
 export interface OpenedFile {

@@ -13,36 +13,10 @@
  */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import { codedError } from '../core/errors.js';
+import { FileType, type Stat } from '../core/stat.js';
 
-export enum FileType {
-  Other = 0,
-  Regular = 1,
-  Directory = 2,
-  Symlink = 3,
-  Fifo = 4,
-  Socket = 5,
-  CharDevice = 6,
-  BlockDevice = 7,
-  Error = 255,
-}
-
-/** What statx said about one inode; times split into seconds and nanoseconds. */
-export interface Stat {
-  type: FileType;
-  mode: number;
-  uid: number;
-  gid: number;
-  nlink: number;
-  ino: number;
-  dev: number;
-  size: number;
-  blocks: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  ctimeSec: number;
-  ctimeNsec: number;
-  mntId: number;
-}
+export { FileType, type Stat };
 
 /** One directory entry from scanDir. `errno` is set (and type is Error) when statx failed. */
 export interface Entry extends Stat {
@@ -152,20 +126,6 @@ export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const LOCK_UN = 8;
-/** Inode flags from linux/fs.h (what chattr sets). */
-export const FS_IMMUTABLE_FL = 0x10;
-export const FS_APPEND_FL = 0x20;
-/**
- * The per-file inode flags (chattr letters s u c S d A m j t C x) that are a
- * file's own attributes: a path must not change them by being linked to
- * another inode, and a private copy carries them. Immutable and append-only
- * are handled apart (such files are never replaced); flags the filesystem
- * sets itself (extents, inline data, verity, encryption) and directory-only
- * ones are not compared.
- */
-export const FS_NOCOW_FL = 0x800000;
-export const FS_FILE_FLAGS = 0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x400 | 0x4000 | 0x8000 | 0x800000 | 0x2000000;
-
 export const sys = {
   openBeneath: (dirFd: number, path: Buffer, flags: number, mode = 0): number =>
     native.openBeneath(dirFd, path, flags, mode),
@@ -222,3 +182,14 @@ export const sys = {
     return { bytes, inodes };
   },
 };
+
+/** Read exactly `length` bytes at `pos`; a short file is ECHANGED. */
+export function readFully(fd: number, buf: Buffer, length: number, pos: number): number {
+  let got = 0;
+  while (got < length) {
+    const n = sys.readSync(fd, buf.subarray(got), length - got, pos + got);
+    if (n === 0) throw codedError('ECHANGED', 'file shrank while being read');
+    got += n;
+  }
+  return got;
+}

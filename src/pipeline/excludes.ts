@@ -20,6 +20,7 @@
  * reject most rules without running the regex, and the verdict for the parent
  * directory is cached so a walker's typical call allocates nothing.
  */
+import { UsageError } from '../core/errors.js';
 
 export type RuleKind = 'include' | 'exclude';
 
@@ -31,11 +32,9 @@ export interface Rule {
   text: string;
 }
 
-export class ExcludeSyntaxError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ExcludeSyntaxError';
-  }
+/** A pattern that cannot be parsed: bad usage, exit 2 like any other. */
+export class ExcludeSyntaxError extends UsageError {
+  override name = 'ExcludeSyntaxError';
 }
 
 export interface Matcher {

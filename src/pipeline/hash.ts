@@ -27,14 +27,16 @@
  * times more per call.
  */
 import os from 'node:os';
-import type xxhash from 'xxhash-wasm';
-import { displayPath, openRegular, relPath } from '../os/confine.js';
+import { getHasher, type Hasher } from '../core/xxhash.js';
+import { openRegular } from '../os/confine.js';
 import { codedError, fileError, type FileError } from '../core/errors.js';
 import { splitGroups } from './group.js';
-import { sys, type Stat } from '../os/sys.js';
+import { readFully, sys } from '../os/sys.js';
 import { getSystemErrorName } from 'node:util';
 import type { Inode } from '../core/types.js';
 import { encodeXattrs, xattrKey } from './xattrs.js';
+import { displayPath, relPath } from '../core/paths.js';
+import type { Stat } from '../core/stat.js';
 
 export const CHUNK = 1 << 20;
 
@@ -44,12 +46,6 @@ export interface HashOptions {
   onError(e: FileError): void;
   onProgress?(bytes: number): void;
 }
-
-type Hasher = Awaited<ReturnType<typeof xxhash>>;
-let hasherPromise: Promise<Hasher> | undefined;
-// Loaded when first used (the reference path, tests, benchmarks): compiling
-// its WebAssembly at start-up slowed every run down.
-export const getHasher = (): Promise<Hasher> => (hasherPromise ??= import('xxhash-wasm').then((m) => m.default()));
 
 /** Hash the open file `fd` of `size` bytes with `buf` as scratch. */
 export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer): bigint {
@@ -61,17 +57,6 @@ export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer): bigint
     pos += n;
   }
   return stream.digest();
-}
-
-/** Read exactly `length` bytes at `pos`; a short file is ECHANGED. */
-export function readFully(fd: number, buf: Buffer, length: number, pos: number): number {
-  let got = 0;
-  while (got < length) {
-    const n = sys.readSync(fd, buf.subarray(got), length - got, pos + got);
-    if (n === 0) throw codedError('ECHANGED', 'file shrank while being read');
-    got += n;
-  }
-  return got;
 }
 
 /** One file to hash, as plain data a worker thread can receive. */

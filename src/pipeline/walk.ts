@@ -16,12 +16,13 @@
  */
 import os from 'node:os';
 import pLimit from 'p-limit';
-import { printable } from '../os/confine.js';
 import { fileError, type FileError } from '../core/errors.js';
 import { compileRules, type Matcher, type Rule } from './excludes.js';
-import type { Progress } from '../cli/progress.js';
-import { FileType, sys } from '../os/sys.js';
+import { sys } from '../os/sys.js';
 import type { DirNode, FileRec, Root } from '../core/types.js';
+import { printable } from '../core/paths.js';
+import { FileType } from '../core/stat.js';
+import type { Progress } from '../core/progress.js';
 
 export interface WalkOptions {
   matcher: Matcher;

@@ -23,12 +23,12 @@
  * private (content found nowhere else) and other (the copies that stay:
  * canonicals, content kept apart by policy, inodes with links outside).
  */
-import { printable, relPath } from '../os/confine.js';
 import type { FileError } from '../core/errors.js';
 import { metadataKey } from '../pipeline/group.js';
 import { compareCanonical, comparePaths, plan, seenAll, type Plan, type PlanSet } from '../pipeline/plan.js';
 import { buildReport } from './report.js';
 import type { DirNode, FileRec, Inode, Root } from '../core/types.js';
+import { printable, relPath } from '../core/paths.js';
 
 export const REASONS = ['filesystem', 'owner', 'mode', 'mtime', 'xattrs'] as const;
 export type Reason = (typeof REASONS)[number];

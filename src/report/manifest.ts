@@ -20,9 +20,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import zlib from 'node:zlib';
 import { UsageError } from '../core/errors.js';
-import { getHasher } from '../pipeline/hash.js';
 import { comparePaths } from '../pipeline/plan.js';
 import type { Inode, Root } from '../core/types.js';
+import { getHasher } from '../core/xxhash.js';
 
 export const MANIFEST_MAGIC = '#vunify-manifest\t1';
 

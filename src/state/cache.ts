@@ -29,7 +29,7 @@
  *   xattrs   u32 n, then n × (u32 len, bytes): distinct xattr keys; index 0 is ""
  *   entries  entryCount × 64 bytes: dev u64, ino u64, size u64, mtimeSec i64,
  *            ctimeSec i64, mtimeNsec u32, ctimeNsec u32, hash u64,
- *            xattrIdx u32, rootIdx u32
+ *            xattrIdx u32, rootIdx u32 (bit 31: ELF known, bit 30: ELF)
  *   footer   u64 XXH64 of everything before it
  *
  * 64 bytes per inode plus a few for the tables: about 61 MiB per million
@@ -39,12 +39,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errorCode } from '../core/errors.js';
-import { getHasher } from '../pipeline/hash.js';
-import { LOCK_EX, O, sys, type Stat } from '../os/sys.js';
+import { LOCK_EX, O, sys } from '../os/sys.js';
 import type { Inode, Root } from '../core/types.js';
+import type { Stat } from '../core/stat.js';
+import { getHasher } from '../core/xxhash.js';
 
-/** 2: roots are named by dev, ino and path (1 had no path). */
-export const CACHE_VERSION = 2;
+/** 3: whether the content is ELF (2 did not say; its entries are read as such); 2: roots are named by dev, ino and path. */
+export const CACHE_VERSION = 3;
+/** In an entry's root index (format 3): the ELF flag is known, and what it is. */
+const ELF_KNOWN = 2 ** 31;
+const ELF_YES = 2 ** 30;
 export const CACHE_FILE = 'hashes.cache';
 const MAGIC = Buffer.from('VUNIFYHC');
 const ENTRY = 64;
@@ -60,6 +64,8 @@ export interface Cached {
   xattrs: string;
   /** Identity ("dev:ino") of the root the inode was last seen under. */
   root: string;
+  /** The content starts with the ELF magic; undefined when not recorded. */
+  elf?: boolean;
 }
 
 export const inodeKey = (s: { dev: number; ino: number }): string => `${s.dev}:${s.ino}`;
@@ -98,10 +104,10 @@ export class HashCache {
   }
 
   /** Remember what was just read from a file with `stat`, unless it is too fresh to trust. */
-  put(stat: Stat, hash: bigint, xattrs: string, root: string, readAtSec: number): void {
+  put(stat: Stat, hash: bigint, xattrs: string, root: string, readAtSec: number, elf?: boolean): void {
     if (stat.ctimeSec + stat.ctimeNsec / 1e9 > readAtSec - RACY_SECONDS) return;
     const { size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec } = stat;
-    this.entries.set(inodeKey(stat), { size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec, hash, xattrs, root });
+    this.entries.set(inodeKey(stat), { size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec, hash, xattrs, root, elf });
   }
 
   /**
@@ -160,7 +166,7 @@ export async function readCache(file: string): Promise<HashCache> {
   const bad = (why: string) => new CacheError(why);
   if (buf.length < 16 + 8 || !buf.subarray(0, 8).equals(MAGIC)) throw bad('not a vunify hash cache');
   const version = buf.readUInt32LE(8);
-  if (version !== CACHE_VERSION) throw bad(`written by another version of vunify (format ${version}, this one reads ${CACHE_VERSION})`);
+  if (version !== CACHE_VERSION && version !== 2) throw bad(`written by another version of vunify (format ${version}, this one reads ${CACHE_VERSION})`);
   const h = await getHasher();
   const body = buf.subarray(0, buf.length - 8);
   if (h.h64Raw(body) !== buf.readBigUInt64LE(buf.length - 8)) throw bad('checksum mismatch (truncated or corrupt)');
@@ -191,7 +197,9 @@ export async function readCache(file: string): Promise<HashCache> {
   const u64 = (o: number) => buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * 2 ** 32;
   for (let i = 0; i < count; i++, off += ENTRY) {
     const x = xattrs[buf.readUInt32LE(off + 56)];
-    const root = roots[buf.readUInt32LE(off + 60)];
+    const rootWord = buf.readUInt32LE(off + 60);
+    const elfKnown = version >= 3 && rootWord >= ELF_KNOWN;
+    const root = roots[version >= 3 ? rootWord % ELF_YES : rootWord];
     if (x === undefined || root === undefined) throw bad('entry refers to a missing table row');
     cache.entries.set(`${u64(off)}:${u64(off + 8)}`, {
       size: u64(off + 16),
@@ -202,6 +210,7 @@ export async function readCache(file: string): Promise<HashCache> {
       hash: buf.readBigUInt64LE(off + 48),
       xattrs: x,
       root,
+      elf: elfKnown ? (rootWord & ELF_YES) !== 0 : undefined,
     });
   }
   return cache;
@@ -225,7 +234,7 @@ export async function encodeCache(cache: HashCache): Promise<Buffer> {
     entries.writeUInt32LE(e.ctimeNsec, off + 44);
     entries.writeBigUInt64LE(e.hash, off + 48);
     entries.writeUInt32LE(index(xattrs, e.xattrs), off + 56);
-    entries.writeUInt32LE(index(roots, e.root), off + 60);
+    entries.writeUInt32LE(index(roots, e.root) + (e.elf === undefined ? 0 : ELF_KNOWN + (e.elf ? ELF_YES : 0)), off + 60);
     off += ENTRY;
   }
   const parts: Buffer[] = [MAGIC, u32(CACHE_VERSION), u32(cache.entries.size), u32(roots.size)];

@@ -7,12 +7,13 @@ import { compileRules } from '../../src/pipeline/excludes.js';
 import type { FileError } from '../../src/core/errors.js';
 import { groupFiles } from '../../src/pipeline/group.js';
 import { splitByContent } from '../../src/pipeline/hash.js';
-import { link, TEMP_PREFIX } from '../../src/change/link.js';
+import { link } from '../../src/change/link.js';
 import { plan } from '../../src/pipeline/plan.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { sys } from '../../src/os/sys.js';
 import { walk } from '../../src/pipeline/walk.js';
 import { inode, rmTree, runUnify, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
+import { TEMP_PREFIX } from '../../src/change/swap.js';
 
 let dir: string;
 beforeEach(() => {

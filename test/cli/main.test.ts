@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { parseSize } from '../../src/cli/main.js';
+import { parseSize } from '../../src/cli/options.js';
 import { inode, rmTree, runCli, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
 
 let dir: string;

@@ -16,7 +16,7 @@ async function scan(opts: Partial<CapacityOptions> = {}) {
   const errors: FileError[] = [];
   const r = await scanCapacity({
     roots: guests(), candidates: [], ignoreMtime: false, minSize: 1, maxSize: Number.MAX_SAFE_INTEGER,
-    rules: [], noDefaultExcludes: true, top: 10, onError: (e) => errors.push(e), ...opts,
+    rules: [], noDefaultExcludes: true, top: 10, cache: false, onError: (e) => errors.push(e), ...opts,
   });
   return { ...r, errors };
 }

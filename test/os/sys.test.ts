@@ -2,8 +2,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FileType, LOCK_EX, LOCK_NB, O, RENAME_EXCHANGE, sys } from '../../src/os/sys.js';
+import { LOCK_EX, LOCK_NB, O, RENAME_EXCHANGE, sys } from '../../src/os/sys.js';
 import { rmTree, sh, tempDir, writeFile } from '../helpers/tree.js';
+import { FileType } from '../../src/core/stat.js';
 
 let dir: string;
 let rootFd: number;

@@ -5,11 +5,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { compileRules } from '../../src/pipeline/excludes.js';
 import type { FileError } from '../../src/core/errors.js';
 import { groupFiles } from '../../src/pipeline/group.js';
-import { decodeResults, encodeJobs, getHasher, splitByContent } from '../../src/pipeline/hash.js';
+import { decodeResults, encodeJobs, splitByContent } from '../../src/pipeline/hash.js';
 import { sys } from '../../src/os/sys.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { walk } from '../../src/pipeline/walk.js';
 import { rmTree, sh, tempDir, writeFile } from '../helpers/tree.js';
+import { getHasher } from '../../src/core/xxhash.js';
 
 let dir: string;
 beforeEach(() => {

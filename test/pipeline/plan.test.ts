@@ -1,8 +1,8 @@
 // The planner is pure: these tests build inodes by hand.
 import { describe, expect, it } from 'vitest';
 import { plan } from '../../src/pipeline/plan.js';
-import { FileType, type Stat } from '../../src/os/sys.js';
 import type { DirNode, FileRec, Inode, Root } from '../../src/core/types.js';
+import { FileType, type Stat } from '../../src/core/stat.js';
 
 const roots: Root[] = [0, 1, 2].map((index) => ({ index, path: `/g${index}`, fd: -1, dev: 1, ino: 100 + index, mntId: 1 }));
 

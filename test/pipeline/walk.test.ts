@@ -7,8 +7,8 @@ import { compileRules, parseRule } from '../../src/pipeline/excludes.js';
 import type { FileError } from '../../src/core/errors.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { walk } from '../../src/pipeline/walk.js';
-import { relPath } from '../../src/os/confine.js';
 import { inode, rmTree, runUnify, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
+import { relPath } from '../../src/core/paths.js';
 
 let dir: string;
 beforeEach(() => {

@@ -2,8 +2,8 @@
 // model on real trees is in capacity.test.ts).
 import { describe, expect, it } from 'vitest';
 import { firstDifference, topDirectory } from '../../src/report/capacity-model.js';
-import { FileType, type Stat } from '../../src/os/sys.js';
 import type { DirNode, FileRec, Inode, Root } from '../../src/core/types.js';
+import { FileType, type Stat } from '../../src/core/stat.js';
 
 const root: Root = { index: 0, path: '/g0', fd: -1, dev: 1, ino: 100, mntId: 1 };
 

@@ -13,7 +13,7 @@ const fill = (n: number, c: string) => Buffer.alloc(n, c);
 
 async function manifestOf(roots: string[], ignoreMtime = false): Promise<Manifest> {
   const scan = await scanCapacity({
-    roots, candidates: [], ignoreMtime, minSize: 1, maxSize: Number.MAX_SAFE_INTEGER, rules: [], noDefaultExcludes: true, top: 5, hashAll: true, onError: () => {},
+    roots, candidates: [], ignoreMtime, minSize: 1, maxSize: Number.MAX_SAFE_INTEGER, rules: [], noDefaultExcludes: true, top: 5, hashAll: true, cache: false, onError: () => {},
   });
   return buildManifest(scan.roots, scan.inodes, ignoreMtime);
 }

@@ -33,8 +33,9 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { FileError } from '../../src/core/errors.js';
-import { recover, type JournalEntry } from '../../src/state/run-state.js';
 import { sys } from '../../src/os/sys.js';
+import { recover } from '../../src/state/recovery.js';
+import type { JournalEntry } from '../../src/change/journal.js';
 import { budget, exited, findTemps, killChildren, rng, runVunify, SEED, startScript, SCRIPT_PRELUDE } from '../helpers/hostile.js';
 import { rmTree, runUnify, setMtime, sh, tempDir, writeFile } from '../helpers/tree.js';
 

@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HashCache, readCache, saveCache } from '../../src/state/cache.js';
-import type { Stat } from '../../src/os/sys.js';
 import { inode, rmTree, runUnify, setMtime, sh, tempDir, writeFile } from '../helpers/tree.js';
+import type { Stat } from '../../src/core/stat.js';
 
 let dir: string;
 let cacheFile: string;

@@ -5,8 +5,10 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { FileError } from '../../src/core/errors.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
-import { openState, recover, type JournalEntry } from '../../src/state/run-state.js';
+import { openState } from '../../src/state/run-state.js';
 import { inode, rmTree, tempDir, writeFile } from '../helpers/tree.js';
+import { recover } from '../../src/state/recovery.js';
+import type { JournalEntry } from '../../src/change/journal.js';
 
 let dir: string;
 let stateDir: string;

@@ -11,8 +11,8 @@
  * Every name a guest controls reaches the page only through esc().
  */
 import { REASONS, type CapacityReport } from '../capacity-model.js';
-import { formatBytes } from '../report.js';
 import { percent, shortName } from './table.js';
+import { formatBytes } from './text.js';
 
 const esc = (s: string | number): string =>
   String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);

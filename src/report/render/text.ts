@@ -1,16 +1,18 @@
 /*
- * The capacity report and the merge estimate for people: aligned tables,
- * sizes in IEC units, one section per question an operator asks (where do
- * the savings come from, what keeps copies apart, what would a new guest
- * share, which guests have most in common).
+ * Every report for people: the summary of a unify run (a table on a
+ * terminal, one journal-friendly line elsewhere), split's summary, and the
+ * capacity report and merge estimate (aligned tables, sizes in IEC units,
+ * one section per question an operator asks: where do the savings come
+ * from, what keeps copies apart, what would a new guest share, which guests
+ * have most in common).
  */
 import type { CapacityReport } from '../capacity-model.js';
 import { REASONS } from '../capacity-model.js';
 import type { MergeReport } from '../manifest.js';
-import { formatBytes as b } from '../report.js';
+import type { Report } from '../report.js';
+import type { SplitReport } from '../../commands/split.js';
 import { percent, shortName, table } from './table.js';
 
-const num = (n: number) => n.toLocaleString('en-US');
 
 export function formatCapacity(r: CapacityReport): string {
   const t = r.totals;
@@ -79,4 +81,68 @@ export function formatMerge(m: MergeReport): string {
     'Bytes in common between hosts (the diagonal is the host unified)',
     ...table(['', ...m.matrix.hosts], m.matrix.hosts.map((h, i) => [h, ...m.matrix.bytes[i]!.map((v) => b(v))])),
   ].join('\n') + '\n';
+}
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+/** Sizes in IEC units: 1536 -> "1.50 KiB". */
+export function formatBytes(n: number): string {
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < UNITS.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(2)} ${UNITS[i]}`;
+}
+
+const num = (n: number) => n.toLocaleString('en-US');
+const b = formatBytes;
+
+export function formatHuman(report: Report): string {
+  const s = report.summary;
+  const lines = [
+    `${report.dryRun ? 'Dry run (nothing changed): ' : ''}${num(s.filesScanned)} files, ${formatBytes(s.bytesScanned)} in ${report.roots.length} roots; ${num(s.inodes)} inodes`,
+    `already shared by hardlinks: ${formatBytes(s.alreadySharedBytes)}`,
+    `duplicate sets: ${num(s.duplicateSets)}; links planned: ${num(s.linksPlanned)}`,
+    `freeable: ${num(s.freeableInodes)} inodes, ${formatBytes(s.freeableBytes)} (${formatBytes(s.freeableDiskBytes)} on disk)`,
+  ];
+  if (!report.dryRun) lines.push(`linked: ${num(s.linksMade)} paths; freed: ${formatBytes(s.freedBytes)} (${formatBytes(s.freedDiskBytes)} on disk)`);
+  if (s.errors) lines.push(`errors: ${num(s.errors)} (${num(s.skipped)} files or links skipped; see messages above)`);
+  const w = Math.max(4, ...report.roots.map((r) => r.path.length));
+  lines.push('', `${'root'.padEnd(w)}  ${'files'.padStart(9)}  ${'bytes'.padStart(11)}  ${'freeable'.padStart(11)}`);
+  for (const r of report.roots) {
+    lines.push(`${r.path.padEnd(w)}  ${num(r.files).padStart(9)}  ${formatBytes(r.bytes).padStart(11)}  ${formatBytes(r.freeableBytes).padStart(11)}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * The whole run on one line, for logs (journalctl) and pipes: files and
+ * bytes scanned, bytes read to hash, links made, bytes freed, errors, time.
+ */
+export function formatLine(report: Report): string {
+  const s = report.summary;
+  const secs = ((report.durations.total ?? 0) / 1000).toFixed(1);
+  const done = report.dryRun
+    ? `dry run: ${num(s.linksPlanned)} links planned, ${formatBytes(s.freeableBytes)} freeable`
+    : `${num(s.linksMade)} links made, ${formatBytes(s.freedBytes)} freed`;
+  return (
+    `vunify: ${num(s.filesScanned)} files, ${formatBytes(s.bytesScanned)} scanned in ${report.roots.length} roots, ` +
+    `${formatBytes(report.hashed.bytes)} read; ${done}; ${num(s.errors)} errors; ${secs} s\n`
+  );
+}
+
+export function formatSplit(r: SplitReport): string {
+  const s = r.summary;
+  const lines = [
+    `${r.dryRun ? 'Dry run (nothing changed): ' : ''}${s.filesScanned} files scanned; ${s.pathsShared} paths share an inode with something outside the named roots`,
+    `private copies ${r.dryRun ? 'needed' : 'planned'}: ${s.copiesPlanned}, ${formatBytes(s.bytesNeeded)} on disk`,
+  ];
+  for (const f of r.filesystems) {
+    lines.push(`  filesystem of ${f.root}: needs ${formatBytes(f.bytesNeeded)}, ${f.inodesNeeded} inodes; free ${formatBytes(f.bytesAvailable)}, ${f.inodesAvailable} inodes${f.enough ? '' : ' - NOT ENOUGH'}`);
+  }
+  if (!r.dryRun) lines.push(`copied: ${s.copiesMade}; paths split: ${s.pathsSplit}`);
+  if (s.errors) lines.push(`errors: ${s.errors} (${s.skipped} paths skipped; see messages above)`);
+  return lines.join('\n') + '\n';
 }

@@ -1,0 +1,146 @@
+/*
+ * Private copies (vunify split): give one guest's paths of a shared inode a
+ * new inode of their own, all through descriptors confined beneath the root.
+ *
+ *   1. open the directory (checked to be the one scanned) and the file in it
+ *      (O_PATH, checked against the scan, reopened for reading);
+ *   2. create an unnamed file (O_TMPFILE) in that directory fd, copy the
+ *      bytes (holes kept), then fchown, the xattrs (security.capability and
+ *      ACLs included; after chown, which clears capabilities and setuid
+ *      bits), fchmod, futimens (mtime to the ns), the inode flags, fsync;
+ *   3. check the source is unchanged since the scan (ctime included: nothing
+ *      was written while it was copied) and the copy identical in metadata;
+ *   4. swap it in at the name (swap.ts: journal, temporary link, exchange,
+ *      full comparison, settle or undo), as the linker swaps a canonical in.
+ * The guest's other names of the same inode then join the copy, so its own
+ * hardlinks stay hardlinks.
+ */
+import { codedError, errorCode, fileError, type FileError } from '../core/errors.js';
+import { displayPath } from '../core/paths.js';
+import { FS_FILE_FLAGS, FS_NOCOW_FL, sameFile, type Stat } from '../core/stat.js';
+import type { FileRec, Inode } from '../core/types.js';
+import { openDir, openRegular, type OpenedFile } from '../os/confine.js';
+import { O, sys } from '../os/sys.js';
+import { xattrKey } from '../pipeline/xattrs.js';
+import { inodeFlags } from './compare.js';
+import { journalEntry, type Journal } from './journal.js';
+import { removeIfInode, swap, tempName } from './swap.js';
+
+/** One copy to make: an inode shared outside, and its paths under one root. */
+export interface CopyJob {
+  inode: Inode;
+  paths: FileRec[];
+}
+
+/** Make one private copy and move the job's paths to it; errors are reported per path. */
+export function copyJob(
+  job: CopyJob,
+  journal: Journal,
+  onError: (e: FileError) => void,
+  onSplit?: (f: FileRec) => void,
+): { copied: boolean; split: number } {
+  const [first, ...rest] = job.paths as [FileRec, ...FileRec[]];
+  let copy: { fd: number; stat: Stat } | undefined;
+  let src: OpenedFile | undefined;
+  let done = 0;
+  try {
+    const dirFd = openDir(first.dir);
+    try {
+      src = openRegular(dirFd, first.name, first.stat, { ctime: true, nlink: false });
+      copy = makeCopy(src, dirFd, first, journal);
+      done++;
+      onSplit?.(first);
+    } finally {
+      sys.close(dirFd);
+    }
+  } catch (er) {
+    if (src) sys.close(src.fd);
+    onError(fileError(displayPath(first), er));
+    return { copied: false, split: 0 };
+  }
+  const shared = { fd: src.fd, stat: job.inode.stat };
+  try {
+    for (const p of rest) {
+      try {
+        const dirFd = openDir(p.dir);
+        try {
+          swap(dirFd, p, { fd: copy.fd, before: copy.stat }, shared, { ignoreMtime: false, journal });
+          done++;
+          onSplit?.(p);
+        } finally {
+          sys.close(dirFd);
+        }
+      } catch (er) {
+        onError(fileError(displayPath(p), er));
+      }
+    }
+  } finally {
+    sys.close(copy.fd);
+    sys.close(src.fd);
+  }
+  return { copied: true, split: done };
+}
+
+/** Copy the open file `source` to a new inode in `dirFd` and swap it in at `file`'s name; returns the copy, still open. */
+function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, journal: Journal): { fd: number; stat: Stat } {
+  const { fd: srcFd, stat: src } = source;
+  const tmp = tempName();
+  const created = createCopy(dirFd, tmp);
+  const fd = created.fd;
+  let stat = sys.fstat(fd);
+  try {
+    if (created.named) journal.record(journalEntry(file, tmp, stat, src));
+    // No-copy-on-write takes effect only on an empty file; the other flags
+    // go on last, so that e.g. synchronous writes do not slow the copy.
+    const flags = inodeFlags(srcFd) & FS_FILE_FLAGS;
+    if (flags & FS_NOCOW_FL) setFileFlags(fd, FS_NOCOW_FL);
+    sys.copyData(srcFd, fd, src.size);
+    sys.fchown(fd, src.uid, src.gid);
+    // The new inode may have inherited xattrs (a default ACL of the
+    // directory, a security label): it must carry the source's and no more.
+    const srcXattrs = sys.getXattrs(srcFd);
+    const keep = new Set(srcXattrs.map(([name]) => name.toString('latin1')));
+    for (const [name] of sys.getXattrs(fd)) if (!keep.has(name.toString('latin1'))) sys.removeXattr(fd, name);
+    for (const [name, value] of srcXattrs) sys.setXattr(fd, name, value);
+    sys.fchmod(fd, src.mode & 0o7777);
+    sys.futimens(fd, src.mtimeSec, src.mtimeNsec);
+    setFileFlags(fd, flags);
+    sys.fsync(fd);
+    if (!sameFile(sys.fstat(srcFd), src, { ctime: true, nlink: false })) throw codedError('ECHANGED', 'file changed while it was being copied');
+    stat = sys.fstat(fd);
+    const same = stat.size === src.size && stat.uid === src.uid && stat.gid === src.gid && stat.mode === src.mode &&
+      stat.mtimeSec === src.mtimeSec && stat.mtimeNsec === src.mtimeNsec && xattrKey(fd) === xattrKey(srcFd) &&
+      (inodeFlags(fd) & FS_FILE_FLAGS) === flags;
+    if (!same) throw codedError('EDIFFERENT', 'the copy did not come out identical in metadata, xattrs or inode flags; left as it was');
+    // An unnamed copy is journalled and linked to its temporary name by
+    // swap(), like the linker's temporary links; a named one already is.
+    swap(dirFd, file, { fd, before: stat }, source, { ignoreMtime: false, journal, named: created.named ? tmp : undefined });
+    return { fd, stat };
+  } catch (er) {
+    removeIfInode(dirFd, tmp, stat);
+    sys.close(fd);
+    throw er;
+  }
+}
+
+/**
+ * The new file: unnamed (O_TMPFILE) where the filesystem allows, so a kill
+ * leaves nothing behind and the guest never sees a half-made copy; it gets
+ * a name only when complete. Elsewhere a named O_EXCL file, journalled just
+ * after it is created: a kill in between leaves an empty `.vunify.*` file
+ * the next run does not know (harmless, named).
+ */
+function createCopy(dirFd: number, tmp: Buffer): { fd: number; named: boolean } {
+  try {
+    return { fd: sys.openBeneath(dirFd, Buffer.from('.'), O.TMPFILE | O.RDWR, 0), named: false };
+  } catch (er) {
+    if (!['EOPNOTSUPP', 'EISDIR', 'EINVAL'].includes(errorCode(er) ?? '')) throw er;
+  }
+  return { fd: sys.openBeneath(dirFd, tmp, O.RDWR | O.CREAT | O.EXCL | O.NOFOLLOW, 0o600), named: true };
+}
+
+/** Give the copy exactly `flags` among the per-file inode flags, keeping the ones the filesystem set itself. */
+function setFileFlags(fd: number, flags: number): void {
+  const now = inodeFlags(fd);
+  if ((now & FS_FILE_FLAGS) !== flags) sys.setFlags(fd, (now & ~FS_FILE_FLAGS) | flags);
+}

@@ -1,0 +1,170 @@
+/*
+ * The swap: how a guest's name moves from one inode to another without a
+ * moment where the name is missing or shows anything but one of the two
+ * identical files. Used by the linker (the canonical takes the duplicate's
+ * name), by split (a private copy takes the shared inode's name) and, for
+ * undo(), by crash recovery.
+ *
+ *   1. journal the temporary name, then link the incoming inode to it
+ *      (linkat of the open descriptor: exactly the inode compared, whatever
+ *      its paths are by now);
+ *   2. check the temporary name still holds it (the guest can act on it too);
+ *   3. renameat2(RENAME_EXCHANGE) it with the guest's name: the name always
+ *      names a file, and the old inode is not lost but moves to the
+ *      temporary name;
+ *   4. settle(): check what moved out is the inode expected, unchanged, and
+ *      identical to the one now at the name, compared in full as the guests
+ *      have them at this moment; then unlink the temporary name. Otherwise
+ *      undo(): exchange back and report why.
+ * Nothing is deleted unless it is known to be redundant.
+ */
+import { randomBytes } from 'node:crypto';
+import { codedError, errorCode } from '../core/errors.js';
+import { displayPath, printable } from '../core/paths.js';
+import { sameFile, sameInode, type InodeId, type Stat } from '../core/stat.js';
+import type { FileRec } from '../core/types.js';
+import type { OpenedFile } from '../os/confine.js';
+import { RENAME_EXCHANGE, sys } from '../os/sys.js';
+import { difference } from './compare.js';
+import { journalEntry, settledMark, type Journal } from './journal.js';
+
+export const TEMP_PREFIX = '.vunify.';
+
+/** The inode that takes the name: open, with what fstat said of it before the swap. */
+export interface Incoming {
+  fd: number;
+  before: Stat;
+  /** Where it lives, for messages (the canonical's path); absent for a new copy. */
+  file?: FileRec;
+}
+
+export interface SwapOptions {
+  ignoreMtime: boolean;
+  journal?: Journal;
+  /** A temporary name that already holds `into`, journalled by the caller (split's named copy). */
+  named?: Buffer;
+}
+
+/**
+ * Put `into` at `file`'s name (in `dirFd`, the directory opened and checked
+ * by the caller) in place of `out`, the inode the name held when it was
+ * opened. Throws, with the name as it was, when anything does not check out.
+ */
+export function swap(dirFd: number, file: FileRec, into: Incoming, out: OpenedFile, opts: SwapOptions): void {
+  const tmp = opts.named ?? tempName();
+  if (!opts.named) {
+    opts.journal?.record(journalEntry(file, tmp, into.before, out.stat));
+    sys.linkAt(into.fd, dirFd, tmp);
+  }
+  try {
+    if (!sameInode(sys.statAt(dirFd, tmp), into.before)) throw codedError('ECHANGED', 'temporary name was moved or replaced by the guest; left as it was');
+    sys.renameAt(dirFd, tmp, dirFd, file.name, RENAME_EXCHANGE);
+  } catch (er) {
+    removeIfInode(dirFd, tmp, into.before);
+    if (errorCode(er) === 'EINVAL') {
+      throw codedError('EINVAL', 'filesystem does not support RENAME_EXCHANGE, which vunify needs to replace files without a window of loss');
+    }
+    throw er;
+  }
+  settle(dirFd, tmp, file.name, into, out, opts);
+}
+
+/**
+ * After the exchange: `tmp` holds what was at `name` a moment ago. It must be
+ * `out`, unchanged since `out.stat`, `into` unchanged since `into.before`
+ * (ctime and nlink aside: the link and the exchange move them), and the two
+ * identical in metadata, xattrs and every byte, compared now. A guest may
+ * act between an earlier comparison and the exchange (a chmod, or a rewrite
+ * with the mtime put back, leaves no trace a stat before the exchange could
+ * see), so only this comparison tells what the guests had at the moment of
+ * linking. Then the old inode's name goes; otherwise the exchange is undone
+ * and the reason thrown.
+ */
+function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: OpenedFile, opts: SwapOptions): void {
+  const meta = { ctime: false, nlink: false };
+  // Taken first: from here on the guest's path shows `into`, and what it
+  // does through that path is its own business, shared as with any link.
+  // The exchange gave both inodes one ctime; `out` is beyond the guest's
+  // paths now, so its ctime still says when the exchange was, and an
+  // `into` whose ctime is later was changed after it, through the path.
+  const intoAt = sys.fstat(into.fd);
+  const outAt = sys.fstat(out.fd);
+  const later = (a: Stat, b: Stat) => a.ctimeSec > b.ctimeSec || (a.ctimeSec === b.ctimeSec && a.ctimeNsec > b.ctimeNsec);
+  let why: Error | undefined;
+  if (!sameInode(sys.statAt(dirFd, tmp), out.stat)) why = codedError('ECHANGED', 'file was replaced while being linked; left as it was');
+  else if (!sameFile(outAt, out.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
+  else if (later(intoAt, outAt)) why = undefined; // the guest has written to its file as linked: the link stands
+  else if (!sameFile(intoAt, into.before, meta)) why = codedError('ECHANGED', `${into.file ? displayPath(into.file) : 'the copy'} changed while being linked; left as it was`);
+  else {
+    why = difference(into, out, opts.ignoreMtime);
+    // `into` changed while we compared, `out` did not: a write through the
+    // path, after the exchange; it was identical up to the exchange
+    // (compared before it, metadata checked just after), so the link stands.
+    if (why && later(sys.fstat(into.fd), intoAt) && sameFile(sys.fstat(out.fd), out.stat, meta)) why = undefined;
+  }
+  if (why) {
+    undo(dirFd, tmp, name, into.before, out.stat, () => !difference(into, out, opts.ignoreMtime));
+    throw why;
+  }
+  opts.journal?.record(settledMark(tmp, sys.fstat(out.fd)));
+  sys.unlinkAt(dirFd, tmp);
+}
+
+/**
+ * Put the name back as it was, after the exchange: normally the incoming
+ * link goes and the old inode returns. A guest may have put a new file at
+ * the name meanwhile (a package manager installing an update): then that
+ * file is what belongs at the name, and the old inode is deleted only if
+ * `redundant()` says it holds nothing the incoming one does not (the guest
+ * may have moved it elsewhere, believing it was its file); otherwise it
+ * stays at the temporary name, named in the error. Nothing is deleted
+ * unless it is known.
+ */
+export function undo(dirFd: number, tmp: Buffer, name: Buffer, incoming: InodeId, old: InodeId, redundant: () => boolean): void {
+  exchangeBack(dirFd, tmp, name);
+  const back = sys.statAt(dirFd, tmp);
+  if (sameInode(back, incoming)) return sys.unlinkAt(dirFd, tmp);
+  if (sameInode(back, old)) throw leftAt(tmp, 'the name changed twice while being linked');
+  exchangeBack(dirFd, tmp, name);
+  if (!sameInode(sys.statAt(dirFd, tmp), old)) throw leftAt(tmp, 'the name changed again while being put back');
+  if (!redundant()) throw leftAt(tmp, 'a new file was put at the name while it was being linked, and the old one differs');
+  sys.unlinkAt(dirFd, tmp);
+}
+
+/** Exchange `tmp` and `name` again; a name the guest removed meanwhile leaves what `tmp` holds there, said in the error. */
+function exchangeBack(dirFd: number, tmp: Buffer, name: Buffer): void {
+  try {
+    sys.renameAt(dirFd, tmp, dirFd, name, RENAME_EXCHANGE);
+  } catch (er) {
+    if (errorCode(er) === 'ENOENT') throw leftAt(tmp, 'the name was removed while being linked');
+    throw er;
+  }
+}
+
+function leftAt(tmp: Buffer, why: string): Error {
+  return codedError('ECHANGED', `${why}; the previous file is kept beside it as ${printable(tmp)}`);
+}
+
+/** Remove our temporary name, but only while it still names `inode`. */
+export function removeIfInode(dirFd: number, tmp: Buffer, inode: InodeId): void {
+  try {
+    if (sameInode(sys.statAt(dirFd, tmp), inode)) sys.unlinkAt(dirFd, tmp);
+  } catch {
+    // Already gone; nothing of ours is left.
+  }
+}
+
+// Nine random bytes per name, drawn from a pool: a randomBytes() call per
+// name cost 14 µs in the linking run, more than the write to the journal.
+const NAME_BYTES = 9;
+let pool = Buffer.alloc(0);
+let poolAt = 0;
+
+export function tempName(): Buffer {
+  if (poolAt + NAME_BYTES > pool.length) {
+    pool = randomBytes(NAME_BYTES * 512);
+    poolAt = 0;
+  }
+  poolAt += NAME_BYTES;
+  return Buffer.from(TEMP_PREFIX + pool.toString('base64url', poolAt - NAME_BYTES, poolAt));
+}

@@ -1,0 +1,157 @@
+/*
+ * What every command (unify, split, report) does around its own stages, in
+ * one place so they do it alike: open the roots, compile the rules, keep the
+ * run log (per-file errors, passed on as they come and collected for the
+ * report, and how long each stage took), show progress, take the state
+ * directory's locks and journal when the run changes guests (putting right
+ * what killed runs left first), use the hash cache, and close all of it
+ * whatever happens.
+ */
+import path from 'node:path';
+import type { FileError } from '../core/errors.js';
+import { noProgress, type Progress } from '../core/progress.js';
+import type { Inode, Root } from '../core/types.js';
+import { withDefaults, type Rule } from '../pipeline/excludes.js';
+import { splitByContent } from '../pipeline/hash.js';
+import { closeRoots, openRoots } from '../pipeline/roots.js';
+import type { Hashed } from '../report/report.js';
+import { CACHE_FILE, loadCache, rootKey, saveCache, type HashCache } from '../state/cache.js';
+import { DEFAULT_STATE_DIR, openState, type RunState } from '../state/run-state.js';
+
+export interface SessionOptions {
+  /** Root directories, already expanded (pipeline/roots.ts expandRoots), in command-line order. */
+  paths: readonly string[];
+  /** User rules, in order; the default list is appended unless noDefaultExcludes. */
+  rules: readonly Rule[];
+  noDefaultExcludes: boolean;
+  /** Locks, journal and hash cache (default /var/lib/vunify). */
+  stateDir?: string;
+  /** Lock the roots and keep a journal: the run changes guests. */
+  changes?: boolean;
+  /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
+  cache?: string | false;
+  progress?: Progress;
+  onError?(e: FileError): void;
+  /** Problems that skip no file (an unusable cache): one line each. */
+  onWarning?(message: string): void;
+  /** Things worth a line with -v only (no cache yet). */
+  onNote?(message: string): void;
+  /** Checks on the opened roots that must pass before anything is locked or recovered. */
+  prepare?(roots: readonly Root[]): void;
+}
+
+export interface Session {
+  roots: Root[];
+  /** The user's rules followed by the defaults (unless dropped). */
+  rules: readonly Rule[];
+  progress: Progress;
+  log: RunLog;
+  /** Locks and journal, for a run that changes guests. */
+  state?: RunState;
+  /** The hash cache, once hashGroups() loaded it. */
+  cache?: HashCache;
+}
+
+export interface RunLog {
+  errors: FileError[];
+  /** Milliseconds per stage, and `total` once finish() is called. */
+  durations: Record<string, number>;
+  onError(e: FileError): void;
+  /** The stage that just ended: charge it the time since the last mark. */
+  timed(stage: string): void;
+  finish(): void;
+}
+
+/** Run `body` in a session; everything opened is closed after it, whatever happens. */
+export async function withSession<T>(opts: SessionOptions, body: (s: Session) => Promise<T>): Promise<T> {
+  const progress = opts.progress ?? noProgress;
+  const log = runLog(opts.onError);
+  const rules = withDefaults(opts.rules, opts.noDefaultExcludes);
+  const roots = openRoots(opts.paths);
+  let state: RunState | undefined;
+  try {
+    opts.prepare?.(roots);
+    // A run that changes guests locks its roots and puts right what a killed
+    // run left before it looks at anything; a read-only run needs neither.
+    if (opts.changes) state = openState(opts.stateDir ?? DEFAULT_STATE_DIR, roots, log.onError);
+    return await body({ roots, rules, progress, log, state });
+  } finally {
+    progress.stop();
+    state?.close();
+    closeRoots(roots);
+  }
+}
+
+/** Where the session's hash cache lives, or undefined for none. */
+export function cacheFileOf(opts: Pick<SessionOptions, 'cache' | 'stateDir'>): string | undefined {
+  return opts.cache === false ? undefined : (opts.cache ?? path.join(opts.stateDir ?? DEFAULT_STATE_DIR, CACHE_FILE));
+}
+
+/**
+ * The hash stage with the cache: inodes whose entry is still valid get their
+ * hash and xattrs from it, the rest are read (pipeline/hash.ts), and what
+ * was read is remembered. Returns the groups split by content and xattrs,
+ * and what was read. `elf`: the caller needs to know which files are ELF
+ * (entries of caches written before that was recorded are read again).
+ */
+export async function hashGroups(
+  s: Session,
+  opts: SessionOptions,
+  groups: readonly Inode[][],
+  need: { elf?: boolean } = {},
+): Promise<{ identical: Inode[][]; hashed: Hashed }> {
+  const file = cacheFileOf(opts);
+  const cache = (s.cache = file ? await loadCache(file, (m) => opts.onWarning?.(m), (m) => opts.onNote?.(m)) : undefined);
+  const all = groups.flat();
+  const toHash = all.filter((i) => !fromCache(cache, i, !!need.elf));
+  const hashed = { files: toHash.length, bytes: toHash.reduce((sum, i) => sum + i.stat.size, 0), cacheHits: all.length - toHash.length };
+  s.progress.stage('hashing', hashed.bytes, 'bytes');
+  const readAtSec = Date.now() / 1000;
+  const identical = await splitByContent(groups, { onError: s.log.onError, onProgress: (n) => s.progress.tick(n) });
+  if (cache) for (const i of toHash) if (i.hash !== undefined) cache.put(i.stat, i.hash, i.xattrs ?? '', rootKey(i.paths[0]!.dir.root), readAtSec, i.elf);
+  return { identical, hashed };
+}
+
+/** Fill in an inode's hash and xattrs from a still-valid cache entry. */
+function fromCache(cache: HashCache | undefined, inode: Inode, needElf: boolean): boolean {
+  const e = cache?.lookup(inode.stat);
+  if (!e || (needElf && e.elf === undefined)) return false;
+  inode.hash = e.hash;
+  inode.xattrs = e.xattrs;
+  inode.elf = e.elf;
+  return true;
+}
+
+/** Save the session's cache (after a run that went through): only entries of inodes seen stay for its roots. */
+export async function saveSessionCache(s: Session, opts: SessionOptions, seen: readonly Inode[]): Promise<void> {
+  const file = cacheFileOf(opts);
+  if (!s.cache || !file) return;
+  s.cache.prune(s.roots, seen);
+  try {
+    await saveCache(file, s.cache, s.roots);
+  } catch (er) {
+    opts.onWarning?.(`${file}: hash cache not saved: ${(er as Error).message}`);
+  }
+}
+
+function runLog(onError?: (e: FileError) => void): RunLog {
+  const start = performance.now();
+  let mark = start;
+  const log: RunLog = {
+    errors: [],
+    durations: {},
+    onError(e) {
+      log.errors.push(e);
+      onError?.(e);
+    },
+    timed(stage) {
+      const now = performance.now();
+      log.durations[stage] = Math.round(now - mark);
+      mark = now;
+    },
+    finish() {
+      log.durations.total = Math.round(performance.now() - start);
+    },
+  };
+  return log;
+}
