@@ -1043,7 +1043,9 @@ static napi_value Fstatvfs(napi_env env, napi_callback_info info) {
  * when statx says it is still the regular file the scan saw (type, dev, ino,
  * size, mode, owner, mtime, ctime) is it reopened for reading through
  * /proc/self/fd, with O_NONBLOCK and O_NOATIME (when permitted). Its xattrs
- * are read through that descriptor, then its bytes, hashed with XXH64.
+ * are read through that descriptor, then its inode flags and project ID
+ * (native/fsattr.c), then its bytes, hashed with XXH64 under the seed
+ * hashFiles is given (derived from the host's hash key, src/state/hash-key.ts).
  *
  * Input, one record per file, 8-byte aligned (src/hash.ts encodes it):
  *   0 u32 record length   4 i32 root fd    8 u32 path length  12 u32 mode
@@ -1055,14 +1057,16 @@ static napi_value Fstatvfs(napi_env env, napi_callback_info info) {
  *   8 u32 on error, the failing call (index into HASH_CALLS in src/hash.ts);
  *         on success, flags (HASH_ELF: the content starts with \x7fELF)
  *  12 u32 xattr count
- *  16 u64 hash           24 per xattr, sorted by name: u32 name length,
- *                           u32 value length, name, value
+ *  16 u64 hash           24 u32 inode flags (FS_IOC_GETFLAGS, 0 if none)
+ *  28 u32 project ID (FS_IOC_FSGETXATTR fsx_projid, 0 if none)
+ *  32 per xattr, sorted by name: u32 name length, u32 value length, name, value
  */
 #define IN_HDR 72
-#define OUT_HDR 24
+#define OUT_HDR 32
 enum { HASH_CHANGED = -1, HASH_SHRANK = -2 };
 enum { HASH_ELF = 1 }; /* flag bits at offset 8 of a successful record */
-enum { CALL_OPENAT2, CALL_STATX, CALL_OPEN, CALL_FLISTXATTR, CALL_FGETXATTR, CALL_READ };
+enum { CALL_OPENAT2, CALL_STATX, CALL_OPEN, CALL_FLISTXATTR, CALL_FGETXATTR, CALL_READ, CALL_IOCTL };
+int vunify_fsattr(int fd, uint32_t *flags, uint32_t *projid); /* fsattr.c */
 
 static int proc_fd = -1; /* /proc/self/fd, opened once: saves walking it per file */
 static pthread_once_t proc_once = PTHREAD_ONCE_INIT;
@@ -1192,9 +1196,9 @@ static long append_xattrs(int fd, outbuf *o, int *call) {
 /* Hash `size` bytes of fd; a file shorter than that is HASH_SHRANK. */
 /* Hash `size` bytes of fd; *elf tells whether they start with the ELF magic
  * (the capacity report counts shared executables and libraries apart). */
-static int hash_content(int fd, uint64_t size, char *buf, size_t cap, uint64_t *out, int *elf) {
+static int hash_content(int fd, uint64_t size, char *buf, size_t cap, uint64_t seed, uint64_t *out, int *elf) {
   xxh64_state s;
-  xxh64_init(&s);
+  xxh64_init_seed(&s, seed);
   *elf = 0;
   for (uint64_t pos = 0; pos < size;) {
     size_t want = size - pos < cap ? (size_t)(size - pos) : cap;
@@ -1211,7 +1215,7 @@ static int hash_content(int fd, uint64_t size, char *buf, size_t cap, uint64_t *
 }
 
 /* One file: open confined, check, reopen, xattrs, hash; appends its output record. */
-static int hash_one(const char *in, char *buf, size_t cap, outbuf *o) {
+static int hash_one(const char *in, char *buf, size_t cap, uint64_t seed, outbuf *o) {
   uint32_t plen = get32(in + 8);
   size_t start = o->len;
   if (out_reserve(o, OUT_HDR)) return -1;
@@ -1220,6 +1224,7 @@ static int hash_one(const char *in, char *buf, size_t cap, outbuf *o) {
   int err = 0, call = 0, elf = 0;
   long nx = 0;
   uint64_t hash = 0;
+  uint32_t iflags = 0, projid = 0;
   char *path = malloc(plen + 1);
   if (!path) return -1;
   memcpy(path, in + IN_HDR, plen);
@@ -1250,8 +1255,10 @@ static int hash_one(const char *in, char *buf, size_t cap, outbuf *o) {
           return -1;
         }
         err = errno;
+      } else if ((err = vunify_fsattr(fd, &iflags, &projid))) {
+        call = CALL_IOCTL;
       } else {
-        err = hash_content(fd, st.stx_size, buf, cap, &hash, &elf);
+        err = hash_content(fd, st.stx_size, buf, cap, seed, &hash, &elf);
         if (err > 0) call = CALL_READ;
       }
       close(fd);
@@ -1268,6 +1275,8 @@ static int hash_one(const char *in, char *buf, size_t cap, outbuf *o) {
   put32(p + 8, err ? (uint32_t)call : (uint32_t)(elf ? HASH_ELF : 0));
   put32(p + 12, (uint32_t)nx);
   put64(p + 16, hash);
+  put32(p + 24, err ? 0 : iflags);
+  put32(p + 28, err ? 0 : projid);
   o->len = start + rec;
   return 0;
 }
@@ -1277,6 +1286,7 @@ typedef struct {
   napi_deferred deferred;
   char *in;
   size_t in_len;
+  uint64_t seed;
   int err;
   outbuf out;
 } hash_batch;
@@ -1297,7 +1307,7 @@ static void hash_execute(napi_env env, void *data) {
       b->err = EINVAL;
       break;
     }
-    if (hash_one(b->in + off, buf, HASH_BUF, &b->out)) {
+    if (hash_one(b->in + off, buf, HASH_BUF, b->seed, &b->out)) {
       b->err = ENOMEM;
       break;
     }
@@ -1326,17 +1336,19 @@ static void hash_complete(napi_env env, napi_status status, void *data) {
   free(b);
 }
 
-/* hashFiles(jobs: Buffer) -> Promise<Buffer>: see the layout above. */
+/* hashFiles(jobs: Buffer, seed: bigint) -> Promise<Buffer>: see the layout above. */
 static napi_value HashFiles(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *data;
   size_t len;
-  bool is_buffer = false;
-  if (argc < 1 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer)");
+  bool is_buffer = false, lossless = false;
+  uint64_t seed = 0;
+  if (argc < 2 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok ||
+      napi_get_value_bigint_uint64(env, argv[1], &seed, &lossless) != napi_ok || !lossless) {
+    napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint)");
     return NULL;
   }
   hash_batch *b = calloc(1, sizeof *b);
@@ -1350,6 +1362,7 @@ static napi_value HashFiles(napi_env env, napi_callback_info info) {
   memcpy(in, data, len); /* the worker thread must not touch a JS-owned buffer */
   b->in = in;
   b->in_len = len;
+  b->seed = seed;
   return queue_work(env, "vunify.hashFiles", hash_execute, hash_complete, b, &b->deferred, &b->work);
 }
 
@@ -1375,6 +1388,9 @@ static napi_value Xxh64(napi_env env, napi_callback_info info) {
 }
 
 /* ---- module ---------------------------------------------------------------- */
+
+napi_value FsGetXattr(napi_env env, napi_callback_info info); /* fsattr.c */
+napi_value SetProject(napi_env env, napi_callback_info info);
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -1402,6 +1418,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"fstatvfs", NULL, Fstatvfs, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashFiles", NULL, HashFiles, NULL, NULL, NULL, napi_enumerable, NULL},
       {"xxh64", NULL, Xxh64, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fsGetXattr", NULL, FsGetXattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setProject", NULL, SetProject, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   return exports;

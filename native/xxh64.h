@@ -44,13 +44,14 @@ static inline uint64_t xxh_merge(uint64_t acc, uint64_t v) {
   return acc * XXH_P1 + XXH_P4;
 }
 
-static void xxh64_init(xxh64_state *s) {
+static void xxh64_init_seed(xxh64_state *s, uint64_t seed) {
   memset(s, 0, sizeof *s);
-  s->v[0] = XXH_P1 + XXH_P2;
-  s->v[1] = XXH_P2;
-  s->v[2] = 0;
-  s->v[3] = -XXH_P1;
+  s->v[0] = seed + XXH_P1 + XXH_P2;
+  s->v[1] = seed + XXH_P2;
+  s->v[2] = seed;
+  s->v[3] = seed - XXH_P1;
 }
+static void xxh64_init(xxh64_state *s) { xxh64_init_seed(s, 0); }
 
 static void xxh64_update(xxh64_state *s, const void *data, size_t len) {
   const unsigned char *p = data, *end = p + len;

@@ -1,8 +1,12 @@
 /*
  * vunify, top to bottom: the whole program on one screen.
  *
- *   roots -> state -> walk -> group -> cache -> hash (+ xattrs) -> plan -> link -> report
+ *   roots -> state -> walk -> group -> cache -> hash (+ xattrs, flags, project)
+ *     -> directory projects -> plan -> link -> report
  *
+ * Which files may share an inode is decided in one place
+ * (pipeline/policy.ts): grouping, the content split, the plan, the linker
+ * and the reports all ask it, so the dry run counts what the linker does.
  * The hash cache (cache.ts) fills in hashes of inodes unchanged since an
  * earlier run, so only new or changed candidates are read; it is refreshed
  * with what was hashed and with the canonicals' new ctimes after linking.
@@ -17,12 +21,15 @@
 import type { FileError } from './core/errors.js';
 import type { Progress } from './core/progress.js';
 import type { FileRec } from './core/types.js';
+import { displayPath } from './core/paths.js';
 import { link } from './change/link.js';
 import { probeIunlink } from './change/iunlink.js';
 import { hashGroups, saveSessionCache, withSession, type SessionOptions } from './commands/session.js';
 import type { Rule } from './pipeline/excludes.js';
 import { groupFiles } from './pipeline/group.js';
 import { plan } from './pipeline/plan.js';
+import { readDirProjects } from './pipeline/projects.js';
+import { keptApart } from './report/kept-apart.js';
 import { expandRoots } from './pipeline/roots.js';
 import { scanRoots } from './pipeline/walk.js';
 import { buildReport, type Report } from './report/report.js';
@@ -45,6 +52,8 @@ export interface UnifyOptions {
   iunlink?: boolean;
   /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
   cache?: string | false;
+  /** Hash key file (default STATE_DIR/hash.key, created on first use). */
+  hashKey?: string;
   /** Problems that skip no file (an unusable cache): one line each. */
   onWarning?(message: string): void;
   /** Things worth a line with -v only (no cache yet). */
@@ -62,11 +71,14 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const { log, progress } = s;
     const walked = await scanRoots(s.roots, s.rules, opts, log.onError, progress);
     log.timed('walk');
-    const { inodes, groups } = groupFiles(walked.files, { ignoreMtime: opts.ignoreMtime });
+    const policy = { ignoreMtime: opts.ignoreMtime, iunlink: opts.iunlink };
+    const { inodes, groups } = groupFiles(walked.files, policy);
     log.timed('group');
     const { identical, hashed } = await hashGroups(s, session, groups);
     log.timed('hash');
+    readDirProjects(identical.flat());
     const thePlan = plan(identical);
+    const apart = keptApart(groups.flat(), s.roots.length, policy);
     log.timed('plan');
     const earlySkips = log.errors.length;
     let linked;
@@ -79,6 +91,8 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
           s.cache?.refresh(canonicalStat);
           opts.onLink?.(file, canonical);
         },
+        onContentSplit: (file, canonical) =>
+          opts.onNote?.(`${displayPath(file)}: same hash as ${displayPath(canonical)} but other content; unified with its own copies instead`),
         onDiffer: (a, b) => {
           s.cache?.forget(a);
           s.cache?.forget(b);
@@ -92,6 +106,6 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     progress.stop();
     await saveSessionCache(s, session, inodes);
     log.finish();
-    return buildReport({ roots: s.roots, inodes, plan: thePlan, linked, errors: log.errors, earlySkips, durations: log.durations, hashed });
+    return buildReport({ roots: s.roots, inodes, plan: thePlan, linked, errors: log.errors, earlySkips, durations: log.durations, hashed, keptApart: apart.total });
   });
 }

@@ -15,8 +15,23 @@
  *   4. swap the canonical in at the duplicate's name (swap.ts: temporary
  *      link, exchange, full comparison after it, settle or undo).
  * EMLINK (the canonical reached the filesystem's link limit) makes the
- * current duplicate the canonical for the rest of its set. Any other error
- * is reported with the path and the run goes on.
+ * current duplicate the canonical for the rest of its set.
+ *
+ * A set holds one content as far as the keyed hash can tell; when the byte
+ * comparison in step 3 shows a second one (an accidental collision, or a
+ * forgery that got past the key), the set is split by content, not given
+ * up: the duplicate that differs from every canonical so far becomes the
+ * canonical of its own part, and each later duplicate is compared with the
+ * canonicals in turn (the one that matched last first) and linked to the
+ * first it matches. So an inode costs at most one comparison per content
+ * found, and at most MAX_CONTENTS contents per set are kept apart; a
+ * duplicate that matches none of them is reported (EDIFFERENT). Whatever
+ * the forged inode is, every genuine copy still joins one canonical. Such
+ * splits are no error: they are counted (contentSplits) and named with -v.
+ *
+ * The plan only holds what the policy allows (pipeline/policy.ts), so any
+ * other refusal here comes from a change since the scan; it is reported
+ * with the path and the run goes on.
  */
 import { codedError, errorCode, fileError, type FileError } from '../core/errors.js';
 import { displayPath, relPath } from '../core/paths.js';
@@ -25,7 +40,11 @@ import type { FileRec, Inode } from '../core/types.js';
 import { openDir, openRegular, openScanned, type OpenedFile } from '../os/confine.js';
 import { sys } from '../os/sys.js';
 import type { LinkOp, Plan, PlanSet } from '../pipeline/plan.js';
-import { checkNotLocked, difference } from './compare.js';
+
+/** Contents kept apart in one set before further strangers are reported rather than compared. */
+export const MAX_CONTENTS = 8;
+import { freeable } from '../pipeline/plan.js';
+import { checkNotLocked, difference, isContentDifference } from './compare.js';
 import { isIunlinked, setIunlink } from './iunlink.js';
 import type { Journal } from './journal.js';
 import { swap } from './swap.js';
@@ -38,6 +57,8 @@ export interface LinkOptions {
   /** Called after each link made (for -v), with what fstat says of the canonical now (for the cache). */
   onLink?(file: FileRec, canonical: FileRec, canonicalStat: Stat): void;
   onProgress?(ops: number): void;
+  /** Called when a duplicate turned out to hold another content than its set's canonical(s) and became a canonical itself. */
+  onContentSplit?(file: FileRec, canonical: FileRec): void;
   /** Journal each temporary name before it is created (see journal.ts). */
   journal?: Journal;
   /** Mark each canonical immutable + immutable-unlink before its first link (see iunlink.ts). */
@@ -52,6 +73,13 @@ export interface LinkResult {
   freedDiskBytes: number;
   /** Planned links not made because of an error. */
   skipped: number;
+  /**
+   * Sets the byte comparison split by content, the parts split off, and the
+   * bytes the plan counted as freeable that stayed as those parts'
+   * canonicals: freedBytes + contentSplits.bytes is what the plan promised
+   * when nothing else went wrong.
+   */
+  contentSplits: { sets: number; parts: number; bytes: number };
 }
 
 interface Canonical {
@@ -68,7 +96,7 @@ interface Canonical {
 type Expected = Map<Inode, Stat>;
 
 export async function link(plan: Plan, opts: LinkOptions): Promise<LinkResult> {
-  const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, freedDiskBytes: 0, skipped: 0 };
+  const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, freedDiskBytes: 0, skipped: 0, contentSplits: { sets: 0, parts: 0, bytes: 0 } };
   const expected: Expected = new Map();
   try {
     for (const set of plan.sets) await linkSet(set, opts, result, expected);
@@ -85,50 +113,79 @@ async function linkSet(
   result: LinkResult,
   expected: Expected,
 ): Promise<void> {
-  let canon: Canonical;
+  // One canonical per content found in the set; the plan's comes first.
+  const canons: Canonical[] = [];
   try {
-    canon = openCanonical(set.source, set.canonical, expected, opts);
+    canons.push(openCanonical(set.source, set.canonical, expected, opts));
   } catch (er) {
     opts.onError(fileError(displayPath(set.source), er));
     result.skipped += set.ops.length;
     return;
   }
+  let last = 0; // the canonical that matched last: tried first
   try {
-    for (const op of set.ops) {
+    for (const [n, op] of set.ops.entries()) {
       opts.onProgress?.(1);
-      if (op.inode === canon.inode) continue; // became canonical after EMLINK
-      try {
-        const freed = await linkOne(canon, op, opts, expected);
-        result.linksMade++;
-        if (freed) {
-          result.freedInodes++;
-          result.freedBytes += op.inode.stat.size;
-          result.freedDiskBytes += op.inode.stat.blocks * 512;
-        }
-        opts.onLink?.(op.file, canon.file, canon.expect);
-      } catch (er) {
-        if (errorCode(er) === 'EMLINK') {
-          // The canonical is full: this duplicate carries the set from here.
-          try {
-            const next = openCanonical(op.file, op.inode, expected, opts);
-            sys.close(canon.fd);
-            canon = next;
-            continue;
-          } catch (er2) {
-            er = er2;
+      if (canons.some((c) => c.inode === op.inode)) continue; // became a canonical (EMLINK, or its own content)
+      const order = [last, ...canons.keys()].filter((k, i, all) => all.indexOf(k) === i);
+      let error: unknown;
+      for (const k of order) {
+        const canon = canons[k]!;
+        try {
+          const freed = await linkOne(canon, op, opts, expected);
+          result.linksMade++;
+          if (freed) {
+            result.freedInodes++;
+            result.freedBytes += op.inode.stat.size;
+            result.freedDiskBytes += op.inode.stat.blocks * 512;
           }
+          opts.onLink?.(op.file, canon.file, canon.expect);
+          last = k;
+          error = undefined;
+          break;
+        } catch (er) {
+          error = er;
+          if (isContentDifference(er)) {
+            opts.onDiffer?.(canon.inode, op.inode);
+            continue; // another content: try the next canonical
+          }
+          if (errorCode(er) === 'EMLINK') {
+            // The canonical is full: this duplicate carries its part from here.
+            try {
+              const next = openCanonical(op.file, op.inode, expected, opts);
+              sys.close(canon.fd);
+              canons[k] = next;
+              error = undefined;
+            } catch (er2) {
+              error = er2;
+            }
+          }
+          break;
         }
-        if (errorCode(er) === 'EDIFFERENT') opts.onDiffer?.(canon.inode, op.inode);
-        opts.onError(fileError(displayPath(op.file), er));
-        result.skipped++;
-        if (errorCode(er) === 'ECANONICAL') {
-          result.skipped += set.ops.length - set.ops.indexOf(op) - 1;
-          return;
+      }
+      if (error !== undefined && isContentDifference(error) && canons.length < MAX_CONTENTS) {
+        // A content no canonical holds: this inode is the canonical of its own part.
+        try {
+          canons.push(openCanonical(op.file, op.inode, expected, opts));
+          if (canons.length === 2) result.contentSplits.sets++;
+          result.contentSplits.parts++;
+          if (freeable(op.inode)) result.contentSplits.bytes += op.inode.stat.size;
+          opts.onContentSplit?.(op.file, canons[0]!.file);
+          continue;
+        } catch (er2) {
+          error = er2;
         }
+      }
+      if (error === undefined) continue;
+      opts.onError(fileError(displayPath(op.file), error));
+      result.skipped++;
+      if (errorCode(error) === 'ECANONICAL') {
+        result.skipped += set.ops.length - n - 1;
+        return;
       }
     }
   } finally {
-    sys.close(canon.fd);
+    for (const c of canons) sys.close(c.fd);
   }
 }
 
@@ -165,6 +222,8 @@ async function linkOne(
     try {
       if (!(opts.iunlink && isIunlinked(dup.fd))) checkNotLocked(dup.fd, 'duplicate');
       const canonBefore = verify(canon, dup, opts);
+      // From here a content difference is a write by the guest during the
+      // swap, not a second content of the set.
       if (opts.iunlink && !canon.iunlinked) {
         // As util-vserver does: the canonical first, then the links to it.
         setIunlink(canon.fd);
@@ -178,6 +237,7 @@ async function linkOne(
         // changed, the rest of its set may still be linked to it.
         const now = sys.fstat(canon.fd);
         if (sameFile(now, canonBefore, { ctime: false, nlink: true })) canon.expect = now;
+        if (isContentDifference(er)) (er as { content?: boolean }).content = false;
         throw er;
       }
       canon.expect = sys.fstat(canon.fd);

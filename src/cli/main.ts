@@ -55,7 +55,7 @@ command line win (ROOTs replace the file's).`;
 
 interface UnifyCli {
   dryRun?: boolean; json?: boolean; iunlink?: boolean; verbose?: boolean; quiet?: boolean; ignoreMtime?: boolean;
-  minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string; cache?: string | false; metricsFile?: string;
+  minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string; cache?: string | false; hashKey?: string; metricsFile?: string;
 }
 
 export async function main(argv: readonly string[], out = process.stdout, err = process.stderr): Promise<number> {
@@ -87,6 +87,7 @@ export async function main(argv: readonly string[], out = process.stdout, err = 
       stateDir: opts.stateDir,
       iunlink: !!opts.iunlink,
       cache: opts.cache,
+      hashKey: opts.hashKey,
       progress: isTTY(err) && !opts.quiet ? ttyProgress(err) : noProgress,
       onError: errorLine(err),
       onWarning: (m) => !opts.quiet && err.write(`vunify: warning: ${m}\n`),

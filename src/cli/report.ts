@@ -43,7 +43,7 @@ Exit status: 0 done, 1 done but some files were skipped (errors on stderr),
 
 interface ReportOpts {
   json?: boolean; csv?: boolean; html?: string; manifest?: string; candidate: string[]; top: string; merge?: boolean;
-  quiet?: boolean; ignoreMtime?: boolean; minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string; cache?: string | false;
+  quiet?: boolean; ignoreMtime?: boolean; minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string; cache?: string | false; hashKey?: string;
 }
 
 export async function reportMain(argv: readonly string[], out: NodeJS.WritableStream & { isTTY?: boolean }, err: NodeJS.WritableStream & { isTTY?: boolean }): Promise<number> {
@@ -85,6 +85,7 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
       hashAll: !!o.manifest,
       stateDir: o.stateDir,
       cache: o.cache,
+      hashKey: o.hashKey,
       progress: err.isTTY && !o.quiet ? ttyProgress(err as NodeJS.WriteStream) : noProgress,
       onError: errorLine(err),
       onWarning: (m) => !o.quiet && err.write(`vunify: warning: ${m}\n`),
@@ -92,7 +93,7 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
     const r = scan.report;
     if (o.html) writeOut(o.html, formatCapacityHtml(r));
     if (o.manifest) {
-      const m = await buildManifest(scan.roots, scan.inodes, !!o.ignoreMtime);
+      const m = await buildManifest(scan.roots, scan.inodes, !!o.ignoreMtime, scan.key);
       try {
         writeManifest(o.manifest, m);
       } catch (er) {

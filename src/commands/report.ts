@@ -21,6 +21,9 @@ import type { Progress } from '../core/progress.js';
 import type { Inode, Root } from '../core/types.js';
 import type { Rule } from '../pipeline/excludes.js';
 import { collectInodes } from '../pipeline/group.js';
+import { contentKey } from '../pipeline/policy.js';
+import type { HashKey } from '../state/hash-key.js';
+import { readDirProjects } from '../pipeline/projects.js';
 import { expandRoots } from '../pipeline/roots.js';
 import { scanRoots } from '../pipeline/walk.js';
 import { buildCapacity, type CapacityReport } from '../report/capacity-model.js';
@@ -42,6 +45,8 @@ export interface CapacityOptions {
   stateDir?: string;
   /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
   cache?: string | false;
+  /** Hash key file (default STATE_DIR/hash.key); a fleet's shared key makes manifests comparable across hosts. */
+  hashKey?: string;
   progress?: Progress;
   onError?(e: FileError): void;
   onWarning?(message: string): void;
@@ -53,6 +58,8 @@ export interface CapacityScan {
   /** The existing guests and their hashed inodes, for a manifest. */
   roots: Root[];
   inodes: Inode[];
+  /** The hash key the inodes were hashed under (a manifest records its fingerprint). */
+  key: HashKey;
 }
 
 export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan> {
@@ -79,13 +86,22 @@ export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan>
     log.timed('group');
     await hashGroups(s, session, [toHash], { elf: true });
     log.timed('hash');
+    readDirProjects(sharedContent(inodes));
     const report = buildCapacity({ roots: existing, inodes, candidates, candidateInodes, ignoreMtime: opts.ignoreMtime, top: opts.top, errors: log.errors, durations: log.durations });
     log.timed('model');
     s.progress.stop();
     await saveSessionCache(s, session, [...inodes, ...candidateInodes]);
     log.finish();
-    return { report, roots: existing, inodes };
+    return { report, roots: existing, inodes, key: s.key! };
   });
+}
+
+/** Hashed inodes whose content another inode has: those whose paths the plan may replace. */
+function sharedContent(inodes: readonly Inode[]): Inode[] {
+  const hashed = inodes.filter((i) => i.hash !== undefined);
+  const count = new Map<string, number>();
+  for (const i of hashed) count.set(contentKey(i), (count.get(contentKey(i)) ?? 0) + 1);
+  return hashed.filter((i) => count.get(contentKey(i))! > 1);
 }
 
 function real(p: string): string {

@@ -15,7 +15,9 @@ import { withDefaults, type Rule } from '../pipeline/excludes.js';
 import { splitByContent } from '../pipeline/hash.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
+import type { PolicyOptions } from '../pipeline/policy.js';
 import { CACHE_FILE, loadCache, rootKey, saveCache, type HashCache } from '../state/cache.js';
+import { keyLocation, loadHashKey, type HashKey } from '../state/hash-key.js';
 import { DEFAULT_STATE_DIR, openState, type RunState } from '../state/run-state.js';
 
 export interface SessionOptions {
@@ -30,6 +32,11 @@ export interface SessionOptions {
   changes?: boolean;
   /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
   cache?: string | false;
+  /** The hash key file (default STATE_DIR/hash.key, created when missing). */
+  hashKey?: string;
+  /** The sharing policy's options, for the content split. */
+  ignoreMtime?: boolean;
+  iunlink?: boolean;
   progress?: Progress;
   onError?(e: FileError): void;
   /** Problems that skip no file (an unusable cache): one line each. */
@@ -50,6 +57,8 @@ export interface Session {
   state?: RunState;
   /** The hash cache, once hashGroups() loaded it. */
   cache?: HashCache;
+  /** The hash key, once hashGroups() loaded it. */
+  key?: HashKey;
 }
 
 export interface RunLog {
@@ -88,10 +97,10 @@ export function cacheFileOf(opts: Pick<SessionOptions, 'cache' | 'stateDir'>): s
 }
 
 /**
- * The hash stage with the cache: inodes whose entry is still valid get their
- * hash and xattrs from it, the rest are read (pipeline/hash.ts), and what
- * was read is remembered. Returns the groups split by content and xattrs,
- * and what was read. `elf`: the caller needs to know which files are ELF
+ * The hash stage with the key and the cache: inodes whose entry is still
+ * valid get their hash, xattrs, flags and project from it, the rest are read
+ * (pipeline/hash.ts), and what was read is remembered. Returns the groups
+ * split by everything the policy reads (policy.ts readKey), and what was read. `elf`: the caller needs to know which files are ELF
  * (entries of caches written before that was recorded are read again).
  */
 export async function hashGroups(
@@ -100,15 +109,23 @@ export async function hashGroups(
   groups: readonly Inode[][],
   need: { elf?: boolean } = {},
 ): Promise<{ identical: Inode[][]; hashed: Hashed }> {
+  const where = keyLocation({ hashKey: opts.hashKey, stateDir: opts.stateDir ?? DEFAULT_STATE_DIR });
+  const key = (s.key ??= loadHashKey(where.file, { create: where.create }));
   const file = cacheFileOf(opts);
-  const cache = (s.cache = file ? await loadCache(file, (m) => opts.onWarning?.(m), (m) => opts.onNote?.(m)) : undefined);
+  const cache = (s.cache = file ? await loadCache(file, key.fingerprint, (m) => opts.onWarning?.(m), (m) => opts.onNote?.(m)) : undefined);
   const all = groups.flat();
   const toHash = all.filter((i) => !fromCache(cache, i, !!need.elf));
   const hashed = { files: toHash.length, bytes: toHash.reduce((sum, i) => sum + i.stat.size, 0), cacheHits: all.length - toHash.length };
   s.progress.stage('hashing', hashed.bytes, 'bytes');
   const readAtSec = Date.now() / 1000;
-  const identical = await splitByContent(groups, { onError: s.log.onError, onProgress: (n) => s.progress.tick(n) });
-  if (cache) for (const i of toHash) if (i.hash !== undefined) cache.put(i.stat, i.hash, i.xattrs ?? '', rootKey(i.paths[0]!.dir.root), readAtSec, i.elf);
+  const policy: PolicyOptions = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
+  const identical = await splitByContent(groups, { seed: key.seed, policy, onError: s.log.onError, onProgress: (n) => s.progress.tick(n) });
+  if (cache) {
+    for (const i of toHash) {
+      if (i.hash === undefined) continue;
+      cache.put(i.stat, { hash: i.hash, xattrs: i.xattrs ?? '', flags: i.flags ?? 0, projid: i.projid ?? 0, elf: i.elf }, rootKey(i.paths[0]!.dir.root), readAtSec);
+    }
+  }
   return { identical, hashed };
 }
 
@@ -119,6 +136,8 @@ function fromCache(cache: HashCache | undefined, inode: Inode, needElf: boolean)
   inode.hash = e.hash;
   inode.xattrs = e.xattrs;
   inode.elf = e.elf;
+  inode.flags = e.flags;
+  inode.projid = e.projid;
   return true;
 }
 

@@ -70,3 +70,7 @@ export const FS_APPEND_FL = 0x20;
  */
 export const FS_NOCOW_FL = 0x800000;
 export const FS_FILE_FLAGS = 0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x400 | 0x4000 | 0x8000 | 0x800000 | 0x2000000;
+/** Directory flag: new entries take the directory's project ID, and links of inodes of another project into it fail EXDEV. */
+export const FS_PROJINHERIT_FL = 0x20000000;
+/** The same, as FS_IOC_FSGETXATTR's fsx_xflags say it. */
+export const FS_XFLAG_PROJINHERIT = 0x200;

@@ -24,6 +24,14 @@ export interface DirNode {
   rel: Buffer;
   dev: number;
   ino: number;
+  /** Its project and whether new entries must share it (read before planning, see pipeline/projects.ts). */
+  project?: DirProject;
+}
+
+/** A directory's project ID, and whether it has the project-inherit flag (the kernel then refuses links of other projects into it). */
+export interface DirProject {
+  projid: number;
+  inherit: boolean;
 }
 
 /** One path of a regular file, with what statx said when it was scanned. */
@@ -43,6 +51,9 @@ export interface Inode {
   /** Content hash and encoded xattrs, once read. */
   hash?: bigint;
   xattrs?: string;
+  /** Inode flags (FS_IOC_GETFLAGS, 0 where the filesystem has none) and project ID (FS_IOC_FSGETXATTR, 0 where none); read with the hash. */
+  flags?: number;
+  projid?: number;
   /** Content starts with the ELF magic (executables, shared libraries); set with the hash. */
   elf?: boolean;
 }

@@ -47,7 +47,9 @@ interface Native {
   copyData(srcFd: number, dstFd: number, size: number): void;
   futimens(fd: number, mtimeSec: number, mtimeNsec: number): void;
   fstatvfs(fd: number): [number, number];
-  hashFiles(jobs: Buffer): Promise<Buffer>;
+  hashFiles(jobs: Buffer, seed: bigint): Promise<Buffer>;
+  fsGetXattr(fd: number): [number, number];
+  setProject(fd: number, projid: number): void;
   xxh64(data: Buffer): bigint;
 }
 
@@ -162,7 +164,14 @@ export const sys = {
   closeLater: (fd: number): void => native.closeLater(fd),
   closeLaterDrain: (): Promise<void> => native.closeLaterDrain(),
   /** Open, check, read xattrs of and hash a batch of files on the thread pool (layout: hashFiles in the addon, encoded by hash.ts). */
-  hashFiles: (jobs: Buffer): Promise<Buffer> => native.hashFiles(jobs),
+  hashFiles: (jobs: Buffer, seed: bigint): Promise<Buffer> => native.hashFiles(jobs, seed),
+  /** FS_IOC_FSGETXATTR: the extended flags (fsx_xflags) and project ID (fsx_projid) of an open file or directory. */
+  fsGetXattr: (fd: number): { xflags: number; projid: number } => {
+    const [xflags, projid] = native.fsGetXattr(fd);
+    return { xflags, projid };
+  },
+  /** FS_IOC_FSSETXATTR with a new fsx_projid (split's private copies keep their original's project). */
+  setProject: (fd: number, projid: number): void => native.setProject(fd, projid),
   /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */
   xxh64: (data: Buffer): bigint => native.xxh64(data),
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),

@@ -10,10 +10,10 @@
  * later stages only open files that have a chance.
  */
 import type { FileRec, Inode } from '../core/types.js';
+import { metadataKey, type PolicyOptions } from './policy.js';
 
-export interface GroupOptions {
-  ignoreMtime: boolean;
-}
+export { metadataKey };
+export type GroupOptions = PolicyOptions;
 
 export interface Grouping {
   /** Every distinct inode among the scanned files, in scan order. */
@@ -53,12 +53,6 @@ export function collectInodes(files: readonly FileRec[]): Inode[] {
     inode.paths.push(f);
   }
   return inodes;
-}
-
-export function metadataKey(inode: Inode, opts: GroupOptions): string {
-  const s = inode.stat;
-  const key = `${s.dev}:${s.mntId}:${s.size}:${s.uid}:${s.gid}:${(s.mode & 0o7777).toString(8)}`;
-  return opts.ignoreMtime ? key : `${key}:${s.mtimeSec}.${s.mtimeNsec}`;
 }
 
 /** Split every group by a per-inode key, keeping parts with two or more inodes. */

@@ -1,10 +1,14 @@
 /*
- * Hash: one XXH64 per candidate inode, and its xattrs, to split groups by
- * content and extended attributes.
+ * Hash: one keyed XXH64 per candidate inode, with its xattrs, inode flags
+ * and project ID, to split groups by everything the sharing policy reads
+ * through a descriptor (policy.ts readKey).
  *
- * XXH64 is fast, not collision resistant, and guests can forge collisions:
- * a hash match only nominates files, and the linker compares bytes before
- * any link. Each inode is read once, through a descriptor opened confined
+ * XXH64 is fast, not collision resistant: with the public seed 0 a guest can
+ * forge a file with another file's hash in microseconds. So it is seeded
+ * from the host's secret key (state/hash-key.ts), which guests cannot read:
+ * a keyed nomination, not a MAC (XXH64 is no cryptographic function), so a
+ * hash match still only nominates files, and the linker compares bytes
+ * before any link and splits a set that holds more than one content. Each inode is read once, through a descriptor opened confined
  * beneath its root and checked against the scan (O_PATH and fstat first, so
  * a device's open routine never runs; O_NONBLOCK so a FIFO swapped in cannot
  * hang us; O_NOATIME so a report-only run leaves atimes alone); its xattrs
@@ -34,13 +38,18 @@ import { splitGroups } from './group.js';
 import { readFully, sys } from '../os/sys.js';
 import { getSystemErrorName } from 'node:util';
 import type { Inode } from '../core/types.js';
-import { encodeXattrs, xattrKey } from './xattrs.js';
+import { encodeXattrs, fileAttrs, xattrKey } from './xattrs.js';
 import { displayPath, relPath } from '../core/paths.js';
 import type { Stat } from '../core/stat.js';
+import { readKey, type PolicyOptions } from './policy.js';
 
 export const CHUNK = 1 << 20;
 
 export interface HashOptions {
+  /** XXH64 seed, derived from the host's hash key (state/hash-key.ts). */
+  seed: bigint;
+  /** What makes inodes of identical content shareable (--ignore-mtime, --iunlink). */
+  policy: PolicyOptions;
   /** Batches hashed at once on the thread pool (default: two per core); 0 hashes in this thread with xxhash-wasm. */
   workers?: number;
   onError(e: FileError): void;
@@ -48,9 +57,9 @@ export interface HashOptions {
 }
 
 /** Hash the open file `fd` of `size` bytes with `buf` as scratch. */
-export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer): bigint {
-  if (size <= buf.length) return h.h64Raw(buf.subarray(0, readFully(fd, buf, size, 0)));
-  const stream = h.create64();
+export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer, seed: bigint): bigint {
+  if (size <= buf.length) return h.h64Raw(buf.subarray(0, readFully(fd, buf, size, 0)), seed);
+  const stream = h.create64(seed);
   for (let pos = 0; pos < size; ) {
     const n = readFully(fd, buf, Math.min(buf.length, size - pos), pos);
     stream.update(buf.subarray(0, n));
@@ -66,17 +75,18 @@ export interface HashJob {
   stat: Stat;
 }
 
-export type HashResult = { hash: bigint; xattrs: string; elf: boolean } | { error: { code?: string; syscall?: string; message: string } };
+export type HashResult = { hash: bigint; xattrs: string; elf: boolean; flags: number; projid: number } | { error: { code?: string; syscall?: string; message: string } };
 
 /** Open (confined, checked against the scan) and hash one file, and read its xattrs. */
-export function hashJob(h: Hasher, job: HashJob, buf: Buffer): HashResult {
+export function hashJob(h: Hasher, job: HashJob, buf: Buffer, seed: bigint): HashResult {
   try {
     const rel = Buffer.from(job.rel.buffer, job.rel.byteOffset, job.rel.byteLength);
     const file = openRegular(job.rootFd, rel, job.stat);
     try {
       const xattrs = xattrKey(file.fd);
-      const hash = hashFd(h, file.fd, file.stat.size, buf);
-      return { xattrs, hash, elf: isElf(file.fd, file.stat.size, buf) };
+      const { flags, projid } = fileAttrs(file.fd);
+      const hash = hashFd(h, file.fd, file.stat.size, buf, seed);
+      return { xattrs, hash, elf: isElf(file.fd, file.stat.size, buf), flags, projid };
     } finally {
       sys.close(file.fd);
     }
@@ -125,6 +135,8 @@ export async function splitByContent(groups: readonly Inode[][], opts: HashOptio
       inode.hash = r.hash;
       inode.xattrs = r.xattrs;
       inode.elf = r.elf;
+      inode.flags = r.flags;
+      inode.projid = r.projid;
       opts.onProgress?.(inode.stat.size);
     } else {
       opts.onError(fileError(displayPath(inode.paths[0]!), Object.assign(new Error(r.error.message), r.error)));
@@ -135,16 +147,16 @@ export async function splitByContent(groups: readonly Inode[][], opts: HashOptio
     const buf = Buffer.allocUnsafe(CHUNK);
     inodes.forEach((inode, k) => {
       const job = { rootFd: inode.paths[0]!.dir.root.fd, rel: relPath(inode.paths[0]!), stat: inode.stat };
-      settle(k, hashJob(h, job, buf));
+      settle(k, hashJob(h, job, buf, opts.seed));
     });
   } else {
-    await inBatches(inodes, opts.workers ?? BATCHES_IN_FLIGHT, settle);
+    await inBatches(inodes, opts.workers ?? BATCHES_IN_FLIGHT, opts.seed, settle);
   }
-  return splitGroups(groups, (inode) => (inode.hash === undefined ? undefined : `${inode.hash.toString(16)}\0${inode.xattrs}`));
+  return splitGroups(groups, (inode) => readKey(inode, opts.policy));
 }
 
 /** Keep `inFlight` native batches going until every inode is settled. */
-async function inBatches(inodes: readonly Inode[], inFlight: number, settle: (k: number, r: HashResult) => void): Promise<void> {
+async function inBatches(inodes: readonly Inode[], inFlight: number, seed: bigint, settle: (k: number, r: HashResult) => void): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.max(1, inFlight) }, async () => {
@@ -152,7 +164,7 @@ async function inBatches(inodes: readonly Inode[], inFlight: number, settle: (k:
         const start = next;
         let bytes = 0;
         while (next < inodes.length && next - start < BATCH_FILES && bytes < BATCH_BYTES) bytes += inodes[next++]!.stat.size;
-        const out = await sys.hashFiles(encodeJobs(inodes, start, next));
+        const out = await sys.hashFiles(encodeJobs(inodes, start, next), seed);
         decodeResults(out).forEach((r, k) => settle(start + k, r));
       }
     }),
@@ -201,7 +213,9 @@ export function encodeJobs(inodes: readonly Inode[], from: number, to: number): 
 }
 
 /** Failing calls, by the index hashFiles reports. */
-const HASH_CALLS = ['openat2', 'statx', 'open', 'flistxattr', 'fgetxattr', 'read'];
+const HASH_CALLS = ['openat2', 'statx', 'open', 'flistxattr', 'fgetxattr', 'read', 'ioctl'];
+/** Output record header: offsets 24 and 28 hold the inode flags and project ID. */
+const OUT_HDR = 32;
 const HASH_CHANGED = -1;
 const HASH_SHRANK = -2;
 /** Flag bits of a successful record (offset 8). */
@@ -221,13 +235,19 @@ export function decodeResults(out: Buffer): HashResult[] {
       results.push({ error: { code, syscall, message: `${code}, ${syscall}` } });
     } else {
       const pairs: [Buffer, Buffer][] = [];
-      for (let n = out.readUInt32LE(off + 12), p = off + 24; n > 0; n--) {
+      for (let n = out.readUInt32LE(off + 12), p = off + OUT_HDR; n > 0; n--) {
         const nl = out.readUInt32LE(p);
         const vl = out.readUInt32LE(p + 4);
         pairs.push([out.subarray(p + 8, p + 8 + nl), out.subarray(p + 8 + nl, p + 8 + nl + vl)]);
         p += 8 + nl + vl;
       }
-      results.push({ hash: out.readBigUInt64LE(off + 16), xattrs: encodeXattrs(pairs), elf: (out.readUInt32LE(off + 8) & HASH_ELF) !== 0 });
+      results.push({
+        hash: out.readBigUInt64LE(off + 16),
+        xattrs: encodeXattrs(pairs),
+        elf: (out.readUInt32LE(off + 8) & HASH_ELF) !== 0,
+        flags: out.readUInt32LE(off + 24),
+        projid: out.readUInt32LE(off + 28),
+      });
     }
     off += len;
   }

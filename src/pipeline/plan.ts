@@ -5,15 +5,19 @@
  *
  * For every set of identical inodes one is canonical, chosen so that nothing
  * is lost and the result is predictable:
- *   1. an inode with links outside the scanned roots (nlink > links seen)
- *      cannot be freed anyway, so it wins;
+ *   1. an inode that cannot be freed anyway wins: one with links outside
+ *      the scanned roots (nlink > links seen), or with a path the kernel
+ *      will not let us replace (policy.ts acceptsLink: a project-inherit
+ *      directory of another project);
  *   2. then the inode with the most links (fewest paths to change);
  *   3. then the one seen under the earliest ROOT on the command line;
  *   4. then path order (bytewise).
- * Every path of every other inode gets one operation. An inode is freed only
- * when all of its links are replaced, i.e. when every link it has was seen.
+ * Every path of every other inode that may be replaced gets one operation.
+ * An inode is freed only when all of its links are replaced, i.e. when
+ * every link it has was seen and may be replaced.
  */
 import type { FileRec, Inode } from '../core/types.js';
+import { acceptsLink, isPinned } from './policy.js';
 
 export interface LinkOp {
   /** The path to replace, with its stat from the scan. */
@@ -44,6 +48,11 @@ export function seenAll(inode: Inode): boolean {
   return inode.stat.nlink <= inode.paths.length;
 }
 
+/** Whether the plan frees `inode` when it is a duplicate: every link seen, and every one may be replaced. */
+export function freeable(inode: Inode): boolean {
+  return seenAll(inode) && !isPinned(inode);
+}
+
 export function comparePaths(a: FileRec, b: FileRec): number {
   return a.dir.root.index - b.dir.root.index || Buffer.compare(a.dir.rel, b.dir.rel) || Buffer.compare(a.name, b.name);
 }
@@ -54,7 +63,7 @@ function firstPath(inode: Inode): FileRec {
 
 /** Canonical preference: negative when `a` should be canonical rather than `b`. */
 export function compareCanonical(a: Inode, b: Inode): number {
-  const outside = Number(seenAll(a)) - Number(seenAll(b));
+  const outside = Number(freeable(a)) - Number(freeable(b));
   return outside || b.stat.nlink - a.stat.nlink || comparePaths(firstPath(a), firstPath(b));
 }
 
@@ -64,16 +73,20 @@ export function plan(identicalSets: readonly Inode[][]): Plan {
     if (set.length < 2) continue;
     const ordered = [...set].sort(compareCanonical);
     const canonical = ordered[0]!;
-    const duplicates = ordered.slice(1);
+    const duplicates: Inode[] = [];
     const ops: LinkOp[] = [];
-    for (const inode of duplicates) {
-      for (const file of [...inode.paths].sort(comparePaths)) ops.push({ file, inode });
-      if (seenAll(inode)) {
+    for (const inode of ordered.slice(1)) {
+      const files = inode.paths.filter((f) => acceptsLink(f, inode));
+      if (!files.length) continue; // nothing of it may be replaced
+      duplicates.push(inode);
+      for (const file of files.sort(comparePaths)) ops.push({ file, inode });
+      if (freeable(inode)) {
         result.freeableInodes++;
         result.freeableBytes += inode.stat.size;
         result.freeableDiskBytes += inode.stat.blocks * 512;
       }
     }
+    if (!ops.length) continue;
     result.sets.push({ canonical, source: firstPath(canonical), duplicates, ops });
     result.linksPlanned += ops.length;
   }

@@ -5,17 +5,15 @@
  * Two partitions of the scanned inodes drive everything:
  *   content class = same size and XXH64 (identical bytes, as far as the hash
  *     can tell);
- *   policy class  = a content class split by what a hardlink would force the
- *     copies to share: filesystem, owner and group, permission bits, mtime
- *     (unless --ignore-mtime) and xattrs. This is exactly the dry run's
- *     partition (group.ts metadataKey, then hash and xattrs), so the
- *     freeable numbers come from the dry run's own plan() and buildReport()
- *     and agree with it by construction.
+ *   policy class  = a content class split by the sharing policy's key
+ *     (pipeline/policy.ts shareKey: filesystem and mount, owner and group,
+ *     permission bits, mtime unless --ignore-mtime, project ID, inode flags,
+ *     xattrs). This is exactly the dry run's partition, so the freeable
+ *     numbers come from the dry run's own plan() and buildReport() and agree
+ *     with it by construction.
  * A content class that splits into several policy classes is content kept
- * apart by policy; each extra class is charged to the first attribute (in
- * the order filesystem, owner, mode, mtime, xattrs) in which it differs from
- * the class that holds the most inodes, so "mtime" means owner and mode
- * agree and only the timestamps differ.
+ * apart by policy; report/kept-apart.ts names the first reason for each
+ * extra class (in policy.ts REASONS order), per guest and per pair.
  *
  * Per guest, its path bytes split into four disjoint parts: shared (the
  * inode already has a path in another guest and stays), freeable (charged
@@ -24,15 +22,14 @@
  * canonicals, content kept apart by policy, inodes with links outside).
  */
 import type { FileError } from '../core/errors.js';
-import { metadataKey } from '../pipeline/group.js';
-import { compareCanonical, comparePaths, plan, seenAll, type Plan, type PlanSet } from '../pipeline/plan.js';
+import { comparePaths, freeable, plan, seenAll, type Plan, type PlanSet } from '../pipeline/plan.js';
+import { contentKey, fileFlags, noReasons, REASONS, shareKey, type ByReason, type PolicyOptions, type Reason } from '../pipeline/policy.js';
+import { keptApart as keptApartOf } from './kept-apart.js';
 import { buildReport } from './report.js';
 import type { DirNode, FileRec, Inode, Root } from '../core/types.js';
 import { printable, relPath } from '../core/paths.js';
 
-export const REASONS = ['filesystem', 'owner', 'mode', 'mtime', 'xattrs'] as const;
-export type Reason = (typeof REASONS)[number];
-export type ByReason = Record<Reason, number>;
+export { REASONS, type ByReason, type Reason };
 
 export interface GuestCapacity {
   path: string;
@@ -99,6 +96,8 @@ export interface CapacityReport {
   };
   guests: GuestCapacity[];
   matrix: { guests: string[]; bytes: number[][] };
+  /** Identical content kept apart by policy, per pair of guests (a guest paired with itself: inside it); nonzero pairs only. */
+  keptApartPairs: { guests: [string, string]; bytes: ByReason }[];
   topSets: TopSet[];
   topDirectories: TopDirectory[];
   candidates: CandidateEstimate[];
@@ -120,25 +119,7 @@ export interface ModelInput {
   durations?: Record<string, number>;
 }
 
-const noReasons = (): ByReason => ({ filesystem: 0, owner: 0, mode: 0, mtime: 0, xattrs: 0 });
-
-export const contentKey = (i: Inode): string => `${i.stat.size}:${i.hash!.toString(16)}`;
-
-/** The dry run's partition: metadata key, content hash and xattrs. */
-export function policyKey(i: Inode, ignoreMtime: boolean): string {
-  return `${metadataKey(i, { ignoreMtime })}\0${i.hash!.toString(16)}\0${i.xattrs}`;
-}
-
-/** The first policy attribute in which two inodes of identical content differ. */
-export function firstDifference(a: Inode, b: Inode, ignoreMtime: boolean): Reason | undefined {
-  const s = a.stat, t = b.stat;
-  if (s.dev !== t.dev || s.mntId !== t.mntId) return 'filesystem';
-  if (s.uid !== t.uid || s.gid !== t.gid) return 'owner';
-  if ((s.mode & 0o7777) !== (t.mode & 0o7777)) return 'mode';
-  if (!ignoreMtime && (s.mtimeSec !== t.mtimeSec || s.mtimeNsec !== t.mtimeNsec)) return 'mtime';
-  if (a.xattrs !== b.xattrs) return 'xattrs';
-  return undefined;
-}
+export { contentKey };
 
 function groupBy<T>(items: Iterable<T>, key: (t: T) => string): Map<string, T[]> {
   const out = new Map<string, T[]>();
@@ -162,9 +143,11 @@ export function topDirectory(f: FileRec, depth = 3): string {
 
 export function buildCapacity(input: ModelInput): CapacityReport {
   const { roots, inodes, ignoreMtime } = input;
+  const policy: PolicyOptions = { ignoreMtime };
   const hashed = inodes.filter((i) => i.hash !== undefined);
-  // Keys are built once per inode: on 90k inodes, building them per use cost seconds.
-  const pkey = new Map(hashed.map((i) => [i, policyKey(i, ignoreMtime)]));
+  // Keys are built once per inode: on 90k inodes, building them per use cost
+  // seconds. A locked (immutable, append-only) inode is a class of its own.
+  const pkey = new Map(hashed.map((i) => [i, shareKey(i, policy) ?? `locked\0${i.dev}:${i.ino}`]));
   const policyClasses = [...groupBy(hashed, (i) => pkey.get(i)!).values()];
   const thePlan = plan(policyClasses.filter((c) => c.length > 1));
   const base = buildReport({ roots, inodes, plan: thePlan, errors: input.errors, earlySkips: input.errors.length });
@@ -182,7 +165,7 @@ export function buildCapacity(input: ModelInput): CapacityReport {
     memory: { sharedBytes: 0, sharedElfBytes: 0 },
   }));
   const guestOf = (f: FileRec) => guests[f.dir.root.index]!;
-  const freed = new Set<Inode>(thePlan.sets.flatMap((s) => s.duplicates.filter(seenAll)));
+  const freed = new Set<Inode>(thePlan.sets.flatMap((s) => s.duplicates.filter(freeable)));
   const ckey = new Map(hashed.map((i) => [i, contentKey(i)]));
   const contentClasses = groupBy(hashed, (i) => ckey.get(i)!);
   const sizeCount = new Map<number, number>();
@@ -205,21 +188,9 @@ export function buildCapacity(input: ModelInput): CapacityReport {
     }
   }
 
-  const keptApart = noReasons();
-  for (const content of contentClasses.values()) {
-    if (content.length < 2) continue;
-    const parts = [...groupBy(content, (i) => pkey.get(i)!).values()].map((c) => c.sort(compareCanonical));
-    if (parts.length < 2) continue;
-    parts.sort((a, b) => b.length - a.length || compareCanonical(a[0]!, b[0]!));
-    const main = parts[0]![0]!;
-    for (const part of parts.slice(1)) {
-      const kept = part[0]!;
-      if (!seenAll(kept)) continue; // links outside keep it anyway
-      const reason = firstDifference(kept, main, ignoreMtime)!;
-      guestOf(firstPath(kept)).keptApart[reason] += kept.stat.size;
-      keptApart[reason] += kept.stat.size;
-    }
-  }
+  const apart = keptApartOf(hashed, roots.length, policy);
+  const keptApart = apart.total;
+  guests.forEach((g, k) => (g.keptApart = apart.byGuest[k]!));
 
   // After unification each policy class is one inode: the guests it touches
   // share it on disk and in the page cache.
@@ -279,6 +250,7 @@ export function buildCapacity(input: ModelInput): CapacityReport {
     },
     guests,
     matrix: { guests: roots.map((r) => r.path), bytes: matrix },
+    keptApartPairs: apart.pairs.map((p) => ({ guests: [roots[p.guests[0]]!.path, roots[p.guests[1]]!.path], bytes: p.bytes })),
     topSets: topSets(thePlan, input.top),
     topDirectories: topDirectories(freed, input.top),
     candidates: input.candidates.map((c) => estimateCandidate(c, input.candidateInodes, hashed, ignoreMtime)),
@@ -288,8 +260,8 @@ export function buildCapacity(input: ModelInput): CapacityReport {
 }
 
 function topSets(thePlan: Plan, top: number): TopSet[] {
-  const freeable = (set: PlanSet) => set.duplicates.reduce((t, i) => t + (seenAll(i) ? i.stat.size : 0), 0);
-  const ranked = thePlan.sets.map((set) => ({ set, bytes: freeable(set) }));
+  const setFreeable = (set: PlanSet) => set.duplicates.reduce((t, i) => t + (freeable(i) ? i.stat.size : 0), 0);
+  const ranked = thePlan.sets.map((set) => ({ set, bytes: setFreeable(set) }));
   ranked.sort((a, b) => b.bytes - a.bytes || comparePaths(a.set.source, b.set.source));
   return ranked.slice(0, top).map(({ set, bytes }): TopSet => {
     const all = [set.canonical, ...set.duplicates];
@@ -329,7 +301,7 @@ function topDirectories(freed: Set<Inode>, top: number): TopDirectory[] {
 function estimateCandidate(root: Root, candidateInodes: readonly Inode[], existing: readonly Inode[], ignoreMtime: boolean): CandidateEstimate {
   const portable = (i: Inode) => {
     const s = i.stat;
-    return `${contentKey(i)}:${s.uid}:${s.gid}:${(s.mode & 0o7777).toString(8)}:${ignoreMtime ? '' : `${s.mtimeSec}.${s.mtimeNsec}`}\0${i.xattrs}`;
+    return `${contentKey(i)}:${s.uid}:${s.gid}:${(s.mode & 0o7777).toString(8)}:${ignoreMtime ? '' : `${s.mtimeSec}.${s.mtimeNsec}`}:${fileFlags(i.flags).toString(16)}\0${i.xattrs}`;
   };
   const policies = new Set(existing.map(portable));
   const contents = new Set(existing.map(contentKey));

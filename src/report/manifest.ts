@@ -3,10 +3,17 @@
  * estimate of consolidating several hosts' guests onto one.
  *
  * A manifest line stands for every file of one guest with the same content
- * (size + XXH64) and the same policy key (a digest of size, owner, group,
- * permission bits, mtime in ns unless --ignore-mtime, and every xattr):
- * exactly what must agree for two files to become one inode. The filesystem
- * is left out on purpose: consolidation moves guests onto one. Lines carry
+ * (size + keyed XXH64) and the same policy key (a digest of size, owner,
+ * group, permission bits, mtime in ns unless --ignore-mtime, inode flags and
+ * every xattr): what must agree for two files to become one inode
+ * (pipeline/policy.ts). The filesystem, mount and project ID are left out on
+ * purpose: consolidation moves guests onto one filesystem, and projects are
+ * a host's quota bookkeeping.
+ *
+ * Hashes are seeded with the hash key (state/hash-key.ts), so they match
+ * across hosts only under the same key: a fleet copies one key file to
+ * every host (--hash-key). The manifest records the key's fingerprint
+ * (never the key) and the merge refuses manifests of different keys. Lines carry
  * how many inodes of that guest hold it (an inode is charged to the guest of
  * its first path, as in the report) and how many paths, so the merge can
  * tell today's disk use from the use after unification.
@@ -23,6 +30,11 @@ import { UsageError } from '../core/errors.js';
 import { comparePaths } from '../pipeline/plan.js';
 import type { Inode, Root } from '../core/types.js';
 import { getHasher } from '../core/xxhash.js';
+import { fileFlags } from '../pipeline/policy.js';
+import { UNKEYED, type HashKey } from '../state/hash-key.js';
+
+/** What the content hash is: XXH64 seeded from the hash key. */
+export const MANIFEST_HASH = 'xxh64-keyed';
 
 export const MANIFEST_MAGIC = '#vunify-manifest\t1';
 
@@ -37,6 +49,8 @@ export interface ManifestEntry {
 
 export interface Manifest {
   host: string;
+  /** The fingerprint of the hash key its hashes were made under ('unkeyed' for manifests from before keys). */
+  key: string;
   created: string;
   ignoreMtime: boolean;
   guests: string[];
@@ -46,13 +60,14 @@ export interface Manifest {
 const hex = (n: bigint) => n.toString(16).padStart(16, '0');
 
 /** The entries of one host's hashed inodes (unhashed ones, whose read failed, are left out). */
-export async function buildManifest(roots: readonly Root[], inodes: readonly Inode[], ignoreMtime: boolean): Promise<Manifest> {
+export async function buildManifest(roots: readonly Root[], inodes: readonly Inode[], ignoreMtime: boolean, key: HashKey): Promise<Manifest> {
   const h = await getHasher();
   const entries = new Map<string, ManifestEntry>();
   for (const inode of inodes) {
     if (inode.hash === undefined) continue;
     const s = inode.stat;
-    const policy = hex(h.h64(`${s.size}:${s.uid}:${s.gid}:${(s.mode & 0o7777).toString(8)}:${ignoreMtime ? '' : `${s.mtimeSec}.${s.mtimeNsec}`}:${inode.xattrs}`));
+    const flags = fileFlags(inode.flags);
+    const policy = hex(h.h64(`${s.size}:${s.uid}:${s.gid}:${(s.mode & 0o7777).toString(8)}:${ignoreMtime ? '' : `${s.mtimeSec}.${s.mtimeNsec}`}:${flags ? `${flags.toString(16)}:` : ''}${inode.xattrs}`));
     const hash = hex(inode.hash);
     const owner = inode.paths.reduce((a, b) => (comparePaths(b, a) < 0 ? b : a)).dir.root.index;
     const touch = (guest: number) => {
@@ -64,11 +79,12 @@ export async function buildManifest(roots: readonly Root[], inodes: readonly Ino
     touch(owner).inodes++;
     for (const p of inode.paths) touch(p.dir.root.index).paths++;
   }
-  return { host: os.hostname(), created: new Date().toISOString(), ignoreMtime, guests: roots.map((r) => r.path), entries: [...entries.values()] };
+  return { host: os.hostname(), key: key.fingerprint, created: new Date().toISOString(), ignoreMtime, guests: roots.map((r) => r.path), entries: [...entries.values()] };
 }
 
 export function formatManifest(m: Manifest): string {
-  const head = [MANIFEST_MAGIC, `#host\t${m.host}`, `#created\t${m.created}`, `#policy\t${m.ignoreMtime ? 'size,uid,gid,mode,xattrs' : 'size,uid,gid,mode,mtime,xattrs'}`];
+  const head = [MANIFEST_MAGIC, `#host\t${m.host}`, `#created\t${m.created}`, `#policy\t${m.ignoreMtime ? 'size,uid,gid,mode,flags,xattrs' : 'size,uid,gid,mode,mtime,flags,xattrs'}`];
+  head.push(`#hash\t${MANIFEST_HASH}`, `#key\t${m.key}`);
   head.push(...m.guests.map((g, i) => `#guest\t${i}\t${encodeURI(g)}`));
   const lines = m.entries.map((e) => `${e.hash}\t${e.size}\t${e.policy}\t${e.guest}\t${e.inodes}\t${e.paths}`);
   return [...head, ...lines].join('\n') + '\n';
@@ -93,13 +109,14 @@ export function readManifest(file: string): Manifest {
 export function parseManifest(text: string, file: string): Manifest {
   const lines = text.split('\n');
   if (lines[0] !== MANIFEST_MAGIC) throw new UsageError(`${file}: not a vunify manifest (version 1): first line is not '${MANIFEST_MAGIC.replace('\t', '\\t')}'`);
-  const m: Manifest = { host: file, created: '', ignoreMtime: false, guests: [], entries: [] };
+  const m: Manifest = { host: file, key: UNKEYED, created: '', ignoreMtime: false, guests: [], entries: [] };
   for (const [n, line] of lines.entries()) {
     if (n === 0 || !line) continue;
     const f = line.split('\t');
     const bad = () => new UsageError(`${file}:${n + 1}: malformed manifest line`);
     if (f[0] === '#host') m.host = f[1] ?? file;
     else if (f[0] === '#created') m.created = f[1] ?? '';
+    else if (f[0] === '#key') m.key = f[1] || UNKEYED;
     else if (f[0] === '#policy') m.ignoreMtime = !(f[1] ?? '').split(',').includes('mtime');
     else if (f[0] === '#guest') m.guests[Number(f[1])] = decodeURI(f[2] ?? '');
     else if (f[0]!.startsWith('#')) continue; // a later minor addition: ignore
@@ -138,6 +155,11 @@ export interface MergeReport {
 export function mergeManifests(files: readonly string[], manifests: readonly Manifest[]): MergeReport {
   const policies = new Set(manifests.map((m) => m.ignoreMtime));
   if (policies.size > 1) throw new UsageError(`${files.join(', ')}: manifests disagree on --ignore-mtime; write them with the same policy`);
+  const keys = new Set(manifests.map((m) => m.key));
+  if (keys.size > 1) {
+    const which = manifests.map((m, k) => `${files[k]} (${m.key})`).join(', ');
+    throw new UsageError(`manifests hashed under different keys cannot be compared: ${which}; give every host the same --hash-key file and write them again`);
+  }
   const n = manifests.length;
   const matrix = Array.from({ length: n }, () => new Array<number>(n).fill(0));
   const holders = new Map<string, { size: number; hosts: Set<number> }>();

@@ -14,7 +14,8 @@
  *     first path, so the roots add up to the total.
  */
 import type { FileError } from '../core/errors.js';
-import { comparePaths, seenAll, type Plan } from '../pipeline/plan.js';
+import { comparePaths, freeable, type Plan } from '../pipeline/plan.js';
+import type { ByReason } from '../pipeline/policy.js';
 import type { LinkResult } from '../change/link.js';
 import type { Inode, Root } from '../core/types.js';
 
@@ -34,6 +35,15 @@ export interface Summary {
   freedDiskBytes: number;
   skipped: number;
   errors: number;
+  /**
+   * Identical content among the inodes hashed that the policy keeps apart,
+   * in bytes by first reason (report/kept-apart.ts). The dry run hashes only
+   * inodes that agree on filesystem, owner, mode and mtime, so mostly
+   * project, flags and xattrs show here; `vunify report` sees every reason.
+   */
+  keptApart?: ByReason;
+  /** Extra contents the linker found inside sets the hash held identical (collisions), and the bytes the plan counted that it did not free for that reason. */
+  contentSplits?: { sets: number; parts: number; bytes: number };
 }
 
 export interface RootReport {
@@ -71,6 +81,7 @@ export function buildReport(args: {
   earlySkips: number;
   durations?: Record<string, number>;
   hashed?: Hashed;
+  keptApart?: ByReason;
 }): Report {
   const { roots, inodes, plan, linked, errors } = args;
   const perRoot: RootReport[] = roots.map((r) => ({ path: r.path, files: 0, bytes: 0, freeableBytes: 0 }));
@@ -88,7 +99,7 @@ export function buildReport(args: {
   }
   for (const set of plan.sets) {
     for (const inode of set.duplicates) {
-      if (!seenAll(inode)) continue;
+      if (!freeable(inode)) continue;
       const first = inode.paths.reduce((a, b) => (comparePaths(b, a) < 0 ? b : a));
       perRoot[first.dir.root.index]!.freeableBytes += inode.stat.size;
     }
@@ -111,6 +122,8 @@ export function buildReport(args: {
       freedDiskBytes: linked?.freedDiskBytes ?? 0,
       skipped: args.earlySkips + (linked?.skipped ?? 0),
       errors: errors.length,
+      ...(args.keptApart && { keptApart: args.keptApart }),
+      ...(linked?.contentSplits && { contentSplits: linked.contentSplits }),
     },
     hashed: args.hashed ?? { files: 0, bytes: 0, cacheHits: 0 },
     roots: perRoot,

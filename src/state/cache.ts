@@ -2,11 +2,16 @@
  * Hash cache: what a nightly run learned about each inode's content, so the
  * next run reads only what changed.
  *
- * An entry maps (dev, ino) to the XXH64 of the content and the encoded
- * xattrs, and is valid only while size, mtime (ns) and ctime (ns) are what
- * they were when the file was read: a write changes mtime and ctime, an
- * xattr, owner or mode change changes ctime, and no guest can set ctime
- * (utimensat sets it to "now"). A reused inode number gets a new ctime too.
+ * An entry maps (dev, ino) to the keyed XXH64 of the content, the encoded
+ * xattrs, the inode flags and the project ID, and is valid only while
+ * size, mtime (ns) and ctime (ns) are what they were when the file was
+ * read: a write changes mtime and ctime, an xattr, owner, mode, chattr or
+ * project change changes ctime, and no guest can set ctime (utimensat sets
+ * it to "now"). A reused inode number gets a new ctime too.
+ *
+ * The hashes are only meaningful under the key they were made with
+ * (state/hash-key.ts): the header records the key's fingerprint, and a
+ * cache written under another key is discarded with a warning.
  * The cache only nominates, like the hash itself: the linker still compares
  * every byte before a link, so a wrong entry can at worst hide a duplicate
  * or cost an EDIFFERENT, never join different files.
@@ -24,15 +29,16 @@
  * warning and the run hashes as if there were no cache: never trusted,
  * never a crash.
  *
- *   header   "VUNIFYHC" u32 version u32 entryCount
+ *   header   "VUNIFYHC" u32 version u32 entryCount, 8 bytes key fingerprint
  *   roots    u32 n, then n × (u16 len, bytes "dev:ino:path" of a root directory)
  *   xattrs   u32 n, then n × (u32 len, bytes): distinct xattr keys; index 0 is ""
- *   entries  entryCount × 64 bytes: dev u64, ino u64, size u64, mtimeSec i64,
+ *   entries  entryCount × 72 bytes: dev u64, ino u64, size u64, mtimeSec i64,
  *            ctimeSec i64, mtimeNsec u32, ctimeNsec u32, hash u64,
- *            xattrIdx u32, rootIdx u32 (bit 31: ELF known, bit 30: ELF)
+ *            xattrIdx u32, rootIdx u32 (bit 31: ELF known, bit 30: ELF),
+ *            inode flags u32, project ID u32
  *   footer   u64 XXH64 of everything before it
  *
- * 64 bytes per inode plus a few for the tables: about 61 MiB per million
+ * 72 bytes per inode plus a few for the tables: about 69 MiB per million
  * files on disk, and roughly three times that in memory while a run holds it.
  */
 import fs from 'node:fs';
@@ -44,14 +50,19 @@ import type { Inode, Root } from '../core/types.js';
 import type { Stat } from '../core/stat.js';
 import { getHasher } from '../core/xxhash.js';
 
-/** 3: whether the content is ELF (2 did not say; its entries are read as such); 2: roots are named by dev, ino and path. */
-export const CACHE_VERSION = 3;
+/**
+ * 4: keyed hashes, the key's fingerprint, inode flags and project ID (older
+ * caches hold unkeyed hashes: discarded); 3: whether the content is ELF;
+ * 2: roots are named by dev, ino and path.
+ */
+export const CACHE_VERSION = 4;
 /** In an entry's root index (format 3): the ELF flag is known, and what it is. */
 const ELF_KNOWN = 2 ** 31;
 const ELF_YES = 2 ** 30;
 export const CACHE_FILE = 'hashes.cache';
 const MAGIC = Buffer.from('VUNIFYHC');
-const ENTRY = 64;
+const ENTRY = 72;
+const HEADER = 24;
 const RACY_SECONDS = 1;
 
 export interface Cached {
@@ -62,6 +73,8 @@ export interface Cached {
   ctimeNsec: number;
   hash: bigint;
   xattrs: string;
+  flags: number;
+  projid: number;
   /** Identity ("dev:ino") of the root the inode was last seen under. */
   root: string;
   /** The content starts with the ELF magic; undefined when not recorded. */
@@ -97,6 +110,9 @@ function valid(e: Cached, s: Stat): boolean {
 export class HashCache {
   readonly entries = new Map<string, Cached>();
 
+  /** @param key fingerprint of the hash key its hashes are made under (state/hash-key.ts) */
+  constructor(readonly key: string) {}
+
   /** The cached hash and xattrs of an inode, if the entry is still valid for `stat`. */
   lookup(stat: Stat): Cached | undefined {
     const e = this.entries.get(inodeKey(stat));
@@ -104,10 +120,11 @@ export class HashCache {
   }
 
   /** Remember what was just read from a file with `stat`, unless it is too fresh to trust. */
-  put(stat: Stat, hash: bigint, xattrs: string, root: string, readAtSec: number, elf?: boolean): void {
+  put(stat: Stat, read: { hash: bigint; xattrs: string; flags: number; projid: number; elf?: boolean }, root: string, readAtSec: number): void {
     if (stat.ctimeSec + stat.ctimeNsec / 1e9 > readAtSec - RACY_SECONDS) return;
     const { size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec } = stat;
-    this.entries.set(inodeKey(stat), { size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec, hash, xattrs, root, elf });
+    const { hash, xattrs, flags, projid, elf } = read;
+    this.entries.set(inodeKey(stat), { size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec, hash, xattrs, flags, projid, root, elf });
   }
 
   /**
@@ -160,18 +177,23 @@ export class CacheError extends Error {
   override name = 'CacheError';
 }
 
-/** Read a cache file; throws CacheError (or an fs error) if it cannot be trusted. */
-export async function readCache(file: string): Promise<HashCache> {
+/**
+ * Read a cache file; throws CacheError (or an fs error) if it cannot be
+ * trusted, or was written under another key than `key` (a fingerprint).
+ */
+export async function readCache(file: string, key: string): Promise<HashCache> {
   const buf = fs.readFileSync(file);
   const bad = (why: string) => new CacheError(why);
-  if (buf.length < 16 + 8 || !buf.subarray(0, 8).equals(MAGIC)) throw bad('not a vunify hash cache');
+  if (buf.length < HEADER + 8 || !buf.subarray(0, 8).equals(MAGIC)) throw bad('not a vunify hash cache');
   const version = buf.readUInt32LE(8);
-  if (version !== CACHE_VERSION && version !== 2) throw bad(`written by another version of vunify (format ${version}, this one reads ${CACHE_VERSION})`);
+  if (version !== CACHE_VERSION) throw bad(`written by another version of vunify (format ${version}, this one reads ${CACHE_VERSION})`);
   const h = await getHasher();
   const body = buf.subarray(0, buf.length - 8);
   if (h.h64Raw(body) !== buf.readBigUInt64LE(buf.length - 8)) throw bad('checksum mismatch (truncated or corrupt)');
+  const written = buf.subarray(16, 24).toString('hex');
+  if (written !== key) throw bad(`written under another hash key (fingerprint ${written}, this run's is ${key})`);
   const count = buf.readUInt32LE(12);
-  let off = 16;
+  let off = HEADER;
   const need = (n: number) => {
     if (off + n > body.length) throw bad('truncated');
   };
@@ -193,13 +215,13 @@ export async function readCache(file: string): Promise<HashCache> {
   const roots = table(2);
   const xattrs = table(4);
   if (off + count * ENTRY !== body.length) throw bad('entry count does not match the file size');
-  const cache = new HashCache();
+  const cache = new HashCache(key);
   const u64 = (o: number) => buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * 2 ** 32;
   for (let i = 0; i < count; i++, off += ENTRY) {
     const x = xattrs[buf.readUInt32LE(off + 56)];
     const rootWord = buf.readUInt32LE(off + 60);
-    const elfKnown = version >= 3 && rootWord >= ELF_KNOWN;
-    const root = roots[version >= 3 ? rootWord % ELF_YES : rootWord];
+    const elfKnown = rootWord >= ELF_KNOWN;
+    const root = roots[rootWord % ELF_YES];
     if (x === undefined || root === undefined) throw bad('entry refers to a missing table row');
     cache.entries.set(`${u64(off)}:${u64(off + 8)}`, {
       size: u64(off + 16),
@@ -209,6 +231,8 @@ export async function readCache(file: string): Promise<HashCache> {
       ctimeNsec: buf.readUInt32LE(off + 44),
       hash: buf.readBigUInt64LE(off + 48),
       xattrs: x,
+      flags: buf.readUInt32LE(off + 64),
+      projid: buf.readUInt32LE(off + 68),
       root,
       elf: elfKnown ? (rootWord & ELF_YES) !== 0 : undefined,
     });
@@ -235,9 +259,12 @@ export async function encodeCache(cache: HashCache): Promise<Buffer> {
     entries.writeBigUInt64LE(e.hash, off + 48);
     entries.writeUInt32LE(index(xattrs, e.xattrs), off + 56);
     entries.writeUInt32LE(index(roots, e.root) + (e.elf === undefined ? 0 : ELF_KNOWN + (e.elf ? ELF_YES : 0)), off + 60);
+    entries.writeUInt32LE(e.flags >>> 0, off + 64);
+    entries.writeUInt32LE(e.projid >>> 0, off + 68);
     off += ENTRY;
   }
-  const parts: Buffer[] = [MAGIC, u32(CACHE_VERSION), u32(cache.entries.size), u32(roots.size)];
+  const fingerprint = Buffer.from(cache.key.padEnd(16, '0').slice(0, 16), 'hex');
+  const parts: Buffer[] = [MAGIC, u32(CACHE_VERSION), u32(cache.entries.size), fingerprint, u32(roots.size)];
   for (const r of roots.keys()) {
     const b = Buffer.from(r);
     parts.push(Buffer.from([b.length & 0xff, b.length >> 8]), b);
@@ -269,13 +296,13 @@ function u32(n: number): Buffer {
  * Load the cache at `file`; anything wrong means an empty cache and one
  * warning. A missing file is the normal first run: a note, not a warning.
  */
-export async function loadCache(file: string, warn: (message: string) => void, note: (message: string) => void = warn): Promise<HashCache> {
+export async function loadCache(file: string, key: string, warn: (message: string) => void, note: (message: string) => void = warn): Promise<HashCache> {
   try {
-    return await readCache(file);
+    return await readCache(file, key);
   } catch (er) {
     if (errorCode(er) === 'ENOENT') note(`${file}: no hash cache yet; every candidate file is read`);
     else warn(`${file}: hash cache discarded: ${(er as Error).message}`);
-    return new HashCache();
+    return new HashCache(key);
   }
 }
 
@@ -290,7 +317,7 @@ export async function saveCache(file: string, cache: HashCache, roots: readonly 
     sys.flock(lock, LOCK_EX);
     const ours = new Set(roots.map(rootKey));
     try {
-      const disk = await readCache(file);
+      const disk = await readCache(file, cache.key); // under another key: not merged
       for (const [k, e] of disk.entries) if (!ours.has(e.root) && !cache.entries.has(k)) cache.entries.set(k, e);
     } catch {
       // Nothing usable on disk: ours is all there is.

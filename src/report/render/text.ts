@@ -36,6 +36,16 @@ export function formatCapacity(r: CapacityReport): string {
       ['guest', ...REASONS, 'outside links', 'shared mem', 'shared ELF'],
       r.guests.map((g) => [g.path, ...REASONS.map((k) => b(g.keptApart[k])), b(g.outsideLinks.bytes), b(g.memory.sharedBytes), b(g.memory.sharedElfBytes)]),
     ),
+    ...(r.keptApartPairs.length
+      ? [
+          '',
+          'What keeps identical content apart, per pair of guests (a guest with itself: inside it)',
+          ...table(
+            ['guest', 'guest', ...REASONS],
+            r.keptApartPairs.map((p) => [shortName(p.guests[0]), shortName(p.guests[1]), ...REASONS.map((k) => b(p.bytes[k]))]),
+          ),
+        ]
+      : []),
     '',
     'Bytes in common (identical content, policy-compatible); the diagonal is each guest after unifying itself',
     ...table(
@@ -108,6 +118,8 @@ export function formatHuman(report: Report): string {
     `freeable: ${num(s.freeableInodes)} inodes, ${formatBytes(s.freeableBytes)} (${formatBytes(s.freeableDiskBytes)} on disk)`,
   ];
   if (!report.dryRun) lines.push(`linked: ${num(s.linksMade)} paths; freed: ${formatBytes(s.freedBytes)} (${formatBytes(s.freedDiskBytes)} on disk)`);
+  const apart = keptApartText(report);
+  if (apart) lines.push(apart.slice(2));
   if (s.errors) lines.push(`errors: ${num(s.errors)} (${num(s.skipped)} files or links skipped; see messages above)`);
   const w = Math.max(4, ...report.roots.map((r) => r.path.length));
   lines.push('', `${'root'.padEnd(w)}  ${'files'.padStart(9)}  ${'bytes'.padStart(11)}  ${'freeable'.padStart(11)}`);
@@ -129,7 +141,18 @@ export function formatLine(report: Report): string {
     : `${num(s.linksMade)} links made, ${formatBytes(s.freedBytes)} freed`;
   return (
     `vunify: ${num(s.filesScanned)} files, ${formatBytes(s.bytesScanned)} scanned in ${report.roots.length} roots, ` +
-    `${formatBytes(report.hashed.bytes)} read; ${done}; ${num(s.errors)} errors; ${secs} s\n`
+    `${formatBytes(report.hashed.bytes)} read; ${done}${keptApartText(report)}; ${num(s.errors)} errors; ${secs} s\n`
+  );
+}
+
+/** "; kept apart: project 1.00 MiB, flags 4.00 KiB" for the reasons that kept anything apart, and content splits; "" when none. */
+function keptApartText(report: Report): string {
+  const k = report.summary.keptApart;
+  const reasons = k ? REASONS.filter((r) => k[r] > 0).map((r) => `${r} ${formatBytes(k[r])}`) : [];
+  const c = report.summary.contentSplits;
+  return (
+    (reasons.length ? `; kept apart: ${reasons.join(', ')}` : '') +
+    (c && c.parts ? `; ${num(c.parts)} other contents in ${num(c.sets)} hash sets (${formatBytes(c.bytes)} not freed)` : '')
   );
 }
 
