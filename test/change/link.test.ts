@@ -31,7 +31,7 @@ async function planFor(guests: string[], opts: { trustSize?: boolean } = {}) {
   const onError = (e: FileError) => errors.push(e);
   const walked = await walk(roots, { matcher: compileRules([]), minSize: 1, maxSize: Infinity, onError });
   const { groups } = groupFiles(walked.files, { ignoreMtime: false });
-  const sets = opts.trustSize ? groups : await splitByContent(groups, { onError });
+  const sets = opts.trustSize ? groups : await splitByContent(groups, { seed: 0n, policy: { ignoreMtime: false }, onError });
   return { roots, plan: plan(sets), errors, onError };
 }
 
@@ -40,17 +40,45 @@ function leftovers(root: string): string[] {
 }
 
 describe('link', () => {
-  it('never links on a hash match alone: differing bytes are refused', async () => {
+  it('never links on a hash match alone: differing bytes split the set by content, with no error', async () => {
     writeFile(path.join(dir, 'a/f'), { content: 'AAAA' });
     writeFile(path.join(dir, 'b/f'), { content: 'BBBB' });
     const before = snapshot(dir, { inodes: true });
     const p = await planFor(['a', 'b'], { trustSize: true });
     expect(p.plan.linksPlanned).toBe(1); // the forged collision reached the linker
-    const r = await link(p.plan, { ignoreMtime: false, onError: p.onError });
+    const splits: string[] = [];
+    const r = await link(p.plan, { ignoreMtime: false, onError: p.onError, onContentSplit: (f) => splits.push(f.name.toString()) });
     closeRoots(p.roots);
     expect(r.linksMade).toBe(0);
-    expect(p.errors.map((e) => e.code)).toEqual(['EDIFFERENT']);
+    expect(p.errors).toEqual([]);
+    expect(splits).toEqual(['f']);
+    expect(r.contentSplits).toEqual({ sets: 1, parts: 1, bytes: 4 });
     expect(snapshot(dir, { inodes: true })).toEqual(before);
+  });
+
+  it('a set of three contents under one hash: each content is unified with its own copies, in bounded comparisons', async () => {
+    // Canonical (most links) holds A; then B, A, B, C copies in root order.
+    writeFile(path.join(dir, 'a/f'), { content: 'AAAA' });
+    fs.linkSync(path.join(dir, 'a/f'), path.join(dir, 'a/f2'));
+    const contents = { b: 'BBBB', c: 'AAAA', d: 'BBBB', e: 'CCCC', f: 'BBBB' };
+    for (const [g, c] of Object.entries(contents)) writeFile(path.join(dir, g, 'f'), { content: c });
+    const p = await planFor(['a', ...Object.keys(contents)], { trustSize: true });
+    const reads = vi.spyOn(sys, 'readSync');
+    const r = await link(p.plan, { ignoreMtime: false, onError: p.onError });
+    closeRoots(p.roots);
+    expect(p.errors).toEqual([]);
+    expect(r.linksMade).toBe(3); // c -> a; d, f -> b (the first B became its part's canonical)
+    expect(r.contentSplits).toEqual({ sets: 1, parts: 2, bytes: 8 });
+    const ino = (g: string) => inode(path.join(dir, g, 'f'));
+    expect(ino('c')).toBe(ino('a'));
+    expect(ino('d')).toBe(ino('b'));
+    expect(ino('f')).toBe(ino('b'));
+    expect(new Set([ino('a'), ino('b'), ino('e')]).size).toBe(3);
+    // Each comparison reads both files once (4 bytes each, one chunk), and
+    // each link compares once more after the exchange. With the canonical
+    // that matched last tried first: b 1, c 1, d 2, e 2, f 1 comparisons,
+    // never more than one per content found so far.
+    expect(reads.mock.calls.length).toBe(2 * (1 + 1 + 2 + 2 + 1) + 2 * r.linksMade);
   });
 
   it.each([
@@ -101,41 +129,55 @@ describe('link', () => {
     expect(p.errors[0]!.path).toBe(path.join(dir, 'a/f'));
   });
 
-  it('skips an immutable or append-only duplicate with a clear message', async () => {
+  it('leaves immutable and append-only files out of the plan: never replaced, no error, and the dry run says why', async () => {
     for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
     sh('chattr', '+i', path.join(dir, 'b/f'));
     sh('chattr', '+a', path.join(dir, 'c/f'));
-    const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
-    expect(errors.map((e) => [e.path, e.code])).toEqual([
-      [path.join(dir, 'b/f'), 'EFLAGS'],
-      [path.join(dir, 'c/f'), 'EFLAGS'],
-    ]);
-    expect(errors[0]!.message).toMatch(/immutable/);
-    expect(errors[1]!.message).toMatch(/append-only/);
-    expect(report.summary.skipped).toBe(2);
+    const size = fs.statSync(path.join(dir, 'a/f')).size;
+    try {
+      const dry = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)), { dryRun: true });
+      const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
+      expect(errors).toEqual([]);
+      expect(report.summary).toMatchObject({ linksPlanned: 0, linksMade: 0, skipped: 0, freedBytes: 0 });
+      expect(dry.report.summary.freeableBytes).toBe(0);
+      expect(dry.report.summary.keptApart?.flags).toBe(2 * size);
+      expect(new Set(['a', 'b', 'c'].map((g) => inode(path.join(dir, g, 'f')))).size).toBe(3);
+      expect(sh('lsattr', path.join(dir, 'b/f')).split(' ')[0]).toMatch(/i/);
+      expect(sh('lsattr', path.join(dir, 'c/f')).split(' ')[0]).toMatch(/a/);
+    } finally {
+      sh('chattr', '-i', path.join(dir, 'b/f'));
+      sh('chattr', '-a', path.join(dir, 'c/f'));
+    }
   });
 
-  it('never links a duplicate whose own inode flags (chattr +d, +A) differ: linking would change them', async () => {
-    for (const g of ['a', 'b']) writeFile(path.join(dir, g, 'f'));
+  it('keeps a copy whose own inode flags (chattr +d, +A) differ apart in the plan: no refusal, flags unchanged', async () => {
+    for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
     sh('chattr', '+dA', path.join(dir, 'b/f'));
     const before = sh('lsattr', path.join(dir, 'b/f')).split(' ')[0];
-    const { errors } = await runUnify(['a', 'b'].map((g) => path.join(dir, g)));
-    expect(errors.map((e) => [e.path, e.code])).toEqual([[path.join(dir, 'b/f'), 'EDIFFERENT']]);
-    expect(errors[0]!.message).toMatch(/inode flags/);
+    const roots = ['a', 'b', 'c'].map((g) => path.join(dir, g));
+    const dry = await runUnify(roots, { dryRun: true });
+    const { report, errors } = await runUnify(roots);
+    expect(errors).toEqual([]);
+    expect(dry.report.summary.keptApart?.flags).toBe(fs.statSync(path.join(dir, 'b/f')).size);
+    expect(report.summary.freedBytes).toBe(dry.report.summary.freeableBytes);
     expect(sh('lsattr', path.join(dir, 'b/f')).split(' ')[0]).toBe(before);
-    expect(fs.statSync(path.join(dir, 'b/f')).ino).not.toBe(fs.statSync(path.join(dir, 'a/f')).ino);
+    expect(inode(path.join(dir, 'b/f'))).not.toBe(inode(path.join(dir, 'a/f')));
+    expect(inode(path.join(dir, 'c/f'))).toBe(inode(path.join(dir, 'a/f')));
   });
 
-  it('leaves a set alone, with one message, when its canonical is immutable', async () => {
+  it('an immutable copy never becomes the canonical: the others are unified among themselves', async () => {
     for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
-    sh('chattr', '+i', path.join(dir, 'a/f')); // the first root's copy is the canonical
-    const before = snapshot(dir, { inodes: true });
-    const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
-    expect(errors.map((e) => [e.path, e.code, e.message])).toEqual([
-      [path.join(dir, 'a/f'), 'EFLAGS', 'canonical copy is immutable (chattr); left alone'],
-    ]);
-    expect(report.summary).toMatchObject({ linksPlanned: 2, linksMade: 0, skipped: 2 });
-    expect(snapshot(dir, { inodes: true })).toEqual(before);
+    sh('chattr', '+i', path.join(dir, 'a/f')); // would have been the canonical (first root)
+    const before = inode(path.join(dir, 'a/f'));
+    try {
+      const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
+      expect(errors).toEqual([]);
+      expect(report.summary).toMatchObject({ linksPlanned: 1, linksMade: 1, skipped: 0 });
+      expect(inode(path.join(dir, 'a/f'))).toBe(before);
+      expect(inode(path.join(dir, 'c/f'))).toBe(inode(path.join(dir, 'b/f')));
+    } finally {
+      sh('chattr', '-i', path.join(dir, 'a/f'));
+    }
   });
 
   it('EMLINK: the duplicate becomes the canonical for the rest of its set', async () => {

@@ -6,6 +6,7 @@ import { compileRules } from '../../src/pipeline/excludes.js';
 import type { FileError } from '../../src/core/errors.js';
 import { groupFiles } from '../../src/pipeline/group.js';
 import { decodeResults, encodeJobs, splitByContent } from '../../src/pipeline/hash.js';
+import { FS_FILE_FLAGS } from '../../src/core/stat.js';
 import { sys } from '../../src/os/sys.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { walk } from '../../src/pipeline/walk.js';
@@ -31,7 +32,7 @@ async function hashAll(workers: number) {
     const walked = await walk(roots, { matcher: compileRules([]), minSize: 1, maxSize: Infinity, onError: () => {} });
     const { groups } = groupFiles(walked.files, { ignoreMtime: false });
     fs.unlinkSync(path.join(dir, 'b', 'gone')); // after the scan, before hashing
-    const sets = await splitByContent(groups, { workers, onError: (e) => errors.push(e) });
+    const sets = await splitByContent(groups, { workers, seed: SEED, policy: { ignoreMtime: false }, onError: (e) => errors.push(e) });
     const hashes = Object.fromEntries(groups.flat().map((i) => [`${i.paths[0]!.dir.root.path}/${i.paths[0]!.name}`, i.hash]));
     return { sets: sets.map((s) => s.length).sort(), hashes, errors };
   } finally {
@@ -39,14 +40,18 @@ async function hashAll(workers: number) {
   }
 }
 
+/** A seed with every byte set, so a seed dropped anywhere shows. */
+const SEED = 0x8badf00ddeadbeefn;
+
 describe('splitByContent', () => {
   it('gives the same hashes and errors in native batches as in this thread', async () => {
     const here = await hashAll(0);
     const threads = await hashAll(2);
     expect(threads).toEqual(here);
-    // Independent check of one value: XXH64 of 200 'x' bytes, via xxhash-wasm directly.
+    // Independent check of one value: XXH64 of 200 'x' bytes under the seed, via xxhash-wasm directly.
     const h = await getHasher();
-    expect(here.hashes[path.join(dir, 'a') + '/small']).toBe(h.h64Raw(Buffer.alloc(200, 'x')));
+    expect(here.hashes[path.join(dir, 'a') + '/small']).toBe(h.h64Raw(Buffer.alloc(200, 'x'), SEED));
+    expect(here.hashes[path.join(dir, 'a') + '/small']).not.toBe(h.h64Raw(Buffer.alloc(200, 'x')));
     // small: 3 alike; big: a and b alike (c differs); gone: a and c alike, b vanished.
     expect(here.sets).toEqual([2, 2, 3]);
     expect(here.errors.map((e) => [e.path, e.code])).toEqual([[path.join(dir, 'b', 'gone'), 'ENOENT']]);
@@ -65,13 +70,13 @@ describe('the native XXH64', () => {
 });
 
 describe('hashFiles', () => {
-  async function hashOne(file: string, change?: () => void) {
+  async function hashOne(file: string, change?: () => void, seed = 0n) {
     const roots = openRoots([path.join(dir, 'a')]);
     try {
       const walked = await walk(roots, { matcher: compileRules([]), minSize: 0, maxSize: Infinity, onError: () => {} });
       const inodes = groupFiles(walked.files, { ignoreMtime: true }).inodes.filter((i) => i.paths[0]!.name.toString() === file);
       change?.();
-      return decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length)));
+      return decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length), seed));
     } finally {
       closeRoots(roots);
     }
@@ -81,7 +86,26 @@ describe('hashFiles', () => {
     sh('setfattr', '-n', 'user.b', '-v', '0x00ff', path.join(dir, 'a', 'small'));
     sh('setfattr', '-n', 'user.a', '-v', 'x', path.join(dir, 'a', 'small'));
     const [r] = await hashOne('small');
-    expect(r).toEqual({ hash: sys.xxh64(Buffer.alloc(200, 'x')), xattrs: `${Buffer.from('user.a').toString('hex')}=eA==,${Buffer.from('user.b').toString('hex')}=AP8=`, elf: false });
+    expect(r).toMatchObject({ hash: sys.xxh64(Buffer.alloc(200, 'x')), xattrs: `${Buffer.from('user.a').toString('hex')}=eA==,${Buffer.from('user.b').toString('hex')}=AP8=`, elf: false, projid: 0 });
+  });
+
+  it('hashes under the seed it is given, as xxhash-wasm does at every length', async () => {
+    const h = await getHasher();
+    for (const [name, content] of [['s', 'x'.repeat(31)], ['m', 'y'.repeat(33)], ['l', Buffer.alloc(2 ** 20 + 3, 7)]] as const) {
+      writeFile(path.join(dir, 'a', name), { content });
+      const [r] = await hashOne(name, undefined, SEED);
+      expect(r).toMatchObject({ hash: h.h64Raw(Buffer.from(content), SEED) });
+    }
+  });
+
+  it('reads the inode flags (chattr) through the descriptor it hashes', async () => {
+    const [before] = await hashOne('small');
+    sh('chattr', '+d', path.join(dir, 'a', 'small'));
+    const [after] = await hashOne('small');
+    const flags = (r: typeof before) => (r && 'flags' in r ? r.flags : -1);
+    expect(flags(before) & FS_FILE_FLAGS).toBe(0);
+    expect(flags(after) & FS_FILE_FLAGS).toBe(0x40); // FS_NODUMP_FL, as lsattr shows 'd'
+    expect(sh('lsattr', path.join(dir, 'a', 'small'))).toMatch(/^-*d/);
   });
 
   it('tells files that start with the ELF magic, as the capacity report needs, small and large', async () => {

@@ -3,8 +3,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { HashCache, readCache, saveCache } from '../../src/state/cache.js';
-import { inode, rmTree, runUnify, setMtime, sh, tempDir, writeFile } from '../helpers/tree.js';
+import { HashCache, readCache as readCacheUnder, saveCache } from '../../src/state/cache.js';
+import { inode, rmTree, runUnify, setMtime, sh, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
+import { deriveKey, KEY_FILE, loadHashKey } from '../../src/state/hash-key.js';
+import { randomBytes } from 'node:crypto';
 import type { Stat } from '../../src/core/stat.js';
 
 let dir: string;
@@ -29,6 +31,10 @@ beforeEach(async () => {
   await new Promise((r) => setTimeout(r, 1100));
 });
 afterEach(() => rmTree(dir));
+
+/** The fingerprint of the key the test runs hash under (runUnify's state directory). */
+const key = () => loadHashKey(path.join(testStateDir(), KEY_FILE), { create: true }).fingerprint;
+const readCache = (file: string) => readCacheUnder(file, key());
 
 const run = (roots: string[], opts: Parameters<typeof runUnify>[1] = {}) =>
   runUnify(roots, { cache: cacheFile, onWarning: (m) => warnings.push(m), ...opts });
@@ -89,16 +95,29 @@ describe('hash cache', () => {
     writeFile(a, { content: 'aaaa' });
     writeFile(b, { content: 'bbbb' });
     await new Promise((r) => setTimeout(r, 1100));
-    const forged = new HashCache();
+    const forged = new HashCache(key());
     // Named as coming from g1's root (dev:ino:path, as cache.ts documents), which exists, so a save keeps them.
     const g1 = fs.statSync(guests[0]!);
-    for (const f of [a, b]) forged.put(statOf(f), 42n, '', `${g1.dev}:${g1.ino}:${guests[0]}`, Date.now() / 1000);
+    for (const f of [a, b]) forged.put(statOf(f), { hash: 42n, xattrs: '', flags: 0, projid: 0 }, `${g1.dev}:${g1.ino}:${guests[0]}`, Date.now() / 1000);
     await saveCache(cacheFile, forged, []);
     const { report, errors } = await run(guests.slice(0, 2), { noDefaultExcludes: true });
     expect(inode(a)).not.toBe(inode(b));
     expect(fs.readFileSync(b, 'utf8')).toBe('bbbb');
-    expect(errors.map((e) => [e.path, e.code])).toEqual([[b, 'EDIFFERENT']]);
+    // The linker found two contents in the set the cache made: it split it, no error.
+    expect(errors).toEqual([]);
+    expect(report.summary.contentSplits).toEqual({ sets: 1, parts: 1, bytes: 4 });
     expect(report.summary.linksMade).toBe(FILES.length);
+  });
+
+  it('a cache written under another hash key is discarded with a warning, and the run is complete', async () => {
+    await run(guests, { dryRun: true });
+    const other = new HashCache(deriveKey(randomBytes(32)).fingerprint);
+    await saveCache(cacheFile, other, []);
+    warnings = [];
+    const { report, errors } = await run(guests, { dryRun: true });
+    expect(warnings).toEqual([expect.stringMatching(new RegExp(`^${cacheFile}: hash cache discarded: written under another hash key`))]);
+    expect(errors).toEqual([]);
+    expect(report.hashed.files).toBe(9);
   });
 
   it('drops entries of inodes that no longer exist, keeps other roots\' entries', async () => {
