@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { scanCapacity, type CapacityOptions } from '../../src/commands/report.js';
 import type { FileError } from '../../src/core/errors.js';
 import { buildCapacityTree, ELF, EXPECT, SIZES } from '../helpers/capacity-tree.js';
-import { rmTree, runUnify, snapshot, tempDir, writeFile } from '../helpers/tree.js';
+import { rmTree, runUnify, snapshot, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
 
 let dir: string;
 const G = (g: string) => path.join(dir, g);
@@ -16,7 +16,7 @@ async function scan(opts: Partial<CapacityOptions> = {}) {
   const errors: FileError[] = [];
   const r = await scanCapacity({
     roots: guests(), candidates: [], ignoreMtime: false, minSize: 1, maxSize: Number.MAX_SAFE_INTEGER,
-    rules: [], noDefaultExcludes: true, top: 10, cache: false, onError: (e) => errors.push(e), ...opts,
+    rules: [], noDefaultExcludes: true, top: 10, cache: false, stateDir: testStateDir(), onError: (e) => errors.push(e), ...opts,
   });
   return { ...r, errors };
 }
@@ -51,7 +51,7 @@ describe('capacity report', () => {
   it('counts identical content kept apart by the first differing attribute', async () => {
     const { report: r } = await scan();
     expect(by(r.guests, (g) => g.keptApart)).toEqual(EXPECT.keptApart);
-    expect(r.totals.keptApart).toEqual({ filesystem: 0, owner: SIZES.tool, mode: SIZES.mode, mtime: SIZES.doc, xattrs: SIZES.xattr });
+    expect(r.totals.keptApart).toEqual({ filesystem: 0, mount: 0, project: 0, flags: 0, owner: SIZES.tool, mode: SIZES.mode, mtime: SIZES.doc, xattrs: SIZES.xattr });
   });
 
   it('--ignore-mtime lets the mtime-only pair share: it moves from kept apart to freeable', async () => {
@@ -116,9 +116,9 @@ describe('capacity report', () => {
       const { sys } = await import('../../src/os/sys.js');
       const real = sys.hashFiles;
       // The file really disappears between the walk and the hashing.
-      sys.hashFiles = (jobs) => {
+      sys.hashFiles = (jobs, seed) => {
         fs.rmSync(path.join(d, 'b/g'), { force: true });
-        return real(jobs);
+        return real(jobs, seed);
       };
       try {
         const { report: r, errors } = await scan({ roots: [path.join(d, 'a'), path.join(d, 'b')] });

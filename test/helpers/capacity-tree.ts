@@ -45,9 +45,9 @@ const S = SIZES;
 export const EXPECT = {
   freeable: { g1: 0, g2: S.lib, g3: S.lib },
   keptApart: {
-    g1: { filesystem: 0, owner: 0, mode: 0, mtime: 0, xattrs: 0 },
-    g2: { filesystem: 0, owner: 0, mode: S.mode, mtime: S.doc, xattrs: 0 },
-    g3: { filesystem: 0, owner: S.tool, mode: 0, mtime: 0, xattrs: S.xattr },
+    g1: { filesystem: 0, mount: 0, project: 0, flags: 0, owner: 0, mode: 0, mtime: 0, xattrs: 0 },
+    g2: { filesystem: 0, mount: 0, project: 0, flags: 0, owner: 0, mode: S.mode, mtime: S.doc, xattrs: 0 },
+    g3: { filesystem: 0, mount: 0, project: 0, flags: 0, owner: S.tool, mode: 0, mtime: 0, xattrs: S.xattr },
   },
   private: { g1: S.u1 + S.out, g2: S.u2, g3: S.u3 },
   shared: { g1: 0, g2: S.linked, g3: S.linked },

@@ -1,7 +1,7 @@
 // The capacity model's pure pieces, on inodes built by hand (the whole
 // model on real trees is in capacity.test.ts).
 import { describe, expect, it } from 'vitest';
-import { firstDifference, topDirectory } from '../../src/report/capacity-model.js';
+import { topDirectory } from '../../src/report/capacity-model.js';
 import type { DirNode, FileRec, Inode, Root } from '../../src/core/types.js';
 import { FileType, type Stat } from '../../src/core/stat.js';
 
@@ -20,26 +20,6 @@ function file(rel: string): FileRec {
   const dir: DirNode = { root, rel: Buffer.from(parts.slice(0, -1).join('/')), dev: 1, ino: 1 };
   return { dir, name: Buffer.from(parts.at(-1)!), stat: mk().stat };
 }
-
-describe('firstDifference', () => {
-  it('names the first attribute that keeps identical content apart, in the documented order', () => {
-    const base = mk();
-    expect(firstDifference(base, mk({ ino: 6 }), false)).toBeUndefined();
-    expect(firstDifference(base, mk({ dev: 2 }), false)).toBe('filesystem');
-    expect(firstDifference(base, mk({ mntId: 9 }), false)).toBe('filesystem');
-    expect(firstDifference(base, mk({ gid: 33 }), false)).toBe('owner');
-    expect(firstDifference(base, mk({ mode: 0o104644 }), false)).toBe('mode'); // setuid alone
-    expect(firstDifference(base, mk({ mtimeNsec: 1 }), false)).toBe('mtime');
-    expect(firstDifference(base, mk({}, 'user.x=eA=='), false)).toBe('xattrs');
-    // Several differences: the earliest in the order wins.
-    expect(firstDifference(base, mk({ uid: 1, mode: 0o100600, mtimeSec: 9 }, 'x'), false)).toBe('owner');
-  });
-
-  it('with --ignore-mtime an mtime difference keeps nothing apart', () => {
-    expect(firstDifference(mk(), mk({ mtimeSec: 99 }), true)).toBeUndefined();
-    expect(firstDifference(mk(), mk({ mtimeSec: 99 }, 'x'), true)).toBe('xattrs');
-  });
-});
 
 describe('topDirectory', () => {
   it('keeps the first three components of the directory, the same for every guest', () => {

@@ -6,16 +6,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { scanCapacity } from '../../src/commands/report.js';
 import { UsageError } from '../../src/core/errors.js';
 import { buildManifest, formatManifest, mergeManifests, parseManifest, readManifest, writeManifest, type Manifest } from '../../src/report/manifest.js';
-import { rmTree, tempDir, writeFile } from '../helpers/tree.js';
+import { rmTree, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
 
 let dir: string;
 const fill = (n: number, c: string) => Buffer.alloc(n, c);
 
 async function manifestOf(roots: string[], ignoreMtime = false): Promise<Manifest> {
   const scan = await scanCapacity({
-    roots, candidates: [], ignoreMtime, minSize: 1, maxSize: Number.MAX_SAFE_INTEGER, rules: [], noDefaultExcludes: true, top: 5, hashAll: true, cache: false, onError: () => {},
+    roots, candidates: [], ignoreMtime, stateDir: testStateDir(), minSize: 1, maxSize: Number.MAX_SAFE_INTEGER, rules: [], noDefaultExcludes: true, top: 5, hashAll: true, cache: false, onError: () => {},
   });
-  return buildManifest(scan.roots, scan.inodes, ignoreMtime);
+  return buildManifest(scan.roots, scan.inodes, ignoreMtime, scan.key);
 }
 
 // host A: a1, a2 both hold "common" (1000) and "aonly" (700, identical in both); a1 holds unique 50.
