@@ -74,3 +74,6 @@ export const FS_FILE_FLAGS = 0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x400 | 0x400
 export const FS_PROJINHERIT_FL = 0x20000000;
 /** The same, as FS_IOC_FSGETXATTR's fsx_xflags say it. */
 export const FS_XFLAG_PROJINHERIT = 0x200;
+/** fsx_xflags: immutable, append-only. */
+export const FS_XFLAG_IMMUTABLE = 0x8;
+export const FS_XFLAG_APPEND = 0x10;

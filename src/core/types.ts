@@ -28,10 +28,15 @@ export interface DirNode {
   project?: DirProject;
 }
 
-/** A directory's project ID, and whether it has the project-inherit flag (the kernel then refuses links of other projects into it). */
+/**
+ * A directory's project ID, whether it has the project-inherit flag (the
+ * kernel then refuses links of other projects into it), and whether it is
+ * immutable or append-only (then no name in it can be replaced).
+ */
 export interface DirProject {
   projid: number;
   inherit: boolean;
+  locked?: boolean;
 }
 
 /** One path of a regular file, with what statx said when it was scanned. */

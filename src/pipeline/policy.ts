@@ -105,16 +105,29 @@ export function firstDifference(a: Attributes, b: Attributes, opts: PolicyOption
 }
 
 /**
- * Whether `file` (a path of `inode`) may be replaced by a link to another
- * inode of the same key: a directory with the project-inherit flag accepts
- * only links to inodes of its own project (XFS and ext4 fail link(2) and
- * rename(2) with EXDEV otherwise), and every inode of the set has this
- * inode's project.
+ * Why `file` (a path of `inode`) may not be replaced by a link to another
+ * inode of the same key, or undefined when it may: a directory with the
+ * project-inherit flag accepts only links to inodes of its own project (XFS
+ * and ext4 fail link(2) and rename(2) with EXDEV otherwise), and every
+ * inode of the set has this inode's project; an immutable or append-only
+ * directory lets no name in it change.
  */
-export function acceptsLink(file: FileRec, inode: { projid?: number }): boolean {
+export function refusal(file: FileRec, inode: { projid?: number }): 'project' | 'flags' | undefined {
   const p = file.dir.project;
-  return !p || !p.inherit || p.projid === (inode.projid ?? 0);
+  if (!p) return undefined;
+  if (p.locked) return 'flags';
+  return p.inherit && p.projid !== (inode.projid ?? 0) ? 'project' : undefined;
 }
 
-/** An inode some of whose paths cannot be replaced: it stays, whatever the plan does. */
-export const isPinned = (inode: Inode): boolean => inode.paths.some((p) => !acceptsLink(p, inode));
+export const acceptsLink = (file: FileRec, inode: { projid?: number }): boolean => refusal(file, inode) === undefined;
+
+/** Why an inode some of whose paths cannot be replaced stays, whatever the plan does; undefined when all may be. */
+export function pinReason(inode: Inode): 'project' | 'flags' | undefined {
+  for (const p of inode.paths) {
+    const why = refusal(p, inode);
+    if (why) return why;
+  }
+  return undefined;
+}
+
+export const isPinned = (inode: Inode): boolean => pinReason(inode) !== undefined;

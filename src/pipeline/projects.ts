@@ -1,8 +1,9 @@
 /*
  * Directory projects: before planning, read the project ID and the
- * project-inherit flag of every directory holding a path of a candidate
- * set, so the plan knows which paths the kernel will let us replace
- * (policy.ts acceptsLink). XFS and ext4 refuse link(2) and rename(2) into a
+ * project-inherit, immutable and append-only flags of every directory
+ * holding a path of a candidate set, so the plan knows which paths the
+ * kernel will let us replace (policy.ts acceptsLink): no name in an
+ * immutable or append-only directory can be replaced either. XFS and ext4 refuse link(2) and rename(2) into a
  * project-inherit directory of an inode of another project (EXDEV): on
  * hosts that give each guest its own project for its disk quota (LXD/Incus
  * "dir" pools, many hosting setups), a guest's paths can only ever join
@@ -15,7 +16,7 @@
  * unknown: the linker names the problem if it still matters.
  */
 import { errorCode } from '../core/errors.js';
-import { FS_XFLAG_PROJINHERIT } from '../core/stat.js';
+import { FS_XFLAG_APPEND, FS_XFLAG_IMMUTABLE, FS_XFLAG_PROJINHERIT } from '../core/stat.js';
 import type { DirNode, Inode } from '../core/types.js';
 import { openDir } from '../os/confine.js';
 import { sys } from '../os/sys.js';
@@ -38,7 +39,7 @@ export function readDirProjects(inodes: Iterable<Inode>): void {
       }
       try {
         const { xflags, projid } = sys.fsGetXattr(fd);
-        dir.project = { projid, inherit: (xflags & FS_XFLAG_PROJINHERIT) !== 0 };
+        dir.project = { projid, inherit: (xflags & FS_XFLAG_PROJINHERIT) !== 0, locked: (xflags & (FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND)) !== 0 };
       } catch (er) {
         if (NO_PROJECTS.includes(errorCode(er) ?? '')) noProjects.add(dir.dev);
       } finally {

@@ -13,10 +13,11 @@
  * guest). Inodes with links outside the roots are left out: they stay
  * anyway. Inside one policy class, a member the plan cannot free because a
  * path of it lies in a project-inherit directory of another project is
- * charged to "project".
+ * charged to "project", one in an immutable or append-only directory to
+ * "flags".
  */
 import { comparePaths, compareCanonical, freeable, seenAll } from '../pipeline/plan.js';
-import { contentKey, firstDifference, noReasons, shareKey, type ByReason, type PolicyOptions, type Reason } from '../pipeline/policy.js';
+import { contentKey, firstDifference, noReasons, pinReason, shareKey, type ByReason, type PolicyOptions, type Reason } from '../pipeline/policy.js';
 import type { FileRec, Inode } from '../core/types.js';
 
 export interface KeptApart {
@@ -73,7 +74,7 @@ export function keptApart(hashed: readonly Inode[], guests: number, opts: Policy
     }
     for (const part of parts) {
       if (part.length < 2 || skey.get(part[0]!)!.startsWith('locked\0')) continue;
-      for (const i of part.slice(1)) if (seenAll(i) && !freeable(i)) charge('project', i, part[0]!);
+      for (const i of part.slice(1)) if (seenAll(i) && !freeable(i)) charge(pinReason(i)!, i, part[0]!);
     }
   }
   return { total, byGuest, pairs: [...pairs.values()].sort((x, y) => x.guests[0] - y.guests[0] || x.guests[1] - y.guests[1]) };

@@ -1,9 +1,19 @@
 // The command as an operator meets it: help, exit codes, output channels.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { main } from '../../src/cli/main.js';
 import { parseSize } from '../../src/cli/options.js';
-import { inode, rmTree, runCli, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
+import { sys } from '../../src/os/sys.js';
+import { inode, rmTree, runCli, sh, snapshot, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
+
+/** A stream that keeps what is written to it. */
+function collect() {
+  const chunks: string[] = [];
+  const stream = new Writable({ write: (c, _e, cb) => (chunks.push(String(c)), cb()) }) as Writable & NodeJS.WriteStream;
+  return { stream, text: () => chunks.join('') };
+}
 
 let dir: string;
 beforeEach(() => {
@@ -76,7 +86,7 @@ describe('vunify command', () => {
     const report = JSON.parse(r.stdout);
     expect(Object.keys(report.summary).sort()).toEqual(
       ['filesScanned', 'bytesScanned', 'inodes', 'alreadySharedBytes', 'duplicateSets', 'freeableInodes', 'freeableBytes',
-        'freeableDiskBytes', 'linksPlanned', 'linksMade', 'freedBytes', 'freedDiskBytes', 'skipped', 'errors'].sort(),
+        'freeableDiskBytes', 'linksPlanned', 'linksMade', 'freedBytes', 'freedDiskBytes', 'skipped', 'errors', 'keptApart'].sort(),
     );
     // Two 4-byte and two 11-byte files; one of each is freeable.
     expect(report.summary).toMatchObject({ filesScanned: 4, bytesScanned: 30, inodes: 4, duplicateSets: 2, freeableInodes: 2, freeableBytes: 15, linksPlanned: 2, linksMade: 0, freedBytes: 0, errors: 0 });
@@ -87,15 +97,34 @@ describe('vunify command', () => {
     expect(snapshot(dir, { inodes: true })).toEqual(before);
   });
 
-  it('exits 1 when files were skipped, naming each path and reason on stderr', () => {
+  it('exits 1 when files were skipped, naming each path and reason on stderr', async () => {
+    writeFile(G('g3', 'usr/lib/libc.so.6'), { content: 'libc' });
+    // A failure no plan can foresee: the disk fails the link into g3.
+    const real = sys.linkAt;
+    vi.spyOn(sys, 'linkAt').mockImplementation((fd, dirFd, name) => {
+      if (sys.fstat(dirFd).ino === inode(path.dirname(G('g3', 'usr/lib/libc.so.6')))) throw Object.assign(new Error('EIO: i/o error, linkat'), { code: 'EIO', syscall: 'linkat' });
+      real(fd, dirFd, name);
+    });
+    const out = collect(), err = collect();
+    const code = await main(['--json', '--state-dir', testStateDir(), G('g1'), G('g2'), G('g3')], out.stream, err.stream);
+    vi.restoreAllMocks();
+    expect(code).toBe(1);
+    expect(err.text()).toBe(`vunify: ${G('g3', 'usr/lib/libc.so.6')}: input/output error (EIO, linkat)\n`);
+    const report = JSON.parse(out.text());
+    expect(report.summary).toMatchObject({ linksMade: 1, skipped: 1, errors: 1 });
+    expect(report.errors).toEqual([{ path: G('g3', 'usr/lib/libc.so.6'), code: 'EIO', message: 'input/output error (EIO, linkat)' }]);
+  });
+
+  it('an immutable copy is kept apart by the plan: exit 0, no error line, and the summary line says why', () => {
     writeFile(G('g3', 'usr/lib/libc.so.6'), { content: 'libc' });
     sh('chattr', '+i', G('g3', 'usr/lib/libc.so.6'));
-    const r = runCli(['--json', G('g1'), G('g2'), G('g3')]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`vunify: ${G('g3', 'usr/lib/libc.so.6')}: duplicate is immutable (chattr); left alone\n`);
-    const report = JSON.parse(r.stdout);
-    expect(report.summary).toMatchObject({ linksMade: 1, skipped: 1, errors: 1 });
-    expect(report.errors).toEqual([{ path: G('g3', 'usr/lib/libc.so.6'), code: 'EFLAGS', message: 'duplicate is immutable (chattr); left alone' }]);
+    const dry = runCli([G('g1'), G('g2'), G('g3'), '-n']);
+    const r = runCli([G('g1'), G('g2'), G('g3')]);
+    expect([dry.code, r.code]).toEqual([0, 0]);
+    expect(dry.stderr + r.stderr).toBe('');
+    expect(dry.stdout).toMatch(/dry run: 1 links planned, 4 B freeable; kept apart: flags 4 B; 0 errors/);
+    expect(r.stdout).toMatch(/1 links made, 4 B freed; kept apart: flags 4 B; 0 errors/);
+    expect(inode(G('g3', 'usr/lib/libc.so.6'))).not.toBe(inode(G('g1', 'usr/lib/libc.so.6')));
   });
 
   it('parses sizes with units', () => {

@@ -53,7 +53,7 @@ describe('vunify report', () => {
     const r = report('--json', ...roots);
     const j = JSON.parse(r.stdout);
     expect([j.kind, j.version]).toEqual(['vunify-capacity', 1]);
-    expect(Object.keys(j).sort()).toEqual(['candidates', 'durations', 'errors', 'guests', 'kind', 'matrix', 'options', 'topDirectories', 'topSets', 'totals', 'version']);
+    expect(Object.keys(j).sort()).toEqual(['candidates', 'durations', 'errors', 'guests', 'keptApartPairs', 'kind', 'matrix', 'options', 'topDirectories', 'topSets', 'totals', 'version']);
     expect(j.guests.map((g: { freeableBytes: number }) => g.freeableBytes)).toEqual(Object.values(EXPECT.freeable));
   });
 
