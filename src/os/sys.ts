@@ -1,7 +1,9 @@
 /*
  * The one seam between vunify and the operating system.
  *
- * Every system call vunify makes goes through the `sys` object below: the
+ * Every system call vunify makes on guest files, and on the descriptors it
+ * holds for them, goes through the `sys` object below (the state directory
+ * and the hash cache, which are the host's own files, also use node:fs): the
  * native addon (native/vunify.c) for what Node lacks (lookups confined
  * beneath a directory descriptor, fd-relative directory scans with statx,
  * xattrs by descriptor, linkat/renameat2/unlinkat, inode flags, flock) and

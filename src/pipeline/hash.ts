@@ -20,7 +20,7 @@
  * thread, which cost more than reading and hashing a typical small file:
  * on the fleet the hash stage went from 3.0 s to ~1 s (bench/README.md).
  * So the addon hashes with its own XXH64 (native/xxh64.h) rather than
- * xxhash-wasm, which JavaScript would have to call per chunk. `workers: 0`
+ * xxhash-wasm, which JavaScript would have to call per chunk. `inFlight: 0`
  * keeps the xxhash-wasm path in this thread: it is the reference the
  * native hash is tested against (test/hash.test.ts), and for small files
  * it uses the one-shot h64Raw, since the streaming object costs several
@@ -41,8 +41,8 @@ import type { Stat } from '../core/stat.js';
 export const CHUNK = 1 << 20;
 
 export interface HashOptions {
-  /** Batches hashed at once on the thread pool (default: two per core); 0 hashes in this thread with xxhash-wasm. */
-  workers?: number;
+  /** Native batches in flight on libuv's thread pool (default: two per core); 0 hashes in this thread with xxhash-wasm, the reference path. */
+  inFlight?: number;
   onError(e: FileError): void;
   onProgress?(bytes: number): void;
 }
@@ -59,7 +59,7 @@ export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer): bigint
   return stream.digest();
 }
 
-/** One file to hash, as plain data a worker thread can receive. */
+/** One file to hash on the reference path: its root, its path under it, and what the scan saw. */
 export interface HashJob {
   rootFd: number;
   rel: Uint8Array;
@@ -130,7 +130,7 @@ export async function splitByContent(groups: readonly Inode[][], opts: HashOptio
       opts.onError(fileError(displayPath(inode.paths[0]!), Object.assign(new Error(r.error.message), r.error)));
     }
   };
-  if (opts.workers === 0) {
+  if (opts.inFlight === 0) {
     const h = await getHasher();
     const buf = Buffer.allocUnsafe(CHUNK);
     inodes.forEach((inode, k) => {
@@ -138,7 +138,7 @@ export async function splitByContent(groups: readonly Inode[][], opts: HashOptio
       settle(k, hashJob(h, job, buf));
     });
   } else {
-    await inBatches(inodes, opts.workers ?? BATCHES_IN_FLIGHT, settle);
+    await inBatches(inodes, opts.inFlight ?? BATCHES_IN_FLIGHT, settle);
   }
   return splitGroups(groups, (inode) => (inode.hash === undefined ? undefined : `${inode.hash.toString(16)}\0${inode.xattrs}`));
 }
