@@ -3,7 +3,7 @@
  *
  *   roots -> state -> walk -> group -> cache -> hash (+ xattrs) -> plan -> link -> report
  *
- * The hash cache (cache.ts) fills in hashes of inodes unchanged since an
+ * The hash cache (state/cache.ts) fills in hashes of inodes unchanged since an
  * earlier run, so only new or changed candidates are read; it is refreshed
  * with what was hashed and with the canonicals' new ctimes after linking.
  *

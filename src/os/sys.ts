@@ -168,7 +168,7 @@ export const sys = {
   /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */
   xxh64: (data: Buffer): bigint => native.xxh64(data),
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
-  // For private copies (split.ts): everything on the new file goes through its descriptor.
+  // For private copies (change/copy.ts): everything on the new file goes through its descriptor.
   setXattr: (fd: number, name: Buffer, value: Buffer): void => native.setXattr(fd, name, value),
   removeXattr: (fd: number, name: Buffer): void => native.removeXattr(fd, name),
   /** Copy `size` bytes from one open file to another, holes kept as holes; the destination ends at `size`. */
