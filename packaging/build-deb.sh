@@ -32,6 +32,9 @@ arch=$(dpkg --print-architecture)
 addon=$SRC/build/Release/vunify.node
 [ -f "$addon" ] || die "$addon is missing: run npm ci first (it builds the native addon)"
 [ -x node_modules/.bin/tsc ] || die "node_modules/.bin/tsc is missing: run npm ci first"
+for tool in dpkg-deb dpkg-shlibdeps strip; do
+  command -v "$tool" >/dev/null || die "$tool is missing: apt-get install dpkg-dev binutils"
+done
 
 STAGE=$(mktemp -d /tmp/vunify-deb.XXXXXX)
 trap 'rm -rf "$STAGE"' EXIT
