@@ -67,8 +67,11 @@ export async function buildManifest(roots: readonly Root[], inodes: readonly Ino
   return { host: os.hostname(), created: new Date().toISOString(), ignoreMtime, guests: roots.map((r) => r.path), entries: [...entries.values()] };
 }
 
+/** What the policy key digests, as the manifests' headers name it. */
+export const policyFields = (ignoreMtime: boolean): string => (ignoreMtime ? 'size,uid,gid,mode,xattrs' : 'size,uid,gid,mode,mtime,xattrs');
+
 export function formatManifest(m: Manifest): string {
-  const head = [MANIFEST_MAGIC, `#host\t${m.host}`, `#created\t${m.created}`, `#policy\t${m.ignoreMtime ? 'size,uid,gid,mode,xattrs' : 'size,uid,gid,mode,mtime,xattrs'}`];
+  const head = [MANIFEST_MAGIC, `#host\t${m.host}`, `#created\t${m.created}`, `#policy\t${policyFields(m.ignoreMtime)}`];
   head.push(...m.guests.map((g, i) => `#guest\t${i}\t${encodeURI(g)}`));
   const lines = m.entries.map((e) => `${e.hash}\t${e.size}\t${e.policy}\t${e.guest}\t${e.inodes}\t${e.paths}`);
   return [...head, ...lines].join('\n') + '\n';

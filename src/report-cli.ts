@@ -1,7 +1,8 @@
 /*
  * `vunify report`: the capacity report's command line. Read-only: it scans
  * and hashes, prints tables (or --json / --csv), and optionally writes an
- * HTML page and a manifest; `--merge` reads manifests only. Exit codes as
+ * HTML page and a manifest (TSV, or Parquet written by DuckDB); `--merge`
+ * and `--plan-placement` read manifests only, on DuckDB (src/report/fleet.ts). Exit codes as
  * for vunify: 0 done, 1 done but some files were skipped (named on stderr),
  * 2 bad usage or input.
  */
@@ -11,7 +12,7 @@ import { scanCapacity } from './capacity.js';
 import { EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, parseSize } from './cli.js';
 import { UsageError } from './errors.js';
 import { ExcludeSyntaxError, parseRule, parseRuleFile, type Rule } from './excludes.js';
-import { buildManifest, mergeManifests, readManifest, writeManifest } from './manifest.js';
+import { buildManifest, writeManifest } from './manifest.js';
 import { noProgress, ttyProgress } from './progress.js';
 import { formatCapacityCsv } from './render/csv.js';
 import { formatCapacityHtml } from './render/html.js';
@@ -31,7 +32,14 @@ Examples:
   vunify report --html capacity.html '/vservers/*'
   vunify report --candidate /vservers/new '/vservers/*'    what would a new guest share?
   vunify report --manifest host1.manifest.gz '/vservers/*'
-  vunify report --merge host1.manifest.gz host2.manifest.gz  consolidating two hosts
+  vunify report --manifest /srv/fleet/host1.parquet --host host1 '/vservers/*'
+  vunify report --merge '/srv/fleet/*.parquet'           consolidating the fleet's hosts
+  vunify report --plan-placement --hosts 40 --capacity 2T '/srv/fleet/*.parquet'
+
+--merge and --plan-placement run SQL (src/report/sql, docs/fleet.md) on an
+embedded DuckDB over the Parquet files, out of core within --memory-limit;
+they also read TSV manifests. They refuse (exit 2) manifests that disagree
+on the hash key or the policy fields, or that name one host twice.
 
 Per-guest freeable bytes add up to what \`vunify --dry-run\` reports as
 freeable with the same options. JSON schema: docs/report-schema.md;
@@ -42,6 +50,7 @@ Exit status: 0 done, 1 done but some files were skipped (errors on stderr),
 
 interface ReportOpts {
   json?: boolean; csv?: boolean; html?: string; manifest?: string; candidate: string[]; top: string; merge?: boolean;
+  host?: string; planPlacement?: boolean; hosts?: string; capacity?: string; memoryLimit: string;
   quiet?: boolean; ignoreMtime?: boolean; minSize: string; maxSize?: string; defaultExcludes: boolean;
 }
 
@@ -49,15 +58,20 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
   const rules: Rule[] = [];
   const cmd = new Command('vunify report')
     .description('Capacity report: how much unifying saves, per guest and pair of guests, what keeps copies apart, what a new guest would share.')
-    .usage('[options] ROOT...\n       vunify report --merge [--json] MANIFEST...')
+    .usage('[options] ROOT...\n       vunify report --merge [--json] MANIFEST|GLOB...\n       vunify report --plan-placement --hosts N --capacity SIZE [--json] MANIFEST|GLOB...')
     .argument('<ROOT...>', 'guest root directories (glob patterns are expanded); with --merge, manifest files')
     .option('--json', 'print the report as JSON (schema: docs/report-schema.md)')
     .option('--csv', 'print the report as CSV tables (per guest, pairs, top sets, top directories, candidates)')
     .option('--html <file>', 'also write a self-contained HTML page with charts')
-    .option('--manifest <file>', 'also write this host\'s manifest (gzip if the name ends in .gz)')
+    .option('--manifest <file>', 'also write this host\'s manifest (Parquet if the name ends in .parquet, gzip if in .gz, else TSV)')
+    .option('--host <name>', 'the host name written in the manifest (default: this host\'s name)')
     .option('--candidate <root>', 'estimate what this new guest would share (repeatable; never counted in the guests\' numbers)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .addOption(new Option('--top <n>', 'how many duplicate sets and directories to list').default('10'))
     .option('--merge', 'read manifests (the arguments) and estimate consolidating their hosts onto one')
+    .option('--plan-placement', 'read manifests and suggest which guests to put together on --hosts hosts of --capacity bytes')
+    .option('--hosts <n>', 'with --plan-placement: how many hosts')
+    .option('--capacity <size>', 'with --plan-placement: bytes each host may hold after unifying (k, M, G, T)')
+    .addOption(new Option('--memory-limit <size>', 'with --merge or --plan-placement: the engine\'s memory limit; more spills to a temporary directory').default('1G'))
     .option('-q, --quiet', 'print nothing but errors (with --html or --manifest)')
     .option('--ignore-mtime', 'as for vunify: files whose mtimes differ may share')
     .addOption(new Option('--min-size <size>', 'leave files smaller than this alone').default('1'))
@@ -84,13 +98,26 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
     if (o.json && o.csv) throw new UsageError('--json and --csv: choose one');
     const top = Number(o.top);
     if (!Number.isSafeInteger(top) || top < 1) throw new UsageError(`invalid --top '${o.top}' (a whole number ≥ 1)`);
-    if (o.merge) {
+    if (o.merge || o.planPlacement) {
       if (o.csv || o.html || o.manifest || o.candidate.length) throw new UsageError('--merge reads manifests only; it takes --json but not --csv, --html, --manifest or --candidate');
-      const merged = mergeManifests(cmd.args, cmd.args.map(readManifest));
+      const fleet = await import('./report/fleet.js');
+      const render = await import('./report/render/fleet.js');
+      const memoryLimit = `${parseSize(o.memoryLimit)}B`;
+      if (o.planPlacement) {
+        const hosts = Number(o.hosts);
+        if (o.hosts === undefined || !Number.isSafeInteger(hosts) || hosts < 1) throw new UsageError(`--plan-placement needs --hosts N (a whole number ≥ 1)${o.hosts === undefined ? '' : `, not '${o.hosts}'`}`);
+        if (o.capacity === undefined) throw new UsageError('--plan-placement needs --capacity SIZE');
+        const placed = await fleet.planPlacement(cmd.args, { hosts, capacity: parseSize(o.capacity), memoryLimit });
+        if (o.json) out.write(JSON.stringify(placed, null, 2) + '\n');
+        else if (!o.quiet) out.write(render.formatPlacement(placed));
+        return EXIT_OK;
+      }
+      const merged = await fleet.mergeFleet(cmd.args, { memoryLimit });
       if (o.json) out.write(JSON.stringify(merged, null, 2) + '\n');
-      else if (!o.quiet) out.write(formatMerge(merged));
+      else if (!o.quiet) out.write(formatMerge(render.safeMerge(merged)));
       return EXIT_OK;
     }
+    if (o.hosts !== undefined || o.capacity !== undefined) throw new UsageError('--hosts and --capacity go with --plan-placement');
     const minSize = parseSize(o.minSize);
     const maxSize = o.maxSize === undefined ? Number.MAX_SAFE_INTEGER : parseSize(o.maxSize);
     if (minSize > maxSize) throw new UsageError(`--min-size ${o.minSize} is larger than --max-size ${o.maxSize}`);
@@ -111,8 +138,10 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
     if (o.html) writeOut(o.html, formatCapacityHtml(r));
     if (o.manifest) {
       const m = await buildManifest(scan.roots, scan.inodes, !!o.ignoreMtime);
+      if (o.host !== undefined) m.host = o.host;
       try {
-        writeManifest(o.manifest, m);
+        if (/\.parquet$/i.test(o.manifest)) await (await import('./report/parquet.js')).writeParquetManifest(o.manifest, m);
+        else writeManifest(o.manifest, m);
       } catch (er) {
         throw new UsageError(`${o.manifest}: cannot write: ${(er as Error).message}`);
       }
