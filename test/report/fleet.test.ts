@@ -124,7 +124,7 @@ describe('--merge on DuckDB', () => {
     const a = await mergeFleet([manifest('h1'), manifest('h2')]);
     const b = await mergeFleet([manifest('h1'), tsv]);
     expect(b.totals).toEqual(a.totals);
-    expect(b.hosts[1].file).toBe(tsv);
+    expect(b.hosts[1]!.file).toBe(tsv);
   });
 
   it('refuses (exit 2, naming the files) another hash key, another policy, one host twice, a non-manifest', async () => {
