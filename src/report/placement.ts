@@ -99,14 +99,15 @@ export function placeGuests(input: PlacementInput): Placement | undefined {
   input.today.forEach((h, g) => today.place(g, h));
   const todayBytes = today.total();
 
+  // Today's placement first: on a tie it wins, and no guest moves for nothing.
   const starts: State[] = [];
-  const greedy = new State(p, N);
-  if (greedyPass(greedy, overlapOrder(input), cap)) starts.push(greedy);
   if (todayN <= N && [...today.used].every((u) => u <= cap)) {
     const t = new State(p, N);
     input.today.forEach((h, g) => t.place(g, h));
     starts.push(t);
   }
+  const greedy = new State(p, N);
+  if (greedyPass(greedy, overlapOrder(input), cap)) starts.push(greedy);
   if (!starts.length) return undefined;
   for (const s of starts) improve(s, cap);
   const best = starts.reduce((a, b) => (b.total() < a.total() ? b : a));
