@@ -138,6 +138,8 @@ async function check(db: Engine, paths: readonly string[], names: Map<string, st
                             OR size < 0 OR inodes < 0 OR paths < 0) AS bad
     FROM read_parquet([${paths.map(lit).join(', ')}], filename = true) GROUP BY filename`);
   const fileOfHost = new Map<string, string>();
+  // In argument order, so a refusal names the files as the user gave them.
+  per.sort((a, b) => paths.indexOf(String(a.f)) - paths.indexOf(String(b.f)));
   for (const r of per) {
     const f = name(String(r.f));
     if (num(r.bad)) throw new UsageError(`${f}: ${num(r.bad)} rows with an empty field or a negative size or count`);
