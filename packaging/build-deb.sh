@@ -47,6 +47,7 @@ DOC=$ROOT/usr/share/doc/vunify
 # src/os/sys.ts looks for it (../../build/Release from dist/os/), stripped.
 install -d "$LIB/dist" "$LIB/build/Release"
 node_modules/.bin/tsc -p tsconfig.json --outDir "$LIB/dist" --sourceMap false
+cp -r src/report/sql "$LIB/dist/report/sql"   # the fleet merge's queries (npm run build copies them too)
 node -e '
   const p = require("./package.json");
   const keep = { name: p.name, version: p.version, description: p.description, license: p.license, type: p.type, private: true, dependencies: p.dependencies };
