@@ -113,9 +113,9 @@ _Static_assert(sizeof(struct stat_rec) % RECORD_ALIGN == 0, "records stay aligne
 
 /* File types, in the order of FileType in src/os/sys.ts (checked at load). */
 #define FILE_TYPES(X) \
-  X(T_OTHER, 0, "other") X(T_REG, 1, "regular") X(T_DIR, 2, "directory") X(T_LNK, 3, "symlink") \
-  X(T_FIFO, 4, "fifo") X(T_SOCK, 5, "socket") X(T_CHR, 6, "charDevice") X(T_BLK, 7, "blockDevice") \
-  X(T_ERR, 255, "error")
+  X(T_OTHER, 0, "Other") X(T_REG, 1, "Regular") X(T_DIR, 2, "Directory") X(T_LNK, 3, "Symlink") \
+  X(T_FIFO, 4, "Fifo") X(T_SOCK, 5, "Socket") X(T_CHR, 6, "CharDevice") X(T_BLK, 7, "BlockDevice") \
+  X(T_ERR, 255, "Error")
 #define AS_ENUM(name, value, js) name = value,
 enum { FILE_TYPES(AS_ENUM) };
 
