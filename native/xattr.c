@@ -30,39 +30,37 @@ static int cmpstr(const void *a, const void *b) { return strcmp(*(char *const *)
 
 #define GROWTH_RETRIES 8
 
-/* Call `fn` (list or get) into a buffer, again with the size it then
- * reports while the answer is ERANGE (it grew in between). The buffer starts as `small`
- * (which most values fit, saving the sizing call); a larger one is
- * malloc()ed and returned in *out, for the caller to free when it is not
- * `small`. Never passes a size of 0, which would only ask for the size. */
+/* Ask `fn` (list or get) for the size, read into a buffer of that size,
+ * and again while the answer is ERANGE (it grew in between). Size first,
+ * not a guessed buffer: almost no file has xattrs, and the kernel
+ * allocates whatever size it is offered. A size of 0 is never passed to a
+ * read (that only asks the size again). Returns the length and the
+ * malloc()ed bytes in *out (NULL when empty), or -1 with errno. */
 typedef ssize_t (*xread)(int fd, const char *proc, const char *key, char *buf, size_t n);
-static ssize_t read_growing(int fd, const char *proc, const char *key, xread fn, char *small, size_t small_len,
-                            char **out) {
-  char *buf = small;
-  size_t cap = small_len;
+static ssize_t read_sized(int fd, const char *proc, const char *key, xread fn, char **out) {
+  char *buf = NULL;
   ssize_t n;
   for (int attempt = 0;; attempt++) {
-    n = fn(fd, proc, key, buf, cap);
-    if (n >= 0 || errno != ERANGE || attempt > GROWTH_RETRIES) break;
     ssize_t want = fn(fd, proc, key, NULL, 0);
-    if (want < 0) {
-      n = -1;
+    if (want <= 0) {
+      n = want;
       break;
     }
-    if (buf != small) free(buf);
-    cap = want ? (size_t)want : 1;
-    buf = malloc(cap);
+    free(buf);
+    buf = malloc((size_t)want);
     if (!buf) {
       errno = ENOMEM;
       n = -1;
       break;
     }
+    n = fn(fd, proc, key, buf, (size_t)want);
+    if (n >= 0 || errno != ERANGE || attempt > GROWTH_RETRIES) break;
   }
-  if (n < 0) {
+  if (n <= 0) {
     int e = errno;
-    if (buf != small) free(buf);
+    free(buf);
     errno = e;
-    buf = small;
+    buf = NULL;
   }
   *out = buf;
   return n;
@@ -77,21 +75,20 @@ static ssize_t read_value(int fd, const char *proc, const char *key, char *buf, 
 }
 
 long read_xattrs(int fd, xattr_sink sink, void *ctx, int *failed) {
-  char procbuf[64], *proc = NULL;
-  char small_list[4096], small_value[4096], *names;
+  char procbuf[64], *proc = NULL, *names;
   *failed = XATTR_LIST;
-  ssize_t n = read_growing(fd, NULL, NULL, read_list, small_list, sizeof small_list, &names);
+  ssize_t n = read_sized(fd, NULL, NULL, read_list, &names);
   if (n < 0 && errno == EBADF) { /* O_PATH descriptor */
     snprintf(procbuf, sizeof procbuf, "/proc/self/fd/%d", fd);
     proc = procbuf;
-    n = read_growing(fd, proc, NULL, read_list, small_list, sizeof small_list, &names);
+    n = read_sized(fd, proc, NULL, read_list, &names);
   }
-  if (n < 0) return -1;
+  if (n <= 0) return n < 0 ? -1 : 0;
   size_t count = 0;
   for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1) count++;
-  char **keys = malloc((count ? count : 1) * sizeof *keys);
+  char **keys = malloc(count * sizeof *keys);
   if (!keys) {
-    if (names != small_list) free(names);
+    free(names);
     errno = ENOMEM;
     return -1;
   }
@@ -104,11 +101,11 @@ long read_xattrs(int fd, xattr_sink sink, void *ctx, int *failed) {
   *failed = XATTR_GET;
   for (size_t k = 0; k < count; k++) {
     char *val;
-    ssize_t vl = read_growing(fd, proc, keys[k], read_value, small_value, sizeof small_value, &val);
+    ssize_t vl = read_sized(fd, proc, keys[k], read_value, &val);
     if (vl < 0 && errno == ENODATA) continue; /* removed between list and get */
-    int stop = vl < 0 || sink(ctx, keys[k], strlen(keys[k]), val, (size_t)vl);
+    int stop = vl < 0 || sink(ctx, keys[k], strlen(keys[k]), val ? val : "", (size_t)vl);
     e = vl < 0 ? errno : ENOMEM;
-    if (val != small_value) free(val);
+    free(val);
     if (stop) {
       kept = -1;
       break;
@@ -116,7 +113,7 @@ long read_xattrs(int fd, xattr_sink sink, void *ctx, int *failed) {
     kept++;
   }
   free(keys);
-  if (names != small_list) free(names);
+  free(names);
   if (kept < 0) errno = e;
   return kept;
 }
