@@ -39,6 +39,10 @@ export interface CapacityOptions {
   hashAll?: boolean;
   progress?: Progress;
   onError?(e: FileError): void;
+  /** Called with the guests' inodes to be hashed, before any is read (the memory report takes page-cache residency here). */
+  beforeHash?(inodes: readonly Inode[]): void;
+  /** Called after the model while the roots are still open (the memory report); its time is `durations.memory`. */
+  inspect?(roots: readonly Root[], inodes: readonly Inode[]): Promise<void>;
 }
 
 export interface CapacityScan {
@@ -72,11 +76,19 @@ export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan>
     const candidateInodes = collectInodes(walked.files.filter((f) => !isGuest(f.dir.root.index)));
     const toHash = hashCandidates(inodes, candidateInodes, !!opts.hashAll);
     timed('group');
+    if (opts.beforeHash) {
+      opts.beforeHash(toHash.filter((i) => isGuest(i.paths[0]!.dir.root.index)));
+      timed('residency');
+    }
     progress.stage('hashing', toHash.reduce((sum, i) => sum + i.stat.size, 0), 'bytes');
     await splitByContent([toHash], { onError, onProgress: (n) => progress.tick(n) });
     timed('hash');
     const report = buildCapacity({ roots: existing, inodes, candidates, candidateInodes, ignoreMtime: opts.ignoreMtime, top: opts.top, errors, durations });
     timed('model');
+    if (opts.inspect) {
+      await opts.inspect(existing, inodes);
+      timed('memory');
+    }
     finish();
     progress.stop();
     return { report, roots: existing, inodes };

@@ -16,6 +16,9 @@ import { noProgress, ttyProgress } from './progress.js';
 import { formatCapacityCsv } from './render/csv.js';
 import { formatCapacityHtml } from './render/html.js';
 import { formatCapacity, formatMerge } from './render/text.js';
+import { formatMemoryHtml, formatMemoryText } from './render/memory.js';
+import { readMemory, type MemoryReport } from './report/memory.js';
+import { takeResidency, type Residency } from './report/page-cache.js';
 
 const HELP = `
 The report changes nothing and takes no lock. To say what keeps identical
@@ -32,16 +35,23 @@ Examples:
   vunify report --candidate /vservers/new '/vservers/*'    what would a new guest share?
   vunify report --manifest host1.manifest.gz '/vservers/*'
   vunify report --merge host1.manifest.gz host2.manifest.gz  consolidating two hosts
+  vunify report --memory '/vservers/*'              which running processes to restart, and what that reclaims
 
 Per-guest freeable bytes add up to what \`vunify --dry-run\` reports as
 freeable with the same options. JSON schema: docs/report-schema.md;
 manifest format: docs/manifest.md.
 
+--memory reads /proc (no ptrace, no signals) for every process whose root
+is a guest root or below one: the file pages it maps, the part mapped from
+copies that unifying replaced or would replace ("stale"), and what
+restarting those processes would reclaim; and, with mincore, how many bytes
+of the duplicate sets are in the page cache more than once.
+
 Exit status: 0 done, 1 done but some files were skipped (errors on stderr),
 2 bad usage or input.`;
 
 interface ReportOpts {
-  json?: boolean; csv?: boolean; html?: string; manifest?: string; candidate: string[]; top: string; merge?: boolean;
+  json?: boolean; csv?: boolean; html?: string; memory?: boolean; manifest?: string; candidate: string[]; top: string; merge?: boolean;
   quiet?: boolean; ignoreMtime?: boolean; minSize: string; maxSize?: string; defaultExcludes: boolean;
 }
 
@@ -57,6 +67,7 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
     .option('--manifest <file>', 'also write this host\'s manifest (gzip if the name ends in .gz)')
     .option('--candidate <root>', 'estimate what this new guest would share (repeatable; never counted in the guests\' numbers)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .addOption(new Option('--top <n>', 'how many duplicate sets and directories to list').default('10'))
+    .option('--memory', 'also report running guest processes that map stale copies, what restarting them reclaims, and duplicate pages in the page cache')
     .option('--merge', 'read manifests (the arguments) and estimate consolidating their hosts onto one')
     .option('-q, --quiet', 'print nothing but errors (with --html or --manifest)')
     .option('--ignore-mtime', 'as for vunify: files whose mtimes differ may share')
@@ -82,6 +93,7 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
   const o = cmd.opts<ReportOpts>();
   try {
     if (o.json && o.csv) throw new UsageError('--json and --csv: choose one');
+    if (o.memory && (o.csv || o.merge)) throw new UsageError('--memory reads this host\'s processes: it takes --json or --html, not --csv or --merge');
     const top = Number(o.top);
     if (!Number.isSafeInteger(top) || top < 1) throw new UsageError(`invalid --top '${o.top}' (a whole number ≥ 1)`);
     if (o.merge) {
@@ -94,6 +106,8 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
     const minSize = parseSize(o.minSize);
     const maxSize = o.maxSize === undefined ? Number.MAX_SAFE_INTEGER : parseSize(o.maxSize);
     if (minSize > maxSize) throw new UsageError(`--min-size ${o.minSize} is larger than --max-size ${o.maxSize}`);
+    let residency: Residency = new Map();
+    let memory: MemoryReport | undefined;
     const scan = await scanCapacity({
       roots: cmd.args,
       candidates: o.candidate,
@@ -106,9 +120,13 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
       hashAll: !!o.manifest,
       progress: err.isTTY && !o.quiet ? ttyProgress(err as NodeJS.WriteStream) : noProgress,
       onError: (e) => err.write(`vunify: ${e.path}: ${e.message}\n`),
+      ...(o.memory && {
+        beforeHash: (inodes) => void (residency = takeResidency(inodes)),
+        inspect: async (roots, inodes) => void (memory = await readMemory({ roots, inodes, ignoreMtime: !!o.ignoreMtime, residency })),
+      }),
     });
-    const r = scan.report;
-    if (o.html) writeOut(o.html, formatCapacityHtml(r));
+    const r = memory ? { ...scan.report, memory } : scan.report;
+    if (o.html) writeOut(o.html, formatCapacityHtml(r, new Date(), memory && formatMemoryHtml(memory)));
     if (o.manifest) {
       const m = await buildManifest(scan.roots, scan.inodes, !!o.ignoreMtime);
       try {
@@ -119,7 +137,7 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
     }
     if (o.json) out.write(JSON.stringify(r, null, 2) + '\n');
     else if (o.csv) out.write(formatCapacityCsv(r));
-    else if (!o.quiet) out.write(formatCapacity(r));
+    else if (!o.quiet) out.write(formatCapacity(r) + (memory ? formatMemoryText(memory) : ''));
     return r.errors.length ? EXIT_SKIPPED : EXIT_OK;
   } catch (er) {
     if (er instanceof UsageError || er instanceof ExcludeSyntaxError) return usage(err, er);

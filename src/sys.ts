@@ -75,6 +75,8 @@ interface Native {
   fstatvfs(fd: number): [number, number];
   hashFiles(jobs: Buffer): Promise<Buffer>;
   xxh64(data: Buffer): bigint;
+  residentPages(fd: number, size: number): Buffer;
+  pageSize(): number;
 }
 
 const native = createRequire(import.meta.url)('../build/Release/vunify.node') as Native;
@@ -205,6 +207,9 @@ export const sys = {
   hashFiles: (jobs: Buffer): Promise<Buffer> => native.hashFiles(jobs),
   /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */
   xxh64: (data: Buffer): bigint => native.xxh64(data),
+  /** One byte per page of the first `size` bytes of `fd`, bit 0 set when in the page cache (mincore; reads nothing). */
+  residentPages: (fd: number, size: number): Buffer => native.residentPages(fd, size),
+  pageSize: (): number => native.pageSize(),
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
   // For private copies (split.ts): everything on the new file goes through its descriptor.
   setXattr: (fd: number, name: Buffer, value: Buffer): void => native.setXattr(fd, name, value),
