@@ -1,7 +1,6 @@
 /*
  * Reading running processes from /proc, and nothing else: no ptrace, no
- * signals, no file of a guest opened by a path the guest controls. (Node
- * opens every descriptor close-on-exec.)
+ * signals, no file of a guest opened by a path the guest controls.
  *
  * Each process is pinned by an O_PATH descriptor on its /proc/PID directory,
  * and every later read goes through /proc/self/fd/N/...: if the process
@@ -48,6 +47,9 @@ export const openProc = (pid: number): number => sys.open(`/proc/${pid}`, O.PATH
 
 export const procPath = (procFd: number, rel: string): string => `/proc/self/fd/${procFd}/${rel}`;
 
+/** Every /proc file is opened through the seam (sys.open), where tests make processes vanish or refuse. */
+const openRead = (path: string): number => sys.open(path, O.RDONLY | O.CLOEXEC);
+
 /** fstat through an O_PATH open (symlinks, magic links included, are followed). */
 export function statPath(path: string): Stat {
   const fd = sys.open(path, O.PATH | O.CLOEXEC);
@@ -78,7 +80,7 @@ export function rootChain(procFd: number, depth: number, hostRoot: Stat): Stat[]
 
 /** Read a whole /proc file, at most `limit` bytes (a guest controls how large some can grow). */
 export function readProcFile(procFd: number, name: string, limit = 1 << 20): Buffer {
-  const fd = fs.openSync(procPath(procFd, name), fs.constants.O_RDONLY);
+  const fd = openRead(procPath(procFd, name));
   try {
     const parts: Buffer[] = [];
     let total = 0;
@@ -92,7 +94,7 @@ export function readProcFile(procFd: number, name: string, limit = 1 << 20): Buf
     }
     return Buffer.concat(parts);
   } finally {
-    fs.closeSync(fd);
+    sys.close(fd);
   }
 }
 
@@ -107,7 +109,7 @@ const DELETED = ' (deleted)';
  * kernel escapes only "\n" in it, as \012.
  */
 export function readSmaps(procFd: number): Vma[] {
-  const fd = fs.openSync(procPath(procFd, 'smaps'), fs.constants.O_RDONLY);
+  const fd = openRead(procPath(procFd, 'smaps'));
   const vmas: Vma[] = [];
   let cur: Vma | undefined;
   const line = (l: string) => {
@@ -153,7 +155,7 @@ export function readSmaps(procFd: number): Vma[] {
     }
     if (rest) line(rest);
   } finally {
-    fs.closeSync(fd);
+    sys.close(fd);
   }
   return vmas;
 }
@@ -213,7 +215,7 @@ export function mappedFilePages(procFd: number, vma: Vma, pageSize: number, file
   const count = Math.max(0, Math.min(Number((vma.end - vma.start) / page), filePages - first));
   const out: number[] = [];
   if (!count) return out;
-  const fd = fs.openSync(procPath(procFd, 'pagemap'), fs.constants.O_RDONLY);
+  const fd = openRead(procPath(procFd, 'pagemap'));
   try {
     const chunk = 1 << 13; // pages per read
     const buf = Buffer.allocUnsafe(chunk * 8);
@@ -228,7 +230,7 @@ export function mappedFilePages(procFd: number, vma: Vma, pageSize: number, file
       if (n < want) break;
     }
   } finally {
-    fs.closeSync(fd);
+    sys.close(fd);
   }
   return out;
 }
