@@ -22,7 +22,7 @@ export const isGone = (er: unknown): boolean => ['ENOENT', 'ESRCH'].includes(err
 
 /** One file-backed mapping, as /proc/PID/smaps describes it. Sizes in bytes. */
 export interface Vma {
-  /** Start and end addresses as the kernel prints them (hex): the map_files name. */
+  /** Start and end addresses in hex without padding: the mapping's name in map_files. */
   range: string;
   start: bigint;
   end: bigint;
@@ -120,10 +120,12 @@ export function readSmaps(procFd: number): Vma[] {
       let name = h[7]!;
       const deleted = name.endsWith(DELETED);
       if (deleted) name = name.slice(0, -DELETED.length);
+      const start = BigInt('0x' + h[1]), end = BigInt('0x' + h[2]);
       cur = {
-        range: `${h[1]}-${h[2]}`,
-        start: BigInt('0x' + h[1]),
-        end: BigInt('0x' + h[2]),
+        // maps pads addresses to 8 digits, map_files names do not: a non-PIE binary at 0x400000 is "400000-...".
+        range: `${start.toString(16)}-${end.toString(16)}`,
+        start,
+        end,
         offset: BigInt('0x' + h[4]),
         perms: h[3]!,
         file: `${h[5]}:${h[6]}`,

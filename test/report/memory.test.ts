@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { scanCapacity } from '../../src/capacity.js';
 import { readMemory, type MemoryReport } from '../../src/report/memory.js';
 import { takeResidency, type Residency } from '../../src/report/page-cache.js';
+import * as proc from '../../src/report/proc.js';
 import { sys } from '../../src/sys.js';
 import { runReport } from '../helpers/report.js';
 import { rmTree, tempDir } from '../helpers/tree.js';
@@ -212,6 +213,32 @@ describe('report --memory with running guest processes', () => {
       expect(m.guests.map((g) => g.processes)).toEqual([2, 0, 3]);
     } finally {
       spy.mockRestore();
+    }
+  });
+});
+
+describe('reading /proc', () => {
+  it('opens every file mapping through map_files, a non-PIE binary at 0x400000 included', async () => {
+    // Debian's python3.11 is not position-independent: maps prints "00400000-...", map_files names it "400000-...".
+    const child = spawn('/usr/bin/python3.11', ['-c', 'import time; print("ready", flush=True); time.sleep(600)'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    started.push(child);
+    await new Promise((resolve) => child.stdout!.once('data', resolve));
+    const fd = proc.openProc(child.pid!);
+    try {
+      const vmas = proc.readSmaps(fd);
+      expect(vmas.some((v) => v.start === 0x400000n)).toBe(true);
+      const maps = fs.readFileSync(`/proc/${child.pid}/maps`, 'latin1').split('\n').filter((l) => / \/\S/.test(l));
+      expect(vmas.length).toBe(maps.length);
+      for (const v of vmas) {
+        const m = proc.openMapping(fd, v);
+        try {
+          expect(String(sys.fstat(m).ino)).toBe(v.file.split(':')[2]);
+        } finally {
+          sys.close(m);
+        }
+      }
+    } finally {
+      sys.close(fd);
     }
   });
 });
