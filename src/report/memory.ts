@@ -305,7 +305,8 @@ function readProcess(
       s.pssBytes += Math.max(0, vma.pss - vma.anonymous);
       p.stale.set(vma.file, s);
     }
-    if (f.target === undefined) continue;
+    // Nothing resident, nothing to look up: a guest's huge sparse mapping costs no pagemap read.
+    if (f.target === undefined || vma.rss === 0) continue;
     const filePages = Math.ceil(f.stat.size / pageSize);
     const member = idOf(f.stat);
     for (const page of proc.mappedFilePages(procFd, vma, pageSize, filePages)) seen.push([f.target, page, member]);
