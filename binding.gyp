@@ -11,6 +11,7 @@
         "native/xattr.c",
         "native/copy.c",
         "native/hash.c",
+        "native/memory.c",
         "native/module.c"
       ],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11", "-fvisibility=hidden",

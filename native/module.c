@@ -69,6 +69,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("fstatvfs", Fstatvfs),
       FN("hashFiles", HashFiles),
       FN("xxh64", Xxh64),
+      FN("residentPages", ResidentPages),
+      FN("pageSize", PageSize),
       {"layout", NULL, NULL, NULL, NULL, make_layout(env), napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);

@@ -162,6 +162,8 @@ DECLARE(GetXattrs)
 DECLARE(SetXattr) DECLARE(RemoveXattr) DECLARE(CopyData) DECLARE(Futimens) DECLARE(Fstatvfs)
 /* hash.c */
 DECLARE(HashFiles) DECLARE(Xxh64)
+/* memory.c */
+DECLARE(ResidentPages) DECLARE(PageSize)
 #undef DECLARE
 
 /* The layouts, as JavaScript values, for module.c's `layout`. */

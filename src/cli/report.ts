@@ -17,6 +17,9 @@ import { formatCapacityHtml } from '../report/render/html.js';
 import { formatCapacity, formatMerge } from '../report/render/text.js';
 import { baseCommand, errorLine, EXIT_OK, EXIT_SKIPPED, exitCodeFor, parseSize, parseWithConfig, sizeBounds, withSelection } from './options.js';
 import { ttyProgress } from './progress.js';
+import { formatMemoryHtml, formatMemoryText } from '../report/render/memory.js';
+import { readMemory, type MemoryReport } from '../report/memory.js';
+import { takeResidency, type Residency } from '../report/page-cache.js';
 
 const HELP = `
 The report changes nothing and takes no lock. To say what keeps identical
@@ -36,6 +39,7 @@ Examples:
   vunify report --manifest /srv/fleet/host1.parquet --host host1 '/vservers/*'
   vunify report --merge '/srv/fleet/*.parquet'           consolidating the fleet's hosts
   vunify report --plan-placement --hosts 40 --capacity 2T '/srv/fleet/*.parquet'
+  vunify report --memory '/vservers/*'              which running processes to restart, and what that reclaims
 
 --merge and --plan-placement run SQL (src/report/sql, docs/fleet.md) on an
 embedded DuckDB over the Parquet files, out of core within --memory-limit;
@@ -48,11 +52,17 @@ report takes the settings it has). Hashes come from and go to the same
 hash cache as the dry run's (--state-dir, --cache, --no-cache). JSON schema: docs/report-schema.md;
 manifest format: docs/manifest.md.
 
+--memory reads /proc (no ptrace, no signals) for every process whose root
+is a guest root or below one: the file pages it maps, the part mapped from
+copies that unifying replaced or would replace ("stale"), and what
+restarting those processes would reclaim; and, with mincore, how many bytes
+of the duplicate sets are in the page cache more than once.
+
 Exit status: 0 done, 1 done but some files were skipped (errors on stderr),
 2 bad usage or input.`;
 
 interface ReportOpts {
-  json?: boolean; csv?: boolean; html?: string; manifest?: string; candidate: string[]; top: string; merge?: boolean;
+  json?: boolean; csv?: boolean; html?: string; memory?: boolean; manifest?: string; candidate: string[]; top: string; merge?: boolean;
   host?: string; planPlacement?: boolean; hosts?: string; capacity?: string; memoryLimit: string;
   quiet?: boolean; ignoreMtime?: boolean; minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string; cache?: string | false;
 }
@@ -69,6 +79,7 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
     .option('--host <name>', "the host name written in the manifest (default: this host's name)")
     .option('--candidate <root>', "estimate what this new guest would share (repeatable; never counted in the guests' numbers)", (v: string, prev: string[]) => [...prev, v], [] as string[])
     .addOption(new Option('--top <n>', 'how many duplicate sets and directories to list').default('10'))
+    .option('--memory', 'also report running guest processes that map stale copies, what restarting them reclaims, and duplicate pages in the page cache')
     .option('--merge', 'read manifests (the arguments) and estimate consolidating their hosts onto one')
     .option('--plan-placement', 'read manifests and suggest which guests to put together on --hosts hosts of --capacity bytes')
     .option('--hosts <n>', 'with --plan-placement: how many hosts')
@@ -82,6 +93,7 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
     const o = cmd.opts<ReportOpts>();
     if (args.length === 0) throw new UsageError("missing required argument 'ROOT' (on the command line or as 'root' in the config file)");
     if (o.json && o.csv) throw new UsageError('--json and --csv: choose one');
+    if (o.memory && (o.csv || o.merge || o.planPlacement)) throw new UsageError("--memory reads this host's processes: it takes --json or --html, not --csv, --merge or --plan-placement");
     const top = Number(o.top);
     if (!Number.isSafeInteger(top) || top < 1) throw new UsageError(`invalid --top '${o.top}' (a whole number ≥ 1)`);
     if (o.merge || o.planPlacement) {
@@ -105,6 +117,8 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
       return EXIT_OK;
     }
     if (o.hosts !== undefined || o.capacity !== undefined) throw new UsageError('--hosts and --capacity go with --plan-placement');
+    let residency: Residency = new Map();
+    let memory: MemoryReport | undefined;
     const scan = await scanCapacity({
       roots: args,
       candidates: o.candidate,
@@ -119,9 +133,13 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
       progress: err.isTTY && !o.quiet ? ttyProgress(err as NodeJS.WriteStream) : noProgress,
       onError: errorLine(err),
       onWarning: (m) => !o.quiet && err.write(`vunify: warning: ${m}\n`),
+      ...(o.memory && {
+        beforeHash: (inodes) => void (residency = takeResidency(inodes)),
+        inspect: async (roots, inodes) => void (memory = await readMemory({ roots, inodes, ignoreMtime: !!o.ignoreMtime, residency })),
+      }),
     });
-    const r = scan.report;
-    if (o.html) writeOut(o.html, formatCapacityHtml(r));
+    const r = memory ? { ...scan.report, memory } : scan.report;
+    if (o.html) writeOut(o.html, formatCapacityHtml(r, new Date(), memory && formatMemoryHtml(memory)));
     if (o.manifest) {
       const m = await buildManifest(scan.roots, scan.inodes, !!o.ignoreMtime);
       if (o.host !== undefined) m.host = o.host;
@@ -134,7 +152,7 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
     }
     if (o.json) out.write(JSON.stringify(r, null, 2) + '\n');
     else if (o.csv) out.write(formatCapacityCsv(r));
-    else if (!o.quiet) out.write(formatCapacity(r));
+    else if (!o.quiet) out.write(formatCapacity(r) + (memory ? formatMemoryText(memory) : ''));
     return r.errors.length ? EXIT_SKIPPED : EXIT_OK;
   } catch (er) {
     return exitCodeFor(er, err);

@@ -38,6 +38,8 @@ export interface Native {
   fstatvfs(fd: number): [number, number];
   hashFiles(jobs: Buffer): Promise<Buffer>;
   xxh64(data: Buffer): bigint;
+  residentPages(fd: number, size: number): Buffer;
+  pageSize(): number;
   /** The record layouts, as the addon defines them; read through `layout` below. */
   layout: unknown;
 }

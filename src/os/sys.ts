@@ -160,6 +160,9 @@ export const sys = {
   hashFiles: (jobs: Buffer): Promise<Buffer> => native.hashFiles(jobs),
   /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */
   xxh64: (data: Buffer): bigint => native.xxh64(data),
+  /** One byte per page of the first `size` bytes of `fd`, bit 0 set when in the page cache (mincore; reads nothing). */
+  residentPages: (fd: number, size: number): Buffer => native.residentPages(fd, size),
+  pageSize: (): number => native.pageSize(),
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
   // For private copies (change/copy.ts): everything on the new file goes through its descriptor.
   setXattr: (fd: number, name: Buffer, value: Buffer): void => native.setXattr(fd, name, value),
