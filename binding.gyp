@@ -2,8 +2,22 @@
   "targets": [
     {
       "target_name": "vunify",
-      "sources": ["native/vunify.c", "native/fsattr.c"],
-      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"]
+      "sources": [
+        "native/args.c",
+        "native/records.c",
+        "native/lookup.c",
+        "native/scan.c",
+        "native/files.c",
+        "native/xattr.c",
+        "native/copy.c",
+        "native/hash.c",
+        "native/memory.c",
+        "native/fsattr.c",
+        "native/module.c"
+      ],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11", "-fvisibility=hidden",
+                 "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong"],
+      "ldflags": ["-Wl,-z,relro", "-Wl,-z,now"]
     }
   ]
 }

@@ -3,8 +3,8 @@
 #
 #   bash bench/ensure-dist.sh [--snapshot DIR]     (every bench script runs it first)
 #
-# dist/ is rebuilt with `npx tsc -p .` when any src/*.ts (or tsconfig.json) is
-# newer than its dist/*.js, or a dist file is missing. BENCH_NO_BUILD=1 skips
+# dist/ is rebuilt with `npx tsc -p .` when any src/**/*.ts (or tsconfig.json) is
+# newer than its dist/**/*.js, or a dist file is missing. BENCH_NO_BUILD=1 skips
 # the check and measures dist/ as it is. Prints one line on stdout:
 #   dist: <commit>[+N uncommitted src files] fingerprint <sha256 of dist/*.js, 12 hex>
 # Exits 2 when the build fails (src/ may be mid-edit): nothing is measured then.
@@ -19,8 +19,8 @@ if [ "${1:-}" = --snapshot ]; then snap=${2:?--snapshot DIR}; fi
 
 stale=
 if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
-  for ts in src/*.ts; do
-    js=dist/$(basename "$ts" .ts).js
+  for ts in $(find src -name '*.ts'); do
+    js=dist/${ts#src/}; js=${js%.ts}.js
     if [ ! -e "$js" ] || [ "$ts" -nt "$js" ] || [ tsconfig.json -nt "$js" ]; then stale="$ts"; break; fi
   done
   if [ -n "$stale" ]; then
@@ -35,11 +35,11 @@ dirty=$(git status --porcelain -- src native 2>/dev/null | wc -l)
 [ "$dirty" = 0 ] || commit="$commit+$dirty uncommitted src files"
 if [ -n "$snap" ]; then
   mkdir -p "$snap/dist" "$snap/build/Release"
-  cp -p dist/*.js "$snap/dist/"
+  cp -pr dist/. "$snap/dist/"
   cp -p build/Release/vunify.node "$snap/build/Release/"
   cp -p package.json "$snap/"
   ln -sfn "$here/node_modules" "$snap/node_modules"
   cd "$snap"
 fi
-fp=$(cat dist/*.js build/Release/vunify.node | sha256sum | cut -c1-12)
+fp=$( (find dist -name '*.js' -print0 | sort -z | xargs -0 cat; cat build/Release/vunify.node) | sha256sum | cut -c1-12)
 echo "dist: $commit, fingerprint $fp"

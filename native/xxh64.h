@@ -1,6 +1,6 @@
 /*
  * XXH64 (Yann Collet's xxHash, 64-bit variant, seed 0), streaming, in plain
- * C. Included by vunify.c so the hash stage can open, check, read and hash a
+ * C. Included by hash.c so the hash stage can open, check, read and hash a
  * whole batch of files in one call on libuv's thread pool, without a trip
  * into JavaScript per file (see hashFiles there and src/hash.ts). The values
  * are the same as xxhash-wasm's h64 (test/hash.test.ts checks both against

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Entry point of the `vunify` command; everything else lives in cli.ts.
+// Entry point of the `vunify` command; everything else starts in cli/main.ts.
 import { main } from './cli/main.js';
 
 main(process.argv.slice(2)).then(

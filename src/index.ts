@@ -7,7 +7,7 @@
  * Which files may share an inode is decided in one place
  * (pipeline/policy.ts): grouping, the content split, the plan, the linker
  * and the reports all ask it, so the dry run counts what the linker does.
- * The hash cache (cache.ts) fills in hashes of inodes unchanged since an
+ * The hash cache (state/cache.ts) fills in hashes of inodes unchanged since an
  * earlier run, so only new or changed candidates are read; it is refreshed
  * with what was hashed and with the canonicals' new ctimes after linking.
  *

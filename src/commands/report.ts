@@ -51,6 +51,10 @@ export interface CapacityOptions {
   onError?(e: FileError): void;
   onWarning?(message: string): void;
   onNote?(message: string): void;
+  /** Called with the guests' inodes to be hashed, before any is read (the memory report takes page-cache residency here). */
+  beforeHash?(inodes: readonly Inode[]): void;
+  /** Called after the model while the roots are still open (the memory report); its time is `durations.memory`. */
+  inspect?(roots: readonly Root[], inodes: readonly Inode[], key: HashKey): Promise<void>;
 }
 
 export interface CapacityScan {
@@ -84,11 +88,19 @@ export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan>
     const candidateInodes = collectInodes(walked.files.filter((f) => !isGuest(f.dir.root.index)));
     const toHash = hashCandidates(inodes, candidateInodes, !!opts.hashAll);
     log.timed('group');
+    if (opts.beforeHash) {
+      opts.beforeHash(toHash.filter((i) => isGuest(i.paths[0]!.dir.root.index)));
+      log.timed('residency');
+    }
     await hashGroups(s, session, [toHash], { elf: true });
     log.timed('hash');
     readDirProjects(sharedContent(inodes));
     const report = buildCapacity({ roots: existing, inodes, candidates, candidateInodes, ignoreMtime: opts.ignoreMtime, top: opts.top, errors: log.errors, durations: log.durations });
     log.timed('model');
+    if (opts.inspect) {
+      await opts.inspect(existing, inodes, s.key!);
+      log.timed('memory');
+    }
     s.progress.stop();
     await saveSessionCache(s, session, [...inodes, ...candidateInodes]);
     log.finish();

@@ -30,6 +30,7 @@ import type { Rule } from '../pipeline/excludes.js';
 import { groupFiles } from '../pipeline/group.js';
 import { expandRoots } from '../pipeline/roots.js';
 import { scanRoots } from '../pipeline/walk.js';
+import type { FilesystemNeed, SplitReport } from '../report/report.js';
 import { formatBytes } from '../report/render/text.js';
 import { withSession } from './session.js';
 
@@ -43,37 +44,6 @@ export interface SplitOptions {
   onError?(e: FileError): void;
   /** Called after each path moved to a private copy (for -v). */
   onSplit?(file: FileRec): void;
-}
-
-export interface FilesystemNeed {
-  /** The first named root on this filesystem, to name it in messages. */
-  root: string;
-  bytesNeeded: number;
-  bytesAvailable: number;
-  inodesNeeded: number;
-  inodesAvailable: number;
-  enough: boolean;
-}
-
-export interface SplitReport {
-  version: 1;
-  dryRun: boolean;
-  summary: {
-    filesScanned: number;
-    /** Paths under the named roots whose inode is shared outside them. */
-    pathsShared: number;
-    /** Copies to make (one per shared inode and root), and their allocated bytes. */
-    copiesPlanned: number;
-    bytesNeeded: number;
-    copiesMade: number;
-    pathsSplit: number;
-    skipped: number;
-    errors: number;
-  };
-  filesystems: FilesystemNeed[];
-  errors: FileError[];
-  /** Milliseconds spent in each stage, and in all. */
-  durations: Record<string, number>;
 }
 
 export async function split(opts: SplitOptions): Promise<SplitReport> {

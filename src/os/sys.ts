@@ -1,22 +1,23 @@
 /*
  * The one seam between vunify and the operating system.
  *
- * Every system call vunify makes goes through the `sys` object below: the
- * native addon (native/vunify.c) for what Node lacks (lookups confined
- * beneath a directory descriptor, fd-relative directory scans with statx,
- * xattrs by descriptor, linkat/renameat2/unlinkat, inode flags, flock) and
+ * Every system call vunify makes on guest files, and on the descriptors it
+ * holds for them, goes through the `sys` object below (the state directory
+ * and the hash cache, which are the host's own files, also use node:fs): the
+ * native addon (native/*.c, loaded by native.ts) for what Node lacks
+ * (lookups confined beneath a directory descriptor, fd-relative directory
+ * scans with statx, xattrs by descriptor, linkat/renameat2/unlinkat, inode flags, flock) and
  * the handful of Node fs calls used on descriptors. Tests replace single
  * members (vi.spyOn(sys, 'linkAt')) to inject faults a real filesystem
  * cannot produce on demand, such as EMLINK after a few links.
  *
- * Packed stat records from the addon are decoded here into plain objects.
+ * Packed stat records from the addon are decoded here into plain objects,
+ * at the offsets the addon exports (layout.stat, see native.ts).
  */
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import { codedError } from '../core/errors.js';
 import { FileType, type Stat } from '../core/stat.js';
-
-export { FileType, type Stat };
+import { checkCodes, layout, native } from './native.js';
 
 /** One directory entry from scanDir. `errno` is set (and type is Error) when statx failed. */
 export interface Entry extends Stat {
@@ -24,38 +25,30 @@ export interface Entry extends Stat {
   errno: number;
 }
 
-interface Native {
-  openBeneath(dirFd: number, path: Buffer, flags: number, mode?: number): number;
-  forceLegacyLookup(legacy?: boolean): void;
-  scanDirSync(rootFd: number, path: Buffer, dev?: number, ino?: number): Buffer;
-  fstatx(fd: number): Buffer;
-  statAt(dirFd: number, name: Buffer): Buffer;
-  getXattrs(fd: number): [Buffer, Buffer][];
-  linkAt(fd: number, dirFd: number, name: Buffer): void;
-  renameAt(oldDirFd: number, oldName: Buffer, newDirFd: number, newName: Buffer, flags: number): void;
-  unlinkAt(dirFd: number, name: Buffer, flags?: number): void;
-  getFlags(fd: number): number;
-  setFlags(fd: number, flags: number): void;
-  flock(fd: number, op: number): boolean;
-  vserver(cmd: number, id: number, data: Buffer | null): number;
-  openPath(path: Buffer, flags: number, mode?: number): number;
-  closeFd(fd: number): void;
-  closeLater(fd: number): void;
-  closeLaterDrain(): Promise<void>;
-  setXattr(fd: number, name: Buffer, value: Buffer): void;
-  removeXattr(fd: number, name: Buffer): void;
-  copyData(srcFd: number, dstFd: number, size: number): void;
-  futimens(fd: number, mtimeSec: number, mtimeNsec: number): void;
-  fstatvfs(fd: number): [number, number];
-  hashFiles(jobs: Buffer, seed: bigint): Promise<Buffer>;
-  fsGetXattr(fd: number): [number, number];
-  setProject(fd: number, projid: number): void;
-  xxh64(data: Buffer): bigint;
-}
 
-const native = createRequire(import.meta.url)('../../build/Release/vunify.node') as Native;
+checkCodes('fileTypes', FileType, layout.fileTypes);
 
-const HDR = 88;
+// Hot: decode() runs once per directory entry. The offsets are bound to
+// constants once, here, rather than looked up on the layout per field.
+const {
+  headerSize: HDR,
+  recordLength: REC_LEN,
+  type: TYPE,
+  nameLength: NAME_LEN,
+  mode: MODE,
+  uid: UID,
+  gid: GID,
+  nlink: NLINK,
+  ino: INO,
+  dev: DEV,
+  size: SIZE,
+  blocks: BLOCKS,
+  mtimeSec: MTIME_SEC,
+  mtimeNsec: MTIME_NSEC,
+  ctimeNsec: CTIME_NSEC,
+  ctimeSec: CTIME_SEC,
+  mntId: MNT_ID,
+} = layout.stat;
 const TWO32 = 2 ** 32;
 
 // Hot: called once per directory entry of the walk. Plain reads, no BigInt
@@ -71,23 +64,23 @@ const NO_NAME = Buffer.alloc(0);
  * here has one shape.
  */
 function decode(buf: Buffer, off: number, name = NO_NAME): Entry {
-  const type = buf[off + 4] as FileType;
-  const mode = buf.readUInt32LE(off + 8);
+  const type = buf[off + TYPE] as FileType;
+  const mode = buf.readUInt32LE(off + MODE);
   return {
     type,
     mode,
-    uid: buf.readUInt32LE(off + 12),
-    gid: buf.readUInt32LE(off + 16),
-    nlink: buf.readUInt32LE(off + 20),
-    ino: u64(buf, off + 24),
-    dev: u64(buf, off + 32),
-    size: u64(buf, off + 40),
-    blocks: u64(buf, off + 48),
-    mtimeSec: i64(buf, off + 56),
-    mtimeNsec: buf.readUInt32LE(off + 64),
-    ctimeNsec: buf.readUInt32LE(off + 68),
-    ctimeSec: i64(buf, off + 72),
-    mntId: u64(buf, off + 80),
+    uid: buf.readUInt32LE(off + UID),
+    gid: buf.readUInt32LE(off + GID),
+    nlink: buf.readUInt32LE(off + NLINK),
+    ino: u64(buf, off + INO),
+    dev: u64(buf, off + DEV),
+    size: u64(buf, off + SIZE),
+    blocks: u64(buf, off + BLOCKS),
+    mtimeSec: i64(buf, off + MTIME_SEC),
+    mtimeNsec: buf.readUInt32LE(off + MTIME_NSEC),
+    ctimeNsec: buf.readUInt32LE(off + CTIME_NSEC),
+    ctimeSec: i64(buf, off + CTIME_SEC),
+    mntId: u64(buf, off + MNT_ID),
     name,
     errno: type === FileType.Error ? mode : 0,
   };
@@ -98,10 +91,10 @@ export function decodeEntries(buf: Buffer): { self: Stat; entries: Entry[] } {
   if (buf.length < HDR) throw new Error('scanDir returned no record for the directory itself');
   const self = decode(buf, 0);
   const entries: Entry[] = [];
-  for (let off = buf.readUInt32LE(0); off < buf.length; ) {
-    const nameLen = buf.readUInt16LE(off + 6);
+  for (let off = buf.readUInt32LE(REC_LEN); off < buf.length; ) {
+    const nameLen = buf.readUInt16LE(off + NAME_LEN);
     entries.push(decode(buf, off, Buffer.from(buf.subarray(off + HDR, off + HDR + nameLen))));
-    off += buf.readUInt32LE(off);
+    off += buf.readUInt32LE(off + REC_LEN);
   }
   return { self, entries };
 }
@@ -174,8 +167,11 @@ export const sys = {
   setProject: (fd: number, projid: number): void => native.setProject(fd, projid),
   /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */
   xxh64: (data: Buffer): bigint => native.xxh64(data),
+  /** One byte per page of the first `size` bytes of `fd`, bit 0 set when in the page cache (mincore; reads nothing). */
+  residentPages: (fd: number, size: number): Buffer => native.residentPages(fd, size),
+  pageSize: (): number => native.pageSize(),
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
-  // For private copies (split.ts): everything on the new file goes through its descriptor.
+  // For private copies (change/copy.ts): everything on the new file goes through its descriptor.
   setXattr: (fd: number, name: Buffer, value: Buffer): void => native.setXattr(fd, name, value),
   removeXattr: (fd: number, name: Buffer): void => native.removeXattr(fd, name),
   /** Copy `size` bytes from one open file to another, holes kept as holes; the destination ends at `size`. */

@@ -17,14 +17,14 @@
  * hashing a file whose xattrs alone would have set it apart, is rarely
  * paid: almost no files carry xattrs.
  *
- * The per-file work runs in the addon (hashFiles in native/vunify.c), a
+ * The per-file work runs in the addon (hashFiles in native/hash.c), a
  * batch of files per call on libuv's thread pool, two batches in flight per
  * core. Done from JavaScript it took seven calls per file (open O_PATH,
  * fstat, reopen, xattrs, reads, two closes) plus a message to a worker
  * thread, which cost more than reading and hashing a typical small file:
  * on the fleet the hash stage went from 3.0 s to ~1 s (bench/README.md).
  * So the addon hashes with its own XXH64 (native/xxh64.h) rather than
- * xxhash-wasm, which JavaScript would have to call per chunk. `workers: 0`
+ * xxhash-wasm, which JavaScript would have to call per chunk. `inFlight: 0`
  * keeps the xxhash-wasm path in this thread: it is the reference the
  * native hash is tested against (test/hash.test.ts), and for small files
  * it uses the one-shot h64Raw, since the streaming object costs several
@@ -36,6 +36,7 @@ import { openRegular } from '../os/confine.js';
 import { codedError, fileError, type FileError } from '../core/errors.js';
 import { splitGroups } from './group.js';
 import { readFully, sys } from '../os/sys.js';
+import { layout } from '../os/native.js';
 import { getSystemErrorName } from 'node:util';
 import type { Inode } from '../core/types.js';
 import { encodeXattrs, fileAttrs, xattrKey } from './xattrs.js';
@@ -50,8 +51,8 @@ export interface HashOptions {
   seed: bigint;
   /** What makes inodes of identical content shareable (--ignore-mtime, --iunlink). */
   policy: PolicyOptions;
-  /** Batches hashed at once on the thread pool (default: two per core); 0 hashes in this thread with xxhash-wasm. */
-  workers?: number;
+  /** Native batches in flight on libuv's thread pool (default: two per core); 0 hashes in this thread with xxhash-wasm, the reference path. */
+  inFlight?: number;
   onError(e: FileError): void;
   onProgress?(bytes: number): void;
 }
@@ -68,7 +69,7 @@ export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer, seed: b
   return stream.digest();
 }
 
-/** One file to hash, as plain data a worker thread can receive. */
+/** One file to hash on the reference path: its root, its path under it, and what the scan saw. */
 export interface HashJob {
   rootFd: number;
   rel: Uint8Array;
@@ -142,7 +143,7 @@ export async function splitByContent(groups: readonly Inode[][], opts: HashOptio
       opts.onError(fileError(displayPath(inode.paths[0]!), Object.assign(new Error(r.error.message), r.error)));
     }
   };
-  if (opts.workers === 0) {
+  if (opts.inFlight === 0) {
     const h = await getHasher();
     const buf = Buffer.allocUnsafe(CHUNK);
     inodes.forEach((inode, k) => {
@@ -150,7 +151,7 @@ export async function splitByContent(groups: readonly Inode[][], opts: HashOptio
       settle(k, hashJob(h, job, buf, opts.seed));
     });
   } else {
-    await inBatches(inodes, opts.workers ?? BATCHES_IN_FLIGHT, opts.seed, settle);
+    await inBatches(inodes, opts.inFlight ?? BATCHES_IN_FLIGHT, opts.seed, settle);
   }
   return splitGroups(groups, (inode) => readKey(inode, opts.policy));
 }
@@ -171,16 +172,38 @@ async function inBatches(inodes: readonly Inode[], inFlight: number, seed: bigin
   );
 }
 
-const IN_HDR = 72;
+// Hot: encodeJobs runs once per file, decodeResults once per result. The
+// offsets (layout.hashIn, hashOut, hashXattr: the structs in native/hash.c)
+// are bound to constants once, here.
+const {
+  headerSize: IN_HDR,
+  recordLength: IN_LEN,
+  rootFd: IN_ROOT_FD,
+  pathLength: IN_PATH_LEN,
+  mode: IN_MODE,
+  uid: IN_UID,
+  gid: IN_GID,
+  ino: IN_INO,
+  dev: IN_DEV,
+  size: IN_SIZE,
+  mtimeSec: IN_MTIME_SEC,
+  mtimeNsec: IN_MTIME_NSEC,
+  ctimeNsec: IN_CTIME_NSEC,
+  ctimeSec: IN_CTIME_SEC,
+} = layout.hashIn;
+const { headerSize: OUT_HDR, recordLength: OUT_LEN, error: OUT_ERROR, detail: OUT_DETAIL, xattrCount: OUT_XATTRS, hash: OUT_HASH, flags: OUT_FLAGS, projid: OUT_PROJID } =
+  layout.hashOut;
+const { headerSize: X_HDR, nameLength: X_NAME_LEN, valueLength: X_VALUE_LEN } = layout.hashXattr;
+const ALIGN = layout.recordAlign;
 const SLASH = 0x2f;
 
-/** The input records of hashFiles (layout in native/vunify.c) for inodes[from, to). */
+/** The input records of hashFiles (struct hash_in in native/hash.c) for inodes[from, to). */
 export function encodeJobs(inodes: readonly Inode[], from: number, to: number): Buffer {
-  const pad8 = (n: number) => (n + 7) & ~7;
+  const pad = (n: number) => (n + ALIGN - 1) & -ALIGN;
   let total = 0;
   for (let k = from; k < to; k++) {
     const f = inodes[k]!.paths[0]!;
-    total += pad8(IN_HDR + f.dir.rel.length + (f.dir.rel.length ? 1 : 0) + f.name.length);
+    total += pad(IN_HDR + f.dir.rel.length + (f.dir.rel.length ? 1 : 0) + f.name.length);
   }
   const buf = Buffer.alloc(total);
   let off = 0;
@@ -193,61 +216,54 @@ export function encodeJobs(inodes: readonly Inode[], from: number, to: number): 
       buf[p++] = SLASH;
     }
     p += f.name.copy(buf, p);
-    const len = pad8(p - off);
-    buf.writeUInt32LE(len, off);
-    buf.writeInt32LE(f.dir.root.fd, off + 4);
-    buf.writeUInt32LE(p - off - IN_HDR, off + 8);
-    buf.writeUInt32LE(s.mode, off + 12);
-    buf.writeUInt32LE(s.uid, off + 16);
-    buf.writeUInt32LE(s.gid, off + 20);
-    buf.writeBigUInt64LE(BigInt(s.ino), off + 24);
-    buf.writeBigUInt64LE(BigInt(s.dev), off + 32);
-    buf.writeBigUInt64LE(BigInt(s.size), off + 40);
-    buf.writeBigInt64LE(BigInt(s.mtimeSec), off + 48);
-    buf.writeUInt32LE(s.mtimeNsec, off + 56);
-    buf.writeUInt32LE(s.ctimeNsec, off + 60);
-    buf.writeBigInt64LE(BigInt(s.ctimeSec), off + 64);
+    const len = pad(p - off);
+    buf.writeUInt32LE(len, off + IN_LEN);
+    buf.writeInt32LE(f.dir.root.fd, off + IN_ROOT_FD);
+    buf.writeUInt32LE(p - off - IN_HDR, off + IN_PATH_LEN);
+    buf.writeUInt32LE(s.mode, off + IN_MODE);
+    buf.writeUInt32LE(s.uid, off + IN_UID);
+    buf.writeUInt32LE(s.gid, off + IN_GID);
+    buf.writeBigUInt64LE(BigInt(s.ino), off + IN_INO);
+    buf.writeBigUInt64LE(BigInt(s.dev), off + IN_DEV);
+    buf.writeBigUInt64LE(BigInt(s.size), off + IN_SIZE);
+    buf.writeBigInt64LE(BigInt(s.mtimeSec), off + IN_MTIME_SEC);
+    buf.writeUInt32LE(s.mtimeNsec, off + IN_MTIME_NSEC);
+    buf.writeUInt32LE(s.ctimeNsec, off + IN_CTIME_NSEC);
+    buf.writeBigInt64LE(BigInt(s.ctimeSec), off + IN_CTIME_SEC);
     off += len;
   }
   return buf;
 }
 
-/** Failing calls, by the index hashFiles reports. */
-const HASH_CALLS = ['openat2', 'statx', 'open', 'flistxattr', 'fgetxattr', 'read', 'ioctl'];
-/** Output record header: offsets 24 and 28 hold the inode flags and project ID. */
-const OUT_HDR = 32;
-const HASH_CHANGED = -1;
-const HASH_SHRANK = -2;
-/** Flag bits of a successful record (offset 8). */
-const HASH_ELF = 1;
+/** Failing calls, by the index hashFiles reports (HASH_CALLS in native/hash.c). */
+const HASH_CALLS = layout.hashCalls;
+const { changed: HASH_CHANGED, shrank: HASH_SHRANK, elf: HASH_ELF } = layout.hashCodes;
 
 /** hashFiles' output records as HashResults, in job order. */
 export function decodeResults(out: Buffer): HashResult[] {
   const results: HashResult[] = [];
   for (let off = 0; off < out.length; ) {
-    const len = out.readUInt32LE(off);
-    const err = out.readInt32LE(off + 4);
+    const len = out.readUInt32LE(off + OUT_LEN);
+    const err = out.readInt32LE(off + OUT_ERROR);
     if (err === HASH_CHANGED || err === HASH_SHRANK) {
       results.push({ error: { code: 'ECHANGED', message: err === HASH_CHANGED ? 'file changed since it was scanned' : 'file shrank while being read' } });
     } else if (err !== 0) {
       const code = getSystemErrorName(-err);
-      const syscall = HASH_CALLS[out.readUInt32LE(off + 8)];
+      const syscall = HASH_CALLS[out.readUInt32LE(off + OUT_DETAIL)];
       results.push({ error: { code, syscall, message: `${code}, ${syscall}` } });
     } else {
       const pairs: [Buffer, Buffer][] = [];
-      for (let n = out.readUInt32LE(off + 12), p = off + OUT_HDR; n > 0; n--) {
-        const nl = out.readUInt32LE(p);
-        const vl = out.readUInt32LE(p + 4);
-        pairs.push([out.subarray(p + 8, p + 8 + nl), out.subarray(p + 8 + nl, p + 8 + nl + vl)]);
-        p += 8 + nl + vl;
+      for (let n = out.readUInt32LE(off + OUT_XATTRS), p = off + OUT_HDR; n > 0; n--) {
+        const nl = out.readUInt32LE(p + X_NAME_LEN);
+        const vl = out.readUInt32LE(p + X_VALUE_LEN);
+        const name = p + X_HDR;
+        pairs.push([out.subarray(name, name + nl), out.subarray(name + nl, name + nl + vl)]);
+        p = name + nl + vl;
       }
-      results.push({
-        hash: out.readBigUInt64LE(off + 16),
-        xattrs: encodeXattrs(pairs),
-        elf: (out.readUInt32LE(off + 8) & HASH_ELF) !== 0,
-        flags: out.readUInt32LE(off + 24),
-        projid: out.readUInt32LE(off + 28),
-      });
+      const elf = (out.readUInt32LE(off + OUT_DETAIL) & HASH_ELF) !== 0;
+      const flags = out.readUInt32LE(off + OUT_FLAGS);
+      const projid = out.readUInt32LE(off + OUT_PROJID);
+      results.push({ hash: out.readBigUInt64LE(off + OUT_HASH), xattrs: encodeXattrs(pairs), elf, flags, projid });
     }
     off += len;
   }

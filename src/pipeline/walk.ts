@@ -1,7 +1,7 @@
 /*
  * Walk: list every regular file under each guest root.
  *
- * Roots are walked concurrently (p-limit across roots); within a root,
+ * Roots are walked one after another; within a root,
  * directories are listed one at a time by the addon's scanDirSync, which
  * opens the directory confined beneath the root descriptor, checks it is
  * the directory its parent listed, and returns names plus statx data for the
@@ -15,7 +15,6 @@
  * Only regular files within the size bounds are kept; the rest is counted.
  */
 import os from 'node:os';
-import pLimit from 'p-limit';
 import { fileError, type FileError } from '../core/errors.js';
 import { compileRules, type Matcher, type Rule } from './excludes.js';
 import { sys } from '../os/sys.js';
@@ -28,8 +27,6 @@ export interface WalkOptions {
   matcher: Matcher;
   minSize: number;
   maxSize: number;
-  /** How many roots are walked at once. */
-  concurrency?: number;
   onError(e: FileError): void;
   /** Called after each directory with the number of entries it held. */
   onProgress?(entries: number): void;
@@ -54,10 +51,10 @@ export function errnoName(n: number): string {
 
 export async function walk(roots: readonly Root[], opts: WalkOptions): Promise<WalkResult> {
   const result: WalkResult = { files: [], special: 0, outOfBounds: 0, excluded: 0, mountPoints: 0 };
-  const limit = pLimit(opts.concurrency ?? 4);
-  // Each root collects its own files so the result stays in command-line order.
-  const perRoot = await Promise.all(roots.map((root) => limit(() => walkRoot(root, opts, result))));
-  for (const files of perRoot) for (const f of files) result.files.push(f);
+  // One root at a time: the listing runs synchronously on this thread (see
+  // sys.scanDir), so walking roots "concurrently" only interleaved them and
+  // bounded nothing real; the result is in command-line order either way.
+  for (const root of roots) for (const f of await walkRoot(root, opts, result)) result.files.push(f);
   return result;
 }
 

@@ -21,7 +21,9 @@
  * Consolidation estimates trust the 64-bit hash: unlike linking, which
  * compares every byte, a merge only ever sees hashes. The format is text,
  * tab-separated, and gzip-compressed when the file name ends in .gz; see
- * docs/manifest.md.
+ * docs/manifest.md. The Parquet form and the merge itself (SQL on DuckDB)
+ * are in report/parquet.ts and report/fleet.ts; the merge's report shape
+ * stays here.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -82,8 +84,18 @@ export async function buildManifest(roots: readonly Root[], inodes: readonly Ino
   return { host: os.hostname(), key: key.fingerprint, created: new Date().toISOString(), ignoreMtime, guests: roots.map((r) => r.path), entries: [...entries.values()] };
 }
 
+/**
+ * Which hash made a manifest's content hashes, as Parquet manifests name it
+ * (vunify_hash_key_id; the merge refuses to mix them): the keyed XXH64 and
+ * the key's fingerprint, or XXH64 with seed 0 for manifests from before keys.
+ */
+export const hashKeyIdOf = (m: Pick<Manifest, 'key'>): string => (m.key === UNKEYED ? 'xxh64-seed0' : `${MANIFEST_HASH}:${m.key}`);
+
+/** What the policy key digests, as the manifests' headers name it. */
+export const policyFields = (ignoreMtime: boolean): string => (ignoreMtime ? 'size,uid,gid,mode,flags,xattrs' : 'size,uid,gid,mode,mtime,flags,xattrs');
+
 export function formatManifest(m: Manifest): string {
-  const head = [MANIFEST_MAGIC, `#host\t${m.host}`, `#created\t${m.created}`, `#policy\t${m.ignoreMtime ? 'size,uid,gid,mode,flags,xattrs' : 'size,uid,gid,mode,mtime,flags,xattrs'}`];
+  const head = [MANIFEST_MAGIC, `#host\t${m.host}`, `#created\t${m.created}`, `#policy\t${policyFields(m.ignoreMtime)}`];
   head.push(`#hash\t${MANIFEST_HASH}`, `#key\t${m.key}`);
   head.push(...m.guests.map((g, i) => `#guest\t${i}\t${encodeURI(g)}`));
   const lines = m.entries.map((e) => `${e.hash}\t${e.size}\t${e.policy}\t${e.guest}\t${e.inodes}\t${e.paths}`);
@@ -149,59 +161,4 @@ export interface MergeReport {
   totals: { guests: number; diskBytes: number; unifiedBytes: number; consolidatedBytes: number; savingBytes: number; extraSavingBytes: number };
   /** Bytes each pair of hosts has in common (content and policy). */
   matrix: { hosts: string[]; bytes: number[][] };
-}
-
-/** Estimate consolidating the guests of several hosts onto one. */
-export function mergeManifests(files: readonly string[], manifests: readonly Manifest[]): MergeReport {
-  const policies = new Set(manifests.map((m) => m.ignoreMtime));
-  if (policies.size > 1) throw new UsageError(`${files.join(', ')}: manifests disagree on --ignore-mtime; write them with the same policy`);
-  const keys = new Set(manifests.map((m) => m.key));
-  if (keys.size > 1) {
-    const which = manifests.map((m, k) => `${files[k]} (${m.key})`).join(', ');
-    throw new UsageError(`manifests hashed under different keys cannot be compared: ${which}; give every host the same --hash-key file and write them again`);
-  }
-  const n = manifests.length;
-  const matrix = Array.from({ length: n }, () => new Array<number>(n).fill(0));
-  const holders = new Map<string, { size: number; hosts: Set<number> }>();
-  const hosts = manifests.map((m, k): HostEstimate => {
-    const est: HostEstimate = { host: m.host, file: files[k]!, guests: m.guests.length, files: 0, bytes: 0, diskBytes: 0, unifiedBytes: 0 };
-    const seen = new Set<string>();
-    for (const e of m.entries) {
-      est.files += e.paths;
-      est.bytes += e.paths * e.size;
-      est.diskBytes += e.inodes * e.size;
-      const key = `${e.hash}:${e.size}:${e.policy}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      est.unifiedBytes += e.size;
-      const h = holders.get(key) ?? { size: e.size, hosts: new Set<number>() };
-      h.hosts.add(k);
-      holders.set(key, h);
-    }
-    return est;
-  });
-  // Two manifests from hosts of the same name (or one file twice) must still be told apart.
-  const names = hosts.map((h) => h.host);
-  for (const h of hosts) if (names.indexOf(h.host) !== names.lastIndexOf(h.host)) h.host = `${h.host} (${h.file})`;
-  let consolidated = 0;
-  for (const { size, hosts: hs } of holders.values()) {
-    consolidated += size;
-    for (const a of hs) for (const b of hs) matrix[a]![b]! += size;
-  }
-  const disk = hosts.reduce((t, h) => t + h.diskBytes, 0);
-  const unified = hosts.reduce((t, h) => t + h.unifiedBytes, 0);
-  return {
-    kind: 'vunify-merge',
-    version: 1,
-    hosts,
-    totals: {
-      guests: hosts.reduce((t, h) => t + h.guests, 0),
-      diskBytes: disk,
-      unifiedBytes: unified,
-      consolidatedBytes: consolidated,
-      savingBytes: disk - consolidated,
-      extraSavingBytes: unified - consolidated,
-    },
-    matrix: { hosts: hosts.map((h) => h.host), bytes: matrix },
-  };
 }

@@ -131,3 +131,35 @@ export function buildReport(args: {
     durations: args.durations ?? {},
   };
 }
+
+/** What `vunify split` found and did (commands/split.ts). */
+export interface FilesystemNeed {
+  /** The first named root on this filesystem, to name it in messages. */
+  root: string;
+  bytesNeeded: number;
+  bytesAvailable: number;
+  inodesNeeded: number;
+  inodesAvailable: number;
+  enough: boolean;
+}
+
+export interface SplitReport {
+  version: 1;
+  dryRun: boolean;
+  summary: {
+    filesScanned: number;
+    /** Paths under the named roots whose inode is shared outside them. */
+    pathsShared: number;
+    /** Copies to make (one per shared inode and root), and their allocated bytes. */
+    copiesPlanned: number;
+    bytesNeeded: number;
+    copiesMade: number;
+    pathsSplit: number;
+    skipped: number;
+    errors: number;
+  };
+  filesystems: FilesystemNeed[];
+  errors: FileError[];
+  /** Milliseconds spent in each stage, and in all. */
+  durations: Record<string, number>;
+}

@@ -11,7 +11,7 @@ import { inode, rmTree, runCli, sh, snapshot, tempDir, testStateDir, writeFile }
 /** A stream that keeps what is written to it. */
 function collect() {
   const chunks: string[] = [];
-  const stream = new Writable({ write: (c, _e, cb) => (chunks.push(String(c)), cb()) }) as Writable & NodeJS.WriteStream;
+  const stream = new Writable({ write: (c, _e, cb) => (chunks.push(String(c)), cb()) }) as unknown as typeof process.stdout;
   return { stream, text: () => chunks.join('') };
 }
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildCapacityTree, EXPECT } from '../helpers/capacity-tree.js';
 import { runReport } from '../helpers/report.js';
-import { rmTree, tempDir } from '../helpers/tree.js';
+import { rmTree, runCli, tempDir } from '../helpers/tree.js';
 
 let dir: string;
 let roots: string[];
@@ -70,7 +70,7 @@ describe('vunify report', () => {
     expect(blocks[1]).toHaveLength(1 + 9);
   });
 
-  it('--manifest writes a manifest that --merge reads; merging a host with itself saves nothing more', () => {
+  it('--manifest writes a manifest that --merge reads; a manifest named twice counts once', () => {
     const m = path.join(dir, 'host.manifest.gz');
     const r = report('-q', '--manifest', m, ...roots);
     expect([r.code, r.stdout, r.stderr]).toEqual([0, '', '']);
@@ -78,8 +78,76 @@ describe('vunify report', () => {
     expect(merged.code).toBe(0);
     const j = JSON.parse(merged.stdout);
     expect(j.kind).toBe('vunify-merge');
-    expect(j.totals.extraSavingBytes).toBe(j.hosts[0].unifiedBytes); // the second copy of the host vanishes
+    expect(j.hosts).toHaveLength(1);
+    expect([j.totals.extraSavingBytes, j.totals.consolidatedBytes]).toEqual([0, j.hosts[0].unifiedBytes]);
     const text = runReport(['--merge', m, m]).stdout;
-    expect(text).toMatch(/Consolidation estimate for 2 hosts, 6 guests/);
+    expect(text).toMatch(/Consolidation estimate for 1 hosts, 3 guests/);
+  });
+});
+
+describe('vunify report --config and --state-dir, as vunify takes them', () => {
+  it('reads the same config file as vunify and adds up to vunify --dry-run with it', () => {
+    const state = tempDir('vunify-report-state-');
+    const conf = path.join(dir, 'vunify.conf');
+    try {
+      // Settings of vunify the report has (selection, excludes) and some it
+      // has not (verbose, metrics-file): the report takes its own and
+      // ignores the rest, as split does; ROOTs come from the file's roots.
+      fs.writeFileSync(conf, [
+        'no-default-excludes', 'min-size 2', 'exclude /usr/bin', 'verbose', `metrics-file ${path.join(state, 'm.prom')}`,
+        ...roots.map((r) => `root ${r}`), '',
+      ].join('\n'));
+      const r = runReport(['--config', conf, '--state-dir', state, '--json']);
+      expect([r.code, r.stderr]).toEqual([0, '']);
+      const totals = JSON.parse(r.stdout).totals;
+      const dry = runCli(['--config', conf, '--state-dir', state, '--dry-run', '--json']);
+      expect([dry.code, dry.stderr]).toEqual([0, '']);
+      const summary = JSON.parse(dry.stdout).summary;
+      expect(totals.freeableBytes).toBe(summary.freeableBytes);
+      expect(totals.freeableInodes).toBe(summary.freeableInodes);
+      expect(totals.files).toBe(summary.filesScanned);
+      // The config's exclude took effect in both: nothing under /usr/bin was counted.
+      const all = runReport(['--no-default-excludes', '--min-size', '2', '--state-dir', state, '--json', ...roots]);
+      expect(JSON.parse(all.stdout).totals.files).toBeGreaterThan(totals.files);
+    } finally {
+      rmTree(state);
+      fs.rmSync(conf, { force: true });
+    }
+  });
+
+  it('an unknown setting in the config file is a usage error naming the line', () => {
+    const conf = path.join(dir, 'bad.conf');
+    fs.writeFileSync(conf, 'no-default-excludes\nfrobnicate yes\n');
+    try {
+      const r = runReport(['--config', conf, ...roots]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/bad\.conf:2: unknown setting 'frobnicate'/);
+    } finally {
+      fs.rmSync(conf, { force: true });
+    }
+  });
+
+  it('keeps its hash cache in --state-dir, the same cache vunify --dry-run uses', async () => {
+    const state = tempDir('vunify-report-state-');
+    try {
+      // Files younger than a second are not cached (their ctime could hide a
+      // change in the same clock tick): let the tree age first.
+      await new Promise((r) => setTimeout(r, 1100));
+      const first = runReport(['--no-default-excludes', '--state-dir', state, '--json', ...roots]);
+      expect([first.code, first.stderr]).toEqual([0, '']);
+      expect(fs.statSync(path.join(state, 'hashes.cache')).size).toBeGreaterThan(0);
+      const dry = runCli(['--no-default-excludes', '--state-dir', state, '--dry-run', '--json', ...roots]);
+      const hashed = JSON.parse(dry.stdout).hashed;
+      // Everything the dry run needed, the report had read and cached.
+      expect(hashed.cacheHits).toBeGreaterThan(0);
+      expect(hashed.files).toBe(0);
+      // --no-cache reads and writes none.
+      const none = tempDir('vunify-report-state-');
+      expect(runReport(['--no-default-excludes', '--state-dir', none, '--no-cache', '-q', ...roots]).code).toBe(0);
+      expect(fs.existsSync(path.join(none, 'hashes.cache'))).toBe(false);
+      rmTree(none);
+    } finally {
+      rmTree(state);
+    }
   });
 });

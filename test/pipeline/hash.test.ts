@@ -24,7 +24,7 @@ beforeEach(() => {
 });
 afterEach(() => rmTree(dir));
 
-async function hashAll(workers: number) {
+async function hashAll(inFlight: number) {
   writeFile(path.join(dir, 'b', 'gone'), { content: 'vanishes' });
   const roots = openRoots(['a', 'b', 'c'].map((g) => path.join(dir, g)));
   const errors: FileError[] = [];
@@ -32,7 +32,7 @@ async function hashAll(workers: number) {
     const walked = await walk(roots, { matcher: compileRules([]), minSize: 1, maxSize: Infinity, onError: () => {} });
     const { groups } = groupFiles(walked.files, { ignoreMtime: false });
     fs.unlinkSync(path.join(dir, 'b', 'gone')); // after the scan, before hashing
-    const sets = await splitByContent(groups, { workers, seed: SEED, policy: { ignoreMtime: false }, onError: (e) => errors.push(e) });
+    const sets = await splitByContent(groups, { inFlight, seed: SEED, policy: { ignoreMtime: false }, onError: (e) => errors.push(e) });
     const hashes = Object.fromEntries(groups.flat().map((i) => [`${i.paths[0]!.dir.root.path}/${i.paths[0]!.name}`, i.hash]));
     return { sets: sets.map((s) => s.length).sort(), hashes, errors };
   } finally {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { scanCapacity } from '../../src/commands/report.js';
 import { UsageError } from '../../src/core/errors.js';
-import { buildManifest, formatManifest, mergeManifests, parseManifest, readManifest, writeManifest, type Manifest } from '../../src/report/manifest.js';
+import { buildManifest, formatManifest, parseManifest, readManifest, writeManifest, type Manifest } from '../../src/report/manifest.js';
 import { rmTree, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
 
 let dir: string;
@@ -48,29 +48,10 @@ describe('manifest', () => {
     expect(readManifest(gz)).toEqual(m);
   });
 
-  it('merging two hosts estimates disk today, unified per host, and consolidated', async () => {
-    const a = await manifestOf([path.join(dir, 'A/a1'), path.join(dir, 'A/a2')]);
-    const b = await manifestOf([path.join(dir, 'B/b1'), path.join(dir, 'B/b2')]);
-    const m = mergeManifests(['a', 'b'], [a, b]);
-    const diskA = 2 * 1000 + 2 * 700 + 50, diskB = 1000 + 300 + 1000;
-    const unifiedA = 1000 + 700 + 50, unifiedB = 1000 + 300 + 1000; // b2's common differs in mtime
-    const consolidated = 1000 + 700 + 50 + 300 + 1000; // b1's common joins A's; b2's stays apart
-    expect(m.hosts.map((h) => [h.guests, h.files, h.diskBytes, h.unifiedBytes])).toEqual([[2, 5, diskA, unifiedA], [2, 3, diskB, unifiedB]]);
-    expect(m.totals).toEqual({
-      guests: 4, diskBytes: diskA + diskB, unifiedBytes: unifiedA + unifiedB, consolidatedBytes: consolidated,
-      savingBytes: diskA + diskB - consolidated, extraSavingBytes: unifiedA + unifiedB - consolidated,
-    });
-    expect(m.matrix.bytes[0]![1]).toBe(1000);
-    expect(m.matrix.bytes[0]![0]).toBe(unifiedA);
-  });
-
-  it('refuses what is not a manifest, a malformed line, and manifests of different policies', async () => {
+  it('refuses what is not a manifest and a malformed line (the merge: test/report/fleet.test.ts)', async () => {
     expect(() => parseManifest('hello\n', 'f')).toThrow(UsageError);
     expect(() => parseManifest('#vunify-manifest\t1\n#guest\t0\t/g\nzz\t1\t2\t0\t1\t1\n', 'f')).toThrow(/f:3: malformed/);
     expect(() => parseManifest('#vunify-manifest\t1\n0123456789abcdef\t1\t0123456789abcdef\t7\t1\t1\n', 'f')).toThrow(/malformed/); // unknown guest
-    const a = await manifestOf([path.join(dir, 'A/a1')]);
-    const b = await manifestOf([path.join(dir, 'B/b1')], true);
-    expect(() => mergeManifests(['a', 'b'], [a, b])).toThrow(/--ignore-mtime/);
     expect(() => readManifest(path.join(dir, 'missing'))).toThrow(/missing: cannot read manifest/);
   });
 });

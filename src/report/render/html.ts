@@ -73,7 +73,8 @@ function htmlTable(id: string, head: string[], rows: (string | number)[][]): str
   return `<table id="${id}"><thead><tr>${th}</tr></thead><tbody>\n${body}\n</tbody></table>`;
 }
 
-export function formatCapacityHtml(r: CapacityReport, generated = new Date()): string {
+/** `extra`: further sections (already HTML, escaped), placed after the tables (the memory section). */
+export function formatCapacityHtml(r: CapacityReport, generated = new Date(), extra = ''): string {
   const t = r.totals;
   const b = formatBytes;
   const legend = SEGMENTS.map((s) => `<span><i style="background:${s.color}"></i>${esc(s.label)}</span>`).join(' ');
@@ -102,6 +103,7 @@ export function formatCapacityHtml(r: CapacityReport, generated = new Date()): s
       htmlTable('candidates', ['candidate', 'files', 'bytes', 'sharable', 'sharable %', 'would free', 'kept apart'], r.candidates.map((c) => [c.path, c.files, b(c.bytes), b(c.sharableBytes), `${c.sharablePercent.toFixed(1)}%`, b(c.freeableBytes), b(c.keptApartBytes)])),
     );
   }
+  if (extra) parts.push(extra);
   parts.push('</body></html>\n');
   return parts.join('\n');
 }

@@ -9,8 +9,7 @@
 import type { CapacityReport } from '../capacity-model.js';
 import { REASONS } from '../capacity-model.js';
 import type { MergeReport } from '../manifest.js';
-import type { Report } from '../report.js';
-import type { SplitReport } from '../../commands/split.js';
+import type { Report, SplitReport } from '../report.js';
 import { percent, shortName, table } from './table.js';
 
 

@@ -1,0 +1,373 @@
+/*
+ * Hashing a batch of files, asynchronously on libuv's thread pool: the hash
+ * stage's per-file work, done here for a whole batch per call, because a
+ * trip into JavaScript per file (open O_PATH, fstat, reopen, xattrs, reads,
+ * closes, each a separate call) cost more than reading and hashing a
+ * typical small file.
+ *
+ * The checks are those of openRegular in src/os/confine.ts (the one policy
+ * this file holds, see vunify.h): the file is looked up confined beneath
+ * its root (open_beneath) and opened O_PATH, which never runs a device's
+ * open routine nor waits on a FIFO; only when statx says it is still the
+ * regular file the job record describes (type, dev, ino, size, mode, owner,
+ * mtime, ctime) is it reopened for reading through /proc/self/fd, with
+ * O_NONBLOCK and O_NOATIME (when permitted). Its xattrs are read through
+ * that descriptor (xattr.c), then its inode flags and project ID
+ * (fsattr.c), then its bytes, hashed with XXH64 under the seed hashFiles is
+ * given (derived from the host's hash key, src/state/hash-key.ts).
+ *
+ * Input, one record per file, RECORD_ALIGN-aligned (src/pipeline/hash.ts
+ * encodes it): struct hash_in, then the path bytes, relative to the root.
+ * Output, one record per file, in order, RECORD_ALIGN-aligned: struct
+ * hash_out, then on success per xattr (sorted by name) struct hash_xattr,
+ * the name and the value. The offsets are exported as layout.hashIn,
+ * layout.hashOut and layout.hashXattr.
+ */
+#include "vunify.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "xxh64.h"
+
+struct hash_in {
+  uint32_t rec_len; /* the whole record, path and padding included */
+  int32_t root_fd;
+  uint32_t path_len;
+  uint32_t mode; /* what the scan saw, all checked again here */
+  uint32_t uid;
+  uint32_t gid;
+  uint64_t ino;
+  uint64_t dev;
+  uint64_t size;
+  int64_t mtime_sec;
+  uint32_t mtime_nsec;
+  uint32_t ctime_nsec;
+  int64_t ctime_sec;
+}; /* then path_len path bytes */
+_Static_assert(sizeof(struct hash_in) % RECORD_ALIGN == 0, "records stay aligned");
+
+struct hash_out {
+  uint32_t rec_len;
+  int32_t error;   /* 0, an errno, or HASH_CHANGED / HASH_SHRANK */
+  uint32_t detail; /* on error, the failing call (HASH_CALLS); on success, flags (HASH_ELF) */
+  uint32_t xattr_count;
+  uint64_t hash;   /* XXH64 under the seed hashFiles was given */
+  uint32_t flags;  /* inode flags (FS_IOC_GETFLAGS), 0 where the filesystem has none */
+  uint32_t projid; /* project ID (FS_IOC_FSGETXATTR fsx_projid), 0 where none */
+}; /* then xattr_count times: struct hash_xattr, name, value */
+_Static_assert(sizeof(struct hash_out) % RECORD_ALIGN == 0, "records stay aligned");
+
+struct hash_xattr {
+  uint32_t name_len;
+  uint32_t value_len;
+};
+
+enum { HASH_CHANGED = -1, HASH_SHRANK = -2 };
+enum { HASH_ELF = 1 }; /* flag bits in detail of a successful record */
+
+/* The calls a file can fail at, in the order of their index in detail. */
+#define HASH_CALLS(X) X(CALL_OPENAT2, "openat2") X(CALL_STATX, "statx") X(CALL_OPEN, "open") \
+  X(CALL_FLISTXATTR, "flistxattr") X(CALL_FGETXATTR, "fgetxattr") X(CALL_READ, "read") X(CALL_IOCTL, "ioctl")
+#define CALL_ENUM(name, js) name,
+#define CALL_NAME(name, js) js,
+enum { HASH_CALLS(CALL_ENUM) };
+static const char *const hash_call_names[] = {HASH_CALLS(CALL_NAME)};
+
+static int proc_fd = -1; /* /proc/self/fd, opened once: saves walking it per file */
+static pthread_once_t proc_once = PTHREAD_ONCE_INIT;
+static void open_proc_fd(void) { proc_fd = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC); }
+static volatile int hash_noatime = 1;
+
+/* Reopen an O_PATH descriptor for reading: same inode, no second lookup. */
+static int reopen_for_reading(int pathfd) {
+  pthread_once(&proc_once, open_proc_fd);
+  char name[16];
+  snprintf(name, sizeof name, "%d", pathfd);
+  int base = proc_fd >= 0 ? proc_fd : AT_FDCWD;
+  char full[40];
+  if (proc_fd < 0) snprintf(full, sizeof full, "/proc/self/fd/%d", pathfd);
+  const char *p = proc_fd >= 0 ? name : full;
+  int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC;
+  if (hash_noatime) {
+    int fd = openat(base, p, flags | O_NOATIME);
+    if (fd >= 0 || errno != EPERM) return fd;
+    hash_noatime = 0; /* O_NOATIME needs ownership or CAP_FOWNER */
+  }
+  return openat(base, p, flags);
+}
+
+/* Each xattr as struct hash_xattr, name, value. */
+static int append_xattr(void *ctx, const char *name, size_t name_len, const char *value, size_t value_len) {
+  outbuf *o = ctx;
+  struct hash_xattr x = {(uint32_t)name_len, (uint32_t)value_len};
+  if (out_reserve(o, sizeof x + name_len + value_len)) return -1;
+  char *p = o->data + o->len;
+  memcpy(p, &x, sizeof x);
+  memcpy(p + sizeof x, name, name_len);
+  memcpy(p + sizeof x + name_len, value, value_len);
+  o->len += sizeof x + name_len + value_len;
+  return 0;
+}
+
+/* Hash `size` bytes of fd; a file shorter than that is HASH_SHRANK. *elf
+ * tells whether they start with the ELF magic (the capacity report counts
+ * shared executables and libraries apart). */
+static int hash_content(int fd, uint64_t size, char *buf, size_t cap, uint64_t seed, uint64_t *out, int *elf) {
+  xxh64_state s;
+  xxh64_init_seed(&s, seed);
+  *elf = 0;
+  for (uint64_t pos = 0; pos < size;) {
+    size_t want = size - pos < cap ? (size_t)(size - pos) : cap;
+    ssize_t n = pread(fd, buf, want, (off_t)pos);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (n == 0) return HASH_SHRANK;
+    if (pos == 0 && n >= 4 && memcmp(buf, "\x7f" "ELF", 4) == 0) *elf = 1;
+    xxh64_update(&s, buf, (size_t)n);
+    pos += (uint64_t)n;
+  }
+  *out = xxh64_digest(&s);
+  return 0;
+}
+
+/* Whether statx still describes the file of the job record. */
+static int unchanged(const struct statx *st, const struct hash_in *j) {
+  return S_ISREG(st->stx_mode) && st->stx_mode == j->mode && st->stx_uid == j->uid && st->stx_gid == j->gid &&
+         st->stx_ino == j->ino && statx_dev(st) == j->dev && st->stx_size == j->size &&
+         st->stx_mtime.tv_sec == j->mtime_sec && st->stx_mtime.tv_nsec == j->mtime_nsec &&
+         st->stx_ctime.tv_nsec == j->ctime_nsec && st->stx_ctime.tv_sec == j->ctime_sec;
+}
+
+/* One file: open confined, check, reopen, xattrs, hash; appends its output
+ * record. -1 only when out of memory (the whole batch fails). */
+static int hash_one(const char *in, char *buf, size_t cap, uint64_t seed, outbuf *o) {
+  struct hash_in j;
+  memcpy(&j, in, sizeof j);
+  size_t start = o->len;
+  if (out_reserve(o, sizeof(struct hash_out))) return -1;
+  o->len += sizeof(struct hash_out);
+  int err = 0, call = 0, elf = 0;
+  long nx = 0;
+  uint64_t hash = 0;
+  uint32_t iflags = 0, projid = 0;
+  char *path = malloc(j.path_len + 1);
+  if (!path) return -1;
+  memcpy(path, in + sizeof j, j.path_len);
+  path[j.path_len] = 0;
+  int pfd = memchr(path, 0, j.path_len) ? (errno = EINVAL, -1) : open_beneath(j.root_fd, path, O_PATH, 0);
+  free(path);
+  struct statx st;
+  if (pfd < 0) {
+    err = errno, call = CALL_OPENAT2;
+  } else if (fd_statx(pfd, &st)) {
+    err = errno, call = CALL_STATX;
+  } else if (!unchanged(&st, &j)) {
+    err = HASH_CHANGED;
+  } else {
+    int fd = reopen_for_reading(pfd);
+    if (fd < 0) {
+      err = errno, call = CALL_OPEN;
+    } else {
+      int failed;
+      nx = read_xattrs(fd, append_xattr, o, &failed);
+      if (nx < 0) {
+        if (errno == ENOMEM) {
+          close(fd);
+          close(pfd);
+          return -1;
+        }
+        err = errno, call = failed == XATTR_LIST ? CALL_FLISTXATTR : CALL_FGETXATTR;
+      } else if ((err = vunify_fsattr(fd, &iflags, &projid))) {
+        call = CALL_IOCTL;
+      } else {
+        err = hash_content(fd, st.stx_size, buf, cap, seed, &hash, &elf);
+        if (err > 0) call = CALL_READ;
+      }
+      close(fd);
+    }
+  }
+  if (pfd >= 0) close(pfd);
+  if (err) o->len = start + sizeof(struct hash_out), nx = 0; /* drop partial xattrs */
+  size_t rec = (o->len - start + RECORD_ALIGN - 1) & ~(size_t)(RECORD_ALIGN - 1);
+  if (out_reserve(o, rec - (o->len - start))) return -1;
+  memset(o->data + o->len, 0, rec - (o->len - start));
+  struct hash_out r = {
+      .rec_len = (uint32_t)rec,
+      .error = err,
+      .detail = err ? (uint32_t)call : (uint32_t)(elf ? HASH_ELF : 0),
+      .xattr_count = (uint32_t)nx,
+      .hash = hash,
+      .flags = err ? 0 : iflags,
+      .projid = err ? 0 : projid,
+  };
+  memcpy(o->data + start, &r, sizeof r);
+  o->len = start + rec;
+  return 0;
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char *in;
+  size_t in_len;
+  uint64_t seed;
+  int err;
+  outbuf out;
+} hash_batch;
+
+#define HASH_BUF (1 << 20)
+
+static void hash_execute(napi_env env, void *data) {
+  (void)env;
+  hash_batch *b = data;
+  char *buf = malloc(HASH_BUF);
+  if (!buf) {
+    b->err = ENOMEM;
+    return;
+  }
+  for (size_t off = 0; off + sizeof(struct hash_in) <= b->in_len;) {
+    struct hash_in j;
+    memcpy(&j, b->in + off, sizeof j);
+    if (j.rec_len < sizeof j || off + j.rec_len > b->in_len || sizeof j + j.path_len > j.rec_len) {
+      b->err = EINVAL;
+      break;
+    }
+    if (hash_one(b->in + off, buf, HASH_BUF, b->seed, &b->out)) {
+      b->err = ENOMEM;
+      break;
+    }
+    off += j.rec_len;
+  }
+  free(buf);
+}
+
+static void hash_complete(napi_env env, napi_status status, void *data) {
+  hash_batch *b = data;
+  if (status != napi_ok || b->err) {
+    napi_reject_deferred(env, b->deferred, make_error(env, status != napi_ok ? ECANCELED : b->err, "hashFiles"));
+  } else {
+    napi_value buf = buffer_from(env, &b->out);
+    if (buf)
+      napi_resolve_deferred(env, b->deferred, buf);
+    else {
+      napi_value e;
+      napi_get_and_clear_last_exception(env, &e);
+      napi_reject_deferred(env, b->deferred, e);
+    }
+  }
+  napi_delete_async_work(env, b->work);
+  free(b->out.data);
+  free(b->in);
+  free(b);
+}
+
+/* hashFiles(jobs: Buffer, seed: bigint) -> Promise<Buffer>: see the layout
+ * above. The seed comes from the host's hash key (src/state/hash-key.ts). */
+napi_value HashFiles(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data;
+  size_t len;
+  bool is_buffer = false, lossless = false;
+  uint64_t seed = 0;
+  if (argc < 2 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok ||
+      napi_get_value_bigint_uint64(env, argv[1], &seed, &lossless) != napi_ok || !lossless) {
+    napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint)");
+    return NULL;
+  }
+  hash_batch *b = calloc(1, sizeof *b);
+  char *in = malloc(len ? len : 1);
+  if (!b || !in) {
+    free(b);
+    free(in);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  memcpy(in, data, len); /* the worker thread must not touch a JS-owned buffer */
+  b->in = in;
+  b->in_len = len;
+  b->seed = seed;
+  return queue_work(env, "vunify.hashFiles", hash_execute, hash_complete, b, &b->deferred, &b->work);
+}
+
+/* xxh64(data: Buffer) -> bigint: the same XXH64 as hashFiles, for tests and benchmarks. */
+napi_value Xxh64(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data;
+  size_t len;
+  bool is_buffer = false;
+  if (argc < 1 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "xxh64(data: Buffer)");
+    return NULL;
+  }
+  xxh64_state s;
+  xxh64_init(&s);
+  xxh64_update(&s, data, len);
+  napi_value r;
+  napi_create_bigint_uint64(env, xxh64_digest(&s), &r);
+  return r;
+}
+
+/* layout.hashIn, hashOut, hashXattr, and the codes a result can carry. */
+void hash_layouts(napi_env env, napi_value layout) {
+  napi_value in = layout_new(env, sizeof(struct hash_in));
+  FIELD(env, in, struct hash_in, rec_len, "recordLength");
+  FIELD(env, in, struct hash_in, root_fd, "rootFd");
+  FIELD(env, in, struct hash_in, path_len, "pathLength");
+  FIELD(env, in, struct hash_in, mode, "mode");
+  FIELD(env, in, struct hash_in, uid, "uid");
+  FIELD(env, in, struct hash_in, gid, "gid");
+  FIELD(env, in, struct hash_in, ino, "ino");
+  FIELD(env, in, struct hash_in, dev, "dev");
+  FIELD(env, in, struct hash_in, size, "size");
+  FIELD(env, in, struct hash_in, mtime_sec, "mtimeSec");
+  FIELD(env, in, struct hash_in, mtime_nsec, "mtimeNsec");
+  FIELD(env, in, struct hash_in, ctime_nsec, "ctimeNsec");
+  FIELD(env, in, struct hash_in, ctime_sec, "ctimeSec");
+  napi_set_named_property(env, layout, "hashIn", in);
+
+  napi_value out = layout_new(env, sizeof(struct hash_out));
+  FIELD(env, out, struct hash_out, rec_len, "recordLength");
+  FIELD(env, out, struct hash_out, error, "error");
+  FIELD(env, out, struct hash_out, detail, "detail");
+  FIELD(env, out, struct hash_out, xattr_count, "xattrCount");
+  FIELD(env, out, struct hash_out, hash, "hash");
+  FIELD(env, out, struct hash_out, flags, "flags");
+  FIELD(env, out, struct hash_out, projid, "projid");
+  napi_set_named_property(env, layout, "hashOut", out);
+
+  napi_value x = layout_new(env, sizeof(struct hash_xattr));
+  FIELD(env, x, struct hash_xattr, name_len, "nameLength");
+  FIELD(env, x, struct hash_xattr, value_len, "valueLength");
+  napi_set_named_property(env, layout, "hashXattr", x);
+
+  napi_value codes, v;
+  napi_create_object(env, &codes);
+  napi_create_int32(env, HASH_CHANGED, &v);
+  napi_set_named_property(env, codes, "changed", v);
+  napi_create_int32(env, HASH_SHRANK, &v);
+  napi_set_named_property(env, codes, "shrank", v);
+  napi_create_int32(env, HASH_ELF, &v);
+  napi_set_named_property(env, codes, "elf", v);
+  napi_set_named_property(env, layout, "hashCodes", codes);
+
+  napi_value calls;
+  size_t n = sizeof hash_call_names / sizeof *hash_call_names;
+  napi_create_array_with_length(env, n, &calls);
+  for (size_t k = 0; k < n; k++) {
+    napi_create_string_utf8(env, hash_call_names[k], NAPI_AUTO_LENGTH, &v);
+    napi_set_element(env, calls, (uint32_t)k, v);
+  }
+  napi_set_named_property(env, layout, "hashCalls", calls);
+}

@@ -1,0 +1,153 @@
+/*
+ * Loads the native addon (native/*.c) and the record layouts it exports.
+ *
+ * The addon hands back packed records (stat records of a directory scan,
+ * hash job results) and takes packed hash jobs. Their offsets, the file
+ * type and hash result codes, and the names of the calls a hash job can
+ * fail at are defined once, in C (offsetof and sizeof on its structs), and
+ * read here at load time instead of being copied by hand. Each field is
+ * checked against the width its decoder reads it with, so an addon built
+ * from other sources fails here, with a message, rather than decoding
+ * garbage. Only sys.ts (the seam) and the hash stage's encoder and decoder
+ * use this module; everything else goes through `sys`.
+ */
+import { createRequire } from 'node:module';
+
+export interface Native {
+  openBeneath(dirFd: number, path: Buffer, flags: number, mode?: number): number;
+  forceLegacyLookup(legacy?: boolean): void;
+  scanDirSync(rootFd: number, path: Buffer, dev?: number, ino?: number): Buffer;
+  fstatx(fd: number): Buffer;
+  statAt(dirFd: number, name: Buffer): Buffer;
+  getXattrs(fd: number): [Buffer, Buffer][];
+  linkAt(fd: number, dirFd: number, name: Buffer): void;
+  renameAt(oldDirFd: number, oldName: Buffer, newDirFd: number, newName: Buffer, flags: number): void;
+  unlinkAt(dirFd: number, name: Buffer, flags?: number): void;
+  getFlags(fd: number): number;
+  setFlags(fd: number, flags: number): void;
+  flock(fd: number, op: number): boolean;
+  vserver(cmd: number, id: number, data: Buffer | null): number;
+  openPath(path: Buffer, flags: number, mode?: number): number;
+  closeFd(fd: number): void;
+  closeLater(fd: number): void;
+  closeLaterDrain(): Promise<void>;
+  setXattr(fd: number, name: Buffer, value: Buffer): void;
+  removeXattr(fd: number, name: Buffer): void;
+  copyData(srcFd: number, dstFd: number, size: number): void;
+  futimens(fd: number, mtimeSec: number, mtimeNsec: number): void;
+  fstatvfs(fd: number): [number, number];
+  hashFiles(jobs: Buffer, seed: bigint): Promise<Buffer>;
+  fsGetXattr(fd: number): [number, number];
+  setProject(fd: number, projid: number): void;
+  xxh64(data: Buffer): bigint;
+  residentPages(fd: number, size: number): Buffer;
+  pageSize(): number;
+  /** The record layouts, as the addon defines them; read through `layout` below. */
+  layout: unknown;
+}
+
+export const ADDON = '../../build/Release/vunify.node';
+export const native = createRequire(import.meta.url)(ADDON) as Native;
+
+/**
+ * The fields each decoder or encoder uses, with the width in bytes it reads
+ * or writes them with. The addon must define every one, at that width.
+ */
+const RECORDS = {
+  stat: {
+    recordLength: 4, type: 1, nameLength: 2, mode: 4, uid: 4, gid: 4, nlink: 4, ino: 8, dev: 8,
+    size: 8, blocks: 8, mtimeSec: 8, mtimeNsec: 4, ctimeNsec: 4, ctimeSec: 8, mntId: 8,
+  },
+  hashIn: {
+    recordLength: 4, rootFd: 4, pathLength: 4, mode: 4, uid: 4, gid: 4, ino: 8, dev: 8, size: 8,
+    mtimeSec: 8, mtimeNsec: 4, ctimeNsec: 4, ctimeSec: 8,
+  },
+  hashOut: { recordLength: 4, error: 4, detail: 4, xattrCount: 4, hash: 8, flags: 4, projid: 4 },
+  hashXattr: { nameLength: 4, valueLength: 4 },
+} as const;
+const CODES = { hashCodes: ['changed', 'shrank', 'elf'] } as const;
+
+type Records = typeof RECORDS;
+/** One record: the size of its fixed header and each field's offset in it. */
+export type RecordLayout<K extends keyof Records> = { readonly headerSize: number } & { readonly [F in keyof Records[K]]: number };
+
+export interface Layout {
+  /** Every record starts at a multiple of this. */
+  readonly recordAlign: number;
+  readonly stat: RecordLayout<'stat'>;
+  readonly hashIn: RecordLayout<'hashIn'>;
+  readonly hashOut: RecordLayout<'hashOut'>;
+  readonly hashXattr: RecordLayout<'hashXattr'>;
+  /** File type codes of stat records, by FileType name (checked against FileType in sys.ts). */
+  readonly fileTypes: Readonly<Record<string, number>>;
+  /** A hash result's error codes besides errnos (changed, shrank) and its flag bits (elf). */
+  readonly hashCodes: { readonly [C in (typeof CODES)['hashCodes'][number]]: number };
+  /** The calls a hash job can fail at, by the index a result reports. */
+  readonly hashCalls: readonly string[];
+}
+
+class LayoutError extends Error {
+  constructor(what: string) {
+    super(`vunify: the native addon (build/Release/vunify.node) does not match this program: ${what}; rebuild it (npm ci)`);
+  }
+}
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+const own = (o: unknown, k: string): unknown =>
+  typeof o === 'object' && o !== null && Object.hasOwn(o, k) ? (o as Record<string, unknown>)[k] : undefined;
+
+/** Check the addon's `layout` has everything the decoders need, and flatten it to offsets. */
+export function checkLayout(raw: unknown): Layout {
+  const align = own(raw, 'recordAlign');
+  if (!isCount(align) || align === 0 || (align & (align - 1)) !== 0) throw new LayoutError('layout.recordAlign is missing or not a power of two');
+  const out: Record<string, unknown> = { recordAlign: align };
+  for (const [rec, widths] of Object.entries(RECORDS)) {
+    const r = own(raw, rec);
+    const size = own(r, 'headerSize');
+    if (!isCount(size) || size % align !== 0) throw new LayoutError(`layout.${rec}.headerSize is missing or unaligned`);
+    const flat: Record<string, number> = { headerSize: size };
+    for (const [name, width] of Object.entries(widths)) {
+      const f = own(own(r, 'fields'), name);
+      const offset = own(f, 'offset');
+      if (!isCount(offset) || own(f, 'width') !== width || offset + width > size) {
+        throw new LayoutError(`layout.${rec}.fields.${name} is missing or not ${width} bytes inside the ${size}-byte header`);
+      }
+      flat[name] = offset;
+    }
+    out[rec] = Object.freeze(flat);
+  }
+  const types = own(raw, 'fileTypes');
+  if (typeof types !== 'object' || types === null || !Object.values(types).every(isCount)) {
+    throw new LayoutError('layout.fileTypes is missing');
+  }
+  out.fileTypes = Object.freeze({ ...types });
+  const codes: Record<string, number> = {};
+  for (const name of CODES.hashCodes) {
+    const v = own(own(raw, 'hashCodes'), name);
+    if (typeof v !== 'number' || !Number.isInteger(v)) throw new LayoutError(`layout.hashCodes.${name} is missing`);
+    codes[name] = v;
+  }
+  out.hashCodes = Object.freeze(codes);
+  const calls = own(raw, 'hashCalls');
+  if (!Array.isArray(calls) || calls.length === 0 || !calls.every((c) => typeof c === 'string' && c !== '')) {
+    throw new LayoutError('layout.hashCalls is missing');
+  }
+  out.hashCalls = Object.freeze([...calls]);
+  return Object.freeze(out) as unknown as Layout;
+}
+
+/**
+ * Check that a TypeScript enum and the addon's codes for it are the same
+ * set of names with the same values.
+ */
+export function checkCodes(what: string, ts: Record<string, string | number>, addon: Readonly<Record<string, number>>): void {
+  const names = Object.keys(ts).filter((k) => typeof ts[k] === 'number');
+  for (const name of names) {
+    if (addon[name] !== ts[name]) throw new LayoutError(`layout.${what}.${name} is ${addon[name]}, not ${ts[name]}`);
+  }
+  for (const name of Object.keys(addon)) {
+    if (!names.includes(name)) throw new LayoutError(`layout.${what}.${name} is unknown here`);
+  }
+}
+
+export const layout = checkLayout(native.layout);
