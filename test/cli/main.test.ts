@@ -11,7 +11,7 @@ import { inode, rmTree, runCli, sh, snapshot, tempDir, testStateDir, writeFile }
 /** A stream that keeps what is written to it. */
 function collect() {
   const chunks: string[] = [];
-  const stream = new Writable({ write: (c, _e, cb) => (chunks.push(String(c)), cb()) }) as unknown as typeof process.stdout;
+  const stream = new Writable({ write: (c, _e, cb) => (chunks.push(String(c)), cb()) }) ;
   return { stream, text: () => chunks.join('') };
 }
 
@@ -106,7 +106,7 @@ describe('vunify command', () => {
       real(fd, dirFd, name);
     });
     const out = collect(), err = collect();
-    const code = await main(['--json', '--state-dir', testStateDir(), G('g1'), G('g2'), G('g3')], out.stream, err.stream);
+    const code = await main(['--json', '--state-dir', testStateDir(), G('g1'), G('g2'), G('g3')], out.stream as never, err.stream as never);
     vi.restoreAllMocks();
     expect(code).toBe(1);
     expect(err.text()).toBe(`vunify: ${G('g3', 'usr/lib/libc.so.6')}: input/output error (EIO, linkat)\n`);

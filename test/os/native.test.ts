@@ -199,7 +199,7 @@ describe('hash job records', () => {
         const f = inode.paths[0]!;
         const rel = Buffer.concat([f.dir.rel, f.dir.rel.length ? B('/') : Buffer.alloc(0), f.name]);
         const file = Buffer.concat([B(dir + '/'), rel]);
-        return [rel.toString('hex'), { hash: h.h64Raw(fs.readFileSync(file)), xattrs: kernelXattrs(file), elf: false }];
+        return [rel.toString('hex'), { hash: h.h64Raw(fs.readFileSync(file)), xattrs: kernelXattrs(file), elf: false, flags: expect.any(Number), projid: 0 }];
       });
       expect(got).toEqual(want);
       expect(results.find((r) => 'xattrs' in r && r.xattrs.split(',').length === 301)).toBeDefined();

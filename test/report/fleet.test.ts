@@ -6,7 +6,8 @@ import path from 'node:path';
 import xxhash from 'xxhash-wasm';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rmTree, tempDir, writeFile } from '../helpers/tree.js';
+import { rmTree, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
+import { KEY_FILE, loadHashKey } from '../../src/state/hash-key.js';
 import { runReport } from '../helpers/report.js';
 import { mergeFleet, planPlacement } from '../../src/report/fleet.js';
 import { UsageError } from '../../src/core/errors.js';
@@ -75,11 +76,14 @@ describe('Parquet manifests', () => {
       ['policy_key', 'UBIGINT'], ['inodes', 'INTEGER'], ['paths', 'INTEGER'],
     ]);
     const kv = Object.fromEntries((await q(`SELECT decode(key) k, decode(value) v FROM parquet_kv_metadata('${manifest('h1')}')`)).map((r) => [r.k, r.v]));
-    expect(kv).toMatchObject({ vunify_manifest_version: '1', vunify_hash_key_id: 'xxh64-seed0', vunify_policy: 'size,uid,gid,mode,mtime,xattrs', vunify_host: 'h1', vunify_guests: '2' });
+    // The hash is XXH64 keyed with the test state directory's key, named by its fingerprint (never the key).
+    const { fingerprint } = loadHashKey(path.join(testStateDir(), KEY_FILE), { create: false });
+    expect(kv).toMatchObject({ vunify_manifest_version: '1', vunify_hash_key_id: `xxh64-keyed:${fingerprint}`, vunify_policy: 'size,uid,gid,mode,mtime,flags,xattrs', vunify_host: 'h1', vunify_guests: '2' });
     expect(Date.parse(String(kv.vunify_created))).toBeGreaterThan(Date.parse('2020-01-01'));
   });
 
-  it('one row per guest and content, content_hash = XXH64 (seed 0) of the bytes, inodes and paths counted', async () => {
+  it('one row per guest and content, content_hash = XXH64 of the bytes under the key\'s seed, inodes and paths counted', async () => {
+    const { seed } = loadHashKey(path.join(testStateDir(), KEY_FILE), { create: false });
     const rows = await q(`SELECT * FROM read_parquet('${manifest('h1')}') ORDER BY guest, size`);
     const h1 = of('h1');
     expect(rows).toHaveLength(new Set(h1.map((s) => `${s.guest}:${key(s)}`)).size);
@@ -87,7 +91,7 @@ describe('Parquet manifests', () => {
     for (const s of inodes(h1)) {
       const row = rows.find((r) => r.guest === guestDir(s) && r.size === BigInt(s.size))!;
       expect(row.host).toBe('h1');
-      expect(row.content_hash).toBe(h64Raw(Buffer.alloc(s.size, s.fill), 0n));
+      expect(row.content_hash).toBe(h64Raw(Buffer.alloc(s.size, s.fill), seed));
       const names = h1.filter((t) => t.guest === s.guest && key(t) === key(s));
       expect([row.inodes, row.paths]).toEqual([1, names.length]);
     }
