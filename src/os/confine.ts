@@ -17,9 +17,13 @@ import { O, sys } from './sys.js';
 import { relPath } from '../core/paths.js';
 import type { DirNode, FileRec } from '../core/types.js';
 
-/** Open a scanned directory (O_PATH) and check it is still that directory. */
-export function openDir(dir: DirNode): number {
-  const fd = sys.openBeneath(dir.root.fd, dir.rel, O.PATH | O.DIRECTORY);
+/**
+ * Open a scanned directory (O_PATH, or `flags` such as O_RDONLY when an
+ * ioctl must be made on it: O_DIRECTORY fails on anything but a directory)
+ * and check it is still that directory.
+ */
+export function openDir(dir: DirNode, flags: number = O.PATH): number {
+  const fd = sys.openBeneath(dir.root.fd, dir.rel, flags | O.DIRECTORY);
   try {
     const st = sys.fstat(fd);
     if (st.dev !== dir.dev || st.ino !== dir.ino) throw codedError('ECHANGED', 'directory replaced since it was scanned');

@@ -19,7 +19,7 @@ import { errorCode } from '../core/errors.js';
 import { FS_XFLAG_APPEND, FS_XFLAG_IMMUTABLE, FS_XFLAG_PROJINHERIT } from '../core/stat.js';
 import type { DirNode, Inode } from '../core/types.js';
 import { openDir } from '../os/confine.js';
-import { sys } from '../os/sys.js';
+import { O, sys } from '../os/sys.js';
 
 const NO_PROJECTS = ['ENOTTY', 'EINVAL', 'EOPNOTSUPP', 'ENOSYS'];
 
@@ -33,7 +33,7 @@ export function readDirProjects(inodes: Iterable<Inode>): void {
       done.add(dir);
       let fd: number;
       try {
-        fd = openDir(dir);
+        fd = openDir(dir, O.RDONLY | O.NONBLOCK); // an ioctl needs more than O_PATH
       } catch {
         continue;
       }
