@@ -42,7 +42,7 @@ export function checkNotLocked(fd: number, what: string): void {
 }
 
 /** What the policy compares, read through an open descriptor now. */
-function attributesOf(fd: number): Attributes {
+export function attributesOf(fd: number): Attributes {
   return { stat: sys.fstat(fd), xattrs: xattrKey(fd), ...fileAttrs(fd) };
 }
 

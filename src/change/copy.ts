@@ -7,9 +7,12 @@
  *   2. create an unnamed file (O_TMPFILE) in that directory fd, copy the
  *      bytes (holes kept), then fchown, the xattrs (security.capability and
  *      ACLs included; after chown, which clears capabilities and setuid
- *      bits), fchmod, futimens (mtime to the ns), the inode flags, fsync;
+ *      bits), fchmod, futimens (mtime to the ns), the project ID, the inode
+ *      flags, fsync;
  *   3. check the source is unchanged since the scan (ctime included: nothing
- *      was written while it was copied) and the copy identical in metadata;
+ *      was written while it was copied) and the copy one the sharing policy
+ *      (pipeline/policy.ts) could have linked to it: same owner, mode, mtime,
+ *      project, flags and xattrs;
  *   4. swap it in at the name (swap.ts: journal, temporary link, exchange,
  *      full comparison, settle or undo), as the linker swaps a canonical in.
  * The guest's other names of the same inode then join the copy, so its own
@@ -21,8 +24,9 @@ import { FS_FILE_FLAGS, FS_NOCOW_FL, sameFile, type Stat } from '../core/stat.js
 import type { FileRec, Inode } from '../core/types.js';
 import { openDir, openRegular, type OpenedFile } from '../os/confine.js';
 import { O, sys } from '../os/sys.js';
-import { xattrKey } from '../pipeline/xattrs.js';
-import { inodeFlags } from './compare.js';
+import { fileAttrs } from '../pipeline/xattrs.js';
+import { attributesOf, inodeFlags } from './compare.js';
+import { firstDifference } from '../pipeline/policy.js';
 import { journalEntry, type Journal } from './journal.js';
 import { removeIfInode, swap, tempName } from './swap.js';
 
@@ -104,14 +108,15 @@ function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, journal: Jou
     for (const [name, value] of srcXattrs) sys.setXattr(fd, name, value);
     sys.fchmod(fd, src.mode & 0o7777);
     sys.futimens(fd, src.mtimeSec, src.mtimeNsec);
+    // A new inode takes its directory's project (or none): the copy keeps its source's quota project.
+    const { projid } = fileAttrs(srcFd);
+    if (fileAttrs(fd).projid !== projid) sys.setProject(fd, projid);
     setFileFlags(fd, flags);
     sys.fsync(fd);
     if (!sameFile(sys.fstat(srcFd), src, { ctime: true, nlink: false })) throw codedError('ECHANGED', 'file changed while it was being copied');
     stat = sys.fstat(fd);
-    const same = stat.size === src.size && stat.uid === src.uid && stat.gid === src.gid && stat.mode === src.mode &&
-      stat.mtimeSec === src.mtimeSec && stat.mtimeNsec === src.mtimeNsec && xattrKey(fd) === xattrKey(srcFd) &&
-      (inodeFlags(fd) & FS_FILE_FLAGS) === flags;
-    if (!same) throw codedError('EDIFFERENT', 'the copy did not come out identical in metadata, xattrs or inode flags; left as it was');
+    const why = firstDifference(attributesOf(fd), attributesOf(srcFd), { ignoreMtime: false, iunlink: true });
+    if (why) throw codedError('EDIFFERENT', `the copy did not come out identical (${why}); left as it was`);
     // An unnamed copy is journalled and linked to its temporary name by
     // swap(), like the linker's temporary links; a named one already is.
     swap(dirFd, file, { fd, before: stat }, source, { ignoreMtime: false, journal, named: created.named ? tmp : undefined });

@@ -123,6 +123,23 @@ describe('project IDs on XFS', () => {
     const dry = runCli(['--json', '-n', '--no-default-excludes', ...roots]);
     expect(j.totals.freeableBytes).toBe(JSON.parse(dry.stdout).summary.freeableBytes);
   });
+
+  it('split gives a private copy its original\'s project, so it is what the policy would link again', () => {
+    // Files in project 40 in directories without the inherit flag: a new inode there gets project 0.
+    for (const g of ['s1', 's2']) guest(g, { fileProjid: 40 });
+    const roots = ['s1', 's2'].map(G);
+    const linked = runCli(['--no-default-excludes', ...roots]);
+    expect([linked.code, linked.stderr]).toEqual([0, '']);
+    expect(ino(G('s2'))).toBe(ino(G('s1')));
+    const split = runCli(['split', G('s2')]);
+    expect([split.code, split.stderr]).toEqual([0, '']);
+    expect(ino(G('s2'))).not.toBe(ino(G('s1')));
+    expect(roots.map((r) => projidOf(path.join(r, REL)))).toEqual([40, 40]);
+    expect(fs.readFileSync(path.join(G('s2'), REL)).equals(LIB)).toBe(true);
+    // And a dry run over both counts it freeable again, as a linking run then frees.
+    const again = dryLinkRerun(roots);
+    expect([again.dry.summary.freeableBytes, again.link.summary.freedBytes, again.link.stderr]).toEqual([SIZE, SIZE, '']);
+  });
 });
 
 describe('btrfs subvolumes and a bind mount as guests', () => {
