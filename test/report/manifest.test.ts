@@ -7,6 +7,8 @@ import { scanCapacity } from '../../src/commands/report.js';
 import { UsageError } from '../../src/core/errors.js';
 import { buildManifest, formatManifest, parseManifest, readManifest, writeManifest, type Manifest } from '../../src/report/manifest.js';
 import { rmTree, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
+import { mergeFleet } from '../../src/report/fleet.js';
+import { KEY_FILE, loadHashKey } from '../../src/state/hash-key.js';
 
 let dir: string;
 const fill = (n: number, c: string) => Buffer.alloc(n, c);
@@ -46,6 +48,35 @@ describe('manifest', () => {
     writeManifest(gz, m);
     expect(fs.readFileSync(gz).subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
     expect(readManifest(gz)).toEqual(m);
+  });
+
+  it('records which hash and the key\'s fingerprint (never the key); the merge refuses manifests of different keys', async () => {
+    const a = await manifestOf([path.join(dir, 'A/a1')]);
+    const key = fs.readFileSync(path.join(testStateDir(), KEY_FILE));
+    const text = formatManifest(a);
+    expect(text).toMatch(new RegExp(`^#hash\txxh64-keyed$`, 'm'));
+    expect(text).toMatch(new RegExp(`^#key\t${loadHashKey(path.join(testStateDir(), KEY_FILE), { create: false }).fingerprint}$`, 'm'));
+    expect(text).not.toContain(key.toString('hex'));
+    expect(text).not.toContain(key.toString('hex').slice(0, 16));
+    // Host B hashed under another key: same content, other hashes, and the merge says so.
+    const other = path.join(dir, 'other.key');
+    fs.writeFileSync(other, Buffer.alloc(32, 9), { mode: 0o600 });
+    const scan = await scanCapacity({
+      roots: [path.join(dir, 'B/b1')], candidates: [], ignoreMtime: false, stateDir: testStateDir(), hashKey: other, minSize: 1, maxSize: Number.MAX_SAFE_INTEGER, rules: [], noDefaultExcludes: true, top: 5, hashAll: true, cache: false, onError: () => {},
+    });
+    const b = await buildManifest(scan.roots, scan.inodes, false, scan.key);
+    const common = (m: Manifest) => m.entries.find((e) => e.size === 1000)!.hash;
+    expect(common(b)).not.toBe(common(a));
+    const files = ['a', 'b'].map((n) => path.join(dir, `${n}.manifest`));
+    writeManifest(files[0]!, { ...a, host: 'hostA' });
+    writeManifest(files[1]!, { ...b, host: 'hostB' });
+    const er = await mergeFleet(files).then(() => undefined, (e: unknown) => e);
+    expect(er).toBeInstanceOf(UsageError);
+    expect((er as Error).message).toMatch(/hash key/);
+    // The same key on both hosts: they merge, and the common content is counted once.
+    const same = await manifestOf([path.join(dir, 'B/b1')]);
+    writeManifest(files[1]!, { ...same, host: 'hostB' });
+    expect((await mergeFleet(files)).totals.consolidatedBytes).toBe(1000 + 700 + 50 + 300);
   });
 
   it('refuses what is not a manifest and a malformed line (the merge: test/report/fleet.test.ts)', async () => {
