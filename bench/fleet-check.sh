@@ -15,12 +15,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 FLEET=${1:-/var/tmp/fleet}
 WORK=${WORK:-/var/tmp/vunify-fleet-check}
-VUNIFY="node $here/dist/bin.js"
+# Its own state directory (hash key, hash cache), never the host's /var/lib/vunify.
+STATE=${STATE:-$WORK.state}
+VUNIFY="node $here/dist/bin.js --state-dir $STATE"
 [ -d "$FLEET" ] || bash "$here/../shared/fleet/make-fleet.sh" "$FLEET" 1
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # sync: ext4 allocates extent blocks at writeback, and st_blocks counts them.
-fresh() { rm -rf "$WORK"; mkdir -p "$WORK"; cp -a "$FLEET"/. "$WORK"/; sync; }
+fresh() { rm -rf "$WORK" "$STATE"; mkdir -p "$WORK"; cp -a "$FLEET"/. "$WORK"/; sync; }
 blocks() { find "$WORK" -type f -printf '%i %b\n' | sort -u | awk '{s+=$2} END {printf "%.0f\n", s*512}'; }
 state() { # one line per path: mode owner group size mtime sha256 xattrs (never the inode)
   # Directory sizes and mtimes are blanked: adding a temporary name changes them (ext4
@@ -79,5 +81,5 @@ for f in etc/passwd var/lib/dpkg/status root/.bashrc; do
   [ "$n" = "$(ls "$WORK" | wc -l)" ] && [ "$l" = 1 ] || fail "/$f was unified despite the default excludes"
   echo "default excludes: /$f keeps its own inode in all $n guests"
 done
-rm -rf "$WORK"
+rm -rf "$WORK" "$STATE"
 echo "fleet-check: all checks passed"
