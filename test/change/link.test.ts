@@ -189,3 +189,26 @@ describe('link', () => {
     expect(inode(dup)).toBe(inode(path.join(dir, 'a/f')));
   });
 });
+
+// A regression from the safety review: an undo that cannot finish names what it kept.
+describe('undo when the guest removed the name after the exchange', () => {
+  it('the old inode is kept at .vunify.*, and the message says where', async () => {
+    const guests = ['g1', 'g2'].map((g) => path.join(dir, g));
+    const temps = (d: string) => sh('find', d, '-name', '.vunify.*').split('\n').filter(Boolean);
+    for (const g of guests) writeFile(path.join(g, 'f'), { content: 'same\n', mtime: '1700000000' });
+    const real = sys.renameAt;
+    let done = false;
+    vi.spyOn(sys, 'renameAt').mockImplementation((...a) => {
+      real(...a);
+      if (!done) {
+        done = true;
+        const t = temps(guests[1]!)[0]!;
+        fs.appendFileSync(t, 'guest wrote through an fd it held\n'); // lands in the old inode, now at the temporary name
+        fs.unlinkSync(path.join(guests[1]!, 'f')); // and the guest deletes its file
+      }
+    });
+    const { errors } = await runUnify(guests, { cache: false });
+    expect(temps(guests[1]!), JSON.stringify(errors)).toHaveLength(1);
+    expect(errors[0]!.message).toContain('.vunify.');
+  });
+});

@@ -7,37 +7,14 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseRule } from '../../src/pipeline/excludes.js';
 import { split, type SplitOptions } from '../../src/commands/split.js';
 import { O, sys } from '../../src/os/sys.js';
+import { recover } from '../../src/state/run-state.js';
+import type { FileError } from '../../src/core/errors.js';
+import { killAtFirstUnlink } from '../helpers/killed-run.js';
 import { inode, rmTree, runCli, runUnify, sh, snapshot, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
 
 let dir: string;
 let guests: string[];
 const G = (g: number, f = '') => path.join(guests[g]!, f);
-
-beforeEach(async () => {
-  dir = tempDir();
-  guests = ['g1', 'g2', 'g3'].map((g) => path.join(dir, g));
-  for (const g of guests) {
-    writeFile(path.join(g, 'usr/bin/sudo'), { content: Buffer.alloc(70_000, 5), mode: 0o4755, uid: 1000, gid: 1001, xattrs: { 'user.origin': 'debian' } });
-    writeFile(path.join(g, 'usr/bin/ping'), { content: 'ping', mode: 0o755 });
-    sh('setcap', 'cap_net_raw+ep', path.join(g, 'usr/bin/ping'));
-    sh('touch', '-d', '@1700000000.5', path.join(g, 'usr/bin/ping'));
-    writeFile(path.join(g, 'usr/share/doc/acl'), { content: 'acl' });
-    sh('setfacl', '-m', 'u:1234:rw', path.join(g, 'usr/share/doc/acl'));
-    sh('touch', '-d', '@1700000000.25', path.join(g, 'usr/share/doc/acl'));
-    writeFile(path.join(g, 'usr/lib/sparse'), { content: '' });
-    sh('truncate', '-s', '8M', path.join(g, 'usr/lib/sparse'));
-    sh('touch', '-d', '@1700000000', path.join(g, 'usr/lib/sparse'));
-    writeFile(path.join(g, 'usr/bin/perl'), { content: 'perl' });
-    fs.linkSync(path.join(g, 'usr/bin/perl'), path.join(g, 'usr/bin/perl5'));
-    writeFile(path.join(g, 'etc/motd'), { content: 'hello' });
-  }
-  const { errors } = await runUnify(guests, { cache: false });
-  expect(errors).toEqual([]);
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  rmTree(dir);
-});
 
 const run = (roots: string[], opts: Partial<SplitOptions> = {}) =>
   split({ roots, dryRun: false, rules: [], noDefaultExcludes: true, stateDir: testStateDir(), ...opts });
@@ -46,6 +23,32 @@ const FILES = ['usr/bin/sudo', 'usr/bin/ping', 'usr/share/doc/acl', 'usr/lib/spa
 const blocks = (f: string) => Number(sh('stat', '-c', '%b', f).trim()) * 512;
 
 describe('vunify split', () => {
+  beforeEach(async () => {
+    dir = tempDir();
+    guests = ['g1', 'g2', 'g3'].map((g) => path.join(dir, g));
+    for (const g of guests) {
+      writeFile(path.join(g, 'usr/bin/sudo'), { content: Buffer.alloc(70_000, 5), mode: 0o4755, uid: 1000, gid: 1001, xattrs: { 'user.origin': 'debian' } });
+      writeFile(path.join(g, 'usr/bin/ping'), { content: 'ping', mode: 0o755 });
+      sh('setcap', 'cap_net_raw+ep', path.join(g, 'usr/bin/ping'));
+      sh('touch', '-d', '@1700000000.5', path.join(g, 'usr/bin/ping'));
+      writeFile(path.join(g, 'usr/share/doc/acl'), { content: 'acl' });
+      sh('setfacl', '-m', 'u:1234:rw', path.join(g, 'usr/share/doc/acl'));
+      sh('touch', '-d', '@1700000000.25', path.join(g, 'usr/share/doc/acl'));
+      writeFile(path.join(g, 'usr/lib/sparse'), { content: '' });
+      sh('truncate', '-s', '8M', path.join(g, 'usr/lib/sparse'));
+      sh('touch', '-d', '@1700000000', path.join(g, 'usr/lib/sparse'));
+      writeFile(path.join(g, 'usr/bin/perl'), { content: 'perl' });
+      fs.linkSync(path.join(g, 'usr/bin/perl'), path.join(g, 'usr/bin/perl5'));
+      writeFile(path.join(g, 'etc/motd'), { content: 'hello' });
+    }
+    const { errors } = await runUnify(guests, { cache: false });
+    expect(errors).toEqual([]);
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    rmTree(dir);
+  });
+
   it('gives a guest private copies with every byte and attribute, keeping its own hardlinks', async () => {
     for (const f of FILES) expect(inode(G(0, f))).toBe(inode(G(1, f)));
     const before = snapshot(dir, { dirTimes: false });
@@ -205,5 +208,61 @@ describe('vunify split', () => {
     expect(sh('find', dir, '-name', '.vunify.*', '-printf', '%p %s %n %m\\n')).toBe('');
     expect(snapshot(dir, { dirTimes: false })).toEqual(before);
     for (const f of [...FILES, 'usr/share/many/f0', 'usr/share/many/f199']) expect(inode(G(0, f))).not.toBe(inode(G(1, f)));
+  });
+});
+
+// Two guests sharing one file, made by each test.
+describe('vunify split: regressions from the safety review', () => {
+  beforeEach(() => {
+    dir = tempDir();
+    guests = ['g1', 'g2'].map((g) => path.join(dir, g));
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    rmTree(dir);
+  });
+  const temps = (d: string) => sh('find', d, '-name', '.vunify.*').split('\n').filter(Boolean);
+
+  // Recovery after a kill must not undo a guest's later edits (run-state.ts).
+  it('recovery after a kill after the exchange does not revert a guest\'s later in-place edit of its private copy', async () => {
+    for (const g of guests) writeFile(path.join(g, 'etc/conf'), { content: 'shared v1\n', mtime: '1700000000' });
+    expect((await runUnify(guests, { cache: false })).errors).toEqual([]);
+    expect(inode(G(0, 'etc/conf'))).toBe(inode(G(1, 'etc/conf')));
+    const stateDir = testStateDir();
+    const restore = killAtFirstUnlink(stateDir);
+    await run([G(0)]);
+    expect(restore()).toBe(true);
+    // State as a kill left it: the private copy at the name, the shared inode at .vunify.*
+    expect(inode(G(0, 'etc/conf'))).not.toBe(inode(G(1, 'etc/conf')));
+    expect(temps(G(0))).toHaveLength(1);
+    // The guest, now owning a private file, edits it in place (echo >> / an editor writing in place).
+    fs.appendFileSync(G(0, 'etc/conf'), 'guest edit\n');
+    // The next linking run (nightly) recovers the killed run's journal first.
+    const errors: FileError[] = [];
+    recover(stateDir, (e) => errors.push(e));
+    expect(fs.readFileSync(G(0, 'etc/conf'), 'utf8'), `recovery reported ${JSON.stringify(errors)}`).toBe('shared v1\nguest edit\n');
+  });
+
+  // A private copy carries exactly the source's xattrs and inode flags.
+  it('a directory with a default ACL: the copy of a file without ACL is still made', async () => {
+    for (const g of guests) writeFile(path.join(g, 'srv/data/f'), { content: 'x'.repeat(1000), mtime: '1700000000' });
+    expect((await runUnify(guests, { cache: false })).errors).toEqual([]);
+    // Default ACL set after the file exists: the file itself has none.
+    sh('setfacl', '-d', '-m', 'u:4242:rwx', G(0, 'srv/data'));
+    expect(sh('getfacl', '-c', G(0, 'srv/data/f'))).not.toMatch(/4242/);
+    const errs: FileError[] = [];
+    const r = await run([G(0)], { onError: (e) => errs.push(e) });
+    expect(r.summary.errors, JSON.stringify(errs)).toBe(0);
+    expect(inode(G(0, 'srv/data/f'))).not.toBe(inode(G(1, 'srv/data/f')));
+  });
+
+  it('inode flags (chattr +d nodump, +A noatime) survive the copy', async () => {
+    for (const g of guests) writeFile(path.join(g, 'var/f'), { content: 'y'.repeat(1000), mtime: '1700000000' });
+    expect((await runUnify(guests, { cache: false })).errors).toEqual([]);
+    sh('chattr', '+dA', G(0, 'var/f'));
+    const before = sh('lsattr', G(0, 'var/f')).split(' ')[0];
+    const r = await run([G(0)]);
+    expect(r.summary.pathsSplit).toBe(1);
+    expect(sh('lsattr', G(0, 'var/f')).split(' ')[0]).toBe(before);
   });
 });

@@ -2,13 +2,14 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { FileError } from '../../src/core/errors.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { openState } from '../../src/state/run-state.js';
-import { inode, rmTree, tempDir, writeFile } from '../helpers/tree.js';
 import { recover } from '../../src/state/recovery.js';
 import type { JournalEntry } from '../../src/change/journal.js';
+import { killAtFirstUnlink } from '../helpers/killed-run.js';
+import { inode, rmTree, runUnify, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
 
 let dir: string;
 let stateDir: string;
@@ -140,5 +141,25 @@ describe('recovery of a killed run', () => {
       }
       expect(fs.readdirSync(stateDir).filter((n) => n.startsWith('journal.'))).toEqual([]);
     });
+  });
+});
+
+// A regression from the safety review: recovery after a kill must not undo
+// a guest's later edits.
+describe('recovery of a linking run killed after the exchange', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('keeps what the guest wrote to its path, now the canonical\'s inode, before the next run', async () => {
+    const guests = ['g1', 'g2'].map((g) => path.join(dir, g));
+    const conf = (g: number) => path.join(guests[g]!, 'etc/conf');
+    for (const g of guests) writeFile(path.join(g, 'etc/conf'), { content: 'same\n', mtime: '1700000000' });
+    const runState = testStateDir();
+    const restore = killAtFirstUnlink(runState);
+    await runUnify(guests, { cache: false });
+    expect(restore()).toBe(true);
+    expect(inode(conf(0))).toBe(inode(conf(1)));
+    fs.appendFileSync(conf(1), 'guest edit\n');
+    recover(runState, () => {});
+    expect(fs.readFileSync(conf(1), 'utf8'), `g1 shows ${JSON.stringify(fs.readFileSync(conf(0), 'utf8'))}`).toBe('same\nguest edit\n');
   });
 });
