@@ -7,10 +7,10 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseRule } from '../../src/pipeline/excludes.js';
 import { split, type SplitOptions } from '../../src/commands/split.js';
 import { O, sys } from '../../src/os/sys.js';
-import { recover } from '../../src/state/run-state.js';
 import type { FileError } from '../../src/core/errors.js';
 import { killAtFirstUnlink } from '../helpers/killed-run.js';
 import { inode, rmTree, runCli, runUnify, sh, snapshot, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
+import { recover } from '../../src/state/recovery.js';
 
 let dir: string;
 let guests: string[];
