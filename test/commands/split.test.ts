@@ -1,6 +1,5 @@
 // vunify split on real trees: private copies that keep every byte and
 // attribute, the space check, excludes, and guests racing the copy.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -9,6 +8,7 @@ import { split, type SplitOptions } from '../../src/commands/split.js';
 import { O, sys } from '../../src/os/sys.js';
 import type { FileError } from '../../src/core/errors.js';
 import { killAtFirstUnlink } from '../helpers/killed-run.js';
+import { buildSplitGuests, FILES } from '../helpers/split-tree.js';
 import { inode, rmTree, runCli, runUnify, sh, snapshot, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
 import { recover } from '../../src/state/recovery.js';
 
@@ -19,30 +19,11 @@ const G = (g: number, f = '') => path.join(guests[g]!, f);
 const run = (roots: string[], opts: Partial<SplitOptions> = {}) =>
   split({ roots, dryRun: false, rules: [], noDefaultExcludes: true, stateDir: testStateDir(), ...opts });
 
-const FILES = ['usr/bin/sudo', 'usr/bin/ping', 'usr/share/doc/acl', 'usr/lib/sparse', 'usr/bin/perl', 'usr/bin/perl5', 'etc/motd'];
 const blocks = (f: string) => Number(sh('stat', '-c', '%b', f).trim()) * 512;
 
 describe('vunify split', () => {
   beforeEach(async () => {
-    dir = tempDir();
-    guests = ['g1', 'g2', 'g3'].map((g) => path.join(dir, g));
-    for (const g of guests) {
-      writeFile(path.join(g, 'usr/bin/sudo'), { content: Buffer.alloc(70_000, 5), mode: 0o4755, uid: 1000, gid: 1001, xattrs: { 'user.origin': 'debian' } });
-      writeFile(path.join(g, 'usr/bin/ping'), { content: 'ping', mode: 0o755 });
-      sh('setcap', 'cap_net_raw+ep', path.join(g, 'usr/bin/ping'));
-      sh('touch', '-d', '@1700000000.5', path.join(g, 'usr/bin/ping'));
-      writeFile(path.join(g, 'usr/share/doc/acl'), { content: 'acl' });
-      sh('setfacl', '-m', 'u:1234:rw', path.join(g, 'usr/share/doc/acl'));
-      sh('touch', '-d', '@1700000000.25', path.join(g, 'usr/share/doc/acl'));
-      writeFile(path.join(g, 'usr/lib/sparse'), { content: '' });
-      sh('truncate', '-s', '8M', path.join(g, 'usr/lib/sparse'));
-      sh('touch', '-d', '@1700000000', path.join(g, 'usr/lib/sparse'));
-      writeFile(path.join(g, 'usr/bin/perl'), { content: 'perl' });
-      fs.linkSync(path.join(g, 'usr/bin/perl'), path.join(g, 'usr/bin/perl5'));
-      writeFile(path.join(g, 'etc/motd'), { content: 'hello' });
-    }
-    const { errors } = await runUnify(guests, { cache: false });
-    expect(errors).toEqual([]);
+    ({ dir, guests } = await buildSplitGuests());
   });
   afterEach(() => {
     vi.restoreAllMocks();
@@ -183,31 +164,6 @@ describe('vunify split', () => {
     // Default excludes apply: /etc stays shared.
     expect(inode(G(0, 'usr/bin/sudo'))).not.toBe(inode(G(1, 'usr/bin/sudo')));
     expect(inode(G(0, 'etc/motd'))).toBe(inode(G(1, 'etc/motd')));
-  });
-
-  it('SIGKILL at any moment of a split: no byte or attribute lost, the next run puts it right', async () => {
-    for (let i = 0; i < 200; i++) {
-      for (const g of guests) writeFile(path.join(g, `usr/share/many/f${i}`), { content: Buffer.alloc(20_000 + i, i), mode: 0o640, uid: 7, xattrs: { 'user.n': String(i) } });
-    }
-    expect((await runUnify(guests, { cache: false })).errors).toEqual([]);
-    const before = snapshot(dir, { dirTimes: false });
-    const bin = path.join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
-    const kills = [0, 5, 15, 40, 80];
-    for (const delay of kills) {
-      // Killed `delay` ms after it announced its first private copy.
-      const child = spawn(process.execPath, [bin, 'split', '-v', '--no-default-excludes', '--state-dir', testStateDir(), G(0)], { stdio: ['ignore', 'pipe', 'inherit'] });
-      const ended = new Promise((resolve) => child.on('exit', resolve));
-      child.stdout.once('data', () => setTimeout(() => child.kill('SIGKILL'), delay));
-      await ended;
-      // Whatever the moment, every path still shows exactly what it did.
-      const now = snapshot(dir, { dirTimes: false });
-      for (const [p, v] of before) expect(now.get(p), p).toBe(v);
-    }
-    const r = runCli(['split', '--no-default-excludes', G(0)]);
-    expect([r.code, r.stderr]).toEqual([0, '']);
-    expect(sh('find', dir, '-name', '.vunify.*', '-printf', '%p %s %n %m\\n')).toBe('');
-    expect(snapshot(dir, { dirTimes: false })).toEqual(before);
-    for (const f of [...FILES, 'usr/share/many/f0', 'usr/share/many/f199']) expect(inode(G(0, f))).not.toBe(inode(G(1, f)));
   });
 });
 
