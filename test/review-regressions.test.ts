@@ -10,7 +10,18 @@ import { split, type SplitOptions } from '../src/commands/split.js';
 import { sys } from '../src/os/sys.js';
 import type { FileError } from '../src/core/errors.js';
 import { inode, rmTree, runUnify, sh, tempDir, testStateDir, writeFile } from './helpers/tree.js';
-import { recover } from '../src/state/recovery.js';
+import { recover as recoverIn } from '../src/state/recovery.js';
+import { closeRoots, openRoots } from '../src/pipeline/roots.js';
+
+/** Recovery as the next run over these guests does it. */
+function recover(stateDir: string, onError: (e: FileError) => void): void {
+  const roots = openRoots(guests);
+  try {
+    recoverIn(stateDir, roots, onError);
+  } finally {
+    closeRoots(roots);
+  }
+}
 
 let dir: string;
 let guests: string[];

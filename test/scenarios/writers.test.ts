@@ -35,6 +35,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import type { FileError } from '../../src/core/errors.js';
 import { sys } from '../../src/os/sys.js';
 import { recover } from '../../src/state/recovery.js';
+import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import type { JournalEntry } from '../../src/change/journal.js';
 import { budget, exited, findTemps, killChildren, rng, runVunify, SEED, startScript, SCRIPT_PRELUDE } from '../helpers/hostile.js';
 import { rmTree, runUnify, setMtime, sh, tempDir, writeFile } from '../helpers/tree.js';
@@ -522,7 +523,12 @@ describe('a guest acting between the last check and the exchange (in process, th
     fs.renameSync(W('.vunify.killed'), W());
     fs.renameSync(W('.vunify.tmp'), W('.vunify.killed'));
     const errors: FileError[] = [];
-    recover(stateDir, (e) => errors.push(e));
+    const roots = openRoots([path.join(dir, 'w')]);
+    try {
+      recover(stateDir, roots, (e) => errors.push(e));
+    } finally {
+      closeRoots(roots);
+    }
     expect(errors).toEqual([]);
     expect(fs.statSync(W()).mode & 0o777).toBe(0o600);
   });
