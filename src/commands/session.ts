@@ -77,7 +77,7 @@ export async function withSession<T>(opts: SessionOptions, body: (s: Session) =>
     // cache, so the dry run and the report too) first checks who could
     // have written there (state/state-dir.ts): exit 2, nothing changed.
     if (opts.changes || opts.cache === undefined) sd = openStateDir(opts.stateDir ?? DEFAULT_STATE_DIR, roots);
-    if (typeof opts.cache === 'string') closeStateDir(openStateDir(path.dirname(path.resolve(opts.cache)), roots, 'hash cache directory'));
+    if (typeof opts.cache === 'string') closeStateDir(openStateDir(path.dirname(path.resolve(opts.cache)), roots, true));
     // A run that changes guests locks its roots and puts right what a killed
     // run left before it looks at anything; a read-only run needs neither.
     if (opts.changes) state = openState(sd!, roots, log.onError, opts.onWarning);

@@ -40,11 +40,12 @@ const weak = (mode: number, sticky: boolean) => (mode & 0o022) !== 0 && !(sticky
 /**
  * Open (creating it 0700 if missing) and check the state directory `dir`
  * for a run over `roots`. Throws UsageError naming the path and the reason;
- * `what` names the directory in it (a --cache file's directory is held to
- * the same rules).
+ * `cache`: the directory of a --cache file, held to the same rules except
+ * that it may contain a guest root (only a cache file is kept there, and
+ * the walk never climbs above a root to meet it).
  */
-export function openStateDir(dir: string, roots: readonly Root[], what = 'state directory'): StateDir {
-  label = what;
+export function openStateDir(dir: string, roots: readonly Root[], cache = false): StateDir {
+  label = cache ? 'hash cache directory' : 'state directory';
   const given = path.resolve(dir);
   const lst = lstatOrNull(given);
   if (lst?.isSymbolicLink()) throw refused(dir, 'it is a symlink; give the directory itself');
@@ -89,7 +90,7 @@ export function openStateDir(dir: string, roots: readonly Root[], what = 'state 
       if (chain.some((c) => c.dev === root.dev && c.ino === root.ino)) {
         throw refused(dir, `it is inside the guest root ${root.path}, where the guest could write journals for vunify to act on`);
       }
-      for (let d = root.path; ; d = path.dirname(d)) {
+      for (let d = root.path; !cache; d = path.dirname(d)) {
         const a = fs.statSync(d);
         if (a.dev === st.dev && a.ino === st.ino) throw refused(dir, `it contains the guest root ${root.path}`);
         if (d === '/') break;
