@@ -24,7 +24,7 @@ import { O, sys } from '../os/sys.js';
 import { xattrKey } from '../pipeline/xattrs.js';
 import { inodeFlags } from './compare.js';
 import { journalEntry, type Journal } from './journal.js';
-import { removeIfInode, swap, tempName } from './swap.js';
+import { leftNote, removeIfInode, swap, tempName } from './swap.js';
 
 /** One copy to make: an inode shared outside, and its paths under one root. */
 export interface CopyJob {
@@ -157,6 +157,7 @@ function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, journal: Jou
   const created = createCopy(dirFd, tmp);
   const fd = created.fd;
   let stat = sys.fstat(fd);
+  let swapping = false;
   try {
     if (created.named) journal.record(journalEntry(file, tmp, stat, src));
     // No-copy-on-write takes effect only on an empty file; the other flags
@@ -184,11 +185,13 @@ function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, journal: Jou
     // An unnamed copy is journalled and linked to its temporary name by
     // swap(), like the linker's temporary links; a named one already is.
     note(stat);
+    swapping = true; // from here swap() removes its own temporary name, or says why not
     swap(dirFd, file, { fd, before: stat }, source, { ignoreMtime: false, journal, named: created.named ? tmp : undefined });
     return { fd, stat };
   } catch (er) {
-    removeIfInode(dirFd, tmp, stat);
+    const left = swapping ? undefined : removeIfInode(dirFd, tmp, stat);
     sys.close(fd);
+    if (left) throw codedError(errorCode(er) ?? 'EUNKNOWN', `${fileError('', er).message}${leftNote(left)}`);
     throw er;
   }
 }
