@@ -33,9 +33,8 @@ export interface StateDir {
   ino: number;
 }
 
-let label = 'state directory';
-const refused = (dir: string, why: string) => new UsageError(`${dir}: ${label} refused: ${why}`);
 const weak = (mode: number, sticky: boolean) => (mode & 0o022) !== 0 && !(sticky && (mode & 0o1000) !== 0);
+const stateRefused = (dir: string, why: string) => new UsageError(`${dir}: state directory refused: ${why}`);
 
 /**
  * Open (creating it 0700 if missing) and check the state directory `dir`
@@ -45,18 +44,26 @@ const weak = (mode: number, sticky: boolean) => (mode & 0o022) !== 0 && !(sticky
  * the walk never climbs above a root to meet it).
  */
 export function openStateDir(dir: string, roots: readonly Root[], cache = false): StateDir {
-  label = cache ? 'hash cache directory' : 'state directory';
+  const refused = (where: string, why: string) => new UsageError(`${where}: ${cache ? 'hash cache directory' : 'state directory'} refused: ${why}`);
   const given = path.resolve(dir);
-  const lst = lstatOrNull(given);
+  const lst = lstatOrNull(given, refused);
   if (lst?.isSymbolicLink()) throw refused(dir, 'it is a symlink; give the directory itself');
   if (lst && !lst.isDirectory()) throw refused(dir, 'not a directory');
+  // The nearest existing directory above it, resolved: from there up to /,
+  // only root may be able to rename anything (checked before anything is
+  // created, as is that it is not in a guest root).
+  let missing: string[] = [];
+  let above = path.dirname(given);
+  while (!lstatOrNull(above, refused)) {
+    missing = [path.basename(above), ...missing];
+    above = path.dirname(above);
+  }
   let parent: string;
   try {
-    parent = fs.realpathSync(path.dirname(given));
+    parent = fs.realpathSync(above);
   } catch (er) {
-    throw refused(dir, `its parent cannot be resolved: ${(er as Error).message}`);
+    throw refused(dir, `${above} cannot be resolved: ${(er as Error).message}`);
   }
-  // The chain from / down: only root may be able to rename anything in it.
   const chain: { dev: number; ino: number }[] = [];
   for (let d = parent; ; d = path.dirname(d)) {
     const st = fs.lstatSync(d);
@@ -65,12 +72,15 @@ export function openStateDir(dir: string, roots: readonly Root[], cache = false)
     chain.push({ dev: st.dev, ino: st.ino });
     if (d === '/') break;
   }
-  const real = path.join(parent, path.basename(given));
+  const inside = (id: { dev: number; ino: number }[]) => roots.find((r) => id.some((c) => c.dev === r.dev && c.ino === r.ino));
+  const guest = inside(chain);
+  if (guest) throw refused(dir, `it is inside the guest root ${guest.path}, where the guest could write journals for vunify to act on`);
+  const real = path.join(parent, ...missing, path.basename(given));
   if (!lst) {
     try {
-      fs.mkdirSync(real, { mode: 0o700 });
+      fs.mkdirSync(real, { recursive: true, mode: 0o700 });
     } catch (er) {
-      if ((er as NodeJS.ErrnoException).code !== 'EEXIST') throw refused(dir, `cannot create it: ${(er as Error).message}`);
+      throw refused(dir, `cannot create it: ${(er as Error).message}`);
     }
   }
   let fd: number;
@@ -130,27 +140,27 @@ export function openStateSubdir(sd: StateDir, name: string): number {
   try {
     fs.mkdirSync(path.join(sd.path, name), { mode: 0o700 });
   } catch (er) {
-    if ((er as NodeJS.ErrnoException).code !== 'EEXIST') throw refused(path.join(sd.path, name), `cannot create it: ${(er as Error).message}`);
+    if ((er as NodeJS.ErrnoException).code !== 'EEXIST') throw stateRefused(path.join(sd.path, name), `cannot create it: ${(er as Error).message}`);
   }
   let fd: number;
   try {
     fd = sys.openBeneath(sd.fd, Buffer.from(name), O.RDONLY | O.DIRECTORY | O.NOFOLLOW | O.CLOEXEC);
   } catch (er) {
-    throw refused(path.join(sd.path, name), `cannot open it as a directory: ${(er as Error).message}`);
+    throw stateRefused(path.join(sd.path, name), `cannot open it as a directory: ${(er as Error).message}`);
   }
   const st = sys.fstat(fd);
   if (st.type !== FileType.Directory || st.uid !== 0 || weak(st.mode, false)) {
     sys.close(fd);
-    throw refused(path.join(sd.path, name), 'not a directory owned by root and writable by root alone');
+    throw stateRefused(path.join(sd.path, name), 'not a directory owned by root and writable by root alone');
   }
   return fd;
 }
 
-function lstatOrNull(p: string): fs.Stats | undefined {
+function lstatOrNull(p: string, refused: (where: string, why: string) => Error): fs.Stats | undefined {
   try {
     return fs.lstatSync(p);
   } catch (er) {
     if ((er as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw refused(p, (er as Error).message);
+    throw stateRefused(p, (er as Error).message);
   }
 }

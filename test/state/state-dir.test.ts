@@ -104,12 +104,20 @@ describe('a state directory that others could have written is refused (exit 2, n
     expect(fs.statSync(G('g1', 'usr/lib/libc.so.6')).ino).not.toBe(fs.statSync(G('g2', 'usr/lib/libc.so.6')).ino);
   });
 
-  it('a missing state directory is created 0700, root-owned, and used', () => {
-    const state = path.join(dir, 'new-state');
+  it('a missing state directory (and missing directories above it) is created 0700, root-owned, and used', () => {
+    const state = path.join(dir, 'new', 'deeper', 'state');
     const r = vunify(state, guests());
     expect(r.code, r.stderr).toBe(0);
-    expect(sh('stat', '-c', '%F %a %u', state).trim()).toBe('directory 700 0');
+    for (const d of [state, path.dirname(state), path.join(dir, 'new')]) expect(sh('stat', '-c', '%F %a %u', d).trim()).toBe('directory 700 0');
     expect(fs.statSync(G('g1', 'usr/lib/libc.so.6')).ino).toBe(fs.statSync(G('g2', 'usr/lib/libc.so.6')).ino);
+  });
+
+  it('a missing state directory inside a guest root is refused before anything is created', () => {
+    const state = G('g1', 'var/lib/vunify');
+    const r = vunify(state, guests());
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${state}: state directory refused: it is inside the guest root ${G('g1')}`);
+    expect(fs.existsSync(G('g1', 'var'))).toBe(false);
   });
 });
 
