@@ -43,6 +43,17 @@ import { LOCK_EX, O, sys } from '../os/sys.js';
 import type { Inode, Root } from '../core/types.js';
 import type { Stat } from '../core/stat.js';
 import { getHasher } from '../core/xxhash.js';
+import { openStateFile } from './state-dir.js';
+
+/** Run `fn` with the cache file's directory open (not following a symlink at its last component) and the file's name. */
+function withDir<T>(file: string, fn: (dirFd: number, base: string) => T): T {
+  const dirFd = sys.open(path.dirname(path.resolve(file)), O.RDONLY | O.DIRECTORY | O.CLOEXEC);
+  try {
+    return fn(dirFd, path.basename(file));
+  } finally {
+    sys.close(dirFd);
+  }
+}
 
 /** 3: whether the content is ELF (2 did not say; its entries are read as such); 2: roots are named by dev, ino and path. */
 export const CACHE_VERSION = 3;
@@ -162,7 +173,14 @@ export class CacheError extends Error {
 
 /** Read a cache file; throws CacheError (or an fs error) if it cannot be trusted. */
 export async function readCache(file: string): Promise<HashCache> {
-  const buf = fs.readFileSync(file);
+  const buf = withDir(file, (dirFd, base) => {
+    const fd = openStateFile(dirFd, base, O.RDONLY);
+    try {
+      return fs.readFileSync(fd);
+    } finally {
+      sys.close(fd);
+    }
+  });
   const bad = (why: string) => new CacheError(why);
   if (buf.length < 16 + 8 || !buf.subarray(0, 8).equals(MAGIC)) throw bad('not a vunify hash cache');
   const version = buf.readUInt32LE(8);
@@ -285,7 +303,16 @@ export async function loadCache(file: string, warn: (message: string) => void, n
  */
 export async function saveCache(file: string, cache: HashCache, roots: readonly Root[]): Promise<void> {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const lock = sys.open(`${file}.lock`, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+  const dirFd = sys.open(path.dirname(file), O.RDONLY | O.DIRECTORY | O.CLOEXEC);
+  const base = path.basename(file);
+  let lock: number;
+  try {
+    // Never follows a symlink nor blocks on a FIFO put at the lock's name.
+    lock = openStateFile(dirFd, `${base}.lock`, O.RDWR | O.CREAT);
+  } catch (er) {
+    sys.close(dirFd);
+    throw er;
+  }
   try {
     sys.flock(lock, LOCK_EX);
     const ours = new Set(roots.map(rootKey));
@@ -305,21 +332,33 @@ export async function saveCache(file: string, cache: HashCache, roots: readonly 
       if (!ok) cache.entries.delete(k);
     }
     // Under the lock no other run is writing: temporary files here are a killed run's.
-    const base = path.basename(file) + '.tmp.';
-    for (const name of fs.readdirSync(path.dirname(file))) if (name.startsWith(base)) fs.rmSync(path.join(path.dirname(file), name), { force: true });
-    const tmp = `${file}.tmp.${process.pid}.${randomBytes(4).toString('hex')}`;
-    const fd = sys.open(tmp, O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW, 0o600);
+    const prefix = base + '.tmp.';
+    for (const name of fs.readdirSync(path.dirname(file))) {
+      if (!name.startsWith(prefix)) continue;
+      try {
+        sys.unlinkAt(dirFd, Buffer.from(name)); // a directory under that name (EISDIR) is left alone
+      } catch {
+        // gone already, or not ours to remove
+      }
+    }
+    const tmp = Buffer.from(`${prefix}${process.pid}.${randomBytes(4).toString('hex')}`);
+    const fd = openStateFile(dirFd, tmp.toString(), O.WRONLY | O.CREAT | O.EXCL);
     try {
       fs.writeFileSync(fd, await encodeCache(cache));
       sys.fsync(fd);
     } catch (er) {
       sys.close(fd);
-      fs.rmSync(tmp, { force: true });
+      try {
+        sys.unlinkAt(dirFd, tmp);
+      } catch {
+        // nothing left to remove
+      }
       throw er;
     }
     sys.close(fd);
-    fs.renameSync(tmp, file);
+    sys.renameAt(dirFd, tmp, dirFd, Buffer.from(base));
   } finally {
     sys.close(lock);
+    sys.close(dirFd);
   }
 }

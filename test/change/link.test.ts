@@ -174,7 +174,10 @@ describe('link', () => {
     writeFile(path.join(dir, 'b/f'));
     const dup = path.join(dir, 'b/f');
     const seen: boolean[] = [];
+    // Calls on the guest's names only: the run's journal and hash cache in the state directory are linked, renamed and unlinked too.
+    const ours = (a: unknown[]) => a.some((x) => Buffer.isBuffer(x) && /^(journal\.|hashes\.cache)/.test(x.toString()));
     const watch = <T extends unknown[]>(fn: (...a: T) => void) => (...a: T) => {
+      if (ours(a)) return fn(...a);
       seen.push(fs.existsSync(dup));
       fn(...a);
       seen.push(fs.existsSync(dup));

@@ -11,6 +11,7 @@ import { killAtFirstUnlink } from '../helpers/killed-run.js';
 import { buildSplitGuests, FILES } from '../helpers/split-tree.js';
 import { inode, rmTree, runCli, runUnify, sh, snapshot, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
 import { recover } from '../../src/state/recovery.js';
+import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 
 let dir: string;
 let guests: string[];
@@ -195,7 +196,12 @@ describe('vunify split: regressions from the safety review', () => {
     fs.appendFileSync(G(0, 'etc/conf'), 'guest edit\n');
     // The next linking run (nightly) recovers the killed run's journal first.
     const errors: FileError[] = [];
-    recover(stateDir, (e) => errors.push(e));
+    const roots = openRoots(guests);
+    try {
+      recover(stateDir, roots, (e) => errors.push(e));
+    } finally {
+      closeRoots(roots);
+    }
     expect(fs.readFileSync(G(0, 'etc/conf'), 'utf8'), `recovery reported ${JSON.stringify(errors)}`).toBe('shared v1\nguest edit\n');
   });
 

@@ -46,6 +46,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import type { FileError } from '../../src/core/errors.js';
 import { sys } from '../../src/os/sys.js';
 import { recover } from '../../src/state/recovery.js';
+import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import type { JournalEntry } from '../../src/change/journal.js';
 import { budget, exited, findTemps, killChildren, rng, runVunify, SEED, startScript, SCRIPT_PRELUDE, type HookConfig } from '../helpers/hostile.js';
 import { rmTree, runUnify, setMtime, sh, tempDir, writeFile } from '../helpers/tree.js';
@@ -418,7 +419,8 @@ describe('a guest acting between the last check and the exchange (in process, th
     const linkAt = sys.linkAt;
     let done = false;
     vi.spyOn(sys, 'linkAt').mockImplementation((fd, dirFd, name) => {
-      if (!done) {
+      // A temporary name in the guest: the run's journal is linked into the state directory first.
+      if (!done && name.toString().startsWith('.vunify.')) {
         done = true;
         act();
       }
@@ -573,7 +575,12 @@ describe('a guest acting between the last check and the exchange (in process, th
     fs.renameSync(W('.vunify.killed'), W());
     fs.renameSync(W('.vunify.tmp'), W('.vunify.killed'));
     const errors: FileError[] = [];
-    recover(stateDir, (e) => errors.push(e));
+    const roots = openRoots([path.join(dir, 'w')]);
+    try {
+      recover(stateDir, roots, (e) => errors.push(e));
+    } finally {
+      closeRoots(roots);
+    }
     expect(errors).toEqual([]);
     expect(fs.statSync(W()).mode & 0o777).toBe(0o600);
   });

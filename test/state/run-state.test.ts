@@ -117,7 +117,7 @@ describe('recovery of a killed run', () => {
     fs.writeFileSync(path.join(stateDir, 'journal.999.dead'), entries.map((e) => JSON.stringify(e)).join('\n') + '\n{"root":');
 
     const errors: FileError[] = [];
-    recover(stateDir, (e) => errors.push(e));
+    withRoots(['a'], (ra) => recover(stateDir, ra, (e) => errors.push(e)));
     const left = fs.readdirSync(g).sort();
     expect(left).toEqual(['.vunify.four', '.vunify.lookalike', 'canon', 'd1', 'd2', 'd3', 'd4', 'inner']);
     expect(inode(path.join(g, 'd2'))).toBe(canon.ino);
@@ -134,7 +134,7 @@ describe('recovery of a killed run', () => {
       try {
         const before = fs.readdirSync(stateDir).filter((n) => n.startsWith('journal.'));
         expect(before).toHaveLength(1);
-        recover(stateDir, noErrors);
+        recover(stateDir, ra, noErrors);
         expect(fs.readdirSync(stateDir).filter((n) => n.startsWith('journal.'))).toEqual(before);
       } finally {
         live.close();
@@ -159,7 +159,7 @@ describe('recovery of a linking run killed after the exchange', () => {
     expect(restore()).toBe(true);
     expect(inode(conf(0))).toBe(inode(conf(1)));
     fs.appendFileSync(conf(1), 'guest edit\n');
-    recover(runState, () => {});
+    withRoots(['g1', 'g2'], (roots) => recover(runState, roots, () => {}));
     expect(fs.readFileSync(conf(1), 'utf8'), `g1 shows ${JSON.stringify(fs.readFileSync(conf(0), 'utf8'))}`).toBe('same\nguest edit\n');
   });
 });
