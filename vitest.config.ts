@@ -13,7 +13,7 @@ import { defineConfig } from 'vitest/config';
 
 // The Debian package's test (test/package/, on in CI or with VUNIFY_SLOW=1)
 // installs into a debootstrapped root: slow, so it runs with the scenarios.
-const SCENARIOS = [...['crash', 'race', 'writers', 'link-limit', 'split-crash', 'split-restart'].map((n) => `test/scenarios/${n}.test.ts`), 'test/package/*.test.ts'];
+const SCENARIOS = [...['crash', 'race', 'writers', 'link-limit', 'split-crash', 'split-restart', 'journal-race'].map((n) => `test/scenarios/${n}.test.ts`), 'test/package/*.test.ts'];
 
 export default defineConfig({
   test: {
