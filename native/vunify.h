@@ -93,7 +93,7 @@ napi_value queue_work(napi_env env, const char *name, napi_async_execute_callbac
 struct stat_rec {
   uint32_t rec_len;  /* the whole record, name and padding included */
   uint8_t type;      /* T_* below */
-  uint8_t unused;
+  uint8_t want;      /* listDirSync: 1 on entries statEntriesSync should stat */
   uint16_t name_len;
   uint32_t mode;     /* or, for T_ERR, the errno of the failed statx */
   uint32_t uid;
@@ -123,6 +123,8 @@ int type_of_mode(mode_t m);
 int type_of_dtype(unsigned char d);
 /* Append one record; st may be NULL (type only) and err nonzero (T_ERR). */
 int out_record(outbuf *o, int type, const struct statx *st, int err, const char *name, size_t name_len);
+/* Fill the fixed part of a record in place (name, length and want kept). */
+void fill_record(struct stat_rec *r, int type, const struct statx *st, int err);
 /* statx that never follows a symlink nor triggers an automount. */
 int do_statx(int dirfd, const char *name, int flags, struct statx *st);
 /* statx of an open descriptor, with what records need. */
@@ -152,7 +154,7 @@ long read_xattrs(int fd, xattr_sink sink, void *ctx, int *failed);
 DECLARE(OpenBeneath) DECLARE(ForceLegacyLookup) DECLARE(OpenPath) DECLARE(CloseFd)
 DECLARE(CloseLater) DECLARE(CloseLaterDrain)
 /* scan.c */
-DECLARE(ScanDirSync)
+DECLARE(ScanDirSync) DECLARE(ListDirSync) DECLARE(StatEntriesSync)
 /* files.c */
 DECLARE(Fstatx) DECLARE(StatAt) DECLARE(LinkAt) DECLARE(RenameAt) DECLARE(UnlinkAt)
 DECLARE(GetFlags) DECLARE(SetFlags) DECLARE(Flock) DECLARE(Vserver)

@@ -17,6 +17,8 @@ export interface Native {
   openBeneath(dirFd: number, path: Buffer, flags: number, mode?: number): number;
   forceLegacyLookup(legacy?: boolean): void;
   scanDirSync(rootFd: number, path: Buffer, dev?: number, ino?: number): Buffer;
+  listDirSync(rootFd: number, path: Buffer, dev?: number, ino?: number): [number, Buffer];
+  statEntriesSync(fd: number, records: Buffer): void;
   fstatx(fd: number): Buffer;
   statAt(dirFd: number, name: Buffer): Buffer;
   getXattrs(fd: number): [Buffer, Buffer][];
@@ -53,7 +55,7 @@ export const native = createRequire(import.meta.url)(ADDON) as Native;
  */
 const RECORDS = {
   stat: {
-    recordLength: 4, type: 1, nameLength: 2, mode: 4, uid: 4, gid: 4, nlink: 4, ino: 8, dev: 8,
+    recordLength: 4, type: 1, want: 1, nameLength: 2, mode: 4, uid: 4, gid: 4, nlink: 4, ino: 8, dev: 8,
     size: 8, blocks: 8, mtimeSec: 8, mtimeNsec: 4, ctimeNsec: 4, ctimeSec: 8, mntId: 8,
   },
   hashIn: {
