@@ -52,6 +52,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("closeLater", CloseLater),
       FN("closeLaterDrain", CloseLaterDrain),
       FN("scanDirSync", ScanDirSync),
+      FN("sha256", Sha256),
+      FN("seekData", SeekData),
       FN("listDirSync", ListDirSync),
       FN("statEntriesSync", StatEntriesSync),
       FN("fstatx", Fstatx),

@@ -40,6 +40,8 @@ export interface Native {
   fstatvfs(fd: number): [number, number];
   hashFiles(jobs: Buffer): Promise<Buffer>;
   xxh64(data: Buffer): bigint;
+  sha256(data: Buffer): Buffer;
+  seekData(fd: number, pos: number, hole: boolean): number;
   residentPages(fd: number, size: number): Buffer;
   pageSize(): number;
   /** The record layouts, as the addon defines them; read through `layout` below. */
@@ -84,6 +86,10 @@ export interface Layout {
   readonly hashCodes: { readonly [C in (typeof CODES)['hashCodes'][number]]: number };
   /** The calls a hash job can fail at, by the index a result reports. */
   readonly hashCalls: readonly string[];
+  /** Most bytes of xattr names and values a file may carry (more: E2BIG, the file is left alone). */
+  readonly xattrTotalMax: number;
+  /** The block size of the content hash's zero runs (native/extents.c). */
+  readonly zeroBlock: number;
 }
 
 class LayoutError extends Error {
@@ -133,6 +139,11 @@ export function checkLayout(raw: unknown): Layout {
     throw new LayoutError('layout.hashCalls is missing');
   }
   out.hashCalls = Object.freeze([...calls]);
+  for (const name of ['xattrTotalMax', 'zeroBlock']) {
+    const v = own(raw, name);
+    if (!isCount(v) || v === 0) throw new LayoutError(`layout.${name} is missing`);
+    out[name] = v;
+  }
   return Object.freeze(out) as unknown as Layout;
 }
 

@@ -200,6 +200,10 @@ export const sys = {
   hashFiles: (jobs: Buffer): Promise<Buffer> => native.hashFiles(jobs),
   /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */
   xxh64: (data: Buffer): bigint => native.xxh64(data),
+  /** SHA-256 of bytes in memory: the addon's xattr digest, for tests. */
+  sha256: (data: Buffer): Buffer => native.sha256(data),
+  /** lseek SEEK_DATA (or SEEK_HOLE with `hole`) from `pos`; -1 when no data follows (ENXIO). */
+  seekData: (fd: number, pos: number, hole = false): number => native.seekData(fd, pos, hole),
   /** One byte per page of the first `size` bytes of `fd`, bit 0 set when in the page cache (mincore; reads nothing). */
   residentPages: (fd: number, size: number): Buffer => native.residentPages(fd, size),
   pageSize: (): number => native.pageSize(),
