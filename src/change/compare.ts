@@ -7,13 +7,20 @@
  * flags, and every byte. A hash match alone never links: XXH64 collisions
  * can be forged. The module owns its two read buffers; it is synchronous,
  * so one pair serves every caller.
+ *
+ * Bytes are compared by data extents (lseek SEEK_DATA/SEEK_HOLE) in files
+ * of 1 MiB or more: where both files have a hole nothing is read, where
+ * one has a hole the other's bytes must be zeros, so a guest's pair of
+ * 1 PiB sparse files costs a few lseeks, and a hole still equals written
+ * zeros. Xattrs are compared value by value (xattrs.ts sameXattrs), never
+ * by a digest.
  */
 import { codedError, errorCode } from '../core/errors.js';
 import { displayPath } from '../core/paths.js';
 import { FS_APPEND_FL, FS_FILE_FLAGS, FS_IMMUTABLE_FL } from '../core/stat.js';
 import type { FileRec } from '../core/types.js';
 import { readFully, sys } from '../os/sys.js';
-import { xattrKey } from '../pipeline/xattrs.js';
+import { sameXattrs } from '../pipeline/xattrs.js';
 
 /** Bytes compared per read. */
 export const CHUNK = 1 << 20;
@@ -54,24 +61,18 @@ export function difference(canon: { fd: number; file?: FileRec }, dup: { fd: num
     c.mode === d.mode &&
     (ignoreMtime || (c.mtimeSec === d.mtimeSec && c.mtimeNsec === d.mtimeNsec));
   if (!metaOk) return codedError('ECHANGED', 'owner, mode, size or mtime no longer match the canonical copy');
-  if (xattrKey(dup.fd) !== xattrKey(canon.fd)) {
-    return codedError('EDIFFERENT', 'extended attributes differ from the canonical copy');
+  try {
+    if (!sameXattrs(dup.fd, canon.fd)) return codedError('EDIFFERENT', 'extended attributes differ from the canonical copy');
+  } catch (er) {
+    return er as Error; // too large to read whole, or unreadable: not known to be the same
   }
   if ((inodeFlags(dup.fd) & FS_FILE_FLAGS) !== (inodeFlags(canon.fd) & FS_FILE_FLAGS)) {
     return codedError('EDIFFERENT', 'inode flags (lsattr) differ from the canonical copy');
   }
-  const [a, b] = (buffers ??= [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)]);
   try {
-    for (let pos = 0; pos < c.size; pos += CHUNK) {
-      const len = Math.min(CHUNK, c.size - pos);
-      // Synchronous: the linker works one file at a time, and a trip through
-      // the thread pool per chunk cost more than the read itself.
-      readFully(canon.fd, a, len, pos);
-      readFully(dup.fd, b, len, pos);
-      if (!a.subarray(0, len).equals(b.subarray(0, len))) {
-        const which = canon.file ? displayPath(canon.file) : 'the canonical copy';
-        return codedError('EDIFFERENT', `content differs from ${which} (hash collision or rewritten)`);
-      }
+    if (!sameBytes(canon.fd, dup.fd, c.size)) {
+      const which = canon.file ? displayPath(canon.file) : 'the canonical copy';
+      return codedError('EDIFFERENT', `content differs from ${which} (hash collision or rewritten)`);
     }
   } catch (er) {
     // A file that shrank, or a read error: not identical, and the caller
@@ -79,4 +80,51 @@ export function difference(canon: { fd: number; file?: FileRec }, dup: { fd: num
     return er as Error;
   }
   return undefined;
+}
+
+/** The next data extent of `fd` at or after `pos`, as [start, end); [size, size] when only a hole follows. */
+function nextData(fd: number, pos: number, size: number): [number, number] {
+  const start = sys.seekData(fd, pos);
+  if (start < 0 || start >= size) return [size, size];
+  const end = sys.seekData(fd, start, true);
+  return [start, end < 0 ? size : Math.min(end, size)];
+}
+
+const isZero = (buf: Buffer): boolean => {
+  for (let i = 0; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return true;
+};
+
+/**
+ * Whether the first `size` bytes of two open files are equal, reading only
+ * where either has data. A hole found by lseek reads as zeros anyway, so
+ * skipping it is the same comparison; a guest that writes into a hole
+ * meanwhile changes mtime and ctime, which the callers check afterwards.
+ */
+export function sameBytes(fdA: number, fdB: number, size: number): boolean {
+  const [a, b] = (buffers ??= [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)]);
+  // Small files: read them, as before (two lseeks each cost more than that).
+  const sparse = size >= CHUNK;
+  let [aStart, aEnd] = sparse ? [0, 0] : [0, size];
+  let [bStart, bEnd] = sparse ? [0, 0] : [0, size];
+  for (let pos = 0; pos < size; ) {
+    if (pos >= aEnd) [aStart, aEnd] = nextData(fdA, pos, size);
+    if (pos >= bEnd) [bStart, bEnd] = nextData(fdB, pos, size);
+    const aData = aStart <= pos;
+    const bData = bStart <= pos;
+    if (!aData && !bData) {
+      pos = Math.min(aStart, bStart); // a hole in both: zeros in both
+      continue;
+    }
+    const end = Math.min(pos + CHUNK, aData ? aEnd : aStart, bData ? bEnd : bStart, size);
+    const len = end - pos;
+    // Synchronous: the linker works one file at a time, and a trip through
+    // the thread pool per chunk cost more than the read itself.
+    if (aData) readFully(fdA, a, len, pos);
+    if (bData) readFully(fdB, b, len, pos);
+    const same = aData && bData ? a.subarray(0, len).equals(b.subarray(0, len)) : isZero((aData ? a : b).subarray(0, len));
+    if (!same) return false;
+    pos = end;
+  }
+  return true;
 }

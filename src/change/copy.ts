@@ -21,7 +21,7 @@ import { FS_FILE_FLAGS, FS_NOCOW_FL, sameFile, type Stat } from '../core/stat.js
 import type { FileRec, Inode } from '../core/types.js';
 import { openDir, openRegular, type OpenedFile } from '../os/confine.js';
 import { O, sys } from '../os/sys.js';
-import { xattrKey } from '../pipeline/xattrs.js';
+import { readXattrs, sameXattrs } from '../pipeline/xattrs.js';
 import { inodeFlags } from './compare.js';
 import { journalEntry, type Journal } from './journal.js';
 import { leftNote, removeIfInode, swap, tempName } from './swap.js';
@@ -168,7 +168,7 @@ function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, journal: Jou
     sys.fchown(fd, src.uid, src.gid);
     // The new inode may have inherited xattrs (a default ACL of the
     // directory, a security label): it must carry the source's and no more.
-    const srcXattrs = sys.getXattrs(srcFd);
+    const srcXattrs = readXattrs(srcFd);
     const keep = new Set(srcXattrs.map(([name]) => name.toString('latin1')));
     for (const [name] of sys.getXattrs(fd)) if (!keep.has(name.toString('latin1'))) sys.removeXattr(fd, name);
     for (const [name, value] of srcXattrs) sys.setXattr(fd, name, value);
@@ -179,7 +179,7 @@ function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, journal: Jou
     if (!sameFile(sys.fstat(srcFd), src, { ctime: true, nlink: false })) throw codedError('ECHANGED', 'file changed while it was being copied');
     stat = sys.fstat(fd);
     const same = stat.size === src.size && stat.uid === src.uid && stat.gid === src.gid && stat.mode === src.mode &&
-      stat.mtimeSec === src.mtimeSec && stat.mtimeNsec === src.mtimeNsec && xattrKey(fd) === xattrKey(srcFd) &&
+      stat.mtimeSec === src.mtimeSec && stat.mtimeNsec === src.mtimeNsec && sameXattrs(fd, srcFd) &&
       (inodeFlags(fd) & FS_FILE_FLAGS) === flags;
     if (!same) throw codedError('EDIFFERENT', 'the copy did not come out identical in metadata, xattrs or inode flags; left as it was');
     // An unnamed copy is journalled and linked to its temporary name by

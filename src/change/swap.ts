@@ -43,6 +43,13 @@ export interface SwapOptions {
   journal?: Journal;
   /** A temporary name that already holds `into`, journalled by the caller (split's named copy). */
   named?: Buffer;
+  /**
+   * `into` and `out` were compared in full before, and the caller checked
+   * both unchanged since (the linker, for the second and later paths of one
+   * duplicate inode): `out` is checked unchanged, ctime included, just
+   * before the exchange, and the full comparison after it is left out.
+   */
+  known?: boolean;
 }
 
 /**
@@ -59,6 +66,10 @@ export function swap(dirFd: number, file: FileRec, into: Incoming, out: OpenedFi
   }
   try {
     if (!sameInode(sys.statAt(dirFd, tmp), into.before)) throw codedError('ECHANGED', 'temporary name was moved or replaced by the guest; left as it was');
+    // The exchange sets both ctimes: the last moment a write to `out` shows in its ctime.
+    if (opts.known && !sameFile(sys.fstat(out.fd), out.stat, { ctime: true, nlink: true })) {
+      throw codedError('ECHANGED', 'file changed while it was being linked; left as it was');
+    }
     sys.renameAt(dirFd, tmp, dirFd, file.name, RENAME_EXCHANGE);
   } catch (er) {
     const left = removeIfInode(dirFd, tmp, into.before);
@@ -97,6 +108,7 @@ function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: O
   else if (!sameFile(outAt, out.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
   else if (later(intoAt, outAt)) why = undefined; // the guest has written to its file as linked: the link stands
   else if (!sameFile(intoAt, into.before, meta)) why = codedError('ECHANGED', `${into.file ? displayPath(into.file) : 'the copy'} changed while being linked; left as it was`);
+  else if (opts.known) why = undefined; // compared before, and unchanged up to the exchange (checked in swap())
   else {
     why = difference(into, out, opts.ignoreMtime);
     // `into` changed while we compared, `out` did not: a write through the

@@ -26,7 +26,8 @@
  *
  *   header   "VUNIFYHC" u32 version u32 entryCount
  *   roots    u32 n, then n × (u16 len, bytes "dev:ino:path" of a root directory)
- *   xattrs   u32 n, then n × (u32 len, bytes): distinct xattr keys; index 0 is ""
+ *   xattrs   u32 n, then n × (u32 len, bytes): distinct xattr digests (64 hex
+ *            digits, never the names and values); index 0 is "" (no xattrs)
  *   entries  entryCount × 64 bytes: dev u64, ino u64, size u64, mtimeSec i64,
  *            ctimeSec i64, mtimeNsec u32, ctimeNsec u32, hash u64,
  *            xattrIdx u32, rootIdx u32 (bit 31: ELF known, bit 30: ELF)
@@ -55,8 +56,13 @@ function withDir<T>(file: string, fn: (dirFd: number, base: string) => T): T {
   }
 }
 
-/** 3: whether the content is ELF (2 did not say; its entries are read as such); 2: roots are named by dev, ino and path. */
-export const CACHE_VERSION = 3;
+/**
+ * 4: xattrs are kept as a digest (SHA-256, see pipeline/xattrs.ts), and the
+ * content hash counts whole zero MiBs as markers (native/extents.c); older
+ * files are discarded, since their keys and some hashes mean other things.
+ * 3: whether the content is ELF; 2: roots are named by dev, ino and path.
+ */
+export const CACHE_VERSION = 4;
 /** In an entry's root index (format 3): the ELF flag is known, and what it is. */
 const ELF_KNOWN = 2 ** 31;
 const ELF_YES = 2 ** 30;
@@ -184,7 +190,7 @@ export async function readCache(file: string): Promise<HashCache> {
   const bad = (why: string) => new CacheError(why);
   if (buf.length < 16 + 8 || !buf.subarray(0, 8).equals(MAGIC)) throw bad('not a vunify hash cache');
   const version = buf.readUInt32LE(8);
-  if (version !== CACHE_VERSION && version !== 2) throw bad(`written by another version of vunify (format ${version}, this one reads ${CACHE_VERSION})`);
+  if (version !== CACHE_VERSION) throw bad(`written by another version of vunify (format ${version}, this one reads ${CACHE_VERSION})`);
   const h = await getHasher();
   const body = buf.subarray(0, buf.length - 8);
   if (h.h64Raw(body) !== buf.readBigUInt64LE(buf.length - 8)) throw bad('checksum mismatch (truncated or corrupt)');
@@ -216,8 +222,8 @@ export async function readCache(file: string): Promise<HashCache> {
   for (let i = 0; i < count; i++, off += ENTRY) {
     const x = xattrs[buf.readUInt32LE(off + 56)];
     const rootWord = buf.readUInt32LE(off + 60);
-    const elfKnown = version >= 3 && rootWord >= ELF_KNOWN;
-    const root = roots[version >= 3 ? rootWord % ELF_YES : rootWord];
+    const elfKnown = rootWord >= ELF_KNOWN;
+    const root = roots[rootWord % ELF_YES];
     if (x === undefined || root === undefined) throw bad('entry refers to a missing table row');
     cache.entries.set(`${u64(off)}:${u64(off + 8)}`, {
       size: u64(off + 16),

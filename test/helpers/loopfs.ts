@@ -1,0 +1,35 @@
+/*
+ * A real filesystem of a given type on a loop device, for tests that need
+ * what tmpfs or the test machine's own filesystem cannot give: XFS for
+ * 1 PiB sparse files and hundreds of MiB of xattrs per file. The image is
+ * a sparse file in the temp directory; unmount() detaches the loop device
+ * (mount -o loop made it autoclear) and deletes everything.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { tempDir } from './tree.js';
+
+export interface LoopFs {
+  /** Where it is mounted. */
+  dir: string;
+  unmount(): void;
+}
+
+export function loopFs(type: 'xfs' | 'ext4' | 'btrfs', sizeBytes: number): LoopFs {
+  const base = tempDir(`vunify-${type}-`);
+  const image = path.join(base, 'image');
+  const dir = path.join(base, 'mnt');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(image, '');
+  fs.truncateSync(image, sizeBytes);
+  execFileSync(`mkfs.${type}`, type === 'ext4' ? ['-q', '-F', image] : ['-q', '-f', image], { stdio: 'ignore' });
+  execFileSync('mount', ['-o', 'loop', image, dir]);
+  return {
+    dir,
+    unmount() {
+      if (spawnSync('umount', [dir]).status !== 0) spawnSync('umount', ['-l', dir]);
+      fs.rmSync(base, { recursive: true, force: true });
+    },
+  };
+}
