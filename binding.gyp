@@ -11,6 +11,8 @@
         "native/xattr.c",
         "native/copy.c",
         "native/hash.c",
+        "native/sha256.c",
+        "native/extents.c",
         "native/memory.c",
         "native/fsattr.c",
         "native/module.c"

@@ -19,9 +19,13 @@
  * Input, one record per file, RECORD_ALIGN-aligned (src/pipeline/hash.ts
  * encodes it): struct hash_in, then the path bytes, relative to the root.
  * Output, one record per file, in order, RECORD_ALIGN-aligned: struct
- * hash_out, then on success per xattr (sorted by name) struct hash_xattr,
- * the name and the value. The offsets are exported as layout.hashIn,
- * layout.hashOut and layout.hashXattr.
+ * hash_out, then, on success with xattr_count > 0, the 32-byte SHA-256 of
+ * the xattr set's canonical encoding (per xattr, sorted by name: struct
+ * hash_xattr with little-endian lengths, the name, the value; see
+ * digest_xattr). Not the names and values themselves: a guest can give a
+ * file hundreds of MiB of them. The offsets are exported as layout.hashIn,
+ * layout.hashOut and layout.hashXattr; the content hash is defined in
+ * extents.c (XXH64 of the bytes, except for files with long zero runs).
  */
 #include "vunify.h"
 
@@ -60,7 +64,7 @@ struct hash_out {
   uint64_t hash;   /* XXH64 under the seed hashFiles was given */
   uint32_t flags;  /* inode flags (FS_IOC_GETFLAGS), 0 where the filesystem has none */
   uint32_t projid; /* project ID (FS_IOC_FSGETXATTR fsx_projid), 0 where none */
-}; /* then xattr_count times: struct hash_xattr, name, value */
+}; /* then, when xattr_count > 0, the 32-byte digest of the xattr set */
 _Static_assert(sizeof(struct hash_out) % RECORD_ALIGN == 0, "records stay aligned");
 
 struct hash_xattr {
@@ -68,7 +72,7 @@ struct hash_xattr {
   uint32_t value_len;
 };
 
-enum { HASH_CHANGED = -1, HASH_SHRANK = -2 };
+enum { HASH_CHANGED = -1, HASH_SHRANK = DATA_SHRANK };
 enum { HASH_ELF = 1 }; /* flag bits in detail of a successful record */
 
 /* The calls a file can fail at, in the order of their index in detail. */
@@ -102,37 +106,14 @@ static int reopen_for_reading(int pathfd) {
   return openat(base, p, flags);
 }
 
-/* Each xattr as struct hash_xattr, name, value. */
-static int append_xattr(void *ctx, const char *name, size_t name_len, const char *value, size_t value_len) {
-  outbuf *o = ctx;
+/* The xattr set's canonical encoding, fed to SHA-256 as it is read: per
+ * xattr, sorted by name, struct hash_xattr (little-endian lengths), the
+ * name, the value. Only the digest is kept: the set may be tens of MiB. */
+static int digest_xattr(void *ctx, const char *name, size_t name_len, const char *value, size_t value_len) {
   struct hash_xattr x = {(uint32_t)name_len, (uint32_t)value_len};
-  if (out_reserve(o, sizeof x + name_len + value_len)) return -1;
-  char *p = o->data + o->len;
-  memcpy(p, &x, sizeof x);
-  memcpy(p + sizeof x, name, name_len);
-  memcpy(p + sizeof x + name_len, value, value_len);
-  o->len += sizeof x + name_len + value_len;
-  return 0;
-}
-
-/* Hash `size` bytes of fd; a file shorter than that is HASH_SHRANK. *elf
- * tells whether they start with the ELF magic (the capacity report counts
- * shared executables and libraries apart). */
-static int hash_content(int fd, uint64_t size, char *buf, size_t cap, uint64_t seed, uint64_t *out, int *elf) {
-  xxh64_state s;
-  xxh64_init_seed(&s, seed);
-  *elf = 0;
-  for (uint64_t pos = 0; pos < size;) {
-    size_t want = size - pos < cap ? (size_t)(size - pos) : cap;
-    ssize_t n = pread(fd, buf, want, (off_t)pos);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno;
-    if (n == 0) return HASH_SHRANK;
-    if (pos == 0 && n >= 4 && memcmp(buf, "\x7f" "ELF", 4) == 0) *elf = 1;
-    xxh64_update(&s, buf, (size_t)n);
-    pos += (uint64_t)n;
-  }
-  *out = xxh64_digest(&s);
+  sha256_update(ctx, &x, sizeof x);
+  sha256_update(ctx, name, name_len);
+  sha256_update(ctx, value, value_len);
   return 0;
 }
 
@@ -175,7 +156,18 @@ static int hash_one(const char *in, char *buf, size_t cap, uint64_t seed, outbuf
       err = errno, call = CALL_OPEN;
     } else {
       int failed;
-      nx = read_xattrs(fd, append_xattr, o, &failed);
+      sha256_ctx xc;
+      sha256_init(&xc);
+      nx = read_xattrs(fd, digest_xattr, &xc, &failed);
+      if (nx > 0) {
+        if (out_reserve(o, 32)) {
+          close(fd);
+          close(pfd);
+          return -1;
+        }
+        sha256_final(&xc, (uint8_t *)o->data + o->len);
+        o->len += 32;
+      }
       if (nx < 0) {
         if (errno == ENOMEM) {
           close(fd);
@@ -186,14 +178,14 @@ static int hash_one(const char *in, char *buf, size_t cap, uint64_t seed, outbuf
       } else if ((err = vunify_fsattr(fd, &iflags, &projid))) {
         call = CALL_IOCTL;
       } else {
-        err = hash_content(fd, st.stx_size, buf, cap, seed, &hash, &elf);
+        err = hash_data(fd, st.stx_size, buf, cap, seed, &hash, &elf);
         if (err > 0) call = CALL_READ;
       }
       close(fd);
     }
   }
   if (pfd >= 0) close(pfd);
-  if (err) o->len = start + sizeof(struct hash_out), nx = 0; /* drop partial xattrs */
+  if (err) o->len = start + sizeof(struct hash_out), nx = 0; /* drop the digest */
   size_t rec = (o->len - start + RECORD_ALIGN - 1) & ~(size_t)(RECORD_ALIGN - 1);
   if (out_reserve(o, rec - (o->len - start))) return -1;
   memset(o->data + o->len, 0, rec - (o->len - start));
@@ -361,6 +353,10 @@ void hash_layouts(napi_env env, napi_value layout) {
   napi_create_int32(env, HASH_ELF, &v);
   napi_set_named_property(env, codes, "elf", v);
   napi_set_named_property(env, layout, "hashCodes", codes);
+  napi_create_double(env, (double)XATTR_TOTAL_MAX, &v);
+  napi_set_named_property(env, layout, "xattrTotalMax", v);
+  napi_create_double(env, (double)ZERO_BLOCK, &v);
+  napi_set_named_property(env, layout, "zeroBlock", v);
 
   napi_value calls;
   size_t n = sizeof hash_call_names / sizeof *hash_call_names;

@@ -40,32 +40,39 @@ int type_of_dtype(unsigned char d) {
 
 uint64_t statx_dev(const struct statx *st) { return makedev(st->stx_dev_major, st->stx_dev_minor); }
 
+void fill_record(struct stat_rec *r, int type, const struct statx *st, int err) {
+  r->type = (uint8_t)type;
+  r->mode = r->uid = r->gid = r->nlink = r->mtime_nsec = r->ctime_nsec = 0;
+  r->ino = r->dev = r->size = r->blocks = r->mnt_id = 0;
+  r->mtime_sec = r->ctime_sec = 0;
+  if (type == T_ERR) {
+    r->mode = (uint32_t)err;
+  } else if (st) {
+    r->mode = st->stx_mode;
+    r->uid = st->stx_uid;
+    r->gid = st->stx_gid;
+    r->nlink = st->stx_nlink;
+    r->ino = st->stx_ino;
+    r->dev = statx_dev(st);
+    r->size = st->stx_size;
+    r->blocks = st->stx_blocks;
+    r->mtime_sec = st->stx_mtime.tv_sec;
+    r->mtime_nsec = st->stx_mtime.tv_nsec;
+    r->ctime_nsec = st->stx_ctime.tv_nsec;
+    r->ctime_sec = st->stx_ctime.tv_sec;
+#ifdef STATX_MNT_ID
+    r->mnt_id = (st->stx_mask & STATX_MNT_ID) ? st->stx_mnt_id : 0;
+#endif
+  }
+}
+
 int out_record(outbuf *o, int type, const struct statx *st, int err, const char *name, size_t name_len) {
   size_t rec = (sizeof(struct stat_rec) + name_len + RECORD_ALIGN - 1) & ~(size_t)(RECORD_ALIGN - 1);
   if (name_len > UINT16_MAX || out_reserve(o, rec)) return -1;
   struct stat_rec r = {0};
   r.rec_len = (uint32_t)rec;
-  r.type = (uint8_t)type;
   r.name_len = (uint16_t)name_len;
-  if (type == T_ERR) {
-    r.mode = (uint32_t)err;
-  } else if (st) {
-    r.mode = st->stx_mode;
-    r.uid = st->stx_uid;
-    r.gid = st->stx_gid;
-    r.nlink = st->stx_nlink;
-    r.ino = st->stx_ino;
-    r.dev = statx_dev(st);
-    r.size = st->stx_size;
-    r.blocks = st->stx_blocks;
-    r.mtime_sec = st->stx_mtime.tv_sec;
-    r.mtime_nsec = st->stx_mtime.tv_nsec;
-    r.ctime_nsec = st->stx_ctime.tv_nsec;
-    r.ctime_sec = st->stx_ctime.tv_sec;
-#ifdef STATX_MNT_ID
-    r.mnt_id = (st->stx_mask & STATX_MNT_ID) ? st->stx_mnt_id : 0;
-#endif
-  }
+  fill_record(&r, type, st, err);
   char *p = o->data + o->len;
   memcpy(p, &r, sizeof r);
   memcpy(p + sizeof r, name, name_len);
@@ -90,6 +97,7 @@ napi_value stat_layout(napi_env env) {
   napi_value l = layout_new(env, sizeof(struct stat_rec));
   FIELD(env, l, struct stat_rec, rec_len, "recordLength");
   FIELD(env, l, struct stat_rec, type, "type");
+  FIELD(env, l, struct stat_rec, want, "want");
   FIELD(env, l, struct stat_rec, name_len, "nameLength");
   FIELD(env, l, struct stat_rec, mode, "mode");
   FIELD(env, l, struct stat_rec, uid, "uid");

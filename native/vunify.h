@@ -93,7 +93,7 @@ napi_value queue_work(napi_env env, const char *name, napi_async_execute_callbac
 struct stat_rec {
   uint32_t rec_len;  /* the whole record, name and padding included */
   uint8_t type;      /* T_* below */
-  uint8_t unused;
+  uint8_t want;      /* listDirSync: 1 on entries statEntriesSync should stat */
   uint16_t name_len;
   uint32_t mode;     /* or, for T_ERR, the errno of the failed statx */
   uint32_t uid;
@@ -123,6 +123,8 @@ int type_of_mode(mode_t m);
 int type_of_dtype(unsigned char d);
 /* Append one record; st may be NULL (type only) and err nonzero (T_ERR). */
 int out_record(outbuf *o, int type, const struct statx *st, int err, const char *name, size_t name_len);
+/* Fill the fixed part of a record in place (name, length and want kept). */
+void fill_record(struct stat_rec *r, int type, const struct statx *st, int err);
 /* statx that never follows a symlink nor triggers an automount. */
 int do_statx(int dirfd, const char *name, int flags, struct statx *st);
 /* statx of an open descriptor, with what records need. */
@@ -145,6 +147,33 @@ enum { XATTR_LIST, XATTR_GET };
 typedef int (*xattr_sink)(void *ctx, const char *name, size_t name_len, const char *value, size_t value_len);
 long read_xattrs(int fd, xattr_sink sink, void *ctx, int *failed);
 
+/* At most this many bytes of names and values per file (64 MiB): a file
+ * with more is refused whole (E2BIG), by the hash stage and the linker
+ * alike, so the linker can hold two sets to compare them exactly. The
+ * kernel refuses a name list over 64 KiB (XATTR_LIST_MAX) with E2BIG too. */
+#define XATTR_TOTAL_MAX ((size_t)64 << 20)
+
+/* ---- data extents (extents.c) ------------------------------------------- */
+/* The block size of the content hash's zero runs (see extents.c). */
+#define ZERO_BLOCK ((uint64_t)1 << 20)
+/* A file that ended before its size: hash.c's HASH_SHRANK. */
+enum { DATA_SHRANK = -2 };
+/* The content hash of `size` bytes of fd (extents.c), reading with `buf`
+ * (at least ZERO_BLOCK bytes); 0, an errno or DATA_SHRANK. *elf: the bytes
+ * start with the ELF magic. */
+int hash_data(int fd, uint64_t size, char *buf, size_t cap, uint64_t seed, uint64_t *out, int *elf);
+
+/* ---- SHA-256 (sha256.c): the digest of a file's xattr set ---------------- */
+typedef struct {
+  uint32_t h[8];
+  uint64_t len;
+  uint8_t buf[64];
+  size_t n;
+} sha256_ctx;
+void sha256_init(sha256_ctx *c);
+void sha256_update(sha256_ctx *c, const void *data, size_t len);
+void sha256_final(sha256_ctx *c, uint8_t out[32]);
+
 /* ---- the module's functions, by file ------------------------------------- */
 
 #define DECLARE(fn) napi_value fn(napi_env env, napi_callback_info info);
@@ -152,7 +181,7 @@ long read_xattrs(int fd, xattr_sink sink, void *ctx, int *failed);
 DECLARE(OpenBeneath) DECLARE(ForceLegacyLookup) DECLARE(OpenPath) DECLARE(CloseFd)
 DECLARE(CloseLater) DECLARE(CloseLaterDrain)
 /* scan.c */
-DECLARE(ScanDirSync)
+DECLARE(ScanDirSync) DECLARE(ListDirSync) DECLARE(StatEntriesSync)
 /* files.c */
 DECLARE(Fstatx) DECLARE(StatAt) DECLARE(LinkAt) DECLARE(RenameAt) DECLARE(UnlinkAt)
 DECLARE(GetFlags) DECLARE(SetFlags) DECLARE(Flock) DECLARE(Vserver)
@@ -162,6 +191,10 @@ DECLARE(GetXattrs)
 DECLARE(SetXattr) DECLARE(RemoveXattr) DECLARE(CopyData) DECLARE(Futimens) DECLARE(Fstatvfs)
 /* hash.c */
 DECLARE(HashFiles) DECLARE(Xxh64)
+/* sha256.c */
+DECLARE(Sha256)
+/* extents.c */
+DECLARE(SeekData)
 /* memory.c */
 DECLARE(ResidentPages) DECLARE(PageSize)
 /* fsattr.c */

@@ -6,6 +6,9 @@
  * trusted.* and security.*; system.posix_acl_* come back as their binary
  * form), sorted by name so equal sets compare equal.
  *
+ * More than XATTR_TOTAL_MAX bytes of names and values is E2BIG: such a
+ * file is left alone (see vunify.h).
+ *
  * A guest can add, grow or remove xattrs between the calls that size and
  * read them; a list or value that grew is read again (ERANGE), a bounded
  * number of times, and a name removed after the list is left out.
@@ -98,13 +101,16 @@ long read_xattrs(int fd, xattr_sink sink, void *ctx, int *failed) {
 
   long kept = 0;
   int e = 0;
+  size_t total = 0;
   *failed = XATTR_GET;
   for (size_t k = 0; k < count; k++) {
     char *val;
     ssize_t vl = read_sized(fd, proc, keys[k], read_value, &val);
     if (vl < 0 && errno == ENODATA) continue; /* removed between list and get */
-    int stop = vl < 0 || sink(ctx, keys[k], strlen(keys[k]), val ? val : "", (size_t)vl);
-    e = vl < 0 ? errno : ENOMEM;
+    if (vl >= 0) total += strlen(keys[k]) + (size_t)vl;
+    int big = vl >= 0 && total > XATTR_TOTAL_MAX;
+    int stop = vl < 0 || big || sink(ctx, keys[k], strlen(keys[k]), val ? val : "", (size_t)vl);
+    e = vl < 0 ? errno : big ? E2BIG : ENOMEM;
     free(val);
     if (stop) {
       kept = -1;

@@ -49,6 +49,19 @@ describe('systemd units', () => {
     expect(timer.some((l) => l.startsWith('RandomizedDelaySec='))).toBe(true);
   });
 
+  it('a stuck run is stopped before the next day\'s timer: TimeoutStartSec is finite and under 21 h', () => {
+    const service = fs.readFileSync(path.join(UNITS, 'vunify.service'), 'utf8');
+    const timeout = /^TimeoutStartSec=(.+)$/m.exec(service)?.[1];
+    expect(timeout).toBeDefined();
+    // systemd's own reading of the value, in microseconds.
+    const r = spawnSync('systemd-analyze', ['timespan', timeout!], { encoding: 'utf8' });
+    const usec = Number(/μs:\s*(\d+)/.exec(r.stdout)?.[1]);
+    expect(usec).toBeGreaterThan(0);
+    const delay = /^RandomizedDelaySec=(.+)$/m.exec(fs.readFileSync(path.join(UNITS, 'vunify.timer'), 'utf8'))![1]!;
+    const delayUsec = Number(/μs:\s*(\d+)/.exec(spawnSync('systemd-analyze', ['timespan', delay], { encoding: 'utf8' }).stdout)?.[1]);
+    expect(usec + delayUsec).toBeLessThan(24 * 3600 * 1e6);
+  });
+
   it('the example config file is one vunify accepts (its roots replaced by a scratch one)', () => {
     const guest = path.join(root, 'guest');
     fs.mkdirSync(guest);

@@ -24,26 +24,33 @@ import { FS_FILE_FLAGS, FS_NOCOW_FL, sameFile, type Stat } from '../core/stat.js
 import type { FileRec, Inode } from '../core/types.js';
 import { openDir, openRegular, type OpenedFile } from '../os/confine.js';
 import { O, sys } from '../os/sys.js';
-import { fileAttrs } from '../pipeline/xattrs.js';
+import { fileAttrs, readXattrs, sameXattrs } from '../pipeline/xattrs.js';
 import { attributesOf, inodeFlags } from './compare.js';
 import { firstDifference } from '../pipeline/policy.js';
 import { journalEntry, type Journal } from './journal.js';
-import { removeIfInode, swap, tempName } from './swap.js';
+import { leftNote, removeIfInode, swap, tempName } from './swap.js';
 
 /** One copy to make: an inode shared outside, and its paths under one root. */
 export interface CopyJob {
   inode: Inode;
   paths: FileRec[];
+  /** The copy a killed run already made for these paths (state/split-record.ts): they join it. */
+  existing?: Inode;
 }
 
-/** Make one private copy and move the job's paths to it; errors are reported per path. */
+/** Called before a path is moved onto a copy: (shared inode, copy, path). */
+export type NoteCopy = (shared: Stat, copy: Stat, at: FileRec) => void;
+
+/** Make one private copy (or take the job's existing one) and move the job's paths to it; errors are reported per path. */
 export function copyJob(
   job: CopyJob,
   journal: Journal,
   onError: (e: FileError) => void,
   onSplit?: (f: FileRec) => void,
+  note: NoteCopy = () => {},
 ): { copied: boolean; split: number } {
   const [first, ...rest] = job.paths as [FileRec, ...FileRec[]];
+  if (job.existing) return joinExisting(job, job.existing, journal, onError, onSplit, note);
   let copy: { fd: number; stat: Stat } | undefined;
   let src: OpenedFile | undefined;
   let done = 0;
@@ -51,7 +58,7 @@ export function copyJob(
     const dirFd = openDir(first.dir);
     try {
       src = openRegular(dirFd, first.name, first.stat, { ctime: true, nlink: false });
-      copy = makeCopy(src, dirFd, first, journal);
+      copy = makeCopy(src, dirFd, first, journal, (c) => note(job.inode.stat, c, first));
       done++;
       onSplit?.(first);
     } finally {
@@ -68,6 +75,7 @@ export function copyJob(
       try {
         const dirFd = openDir(p.dir);
         try {
+          note(job.inode.stat, copy.stat, p);
           swap(dirFd, p, { fd: copy.fd, before: copy.stat }, shared, { ignoreMtime: false, journal });
           done++;
           onSplit?.(p);
@@ -85,13 +93,75 @@ export function copyJob(
   return { copied: true, split: done };
 }
 
+/**
+ * A killed run already gave this root its copy of the shared inode: move the
+ * paths still on the shared inode onto that copy (swap, as for the first
+ * run's other paths), so the guest's hardlinks stay one inode. The swap
+ * compares the two in full: a copy changed since is not joined.
+ */
+function joinExisting(job: CopyJob, existing: Inode, journal: Journal, onError: (e: FileError) => void, onSplit: ((f: FileRec) => void) | undefined, note: NoteCopy): { copied: boolean; split: number } {
+  const at = existing.paths[0]!;
+  let copy: OpenedFile;
+  try {
+    const dirFd = openDir(at.dir);
+    try {
+      copy = openRegular(dirFd, at.name, existing.stat, { ctime: true, nlink: false });
+    } finally {
+      sys.close(dirFd);
+    }
+  } catch (er) {
+    for (const p of job.paths) onError(fileError(displayPath(p), codedError(errorCode(er) ?? 'ECHANGED', `its private copy from an interrupted split (${displayPath(at)}) cannot be used: ${(er as Error).message}; left shared`)));
+    return { copied: false, split: 0 };
+  }
+  // The shared inode, opened once and checked against the scan: each swap
+  // below unlinks one of its names, which changes its ctime.
+  const first = job.paths[0]!;
+  let shared: OpenedFile;
+  try {
+    const dirFd = openDir(first.dir);
+    try {
+      shared = openRegular(dirFd, first.name, first.stat, { ctime: true, nlink: false });
+    } finally {
+      sys.close(dirFd);
+    }
+  } catch (er) {
+    sys.close(copy.fd);
+    onError(fileError(displayPath(first), er));
+    return { copied: false, split: 0 };
+  }
+  const out = { fd: shared.fd, stat: job.inode.stat };
+  let done = 0;
+  try {
+    for (const p of job.paths) {
+      try {
+        const dirFd = openDir(p.dir);
+        try {
+          note(job.inode.stat, copy.stat, p);
+          swap(dirFd, p, { fd: copy.fd, before: copy.stat }, out, { ignoreMtime: false, journal });
+          done++;
+          onSplit?.(p);
+        } finally {
+          sys.close(dirFd);
+        }
+      } catch (er) {
+        onError(fileError(displayPath(p), er));
+      }
+    }
+  } finally {
+    sys.close(copy.fd);
+    sys.close(shared.fd);
+  }
+  return { copied: false, split: done };
+}
+
 /** Copy the open file `source` to a new inode in `dirFd` and swap it in at `file`'s name; returns the copy, still open. */
-function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, journal: Journal): { fd: number; stat: Stat } {
+function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, journal: Journal, note: (copy: Stat) => void): { fd: number; stat: Stat } {
   const { fd: srcFd, stat: src } = source;
   const tmp = tempName();
   const created = createCopy(dirFd, tmp);
   const fd = created.fd;
   let stat = sys.fstat(fd);
+  let swapping = false;
   try {
     if (created.named) journal.record(journalEntry(file, tmp, stat, src));
     // No-copy-on-write takes effect only on an empty file; the other flags
@@ -102,7 +172,7 @@ function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, journal: Jou
     sys.fchown(fd, src.uid, src.gid);
     // The new inode may have inherited xattrs (a default ACL of the
     // directory, a security label): it must carry the source's and no more.
-    const srcXattrs = sys.getXattrs(srcFd);
+    const srcXattrs = readXattrs(srcFd);
     const keep = new Set(srcXattrs.map(([name]) => name.toString('latin1')));
     for (const [name] of sys.getXattrs(fd)) if (!keep.has(name.toString('latin1'))) sys.removeXattr(fd, name);
     for (const [name, value] of srcXattrs) sys.setXattr(fd, name, value);
@@ -115,15 +185,18 @@ function makeCopy(source: OpenedFile, dirFd: number, file: FileRec, journal: Jou
     sys.fsync(fd);
     if (!sameFile(sys.fstat(srcFd), src, { ctime: true, nlink: false })) throw codedError('ECHANGED', 'file changed while it was being copied');
     stat = sys.fstat(fd);
-    const why = firstDifference(attributesOf(fd), attributesOf(srcFd), { ignoreMtime: false, iunlink: true });
+    const why = firstDifference(attributesOf(fd), attributesOf(srcFd), { ignoreMtime: false, iunlink: true }) ?? (sameXattrs(fd, srcFd) ? undefined : 'xattrs');
     if (why) throw codedError('EDIFFERENT', `the copy did not come out identical (${why}); left as it was`);
     // An unnamed copy is journalled and linked to its temporary name by
     // swap(), like the linker's temporary links; a named one already is.
+    note(stat);
+    swapping = true; // from here swap() removes its own temporary name, or says why not
     swap(dirFd, file, { fd, before: stat }, source, { ignoreMtime: false, journal, named: created.named ? tmp : undefined });
     return { fd, stat };
   } catch (er) {
-    removeIfInode(dirFd, tmp, stat);
+    const left = swapping ? undefined : removeIfInode(dirFd, tmp, stat);
     sys.close(fd);
+    if (left) throw codedError(errorCode(er) ?? 'EUNKNOWN', `${fileError('', er).message}${leftNote(left)}`);
     throw er;
   }
 }

@@ -85,20 +85,53 @@ export function journalWriter(fd: number): Journal {
   };
 }
 
-/** A journal's entries, and the settled marks by temporary name. */
-export function parseJournal(text: string): { entries: JournalEntry[]; settled: Map<string, SettledMark> } {
+/**
+ * A journal's entries, the settled marks by temporary name, and the numbers
+ * of malformed lines. A last line cut short (no newline) is a kill's, not
+ * malformed. A line is malformed unless it has every field with its type, a
+ * temporary name of ours (`.vunify.*`, no slash) and a plain guest name:
+ * what is not recognized is never acted on.
+ */
+export function parseJournal(text: string): { entries: JournalEntry[]; settled: Map<string, SettledMark>; malformed: number[] } {
   const entries: JournalEntry[] = [];
   const settled = new Map<string, SettledMark>();
-  for (const line of text.split('\n')) {
+  const malformed: number[] = [];
+  const lines = text.split('\n');
+  for (const [i, line] of lines.entries()) {
     if (!line) continue;
-    let parsed: JournalLine;
+    let parsed: unknown;
     try {
-      parsed = JSON.parse(line) as JournalLine;
+      parsed = JSON.parse(line);
     } catch {
-      continue; // a line cut short by the kill: its name was never created
+      if (i === lines.length - 1) continue; // cut short by the kill: its name was never created
+      malformed.push(i + 1);
+      continue;
     }
-    if ('settled' in parsed) settled.set(parsed.settled, parsed);
-    else entries.push(parsed);
+    if (isMark(parsed)) settled.set(parsed.settled, parsed);
+    else if (isEntry(parsed)) entries.push(parsed);
+    else malformed.push(i + 1);
   }
-  return { entries, settled };
+  return { entries, settled, malformed };
+}
+
+const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+const isInt = (x: unknown): x is number => Number.isSafeInteger(x);
+const isHex = (x: unknown): x is string => typeof x === 'string' && x.length % 2 === 0 && /^[0-9a-f]*$/.test(x);
+const TEMP = Buffer.from('.vunify.');
+
+function isMark(x: unknown): x is SettledMark {
+  return isObj(x) && isHex(x.settled) && isInt(x.ctimeSec) && isInt(x.ctimeNsec);
+}
+
+function isEntry(x: unknown): x is JournalEntry {
+  if (!isObj(x) || typeof x.root !== 'string' || !isInt(x.rootDev) || !isInt(x.rootIno)) return false;
+  if (!isHex(x.dir) || !isHex(x.tmp) || !isHex(x.name)) return false;
+  const dir = Buffer.from(x.dir, 'hex'), tmp = Buffer.from(x.tmp, 'hex'), name = Buffer.from(x.name, 'hex');
+  if (dir.includes(0) || dir.toString('latin1').split('/').some((c) => c === '..')) return false;
+  if (tmp.length <= TEMP.length || !tmp.subarray(0, TEMP.length).equals(TEMP) || tmp.includes(0x2f) || tmp.includes(0)) return false;
+  if (!name.length || name.includes(0x2f) || name.includes(0) || name.equals(Buffer.from('.')) || name.equals(Buffer.from('..'))) return false;
+  const c = x.canon, d = x.dup;
+  if (!isObj(c) || !isInt(c.dev) || !isInt(c.ino)) return false;
+  for (const k of ['size', 'mtimeSec', 'mtimeNsec', 'mode', 'uid', 'gid']) if (c[k] !== undefined && !isInt(c[k])) return false;
+  return isObj(d) && ['dev', 'ino', 'size', 'mtimeSec', 'mtimeNsec'].every((k) => isInt(d[k]));
 }

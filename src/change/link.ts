@@ -14,6 +14,16 @@
  *      descriptors: a hash match alone never links;
  *   4. swap the canonical in at the duplicate's name (swap.ts: temporary
  *      link, exchange, full comparison after it, settle or undo).
+ * A duplicate inode is compared with its canonical once per pair, not once
+ * per path: once one of its paths is linked, its other paths (a guest can
+ * give one inode thousands) go through the same opens and checks, but with
+ * no byte comparison as long as both inodes are unchanged since it (dev,
+ * ino, size, mtime and ctime, the ctime as vunify's own links and unlinks
+ * left it; checked again just before the exchange, see swap.ts `known`).
+ * An xattr, flag, owner or mode change moves the ctime too. What is left
+ * is a guest that writes and puts the mtime back in the microseconds
+ * between two of vunify's own calls on the inode; the first path of every
+ * pair still gets both full comparisons.
  * EMLINK (the canonical reached the filesystem's link limit) makes the
  * current duplicate the canonical for the rest of its set.
  *
@@ -40,9 +50,6 @@ import type { FileRec, Inode } from '../core/types.js';
 import { openDir, openRegular, openScanned, type OpenedFile } from '../os/confine.js';
 import { sys } from '../os/sys.js';
 import type { LinkOp, Plan, PlanSet } from '../pipeline/plan.js';
-
-/** Contents kept apart in one set before further strangers are reported rather than compared. */
-export const MAX_CONTENTS = 8;
 import { freeable } from '../pipeline/plan.js';
 import { checkNotLocked, difference, isContentDifference } from './compare.js';
 import { isIunlinked, setIunlink } from './iunlink.js';
@@ -81,6 +88,9 @@ export interface LinkResult {
    */
   contentSplits: { sets: number; parts: number; bytes: number };
 }
+
+/** Contents kept apart in one set before further strangers are reported rather than compared. */
+export const MAX_CONTENTS = 8;
 
 interface Canonical {
   file: FileRec;
@@ -123,6 +133,8 @@ async function linkSet(
     return;
   }
   let last = 0; // the canonical that matched last: tried first
+  // Duplicate inode -> the canonical it was compared with in full, while both are unchanged since.
+  const compared = new Map<Inode, Inode>();
   try {
     for (const [n, op] of set.ops.entries()) {
       opts.onProgress?.(1);
@@ -132,7 +144,7 @@ async function linkSet(
       for (const k of order) {
         const canon = canons[k]!;
         try {
-          const freed = await linkOne(canon, op, opts, expected);
+          const freed = await linkOne(canon, op, opts, expected, compared);
           result.linksMade++;
           if (freed) {
             result.freedInodes++;
@@ -213,17 +225,19 @@ async function linkOne(
   op: LinkOp,
   opts: LinkOptions,
   expected: Expected,
+  compared: Map<Inode, Inode>,
 ): Promise<boolean> {
   const dirFd = openDir(op.file.dir);
   try {
     const expectDup = expected.get(op.inode) ?? op.file.stat;
+    // Opened only if unchanged since vunify last saw it (ctime included).
     const dup = openRegular(dirFd, op.file.name, expectDup, { ctime: true, nlink: false });
+    const known = compared.get(op.inode) === canon.inode;
+    compared.delete(op.inode);
     let freed = false;
     try {
       if (!(opts.iunlink && isIunlinked(dup.fd))) checkNotLocked(dup.fd, 'duplicate');
-      const canonBefore = verify(canon, dup, opts);
-      // From here a content difference is a write by the guest during the
-      // swap, not a second content of the set.
+      const canonBefore = verify(canon, dup, opts, known);
       if (opts.iunlink && !canon.iunlinked) {
         // As util-vserver does: the canonical first, then the links to it.
         setIunlink(canon.fd);
@@ -231,12 +245,14 @@ async function linkOne(
         canon.expect = sys.fstat(canon.fd);
       }
       try {
-        swap(dirFd, op.file, { fd: canon.fd, file: canon.file, before: canonBefore }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal });
+        swap(dirFd, op.file, { fd: canon.fd, file: canon.file, before: canonBefore }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal, known });
       } catch (er) {
         // Our link and unlink moved the canonical's ctime; if nothing else
         // changed, the rest of its set may still be linked to it.
         const now = sys.fstat(canon.fd);
         if (sameFile(now, canonBefore, { ctime: false, nlink: true })) canon.expect = now;
+        // A difference found after the exchange is a write by the guest
+        // during the swap, not a second content of the set.
         if (isContentDifference(er)) (er as { content?: boolean }).content = false;
         throw er;
       }
@@ -245,6 +261,9 @@ async function linkOne(
       const after = sys.fstat(dup.fd);
       expected.set(op.inode, after);
       freed = after.nlink === 0;
+      // Our link, exchange and unlink moved only its ctime and nlink: its
+      // other paths may skip the byte comparison while that stays so.
+      if (!freed && sameFile(after, dup.stat, { ctime: false, nlink: false })) compared.set(op.inode, canon.inode);
       return freed;
     } finally {
       // Closing the last descriptor of the replaced inode frees its blocks,
@@ -257,13 +276,18 @@ async function linkOne(
   }
 }
 
-/** Everything that must hold before the duplicate's name may point at the canonical. */
-function verify(canon: Canonical, dup: OpenedFile, opts: LinkOptions): Stat {
+/**
+ * Everything that must hold before the duplicate's name may point at the
+ * canonical. `known`: this duplicate inode was compared with this canonical
+ * in full, and both are unchanged since (the caller opened it against the
+ * stat it had after that), so its bytes are not read again.
+ */
+function verify(canon: Canonical, dup: OpenedFile, opts: LinkOptions, known = false): Stat {
   const c = sys.fstat(canon.fd);
   if (!sameFile(c, canon.expect, { ctime: true, nlink: true })) {
     throw codedError('ECANONICAL', `canonical ${displayPath(canon.file)} changed since it was scanned; rest of its set skipped`);
   }
-  const why = difference(canon, dup, opts.ignoreMtime);
+  const why = known ? undefined : difference(canon, dup, opts.ignoreMtime);
   if (why) throw why;
   // Nothing may have been written while we compared.
   if (!sameFile(sys.fstat(canon.fd), c, { ctime: true, nlink: true }) || !sameFile(sys.fstat(dup.fd), dup.stat, { ctime: true, nlink: true })) {

@@ -20,9 +20,14 @@ export function shownPath(e: JournalEntry, name: string): string {
   return e.root.replace(/\/$/, '') + '/' + printable(dir.length ? Buffer.concat([dir, Buffer.from('/'), Buffer.from(name, 'hex')]) : Buffer.from(name, 'hex'));
 }
 
-/** Put right what one entry left; throws (ENOENT when there is nothing left) with the reason otherwise. */
-export function recoverEntry(e: JournalEntry, mark: SettledMark | undefined): void {
-  const rootFd = sys.open(e.root, O.RDONLY | O.DIRECTORY | O.NOFOLLOW | O.CLOEXEC);
+/**
+ * Put right what one entry left; throws (ENOENT when there is nothing left)
+ * with the reason otherwise. `root`: the descriptor of the run's root the
+ * entry was matched to (state/recovery.ts); without it, the path the entry
+ * names is opened.
+ */
+export function recoverEntry(e: JournalEntry, mark: SettledMark | undefined, root?: number): void {
+  const rootFd = root ?? sys.open(e.root, O.RDONLY | O.DIRECTORY | O.NOFOLLOW | O.CLOEXEC);
   try {
     const rst = sys.fstat(rootFd);
     if (rst.dev !== e.rootDev || rst.ino !== e.rootIno) throw codedError('ECHANGED', 'root was replaced since the run that left it');
@@ -57,7 +62,7 @@ export function recoverEntry(e: JournalEntry, mark: SettledMark | undefined): vo
       sys.close(dirFd);
     }
   } finally {
-    sys.close(rootFd);
+    if (root === undefined) sys.close(rootFd);
   }
 }
 

@@ -19,13 +19,13 @@
  * Nothing is deleted unless it is known to be redundant.
  */
 import { randomBytes } from 'node:crypto';
-import { codedError, errorCode } from '../core/errors.js';
+import { codedError, errorCode, fileError } from '../core/errors.js';
 import { displayPath, printable } from '../core/paths.js';
-import { sameFile, sameInode, type InodeId, type Stat } from '../core/stat.js';
+import { FS_APPEND_FL, FS_IMMUTABLE_FL, sameFile, sameInode, type InodeId, type Stat } from '../core/stat.js';
 import type { FileRec } from '../core/types.js';
 import type { OpenedFile } from '../os/confine.js';
-import { RENAME_EXCHANGE, sys } from '../os/sys.js';
-import { difference } from './compare.js';
+import { O, RENAME_EXCHANGE, sys } from '../os/sys.js';
+import { difference, inodeFlags } from './compare.js';
 import { journalEntry, settledMark, type Journal } from './journal.js';
 
 export const TEMP_PREFIX = '.vunify.';
@@ -43,6 +43,13 @@ export interface SwapOptions {
   journal?: Journal;
   /** A temporary name that already holds `into`, journalled by the caller (split's named copy). */
   named?: Buffer;
+  /**
+   * `into` and `out` were compared in full before, and the caller checked
+   * both unchanged since (the linker, for the second and later paths of one
+   * duplicate inode): `out` is checked unchanged, ctime included, just
+   * before the exchange, and the full comparison after it is left out.
+   */
+  known?: boolean;
 }
 
 /**
@@ -51,6 +58,7 @@ export interface SwapOptions {
  * opened. Throws, with the name as it was, when anything does not check out.
  */
 export function swap(dirFd: number, file: FileRec, into: Incoming, out: OpenedFile, opts: SwapOptions): void {
+  checkDirectory(dirFd, file);
   const tmp = opts.named ?? tempName();
   if (!opts.named) {
     opts.journal?.record(journalEntry(file, tmp, into.before, out.stat));
@@ -58,12 +66,17 @@ export function swap(dirFd: number, file: FileRec, into: Incoming, out: OpenedFi
   }
   try {
     if (!sameInode(sys.statAt(dirFd, tmp), into.before)) throw codedError('ECHANGED', 'temporary name was moved or replaced by the guest; left as it was');
+    // The exchange sets both ctimes: the last moment a write to `out` shows in its ctime.
+    if (opts.known && !sameFile(sys.fstat(out.fd), out.stat, { ctime: true, nlink: true })) {
+      throw codedError('ECHANGED', 'file changed while it was being linked; left as it was');
+    }
     sys.renameAt(dirFd, tmp, dirFd, file.name, RENAME_EXCHANGE);
   } catch (er) {
-    removeIfInode(dirFd, tmp, into.before);
+    const left = removeIfInode(dirFd, tmp, into.before);
     if (errorCode(er) === 'EINVAL') {
-      throw codedError('EINVAL', 'filesystem does not support RENAME_EXCHANGE, which vunify needs to replace files without a window of loss');
+      throw codedError('EINVAL', 'filesystem does not support RENAME_EXCHANGE, which vunify needs to replace files without a window of loss' + leftNote(left));
     }
+    if (left) throw codedError(errorCode(er) ?? 'EUNKNOWN', `${fileError('', er).message}${leftNote(left)}`);
     throw er;
   }
   settle(dirFd, tmp, file.name, into, out, opts);
@@ -95,6 +108,7 @@ function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: O
   else if (!sameFile(outAt, out.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
   else if (later(intoAt, outAt)) why = undefined; // the guest has written to its file as linked: the link stands
   else if (!sameFile(intoAt, into.before, meta)) why = codedError('ECHANGED', `${into.file ? displayPath(into.file) : 'the copy'} changed while being linked; left as it was`);
+  else if (opts.known) why = undefined; // compared before, and unchanged up to the exchange (checked in swap())
   else {
     why = difference(into, out, opts.ignoreMtime);
     // `into` changed while we compared, `out` did not: a write through the
@@ -107,7 +121,11 @@ function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: O
     throw why;
   }
   opts.journal?.record(settledMark(tmp, sys.fstat(out.fd)));
-  sys.unlinkAt(dirFd, tmp);
+  try {
+    sys.unlinkAt(dirFd, tmp);
+  } catch (er) {
+    throw codedError(errorCode(er) ?? 'EUNKNOWN', `linked, but the old file could not be removed from its temporary name ${printable(tmp)} (${fileError('', er).message}); it is left there, and the next linking run tries again`);
+  }
 }
 
 /**
@@ -145,12 +163,56 @@ function leftAt(tmp: Buffer, why: string): Error {
   return codedError('ECHANGED', `${why}; the previous file is kept beside it as ${printable(tmp)}`);
 }
 
-/** Remove our temporary name, but only while it still names `inode`. */
-export function removeIfInode(dirFd: number, tmp: Buffer, inode: InodeId): void {
+/**
+ * Remove our temporary name, but only while it still names `inode`. Returns
+ * undefined when nothing of ours is left, or what is left and why, for the
+ * caller's message: a temporary name is never left behind unsaid.
+ */
+export function removeIfInode(dirFd: number, tmp: Buffer, inode: InodeId): { tmp: Buffer; why: string } | undefined {
+  let st: Stat;
   try {
-    if (sameInode(sys.statAt(dirFd, tmp), inode)) sys.unlinkAt(dirFd, tmp);
+    st = sys.statAt(dirFd, tmp);
+  } catch (er) {
+    if (errorCode(er) === 'ENOENT') return undefined; // never made, or already gone
+    return { tmp, why: fileError('', er).message };
+  }
+  if (!sameInode(st, inode)) return undefined; // the guest's now, not ours
+  try {
+    sys.unlinkAt(dirFd, tmp);
+    return undefined;
+  } catch (er) {
+    if (errorCode(er) === 'ENOENT') return undefined;
+    return { tmp, why: fileError('', er).message };
+  }
+}
+
+/** The sentence a message gets when removeIfInode() left something. */
+export function leftNote(left: { tmp: Buffer; why: string } | undefined): string {
+  return left ? `; and its temporary link ${printable(left.tmp)} could not be removed (${left.why}): it is left there, a link to the file vunify was putting in place` : '';
+}
+
+/**
+ * Throw EFLAGS when the directory holding the name is append-only or
+ * immutable (chattr +a / +i): the exchange would be refused after the
+ * temporary link was made, and in an append-only directory that link could
+ * not be removed again. Checked through the directory's descriptor.
+ */
+function checkDirectory(dirFd: number, file: FileRec): void {
+  let fd: number;
+  try {
+    fd = sys.open(`/proc/self/fd/${dirFd}`, O.RDONLY | O.DIRECTORY | O.NONBLOCK | O.CLOEXEC);
   } catch {
-    // Already gone; nothing of ours is left.
+    return; // cannot tell; the swap itself will say why if it fails
+  }
+  try {
+    const flags = inodeFlags(fd);
+    if (flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
+      const which = flags & FS_IMMUTABLE_FL ? 'immutable' : 'append-only';
+      const dir = file.dir.rel.length ? printable(file.dir.rel) : 'the root';
+      throw codedError('EFLAGS', `its directory (${dir}) is ${which} (chattr); names in it cannot be replaced, left alone`);
+    }
+  } finally {
+    sys.close(fd);
   }
 }
 

@@ -57,7 +57,7 @@ export function baseCommand(name: string, out: Out, err: Out, rules: Rule[]): Co
       return file;
     })
     .option('--no-default-excludes', 'drop the built-in exclude list')
-    .addOption(new Option('--state-dir <dir>', 'where linking runs keep their locks, journal and hash cache').default(DEFAULT_STATE_DIR))
+    .addOption(new Option('--state-dir <dir>', "where linking runs keep their locks, journal and hash cache: root's, not writable by others, outside every guest root (refused otherwise)").default(DEFAULT_STATE_DIR))
     .option('--config <file>', `read options and ROOTs from file first (the timer uses ${DEFAULT_CONFIG})`)
     .exitOverride()
     .configureOutput({ writeOut: (s) => out.write(s), writeErr: (s) => err.write(s) });

@@ -22,7 +22,8 @@ import { readMemory, type MemoryReport } from '../report/memory.js';
 import { takeResidency, type Residency } from '../report/page-cache.js';
 
 const HELP = `
-The report changes nothing and takes no lock. To say what keeps identical
+The report changes nothing in the guests and takes no lock (it keeps its hash
+cache in the state directory, as the dry run does). To say what keeps identical
 content apart and what a candidate would share, it hashes every file whose
 size another file shares, whatever its owner, mode or mtime: more reading
 than --dry-run (1% more bytes on the bench fleet; more where many copies

@@ -44,6 +44,7 @@ export async function splitMain(argv: readonly string[], out: NodeJS.WritableStr
       stateDir: o.stateDir,
       progress: isTTY(err) && !o.quiet ? ttyProgress(err as NodeJS.WriteStream) : noProgress,
       onError: errorLine(err),
+      onWarning: (m) => !o.quiet && err.write(`vunify: warning: ${m}\n`),
       onSplit: o.verbose ? (f) => out.write(`split ${displayPath(f)}\n`) : undefined,
     });
     if (o.json) out.write(JSON.stringify(report, null, 2) + '\n');

@@ -19,6 +19,7 @@ import type { PolicyOptions } from '../pipeline/policy.js';
 import { CACHE_FILE, loadCache, rootKey, saveCache, type HashCache } from '../state/cache.js';
 import { keyLocation, loadHashKey, type HashKey } from '../state/hash-key.js';
 import { DEFAULT_STATE_DIR, openState, type RunState } from '../state/run-state.js';
+import { closeStateDir, openStateDir, type StateDir } from '../state/state-dir.js';
 
 export interface SessionOptions {
   /** Root directories, already expanded (pipeline/roots.ts expandRoots), in command-line order. */
@@ -43,6 +44,8 @@ export interface SessionOptions {
   onWarning?(message: string): void;
   /** Things worth a line with -v only (no cache yet). */
   onNote?(message: string): void;
+  /** Open (and check) the state directory even if neither changes nor the cache need it. */
+  needStateDir?: boolean;
   /** Checks on the opened roots that must pass before anything is locked or recovered. */
   prepare?(roots: readonly Root[]): void;
 }
@@ -55,6 +58,8 @@ export interface Session {
   log: RunLog;
   /** Locks and journal, for a run that changes guests. */
   state?: RunState;
+  /** The checked state directory, when the session uses it. */
+  stateDir?: StateDir;
   /** The hash cache, once hashGroups() loaded it. */
   cache?: HashCache;
   /** The hash key, once hashGroups() loaded it. */
@@ -78,15 +83,22 @@ export async function withSession<T>(opts: SessionOptions, body: (s: Session) =>
   const rules = withDefaults(opts.rules, opts.noDefaultExcludes);
   const roots = openRoots(opts.paths);
   let state: RunState | undefined;
+  let sd: StateDir | undefined;
   try {
     opts.prepare?.(roots);
+    // Whatever uses the state directory (locks, journals, the default hash
+    // cache, so the dry run and the report too) first checks who could
+    // have written there (state/state-dir.ts): exit 2, nothing changed.
+    if (opts.changes || opts.needStateDir || opts.cache === undefined) sd = openStateDir(opts.stateDir ?? DEFAULT_STATE_DIR, roots);
+    if (typeof opts.cache === 'string') closeStateDir(openStateDir(path.dirname(path.resolve(opts.cache)), roots, true));
     // A run that changes guests locks its roots and puts right what a killed
     // run left before it looks at anything; a read-only run needs neither.
-    if (opts.changes) state = openState(opts.stateDir ?? DEFAULT_STATE_DIR, roots, log.onError);
-    return await body({ roots, rules, progress, log, state });
+    if (opts.changes) state = openState(sd!, roots, log.onError, opts.onWarning);
+    return await body({ roots, rules, progress, log, state, stateDir: sd });
   } finally {
     progress.stop();
     state?.close();
+    if (sd) closeStateDir(sd);
     closeRoots(roots);
   }
 }

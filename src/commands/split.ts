@@ -19,7 +19,10 @@
  *
  * Each copy is made and swapped in by change/copy.ts, journalled like the
  * linker's links, so a run killed mid-way is put right by the next one the
- * same way.
+ * same way. And each move onto a copy is first noted in the root's split
+ * record (state/split-record.ts): a rerun after a kill moves the paths still
+ * on the shared inode onto the copy already made, rather than making a
+ * second one, so the guest's own hardlinks stay one inode.
  */
 import { UsageError, type FileError } from '../core/errors.js';
 import type { Progress } from '../core/progress.js';
@@ -32,6 +35,7 @@ import { expandRoots } from '../pipeline/roots.js';
 import { scanRoots } from '../pipeline/walk.js';
 import type { FilesystemNeed, SplitReport } from '../report/report.js';
 import { formatBytes } from '../report/render/text.js';
+import { SplitRecord } from '../state/split-record.js';
 import { withSession } from './session.js';
 
 export interface SplitOptions {
@@ -44,16 +48,22 @@ export interface SplitOptions {
   onError?(e: FileError): void;
   /** Called after each path moved to a private copy (for -v). */
   onSplit?(file: FileRec): void;
+  /** Problems that skip no file (an unreadable split record): one line each. */
+  onWarning?(message: string): void;
 }
 
 export async function split(opts: SplitOptions): Promise<SplitReport> {
-  return withSession({ ...opts, paths: expandRoots(opts.roots), changes: !opts.dryRun, cache: false }, async (s) => {
+  // The dry run reads the split records too (a rerun's copies to make), so it checks the state directory.
+  return withSession({ ...opts, paths: expandRoots(opts.roots), changes: !opts.dryRun, cache: false, needStateDir: true }, async (s) => {
     const { log } = s;
     const walked = await scanRoots(s.roots, s.rules, { minSize: 0, maxSize: Number.MAX_SAFE_INTEGER }, log.onError, s.progress);
     log.timed('walk');
     const earlySkips = log.errors.length;
     const { inodes } = groupFiles(walked.files, { ignoreMtime: false });
     const jobs = sharedJobs(inodes);
+    const records = new Map(s.roots.map((r) => [r, new SplitRecord(s.stateDir!, r, (m) => opts.onWarning?.(m))]));
+    const byId = new Map(inodes.map((i) => [`${i.stat.dev}:${i.stat.ino}`, i]));
+    for (const job of jobs) job.existing = records.get(job.paths[0]!.dir.root)!.earlierCopy(job.inode.stat, byId);
     const filesystems = spaceNeeded(s.roots, jobs);
     log.timed('plan');
     const short = filesystems.find((f) => !f.enough);
@@ -66,13 +76,18 @@ export async function split(opts: SplitOptions): Promise<SplitReport> {
     let copiesMade = 0, pathsSplit = 0, skipped = earlySkips;
     if (s.state) {
       s.progress.stage('copying', jobs.length);
+      const pending = new Map<Root, Inode['stat'][]>();
       for (const job of jobs) {
-        const r = copyJob(job, s.state.journal, log.onError, opts.onSplit);
+        const root = job.paths[0]!.dir.root;
+        const record = records.get(root)!;
+        const r = copyJob(job, s.state.journal, log.onError, opts.onSplit, (shared, copy, at) => record.note(shared, copy, at));
         if (r.copied) copiesMade++;
         pathsSplit += r.split;
         skipped += job.paths.length - r.split;
+        if (r.split < job.paths.length) pending.set(root, [...(pending.get(root) ?? []), job.inode.stat]);
         s.progress.tick(1);
       }
+      for (const [root, record] of records) record.finish(pending.get(root) ?? []);
       log.timed('copy');
     }
     s.progress.stop();
@@ -83,7 +98,7 @@ export async function split(opts: SplitOptions): Promise<SplitReport> {
       summary: {
         filesScanned: walked.files.length,
         pathsShared: jobs.reduce((n, j) => n + j.paths.length, 0),
-        copiesPlanned: jobs.length,
+        copiesPlanned: jobs.filter((j) => !j.existing).length,
         bytesNeeded: filesystems.reduce((n, f) => n + f.bytesNeeded, 0),
         copiesMade,
         pathsSplit,
@@ -121,6 +136,7 @@ function spaceNeeded(roots: readonly Root[], jobs: readonly CopyJob[]): Filesyst
     byDev.set(root.dev, { root: root.path, bytesNeeded: 0, bytesAvailable: free.bytes, inodesNeeded: 0, inodesAvailable: free.inodes, enough: true });
   }
   for (const job of jobs) {
+    if (job.existing) continue; // made by a killed run already
     const fs = byDev.get(job.paths[0]!.dir.root.dev)!;
     fs.bytesNeeded += job.inode.stat.blocks * 512;
     fs.inodesNeeded++;

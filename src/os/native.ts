@@ -17,6 +17,8 @@ export interface Native {
   openBeneath(dirFd: number, path: Buffer, flags: number, mode?: number): number;
   forceLegacyLookup(legacy?: boolean): void;
   scanDirSync(rootFd: number, path: Buffer, dev?: number, ino?: number): Buffer;
+  listDirSync(rootFd: number, path: Buffer, dev?: number, ino?: number): [number, Buffer];
+  statEntriesSync(fd: number, records: Buffer): void;
   fstatx(fd: number): Buffer;
   statAt(dirFd: number, name: Buffer): Buffer;
   getXattrs(fd: number): [Buffer, Buffer][];
@@ -40,6 +42,8 @@ export interface Native {
   fsGetXattr(fd: number): [number, number];
   setProject(fd: number, projid: number): void;
   xxh64(data: Buffer): bigint;
+  sha256(data: Buffer): Buffer;
+  seekData(fd: number, pos: number, hole: boolean): number;
   residentPages(fd: number, size: number): Buffer;
   pageSize(): number;
   /** The record layouts, as the addon defines them; read through `layout` below. */
@@ -55,7 +59,7 @@ export const native = createRequire(import.meta.url)(ADDON) as Native;
  */
 const RECORDS = {
   stat: {
-    recordLength: 4, type: 1, nameLength: 2, mode: 4, uid: 4, gid: 4, nlink: 4, ino: 8, dev: 8,
+    recordLength: 4, type: 1, want: 1, nameLength: 2, mode: 4, uid: 4, gid: 4, nlink: 4, ino: 8, dev: 8,
     size: 8, blocks: 8, mtimeSec: 8, mtimeNsec: 4, ctimeNsec: 4, ctimeSec: 8, mntId: 8,
   },
   hashIn: {
@@ -84,6 +88,10 @@ export interface Layout {
   readonly hashCodes: { readonly [C in (typeof CODES)['hashCodes'][number]]: number };
   /** The calls a hash job can fail at, by the index a result reports. */
   readonly hashCalls: readonly string[];
+  /** Most bytes of xattr names and values a file may carry (more: E2BIG, the file is left alone). */
+  readonly xattrTotalMax: number;
+  /** The block size of the content hash's zero runs (native/extents.c). */
+  readonly zeroBlock: number;
 }
 
 class LayoutError extends Error {
@@ -133,6 +141,11 @@ export function checkLayout(raw: unknown): Layout {
     throw new LayoutError('layout.hashCalls is missing');
   }
   out.hashCalls = Object.freeze([...calls]);
+  for (const name of ['xattrTotalMax', 'zeroBlock']) {
+    const v = own(raw, name);
+    if (!isCount(v) || v === 0) throw new LayoutError(`layout.${name} is missing`);
+    out[name] = v;
+  }
   return Object.freeze(out) as unknown as Layout;
 }
 

@@ -34,6 +34,7 @@ const {
   headerSize: HDR,
   recordLength: REC_LEN,
   type: TYPE,
+  want: WANT,
   nameLength: NAME_LEN,
   mode: MODE,
   uid: UID,
@@ -99,6 +100,42 @@ export function decodeEntries(buf: Buffer): { self: Stat; entries: Entry[] } {
   return { self, entries };
 }
 
+/**
+ * Which entries of a directory to stat, decided by name (latin1: one char
+ * per byte) and by the type getdents gave (Other when the filesystem does
+ * not tell); only regular files, directories and untyped entries are asked.
+ */
+export type KeepEntry = (name: string, type: FileType) => boolean;
+
+/**
+ * List a directory, ask `keep` about each entry that would be stat'ed, stat
+ * only the kept ones, and decode: the directory itself, then the kept
+ * entries and the special ones (symlinks, FIFOs, ...) with their type only.
+ */
+function scanKept(rootFd: number, path: Buffer, expect: { dev: number; ino: number } | undefined, keep: KeepEntry) {
+  const [fd, buf] = expect ? native.listDirSync(rootFd, path, expect.dev, expect.ino) : native.listDirSync(rootFd, path);
+  const offsets: number[] = [];
+  try {
+    for (let off = buf.readUInt32LE(REC_LEN); off < buf.length; off += buf.readUInt32LE(off + REC_LEN)) {
+      if (buf[off + WANT] && !keep(buf.toString('latin1', off + HDR, off + HDR + buf.readUInt16LE(off + NAME_LEN)), buf[off + TYPE] as FileType)) {
+        buf[off + WANT] = 0;
+      } else {
+        offsets.push(off);
+      }
+    }
+  } catch (er) {
+    native.closeFd(fd);
+    throw er;
+  }
+  native.statEntriesSync(fd, buf);
+  const entries: Entry[] = [];
+  for (const off of offsets) {
+    const nameLen = buf.readUInt16LE(off + NAME_LEN);
+    entries.push(decode(buf, off, Buffer.from(buf.subarray(off + HDR, off + HDR + nameLen))));
+  }
+  return { self: decode(buf, 0) as Stat, entries };
+}
+
 export const O = {
   PATH: 0o10000000,
   NOATIME: fs.constants.O_NOATIME,
@@ -129,10 +166,13 @@ export const sys = {
    * List a directory confined beneath rootFd. The scan runs on this thread
    * (scanDirSync in the addon): a trip through the thread pool per directory
    * cost several times the scan itself. Still a promise, so tests can delay
-   * or fail one directory.
+   * or fail one directory. With `keep`, entries it refuses are neither
+   * stat'ed nor returned (the walk's mount points and excludes).
    */
-  scanDir: async (rootFd: number, path: Buffer, expect?: { dev: number; ino: number }) =>
-    decodeEntries(expect ? native.scanDirSync(rootFd, path, expect.dev, expect.ino) : native.scanDirSync(rootFd, path)),
+  scanDir: async (rootFd: number, path: Buffer, expect?: { dev: number; ino: number }, keep?: KeepEntry) =>
+    keep
+      ? scanKept(rootFd, path, expect, keep)
+      : decodeEntries(expect ? native.scanDirSync(rootFd, path, expect.dev, expect.ino) : native.scanDirSync(rootFd, path)),
   fstat: (fd: number): Stat => decode(native.fstatx(fd), 0),
   statAt: (dirFd: number, name: Buffer): Stat => decode(native.statAt(dirFd, name), 0),
   getXattrs: (fd: number): [Buffer, Buffer][] => native.getXattrs(fd),
@@ -167,6 +207,10 @@ export const sys = {
   setProject: (fd: number, projid: number): void => native.setProject(fd, projid),
   /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */
   xxh64: (data: Buffer): bigint => native.xxh64(data),
+  /** SHA-256 of bytes in memory: the addon's xattr digest, for tests. */
+  sha256: (data: Buffer): Buffer => native.sha256(data),
+  /** lseek SEEK_DATA (or SEEK_HOLE with `hole`) from `pos`; -1 when no data follows (ENXIO). */
+  seekData: (fd: number, pos: number, hole = false): number => native.seekData(fd, pos, hole),
   /** One byte per page of the first `size` bytes of `fd`, bit 0 set when in the page cache (mincore; reads nothing). */
   residentPages: (fd: number, size: number): Buffer => native.residentPages(fd, size),
   pageSize: (): number => native.pageSize(),

@@ -39,7 +39,7 @@ import { readFully, sys } from '../os/sys.js';
 import { layout } from '../os/native.js';
 import { getSystemErrorName } from 'node:util';
 import type { Inode } from '../core/types.js';
-import { encodeXattrs, fileAttrs, xattrKey } from './xattrs.js';
+import { fileAttrs, tooLarge, xattrKey } from './xattrs.js';
 import { displayPath, relPath } from '../core/paths.js';
 import type { Stat } from '../core/stat.js';
 import { readKey, type PolicyOptions } from './policy.js';
@@ -57,15 +57,42 @@ export interface HashOptions {
   onProgress?(bytes: number): void;
 }
 
-/** Hash the open file `fd` of `size` bytes with `buf` as scratch. */
+const ZERO_BLOCK = layout.zeroBlock;
+const ZEROS = Buffer.alloc(ZERO_BLOCK);
+const MARKER_TAG = Buffer.from('\0vunify\0', 'latin1');
+
+/**
+ * Hash the open file `fd` of `size` bytes with `buf` (at least
+ * layout.zeroBlock bytes) as scratch: the reference for the addon's
+ * content hash (native/extents.c). XXH64 under `seed` of the bytes, except that each run
+ * of k whole, aligned, all-zero 1 MiB blocks counts as a 16-byte marker
+ * ("\0vunify\0", k as u64 LE): so a hole and written zeros hash alike,
+ * and the addon need not read holes. Files under 1 MiB, and files without
+ * such a block, hash to plain XXH64. This path reads every byte.
+ */
 export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer, seed: bigint): bigint {
-  if (size <= buf.length) return h.h64Raw(buf.subarray(0, readFully(fd, buf, size, 0)), seed);
+  if (size < ZERO_BLOCK) return h.h64Raw(buf.subarray(0, readFully(fd, buf, size, 0)), seed);
   const stream = h.create64(seed);
+  let run = 0;
+  const flush = () => {
+    if (!run) return;
+    const marker = Buffer.alloc(16);
+    MARKER_TAG.copy(marker);
+    marker.writeBigUInt64LE(BigInt(run), 8);
+    stream.update(marker);
+    run = 0;
+  };
   for (let pos = 0; pos < size; ) {
-    const n = readFully(fd, buf, Math.min(buf.length, size - pos), pos);
-    stream.update(buf.subarray(0, n));
-    pos += n;
+    const len = Math.min(ZERO_BLOCK, size - pos);
+    readFully(fd, buf, len, pos);
+    if (len === ZERO_BLOCK && buf.subarray(0, len).equals(ZEROS)) run++;
+    else {
+      flush();
+      stream.update(buf.subarray(0, len));
+    }
+    pos += len;
   }
+  flush();
   return stream.digest();
 }
 
@@ -193,7 +220,6 @@ const {
 } = layout.hashIn;
 const { headerSize: OUT_HDR, recordLength: OUT_LEN, error: OUT_ERROR, detail: OUT_DETAIL, xattrCount: OUT_XATTRS, hash: OUT_HASH, flags: OUT_FLAGS, projid: OUT_PROJID } =
   layout.hashOut;
-const { headerSize: X_HDR, nameLength: X_NAME_LEN, valueLength: X_VALUE_LEN } = layout.hashXattr;
 const ALIGN = layout.recordAlign;
 const SLASH = 0x2f;
 
@@ -250,20 +276,15 @@ export function decodeResults(out: Buffer): HashResult[] {
     } else if (err !== 0) {
       const code = getSystemErrorName(-err);
       const syscall = HASH_CALLS[out.readUInt32LE(off + OUT_DETAIL)];
-      results.push({ error: { code, syscall, message: `${code}, ${syscall}` } });
+      const big = code === 'E2BIG' && (syscall === 'flistxattr' || syscall === 'fgetxattr');
+      results.push({ error: { code, syscall, message: big ? tooLarge() : `${code}, ${syscall}` } });
     } else {
-      const pairs: [Buffer, Buffer][] = [];
-      for (let n = out.readUInt32LE(off + OUT_XATTRS), p = off + OUT_HDR; n > 0; n--) {
-        const nl = out.readUInt32LE(p + X_NAME_LEN);
-        const vl = out.readUInt32LE(p + X_VALUE_LEN);
-        const name = p + X_HDR;
-        pairs.push([out.subarray(name, name + nl), out.subarray(name + nl, name + nl + vl)]);
-        p = name + nl + vl;
-      }
+      // A file with xattrs carries the 32-byte digest of the set after the header.
+      const xattrs = out.readUInt32LE(off + OUT_XATTRS) > 0 ? out.toString('hex', off + OUT_HDR, off + OUT_HDR + 32) : '';
       const elf = (out.readUInt32LE(off + OUT_DETAIL) & HASH_ELF) !== 0;
       const flags = out.readUInt32LE(off + OUT_FLAGS);
       const projid = out.readUInt32LE(off + OUT_PROJID);
-      results.push({ hash: out.readBigUInt64LE(off + OUT_HASH), xattrs: encodeXattrs(pairs), elf, flags, projid });
+      results.push({ hash: out.readBigUInt64LE(off + OUT_HASH), xattrs, elf, flags, projid });
     }
     off += len;
   }

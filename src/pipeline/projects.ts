@@ -3,8 +3,9 @@
  * project-inherit, immutable and append-only flags of every directory
  * holding a path of a candidate set, so the plan knows which paths the
  * kernel will let us replace (policy.ts acceptsLink): no name in an
- * immutable or append-only directory can be replaced either. XFS and ext4 refuse link(2) and rename(2) into a
- * project-inherit directory of an inode of another project (EXDEV): on
+ * immutable or append-only directory can be replaced, and XFS and ext4
+ * refuse link(2) and rename(2) into a project-inherit directory of an
+ * inode of another project (EXDEV): on
  * hosts that give each guest its own project for its disk quota (LXD/Incus
  * "dir" pools, many hosting setups), a guest's paths can only ever join
  * inodes of its own project.

@@ -12,6 +12,9 @@
  *
  * Never followed or crossed: symlinks, mount points (another st_dev or mount
  * id than the root's), and excluded directories (pruned, never listed).
+ * Mount points (from the mount table, mounts.ts) and excluded names are
+ * decided on names, before any statx, and never stat'ed: a statx on a mount
+ * point asks its filesystem, which may never answer.
  * Only regular files within the size bounds are kept; the rest is counted.
  */
 import os from 'node:os';
@@ -21,6 +24,7 @@ import { sys } from '../os/sys.js';
 import type { DirNode, FileRec, Root } from '../core/types.js';
 import { printable } from '../core/paths.js';
 import { FileType } from '../core/stat.js';
+import { mountPointsUnder, type MountPoints } from './mounts.js';
 import type { Progress } from '../core/progress.js';
 
 export interface WalkOptions {
@@ -54,7 +58,8 @@ export async function walk(roots: readonly Root[], opts: WalkOptions): Promise<W
   // One root at a time: the listing runs synchronously on this thread (see
   // sys.scanDir), so walking roots "concurrently" only interleaved them and
   // bounded nothing real; the result is in command-line order either way.
-  for (const root of roots) for (const f of await walkRoot(root, opts, result)) result.files.push(f);
+  const mounts = mountPointsUnder(roots);
+  for (const root of roots) for (const f of await walkRoot(root, opts, result, mounts.get(root)!)) result.files.push(f);
   return result;
 }
 
@@ -70,23 +75,35 @@ export function scanRoots(
   return walk(roots, { matcher: compileRules(rules), minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n) });
 }
 
-async function walkRoot(root: Root, opts: WalkOptions, counts: WalkResult): Promise<FileRec[]> {
+async function walkRoot(root: Root, opts: WalkOptions, counts: WalkResult, mounts: MountPoints): Promise<FileRec[]> {
   const files: FileRec[] = [];
   const stack: DirNode[] = [{ root, rel: Buffer.alloc(0), dev: root.dev, ino: root.ino }];
   const rootPath = root.path.replace(/\/$/, '');
   const show = (rel: Buffer) => rootPath + '/' + printable(rel);
   while (stack.length) {
     const dir = stack.pop()!;
+    // The matcher's path, built from one prefix per directory: a Buffer
+    // (and a string) per entry was a large part of the walk's cost.
+    const prefix = dir.rel.length ? '/' + dir.rel.toString('latin1') + '/' : '/';
+    const here = mounts.size ? mounts.get(dir.rel.toString('latin1')) : undefined;
+    const keep = (name: string): boolean => {
+      if (here?.has(name)) {
+        counts.mountPoints++;
+        return false;
+      }
+      if (opts.matcher.match(prefix + name) === 'exclude') {
+        counts.excluded++;
+        return false;
+      }
+      return true;
+    };
     let listing;
     try {
-      listing = await sys.scanDir(root.fd, dir.rel, { dev: dir.dev, ino: dir.ino });
+      listing = await sys.scanDir(root.fd, dir.rel, { dev: dir.dev, ino: dir.ino }, keep);
     } catch (er) {
       opts.onError(fileError(show(dir.rel), er));
       continue;
     }
-    // The matcher's path, built from one prefix per directory: a Buffer
-    // (and a string) per entry was a large part of the walk's cost.
-    const prefix = dir.rel.length ? '/' + dir.rel.toString('latin1') + '/' : '/';
     const subdirs: DirNode[] = [];
     for (const e of listing.entries) {
       switch (e.type) {
@@ -102,10 +119,6 @@ async function walkRoot(root: Root, opts: WalkOptions, counts: WalkResult): Prom
       }
       if (e.dev !== root.dev || e.mntId !== root.mntId) {
         counts.mountPoints++;
-        continue;
-      }
-      if (opts.matcher.match(prefix + e.name.toString('latin1')) === 'exclude') {
-        counts.excluded++;
         continue;
       }
       if (e.type === FileType.Directory) {

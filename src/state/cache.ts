@@ -31,7 +31,8 @@
  *
  *   header   "VUNIFYHC" u32 version u32 entryCount, 8 bytes key fingerprint
  *   roots    u32 n, then n × (u16 len, bytes "dev:ino:path" of a root directory)
- *   xattrs   u32 n, then n × (u32 len, bytes): distinct xattr keys; index 0 is ""
+ *   xattrs   u32 n, then n × (u32 len, bytes): distinct xattr digests (64 hex
+ *            digits, never the names and values); index 0 is "" (no xattrs)
  *   entries  entryCount × 72 bytes: dev u64, ino u64, size u64, mtimeSec i64,
  *            ctimeSec i64, mtimeNsec u32, ctimeNsec u32, hash u64,
  *            xattrIdx u32, rootIdx u32 (bit 31: ELF known, bit 30: ELF),
@@ -49,13 +50,27 @@ import { LOCK_EX, O, sys } from '../os/sys.js';
 import type { Inode, Root } from '../core/types.js';
 import type { Stat } from '../core/stat.js';
 import { getHasher } from '../core/xxhash.js';
+import { openStateFile } from './state-dir.js';
+
+/** Run `fn` with the cache file's directory open (not following a symlink at its last component) and the file's name. */
+function withDir<T>(file: string, fn: (dirFd: number, base: string) => T): T {
+  const dirFd = sys.open(path.dirname(path.resolve(file)), O.RDONLY | O.DIRECTORY | O.CLOEXEC);
+  try {
+    return fn(dirFd, path.basename(file));
+  } finally {
+    sys.close(dirFd);
+  }
+}
 
 /**
- * 4: keyed hashes, the key's fingerprint, inode flags and project ID (older
- * caches hold unkeyed hashes: discarded); 3: whether the content is ELF;
- * 2: roots are named by dev, ino and path.
+ * 5: keyed hashes, the key's fingerprint, inode flags and project ID (older
+ * caches hold unkeyed hashes: discarded).
+ * 4: xattrs are kept as a digest (SHA-256, see pipeline/xattrs.ts), and the
+ * content hash counts whole zero MiBs as markers (native/extents.c); older
+ * files are discarded, since their keys and some hashes mean other things.
+ * 3: whether the content is ELF; 2: roots are named by dev, ino and path.
  */
-export const CACHE_VERSION = 4;
+export const CACHE_VERSION = 5;
 /** In an entry's root index (format 3): the ELF flag is known, and what it is. */
 const ELF_KNOWN = 2 ** 31;
 const ELF_YES = 2 ** 30;
@@ -182,7 +197,14 @@ export class CacheError extends Error {
  * trusted, or was written under another key than `key` (a fingerprint).
  */
 export async function readCache(file: string, key: string): Promise<HashCache> {
-  const buf = fs.readFileSync(file);
+  const buf = withDir(file, (dirFd, base) => {
+    const fd = openStateFile(dirFd, base, O.RDONLY);
+    try {
+      return fs.readFileSync(fd);
+    } finally {
+      sys.close(fd);
+    }
+  });
   const bad = (why: string) => new CacheError(why);
   if (buf.length < HEADER + 8 || !buf.subarray(0, 8).equals(MAGIC)) throw bad('not a vunify hash cache');
   const version = buf.readUInt32LE(8);
@@ -312,7 +334,16 @@ export async function loadCache(file: string, key: string, warn: (message: strin
  */
 export async function saveCache(file: string, cache: HashCache, roots: readonly Root[]): Promise<void> {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const lock = sys.open(`${file}.lock`, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+  const dirFd = sys.open(path.dirname(file), O.RDONLY | O.DIRECTORY | O.CLOEXEC);
+  const base = path.basename(file);
+  let lock: number;
+  try {
+    // Never follows a symlink nor blocks on a FIFO put at the lock's name.
+    lock = openStateFile(dirFd, `${base}.lock`, O.RDWR | O.CREAT);
+  } catch (er) {
+    sys.close(dirFd);
+    throw er;
+  }
   try {
     sys.flock(lock, LOCK_EX);
     const ours = new Set(roots.map(rootKey));
@@ -332,21 +363,33 @@ export async function saveCache(file: string, cache: HashCache, roots: readonly 
       if (!ok) cache.entries.delete(k);
     }
     // Under the lock no other run is writing: temporary files here are a killed run's.
-    const base = path.basename(file) + '.tmp.';
-    for (const name of fs.readdirSync(path.dirname(file))) if (name.startsWith(base)) fs.rmSync(path.join(path.dirname(file), name), { force: true });
-    const tmp = `${file}.tmp.${process.pid}.${randomBytes(4).toString('hex')}`;
-    const fd = sys.open(tmp, O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW, 0o600);
+    const prefix = base + '.tmp.';
+    for (const name of fs.readdirSync(path.dirname(file))) {
+      if (!name.startsWith(prefix)) continue;
+      try {
+        sys.unlinkAt(dirFd, Buffer.from(name)); // a directory under that name (EISDIR) is left alone
+      } catch {
+        // gone already, or not ours to remove
+      }
+    }
+    const tmp = Buffer.from(`${prefix}${process.pid}.${randomBytes(4).toString('hex')}`);
+    const fd = openStateFile(dirFd, tmp.toString(), O.WRONLY | O.CREAT | O.EXCL);
     try {
       fs.writeFileSync(fd, await encodeCache(cache));
       sys.fsync(fd);
     } catch (er) {
       sys.close(fd);
-      fs.rmSync(tmp, { force: true });
+      try {
+        sys.unlinkAt(dirFd, tmp);
+      } catch {
+        // nothing left to remove
+      }
       throw er;
     }
     sys.close(fd);
-    fs.renameSync(tmp, file);
+    sys.renameAt(dirFd, tmp, dirFd, Buffer.from(base));
   } finally {
     sys.close(lock);
+    sys.close(dirFd);
   }
 }

@@ -1,8 +1,8 @@
 /*
  * Host-side state of linking runs, in a directory guests cannot see
- * (default /var/lib/vunify): locks, so two runs never work on overlapping
- * roots, and a journal of temporary names, so a run killed at any moment
- * leaves nothing the next run cannot put right.
+ * (default /var/lib/vunify, checked by state-dir.ts): locks, so two runs
+ * never work on overlapping roots, and a journal of temporary names, so a
+ * run killed at any moment leaves nothing the next run cannot put right.
  *
  * Locks are flock(2)s, which the kernel drops when their holder dies, so a
  * killed run never blocks the next one. Each run takes an exclusive lock on
@@ -11,19 +11,25 @@
  * another's, then always collide on one file, while siblings do not.
  *
  * Each linking run writes a journal here (format: change/journal.ts), locked
- * while the run lives, deleted when it ends normally. Before a run starts,
- * recovery.ts puts right what the journals of dead runs recorded.
+ * while the run lives, deleted when it ends normally. The journal is locked
+ * before it has a name: it is made unnamed (O_TMPFILE), locked, then linked
+ * in, so another run's recovery can never find it unlocked and take it for a
+ * dead run's. Before a run starts, recovery.ts puts right what the journals
+ * of dead runs recorded for this run's roots.
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { UsageError, type FileError } from '../core/errors.js';
+import { errorCode, UsageError, type FileError } from '../core/errors.js';
 import type { Root } from '../core/types.js';
 import { journalWriter, type Journal } from '../change/journal.js';
-import { LOCK_EX, LOCK_NB, LOCK_SH, sys } from '../os/sys.js';
+import { LOCK_EX, LOCK_NB, LOCK_SH, O, RENAME_NOREPLACE, sys } from '../os/sys.js';
 import { recover } from './recovery.js';
+import { closeStateDir, openStateDir, openStateFile, openStateSubdir, type StateDir } from './state-dir.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/vunify';
+/** A journal being made where O_TMPFILE is not supported: not yet a journal to recovery. */
+export const JOURNAL_TEMP_PREFIX = 'tmp-journal.';
 
 export interface RunState {
   /** This run's journal (see change/journal.ts). */
@@ -32,47 +38,96 @@ export interface RunState {
   close(): void;
 }
 
-export function openState(dir: string, roots: readonly Root[], onError: (e: FileError) => void): RunState {
-  try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  } catch (er) {
-    throw new UsageError(`${dir}: cannot create the state directory: ${(er as Error).message}`);
-  }
+/**
+ * Lock `roots`, recover what dead runs left for them, and start this run's
+ * journal, in `dir`: a checked state directory, or a path to check and open.
+ */
+export function openState(
+  dir: string | StateDir,
+  roots: readonly Root[],
+  onError: (e: FileError) => void,
+  onWarning: (message: string) => void = () => {},
+): RunState {
+  const sd = typeof dir === 'string' ? openStateDir(dir, roots) : dir;
+  const ownDir = typeof dir === 'string';
   const held: number[] = [];
+  let locks: number | undefined;
   try {
-    for (const root of roots) lockRoot(dir, root, held);
-    recover(dir, onError);
-    const journalPath = path.join(dir, `journal.${process.pid}.${randomBytes(6).toString('hex')}`);
-    const journal = sys.open(journalPath, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_APPEND, 0o600);
-    sys.flock(journal, LOCK_EX);
+    locks = openStateSubdir(sd, 'locks');
+    for (const root of roots) lockRoot(sd, locks, root, held);
+    recover(sd, roots, onError, onWarning);
+    const name = `journal.${process.pid}.${randomBytes(6).toString('hex')}`;
+    const journal = createLocked(sd, name);
     return {
       journal: journalWriter(journal),
       close() {
-        fs.unlinkSync(journalPath);
+        sys.unlinkAt(sd.fd, Buffer.from(name));
         sys.close(journal);
         for (const fd of held) sys.close(fd);
+        if (ownDir) closeStateDir(sd);
       },
     };
   } catch (er) {
     for (const fd of held) sys.close(fd);
+    if (ownDir) closeStateDir(sd);
     throw er;
+  } finally {
+    if (locks !== undefined) sys.close(locks);
   }
 }
 
-function lockFile(dir: string, dev: number, ino: number): number {
-  fs.mkdirSync(path.join(dir, 'locks'), { recursive: true, mode: 0o700 });
-  return sys.open(path.join(dir, 'locks', `${dev}-${ino}`), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+/** The journal file, exclusively locked before it appears under `name`. */
+function createLocked(sd: StateDir, name: string): number {
+  const flags = O.RDWR | fs.constants.O_APPEND | O.CLOEXEC;
+  let fd: number;
+  try {
+    fd = sys.openBeneath(sd.fd, Buffer.from('.'), flags | O.TMPFILE, 0o600);
+  } catch (er) {
+    if (!['EOPNOTSUPP', 'EISDIR', 'EINVAL'].includes(errorCode(er) ?? '')) throw er;
+    // No O_TMPFILE here: a name recovery does not read as a journal, locked,
+    // then renamed. A kill in between leaves an empty file recovery removes.
+    const tmp = `${JOURNAL_TEMP_PREFIX}${name}`;
+    fd = openStateFile(sd.fd, tmp, flags | O.CREAT | O.EXCL);
+    try {
+      sys.flock(fd, LOCK_EX);
+      sys.renameAt(sd.fd, Buffer.from(tmp), sd.fd, Buffer.from(name), RENAME_NOREPLACE);
+    } catch (er2) {
+      sys.close(fd);
+      throw er2;
+    }
+    return fd;
+  }
+  try {
+    sys.flock(fd, LOCK_EX);
+    sys.linkAt(fd, sd.fd, Buffer.from(name));
+  } catch (er) {
+    sys.close(fd);
+    throw er;
+  }
+  return fd;
 }
 
-function lockRoot(dir: string, root: Root, held: number[]): void {
-  const fd = lockFile(dir, root.dev, root.ino);
+function lockFile(locks: number, dev: number, ino: number): number {
+  return openStateFile(locks, `${dev}-${ino}`, O.RDWR | O.CREAT);
+}
+
+function lockRoot(sd: StateDir, locks: number, root: Root, held: number[]): void {
+  const where = (name: string) => path.join(sd.path, 'locks', name);
+  const open = (dev: number, ino: number) => {
+    try {
+      return lockFile(locks, dev, ino);
+    } catch (er) {
+      throw new UsageError(`${where(`${dev}-${ino}`)}: cannot use this lock file: ${(er as Error).message}`);
+    }
+  };
+  const fd = open(root.dev, root.ino);
   held.push(fd);
   if (!sys.flock(fd, LOCK_EX | LOCK_NB)) throw busy(root.path, fd);
   fs.ftruncateSync(fd);
   fs.writeSync(fd, `${process.pid}\n`, 0);
   for (let d = path.dirname(root.path); ; d = path.dirname(d)) {
     const st = fs.statSync(d);
-    const afd = lockFile(dir, st.dev, st.ino);
+    const afd = open(st.dev, st.ino);
     held.push(afd);
     if (!sys.flock(afd, LOCK_SH | LOCK_NB)) throw busy(d, afd);
     if (d === '/') break;
@@ -81,5 +136,5 @@ function lockRoot(dir: string, root: Root, held: number[]): void {
 
 function busy(where: string, fd: number): UsageError {
   const pid = fs.readFileSync(fd, 'utf8').trim();
-  return new UsageError(`${where}: another vunify run${pid ? ` (pid ${pid})` : ''} is working on this tree or one that contains it; try again when it is done`);
+  return new UsageError(`${where}: another vunify run${pid ? ` (pid ${/^\d+$/.test(pid) ? pid : '?'})` : ''} is working on this tree or one that contains it; try again when it is done`);
 }

@@ -1,51 +1,36 @@
 // vunify split on real trees: private copies that keep every byte and
 // attribute, the space check, excludes, and guests racing the copy.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseRule } from '../../src/pipeline/excludes.js';
 import { split, type SplitOptions } from '../../src/commands/split.js';
 import { O, sys } from '../../src/os/sys.js';
+import type { FileError } from '../../src/core/errors.js';
+import { killAtFirstUnlink } from '../helpers/killed-run.js';
+import { buildSplitGuests, FILES } from '../helpers/split-tree.js';
 import { inode, rmTree, runCli, runUnify, sh, snapshot, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
+import { recover } from '../../src/state/recovery.js';
+import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 
 let dir: string;
 let guests: string[];
 const G = (g: number, f = '') => path.join(guests[g]!, f);
 
-beforeEach(async () => {
-  dir = tempDir();
-  guests = ['g1', 'g2', 'g3'].map((g) => path.join(dir, g));
-  for (const g of guests) {
-    writeFile(path.join(g, 'usr/bin/sudo'), { content: Buffer.alloc(70_000, 5), mode: 0o4755, uid: 1000, gid: 1001, xattrs: { 'user.origin': 'debian' } });
-    writeFile(path.join(g, 'usr/bin/ping'), { content: 'ping', mode: 0o755 });
-    sh('setcap', 'cap_net_raw+ep', path.join(g, 'usr/bin/ping'));
-    sh('touch', '-d', '@1700000000.5', path.join(g, 'usr/bin/ping'));
-    writeFile(path.join(g, 'usr/share/doc/acl'), { content: 'acl' });
-    sh('setfacl', '-m', 'u:1234:rw', path.join(g, 'usr/share/doc/acl'));
-    sh('touch', '-d', '@1700000000.25', path.join(g, 'usr/share/doc/acl'));
-    writeFile(path.join(g, 'usr/lib/sparse'), { content: '' });
-    sh('truncate', '-s', '8M', path.join(g, 'usr/lib/sparse'));
-    sh('touch', '-d', '@1700000000', path.join(g, 'usr/lib/sparse'));
-    writeFile(path.join(g, 'usr/bin/perl'), { content: 'perl' });
-    fs.linkSync(path.join(g, 'usr/bin/perl'), path.join(g, 'usr/bin/perl5'));
-    writeFile(path.join(g, 'etc/motd'), { content: 'hello' });
-  }
-  const { errors } = await runUnify(guests, { cache: false });
-  expect(errors).toEqual([]);
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  rmTree(dir);
-});
-
 const run = (roots: string[], opts: Partial<SplitOptions> = {}) =>
   split({ roots, dryRun: false, rules: [], noDefaultExcludes: true, stateDir: testStateDir(), ...opts });
 
-const FILES = ['usr/bin/sudo', 'usr/bin/ping', 'usr/share/doc/acl', 'usr/lib/sparse', 'usr/bin/perl', 'usr/bin/perl5', 'etc/motd'];
 const blocks = (f: string) => Number(sh('stat', '-c', '%b', f).trim()) * 512;
 
 describe('vunify split', () => {
+  beforeEach(async () => {
+    ({ dir, guests } = await buildSplitGuests());
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    rmTree(dir);
+  });
+
   it('gives a guest private copies with every byte and attribute, keeping its own hardlinks', async () => {
     for (const f of FILES) expect(inode(G(0, f))).toBe(inode(G(1, f)));
     const before = snapshot(dir, { dirTimes: false });
@@ -181,29 +166,65 @@ describe('vunify split', () => {
     expect(inode(G(0, 'usr/bin/sudo'))).not.toBe(inode(G(1, 'usr/bin/sudo')));
     expect(inode(G(0, 'etc/motd'))).toBe(inode(G(1, 'etc/motd')));
   });
+});
 
-  it('SIGKILL at any moment of a split: no byte or attribute lost, the next run puts it right', async () => {
-    for (let i = 0; i < 200; i++) {
-      for (const g of guests) writeFile(path.join(g, `usr/share/many/f${i}`), { content: Buffer.alloc(20_000 + i, i), mode: 0o640, uid: 7, xattrs: { 'user.n': String(i) } });
-    }
+// Two guests sharing one file, made by each test.
+describe('vunify split: regressions from the safety review', () => {
+  beforeEach(() => {
+    dir = tempDir();
+    guests = ['g1', 'g2'].map((g) => path.join(dir, g));
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    rmTree(dir);
+  });
+  const temps = (d: string) => sh('find', d, '-name', '.vunify.*').split('\n').filter(Boolean);
+
+  // Recovery after a kill must not undo a guest's later edits (run-state.ts).
+  it('recovery after a kill after the exchange does not revert a guest\'s later in-place edit of its private copy', async () => {
+    for (const g of guests) writeFile(path.join(g, 'etc/conf'), { content: 'shared v1\n', mtime: '1700000000' });
     expect((await runUnify(guests, { cache: false })).errors).toEqual([]);
-    const before = snapshot(dir, { dirTimes: false });
-    const bin = path.join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
-    const kills = [0, 5, 15, 40, 80];
-    for (const delay of kills) {
-      // Killed `delay` ms after it announced its first private copy.
-      const child = spawn(process.execPath, [bin, 'split', '-v', '--no-default-excludes', '--state-dir', testStateDir(), G(0)], { stdio: ['ignore', 'pipe', 'inherit'] });
-      const ended = new Promise((resolve) => child.on('exit', resolve));
-      child.stdout.once('data', () => setTimeout(() => child.kill('SIGKILL'), delay));
-      await ended;
-      // Whatever the moment, every path still shows exactly what it did.
-      const now = snapshot(dir, { dirTimes: false });
-      for (const [p, v] of before) expect(now.get(p), p).toBe(v);
+    expect(inode(G(0, 'etc/conf'))).toBe(inode(G(1, 'etc/conf')));
+    const stateDir = testStateDir();
+    const restore = killAtFirstUnlink(stateDir);
+    await run([G(0)]);
+    expect(restore()).toBe(true);
+    // State as a kill left it: the private copy at the name, the shared inode at .vunify.*
+    expect(inode(G(0, 'etc/conf'))).not.toBe(inode(G(1, 'etc/conf')));
+    expect(temps(G(0))).toHaveLength(1);
+    // The guest, now owning a private file, edits it in place (echo >> / an editor writing in place).
+    fs.appendFileSync(G(0, 'etc/conf'), 'guest edit\n');
+    // The next linking run (nightly) recovers the killed run's journal first.
+    const errors: FileError[] = [];
+    const roots = openRoots(guests);
+    try {
+      recover(stateDir, roots, (e) => errors.push(e));
+    } finally {
+      closeRoots(roots);
     }
-    const r = runCli(['split', '--no-default-excludes', G(0)]);
-    expect([r.code, r.stderr]).toEqual([0, '']);
-    expect(sh('find', dir, '-name', '.vunify.*', '-printf', '%p %s %n %m\\n')).toBe('');
-    expect(snapshot(dir, { dirTimes: false })).toEqual(before);
-    for (const f of [...FILES, 'usr/share/many/f0', 'usr/share/many/f199']) expect(inode(G(0, f))).not.toBe(inode(G(1, f)));
+    expect(fs.readFileSync(G(0, 'etc/conf'), 'utf8'), `recovery reported ${JSON.stringify(errors)}`).toBe('shared v1\nguest edit\n');
+  });
+
+  // A private copy carries exactly the source's xattrs and inode flags.
+  it('a directory with a default ACL: the copy of a file without ACL is still made', async () => {
+    for (const g of guests) writeFile(path.join(g, 'srv/data/f'), { content: 'x'.repeat(1000), mtime: '1700000000' });
+    expect((await runUnify(guests, { cache: false })).errors).toEqual([]);
+    // Default ACL set after the file exists: the file itself has none.
+    sh('setfacl', '-d', '-m', 'u:4242:rwx', G(0, 'srv/data'));
+    expect(sh('getfacl', '-c', G(0, 'srv/data/f'))).not.toMatch(/4242/);
+    const errs: FileError[] = [];
+    const r = await run([G(0)], { onError: (e) => errs.push(e) });
+    expect(r.summary.errors, JSON.stringify(errs)).toBe(0);
+    expect(inode(G(0, 'srv/data/f'))).not.toBe(inode(G(1, 'srv/data/f')));
+  });
+
+  it('inode flags (chattr +d nodump, +A noatime) survive the copy', async () => {
+    for (const g of guests) writeFile(path.join(g, 'var/f'), { content: 'y'.repeat(1000), mtime: '1700000000' });
+    expect((await runUnify(guests, { cache: false })).errors).toEqual([]);
+    sh('chattr', '+dA', G(0, 'var/f'));
+    const before = sh('lsattr', G(0, 'var/f')).split(' ')[0];
+    const r = await run([G(0)]);
+    expect(r.summary.pathsSplit).toBe(1);
+    expect(sh('lsattr', G(0, 'var/f')).split(' ')[0]).toBe(before);
   });
 });

@@ -1,10 +1,12 @@
 /*
  * Helpers for the scenario tests that run the built CLI against guests that
- * fight back (race, crash, writers): time budgets, child processes that are
- * always reaped (stdout and stderr arrive as strings), runs of
- * `node dist/bin.js` with a hang timeout, a search for leftover temporary
- * names, a seeded PRNG (VUNIFY_SEED replays a run), and an in-process
- * snapshot fast enough for loops of hundreds.
+ * fight back (race, crash, writers): iteration counts, child processes that
+ * are always reaped (stdout and stderr arrive as strings), runs of
+ * `node dist/bin.js` with a hang timeout (optionally with cli-hook.mjs
+ * preloaded, to put a kill or a guest's action at an exact call), a search
+ * for leftover temporary names, a seeded PRNG (a fixed seed by default,
+ * VUNIFY_SEED to vary or replay), and an in-process snapshot fast enough for
+ * loops of hundreds.
  *
  * Every child started here is registered, and killChildren() (called from
  * each scenario's afterAll/afterEach) SIGKILLs whatever is still alive, so a
@@ -18,7 +20,7 @@ import path from 'node:path';
 /** VUNIFY_STRESS=1 lengthens every scenario for local runs. */
 export const STRESS = !!process.env.VUNIFY_STRESS && process.env.VUNIFY_STRESS !== '0';
 
-/** Pick the default or the stress value. */
+/** Pick the default or the stress value (iteration counts, never time). */
 export const budget = <T>(normal: T, stressed: T): T => (STRESS ? stressed : normal);
 
 /**
@@ -26,6 +28,24 @@ export const budget = <T>(normal: T, stressed: T): T => (STRESS ? stressed : nor
  * a copy of dist/ with a check removed, to see that they notice.
  */
 export const BIN = process.env.VUNIFY_BIN ?? path.join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
+
+/** What cli-hook.mjs can do to a run (see there). */
+export interface HookConfig {
+  count?: string;
+  kill?: { n: number; when: 'before' | 'after' };
+  exchange?: { under: string; match?: string } & ({ action: 'symlink'; decoy: string; strip?: number } | { action: 'request'; request: string; ack: string; resume?: string });
+  done?: string;
+}
+
+/** `node` arguments that run the CLI under test, with cli-hook.mjs preloaded when `hook` is given. */
+export function cliArgs(args: string[], hook?: HookConfig): { argv: string[]; env: NodeJS.ProcessEnv } {
+  if (!hook) return { argv: [BIN, ...args], env: process.env };
+  const sys = path.join(path.dirname(BIN), 'os', 'sys.js');
+  return {
+    argv: ['--import', path.join(import.meta.dirname, 'cli-hook.mjs'), BIN, ...args],
+    env: { ...process.env, VUNIFY_TEST_HOOK: JSON.stringify({ sys, ...hook }) },
+  };
+}
 
 const children = new Set<ChildProcess>();
 
@@ -43,8 +63,8 @@ export function exited(child: ChildProcess): Promise<Exited> {
 }
 
 /** Spawn a registered child (stdio: ignore stdin, pipe stdout and stderr into strings). */
-export function startChild(cmd: string, args: string[]): { child: ChildProcess; out: () => string; err: () => string } {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+export function startChild(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): { child: ChildProcess; out: () => string; err: () => string } {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   children.add(child);
   child.once('exit', () => children.delete(child));
   let out = '';
@@ -91,8 +111,9 @@ export interface VunifyRun {
 }
 
 /** Run the built CLI to its end, killing it (and saying so) if it takes longer than `timeoutMs`. */
-export async function runVunify(stateDir: string, args: string[], timeoutMs = 30_000): Promise<VunifyRun> {
-  const { child, out, err } = startChild(process.execPath, [BIN, '--state-dir', stateDir, ...args]);
+export async function runVunify(stateDir: string, args: string[], timeoutMs = 30_000, hook?: HookConfig): Promise<VunifyRun> {
+  const cli = cliArgs(['--state-dir', stateDir, ...args], hook);
+  const { child, out, err } = startChild(process.execPath, cli.argv, cli.env);
   let hung = false;
   const timer = setTimeout(() => {
     hung = true;
@@ -137,7 +158,19 @@ export function rng(seed: number): () => number {
   };
 }
 
-export const SEED = process.env.VUNIFY_SEED ? Number(process.env.VUNIFY_SEED) : (Date.now() ^ (process.pid << 8)) >>> 0;
+/**
+ * The seed of every scenario's PRNG: fixed, so a run does the same things
+ * every time; VUNIFY_SEED=n to try others (each scenario prints the seed
+ * it used, so a failure can be replayed).
+ */
+export const DEFAULT_SEED = 20240611;
+export const SEED = (() => {
+  const v = process.env.VUNIFY_SEED;
+  if (v === undefined || v === '') return DEFAULT_SEED;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`VUNIFY_SEED must be a non-negative integer, not ${JSON.stringify(v)}`);
+  return n >>> 0;
+})();
 
 export interface FastEntry {
   /** Everything compared: type, mode, owner, group, and for files size, mtime (ns), sha256; xattrs for all. */

@@ -1,52 +1,35 @@
-// Test helper: real filesystems in image files, loop-mounted, and taken down
-// again (unmounted, loop device detached, image removed) whatever happened.
-import { execFileSync } from 'node:child_process';
+/*
+ * A real filesystem of a given type on a loop device, for tests that need
+ * what tmpfs or the test machine's own filesystem cannot give: XFS for
+ * 1 PiB sparse files and hundreds of MiB of xattrs per file. The image is
+ * a sparse file in the temp directory; unmount() detaches the loop device
+ * (mount -o loop made it autoclear) and deletes everything.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tempDir } from './tree.js';
 
 export interface LoopFs {
   /** Where it is mounted. */
-  mnt: string;
-  dev: string;
-  /** Extra mounts made on top (bind mounts): unmounted first. */
-  mounts: string[];
-  cleanup(): void;
+  dir: string;
+  unmount(): void;
 }
 
-const run = (cmd: string, ...args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-
-/** Make a `type` ('xfs' or 'btrfs') filesystem of `mib` MiB in a temporary file and mount it. */
-export function loopFs(type: 'xfs' | 'btrfs', mib = 320): LoopFs {
-  const dir = tempDir(`vunify-${type}-`);
-  const img = path.join(dir, 'fs.img');
-  const mnt = path.join(dir, 'mnt');
-  fs.mkdirSync(mnt);
-  fs.closeSync(fs.openSync(img, 'w'));
-  fs.truncateSync(img, mib << 20);
-  run(type === 'xfs' ? 'mkfs.xfs' : 'mkfs.btrfs', '-q', img);
-  let dev = '';
-  const mounts: string[] = [];
-  const cleanup = () => {
-    for (const m of [...mounts].reverse()) spawnQuiet('umount', m);
-    spawnQuiet('umount', mnt);
-    if (dev) spawnQuiet('losetup', '-d', dev);
-    fs.rmSync(dir, { recursive: true, force: true });
+export function loopFs(type: 'xfs' | 'ext4' | 'btrfs', sizeBytes: number): LoopFs {
+  const base = tempDir(`vunify-${type}-`);
+  const image = path.join(base, 'image');
+  const dir = path.join(base, 'mnt');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(image, '');
+  fs.truncateSync(image, sizeBytes);
+  execFileSync(`mkfs.${type}`, type === 'ext4' ? ['-q', '-F', image] : ['-q', '-f', image], { stdio: 'ignore' });
+  execFileSync('mount', ['-o', 'loop', image, dir]);
+  return {
+    dir,
+    unmount() {
+      if (spawnSync('umount', [dir]).status !== 0) spawnSync('umount', ['-l', dir]);
+      fs.rmSync(base, { recursive: true, force: true });
+    },
   };
-  try {
-    dev = run('losetup', '-f', '--show', img).trim();
-    run('mount', dev, mnt);
-  } catch (er) {
-    cleanup();
-    throw er;
-  }
-  return { mnt, dev, mounts, cleanup };
-}
-
-function spawnQuiet(cmd: string, ...args: string[]): void {
-  try {
-    run(cmd, ...args);
-  } catch {
-    // already gone
-  }
 }

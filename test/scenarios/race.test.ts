@@ -6,6 +6,13 @@
 // content and metadata as the guests, so a vunify that followed any of those
 // symlinks would find perfect duplicates there and link or replace them.
 //
+// The random guest decides nothing about whether vunify met a trick: in
+// every linking run, one more hostile step is made by the run itself at the
+// worst moment, just before its first exchange in a directory the random
+// guest leaves alone (test/helpers/cli-hook.mjs): the duplicate's name
+// becomes a symlink into the decoy, after every check the linker makes
+// before the exchange.
+//
 // Afterwards: the decoy is bit-for-bit and inode-for-inode what it was (link
 // counts included), no guest path names a decoy inode, no run hung or
 // crashed, and a final quiet run leaves no temporary name and every guest
@@ -13,15 +20,17 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { budget, exited, findTemps, journals, killChildren, runVunify, SEED, startChild, startScript, type VunifyRun, SCRIPT_PRELUDE } from '../helpers/hostile.js';
+import { budget, exited, findTemps, journals, killChildren, runVunify, SEED, startChild, startScript, type HookConfig, type VunifyRun, SCRIPT_PRELUDE } from '../helpers/hostile.js';
 import { rmTree, sh, snapshot, tempDir } from '../helpers/tree.js';
 
 const GUESTS = ['g1', 'g2', 'g3'];
 const DIRS = Array.from({ length: 30 }, (_, i) => `d${String(i).padStart(2, '0')}`);
+/** The directory the random guest leaves alone, for the step each linking run makes itself (cli-hook.mjs). */
+const HOOK_DIR = 'h0';
+const ALL_DIRS = [...DIRS, HOOK_DIR];
 const FILES = [...Array.from({ length: 10 }, (_, i) => `f${i}`), 's/f0', 's/f1', 's/f2'];
-/** How many vunify runs, and the wall-clock cap on the hostile phase (whichever ends first). */
+/** How many vunify runs while the guest fights (half of them linking). */
 const RUNS = budget(16, 200);
-const PHASE_MS = budget(30_000, 600_000);
 /** A run that takes longer than this is taken to hang (a normal run here takes well under a second). */
 const RUN_TIMEOUT_MS = 20_000;
 
@@ -34,7 +43,7 @@ const roots = () => GUESTS.map((g) => path.join(guestsDir, g));
 /** Content of a file: shared by all guests except f9, which is each guest's own. */
 function content(guest: string, d: number, f: number, rel: string): Buffer {
   const unique = rel === 'f9' ? ` only in ${guest}` : '';
-  const line = `${DIRS[d]}/${rel}${unique}: the same bytes in every guest\n`;
+  const line = `${ALL_DIRS[d]}/${rel}${unique}: the same bytes in every guest\n`;
   return Buffer.from(line.repeat(1 + ((d * 13 + f * 7) % 40) * 5));
 }
 
@@ -44,7 +53,7 @@ beforeAll(() => {
   decoy = path.join(top, 'host');
   stateDir = path.join(top, 'state');
   for (const g of GUESTS) {
-    for (const [d, dn] of DIRS.entries()) {
+    for (const [d, dn] of ALL_DIRS.entries()) {
       for (const [f, rel] of FILES.entries()) {
         const file = path.join(guestsDir, g, dn, rel);
         fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -223,23 +232,41 @@ describe('a hostile guest racing vunify', () => {
       dirs: DIRS,
       files: FILES,
       stopFile,
-      deadline: started + PHASE_MS + 30_000,
+      // Only a guard against a test that dies without writing the stop file.
+      deadline: started + 3_600_000,
       maxActive: 12,
       holdMs: 6,
       pauseMs: 0.3,
     });
 
+    const doneFile = path.join(top, 'hook-done');
+    let hookErrors = 0;
     let linksMade = 0;
     let runs = 0;
     const codes = new Map<string, number>();
     try {
-      for (; runs < RUNS && Date.now() - started < PHASE_MS; runs++) {
+      for (; runs < RUNS; runs++) {
         const dry = runs % 2 === 1;
-        const r = await runVunify(stateDir, ['--json', '--no-default-excludes', ...(dry ? ['--dry-run'] : []), ...roots()], RUN_TIMEOUT_MS);
-        const res = checkRun(r, `run ${runs} (${dry ? 'dry' : 'linking'}, seed ${SEED})`);
+        const what = `run ${runs} (${dry ? 'dry' : 'linking'}, seed ${SEED})`;
+        const hook: HookConfig | undefined = dry ? undefined : {
+          exchange: { under: guestsDir, match: `^[^/]+/${HOOK_DIR}/`, action: 'symlink', decoy, strip: 1 },
+          done: doneFile,
+        };
+        const r = await runVunify(stateDir, ['--json', '--no-default-excludes', ...(dry ? ['--dry-run'] : []), ...roots()], RUN_TIMEOUT_MS, hook);
+        const res = checkRun(r, what);
         linksMade += res.linksMade;
         for (const e of res.errors) codes.set(e.code, (codes.get(e.code) ?? 0) + 1);
         if (dry) expect(res.linksMade).toBe(0);
+        else {
+          // The step at the exchange was made (a file of HOOK_DIR is left
+          // unlinked by each run, so the next one has one to link), and
+          // vunify noticed it, linking nothing there.
+          expect(fs.existsSync(doneFile), `${what}: the step before the exchange was not made`).toBe(true);
+          fs.rmSync(doneFile);
+          const hooked = res.errors.filter((e) => e.path.split('/').includes(HOOK_DIR));
+          expect(hooked.map((e) => e.code), `${what}: ${JSON.stringify(res.errors)}`).toEqual(['ECHANGED']);
+          hookErrors++;
+        }
       }
     } finally {
       fs.writeFileSync(stopFile, '');
@@ -248,7 +275,7 @@ describe('a hostile guest racing vunify', () => {
     }
     const stats = JSON.parse(hostile.out().trim().split('\n').pop()!) as Record<string, number> & { failures: string[] };
     console.log(`race: seed ${SEED}, ${runs} runs in ${Date.now() - started} ms, ${linksMade} links made under fire;`,
-      `hostile ${JSON.stringify(stats)}; errors vunify reported: ${JSON.stringify(Object.fromEntries(codes))}`);
+      `hostile ${JSON.stringify(stats)}; errors vunify reported: ${JSON.stringify(Object.fromEntries(codes))} (${hookErrors} from the step at the exchange)`);
     // Every hostile step worked (a vanished path would mean vunify lost a name), all were put back.
     expect(stats.failures).toEqual([]);
     expect(stats.restored).toBeGreaterThan(0);
@@ -273,13 +300,13 @@ describe('a hostile guest racing vunify', () => {
     // Every guest path still has its content and metadata.
     expect(snapshot(guestsDir, { dirTimes: false })).toEqual(guestsBefore);
     // And the final run finished the job: each shared file is one inode across the guests.
-    for (const d of DIRS) {
+    for (const d of ALL_DIRS) {
       for (const f of FILES) {
         const inos = new Set(GUESTS.map((g) => fs.lstatSync(path.join(guestsDir, g, d, f)).ino));
         expect(inos.size, `${d}/${f}`).toBe(f === 'f9' ? GUESTS.length : 1);
       }
     }
-  }, budget(120_000, 900_000));
+  }, budget(600_000, 3_600_000)); // only a hang guard: the test ends after its runs
 });
 
 /**

@@ -5,7 +5,7 @@
 // Each case checks with independent tools (stat, xfs_io, sha256sum) which
 // inodes end up shared, that the linking run frees what the dry run said,
 // exits 0 with no error line, and that a rerun has nothing left to do.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -49,7 +49,7 @@ const sha = (file: string) => createHash('sha256').update(fs.readFileSync(file))
 
 describe('project IDs on XFS', () => {
   let xfs: LoopFs;
-  const G = (g: string) => path.join(xfs.mnt, g);
+  const G = (g: string) => path.join(xfs.dir, g);
   /** A guest directory in project `projid`, with or without the inherit flag, holding the library. */
   function guest(g: string, opts: { projid?: number; inherit?: boolean; fileProjid?: number }) {
     fs.mkdirSync(G(g));
@@ -64,7 +64,7 @@ describe('project IDs on XFS', () => {
   const projidOf = (file: string) => Number(/projid = (\d+)/.exec(sh('xfs_io', '-c', 'lsproj', file))![1]);
 
   beforeAll(() => {
-    xfs = loopFs('xfs');
+    xfs = loopFs('xfs', 320 << 20);
     // Five guests in three projects, each directory inheriting its project.
     guest('p10a', { projid: 10, inherit: true });
     guest('p10b', { projid: 10, inherit: true });
@@ -81,7 +81,7 @@ describe('project IDs on XFS', () => {
     // For the report: three more guests in three projects, left to it alone.
     for (const [g, projid] of [['r10', 10], ['r20', 20], ['r30', 30]] as const) guest(g, { projid, inherit: true });
   });
-  afterAll(() => xfs?.cleanup());
+  afterAll(() => xfs?.unmount());
 
   it('unifies within each project, never across, and never tries a link the kernel refuses', () => {
     const roots = ['p10a', 'p10b', 'p20a', 'p20b', 'p30', 'plain', 'pinned', 'loose'].map(G);
@@ -144,17 +144,21 @@ describe('project IDs on XFS', () => {
 
 describe('btrfs subvolumes and a bind mount as guests', () => {
   let btrfs: LoopFs;
-  const G = (g: string) => path.join(btrfs.mnt, g);
+  let bound = false;
+  const G = (g: string) => path.join(btrfs.dir, g);
   beforeAll(() => {
-    btrfs = loopFs('btrfs');
+    btrfs = loopFs('btrfs', 320 << 20);
     for (const s of ['sub1', 'sub2']) sh('btrfs', 'subvolume', 'create', G(s));
     for (const g of ['sub1', 'sub2', 'dir1', 'dir2', 'src']) writeFile(path.join(G(g), REL), { content: LIB });
     // The same filesystem (st_dev) through another mount: link(2) cannot cross it.
     fs.mkdirSync(G('bound'));
     sh('mount', '--bind', G('src'), G('bound'));
-    btrfs.mounts.push(G('bound'));
+    bound = true;
   });
-  afterAll(() => btrfs?.cleanup());
+  afterAll(() => {
+    if (bound) spawnSync('umount', [G('bound')]);
+    btrfs?.unmount();
+  });
 
   it('links only within one subvolume and mount; the report says filesystem and mount', () => {
     const roots = ['sub1', 'sub2', 'dir1', 'dir2', 'bound'].map(G);

@@ -1,5 +1,6 @@
 // The hash cache on real trees: what a rerun reads, what invalidates an
 // entry, and every way a cache file can be bad.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -188,5 +189,68 @@ describe('hash cache', () => {
     const { report } = await run(guests, { cache: false });
     expect(report.hashed.files).toBe(9);
     expect(fs.existsSync(cacheFile)).toBe(false);
+  });
+});
+
+// A regression from the safety review: a cached hash the bytes contradict is
+// forgotten (the linker compares every byte; the cache never decides alone).
+describe('hash cache: content changed with no stat change', () => {
+  let mnt: string | undefined;
+  afterEach(() => {
+    if (mnt) sh('umount', mnt);
+    mnt = undefined;
+  });
+
+  // On tmpfs, because there a write through a shared mapping can change the
+  // bytes and no time at all, for certain: the first write to a mapped page
+  // faults and updates mtime and ctime, later writes to that page do not,
+  // and tmpfs pages are never written back (on ext4 a writeback, or any
+  // sync by another process, write-protects the page again, so the next
+  // write faults and moves the ctime: the test could not rely on it there).
+  it('a write through a shared mapping keeps size, mtime and ctime: the linker refuses, and the cache forgets both', async () => {
+    mnt = path.join(dir, 'tmpfs');
+    fs.mkdirSync(mnt);
+    sh('mount', '-t', 'tmpfs', '-o', 'size=16m', 'none', mnt);
+    const pair = ['g1', 'g2'].map((g) => path.join(mnt!, g));
+    const db = (g: number) => path.join(pair[g]!, 'var/db');
+    const cache = path.join(dir, 'mmap.cache');
+    const unify = (opts: Parameters<typeof runUnify>[1] = {}) => runUnify(pair, { cache, ...opts });
+    for (const g of pair) writeFile(path.join(g, 'var/db'), { content: Buffer.alloc(4096, 0x61), mtime: '1700000000' });
+    // The guest's database maps its file and writes a page (one write fault: ctime now).
+    const py = spawn('python3', ['-u', '-c', `
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR); m = mmap.mmap(fd, 4096)
+m[0:1] = b'a'; print('ready', flush=True)
+sys.stdin.readline(); m[100:101] = b'Z'; print('wrote', flush=True)
+sys.stdin.readline()`, db(1)]);
+    const lines: string[] = [];
+    py.stdout.on('data', (b) => lines.push(...b.toString().split('\n').filter(Boolean)));
+    const waitFor = async (s: string) => { while (!lines.includes(s)) await new Promise((r) => setTimeout(r, 20)); };
+    try {
+      await waitFor('ready');
+      fs.utimesSync(db(1), 1700000000, 1700000000); // mtime back as in the other guest (ctime: now)
+      await new Promise((r) => setTimeout(r, 1500)); // older than RACY_SECONDS
+      const first = await unify({ dryRun: true });
+      expect(first.report.summary.linksPlanned).toBe(1);
+      const st = fs.statSync(db(1), { bigint: true });
+      py.stdin.write('\n');
+      await waitFor('wrote');
+      const st2 = fs.statSync(db(1), { bigint: true });
+      expect([st2.ctimeNs, st2.mtimeNs, st2.size]).toEqual([st.ctimeNs, st.mtimeNs, st.size]);
+      expect(fs.readFileSync(db(0)).equals(fs.readFileSync(db(1)))).toBe(false);
+      // A dry run cannot tell (it trusts the cache, as the README says); a
+      // linking run compares bytes, keeps the copy apart (its own part of the
+      // set: no error), and the cache forgets both inodes.
+      expect((await unify({ dryRun: true })).report.summary.linksPlanned).toBe(1);
+      const linking = await unify();
+      expect(linking.errors).toEqual([]);
+      expect(linking.report.summary.linksMade).toBe(0);
+      expect(linking.report.summary.contentSplits).toMatchObject({ sets: 1, parts: 1 });
+      expect(fs.readFileSync(db(1))[100]).toBe(0x5a); // the guest's byte is still there
+      expect((await unify({ dryRun: true })).report.summary.linksPlanned).toBe(0);
+    } finally {
+      py.stdin.end('\n');
+      await new Promise((r) => (py.exitCode !== null ? r(undefined) : py.once('exit', r)));
+    }
   });
 });

@@ -2,13 +2,14 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { FileError } from '../../src/core/errors.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { openState } from '../../src/state/run-state.js';
-import { inode, rmTree, tempDir, writeFile } from '../helpers/tree.js';
 import { recover } from '../../src/state/recovery.js';
 import type { JournalEntry } from '../../src/change/journal.js';
+import { killAtFirstUnlink } from '../helpers/killed-run.js';
+import { inode, rmTree, runUnify, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
 
 let dir: string;
 let stateDir: string;
@@ -116,7 +117,7 @@ describe('recovery of a killed run', () => {
     fs.writeFileSync(path.join(stateDir, 'journal.999.dead'), entries.map((e) => JSON.stringify(e)).join('\n') + '\n{"root":');
 
     const errors: FileError[] = [];
-    recover(stateDir, (e) => errors.push(e));
+    withRoots(['a'], (ra) => recover(stateDir, ra, (e) => errors.push(e)));
     const left = fs.readdirSync(g).sort();
     expect(left).toEqual(['.vunify.four', '.vunify.lookalike', 'canon', 'd1', 'd2', 'd3', 'd4', 'inner']);
     expect(inode(path.join(g, 'd2'))).toBe(canon.ino);
@@ -133,12 +134,32 @@ describe('recovery of a killed run', () => {
       try {
         const before = fs.readdirSync(stateDir).filter((n) => n.startsWith('journal.'));
         expect(before).toHaveLength(1);
-        recover(stateDir, noErrors);
+        recover(stateDir, ra, noErrors);
         expect(fs.readdirSync(stateDir).filter((n) => n.startsWith('journal.'))).toEqual(before);
       } finally {
         live.close();
       }
       expect(fs.readdirSync(stateDir).filter((n) => n.startsWith('journal.'))).toEqual([]);
     });
+  });
+});
+
+// A regression from the safety review: recovery after a kill must not undo
+// a guest's later edits.
+describe('recovery of a linking run killed after the exchange', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('keeps what the guest wrote to its path, now the canonical\'s inode, before the next run', async () => {
+    const guests = ['g1', 'g2'].map((g) => path.join(dir, g));
+    const conf = (g: number) => path.join(guests[g]!, 'etc/conf');
+    for (const g of guests) writeFile(path.join(g, 'etc/conf'), { content: 'same\n', mtime: '1700000000' });
+    const runState = testStateDir();
+    const restore = killAtFirstUnlink(runState);
+    await runUnify(guests, { cache: false });
+    expect(restore()).toBe(true);
+    expect(inode(conf(0))).toBe(inode(conf(1)));
+    fs.appendFileSync(conf(1), 'guest edit\n');
+    withRoots(['g1', 'g2'], (roots) => recover(runState, roots, () => {}));
+    expect(fs.readFileSync(conf(1), 'utf8'), `g1 shows ${JSON.stringify(fs.readFileSync(conf(0), 'utf8'))}`).toBe('same\nguest edit\n');
   });
 });

@@ -1,0 +1,29 @@
+// vitest globalSetup: compile src/ to dist/ once before any test file runs,
+// so the tests that spawn the CLI (node dist/bin.js) always run the current
+// sources, never a build older than the last edit. Incremental: a build with
+// nothing to do costs a few seconds; the build info lives inside dist/, so
+// deleting dist/ forces a full build.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const root = path.join(import.meta.dirname, '..', '..');
+
+export default function build(): void {
+  // Both test projects name this setup; build once per vitest process.
+  if (process.env.VUNIFY_TEST_BUILT === String(process.pid)) return;
+  const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+  try {
+    execFileSync(process.execPath, [tsc, '-p', 'tsconfig.json', '--incremental', '--tsBuildInfoFile', 'dist/.tsbuildinfo'], {
+      cwd: root,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    // What `npm run build` copies beside the JavaScript: the fleet merge's SQL.
+    fs.cpSync(path.join(root, 'src/report/sql'), path.join(root, 'dist/report/sql'), { recursive: true });
+  } catch (er) {
+    const e = er as { stdout?: string; stderr?: string };
+    throw new Error(`the TypeScript build failed, so no test would run the current sources:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+  }
+  process.env.VUNIFY_TEST_BUILT = String(process.pid);
+}
