@@ -13,6 +13,7 @@
  * Every path of every other inode gets one operation. An inode is freed only
  * when all of its links are replaced, i.e. when every link it has was seen.
  */
+import { compareRelPaths } from '../core/paths.js';
 import type { FileRec, Inode } from '../core/types.js';
 
 export interface LinkOp {
@@ -45,7 +46,7 @@ export function seenAll(inode: Inode): boolean {
 }
 
 export function comparePaths(a: FileRec, b: FileRec): number {
-  return a.dir.root.index - b.dir.root.index || Buffer.compare(a.dir.rel, b.dir.rel) || Buffer.compare(a.name, b.name);
+  return a.dir.root.index - b.dir.root.index || compareRelPaths(a, b);
 }
 
 function firstPath(inode: Inode): FileRec {

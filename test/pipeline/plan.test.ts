@@ -3,6 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { plan } from '../../src/pipeline/plan.js';
 import type { DirNode, FileRec, Inode, Root } from '../../src/core/types.js';
 import { FileType, type Stat } from '../../src/core/stat.js';
+import { dirRel } from '../../src/core/paths.js';
+import { dirAt } from '../helpers/nodes.js';
 
 const roots: Root[] = [0, 1, 2].map((index) => ({ index, path: `/g${index}`, fd: -1, dev: 1, ino: 100 + index, mntId: 1 }));
 
@@ -15,13 +17,13 @@ function mkInode(spec: { nlink?: number; paths: [number, string][]; size?: numbe
   };
   const paths: FileRec[] = spec.paths.map(([root, rel]) => {
     const parts = rel.split('/');
-    const dir: DirNode = { root: roots[root]!, rel: Buffer.from(parts.slice(0, -1).join('/')), dev: 1, ino: 1 };
+    const dir: DirNode = dirAt(roots[root]!, parts.slice(0, -1).join('/'));
     return { dir, name: Buffer.from(parts.at(-1)!), stat };
   });
   return { dev: 1, ino, stat, paths };
 }
 
-const shown = (f: FileRec) => `${f.dir.root.path}/${f.dir.rel}/${f.name}`;
+const shown = (f: FileRec) => `${f.dir.root.path}/${dirRel(f.dir)}/${f.name}`;
 
 describe('plan', () => {
   it('prefers an inode with links outside the roots, whatever else', () => {
