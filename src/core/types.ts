@@ -56,4 +56,6 @@ export interface Inode {
   xattrs?: string;
   /** Content starts with the ELF magic (executables, shared libraries); set with the hash. */
   elf?: boolean;
+  /** Inode flags (FS_IOC_GETFLAGS), read for the plan (pipeline/canonical.ts). */
+  flags?: number;
 }
