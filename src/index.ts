@@ -67,7 +67,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     log.timed('group');
     const { identical, hashed } = await hashGroups(s, session, groups);
     log.timed('hash');
-    const thePlan = plan(identical, readConstraints(identical, { iunlink: opts.iunlink, onError: log.onError }));
+    const thePlan = plan(identical, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
     log.timed('plan');
     const earlySkips = log.errors.length;
     let linked;

@@ -64,16 +64,16 @@ export function compareCanonical(a: Inode, b: Inode): number {
 
 /** What the kernel will allow (canonical.ts): inodes it will not link, and each inode's link limit. */
 export interface PlanLimits {
-  locked?: ReadonlySet<Inode>;
+  locked?(inode: Inode, role: 'canonical' | 'duplicate'): boolean;
   linkLimit?(inode: Inode): number;
 }
 
 export function plan(identicalSets: readonly Inode[][], limits: PlanLimits = {}): Plan {
   const result: Plan = { sets: [], linksPlanned: 0, freeableInodes: 0, freeableBytes: 0, freeableDiskBytes: 0 };
   for (const whole of identicalSets) {
-    const set = limits.locked ? whole.filter((i) => !limits.locked!.has(i)) : whole;
+    const set = limits.locked ? whole.filter((i) => !limits.locked!(i, 'duplicate')) : whole;
     if (set.length < 2) continue;
-    for (const part of byRoom([...set].sort(compareCanonical), limits.linkLimit)) planSet(part, result);
+    for (const part of byRoom([...set].sort(compareCanonical), limits)) planSet(part, result);
   }
   return result;
 }
@@ -81,10 +81,11 @@ export function plan(identicalSets: readonly Inode[][], limits: PlanLimits = {})
 /**
  * Cut a set, in canonical-preference order, into parts whose canonical has
  * room for every link of its part: whole inodes only (linking part of an
- * inode frees nothing). An inode that does not fit carries the rest.
+ * inode frees nothing). An inode that does not fit carries the rest, unless
+ * it is locked (then the next one does).
  */
-function byRoom(ordered: Inode[], linkLimit: PlanLimits['linkLimit']): Inode[][] {
-  if (!linkLimit) return [ordered];
+function byRoom(ordered: Inode[], { locked, linkLimit }: PlanLimits): Inode[][] {
+  if (!linkLimit && !locked) return [ordered];
   const parts: Inode[][] = [];
   let part: Inode[] = [];
   let room = 0;
@@ -94,9 +95,11 @@ function byRoom(ordered: Inode[], linkLimit: PlanLimits['linkLimit']): Inode[][]
       room -= inode.paths.length;
       continue;
     }
+    // A canonical the kernel will not link to is left out (nor can it be replaced).
+    if (locked?.(inode, 'canonical')) continue;
     if (part.length > 1) parts.push(part);
     part = [inode];
-    room = linkLimit(inode) - inode.stat.nlink;
+    room = linkLimit ? linkLimit(inode) - inode.stat.nlink : Infinity;
   }
   if (part.length > 1) parts.push(part);
   return parts;

@@ -76,7 +76,7 @@ describe('plan with what the kernel allows', () => {
     const full = mkInode({ nlink: 9, paths: [[0, 'a/x']] }); // 8 links outside the roots, limit 10: room for 1
     const locked = mkInode({ nlink: 5, paths: [[0, 'b/x']] });
     const others = [1, 2, 3].map((r) => mkInode({ paths: [[r % 3, `c${r}/x`]] }));
-    const p = plan([[full, locked, ...others]], { locked: new Set([locked]), linkLimit: () => 10 });
+    const p = plan([[full, locked, ...others]], { locked: (i) => i === locked, linkLimit: () => 10 });
     expect(p.sets.map((s) => [s.canonical, s.duplicates])).toEqual([[full, [others[2]]], [others[0], [others[1]]]].map(([c, d]) => [c, d]));
     expect(p.linksPlanned).toBe(2);
     expect(p.sets.flatMap((s) => s.duplicates)).not.toContain(locked);
