@@ -23,6 +23,7 @@ import { hashGroups, saveSessionCache, withSession, type SessionOptions } from '
 import type { Rule } from './pipeline/excludes.js';
 import { groupFiles } from './pipeline/group.js';
 import { plan } from './pipeline/plan.js';
+import { readConstraints } from './pipeline/canonical.js';
 import { expandRoots } from './pipeline/roots.js';
 import { scanRoots } from './pipeline/walk.js';
 import { buildReport, type Report } from './report/report.js';
@@ -66,7 +67,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     log.timed('group');
     const { identical, hashed } = await hashGroups(s, session, groups);
     log.timed('hash');
-    const thePlan = plan(identical);
+    const thePlan = plan(identical, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
     log.timed('plan');
     const earlySkips = log.errors.length;
     let linked;

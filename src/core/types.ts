@@ -17,11 +17,22 @@ export interface Root {
   mntId: number;
 }
 
-/** A directory seen by the walker; interned so files share their parent's path. */
+/**
+ * A directory seen by the walker, named by its parent and its own name: a
+ * full path per directory cost memory quadratic in the depth of a tree (a
+ * guest chooses the depth). The path is built only when a message or an open
+ * needs it (dirRel in paths.ts).
+ */
 export interface DirNode {
   root: Root;
-  /** Path relative to the root, without a leading slash; empty for the root itself. */
-  rel: Buffer;
+  /** The directory it was listed in; null for the root itself. */
+  parent: DirNode | null;
+  /** Its name in the parent; empty for the root. */
+  name: Buffer;
+  /** Levels below the root: 0 for the root. */
+  depth: number;
+  /** Bytes of its path relative to the root (names and the slashes between them). */
+  relLength: number;
   dev: number;
   ino: number;
 }
@@ -45,4 +56,6 @@ export interface Inode {
   xattrs?: string;
   /** Content starts with the ELF magic (executables, shared libraries); set with the hash. */
   elf?: boolean;
+  /** Inode flags (FS_IOC_GETFLAGS), read for the plan (pipeline/canonical.ts). */
+  flags?: number;
 }

@@ -28,7 +28,7 @@ import { metadataKey } from '../pipeline/group.js';
 import { compareCanonical, comparePaths, plan, seenAll, type Plan, type PlanSet } from '../pipeline/plan.js';
 import { buildReport } from './report.js';
 import type { DirNode, FileRec, Inode, Root } from '../core/types.js';
-import { printable, relPath } from '../core/paths.js';
+import { dirRel, printable, relPath } from '../core/paths.js';
 
 export const REASONS = ['filesystem', 'owner', 'mode', 'mtime', 'xattrs'] as const;
 export type Reason = (typeof REASONS)[number];
@@ -156,8 +156,9 @@ const rootsOf = (inodes: readonly Inode[]): Set<number> => new Set(inodes.flatMa
 
 /** A guest-independent directory: the first three components of the path's directory ("/usr/share/doc"). */
 export function topDirectory(f: FileRec, depth = 3): string {
-  const parts = f.dir.rel.length ? printable(f.dir.rel).split('/') : [];
-  return '/' + parts.slice(0, depth).join('/');
+  let d = f.dir;
+  while (d.depth > depth) d = d.parent!; // a deep directory's path is never built here
+  return '/' + printable(dirRel(d));
 }
 
 export function buildCapacity(input: ModelInput): CapacityReport {

@@ -14,6 +14,7 @@ import { sys } from '../../src/os/sys.js';
 import { walk } from '../../src/pipeline/walk.js';
 import { inode, rmTree, runUnify, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
 import { TEMP_PREFIX } from '../../src/change/swap.js';
+import { FS_APPEND_FL, FS_IMMUTABLE_FL } from '../../src/core/stat.js';
 
 let dir: string;
 beforeEach(() => {
@@ -101,10 +102,41 @@ describe('link', () => {
     expect(p.errors[0]!.path).toBe(path.join(dir, 'a/f'));
   });
 
-  it('skips an immutable or append-only duplicate with a clear message', async () => {
-    for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
-    sh('chattr', '+i', path.join(dir, 'b/f'));
+  it('never plans an immutable canonical; an append-only duplicate is refused by the linker (its flags are not read before)', async () => {
+    for (const g of ['a', 'b', 'c', 'd']) writeFile(path.join(dir, g, 'f'));
+    sh('chattr', '+i', path.join(dir, 'a/f'));
     sh('chattr', '+a', path.join(dir, 'c/f'));
+    try {
+      const { report, errors } = await runUnify(['a', 'b', 'c', 'd'].map((g) => path.join(dir, g)));
+      expect(errors.map((e) => [e.path, e.code])).toEqual([[path.join(dir, 'c/f'), 'EFLAGS']]);
+      expect(report.summary).toMatchObject({ linksPlanned: 2, linksMade: 1, skipped: 1 });
+      expect(inode(path.join(dir, 'd/f'))).toBe(inode(path.join(dir, 'b/f')));
+      expect(new Set(['a', 'b', 'c'].map((g) => inode(path.join(dir, g, 'f')))).size).toBe(3);
+    } finally {
+      sh('chattr', '-i', path.join(dir, 'a/f'));
+      sh('chattr', '-a', path.join(dir, 'c/f'));
+    }
+  });
+
+  /**
+   * Inode flags as if chattr'ed between the plan and the link: the plan
+   * reads the flags of its canonical candidates (`planReads` calls), then the linker sees
+   * `after` (by path) added. A real chattr would also move the ctime, which
+   * the linker reports as ECHANGED before it looks at the flags.
+   */
+  function flagsAfterPlan(planReads: number, after: Record<string, number>) {
+    const inos = new Map(Object.entries(after).map(([p, f]) => [inode(p), f]));
+    const real = sys.getFlags;
+    let calls = 0;
+    vi.spyOn(sys, 'getFlags').mockImplementation((fd) => {
+      const flags = real(fd);
+      return ++calls > planReads ? flags | (inos.get(sys.fstat(fd).ino) ?? 0) : flags;
+    });
+  }
+
+  it('skips a duplicate made immutable or append-only after the plan, with a clear message', async () => {
+    for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
+    flagsAfterPlan(1, { [path.join(dir, 'b/f')]: FS_IMMUTABLE_FL, [path.join(dir, 'c/f')]: FS_APPEND_FL });
     const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
     expect(errors.map((e) => [e.path, e.code])).toEqual([
       [path.join(dir, 'b/f'), 'EFLAGS'],
@@ -126,9 +158,9 @@ describe('link', () => {
     expect(fs.statSync(path.join(dir, 'b/f')).ino).not.toBe(fs.statSync(path.join(dir, 'a/f')).ino);
   });
 
-  it('leaves a set alone, with one message, when its canonical is immutable', async () => {
+  it('leaves a set alone, with one message, when its canonical is made immutable after the plan', async () => {
     for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
-    sh('chattr', '+i', path.join(dir, 'a/f')); // the first root's copy is the canonical
+    flagsAfterPlan(1, { [path.join(dir, 'a/f')]: FS_IMMUTABLE_FL }); // the first root's copy is the canonical
     const before = snapshot(dir, { inodes: true });
     const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
     expect(errors.map((e) => [e.path, e.code, e.message])).toEqual([
