@@ -17,7 +17,7 @@ import { O, sys } from '../../src/os/sys.js';
 import { dirRel } from '../../src/core/paths.js';
 
 const BIN = path.join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
-const PRELOAD = path.join(import.meta.dirname, '..', 'helpers', 'journal-size.cjs');
+const PRELOAD = path.join(import.meta.dirname, '..', 'helpers', 'journal-size.mjs');
 
 let dir: string;
 beforeAll(() => {
@@ -28,9 +28,9 @@ afterAll(() => rmTree(dir));
 /** Run the CLI under GNU time: exit code, output and the peak RSS in bytes (time's %M). */
 function timed(args: string[], env: Record<string, string> = {}) {
   const rss = path.join(dir, 'rss');
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', '-o', rss, process.execPath, '-r', PRELOAD, BIN, '--state-dir', testStateDir(), ...args], {
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', '-o', rss, process.execPath, '--import', PRELOAD, BIN, '--state-dir', testStateDir(), ...args], {
     encoding: 'utf8',
-    env: { ...process.env, ...env },
+    env: { ...process.env, VUNIFY_TEST_BIN: BIN, ...env },
     maxBuffer: 1 << 28,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, peak: Number(fs.readFileSync(rss, 'utf8').trim().split('\n').at(-1)) * 1024 };
