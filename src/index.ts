@@ -28,6 +28,7 @@ import { hashGroups, saveSessionCache, withSession, type SessionOptions } from '
 import type { Rule } from './pipeline/excludes.js';
 import { groupFiles } from './pipeline/group.js';
 import { plan } from './pipeline/plan.js';
+import { readConstraints } from './pipeline/canonical.js';
 import { readDirProjects } from './pipeline/projects.js';
 import { keptApart } from './report/kept-apart.js';
 import { expandRoots } from './pipeline/roots.js';
@@ -77,7 +78,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const { identical, hashed } = await hashGroups(s, session, groups);
     log.timed('hash');
     readDirProjects(identical.flat());
-    const thePlan = plan(identical);
+    const thePlan = plan(identical, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
     const apart = keptApart(groups.flat(), s.roots.length, policy);
     log.timed('plan');
     const earlySkips = log.errors.length;

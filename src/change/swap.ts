@@ -20,7 +20,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { codedError, errorCode, fileError } from '../core/errors.js';
-import { displayPath, printable } from '../core/paths.js';
+import { dirRel, displayPath, printable } from '../core/paths.js';
 import { FS_APPEND_FL, FS_IMMUTABLE_FL, sameFile, sameInode, type InodeId, type Stat } from '../core/stat.js';
 import type { FileRec } from '../core/types.js';
 import type { OpenedFile } from '../os/confine.js';
@@ -208,7 +208,7 @@ function checkDirectory(dirFd: number, file: FileRec): void {
     const flags = inodeFlags(fd);
     if (flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) {
       const which = flags & FS_IMMUTABLE_FL ? 'immutable' : 'append-only';
-      const dir = file.dir.rel.length ? printable(file.dir.rel) : 'the root';
+      const dir = file.dir.relLength ? printable(dirRel(file.dir)) : 'the root';
       throw codedError('EFLAGS', `its directory (${dir}) is ${which} (chattr); names in it cannot be replaced, left alone`);
     }
   } finally {

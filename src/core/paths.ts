@@ -4,13 +4,98 @@
  * a path through printable(), so a name can never forge a line of output.
  * Pure: loads without the native addon.
  */
-import type { FileRec } from './types.js';
+import type { DirNode, FileRec, Root } from './types.js';
 
-const SLASH = Buffer.from('/');
+const SLASH = 0x2f;
+const EMPTY = Buffer.alloc(0);
+
+/** The node of a root directory itself. */
+export function rootNode(root: Root): DirNode {
+  return { root, parent: null, name: EMPTY, depth: 0, relLength: 0, dev: root.dev, ino: root.ino };
+}
+
+/** The node of the directory `name` listed in `parent`. */
+export function childNode(parent: DirNode, name: Buffer, dev: number, ino: number): DirNode {
+  const relLength = parent.relLength ? parent.relLength + 1 + name.length : name.length;
+  return { root: parent.root, parent, name, depth: parent.depth + 1, relLength, dev, ino };
+}
+
+/**
+ * Write the path of `dir` relative to `from` (an ancestor, or null for the
+ * root), ending at `buf[end]`; returns where it starts. Components are
+ * copied from the leaf up, so nothing but `buf` is allocated.
+ */
+function writeDir(dir: DirNode, from: DirNode | null, buf: Buffer, end: number): number {
+  for (let d: DirNode | null = dir; d && d !== from && d.parent; d = d.parent) {
+    end -= d.name.length;
+    buf.set(d.name, end);
+    if (d.parent !== from && d.parent.parent) buf[--end] = SLASH;
+  }
+  return end;
+}
+
+/** Path of a directory relative to its root, as bytes (empty for the root). */
+export function dirRel(dir: DirNode): Buffer {
+  if (!dir.relLength) return EMPTY;
+  const buf = Buffer.allocUnsafe(dir.relLength);
+  writeDir(dir, null, buf, buf.length);
+  return buf;
+}
+
+/** Path of `dir` relative to its ancestor `from` (at most dir.depth - from.depth names). */
+export function dirRelFrom(dir: DirNode, from: DirNode): Buffer {
+  if (dir === from) return Buffer.from('.');
+  let len = -1;
+  for (let d: DirNode | null = dir; d && d !== from; d = d.parent) len += d.name.length + 1;
+  const buf = Buffer.allocUnsafe(len);
+  writeDir(dir, from, buf, len);
+  return buf;
+}
 
 /** Path of a file relative to its root, as bytes. */
 export function relPath(f: FileRec): Buffer {
-  return f.dir.rel.length ? Buffer.concat([f.dir.rel, SLASH, f.name]) : f.name;
+  if (!f.dir.relLength) return f.name;
+  const buf = Buffer.allocUnsafe(f.dir.relLength + 1 + f.name.length);
+  f.name.copy(buf, f.dir.relLength + 1);
+  buf[f.dir.relLength] = SLASH;
+  writeDir(f.dir, null, buf, f.dir.relLength);
+  return buf;
+}
+
+/** Bytes of a file's path relative to its root. */
+export function relPathLength(f: FileRec): number {
+  return f.dir.relLength ? f.dir.relLength + 1 + f.name.length : f.name.length;
+}
+
+/** Printable absolute path of a directory, for messages. */
+export function displayDir(dir: DirNode): string {
+  return dir.root.path.replace(/\/$/, '') + '/' + printable(dirRel(dir));
+}
+
+/**
+ * Order of two files under one root: by directory path (bytewise, as if
+ * written out), then by name; without writing the paths out: only the
+ * parts below the deepest common directory are compared.
+ */
+export function compareRelPaths(a: FileRec, b: FileRec): number {
+  if (a.dir !== b.dir) {
+    let x: DirNode = a.dir;
+    let y: DirNode = b.dir;
+    while (x.depth > y.depth) x = x.parent!;
+    while (y.depth > x.depth) y = y.parent!;
+    while (x !== y && x.parent && y.parent) {
+      x = x.parent;
+      y = y.parent;
+    }
+    // Nodes of one root built apart (tests) have no common node: full paths.
+    const by = x === y ? Buffer.compare(below(a.dir, x), below(b.dir, x)) : Buffer.compare(dirRel(a.dir), dirRel(b.dir));
+    if (by) return by;
+  }
+  return Buffer.compare(a.name, b.name);
+}
+
+function below(dir: DirNode, from: DirNode): Buffer {
+  return dir === from ? EMPTY : dirRelFrom(dir, from);
 }
 
 /** Printable absolute path (invalid UTF-8 bytes shown as \xNN). */

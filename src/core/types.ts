@@ -17,11 +17,22 @@ export interface Root {
   mntId: number;
 }
 
-/** A directory seen by the walker; interned so files share their parent's path. */
+/**
+ * A directory seen by the walker, named by its parent and its own name: a
+ * full path per directory cost memory quadratic in the depth of a tree (a
+ * guest chooses the depth). The path is built only when a message or an open
+ * needs it (dirRel in paths.ts).
+ */
 export interface DirNode {
   root: Root;
-  /** Path relative to the root, without a leading slash; empty for the root itself. */
-  rel: Buffer;
+  /** The directory it was listed in; null for the root itself. */
+  parent: DirNode | null;
+  /** Its name in the parent; empty for the root. */
+  name: Buffer;
+  /** Levels below the root: 0 for the root. */
+  depth: number;
+  /** Bytes of its path relative to the root (names and the slashes between them). */
+  relLength: number;
   dev: number;
   ino: number;
   /** Its project and whether new entries must share it (read before planning, see pipeline/projects.ts). */
@@ -56,7 +67,11 @@ export interface Inode {
   /** Content hash and encoded xattrs, once read. */
   hash?: bigint;
   xattrs?: string;
-  /** Inode flags (FS_IOC_GETFLAGS, 0 where the filesystem has none) and project ID (FS_IOC_FSGETXATTR, 0 where none); read with the hash. */
+  /**
+   * Inode flags (FS_IOC_GETFLAGS, 0 where the filesystem has none) and
+   * project ID (FS_IOC_FSGETXATTR, 0 where none): read with the hash, or
+   * for a canonical candidate by pipeline/canonical.ts.
+   */
   flags?: number;
   projid?: number;
   /** Content starts with the ELF magic (executables, shared libraries); set with the hash. */

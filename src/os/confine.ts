@@ -14,16 +14,22 @@
 import { codedError, errorCode } from '../core/errors.js';
 import { FileType, sameFile, sameInode, type InodeId, type Stat } from '../core/stat.js';
 import { O, sys } from './sys.js';
-import { relPath } from '../core/paths.js';
+import { dirRel, relPath } from '../core/paths.js';
 import type { DirNode, FileRec } from '../core/types.js';
 
 /**
  * Open a scanned directory (O_PATH, or `flags` such as O_RDONLY when an
  * ioctl must be made on it: O_DIRECTORY fails on anything but a directory)
- * and check it is still that directory.
+ * and check it is still that directory. Its path is built here, for this
+ * one lookup (DirNode keeps none).
  */
 export function openDir(dir: DirNode, flags: number = O.PATH): number {
-  const fd = sys.openBeneath(dir.root.fd, dir.rel, flags | O.DIRECTORY);
+  return openDirAt(dir.root.fd, dirRel(dir), dir, flags);
+}
+
+/** Open `dir` (O_PATH, or `flags`) by `path` beneath `baseFd` (its root's or an ancestor's descriptor) and check it is still that directory. */
+export function openDirAt(baseFd: number, path: Buffer, dir: DirNode, flags: number = O.PATH): number {
+  const fd = sys.openBeneath(baseFd, path, flags | O.DIRECTORY);
   try {
     const st = sys.fstat(fd);
     if (st.dev !== dir.dev || st.ino !== dir.ino) throw codedError('ECHANGED', 'directory replaced since it was scanned');

@@ -40,7 +40,7 @@ import { layout } from '../os/native.js';
 import { getSystemErrorName } from 'node:util';
 import type { Inode } from '../core/types.js';
 import { fileAttrs, tooLarge, xattrKey } from './xattrs.js';
-import { displayPath, relPath } from '../core/paths.js';
+import { displayPath, relPath, relPathLength } from '../core/paths.js';
 import type { Stat } from '../core/stat.js';
 import { readKey, type PolicyOptions } from './policy.js';
 
@@ -191,7 +191,11 @@ async function inBatches(inodes: readonly Inode[], inFlight: number, seed: bigin
       while (next < inodes.length) {
         const start = next;
         let bytes = 0;
-        while (next < inodes.length && next - start < BATCH_FILES && bytes < BATCH_BYTES) bytes += inodes[next++]!.stat.size;
+        // Path bytes count too: in a deep tree each path is up to ~1 MiB (walk.ts MAX_DEPTH).
+        while (next < inodes.length && next - start < BATCH_FILES && bytes < BATCH_BYTES) {
+          const inode = inodes[next++]!;
+          bytes += inode.stat.size + relPathLength(inode.paths[0]!);
+        }
         const out = await sys.hashFiles(encodeJobs(inodes, start, next), seed);
         decodeResults(out).forEach((r, k) => settle(start + k, r));
       }
@@ -221,7 +225,6 @@ const {
 const { headerSize: OUT_HDR, recordLength: OUT_LEN, error: OUT_ERROR, detail: OUT_DETAIL, xattrCount: OUT_XATTRS, hash: OUT_HASH, flags: OUT_FLAGS, projid: OUT_PROJID } =
   layout.hashOut;
 const ALIGN = layout.recordAlign;
-const SLASH = 0x2f;
 
 /** The input records of hashFiles (struct hash_in in native/hash.c) for inodes[from, to). */
 export function encodeJobs(inodes: readonly Inode[], from: number, to: number): Buffer {
@@ -229,19 +232,14 @@ export function encodeJobs(inodes: readonly Inode[], from: number, to: number): 
   let total = 0;
   for (let k = from; k < to; k++) {
     const f = inodes[k]!.paths[0]!;
-    total += pad(IN_HDR + f.dir.rel.length + (f.dir.rel.length ? 1 : 0) + f.name.length);
+    total += pad(IN_HDR + relPathLength(f));
   }
   const buf = Buffer.alloc(total);
   let off = 0;
   for (let k = from; k < to; k++) {
     const f = inodes[k]!.paths[0]!;
     const s = inodes[k]!.stat;
-    let p = off + IN_HDR;
-    if (f.dir.rel.length) {
-      p += f.dir.rel.copy(buf, p);
-      buf[p++] = SLASH;
-    }
-    p += f.name.copy(buf, p);
+    const p = off + IN_HDR + relPath(f).copy(buf, off + IN_HDR);
     const len = pad(p - off);
     buf.writeUInt32LE(len, off + IN_LEN);
     buf.writeInt32LE(f.dir.root.fd, off + IN_ROOT_FD);

@@ -8,14 +8,18 @@
  *   1. an inode that cannot be freed anyway wins: one with links outside
  *      the scanned roots (nlink > links seen), or with a path the kernel
  *      will not let us replace (policy.ts acceptsLink: a project-inherit
- *      directory of another project);
+ *      directory of another project, an immutable directory);
  *   2. then the inode with the most links (fewest paths to change);
  *   3. then the one seen under the earliest ROOT on the command line;
  *   4. then path order (bytewise).
+ * Inodes the kernel will not link (immutable, append-only) are left out, and
+ * a canonical takes only as many links as its filesystem has room for; an
+ * inode that does not fit carries the rest of the set (see canonical.ts).
  * Every path of every other inode that may be replaced gets one operation.
  * An inode is freed only when all of its links are replaced, i.e. when
  * every link it has was seen and may be replaced.
  */
+import { compareRelPaths } from '../core/paths.js';
 import type { FileRec, Inode } from '../core/types.js';
 import { acceptsLink, isPinned } from './policy.js';
 
@@ -54,7 +58,7 @@ export function freeable(inode: Inode): boolean {
 }
 
 export function comparePaths(a: FileRec, b: FileRec): number {
-  return a.dir.root.index - b.dir.root.index || Buffer.compare(a.dir.rel, b.dir.rel) || Buffer.compare(a.name, b.name);
+  return a.dir.root.index - b.dir.root.index || compareRelPaths(a, b);
 }
 
 function firstPath(inode: Inode): FileRec {
@@ -67,11 +71,51 @@ export function compareCanonical(a: Inode, b: Inode): number {
   return outside || b.stat.nlink - a.stat.nlink || comparePaths(firstPath(a), firstPath(b));
 }
 
-export function plan(identicalSets: readonly Inode[][]): Plan {
+/** What the kernel will allow (canonical.ts): inodes it will not link, and each inode's link limit. */
+export interface PlanLimits {
+  locked?(inode: Inode, role: 'canonical' | 'duplicate'): boolean;
+  linkLimit?(inode: Inode): number;
+}
+
+export function plan(identicalSets: readonly Inode[][], limits: PlanLimits = {}): Plan {
   const result: Plan = { sets: [], linksPlanned: 0, freeableInodes: 0, freeableBytes: 0, freeableDiskBytes: 0 };
-  for (const set of identicalSets) {
+  for (const whole of identicalSets) {
+    const set = limits.locked ? whole.filter((i) => !limits.locked!(i, 'duplicate')) : whole;
     if (set.length < 2) continue;
-    const ordered = [...set].sort(compareCanonical);
+    for (const part of byRoom([...set].sort(compareCanonical), limits)) planSet(part, result);
+  }
+  return result;
+}
+
+/**
+ * Cut a set, in canonical-preference order, into parts whose canonical has
+ * room for every link of its part: whole inodes only (linking part of an
+ * inode frees nothing). An inode that does not fit carries the rest, unless
+ * it is locked (then the next one does).
+ */
+function byRoom(ordered: Inode[], { locked, linkLimit }: PlanLimits): Inode[][] {
+  if (!linkLimit && !locked) return [ordered];
+  const parts: Inode[][] = [];
+  let part: Inode[] = [];
+  let room = 0;
+  for (const inode of ordered) {
+    if (part.length && inode.paths.length <= room) {
+      part.push(inode);
+      room -= inode.paths.length;
+      continue;
+    }
+    // A canonical the kernel will not link to is left out (nor can it be replaced).
+    if (locked?.(inode, 'canonical')) continue;
+    if (part.length > 1) parts.push(part);
+    part = [inode];
+    room = linkLimit ? linkLimit(inode) - inode.stat.nlink : Infinity;
+  }
+  if (part.length > 1) parts.push(part);
+  return parts;
+}
+
+function planSet(ordered: Inode[], result: Plan): void {
+  {
     const canonical = ordered[0]!;
     const duplicates: Inode[] = [];
     const ops: LinkOp[] = [];
@@ -86,9 +130,8 @@ export function plan(identicalSets: readonly Inode[][]): Plan {
         result.freeableDiskBytes += inode.stat.blocks * 512;
       }
     }
-    if (!ops.length) continue;
+    if (!ops.length) return;
     result.sets.push({ canonical, source: firstPath(canonical), duplicates, ops });
     result.linksPlanned += ops.length;
   }
-  return result;
 }

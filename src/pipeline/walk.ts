@@ -10,22 +10,24 @@
  * promise per file, and a guest that swaps a directory for a symlink
  * mid-walk gets an error for that directory instead of a walk of the host.
  *
- * Never followed or crossed: symlinks, mount points (another st_dev or mount
- * id than the root's), and excluded directories (pruned, never listed).
  * Mount points (from the mount table, mounts.ts) and excluded names are
  * decided on names, before any statx, and never stat'ed: a statx on a mount
  * point asks its filesystem, which may never answer.
+ *
+ * Never followed or crossed: symlinks, mount points (another st_dev or mount
+ * id than the root's), and excluded directories (pruned, never listed).
  * Only regular files within the size bounds are kept; the rest is counted.
  */
 import os from 'node:os';
 import { fileError, type FileError } from '../core/errors.js';
 import { compileRules, type Matcher, type Rule } from './excludes.js';
-import { sys } from '../os/sys.js';
+import { sys, type KeepEntry } from '../os/sys.js';
 import type { DirNode, FileRec, Root } from '../core/types.js';
-import { printable } from '../core/paths.js';
+import { childNode, dirRel, dirRelFrom, displayDir, printable, rootNode } from '../core/paths.js';
+import { openDirAt } from '../os/confine.js';
 import { FileType } from '../core/stat.js';
-import { mountPointsUnder, type MountPoints } from './mounts.js';
 import type { Progress } from '../core/progress.js';
+import { mountPointsUnder, type MountPoints } from './mounts.js';
 
 export interface WalkOptions {
   matcher: Matcher;
@@ -46,7 +48,6 @@ export interface WalkResult {
   mountPoints: number;
 }
 
-const SLASH = Buffer.from('/');
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
 
 export function errnoName(n: number): string {
@@ -75,67 +76,122 @@ export function scanRoots(
   return walk(roots, { matcher: compileRules(rules), minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n) });
 }
 
+/**
+ * Deepest level listed: directories below it are not read, with one message
+ * per directory at this level that has subdirectories. A path this deep is
+ * already up to ~1 MiB (255-byte names); every message, exclude match and
+ * open of a file costs time linear in its path, and a path near V8's string
+ * limit (~512 MiB) would end the run for every guest.
+ */
+export const MAX_DEPTH = 4096;
+
+/**
+ * Every this many levels, a directory being walked keeps an O_PATH
+ * descriptor open while its subtree is listed, and directories below it are
+ * opened relative to the nearest such descriptor: at most STRIDE names per
+ * lookup whatever the depth (a lookup from the root is quadratic in a deep
+ * chain), and at most MAX_DEPTH / STRIDE descriptors held.
+ */
+export const STRIDE = 16;
+
+interface Held {
+  dir: DirNode;
+  fd: number;
+}
+
 async function walkRoot(root: Root, opts: WalkOptions, counts: WalkResult, mounts: MountPoints): Promise<FileRec[]> {
   const files: FileRec[] = [];
-  const stack: DirNode[] = [{ root, rel: Buffer.alloc(0), dev: root.dev, ino: root.ino }];
-  const rootPath = root.path.replace(/\/$/, '');
-  const show = (rel: Buffer) => rootPath + '/' + printable(rel);
-  while (stack.length) {
-    const dir = stack.pop()!;
-    // The matcher's path, built from one prefix per directory: a Buffer
-    // (and a string) per entry was a large part of the walk's cost.
-    const prefix = dir.rel.length ? '/' + dir.rel.toString('latin1') + '/' : '/';
-    const here = mounts.size ? mounts.get(dir.rel.toString('latin1')) : undefined;
-    const keep = (name: string): boolean => {
-      if (here?.has(name)) {
-        counts.mountPoints++;
-        return false;
-      }
-      if (opts.matcher.match(prefix + name) === 'exclude') {
-        counts.excluded++;
-        return false;
-      }
-      return true;
-    };
-    let listing;
-    try {
-      listing = await sys.scanDir(root.fd, dir.rel, { dev: dir.dev, ino: dir.ino }, keep);
-    } catch (er) {
-      opts.onError(fileError(show(dir.rel), er));
-      continue;
-    }
-    const subdirs: DirNode[] = [];
-    for (const e of listing.entries) {
-      switch (e.type) {
-        case FileType.Error:
-          opts.onError(fileError(show(childRel(dir, e.name)), { code: errnoName(e.errno), syscall: 'statx', message: errnoName(e.errno) }));
-          continue;
-        case FileType.Directory:
-        case FileType.Regular:
-          break;
-        default:
-          counts.special++;
-          continue;
-      }
-      if (e.dev !== root.dev || e.mntId !== root.mntId) {
-        counts.mountPoints++;
+  const stack: DirNode[] = [rootNode(root)];
+  // Descriptors of ancestors of the directory being listed (every STRIDE levels), shallowest first.
+  const held: Held[] = [];
+  try {
+    while (stack.length) {
+      const dir = stack.pop()!;
+      while (held.length && !isAncestor(held[held.length - 1]!.dir, dir)) sys.close(held.pop()!.fd);
+      // The matcher's path, built from one prefix per directory: a Buffer
+      // (and a string) per entry was a large part of the walk's cost.
+      const rel = dir.relLength ? dirRel(dir).toString('latin1') : '';
+      const prefix = rel ? '/' + rel + '/' : '/';
+      const here = mounts.size ? mounts.get(rel) : undefined;
+      // Decided on the name, before any statx: mount points and excluded names are never stat'ed.
+      const keep = (name: string): boolean => {
+        if (here?.has(name)) {
+          counts.mountPoints++;
+          return false;
+        }
+        if (opts.matcher.match(prefix + name) === 'exclude') {
+          counts.excluded++;
+          return false;
+        }
+        return true;
+      };
+      let listing;
+      try {
+        listing = await list(root, dir, held, keep);
+      } catch (er) {
+        opts.onError(fileError(displayDir(dir), er));
         continue;
       }
-      if (e.type === FileType.Directory) {
-        subdirs.push({ root, rel: childRel(dir, e.name), dev: e.dev, ino: e.ino });
-      } else if (e.size < opts.minSize || e.size > opts.maxSize) {
-        counts.outOfBounds++;
-      } else {
-        files.push({ dir, name: e.name, stat: e });
+      const subdirs: DirNode[] = [];
+      for (const e of listing.entries) {
+        switch (e.type) {
+          case FileType.Error:
+            opts.onError(fileError(displayDir(dir) + '/' + printable(e.name), { code: errnoName(e.errno), syscall: 'statx', message: errnoName(e.errno) }));
+            continue;
+          case FileType.Directory:
+          case FileType.Regular:
+            break;
+          default:
+            counts.special++;
+            continue;
+        }
+        if (e.dev !== root.dev || e.mntId !== root.mntId) {
+          counts.mountPoints++;
+          continue;
+        }
+        if (e.type === FileType.Directory) {
+          subdirs.push(childNode(dir, e.name, e.dev, e.ino));
+        } else if (e.size < opts.minSize || e.size > opts.maxSize) {
+          counts.outOfBounds++;
+        } else {
+          files.push({ dir, name: e.name, stat: e });
+        }
       }
+      if (subdirs.length && dir.depth >= MAX_DEPTH) {
+        opts.onError(fileError(displayDir(dir), { code: 'EDEEP', message: `${subdirs.length} subdirectories not listed: vunify lists ${MAX_DEPTH} levels below a root` }));
+        subdirs.length = 0;
+      }
+      // Reverse so the stack pops subdirectories in listing order.
+      for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
+      opts.onProgress?.(listing.entries.length);
     }
-    // Reverse so the stack pops subdirectories in listing order.
-    for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
-    opts.onProgress?.(listing.entries.length);
+  } finally {
+    for (const h of held) sys.close(h.fd);
   }
   return files;
 }
 
-function childRel(dir: DirNode, name: Buffer): Buffer {
-  return dir.rel.length ? Buffer.concat([dir.rel, SLASH, name]) : name;
+/**
+ * List `dir`, looked up (confined, and checked against its scan) from the
+ * nearest held ancestor, or from the root. Every STRIDE levels the
+ * directory's own descriptor is kept in `held` for its subtree.
+ */
+async function list(root: Root, dir: DirNode, held: Held[], keep: KeepEntry) {
+  const expect = { dev: dir.dev, ino: dir.ino };
+  if (!dir.parent) return sys.scanDir(root.fd, Buffer.alloc(0), expect, keep);
+  const base = held.length ? held[held.length - 1]! : undefined;
+  const path = base ? dirRelFrom(dir, base.dir) : dirRel(dir);
+  const baseFd = base ? base.fd : root.fd;
+  if (dir.depth % STRIDE) return sys.scanDir(baseFd, path, expect, keep);
+  const fd = openDirAt(baseFd, path, dir);
+  held.push({ dir, fd });
+  return sys.scanDir(fd, DOT, expect, keep);
+}
+
+const DOT = Buffer.from('.');
+
+function isAncestor(a: DirNode, d: DirNode): boolean {
+  if (a.depth >= d.depth) return false;
+  while (d.depth > a.depth) d = d.parent!;
+  return d === a;
 }

@@ -27,7 +27,7 @@ import { contentKey, fileFlags, noReasons, REASONS, shareKey, type ByReason, typ
 import { keptApart as keptApartOf } from './kept-apart.js';
 import { buildReport } from './report.js';
 import type { DirNode, FileRec, Inode, Root } from '../core/types.js';
-import { printable, relPath } from '../core/paths.js';
+import { dirRel, printable, relPath } from '../core/paths.js';
 
 export { REASONS, type ByReason, type Reason };
 
@@ -137,8 +137,9 @@ const rootsOf = (inodes: readonly Inode[]): Set<number> => new Set(inodes.flatMa
 
 /** A guest-independent directory: the first three components of the path's directory ("/usr/share/doc"). */
 export function topDirectory(f: FileRec, depth = 3): string {
-  const parts = f.dir.rel.length ? printable(f.dir.rel).split('/') : [];
-  return '/' + parts.slice(0, depth).join('/');
+  let d = f.dir;
+  while (d.depth > depth) d = d.parent!; // a deep directory's path is never built here
+  return '/' + printable(dirRel(d));
 }
 
 export function buildCapacity(input: ModelInput): CapacityReport {

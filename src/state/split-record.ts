@@ -19,6 +19,7 @@
  * file is rewritten at the end of a run to what is still pending (paths
  * that could not be moved), and removed when nothing is.
  */
+import { dirRel } from '../core/paths.js';
 import fs from 'node:fs';
 import { errorCode } from '../core/errors.js';
 import type { InodeId } from '../core/stat.js';
@@ -59,14 +60,14 @@ export class SplitRecord {
       const c = byId.get(key(line.copy));
       if (!c || c.stat.nlink !== c.paths.length || !c.paths.every((p) => p.dir.root === this.root)) continue;
       const at = this.lines.filter((l) => key(l.copy) === key(line.copy));
-      if (c.paths.some((p) => at.some((l) => l.dir === p.dir.rel.toString('hex') && l.name === p.name.toString('hex')))) return c;
+      if (c.paths.some((p) => at.some((l) => l.dir === dirRel(p.dir).toString('hex') && l.name === p.name.toString('hex')))) return c;
     }
     return undefined;
   }
 
   /** Before `at` is moved onto `copy` (a copy of `shared`): kept on disk before the move can happen. */
   note(shared: InodeId, copy: InodeId, at: FileRec): void {
-    const line: SplitLine = { shared: { dev: shared.dev, ino: shared.ino }, copy: { dev: copy.dev, ino: copy.ino }, dir: at.dir.rel.toString('hex'), name: at.name.toString('hex') };
+    const line: SplitLine = { shared: { dev: shared.dev, ino: shared.ino }, copy: { dev: copy.dev, ino: copy.ino }, dir: dirRel(at.dir).toString('hex'), name: at.name.toString('hex') };
     this.fd ??= openStateFile(this.sd.fd, fileName(this.root), O.WRONLY | O.CREAT | fs.constants.O_APPEND);
     fs.writeSync(this.fd, JSON.stringify(line) + '\n');
     this.lines.push(line);

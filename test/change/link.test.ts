@@ -14,6 +14,7 @@ import { sys } from '../../src/os/sys.js';
 import { walk } from '../../src/pipeline/walk.js';
 import { inode, rmTree, runUnify, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
 import { TEMP_PREFIX } from '../../src/change/swap.js';
+import { FS_APPEND_FL, FS_IMMUTABLE_FL } from '../../src/core/stat.js';
 
 let dir: string;
 beforeEach(() => {
@@ -150,6 +151,36 @@ describe('link', () => {
     }
   });
 
+  /**
+   * Inode flags as if chattr'ed between the plan and the link: the plan
+   * reads the flags of its canonical candidates (`planReads` calls: none,
+   * now that the hash stage reads them all in the addon), then the linker sees
+   * `after` (by path) added. A real chattr would also move the ctime, which
+   * the linker reports as ECHANGED before it looks at the flags.
+   */
+  function flagsAfterPlan(planReads: number, after: Record<string, number>) {
+    const inos = new Map(Object.entries(after).map(([p, f]) => [inode(p), f]));
+    const real = sys.getFlags;
+    let calls = 0;
+    vi.spyOn(sys, 'getFlags').mockImplementation((fd) => {
+      const flags = real(fd);
+      return ++calls > planReads ? flags | (inos.get(sys.fstat(fd).ino) ?? 0) : flags;
+    });
+  }
+
+  it('skips a duplicate made immutable or append-only after the plan, with a clear message', async () => {
+    for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
+    flagsAfterPlan(0, { [path.join(dir, 'b/f')]: FS_IMMUTABLE_FL, [path.join(dir, 'c/f')]: FS_APPEND_FL });
+    const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
+    expect(errors.map((e) => [e.path, e.code])).toEqual([
+      [path.join(dir, 'b/f'), 'EFLAGS'],
+      [path.join(dir, 'c/f'), 'EFLAGS'],
+    ]);
+    expect(errors[0]!.message).toMatch(/immutable/);
+    expect(errors[1]!.message).toMatch(/append-only/);
+    expect(report.summary.skipped).toBe(2);
+  });
+
   it('keeps a copy whose own inode flags (chattr +d, +A) differ apart in the plan: no refusal, flags unchanged', async () => {
     for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
     sh('chattr', '+dA', path.join(dir, 'b/f'));
@@ -178,6 +209,18 @@ describe('link', () => {
     } finally {
       sh('chattr', '-i', path.join(dir, 'a/f'));
     }
+  });
+
+  it('leaves a set alone, with one message, when its canonical is made immutable after the plan', async () => {
+    for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'));
+    flagsAfterPlan(0, { [path.join(dir, 'a/f')]: FS_IMMUTABLE_FL }); // the first root's copy is the canonical
+    const before = snapshot(dir, { inodes: true });
+    const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
+    expect(errors.map((e) => [e.path, e.code, e.message])).toEqual([
+      [path.join(dir, 'a/f'), 'EFLAGS', 'canonical copy is immutable (chattr); left alone'],
+    ]);
+    expect(report.summary).toMatchObject({ linksPlanned: 2, linksMade: 0, skipped: 2 });
+    expect(snapshot(dir, { inodes: true })).toEqual(before);
   });
 
   it('EMLINK: the duplicate becomes the canonical for the rest of its set', async () => {

@@ -14,6 +14,7 @@ import { walk } from '../../src/pipeline/walk.js';
 import { rmTree, sh, tempDir, writeFile } from '../helpers/tree.js';
 import { FileType, type Stat } from '../../src/core/stat.js';
 import { getHasher } from '../../src/core/xxhash.js';
+import { relPath } from '../../src/core/paths.js';
 
 const B = (s: string) => Buffer.from(s);
 const clone = (): Record<string, any> => structuredClone(native.layout) as Record<string, any>;
@@ -201,11 +202,11 @@ describe('hash job records', () => {
       const h = await getHasher();
       const got = inodes.map((inode, k) => {
         const f = inode.paths[0]!;
-        return [Buffer.concat([f.dir.rel, f.dir.rel.length ? B('/') : Buffer.alloc(0), f.name]).toString('hex'), results[k]];
+        return [relPath(f).toString('hex'), results[k]];
       });
       const want = inodes.map((inode) => {
         const f = inode.paths[0]!;
-        const rel = Buffer.concat([f.dir.rel, f.dir.rel.length ? B('/') : Buffer.alloc(0), f.name]);
+        const rel = relPath(f);
         const file = Buffer.concat([B(dir + '/'), rel]);
         return [rel.toString('hex'), { hash: h.h64Raw(fs.readFileSync(file)), xattrs: kernelXattrs(file), elf: false, flags: expect.any(Number), projid: 0 }];
       });

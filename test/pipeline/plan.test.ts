@@ -3,6 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { plan } from '../../src/pipeline/plan.js';
 import type { DirNode, FileRec, Inode, Root } from '../../src/core/types.js';
 import { FileType, type Stat } from '../../src/core/stat.js';
+import { dirRel } from '../../src/core/paths.js';
+import { dirAt } from '../helpers/nodes.js';
 
 const roots: Root[] = [0, 1, 2].map((index) => ({ index, path: `/g${index}`, fd: -1, dev: 1, ino: 100 + index, mntId: 1 }));
 
@@ -15,13 +17,13 @@ function mkInode(spec: { nlink?: number; paths: [number, string][]; size?: numbe
   };
   const paths: FileRec[] = spec.paths.map(([root, rel]) => {
     const parts = rel.split('/');
-    const dir: DirNode = { root: roots[root]!, rel: Buffer.from(parts.slice(0, -1).join('/')), dev: 1, ino: 1 };
+    const dir: DirNode = dirAt(roots[root]!, parts.slice(0, -1).join('/'));
     return { dir, name: Buffer.from(parts.at(-1)!), stat };
   });
   return { dev: 1, ino, stat, paths };
 }
 
-const shown = (f: FileRec) => `${f.dir.root.path}/${f.dir.rel}/${f.name}`;
+const shown = (f: FileRec) => `${f.dir.root.path}/${dirRel(f.dir)}/${f.name}`;
 
 describe('plan', () => {
   it('prefers an inode with links outside the roots, whatever else', () => {
@@ -66,5 +68,17 @@ describe('plan', () => {
     const p = plan([[x, y]]);
     expect(p.sets[0]!.canonical).toBe(y);
     expect(p.sets[0]!.ops.map((o) => shown(o.file))).toEqual(['/g0//a']);
+  });
+});
+
+describe('plan with what the kernel allows', () => {
+  it('leaves locked inodes out, and cuts a set where its canonical has no room left', () => {
+    const full = mkInode({ nlink: 9, paths: [[0, 'a/x']] }); // 8 links outside the roots, limit 10: room for 1
+    const locked = mkInode({ nlink: 5, paths: [[0, 'b/x']] });
+    const others = [1, 2, 3].map((r) => mkInode({ paths: [[r % 3, `c${r}/x`]] }));
+    const p = plan([[full, locked, ...others]], { locked: (i) => i === locked, linkLimit: () => 10 });
+    expect(p.sets.map((s) => [s.canonical, s.duplicates])).toEqual([[full, [others[2]]], [others[0], [others[1]]]].map(([c, d]) => [c, d]));
+    expect(p.linksPlanned).toBe(2);
+    expect(p.sets.flatMap((s) => s.duplicates)).not.toContain(locked);
   });
 });

@@ -16,7 +16,10 @@ function mk(over: Partial<Stat> = {}, more: Partial<Inode> = {}, where: { root?:
     type: FileType.Regular, mode: 0o100644, uid: 0, gid: 0, nlink: 1, ino: nextIno++, dev: 1,
     size: 100, blocks: 8, mtimeSec: 1, mtimeNsec: 0, ctimeSec: 1, ctimeNsec: 0, mntId: 1, ...over,
   };
-  const dir: DirNode = { root: roots[where.root ?? 0]!, rel: Buffer.from(`d${stat.ino}`), dev: stat.dev, ino: 1000 + stat.ino, project: where.project };
+  const root = roots[where.root ?? 0]!;
+  const top: DirNode = { root, parent: null, name: Buffer.alloc(0), depth: 0, relLength: 0, dev: stat.dev, ino: root.ino };
+  const name = Buffer.from(`d${stat.ino}`);
+  const dir: DirNode = { root, parent: top, name, depth: 1, relLength: name.length, dev: stat.dev, ino: 1000 + stat.ino, project: where.project };
   const file: FileRec = { dir, name: Buffer.from('f'), stat };
   return { dev: stat.dev, ino: stat.ino, stat, paths: [file], hash: 7n, xattrs: '', flags: 0, projid: 0, ...more };
 }

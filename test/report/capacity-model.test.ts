@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { topDirectory } from '../../src/report/capacity-model.js';
 import type { DirNode, FileRec, Inode, Root } from '../../src/core/types.js';
 import { FileType, type Stat } from '../../src/core/stat.js';
+import { dirAt } from '../helpers/nodes.js';
 
 const root: Root = { index: 0, path: '/g0', fd: -1, dev: 1, ino: 100, mntId: 1 };
 
@@ -17,7 +18,7 @@ function mk(over: Partial<Stat> = {}, xattrs = ''): Inode {
 
 function file(rel: string): FileRec {
   const parts = rel.split('/');
-  const dir: DirNode = { root, rel: Buffer.from(parts.slice(0, -1).join('/')), dev: 1, ino: 1 };
+  const dir: DirNode = dirAt(root, parts.slice(0, -1).join('/'));
   return { dir, name: Buffer.from(parts.at(-1)!), stat: mk().stat };
 }
 
