@@ -66,6 +66,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     ...opts,
     paths: expandRoots(opts.roots),
     changes: !opts.dryRun,
+    hashes: true,
     prepare: (roots) => opts.iunlink && probeIunlink(roots, { dryRun: opts.dryRun }),
   };
   return withSession(session, async (s) => {

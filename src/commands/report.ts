@@ -74,7 +74,7 @@ export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan>
   const candidatePaths = opts.candidates.length ? expandRoots(opts.candidates) : [];
   const held = new Set(candidatePaths.map(real));
   const guestPaths = expandRoots(opts.roots).filter((p) => !held.has(real(p)));
-  const session: SessionOptions = { ...opts, paths: [...guestPaths, ...candidatePaths], changes: false };
+  const session: SessionOptions = { ...opts, paths: [...guestPaths, ...candidatePaths], changes: false, hashes: true };
   return withSession(session, async (s) => {
     const { log } = s;
     const existing = s.roots.slice(0, guestPaths.length);

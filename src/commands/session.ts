@@ -46,6 +46,12 @@ export interface SessionOptions {
   onNote?(message: string): void;
   /** Open (and check) the state directory even if neither changes nor the cache need it. */
   needStateDir?: boolean;
+  /**
+   * The run hashes content, so it needs the hash key: the state directory
+   * holds it (checked as for the cache), or the directory of `hashKey` is
+   * checked as a --cache file's is, so no guest can read or plant the key.
+   */
+  hashes?: boolean;
   /** Checks on the opened roots that must pass before anything is locked or recovered. */
   prepare?(roots: readonly Root[]): void;
 }
@@ -89,8 +95,9 @@ export async function withSession<T>(opts: SessionOptions, body: (s: Session) =>
     // Whatever uses the state directory (locks, journals, the default hash
     // cache, so the dry run and the report too) first checks who could
     // have written there (state/state-dir.ts): exit 2, nothing changed.
-    if (opts.changes || opts.needStateDir || opts.cache === undefined) sd = openStateDir(opts.stateDir ?? DEFAULT_STATE_DIR, roots);
+    if (opts.changes || opts.needStateDir || opts.cache === undefined || (opts.hashes && !opts.hashKey)) sd = openStateDir(opts.stateDir ?? DEFAULT_STATE_DIR, roots);
     if (typeof opts.cache === 'string') closeStateDir(openStateDir(path.dirname(path.resolve(opts.cache)), roots, true));
+    if (opts.hashes && opts.hashKey) closeStateDir(openStateDir(path.dirname(path.resolve(opts.hashKey)), roots, true));
     // A run that changes guests locks its roots and puts right what a killed
     // run left before it looks at anything; a read-only run needs neither.
     if (opts.changes) state = openState(sd!, roots, log.onError, opts.onWarning);

@@ -45,6 +45,21 @@ describe('hash key', () => {
     expect(() => loadHashKey(file, { create: true })).toThrow(why);
   });
 
+  it('is never made or read inside a guest: a state directory or --hash-key file there is refused (exit 2), even with --no-cache', () => {
+    writeFile(path.join(dir, 'g1/f'));
+    writeFile(path.join(dir, 'g2/f'));
+    const inGuest = path.join(dir, 'g1/var/lib/vunify');
+    const r = runCli(['-n', '--no-cache', '--state-dir', inGuest, path.join(dir, 'g1'), path.join(dir, 'g2')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/state directory refused/);
+    expect(fs.existsSync(path.join(inGuest, KEY_FILE))).toBe(false);
+    const planted = path.join(dir, 'g2/key');
+    fs.writeFileSync(planted, Buffer.alloc(32, 1), { mode: 0o600 });
+    const k = runCli(['-n', '--no-cache', '--hash-key', planted, path.join(dir, 'g1'), path.join(dir, 'g2')]);
+    expect(k.code).toBe(2);
+    expect(k.stderr).toMatch(/refused/);
+  });
+
   it('--hash-key FILE must exist (it is never made up), and the run then changes nothing: exit 2', () => {
     writeFile(path.join(dir, 'g1/f'));
     writeFile(path.join(dir, 'g2/f'));
