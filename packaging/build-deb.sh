@@ -70,6 +70,10 @@ node "$DEB/copyright-deps.mjs" "$LIB/node_modules" >"$STAGE/copyright-deps"
 find "$LIB/node_modules" -depth \( -type d \( -name test -o -name tests -o -name __tests__ -o -name .github \) -exec rm -rf {} + \) -o \
   \( -type f \( -name '*.md' -o -name '*.markdown' -o -iname 'licen[cs]e*' -o -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -delete \)
 find "$LIB/node_modules" -depth -type d -empty -delete
+# Prebuilt native code shipped inside registry packages (DuckDB's engine,
+# loaded only by the fleet merge and Parquet manifests): stripped like ours.
+find "$LIB/node_modules" -type f \( -name '*.node' -o -name '*.so' -o -name '*.so.*' \) \
+  -exec strip --strip-unneeded --remove-section=.comment --remove-section=.note {} +
 
 install -D -m 755 "$DEB/vunify.sh" "$ROOT/usr/bin/vunify"
 
