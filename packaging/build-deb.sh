@@ -106,10 +106,11 @@ gzip -9n <"$DEB/changelog" >"$DOC/changelog.gz"
 node "$DEB/make-man.mjs" "$LIB/dist/bin.js" "$version" "$(date -u -d "@$epoch" +%Y-%m-%d)" | gzip -9n >"$ROOT/usr/share/man/man8/vunify.8.gz"
 
 # Depends: the node that runs it (the addon uses N-API, stable across Node
-# versions) and the C library the addon links, as dpkg-shlibdeps computes it.
+# versions) and the libraries the shipped native code links, as dpkg-shlibdeps computes it.
 install -d "$STAGE/debian" "$ROOT/DEBIAN"   # DEBIAN/ marks the package root for it
 printf 'Source: vunify\n\nPackage: vunify\nArchitecture: any\n' >"$STAGE/debian/control"
-shlibs=$(cd "$STAGE" && dpkg-shlibdeps -O --warnings=0 debian/vunify/usr/lib/vunify/build/Release/vunify.node)
+# Every shipped ELF object counts: the addon, and DuckDB's engine (libstdc++).
+shlibs=$(cd "$STAGE" && find debian/vunify/usr/lib/vunify -type f \( -name '*.node' -o -name '*.so' \) -print0 | sort -z | xargs -0 dpkg-shlibdeps -O --warnings=0)
 shlibs=${shlibs#shlibs:Depends=}
 [ -n "$shlibs" ] || die "dpkg-shlibdeps found no library dependency for the addon"
 depends="nodejs (>= 20), $shlibs"
