@@ -70,6 +70,10 @@ node "$DEB/copyright-deps.mjs" "$LIB/node_modules" >"$STAGE/copyright-deps"
 find "$LIB/node_modules" -depth \( -type d \( -name test -o -name tests -o -name __tests__ -o -name .github \) -exec rm -rf {} + \) -o \
   \( -type f \( -name '*.md' -o -name '*.markdown' -o -iname 'licen[cs]e*' -o -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -delete \)
 find "$LIB/node_modules" -depth -type d -empty -delete
+# Prebuilt native code shipped inside registry packages (DuckDB's engine,
+# loaded only by the fleet merge and Parquet manifests): stripped like ours.
+find "$LIB/node_modules" -type f \( -name '*.node' -o -name '*.so' -o -name '*.so.*' \) \
+  -exec strip --strip-unneeded --remove-section=.comment --remove-section=.note {} +
 
 install -D -m 755 "$DEB/vunify.sh" "$ROOT/usr/bin/vunify"
 
@@ -102,10 +106,11 @@ gzip -9n <"$DEB/changelog" >"$DOC/changelog.gz"
 node "$DEB/make-man.mjs" "$LIB/dist/bin.js" "$version" "$(date -u -d "@$epoch" +%Y-%m-%d)" | gzip -9n >"$ROOT/usr/share/man/man8/vunify.8.gz"
 
 # Depends: the node that runs it (the addon uses N-API, stable across Node
-# versions) and the C library the addon links, as dpkg-shlibdeps computes it.
+# versions) and the libraries the shipped native code links, as dpkg-shlibdeps computes it.
 install -d "$STAGE/debian" "$ROOT/DEBIAN"   # DEBIAN/ marks the package root for it
 printf 'Source: vunify\n\nPackage: vunify\nArchitecture: any\n' >"$STAGE/debian/control"
-shlibs=$(cd "$STAGE" && dpkg-shlibdeps -O --warnings=0 debian/vunify/usr/lib/vunify/build/Release/vunify.node)
+# Every shipped ELF object counts: the addon, and DuckDB's engine (libstdc++).
+shlibs=$(cd "$STAGE" && find debian/vunify/usr/lib/vunify -type f \( -name '*.node' -o -name '*.so' \) -print0 | sort -z | xargs -0 dpkg-shlibdeps -O --warnings=0)
 shlibs=${shlibs#shlibs:Depends=}
 [ -n "$shlibs" ] || die "dpkg-shlibdeps found no library dependency for the addon"
 depends="nodejs (>= 20), $shlibs"

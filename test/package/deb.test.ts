@@ -111,9 +111,13 @@ describe.skipIf(!SLOW)('Debian package', () => {
   });
 
   it('carries exactly the production modules of package-lock.json, each of them loadable', () => {
-    const lock = JSON.parse(fs.readFileSync(path.join(REPO, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
+    type Locked = { dev?: boolean; os?: string[]; cpu?: string[]; libc?: string[] };
+    const lock = JSON.parse(fs.readFileSync(path.join(REPO, 'package-lock.json'), 'utf8')) as { packages: Record<string, Locked> };
+    // npm installs a platform-specific optional module (DuckDB's prebuilt
+    // engine) only where its os, cpu and libc fit: linux, x64, glibc here.
+    const fits = (v: Locked) => (!v.os || v.os.includes('linux')) && (!v.cpu || v.cpu.includes('x64')) && (!v.libc || v.libc.includes('glibc'));
     const wanted = Object.entries(lock.packages)
-      .filter(([k, v]) => k.startsWith('node_modules/') && !v.dev)
+      .filter(([k, v]) => k.startsWith('node_modules/') && !v.dev && fits(v))
       .map(([k]) => k.slice('node_modules/'.length))
       .sort();
     // Module folders as the lockfile names them ("a", "@s/a", "a/node_modules/b").
