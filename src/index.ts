@@ -18,14 +18,11 @@
  * linker is never called. Per-file errors from every stage are collected
  * into the report and the run goes on.
  */
-import type { FileError } from './core/errors.js';
-import type { Progress } from './core/progress.js';
 import type { FileRec } from './core/types.js';
 import { displayPath } from './core/paths.js';
 import { link } from './change/link.js';
 import { probeIunlink } from './change/iunlink.js';
-import { hashGroups, saveSessionCache, withSession, type SessionOptions } from './commands/session.js';
-import type { Rule } from './pipeline/excludes.js';
+import { hashGroups, saveSessionCache, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
 import { groupFiles } from './pipeline/group.js';
 import { plan } from './pipeline/plan.js';
 import { readConstraints } from './pipeline/canonical.js';
@@ -35,30 +32,11 @@ import { expandRoots } from './pipeline/roots.js';
 import { scanRoots } from './pipeline/walk.js';
 import { buildReport, type Report } from './report/report.js';
 
-export interface UnifyOptions {
-  roots: readonly string[];
+export interface UnifyOptions extends HashingOptions {
   dryRun: boolean;
-  ignoreMtime: boolean;
-  minSize: number;
-  maxSize: number;
-  /** User rules, in order; the default list is appended unless noDefaultExcludes. */
-  rules: readonly Rule[];
-  noDefaultExcludes: boolean;
-  progress?: Progress;
-  onError?(e: FileError): void;
   onLink?(file: FileRec, canonical: FileRec): void;
-  /** Where locks and the journal of a linking run live (default /var/lib/vunify). */
-  stateDir?: string;
   /** Mark unified inodes immutable + immutable-unlink (Linux-VServer kernels only). */
   iunlink?: boolean;
-  /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
-  cache?: string | false;
-  /** Hash key file (default STATE_DIR/hash.key, created on first use). */
-  hashKey?: string;
-  /** Problems that skip no file (an unusable cache): one line each. */
-  onWarning?(message: string): void;
-  /** Things worth a line with -v only (no cache yet). */
-  onNote?(message: string): void;
 }
 
 export async function unify(opts: UnifyOptions): Promise<Report> {

@@ -69,28 +69,43 @@ export function copyJob(
     onError(fileError(displayPath(first), er));
     return { copied: false, split: 0 };
   }
-  const shared = { fd: src.fd, stat: job.inode.stat };
   try {
-    for (const p of rest) {
-      try {
-        const dirFd = openDir(p.dir);
-        try {
-          note(job.inode.stat, copy.stat, p);
-          swap(dirFd, p, { fd: copy.fd, before: copy.stat }, shared, { ignoreMtime: false, journal });
-          done++;
-          onSplit?.(p);
-        } finally {
-          sys.close(dirFd);
-        }
-      } catch (er) {
-        onError(fileError(displayPath(p), er));
-      }
-    }
+    // The guest's other names of the same inode join its copy.
+    done += moveOnto(rest, copy, { fd: src.fd, stat: job.inode.stat }, journal, onError, onSplit, note);
   } finally {
     sys.close(copy.fd);
     sys.close(src.fd);
   }
   return { copied: true, split: done };
+}
+
+/** Move each of `paths` (names of the shared inode `shared`) onto `copy` by the swap; returns how many moved, errors reported per path. */
+function moveOnto(
+  paths: readonly FileRec[],
+  copy: { fd: number; stat: Stat },
+  shared: { fd: number; stat: Stat },
+  journal: Journal,
+  onError: (e: FileError) => void,
+  onSplit: ((f: FileRec) => void) | undefined,
+  note: NoteCopy,
+): number {
+  let done = 0;
+  for (const p of paths) {
+    try {
+      const dirFd = openDir(p.dir);
+      try {
+        note(shared.stat, copy.stat, p);
+        swap(dirFd, p, { fd: copy.fd, before: copy.stat }, shared, { ignoreMtime: false, journal });
+        done++;
+        onSplit?.(p);
+      } finally {
+        sys.close(dirFd);
+      }
+    } catch (er) {
+      onError(fileError(displayPath(p), er));
+    }
+  }
+  return done;
 }
 
 /**
@@ -129,29 +144,12 @@ function joinExisting(job: CopyJob, existing: Inode, journal: Journal, onError: 
     onError(fileError(displayPath(first), er));
     return { copied: false, split: 0 };
   }
-  const out = { fd: shared.fd, stat: job.inode.stat };
-  let done = 0;
   try {
-    for (const p of job.paths) {
-      try {
-        const dirFd = openDir(p.dir);
-        try {
-          note(job.inode.stat, copy.stat, p);
-          swap(dirFd, p, { fd: copy.fd, before: copy.stat }, out, { ignoreMtime: false, journal });
-          done++;
-          onSplit?.(p);
-        } finally {
-          sys.close(dirFd);
-        }
-      } catch (er) {
-        onError(fileError(displayPath(p), er));
-      }
-    }
+    return { copied: false, split: moveOnto(job.paths, copy, { fd: shared.fd, stat: job.inode.stat }, journal, onError, onSplit, note) };
   } finally {
     sys.close(copy.fd);
     sys.close(shared.fd);
   }
-  return { copied: false, split: done };
 }
 
 /** Copy the open file `source` to a new inode in `dirFd` and swap it in at `file`'s name; returns the copy, still open. */

@@ -16,10 +16,7 @@
  * spares the report most of its reading.
  */
 import fs from 'node:fs';
-import type { FileError } from '../core/errors.js';
-import type { Progress } from '../core/progress.js';
 import type { Inode, Root } from '../core/types.js';
-import type { Rule } from '../pipeline/excludes.js';
 import { collectInodes } from '../pipeline/group.js';
 import { contentKey } from '../pipeline/policy.js';
 import type { HashKey } from '../state/hash-key.js';
@@ -27,30 +24,14 @@ import { readDirProjects } from '../pipeline/projects.js';
 import { expandRoots } from '../pipeline/roots.js';
 import { scanRoots } from '../pipeline/walk.js';
 import { buildCapacity, type CapacityReport } from '../report/capacity-model.js';
-import { hashGroups, saveSessionCache, withSession, type SessionOptions } from './session.js';
+import { hashGroups, saveSessionCache, withSession, type HashingOptions, type SessionOptions } from './session.js';
 
-export interface CapacityOptions {
-  roots: readonly string[];
+export interface CapacityOptions extends HashingOptions {
   /** Guests to estimate, never counted in the existing guests' numbers. */
   candidates: readonly string[];
-  ignoreMtime: boolean;
-  minSize: number;
-  maxSize: number;
-  rules: readonly Rule[];
-  noDefaultExcludes: boolean;
   top: number;
   /** Hash every inode of the existing guests (a manifest needs them all). */
   hashAll?: boolean;
-  /** Where the hash cache is (as for vunify: default /var/lib/vunify); the report takes no lock. */
-  stateDir?: string;
-  /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
-  cache?: string | false;
-  /** Hash key file (default STATE_DIR/hash.key); a fleet's shared key makes manifests comparable across hosts. */
-  hashKey?: string;
-  progress?: Progress;
-  onError?(e: FileError): void;
-  onWarning?(message: string): void;
-  onNote?(message: string): void;
   /** Called with the guests' inodes to be hashed, before any is read (the memory report takes page-cache residency here). */
   beforeHash?(inodes: readonly Inode[]): void;
   /** Called after the model while the roots are still open (the memory report); its time is `durations.memory`. */

@@ -21,6 +21,34 @@ import { keyLocation, loadHashKey, type HashKey } from '../state/hash-key.js';
 import { DEFAULT_STATE_DIR, openState, type RunState } from '../state/run-state.js';
 import { closeStateDir, openStateDir, type StateDir } from '../state/state-dir.js';
 
+/** What every command (unify, split, report) is given. */
+export interface CommandOptions {
+  /** ROOT arguments as given (globs are expanded by the command). */
+  roots: readonly string[];
+  /** User rules, in order; the default list is appended unless noDefaultExcludes. */
+  rules: readonly Rule[];
+  noDefaultExcludes: boolean;
+  /** Locks, journal, hash key and hash cache (default /var/lib/vunify). */
+  stateDir?: string;
+  progress?: Progress;
+  onError?(e: FileError): void;
+  /** Problems that skip no file (an unusable cache): one line each. */
+  onWarning?(message: string): void;
+  /** Things worth a line with -v only (no cache yet). */
+  onNote?(message: string): void;
+}
+
+/** What the commands that read content (unify, report) are given besides: the files taken, the cache and the key. */
+export interface HashingOptions extends CommandOptions {
+  ignoreMtime: boolean;
+  minSize: number;
+  maxSize: number;
+  /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
+  cache?: string | false;
+  /** Hash key file (default STATE_DIR/hash.key, created on first use); a fleet's shared key makes manifests comparable across hosts. */
+  hashKey?: string;
+}
+
 export interface SessionOptions {
   /** Root directories, already expanded (pipeline/roots.ts expandRoots), in command-line order. */
   paths: readonly string[];

@@ -24,32 +24,22 @@
  * on the shared inode onto the copy already made, rather than making a
  * second one, so the guest's own hardlinks stay one inode.
  */
-import { UsageError, type FileError } from '../core/errors.js';
-import type { Progress } from '../core/progress.js';
+import { UsageError } from '../core/errors.js';
 import type { FileRec, Inode, Root } from '../core/types.js';
 import { copyJob, type CopyJob } from '../change/copy.js';
 import { sys } from '../os/sys.js';
-import type { Rule } from '../pipeline/excludes.js';
 import { groupFiles } from '../pipeline/group.js';
 import { expandRoots } from '../pipeline/roots.js';
 import { scanRoots } from '../pipeline/walk.js';
 import type { FilesystemNeed, SplitReport } from '../report/report.js';
 import { formatBytes } from '../report/render/text.js';
 import { SplitRecord } from '../state/split-record.js';
-import { withSession } from './session.js';
+import { withSession, type CommandOptions } from './session.js';
 
-export interface SplitOptions {
-  roots: readonly string[];
+export interface SplitOptions extends CommandOptions {
   dryRun: boolean;
-  rules: readonly Rule[];
-  noDefaultExcludes: boolean;
-  stateDir?: string;
-  progress?: Progress;
-  onError?(e: FileError): void;
   /** Called after each path moved to a private copy (for -v). */
   onSplit?(file: FileRec): void;
-  /** Problems that skip no file (an unreadable split record): one line each. */
-  onWarning?(message: string): void;
 }
 
 export async function split(opts: SplitOptions): Promise<SplitReport> {
