@@ -31,7 +31,8 @@ find "${GUESTS[@]/#/$FLEET/}" -type f -print0 | xargs -0 -P2 cat >/dev/null 2>&1
 SAMPLES=$WORK/samples
 
 run() { # snapshot round
-  local snap=$1 r=$2 dir=$FLEET args=(--dry-run --no-cache)
+  # Its own state directory (the hash key the dry run needs): never the host's.
+  local snap=$1 r=$2 dir=$FLEET args=(--dry-run --no-cache --state-dir "$WORK/state-dry")
   if [ "$MODE" = link ]; then
     dir=$WORK/copy
     rm -rf "$dir" "$WORK/state"

@@ -7,14 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fleet=${1:-/var/tmp/fleet}; n=${2:-3}; holdout=${3:-web3}
 out=$(mktemp -d)
+# Its own state directory (hash key, cache): never the host's /var/lib/vunify.
+st=(--state-dir "$out/state")
 bash bench/ensure-dist.sh
 for i in $(seq "$n"); do
-  /usr/bin/time -f %e -o "$out/dry.$i.t" node dist/bin.js --dry-run --json --no-default-excludes "$fleet"/* > "$out/dry.$i.json"
-  /usr/bin/time -f %e -o "$out/cap.$i.t" node dist/bin.js report --json --no-default-excludes "$fleet"/* > "$out/cap.$i.json"
+  /usr/bin/time -f %e -o "$out/dry.$i.t" node dist/bin.js "${st[@]}" --dry-run --json --no-default-excludes "$fleet"/* > "$out/dry.$i.json"
+  /usr/bin/time -f %e -o "$out/cap.$i.t" node dist/bin.js report "${st[@]}" --json --no-default-excludes "$fleet"/* > "$out/cap.$i.json"
 done
-/usr/bin/time -f %e -o "$out/man.t" node dist/bin.js report -q --manifest "$out/fleet.manifest.gz" --no-default-excludes "$fleet"/*
-node dist/bin.js report --json --no-default-excludes --candidate "$fleet/$holdout" "$fleet"/* > "$out/cand.json"
-node dist/bin.js report --merge --json "$out/fleet.manifest.gz" > "$out/merge.json"
+/usr/bin/time -f %e -o "$out/man.t" node dist/bin.js report "${st[@]}" -q --manifest "$out/fleet.manifest.gz" --no-default-excludes "$fleet"/*
+node dist/bin.js report "${st[@]}" --json --no-default-excludes --candidate "$fleet/$holdout" "$fleet"/* > "$out/cand.json"
+node dist/bin.js report "${st[@]}" --merge --json "$out/fleet.manifest.gz" > "$out/merge.json"
 node - "$out" "$n" "$holdout" <<'JS'
 const fs = require('fs');
 const [out, n] = [process.argv[2], +process.argv[3]];

@@ -95,7 +95,7 @@ pss() {
   echo "$t $n"
 }
 report() { # report NAME: JSON to $work/NAME.json, wall seconds to $work/NAME.t
-  /usr/bin/time -f %e -o "$work/$1.t" node dist/bin.js report --memory --json "${roots[@]}" >"$work/$1.json"
+  /usr/bin/time -f %e -o "$work/$1.t" node dist/bin.js report --state-dir "$work/state" --memory --json "${roots[@]}" >"$work/$1.json"
 }
 
 read -r pss0 n0 < <(pss)
@@ -103,7 +103,7 @@ report pre
 /usr/bin/time -f %e -o "$work/unify.t" node dist/bin.js -q --state-dir "$work/state" "${roots[@]}"
 read -r pss1 n1 < <(pss)
 report post
-node dist/bin.js report --memory "${roots[@]}" | sed -n '/^Memory (/,$p' >"$work/post.txt"
+node dist/bin.js report --state-dir "$work/state" --memory "${roots[@]}" | sed -n '/^Memory (/,$p' >"$work/post.txt"
 
 # Restart every service with a listed process (a listed php-fpm or nginx
 # worker restarts its master): stop it by pid, wait, start it again.

@@ -135,7 +135,7 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 report_run() { # name round
   case $1 in
     # --no-cache: a cold report, as the peers have no cache (reruns below use it).
-    'vunify --dry-run') measure report "$1" "$2" "${VUNIFY[@]}" --dry-run --no-cache --no-default-excludes --json "${G[@]}" ;;
+    'vunify --dry-run') measure report "$1" "$2" "${VUNIFY[@]}" --dry-run --no-cache --no-default-excludes --json --state-dir "$WORK/state/dry" "${G[@]}" ;;
     'hardlink -n --respect-xattrs') measure report "$1" "$2" hardlink -n --respect-xattrs "${G[@]}" ;;
     'jdupes -r -m -p') measure report "$1" "$2" jdupes -r -m -p "${G[@]}" ;;
     'rdfind -dryrun true') measure report "$1" "$2" rdfind -dryrun true "${G[@]}" ;;

@@ -332,7 +332,7 @@ async function main() {
       const timeFile = path.join(os.tmpdir(), `vunify-scale-time-${process.pid}`);
       const res = spawnSync(
         '/usr/bin/time',
-        ['-f', '%e %M %U %S', '-o', timeFile, 'node', bin, '--dry-run', '--no-cache', '--json', '--no-default-excludes', ...roots],
+        ['-f', '%e %M %U %S', '-o', timeFile, 'node', bin, '--dry-run', '--no-cache', '--state-dir', path.join(tree, 'state'), '--json', '--no-default-excludes', ...roots],
         { encoding: 'utf8', maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'pipe'] },
       );
       const [wall, rss, user, sys] = fs.readFileSync(timeFile, 'utf8').trim().split('\n').pop().split(' ').map(Number);
