@@ -7,7 +7,7 @@
  */
 import { codedError, errorCode } from '../core/errors.js';
 import { printable } from '../core/paths.js';
-import { sameInode } from '../core/stat.js';
+import { sameFile, sameInode } from '../core/stat.js';
 import { openInode } from '../os/confine.js';
 import { O, sys } from '../os/sys.js';
 import { difference } from './compare.js';
@@ -79,7 +79,9 @@ function unchanged(dirFd: number, tmp: Buffer, name: Buffer, e: JournalEntry): b
       throw codedError('ECHANGED', 'the name was replaced since the run that left it, so the two cannot be compared; left in place');
     }
     try {
-      return difference(canon, dup, true) === undefined;
+      // A guest process holding the old inode open may write to it while it
+      // is compared, where it was already compared: its ctime tells.
+      return difference(canon, dup, true) === undefined && sameFile(sys.fstat(dup.fd), dup.stat, { ctime: true, nlink: true });
     } finally {
       sys.close(canon.fd);
     }
