@@ -31,7 +31,17 @@ export function recoverEntry(e: JournalEntry, mark: SettledMark | undefined, roo
   try {
     const rst = sys.fstat(rootFd);
     if (rst.dev !== e.rootDev || rst.ino !== e.rootIno) throw codedError('ECHANGED', 'root was replaced since the run that left it');
-    const dirFd = sys.openBeneath(rootFd, Buffer.from(e.dir, 'hex'), O.PATH | O.DIRECTORY);
+    let dirFd: number;
+    try {
+      dirFd = sys.openBeneath(rootFd, Buffer.from(e.dir, 'hex'), O.PATH | O.DIRECTORY);
+    } catch (er) {
+      // Not "nothing left": the guest may have renamed the directory, with
+      // the temporary name (and perhaps its old file) still in it.
+      if (errorCode(er) === 'ENOENT' || errorCode(er) === 'ENOTDIR') {
+        throw codedError('ECHANGED', 'its directory is no longer at this path (renamed or removed since the run that left it); the temporary name may be left in it');
+      }
+      throw er;
+    }
     try {
       const tmp = Buffer.from(e.tmp, 'hex');
       const st = sys.statAt(dirFd, tmp);
