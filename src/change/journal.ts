@@ -21,6 +21,7 @@
  * themselves, are read as before.
  */
 import fs from 'node:fs';
+import { codedError } from '../core/errors.js';
 import type { Stat } from '../core/stat.js';
 import { dirRel } from '../core/paths.js';
 import type { DirNode, FileRec } from '../core/types.js';
@@ -133,7 +134,11 @@ export function journalWriter(fd: number): Journal {
       // could leave a declaration without its entry, never the reverse.
       // No fsync: a killed process loses nothing it wrote; only a power
       // failure could, and then the page cache's temporary names go too.
-      fs.writeSync(fd, text);
+      // A short write (the state directory's filesystem full) leaves a line
+      // recovery takes for a kill's, never acted on: nothing may follow it.
+      const bytes = Buffer.from(text);
+      const n = fs.writeSync(fd, bytes);
+      if (n !== bytes.length) throw codedError('ENOSPC', `journal write cut short (${n} of ${bytes.length} bytes; is the state directory's filesystem full?); nothing was changed`);
     },
   };
 }

@@ -7,7 +7,7 @@
  */
 import { codedError, errorCode } from '../core/errors.js';
 import { printable } from '../core/paths.js';
-import { sameInode } from '../core/stat.js';
+import { sameFile, sameInode } from '../core/stat.js';
 import { openInode } from '../os/confine.js';
 import { O, sys } from '../os/sys.js';
 import { difference } from './compare.js';
@@ -31,7 +31,17 @@ export function recoverEntry(e: JournalEntry, mark: SettledMark | undefined, roo
   try {
     const rst = sys.fstat(rootFd);
     if (rst.dev !== e.rootDev || rst.ino !== e.rootIno) throw codedError('ECHANGED', 'root was replaced since the run that left it');
-    const dirFd = sys.openBeneath(rootFd, Buffer.from(e.dir, 'hex'), O.PATH | O.DIRECTORY);
+    let dirFd: number;
+    try {
+      dirFd = sys.openBeneath(rootFd, Buffer.from(e.dir, 'hex'), O.PATH | O.DIRECTORY);
+    } catch (er) {
+      // Not "nothing left": the guest may have renamed the directory, with
+      // the temporary name (and perhaps its old file) still in it.
+      if (errorCode(er) === 'ENOENT' || errorCode(er) === 'ENOTDIR') {
+        throw codedError('ECHANGED', 'its directory is no longer at this path (renamed or removed since the run that left it); the temporary name may be left in it');
+      }
+      throw er;
+    }
     try {
       const tmp = Buffer.from(e.tmp, 'hex');
       const st = sys.statAt(dirFd, tmp);
@@ -79,7 +89,9 @@ function unchanged(dirFd: number, tmp: Buffer, name: Buffer, e: JournalEntry): b
       throw codedError('ECHANGED', 'the name was replaced since the run that left it, so the two cannot be compared; left in place');
     }
     try {
-      return difference(canon, dup, true) === undefined;
+      // A guest process holding the old inode open may write to it while it
+      // is compared, where it was already compared: its ctime tells.
+      return difference(canon, dup, true) === undefined && sameFile(sys.fstat(dup.fd), dup.stat, { ctime: true, nlink: true });
     } finally {
       sys.close(canon.fd);
     }

@@ -116,11 +116,16 @@ function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: O
     // (compared before it, metadata checked just after), so the link stands.
     if (why && later(sys.fstat(into.fd), intoAt) && sameFile(sys.fstat(out.fd), out.stat, meta)) why = undefined;
   }
+  // A guest process holding the old inode open may write to it during the
+  // comparison, where it was already compared: its ctime moves, and only
+  // then may the old inode go with what it holds.
+  const outNow = sys.fstat(out.fd);
+  if (!why && !sameFile(outNow, outAt, { ctime: true, nlink: true })) why = codedError('ECHANGED', 'file was written while being linked; left as it was');
   if (why) {
     undo(dirFd, tmp, name, into.before, out.stat, () => !difference(into, out, opts.ignoreMtime));
     throw why;
   }
-  opts.journal?.record(settledMark(tmp, sys.fstat(out.fd)));
+  opts.journal?.record(settledMark(tmp, outNow));
   try {
     sys.unlinkAt(dirFd, tmp);
   } catch (er) {
