@@ -77,6 +77,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
           s.cache?.forget(a);
           s.cache?.forget(b);
         },
+        onDoubt: (c) => s.cache?.forget(c),
         onProgress: (n) => progress.tick(n),
         journal: s.state.journal,
         iunlink: opts.iunlink,

@@ -20,6 +20,8 @@
  * no byte comparison as long as both inodes are unchanged since it (dev,
  * ino, size, mtime and ctime, the ctime as vunify's own links and unlinks
  * left it; checked again just before the exchange, see swap.ts `known`).
+ * A failed swap that leaves the canonical with a new ctime ends every such
+ * pair with it (doubt()): the ctime may be a guest's change, not ours.
  * An xattr, flag, owner or mode change moves the ctime too. What is left
  * is a guest that writes and puts the mtime back in the microseconds
  * between two of vunify's own calls on the inode; the first path of every
@@ -61,6 +63,8 @@ export interface LinkOptions {
   onError(e: FileError): void;
   /** Called when two inodes the plan held identical turn out to differ (the hash cache forgets both). */
   onDiffer?(canonical: Inode, duplicate: Inode): void;
+  /** Called when a canonical's ctime moved during a failed swap, perhaps by the guest (the hash cache forgets it). */
+  onDoubt?(canonical: Inode): void;
   /** Called after each link made (for -v), with what fstat says of the canonical now (for the cache). */
   onLink?(file: FileRec, canonical: FileRec, canonicalStat: Stat): void;
   onProgress?(ops: number): void;
@@ -248,9 +252,15 @@ async function linkOne(
         swap(dirFd, op.file, { fd: canon.fd, file: canon.file, before: canonBefore }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal, known });
       } catch (er) {
         // Our link and unlink moved the canonical's ctime; if nothing else
-        // changed, the rest of its set may still be linked to it.
+        // changed, the rest of its set may still be linked to it. But a
+        // guest's xattr, flag or project change, or a rewrite with the mtime
+        // put back, during this swap moves only the ctime too: from here the
+        // canonical is trusted only as far as a fresh full comparison shows.
         const now = sys.fstat(canon.fd);
-        if (sameFile(now, canonBefore, { ctime: false, nlink: true })) canon.expect = now;
+        if (sameFile(now, canonBefore, { ctime: false, nlink: true })) {
+          if (!sameFile(now, canon.expect, { ctime: true, nlink: true })) doubt(canon, compared, opts);
+          canon.expect = now;
+        }
         // A difference found after the exchange is a write by the guest
         // during the swap, not a second content of the set.
         if (isContentDifference(er)) (er as { content?: boolean }).content = false;
@@ -274,6 +284,17 @@ async function linkOne(
   } finally {
     sys.close(dirFd);
   }
+}
+
+/**
+ * The canonical's ctime moved for a reason not known to be ours alone: no
+ * duplicate inode skips the byte comparison with it on the strength of one
+ * made before (the next path of each is compared in full, which records it
+ * again), and the hash cache no longer vouches for its content.
+ */
+function doubt(canon: Canonical, compared: Map<Inode, Inode>, opts: LinkOptions): void {
+  for (const [dup, c] of compared) if (c === canon.inode) compared.delete(dup);
+  opts.onDoubt?.(canon.inode);
 }
 
 /**
