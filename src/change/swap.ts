@@ -125,7 +125,16 @@ function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: O
     undo(dirFd, tmp, name, into.before, out.stat, () => !difference(into, out, opts.ignoreMtime));
     throw why;
   }
-  opts.journal?.record(settledMark(tmp, outNow));
+  try {
+    opts.journal?.record(settledMark(tmp, outNow));
+  } catch (er) {
+    // The name already shows `into`; the old inode stays where it is, said
+    // here, and its journal entry (written before the link) stays too.
+    throw codedError(
+      errorCode(er) ?? 'EUNKNOWN',
+      `linked, but the journal could not record it (${fileError('', er).message}); the file that was at this name, compared identical to the one now there, is left beside it as ${printable(tmp)}`,
+    );
+  }
   try {
     sys.unlinkAt(dirFd, tmp);
   } catch (er) {
