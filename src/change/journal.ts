@@ -73,6 +73,8 @@ type WithDir = JournalEntry & { [DIR]?: DirNode };
 /** Where journal lines go; the caller owns the file (state/run-state.ts). */
 export interface Journal {
   record(line: JournalLine): void;
+  /** A write failed: nothing more was written, and the journal must outlive the run (see journalWriter). */
+  readonly failed?: boolean;
 }
 
 /** The entry for putting the inode `into` at `file`'s name by way of `tmp`, replacing the inode `out`. */
@@ -117,7 +119,8 @@ export function journalWriter(fd: number): Journal {
     }
     return out;
   };
-  return {
+  const journal: Journal & { failed: boolean } = {
+    failed: false,
     record(line) {
       let text: string;
       const dir = (line as WithDir)[DIR];
@@ -136,11 +139,27 @@ export function journalWriter(fd: number): Journal {
       // failure could, and then the page cache's temporary names go too.
       // A short write (the state directory's filesystem full) leaves a line
       // recovery takes for a kill's, never acted on: nothing may follow it.
+      // After a failed write nothing is appended (it would join the cut
+      // line into one recovery cannot read), so no further swap starts; and
+      // the journal is kept when the run ends, for the next run's recovery
+      // to put right what it records (a settled mark that could not be
+      // written leaves a temporary name behind).
+      if (journal.failed) throw codedError('ENOSPC', 'the journal could not be written earlier in this run; nothing was changed');
       const bytes = Buffer.from(text);
-      const n = fs.writeSync(fd, bytes);
-      if (n !== bytes.length) throw codedError('ENOSPC', `journal write cut short (${n} of ${bytes.length} bytes; is the state directory's filesystem full?); nothing was changed`);
+      let n: number;
+      try {
+        n = fs.writeSync(fd, bytes);
+      } catch (er) {
+        journal.failed = true;
+        throw er;
+      }
+      if (n !== bytes.length) {
+        journal.failed = true;
+        throw codedError('ENOSPC', `journal write cut short (${n} of ${bytes.length} bytes; is the state directory's filesystem full?); nothing was changed`);
+      }
     },
   };
+  return journal;
 }
 
 /**

@@ -34,7 +34,7 @@ export const JOURNAL_TEMP_PREFIX = 'tmp-journal.';
 export interface RunState {
   /** This run's journal (see change/journal.ts). */
   journal: Journal;
-  /** Release locks and delete the journal (the run is over). */
+  /** Release locks and delete the journal (the run is over), unless a write to it failed. */
   close(): void;
 }
 
@@ -58,10 +58,12 @@ export function openState(
     recover(sd, roots, onError, onWarning);
     const name = `journal.${process.pid}.${randomBytes(6).toString('hex')}`;
     const journal = createLocked(sd, name);
+    const writer = journalWriter(journal);
     return {
-      journal: journalWriter(journal),
+      journal: writer,
       close() {
-        sys.unlinkAt(sd.fd, Buffer.from(name));
+        // A journal a write failed on is left for the next run's recovery.
+        if (!writer.failed) sys.unlinkAt(sd.fd, Buffer.from(name));
         sys.close(journal);
         for (const fd of held) sys.close(fd);
         if (ownDir) closeStateDir(sd);

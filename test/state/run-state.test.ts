@@ -1,5 +1,5 @@
 // Locks and the journal of temporary names, on real files.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -9,7 +9,7 @@ import { openState } from '../../src/state/run-state.js';
 import { recover } from '../../src/state/recovery.js';
 import type { JournalEntry } from '../../src/change/journal.js';
 import { killAtFirstUnlink } from '../helpers/killed-run.js';
-import { inode, rmTree, runUnify, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
+import { inode, rmTree, runUnify, sh, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
 
 let dir: string;
 let stateDir: string;
@@ -161,5 +161,42 @@ describe('recovery of a linking run killed after the exchange', () => {
     fs.appendFileSync(conf(1), 'guest edit\n');
     withRoots(['g1', 'g2'], (roots) => recover(runState, roots, () => {}));
     expect(fs.readFileSync(conf(1), 'utf8'), `g1 shows ${JSON.stringify(fs.readFileSync(conf(0), 'utf8'))}`).toBe('same\nguest edit\n');
+  });
+});
+
+describe('a state directory that fills up', () => {
+  it('stops linking at the first journal write that fails, keeps the journal, and the next run puts everything right', () => {
+    // A tiny tmpfs as the state directory: the journal runs out of room
+    // part-way through the run, on an entry or on a settled mark.
+    const state = path.join(dir, 'tiny');
+    fs.mkdirSync(state, { mode: 0o700 });
+    sh('mount', '-t', 'tmpfs', '-o', 'size=16k,mode=0700', 'none', state);
+    try {
+      const guests = ['g1', 'g2'].map((g) => path.join(dir, g));
+      for (let i = 0; i < 400; i++) for (const g of guests) writeFile(path.join(g, `usr/lib/f${i}`), { content: `file ${i} `.repeat(50), mtime: '1700000000' });
+      const bin = path.join(import.meta.dirname, '..', '..', 'dist', 'bin.js');
+      const run = () => spawnSync(process.execPath, [bin, '--no-default-excludes', '--no-cache', '--state-dir', state, '--json', ...guests], { encoding: 'utf8' });
+      const first = run();
+      expect(first.status).toBe(1);
+      expect(first.stderr).toMatch(/ENOSPC|journal/);
+      const made = JSON.parse(first.stdout).summary.linksMade as number;
+      expect(made).toBeGreaterThan(0);
+      expect(made).toBeLessThan(400);
+      // The journal outlives the run; whatever temporary name is left is named in it.
+      expect(fs.readdirSync(state).filter((n) => n.startsWith('journal.'))).toHaveLength(1);
+      // With room again, the next run recovers first and then links the rest.
+      sh('mount', '-o', 'remount,size=4m', state);
+      const second = run();
+      expect([second.status, second.stderr]).toEqual([0, '']);
+      expect(sh('find', dir, '-name', '.vunify.*')).toBe('');
+      expect(fs.readdirSync(state).filter((n) => n.startsWith('journal.'))).toEqual([]);
+      for (let i = 0; i < 400; i++) {
+        const [a, b] = guests.map((g) => path.join(g, `usr/lib/f${i}`));
+        expect(inode(a!)).toBe(inode(b!));
+        expect(fs.readFileSync(a!, 'utf8')).toBe(`file ${i} `.repeat(50));
+      }
+    } finally {
+      sh('umount', '-l', state);
+    }
   });
 });
