@@ -71,6 +71,20 @@ export function compareCanonical(a: Inode, b: Inode): number {
   return outside || b.stat.nlink - a.stat.nlink || comparePaths(firstPath(a), firstPath(b));
 }
 
+/**
+ * `inodes` sorted by compareCanonical, each inode's keys (freeable, first
+ * path) worked out once rather than in every comparison: sets are sorted
+ * for every plan and every kept-apart class, and those keys walk the
+ * inode's paths. Same order as sort(compareCanonical): the comparison is
+ * the same, and both sorts are stable.
+ */
+export function canonicalOrder(inodes: readonly Inode[]): Inode[] {
+  if (inodes.length < 2) return [...inodes];
+  const keyed = inodes.map((inode) => ({ inode, free: freeable(inode) ? 1 : 0, nlink: inode.stat.nlink, first: firstPath(inode) }));
+  keyed.sort((a, b) => a.free - b.free || b.nlink - a.nlink || comparePaths(a.first, b.first));
+  return keyed.map((k) => k.inode);
+}
+
 /** What the kernel will allow (canonical.ts): inodes it will not link, and each inode's link limit. */
 export interface PlanLimits {
   locked?(inode: Inode, role: 'canonical' | 'duplicate'): boolean;
@@ -82,7 +96,7 @@ export function plan(identicalSets: readonly Inode[][], limits: PlanLimits = {})
   for (const whole of identicalSets) {
     const set = limits.locked ? whole.filter((i) => !limits.locked!(i, 'duplicate')) : whole;
     if (set.length < 2) continue;
-    for (const part of byRoom([...set].sort(compareCanonical), limits)) planSet(part, result);
+    for (const part of byRoom(canonicalOrder(set), limits)) planSet(part, result);
   }
   return result;
 }
@@ -119,11 +133,12 @@ function planSet(ordered: Inode[], result: Plan): void {
     const canonical = ordered[0]!;
     const duplicates: Inode[] = [];
     const ops: LinkOp[] = [];
-    for (const inode of ordered.slice(1)) {
-      const files = inode.paths.filter((f) => acceptsLink(f, inode));
-      if (!files.length) continue; // nothing of it may be replaced
+    for (let k = 1; k < ordered.length; k++) {
+      const inode = ordered[k]!;
+      const files = inode.paths.length === 1 ? inode.paths : inode.paths.filter((f) => acceptsLink(f, inode)).sort(comparePaths);
+      if (!files.length || !acceptsLink(files[0]!, inode)) continue; // nothing of it may be replaced
       duplicates.push(inode);
-      for (const file of files.sort(comparePaths)) ops.push({ file, inode });
+      for (const file of files) ops.push({ file, inode });
       if (freeable(inode)) {
         result.freeableInodes++;
         result.freeableBytes += inode.stat.size;
