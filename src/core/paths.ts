@@ -11,13 +11,14 @@ const EMPTY = Buffer.alloc(0);
 
 /** The node of a root directory itself. */
 export function rootNode(root: Root): DirNode {
-  return { root, parent: null, name: EMPTY, depth: 0, relLength: 0, dev: root.dev, ino: root.ino };
+  // project: present from the start, so every DirNode has one shape (the plan reads it per path).
+  return { root, parent: null, name: EMPTY, depth: 0, relLength: 0, dev: root.dev, ino: root.ino, project: undefined };
 }
 
 /** The node of the directory `name` listed in `parent`. */
 export function childNode(parent: DirNode, name: Buffer, dev: number, ino: number): DirNode {
   const relLength = parent.relLength ? parent.relLength + 1 + name.length : name.length;
-  return { root: parent.root, parent, name, depth: parent.depth + 1, relLength, dev, ino };
+  return { root: parent.root, parent, name, depth: parent.depth + 1, relLength, dev, ino, project: undefined };
 }
 
 /**

@@ -30,7 +30,8 @@ export function readDirProjects(inodes: Iterable<Inode>): void {
   const done = new Set<DirNode>();
   for (const inode of inodes) {
     for (const { dir } of inode.paths) {
-      if (done.has(dir) || noProjects.has(dir.dev)) continue;
+      // Most paths share a directory already read: its project answers without a Set lookup.
+      if (dir.project !== undefined || done.has(dir) || noProjects.has(dir.dev)) continue;
       done.add(dir);
       let fd: number;
       try {
