@@ -43,6 +43,11 @@ export function dirRel(dir: DirNode): Buffer {
   return buf;
 }
 
+/** Write the path of a directory relative to its root at `buf[at]` (dir.relLength bytes): many paths, one buffer. */
+export function writeDirRel(dir: DirNode, buf: Buffer, at: number): void {
+  writeDir(dir, null, buf, at + dir.relLength);
+}
+
 /** Path of `dir` relative to its ancestor `from` (at most dir.depth - from.depth names). */
 export function dirRelFrom(dir: DirNode, from: DirNode): Buffer {
   if (dir === from) return Buffer.from('.');
