@@ -13,9 +13,11 @@
 #include "vunify.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/fs.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 /* Errors meaning "this filesystem has no such attribute": the value is 0. */
 static int unsupported(int e) { return e == ENOTTY || e == EINVAL || e == EOPNOTSUPP || e == ENOSYS; }
@@ -67,5 +69,63 @@ napi_value SetProject(napi_env env, napi_callback_info info) {
   if (ioctl((int)fd, FS_IOC_FSGETXATTR, &x) < 0) return throw_errno(env, errno, "ioctl(FS_IOC_FSGETXATTR)");
   x.fsx_projid = (uint32_t)projid;
   if (ioctl((int)fd, FS_IOC_FSSETXATTR, &x) < 0) return throw_errno(env, errno, "ioctl(FS_IOC_FSSETXATTR)");
+  return NULL;
+}
+
+/* dirXattrsSync(rootFd, paths: Buffer, expect: Float64Array, out: Uint32Array):
+ * for each of n directories (paths: n relative paths beneath rootFd, each
+ * ended by a NUL; expect: dev, ino of each as scanned, 2n numbers) what
+ * fsGetXattr reads through openDir in pipeline/projects.ts: the same
+ * confined open (O_RDONLY | O_NONBLOCK | O_DIRECTORY), the same check that
+ * it is still the scanned directory (dev and ino compared as JS numbers),
+ * FS_IOC_FSGETXATTR, close. out gets 3n numbers: status (DX_*), xflags,
+ * projid. One call per root rather than four per directory: the plan reads
+ * thousands of directories. */
+enum { DX_OK = 0, DX_GONE = 1, DX_UNSUPPORTED = 2, DX_FAILED = 3 };
+
+napi_value DirXattrsSync(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t root;
+  char *paths;
+  size_t plen, elen, olen;
+  void *ev, *ov;
+  napi_typedarray_type et, ot;
+  bool is_buffer = false;
+  if (argc < 4 || arg_int(env, argv[0], &root) || napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[1], (void **)&paths, &plen) != napi_ok ||
+      napi_get_typedarray_info(env, argv[2], &et, &elen, &ev, NULL, NULL) != napi_ok || et != napi_float64_array ||
+      napi_get_typedarray_info(env, argv[3], &ot, &olen, &ov, NULL, NULL) != napi_ok || ot != napi_uint32_array ||
+      elen % 2 || olen != elen / 2 * 3) {
+    napi_throw_type_error(env, NULL, "dirXattrsSync(rootFd, paths, expect: Float64Array, out: Uint32Array)");
+    return NULL;
+  }
+  const double *expect = ev;
+  uint32_t *out = ov;
+  size_t n = elen / 2, off = 0;
+  for (size_t k = 0; k < n; k++) {
+    const char *path = paths + off;
+    const char *end = off < plen ? memchr(path, 0, plen - off) : NULL;
+    if (!end) {
+      napi_throw_type_error(env, NULL, "dirXattrsSync: fewer paths than directories");
+      return NULL;
+    }
+    off += (size_t)(end - path) + 1;
+    uint32_t *o = out + 3 * k;
+    o[0] = DX_GONE, o[1] = o[2] = 0;
+    int fd = open_beneath((int)root, path, O_RDONLY | O_NONBLOCK | O_DIRECTORY, 0);
+    if (fd < 0) continue;
+    struct statx st;
+    if (fd_statx(fd, &st) == 0 && (double)statx_dev(&st) == expect[2 * k] && (double)st.stx_ino == expect[2 * k + 1]) {
+      struct fsxattr x;
+      memset(&x, 0, sizeof x);
+      if (ioctl(fd, FS_IOC_FSGETXATTR, &x) == 0)
+        o[0] = DX_OK, o[1] = x.fsx_xflags, o[2] = x.fsx_projid;
+      else
+        o[0] = unsupported(errno) ? DX_UNSUPPORTED : DX_FAILED;
+    }
+    close(fd);
+  }
   return NULL;
 }

@@ -74,6 +74,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("hashFiles", HashFiles),
       FN("xxh64", Xxh64),
       FN("fsGetXattr", FsGetXattr),
+      FN("dirXattrsSync", DirXattrsSync),
       FN("setProject", SetProject),
       FN("residentPages", ResidentPages),
       FN("pageSize", PageSize),

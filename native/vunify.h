@@ -198,7 +198,7 @@ DECLARE(SeekData)
 /* memory.c */
 DECLARE(ResidentPages) DECLARE(PageSize)
 /* fsattr.c */
-DECLARE(FsGetXattr) DECLARE(SetProject)
+DECLARE(FsGetXattr) DECLARE(SetProject) DECLARE(DirXattrsSync)
 #undef DECLARE
 
 /* Inode flags and project ID of fd, 0 each where the filesystem has none;

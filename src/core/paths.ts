@@ -11,13 +11,14 @@ const EMPTY = Buffer.alloc(0);
 
 /** The node of a root directory itself. */
 export function rootNode(root: Root): DirNode {
-  return { root, parent: null, name: EMPTY, depth: 0, relLength: 0, dev: root.dev, ino: root.ino };
+  // project: present from the start, so every DirNode has one shape (the plan reads it per path).
+  return { root, parent: null, name: EMPTY, depth: 0, relLength: 0, dev: root.dev, ino: root.ino, project: undefined };
 }
 
 /** The node of the directory `name` listed in `parent`. */
 export function childNode(parent: DirNode, name: Buffer, dev: number, ino: number): DirNode {
   const relLength = parent.relLength ? parent.relLength + 1 + name.length : name.length;
-  return { root: parent.root, parent, name, depth: parent.depth + 1, relLength, dev, ino };
+  return { root: parent.root, parent, name, depth: parent.depth + 1, relLength, dev, ino, project: undefined };
 }
 
 /**
@@ -40,6 +41,11 @@ export function dirRel(dir: DirNode): Buffer {
   const buf = Buffer.allocUnsafe(dir.relLength);
   writeDir(dir, null, buf, buf.length);
   return buf;
+}
+
+/** Write the path of a directory relative to its root at `buf[at]` (dir.relLength bytes): many paths, one buffer. */
+export function writeDirRel(dir: DirNode, buf: Buffer, at: number): void {
+  writeDir(dir, null, buf, at + dir.relLength);
 }
 
 /** Path of `dir` relative to its ancestor `from` (at most dir.depth - from.depth names). */
@@ -88,10 +94,34 @@ export function compareRelPaths(a: FileRec, b: FileRec): number {
       y = y.parent;
     }
     // Nodes of one root built apart (tests) have no common node: full paths.
-    const by = x === y ? Buffer.compare(below(a.dir, x), below(b.dir, x)) : Buffer.compare(dirRel(a.dir), dirRel(b.dir));
+    const by = x === y ? compareBelow(a.dir, b.dir, x) : Buffer.compare(dirRel(a.dir), dirRel(b.dir));
     if (by) return by;
   }
   return Buffer.compare(a.name, b.name);
+}
+
+/**
+ * Buffer.compare(below(a, from), below(b, from)) for two different
+ * directories whose deepest common ancestor is `from`, without writing
+ * either path out (the plan compares paths in every sort): the two paths
+ * part in their first names below `from`, so those names decide, or, when
+ * one name is a prefix of the other, the byte after it (a slash, or the end
+ * of the path) against the longer name's next byte. Siblings of one name
+ * (never from one walk) fall back to the written-out paths.
+ */
+function compareBelow(a: DirNode, b: DirNode, from: DirNode): number {
+  if (a === from) return -1; // "" sorts before any name
+  if (b === from) return 1;
+  let xa = a;
+  while (xa.parent !== from) xa = xa.parent!;
+  let xb = b;
+  while (xb.parent !== from) xb = xb.parent!;
+  const na = xa.name, nb = xb.name;
+  const n = Math.min(na.length, nb.length);
+  for (let i = 0; i < n; i++) if (na[i] !== nb[i]) return na[i]! < nb[i]! ? -1 : 1;
+  if (na.length < nb.length) return xa === a || SLASH < nb[n]! ? -1 : 1;
+  if (nb.length < na.length) return xb === b || SLASH < na[n]! ? 1 : -1;
+  return Buffer.compare(below(a, from), below(b, from));
 }
 
 function below(dir: DirNode, from: DirNode): Buffer {

@@ -40,6 +40,7 @@ export interface Native {
   fstatvfs(fd: number): [number, number];
   hashFiles(jobs: Buffer, seed: bigint): Promise<Buffer>;
   fsGetXattr(fd: number): [number, number];
+  dirXattrsSync(rootFd: number, paths: Buffer, expect: Float64Array, out: Uint32Array): void;
   setProject(fd: number, projid: number): void;
   xxh64(data: Buffer): bigint;
   sha256(data: Buffer): Buffer;

@@ -152,6 +152,9 @@ export const O = {
   CLOEXEC: 0o2000000,
 } as const;
 
+/** Status of each directory from sys.dirXattrs (DX_* in native/fsattr.c). */
+export const DIR_XATTRS = { ok: 0, gone: 1, unsupported: 2, failed: 3 } as const;
+
 export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
 export const LOCK_SH = 1;
@@ -203,6 +206,13 @@ export const sys = {
     const [xflags, projid] = native.fsGetXattr(fd);
     return { xflags, projid };
   },
+  /**
+   * fsGetXattr of many directories beneath rootFd, each opened confined and
+   * checked against its scanned dev and ino (as openDir does): `paths` holds
+   * one NUL-ended relative path per directory, `expect` their dev, ino pairs;
+   * `out` gets status (DIR_XATTRS), xflags, projid for each.
+   */
+  dirXattrs: (rootFd: number, paths: Buffer, expect: Float64Array, out: Uint32Array): void => native.dirXattrsSync(rootFd, paths, expect, out),
   /** FS_IOC_FSSETXATTR with a new fsx_projid (split's private copies keep their original's project). */
   setProject: (fd: number, projid: number): void => native.setProject(fd, projid),
   /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */

@@ -68,6 +68,8 @@ export interface Constraints {
  * linker would skip it.
  */
 export function readConstraints(opts: { iunlink?: boolean; onError(e: FileError): void }): Constraints {
+  // Only what was read here is remembered: known flags (every hashed inode
+  // has them) answer without a Map entry per inode.
   const locked = new Map<Inode, boolean>();
   const limits = new Map<Root, number>();
   const read = (inode: Inode): boolean => {
@@ -87,10 +89,11 @@ export function readConstraints(opts: { iunlink?: boolean; onError(e: FileError)
   return {
     locked(inode, role) {
       let known = locked.get(inode);
-      if (known === undefined && inode.flags !== undefined && !opts.iunlink) known = (inode.flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) !== 0;
-      if (known === undefined && role === 'canonical') known = read(inode);
-      if (known !== undefined) locked.set(inode, known);
-      return known ?? false;
+      if (known !== undefined) return known;
+      if (inode.flags !== undefined && !opts.iunlink) return (inode.flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) !== 0;
+      if (role !== 'canonical') return false;
+      locked.set(inode, (known = read(inode)));
+      return known;
     },
     linkLimit(inode) {
       const root = inode.paths[0]!.dir.root;

@@ -71,6 +71,48 @@ export function compareCanonical(a: Inode, b: Inode): number {
   return outside || b.stat.nlink - a.stat.nlink || comparePaths(firstPath(a), firstPath(b));
 }
 
+/**
+ * `inodes` sorted by compareCanonical, each inode's keys (freeable, first
+ * path) worked out once rather than in every comparison: sets are sorted
+ * for every plan and every kept-apart class, and those keys walk the
+ * inode's paths. Same order as sort(compareCanonical): the comparison is
+ * the same, and both sorts are stable.
+ */
+export function canonicalOrder(inodes: readonly Inode[]): Inode[] {
+  const n = inodes.length;
+  if (n < 2) return inodes.slice();
+  if (n > SMALL) {
+    const keyed = inodes.map((inode) => ({ inode, free: freeable(inode) ? 1 : 0, nlink: inode.stat.nlink, first: firstPath(inode) }));
+    keyed.sort((a, b) => a.free - b.free || b.nlink - a.nlink || comparePaths(a.first, b.first));
+    return keyed.map((k) => k.inode);
+  }
+  // Most sets are a few inodes: an insertion sort (stable too) on keys
+  // kept in scratch arrays, without an object per inode.
+  const out = inodes.slice();
+  for (let k = 0; k < n; k++) {
+    const inode = out[k]!;
+    const free = freeable(inode) ? 1 : 0, nlink = inode.stat.nlink, first = firstPath(inode);
+    let j = k;
+    for (; j > 0; j--) {
+      const c = sFree[j - 1]! - free || nlink - sNlink[j - 1]! || comparePaths(sFirst[j - 1]!, first);
+      if (c <= 0) break;
+      out[j] = out[j - 1]!;
+      sFree[j] = sFree[j - 1]!;
+      sNlink[j] = sNlink[j - 1]!;
+      sFirst[j] = sFirst[j - 1]!;
+    }
+    out[j] = inode;
+    sFree[j] = free;
+    sNlink[j] = nlink;
+    sFirst[j] = first;
+  }
+  sFirst.fill(undefined, 0, n); // hold no FileRec past the call
+  return out;
+}
+
+const SMALL = 32;
+const sFree = new Uint8Array(SMALL), sNlink = new Float64Array(SMALL), sFirst: (FileRec | undefined)[] = new Array(SMALL).fill(undefined);
+
 /** What the kernel will allow (canonical.ts): inodes it will not link, and each inode's link limit. */
 export interface PlanLimits {
   locked?(inode: Inode, role: 'canonical' | 'duplicate'): boolean;
@@ -80,9 +122,10 @@ export interface PlanLimits {
 export function plan(identicalSets: readonly Inode[][], limits: PlanLimits = {}): Plan {
   const result: Plan = { sets: [], linksPlanned: 0, freeableInodes: 0, freeableBytes: 0, freeableDiskBytes: 0 };
   for (const whole of identicalSets) {
-    const set = limits.locked ? whole.filter((i) => !limits.locked!(i, 'duplicate')) : whole;
+    const locked = limits.locked;
+    const set = locked && whole.some((i) => locked(i, 'duplicate')) ? whole.filter((i) => !locked(i, 'duplicate')) : whole;
     if (set.length < 2) continue;
-    for (const part of byRoom([...set].sort(compareCanonical), limits)) planSet(part, result);
+    for (const part of byRoom(canonicalOrder(set), limits)) planSet(part, result);
   }
   return result;
 }
@@ -119,11 +162,12 @@ function planSet(ordered: Inode[], result: Plan): void {
     const canonical = ordered[0]!;
     const duplicates: Inode[] = [];
     const ops: LinkOp[] = [];
-    for (const inode of ordered.slice(1)) {
-      const files = inode.paths.filter((f) => acceptsLink(f, inode));
-      if (!files.length) continue; // nothing of it may be replaced
+    for (let k = 1; k < ordered.length; k++) {
+      const inode = ordered[k]!;
+      const files = inode.paths.length === 1 ? inode.paths : inode.paths.filter((f) => acceptsLink(f, inode)).sort(comparePaths);
+      if (!files.length || !acceptsLink(files[0]!, inode)) continue; // nothing of it may be replaced
       duplicates.push(inode);
-      for (const file of files.sort(comparePaths)) ops.push({ file, inode });
+      for (const file of files) ops.push({ file, inode });
       if (freeable(inode)) {
         result.freeableInodes++;
         result.freeableBytes += inode.stat.size;

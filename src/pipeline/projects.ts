@@ -11,41 +11,82 @@
  * inodes of its own project.
  *
  * Each directory is opened confined and checked to be the one the walk
- * listed (os/confine.ts openDir), read with FS_IOC_FSGETXATTR, and closed;
+ * listed (as os/confine.ts openDir does), read with FS_IOC_FSGETXATTR, and
+ * closed, by the addon, one call per root (sys.dirXattrs);
  * a filesystem without the ioctl (ENOTTY and the like) has no projects, and
  * is not asked again. A directory that cannot be opened any more is left
  * unknown: the linker names the problem if it still matters.
  */
-import { errorCode } from '../core/errors.js';
+import { writeDirRel } from '../core/paths.js';
 import { FS_XFLAG_APPEND, FS_XFLAG_IMMUTABLE, FS_XFLAG_PROJINHERIT } from '../core/stat.js';
-import type { DirNode, Inode } from '../core/types.js';
-import { openDir } from '../os/confine.js';
-import { O, sys } from '../os/sys.js';
-
-const NO_PROJECTS = ['ENOTTY', 'EINVAL', 'EOPNOTSUPP', 'ENOSYS'];
+import type { DirNode, DirProject, Inode, Root } from '../core/types.js';
+import { DIR_XATTRS, sys } from '../os/sys.js';
 
 /** Fill in DirNode.project for the directories of every path of `inodes`. */
 export function readDirProjects(inodes: Iterable<Inode>): void {
-  const noProjects = new Set<number>(); // devices without FS_IOC_FSGETXATTR
-  const done = new Set<DirNode>();
+  // Each directory once, in the order the paths name them. A directory
+  // being read is marked by PENDING in its project (no Set of 10,000
+  // directories looked up once per path); what is not read stays unknown.
+  const dirs: DirNode[] = [];
   for (const inode of inodes) {
-    for (const { dir } of inode.paths) {
-      if (done.has(dir) || noProjects.has(dir.dev)) continue;
-      done.add(dir);
-      let fd: number;
-      try {
-        fd = openDir(dir, O.RDONLY | O.NONBLOCK); // an ioctl needs more than O_PATH
-      } catch {
-        continue;
-      }
-      try {
-        const { xflags, projid } = sys.fsGetXattr(fd);
-        dir.project = { projid, inherit: (xflags & FS_XFLAG_PROJINHERIT) !== 0, locked: (xflags & (FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND)) !== 0 };
-      } catch (er) {
-        if (NO_PROJECTS.includes(errorCode(er) ?? '')) noProjects.add(dir.dev);
-      } finally {
-        sys.close(fd);
-      }
+    const paths = inode.paths;
+    for (let p = 0; p < paths.length; p++) {
+      const dir = paths[p]!.dir;
+      if (dir.project !== undefined) continue;
+      dir.project = PENDING;
+      dirs.push(dir);
+    }
+  }
+  // Read them one root at a time, in one call to the addon (four calls per
+  // directory through openDir cost as much as the plan itself).
+  const out = new Uint32Array(dirs.length * 3);
+  const byRoot = new Map<Root, number[]>();
+  for (let k = 0; k < dirs.length; k++) {
+    const list = byRoot.get(dirs[k]!.root);
+    if (list) list.push(k);
+    else byRoot.set(dirs[k]!.root, [k]);
+  }
+  try {
+    readRoots(dirs, byRoot, out);
+  } catch (er) {
+    for (const dir of dirs) dir.project = undefined; // no marker left for the plan to read as a plain directory
+    throw er;
+  }
+  // Apply in path order: once a filesystem shows it has no projects, its
+  // later directories are left without (as they were never asked before).
+  const noProjects = new Set<number>(); // devices without FS_IOC_FSGETXATTR
+  for (let k = 0; k < dirs.length; k++) {
+    const dir = dirs[k]!;
+    dir.project = undefined;
+    if (noProjects.has(dir.dev)) continue;
+    const status = out[3 * k]!, xflags = out[3 * k + 1]!, projid = out[3 * k + 2]!;
+    if (status === DIR_XATTRS.ok) {
+      dir.project = { projid, inherit: (xflags & FS_XFLAG_PROJINHERIT) !== 0, locked: (xflags & (FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND)) !== 0 };
+    } else if (status === DIR_XATTRS.unsupported) {
+      noProjects.add(dir.dev);
     }
   }
 }
+
+/** One sys.dirXattrs per root; each directory's status, xflags, projid into `out` at its index in `dirs`. */
+function readRoots(dirs: DirNode[], byRoot: Map<Root, number[]>, out: Uint32Array): void {
+  for (const [root, list] of byRoot) {
+    let size = 0;
+    for (const k of list) size += dirs[k]!.relLength + 1;
+    const paths = Buffer.alloc(size); // zeroed: every path ends in a NUL
+    const expect = new Float64Array(list.length * 2);
+    const got = new Uint32Array(list.length * 3);
+    for (let j = 0, at = 0; j < list.length; j++) {
+      const dir = dirs[list[j]!]!;
+      writeDirRel(dir, paths, at);
+      at += dir.relLength + 1;
+      expect[2 * j] = dir.dev;
+      expect[2 * j + 1] = dir.ino;
+    }
+    sys.dirXattrs(root.fd, paths, expect, got);
+    for (let j = 0; j < list.length; j++) out.set(got.subarray(3 * j, 3 * j + 3), 3 * list[j]!);
+  }
+}
+
+/** Marks a directory listed for reading; never left in place. */
+const PENDING: DirProject = Object.freeze({ projid: 0, inherit: false, locked: false });

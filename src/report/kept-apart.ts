@@ -16,8 +16,8 @@
  * charged to "project", one in an immutable or append-only directory to
  * "flags".
  */
-import { comparePaths, compareCanonical, freeable, seenAll } from '../pipeline/plan.js';
-import { firstDifference, isLocked, isPinned, noReasons, pinReason, shareKey, type ByReason, type PolicyOptions, type Reason } from '../pipeline/policy.js';
+import { canonicalOrder, comparePaths, compareCanonical, freeable, seenAll } from '../pipeline/plan.js';
+import { firstDifference, isLocked, isPinned, noReasons, pinReason, type ByReason, type PolicyOptions, type Reason } from '../pipeline/policy.js';
 import type { FileRec, Inode } from '../core/types.js';
 
 export interface KeptApart {
@@ -41,6 +41,26 @@ function groupBy<T>(items: Iterable<T>, key: (t: T) => string): T[][] {
   return [...out.values()];
 }
 
+/**
+ * Split one content class (same hash and size) into its policy classes:
+ * what grouping by shareKey gives, without building a key string per
+ * inode. Within one content class two inodes have equal share keys exactly
+ * when firstDifference finds none (it compares every other part of the
+ * key); an inode shareKey leaves out (locked) differs from every other one
+ * ('flags'), so it is a class of its own, as under its own key. A class
+ * has few policy classes, so each inode is compared with their first
+ * members only.
+ */
+function policyClasses(content: readonly Inode[], opts: PolicyOptions): Inode[][] {
+  const classes: Inode[][] = [];
+  for (const i of content) {
+    const c = classes.find((c) => firstDifference(i, c[0]!, opts) === undefined);
+    if (c) c.push(i);
+    else classes.push([i]);
+  }
+  return classes;
+}
+
 /** The reasons for `hashed` inodes (those without a hash are ignored), over `guests` roots. */
 export function keptApart(hashed: readonly Inode[], guests: number, opts: PolicyOptions): KeptApart {
   const total = noReasons();
@@ -59,18 +79,19 @@ export function keptApart(hashed: readonly Inode[], guests: number, opts: Policy
     p.bytes[reason] += size;
   };
   // Content classes by hash, then size: no string per inode (90k inodes
-  // cost a third of a second that way). Share keys are built only for the
-  // rare class whose members do not all agree with its first.
-  const byHash = new Map<bigint, Inode[]>();
+  // cost a third of a second that way), and no array for a hash only one
+  // inode has (most of them).
+  const byHash = new Map<bigint, Inode | Inode[]>();
   for (const i of hashed) {
     if (i.hash === undefined) continue;
     const c = byHash.get(i.hash);
-    if (c) c.push(i);
-    else byHash.set(i.hash, [i]);
+    if (c === undefined) byHash.set(i.hash, i);
+    else if (Array.isArray(c)) c.push(i);
+    else byHash.set(i.hash, [c, i]);
   }
   const locked = (i: Inode) => !opts.iunlink && isLocked(i.flags);
   for (const sameHash of byHash.values()) {
-    if (sameHash.length < 2) continue;
+    if (!Array.isArray(sameHash)) continue;
     const bySize = sameHash.every((i) => i.stat.size === sameHash[0]!.stat.size) ? [sameHash] : groupBy(sameHash, (i) => String(i.stat.size));
     for (const content of bySize) {
       if (content.length < 2) continue;
@@ -78,19 +99,21 @@ export function keptApart(hashed: readonly Inode[], guests: number, opts: Policy
       const uniform = !locked(first) && content.every((i) => i === first || firstDifference(i, first, opts) === undefined);
       // One policy class with nothing pinned: nothing kept apart, no sorting needed.
       if (uniform && !content.some(isPinned)) continue;
-      const parts = uniform ? [content] : groupBy(content, (i) => shareKey(i, opts) ?? `locked\0${i.dev}:${i.ino}`);
-      for (const part of parts) part.sort(compareCanonical);
+      const parts = (uniform ? [content] : policyClasses(content, opts)).map(canonicalOrder);
       parts.sort((a, b) => b.length - a.length || compareCanonical(a[0]!, b[0]!));
       const main = parts[0]![0]!;
-      for (const part of parts.slice(1)) {
-        const kept = part[0]!;
+      for (let k = 1; k < parts.length; k++) {
+        const kept = parts[k]![0]!;
         if (!seenAll(kept)) continue; // links outside keep it anyway
         const reason = firstDifference(kept, main, opts);
         if (reason && reason !== 'size') charge(reason, kept, main);
       }
       for (const part of parts) {
         if (part.length < 2 || locked(part[0]!)) continue;
-        for (const i of part.slice(1)) if (seenAll(i) && !freeable(i)) charge(pinReason(i)!, i, part[0]!);
+        for (let k = 1; k < part.length; k++) {
+          const i = part[k]!;
+          if (seenAll(i) && !freeable(i)) charge(pinReason(i)!, i, part[0]!);
+        }
       }
     }
   }
