@@ -131,3 +131,12 @@ export async function runUnify(roots: string[], opts: Partial<UnifyOptions> = {}
   });
   return { report, errors };
 }
+
+/** Every regular file under `d`, with its bytes (to check that no write was lost, whatever its name now). */
+export function fileContents(d: string): Buffer[] {
+  const out: Buffer[] = [];
+  for (const e of fs.readdirSync(d, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) out.push(fs.readFileSync(path.join(e.parentPath, e.name)));
+  }
+  return out;
+}

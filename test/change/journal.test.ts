@@ -1,0 +1,47 @@
+// The journal (src/change/journal.ts): its writer and reader, on real files.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { parseJournal } from '../../src/change/journal.js';
+import { rmTree, runUnify, sh, tempDir, writeFile } from '../helpers/tree.js';
+
+describe('a journal write cut short', () => {
+  // A journal entry the state directory's filesystem could take only part of
+  // (disk full: write(2) returns a short count): recovery would read the cut
+  // line as a kill's, "its name was never created", so no temporary name may
+  // be created after it. The short write is injected; the guest files are real.
+  let dir: string;
+  beforeEach(() => {
+    dir = tempDir();
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    rmTree(dir);
+  });
+
+  it('a journal entry written short stops the swap before any temporary name exists', async () => {
+    const roots = ['g1', 'g2'].map((g) => path.join(dir, g));
+    for (const r of roots) writeFile(path.join(r, 'f'), { content: 'the same bytes\n' });
+    const inodes = roots.map((r) => fs.statSync(path.join(r, 'f')).ino);
+    const real = fs.writeSync;
+    let cut: string | undefined;
+    vi.spyOn(fs, 'writeSync').mockImplementation(((fd: number, data: unknown, ...rest: unknown[]) => {
+      const text = Buffer.isBuffer(data) ? data.toString() : typeof data === 'string' ? data : undefined;
+      if (cut === undefined && text?.includes('"tmp"')) {
+        cut = text.slice(0, text.length >> 1);
+        return real(fd, cut); // what a full disk lets through
+      }
+      return (real as (...a: unknown[]) => number)(fd, data, ...rest);
+    }) as typeof fs.writeSync);
+    const { report, errors } = await runUnify(roots, { cache: false });
+    vi.restoreAllMocks();
+    expect(cut).toBeDefined();
+    // What recovery would make of the journal as written: nothing to act on.
+    expect(parseJournal(cut!).entries).toEqual([]);
+    // So nothing was done: both names hold their own inodes, no temporary name anywhere.
+    expect(report.summary.linksMade).toBe(0);
+    expect(errors.length).toBeGreaterThan(0);
+    expect(roots.map((r) => fs.statSync(path.join(r, 'f')).ino)).toEqual(inodes);
+    expect(sh('find', dir, '-name', '.vunify.*')).toBe('');
+  });
+});
