@@ -51,14 +51,20 @@ int fd_arg(napi_env env, napi_callback_info info, const char *usage, int *fd) {
   return 0;
 }
 
+/* A Buffer argument's bytes, in place (no copy): 0, or -1 for anything
+ * else (nothing thrown: the caller throws its own usage message). */
+int arg_buffer(napi_env env, napi_value v, void **data, size_t *len) {
+  bool is_buffer = false;
+  if (napi_is_buffer(env, v, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, v, data, len) != napi_ok) return -1;
+  return 0;
+}
+
 /* A Buffer argument as a NUL-terminated heap string (the kernel wants C
  * strings); NULL with a TypeError thrown for anything else. */
 char *arg_bytes(napi_env env, napi_value v, size_t *len_out) {
   void *data;
   size_t len;
-  bool is_buffer = false;
-  napi_is_buffer(env, v, &is_buffer);
-  if (!is_buffer || napi_get_buffer_info(env, v, &data, &len) != napi_ok) {
+  if (arg_buffer(env, v, &data, &len)) {
     napi_throw_type_error(env, NULL, "vunify native: expected a Buffer path");
     return NULL;
   }

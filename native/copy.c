@@ -22,9 +22,7 @@ napi_value SetXattr(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *val;
   size_t vlen;
-  bool is_buffer = false;
-  if (argc < 3 || arg_int(env, argv[0], &fd) || napi_is_buffer(env, argv[2], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[2], &val, &vlen) != napi_ok) {
+  if (argc < 3 || arg_int(env, argv[0], &fd) || arg_buffer(env, argv[2], &val, &vlen)) {
     napi_throw_type_error(env, NULL, "setXattr(fd, name, value)");
     return NULL;
   }

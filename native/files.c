@@ -189,11 +189,9 @@ napi_value Vserver(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "vserver(cmd, id, data)");
     return NULL;
   }
-  void *data = NULL;
+  void *data = NULL; /* null (no data) unless a Buffer is given */
   size_t len = 0;
-  bool is_buffer = false;
-  napi_is_buffer(env, argv[2], &is_buffer);
-  if (is_buffer) napi_get_buffer_info(env, argv[2], &data, &len);
+  if (arg_buffer(env, argv[2], &data, &len)) data = NULL;
 #ifdef NR_VSERVER
   long r = syscall(NR_VSERVER, (uint32_t)cmd, (uint32_t)id, data);
   if (r < 0) return throw_errno(env, errno, "vserver");

@@ -92,9 +92,7 @@ napi_value DirXattrsSync(napi_env env, napi_callback_info info) {
   size_t plen, elen, olen;
   void *ev, *ov;
   napi_typedarray_type et, ot;
-  bool is_buffer = false;
-  if (argc < 4 || arg_int(env, argv[0], &root) || napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[1], (void **)&paths, &plen) != napi_ok ||
+  if (argc < 4 || arg_int(env, argv[0], &root) || arg_buffer(env, argv[1], (void **)&paths, &plen) ||
       napi_get_typedarray_info(env, argv[2], &et, &elen, &ev, NULL, NULL) != napi_ok || et != napi_float64_array ||
       napi_get_typedarray_info(env, argv[3], &ot, &olen, &ov, NULL, NULL) != napi_ok || ot != napi_uint32_array ||
       elen % 2 || olen != elen / 2 * 3) {

@@ -267,10 +267,9 @@ napi_value HashFiles(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *data;
   size_t len;
-  bool is_buffer = false, lossless = false;
+  bool lossless = false;
   uint64_t seed = 0;
-  if (argc < 2 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok ||
+  if (argc < 2 || arg_buffer(env, argv[0], &data, &len) ||
       napi_get_value_bigint_uint64(env, argv[1], &seed, &lossless) != napi_ok || !lossless) {
     napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint)");
     return NULL;
@@ -297,9 +296,7 @@ napi_value Xxh64(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *data;
   size_t len;
-  bool is_buffer = false;
-  if (argc < 1 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) {
+  if (argc < 1 || arg_buffer(env, argv[0], &data, &len)) {
     napi_throw_type_error(env, NULL, "xxh64(data: Buffer)");
     return NULL;
   }

@@ -204,9 +204,7 @@ napi_value StatEntriesSync(napi_env env, napi_callback_info info) {
   int64_t fd;
   void *data;
   size_t len;
-  bool is_buffer = false;
-  if (argc < 2 || arg_int(env, argv[0], &fd) || napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
+  if (argc < 2 || arg_int(env, argv[0], &fd) || arg_buffer(env, argv[1], &data, &len)) {
     napi_throw_type_error(env, NULL, "statEntriesSync(fd, records: Buffer)");
     return NULL;
   }

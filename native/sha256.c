@@ -83,9 +83,7 @@ napi_value Sha256(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *data;
   size_t len;
-  bool is_buffer = false;
-  if (argc < 1 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) {
+  if (argc < 1 || arg_buffer(env, argv[0], &data, &len)) {
     napi_throw_type_error(env, NULL, "sha256(data: Buffer)");
     return NULL;
   }
