@@ -308,14 +308,6 @@ describe('a canonical whose ctime moved during a failed swap', () => {
   // comparison, and the hash cache must no longer vouch for it. Real files;
   // the failure of the exchange is injected, the guest's change is real, and
   // the results are read back with stat and the files' bytes.
-  let dir: string;
-  beforeEach(() => {
-    dir = tempDir();
-  });
-  afterEach(() => {
-    vi.restoreAllMocks();
-    rmTree(dir);
-  });
 
   const A = Buffer.alloc(64 << 10, 'A');
   const G = (...p: string[]) => path.join(dir, ...p);

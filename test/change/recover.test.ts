@@ -8,20 +8,21 @@ import { sys } from '../../src/os/sys.js';
 import { killAtFirstUnlink } from '../helpers/killed-run.js';
 import { rmTree, runUnify, tempDir, testStateDir, writeFile, sh, fileContents } from '../helpers/tree.js';
 
+let dir: string;
+beforeEach(() => {
+  dir = tempDir();
+});
+afterEach(() => {
+  vi.restoreAllMocks();
+  rmTree(dir);
+});
+
 describe('recovery: a guest writing while the old inode is compared', () => {
   // Recovery of a run killed after the exchange, before its settled mark: the
   // old inode at the temporary name is compared with the one at the name and
   // removed if identical. A guest process that holds the old inode open and
   // writes to it during that comparison must not lose the write. Real files,
   // a real journal left as a kill leaves it.
-  let dir: string;
-  beforeEach(() => {
-    dir = tempDir();
-  });
-  afterEach(() => {
-    vi.restoreAllMocks();
-    rmTree(dir);
-  });
 
 
   it('a write through a held descriptor while recovery compares the old inode is kept', async () => {
@@ -74,14 +75,6 @@ describe('recovery: the directory of a leftover name was moved', () => {
   // the directory holding the temporary name since: the leftover cannot be
   // reached by its journalled path, and must be reported, never taken for
   // "nothing left" and forgotten with the journal. Real files and journal.
-  let dir: string;
-  beforeEach(() => {
-    dir = tempDir();
-  });
-  afterEach(() => {
-    vi.restoreAllMocks();
-    rmTree(dir);
-  });
 
   it('a leftover temporary name whose directory the guest renamed is reported', async () => {
     const roots = ['g1', 'g2'].map((g) => path.join(dir, g));
