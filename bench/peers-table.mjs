@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 /*
- * The table and the target check of bench/peers.sh, from its samples.
+ * The table and the target check of bench/peers.sh, from its samples: the
+ * fleet targets of issue 13 (dry run, rerun) and issue 14 (linking run, a
+ * new guest's reads), as ratios of this run's medians.
  *
- *   node bench/peers-table.mjs --samples FILE [--found FILE] [--date D] [--machine M]
+ *   node bench/peers-table.mjs --samples FILE [--found FILE] [--io FILE] [--date D] [--machine M]
  *        [--fleet F] [--rounds N] [--dist D] [--load L]
  *
  * samples: one line per timed run, tab-separated:
- *   group (report|link|rerun)  name  round  exit-status  wall-s  peak-RSS-KiB  user-s  sys-s
+ *   group (report|link|rerun|newguest)  name  round  exit-status  wall-s  peak-RSS-KiB  user-s  sys-s
  * found: name <tab> what the run reported (first round).
+ * io: one line per new-guest run: round  guest  apparent-bytes  rchar  read_bytes
  * Prints markdown on stdout. Exit status: 0 every target met; 1 a target
  * missed; 2 a run failed or a target could not be computed.
  */
@@ -61,6 +64,7 @@ const GROUPS = [
   { id: 'report', title: 'Report only, on the fleet (warm page cache)', ref: 'jdupes -r -m -p' },
   { id: 'link', title: 'Linking runs, each on a fresh `cp -a` copy', ref: 'jdupes -r -p -L' },
   { id: 'rerun', title: "Reruns, each tool on its own unified copy", ref: 'jdupes -r -p -L (rerun)' },
+  { id: 'newguest', title: "vunify's unified copy plus one new guest (a `cp -a` of a fleet guest): a linking run" },
 ];
 const isPeer = (name) => !name.startsWith('vunify') && !name.startsWith('read floor');
 const x = (v) => (Number.isFinite(v) ? `${v.toFixed(2)}×` : '–');
@@ -83,11 +87,11 @@ for (const g of GROUPS) {
   const names = [...runs.keys()].filter((n) => runs.get(n).group === g.id);
   if (!names.length) continue;
   const peers = names.filter(isPeer);
-  const best = Math.min(...peers.map(med));
+  const best = peers.length ? Math.min(...peers.map(med)) : NaN;
   const bestName = peers.find((n) => med(n) === best);
   p(`### ${g.title}`);
   p();
-  p(`| run | median wall s | each run s | peak RSS MiB | CPU s (user+sys) | × best peer (${cell(bestName ?? '–')}) | × ${cell(g.ref)} | found (round 1) |`);
+  p(`| run | median wall s | each run s | peak RSS MiB | CPU s (user+sys) | × best peer (${cell(bestName ?? '–')}) | × ${cell(g.ref ?? '–')} | found (round 1) |`);
   p('|---|---:|---:|---:|---:|---:|---:|---|');
   for (const n of names) {
     const r = runs.get(n);
@@ -100,19 +104,39 @@ for (const g of GROUPS) {
   p();
 }
 
+// The new guest's reads: per round, rchar / apparent size; the median of those.
+const io = (opt('--io') && fs.existsSync(opt('--io')) ? fs.readFileSync(opt('--io'), 'utf8') : '')
+  .split('\n')
+  .filter(Boolean)
+  .map((l) => {
+    const [round, guest, apparent, rchar, readBytes] = l.split('\t');
+    return { round: +round, guest, apparent: +apparent, rchar: rchar === '' ? NaN : +rchar, readBytes: +readBytes };
+  });
+const ioRatio = io.length ? median(io.map((r) => r.rchar / r.apparent)) : NaN;
+
 const TARGETS = [
-  { what: 'report-only run vs `jdupes -r -m -p`', a: 'vunify --dry-run', b: 'jdupes -r -m -p', limit: 0.6 },
-  { what: 'report-only run vs the read floor (`xargs -P2 xxh64sum`)', a: 'vunify --dry-run', b: 'read floor: xargs -P2 xxh64sum', limit: 1.3 },
-  { what: 'linking run vs `jdupes -r -p -L`', a: 'vunify', b: 'jdupes -r -p -L', limit: 0.5 },
+  { issue: 13, what: 'dry run (`--no-cache`) vs `jdupes -r -m -p`', a: 'vunify --dry-run', b: 'jdupes -r -m -p', limit: 0.5 },
+  { issue: 13, what: 'dry run (`--no-cache`) vs the read floor (`xargs -P2 xxh64sum`)', a: 'vunify --dry-run', b: 'read floor: xargs -P2 xxh64sum', limit: 1.5 },
+  { issue: 13, what: "rerun over its unified copy vs jdupes' rerun (`-r -p -L`) over its own", a: 'vunify (rerun)', b: 'jdupes -r -p -L (rerun)', limit: 0.4 },
+  { issue: 14, what: 'linking run vs `jdupes -r -p -L`, each on a fresh copy', a: 'vunify', b: 'jdupes -r -p -L', limit: 0.5 },
+  {
+    issue: 14,
+    what: `reads (rchar) of a run over the unified fleet plus a new guest vs the new guest's apparent size (\`du -s --apparent-size -B1\`)`,
+    ratio: ioRatio,
+    va: io.length ? `${(median(io.map((r) => r.rchar)) / 2 ** 20).toFixed(0)} MiB read` : '–',
+    vb: io.length ? `${(median(io.map((r) => r.apparent)) / 2 ** 20).toFixed(0)} MiB (${io[0].guest})` : '–',
+    limit: 3.2,
+  },
 ];
+const ratioOf = (t) => t.ratio ?? med(t.a) / med(t.b);
 let missed = 0;
 let broken = 0;
 p('### Targets (ratios of medians from this run)');
 p();
-p('| target | vunify s | reference s | ratio | limit | |');
-p('|---|---:|---:|---:|---:|---|');
+p('| issue | target | vunify | reference | ratio | limit | |');
+p('|---|---|---:|---:|---:|---:|---|');
 for (const t of TARGETS) {
-  const ratio = med(t.a) / med(t.b);
+  const ratio = ratioOf(t);
   let verdict;
   if (!Number.isFinite(ratio)) {
     verdict = '**not measured**';
@@ -122,13 +146,19 @@ for (const t of TARGETS) {
     verdict = '**missed**';
     missed++;
   }
-  p(`| ${t.what} | ${s2(med(t.a))} | ${s2(med(t.b))} | ${x(ratio)} | ≤ ${t.limit.toFixed(1)}× | ${verdict} |`);
+  p(`| ${t.issue} | ${t.what} | ${t.va ?? `${s2(med(t.a))} s`} | ${t.vb ?? `${s2(med(t.b))} s`} | ${x(ratio)} | ≤ ${t.limit.toFixed(1)}× | ${verdict} |`);
+}
+if (io.length) {
+  p();
+  p(
+    `New guest, each round: ${io.map((r) => `${(r.rchar / 2 ** 20).toFixed(0)} MiB read (from disk ${(r.readBytes / 2 ** 20).toFixed(0)} MiB) for ${(r.apparent / 2 ** 20).toFixed(0)} MiB apparent: ${x(r.rchar / r.apparent)}`).join('; ')}.`,
+  );
 }
 const dry = runs.get('vunify --dry-run');
 const files = /(\d+) files/.exec(found.get('vunify --dry-run') ?? '')?.[1];
 if (dry && files) {
   p();
-  p(`vunify --dry-run peak RSS: ${((median(dry.rss) * 1024) / +files).toFixed(0)} bytes per scanned file (${files} files; the 200 B/file target applies at 2M files, see \`bench/scale.mjs\`).`);
+  p(`vunify --dry-run peak RSS: ${((median(dry.rss) * 1024) / +files).toFixed(0)} bytes per scanned file (${files} files; issue 13's 100 B/file target applies at 2M files, see \`bench/scale.mjs\`).`);
 }
 const failedRuns = [...runs.entries()].filter(([, r]) => r.failed);
 p();
@@ -144,7 +174,7 @@ console.log(out.join('\n'));
 
 for (const [n, r] of failedRuns) console.error(`bench:peers: ${n}: ${r.failed} of ${r.walls.length} runs exited non-zero`);
 for (const t of TARGETS) {
-  const ratio = med(t.a) / med(t.b);
+  const ratio = ratioOf(t);
   if (!(ratio <= t.limit)) console.error(`bench:peers: target missed: ${t.what}: ${x(ratio)} > ${t.limit}×`);
 }
 process.exit(failedRuns.length || broken ? 2 : missed ? 1 : 0);

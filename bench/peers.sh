@@ -1,5 +1,6 @@
 #!/bin/bash
-# vunify against its peers, end to end on the fleet (the performance issue).
+# vunify against its peers, end to end on the fleet: the fleet targets of
+# issue 13 (scale) and issue 14 (the linker).
 #
 #   npm run bench:peers                      (builds dist/ first when stale)
 #   BENCH_ROUNDS=5 bash bench/peers.sh [FLEET]   (FLEET default /var/tmp/fleet)
@@ -19,6 +20,13 @@
 #                           hardlink --respect-xattrs, jdupes -r -p -L
 #   reruns, on each tool's own unified copy:
 #                           vunify --dry-run, vunify, hardlink, jdupes -L
+#   then a new guest on vunify's unified copy (issue 14): `cp -a FLEET/web1
+#   COPY/new-web1` (BENCH_NEW_GUEST=NAME for another guest than web1; the
+#   fleet's original, so its own duplicates are separate inodes, as a guest
+#   made from an image), and a linking run over the fleet plus it
+#   (vunify's state dir from the linking run and reruns: the cache a host
+#   has), through bench/io-run.mjs, which prints what the process read
+#   (/proc/self/io rchar); against `du -s --apparent-size -B1` of the new guest.
 #
 # and prints a markdown table (medians, peak RSS, ratio to the best peer and to
 # the target's reference, what each tool found) plus the targets, to stdout and
@@ -27,6 +35,12 @@
 #
 # vunify runs from a snapshot of dist/ taken at the start (bench/ensure-dist.sh
 # rebuilds dist/ first when src/ is newer), so one run measures one build.
+#
+# Targets (ratios of this run's medians; peers-table.mjs checks them):
+#   issue 13: dry run --no-cache <= 0.5x jdupes -r -m -p and <= 1.5x the read floor;
+#             vunify's rerun over its unified copy <= 0.4x jdupes -r -p -L's over its own;
+#   issue 14: linking run <= 0.5x jdupes -r -p -L (each on a fresh copy, alternating);
+#             the new guest's run reads (rchar) <= 3.2x the new guest's apparent size.
 #
 # Exit status: 0 all ratio targets met; 1 a target missed (each is named);
 # 2 the benchmark itself failed (a run exited non-zero, build failed, no space).
@@ -55,6 +69,8 @@ fi
 GUESTS=()
 for g in "$FLEET"/*; do [ -d "$g" ] && [ ! -L "$g" ] && GUESTS+=("$(basename "$g")"); done
 [ ${#GUESTS[@]} -ge 2 ] || die "$FLEET holds fewer than two guests"
+NEWG=${BENCH_NEW_GUEST:-web1}
+[ -d "$FLEET/$NEWG" ] && [ ! -L "$FLEET/$NEWG" ] || die "no guest $NEWG in $FLEET to copy as the new guest (BENCH_NEW_GUEST=NAME)"
 fleet_kib=$(du -sk "$FLEET" | cut -f1)
 free_kib=$(df -Pk /var/tmp | awk 'NR==2 {print $4}')
 [ "$free_kib" -gt $((fleet_kib * 4 + 2 * 1024 * 1024)) ] || die "need $((fleet_kib * 4 / 1024 / 1024 + 2)) GiB free in /var/tmp for copies, have $((free_kib / 1024 / 1024)) GiB"
@@ -75,9 +91,14 @@ distline=$(bash "$here/bench/ensure-dist.sh" --snapshot "$WORK/snap") || exit 2
 log "$distline"
 SAMPLES=$WORK/samples.tsv
 FOUND=$WORK/found.tsv
+IO=$WORK/io.tsv
 : >"$SAMPLES"
 : >"$FOUND"
+: >"$IO"
 VUNIFY=(node "$WORK/snap/dist/bin.js")
+# io-run.mjs imports ../dist/cli/main.js from where it lies: the snapshot's
+mkdir -p "$WORK/snap/bench" && cp "$here/bench/io-run.mjs" "$WORK/snap/bench/" || die "cannot copy io-run.mjs"
+IORUN=(node "$WORK/snap/bench/io-run.mjs")
 
 in_dir() { local d=$1; printf '%s\n' "${GUESTS[@]/#/$d/}"; }
 mapfile -t G < <(in_dir "$FLEET")
@@ -107,6 +128,7 @@ measure() {
   shift 3
   local o
   o=$WORK/out/$(tr -c 'A-Za-z0-9' '_' <<<"$name").$r
+  LAST_OUT=$o
   (cd "$WORK/cwd" && exec /usr/bin/time -f '%e %M %U %S' -o "$o.time" "$@" >"$o.out" 2>"$o.err")
   local rc=$?
   local wall rss user sys
@@ -181,6 +203,24 @@ rerun() { # which round
   esac
   sync
 }
+# Issue 14: after unifying, a run over the fleet plus one new guest reads
+# what? (rchar of the whole process: hashing, comparisons, the cache file)
+new_guest() { # round
+  local c=$WORK/copy-vunify n=new-$NEWG apparent line
+  cp -a "$FLEET/$NEWG" "$c/$n" || die "cp -a $FLEET/$NEWG failed"
+  sync
+  apparent=$(du -s --apparent-size -B1 "$c/$n" | cut -f1)
+  mapfile -t C < <(in_dir "$c")
+  measure newguest "vunify (fleet + $n)" "$1" "${IORUN[@]}" --no-default-excludes --json --state-dir "$WORK/state/vunify" "${C[@]}" "$c/$n"
+  line=$(grep '^{"rchar"' "$LAST_OUT.err" | tail -n1)
+  local rchar read_bytes
+  rchar=$(node -e 'console.log(JSON.parse(process.argv[1]).rchar)' "$line" 2>/dev/null)
+  read_bytes=$(node -e 'console.log(JSON.parse(process.argv[1]).read_bytes)' "$line" 2>/dev/null)
+  [[ $rchar =~ ^[0-9]+$ ]] || { log "  no rchar from io-run.mjs: $(tail -n2 "$LAST_OUT.err" | tr '\n' ' ')"; rchar=; }
+  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$NEWG" "$apparent" "$rchar" "$read_bytes" >>"$IO"
+  log "  new guest $n: apparent size $apparent bytes; the run read (rchar) ${rchar:-?} bytes"
+  sync
+}
 for ((r = 1; r <= ROUNDS; r++)); do
   log "linking round $r/$ROUNDS: fresh copies of the fleet"
   t0=$SECONDS
@@ -199,6 +239,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   log "  copies ready ($((SECONDS - t0)) s, untimed)"
   while IFS= read -r t; do link_run "$t" "$r"; done < <(rotate $((r - 1)) "${LINKERS[@]}")
   while IFS= read -r t; do rerun "$t" "$r"; done < <(rotate $((r - 1)) "${RERUNS[@]}")
+  new_guest "$r"
   for t in "${LINKERS[@]}"; do mv "$WORK/copy-$t" "$WORK/trash/copy-$t"; done
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -210,7 +251,7 @@ mem=$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)
 fs=$(findmnt -n -o FSTYPE,OPTIONS -T "$FLEET" | awk '{print $1 ($2 ~ /(^|,)discard(,|$)/ ? ", mounted with discard" : "")}')
 machine="$(nproc) cores ($model), $mem GiB, Linux $(uname -r), $fs"
 node "$here/bench/peers-table.mjs" \
-  --samples "$SAMPLES" --found "$FOUND" --date "$(date '+%F %H:%M')" --machine "$machine" \
+  --samples "$SAMPLES" --found "$FOUND" --io "$IO" --date "$(date '+%F %H:%M')" --machine "$machine" \
   --fleet "$FLEET: ${#GUESTS[@]} guests, $(find "$FLEET" -type f | wc -l) regular files, $((fleet_kib / 1024)) MiB" \
   --rounds "$ROUNDS" --dist "${distline#dist: }" --load "1/5/15-min load average $load_start at the start, $load_end at the end" \
   >"$WORK/table.md"

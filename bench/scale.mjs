@@ -605,7 +605,7 @@ async function main() {
   };
   const notMeasured = (what, why) => console.log(`| ${what} | not measured: ${why} | | |`);
   const B = (v) => `${v.toFixed(0)} B/file`;
-  const X = (v) => `${v.toFixed(2)}×`;
+  const X = (v) => `${v.toFixed(3)}×`;
   const big = rows.filter((r) => r.paths >= 2_000_000);
   if (!big.length) {
     for (const w of ['peak RSS per file, --no-cache, >= 2M files', 'peak RSS per file, warm cache, >= 2M files', 'dry run vs rdfind -dryrun true, >= 2M files'])
