@@ -587,7 +587,7 @@ async function main() {
   console.log('');
   if (iso) {
     console.log(
-      `Cache isolation (median of ${isoRuns} alternating rounds): vunify --dry-run over ${iso.two} (${fmtInt(iso.files)} files) with a --state-dir whose cache holds ${fmtInt(iso.big)} files of other roots (${MiB(iso.cacheBytes)} MiB): ${iso.wall.toFixed(2)} s, ${MiB(iso.rss)} MiB; with --no-cache: ${iso.ncWall.toFixed(2)} s, ${MiB(iso.ncRss)} MiB (each run: ${iso.each})`,
+      `Cache isolation (median of ${isoRuns} alternating rounds): vunify --dry-run over ${iso.two} (${fmtInt(iso.files)} files) with a --state-dir whose cache holds the ${fmtInt(iso.big)} files of a run over other roots (state dir ${fmtInt(iso.cacheBytes)} bytes): ${iso.wall.toFixed(2)} s, ${MiB(iso.rss)} MiB; with --no-cache: ${iso.ncWall.toFixed(2)} s, ${MiB(iso.ncRss)} MiB (each run: ${iso.each})`,
     );
     console.log('');
   }
@@ -625,7 +625,7 @@ async function main() {
   if (iso) {
     target('2-guest dry run beside a cache of other roots vs --no-cache: time', iso.wall / iso.ncWall, 1.2, X);
     target('2-guest dry run beside a cache of other roots vs --no-cache: peak RSS', iso.rss / iso.ncRss, 1.2, X);
-    if (iso.big < 2_000_000) console.log(`\n(the cache held ${fmtInt(iso.big)} entries; the issue's case is 2M)`);
+    if (iso.big < 2_000_000) console.log(`\n(the cache was filled by a run over ${fmtInt(iso.big)} files; the issue's case is 2M)`);
   } else notMeasured('2-guest dry run beside a cache of other roots', isolation ? 'its runs failed' : 'run with --isolation');
   process.exitCode = failed ? 2 : missed ? 1 : 0;
 }
