@@ -202,6 +202,8 @@ DECLARE(ResidentPages) DECLARE(PageSize)
 DECLARE(FsGetXattr) DECLARE(SetProject) DECLARE(DirXattrsSync)
 /* walk.c: the parallel walk into the record tables (src/pipeline/table.ts) */
 DECLARE(Walk)
+/* glob.c (the matcher itself: glob.h) */
+DECLARE(GlobExcluded)
 #undef DECLARE
 
 /* Inode flags and project ID of fd, 0 each where the filesystem has none;

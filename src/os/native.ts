@@ -47,6 +47,8 @@ export interface Native {
   seekData(fd: number, pos: number, hole: boolean): number;
   residentPages(fd: number, size: number): Buffer;
   pageSize(): number;
+  /** The C exclude matcher's whole verdict (every level, as compileRules().match); for tests. */
+  globExcluded(patterns: Buffer[], include: Uint8Array, path: Buffer): boolean;
   /** The record layouts, as the addon defines them; read through `layout` below. */
   layout: unknown;
 }
