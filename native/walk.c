@@ -50,12 +50,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* Until native/glob.c is linked in, the matcher is missing (NULL) rather
- * than a load failure: Walk refuses rules then. */
-#pragma weak vu_rules_new
-#pragma weak vu_rules_free
-#pragma weak vu_rules_excludes
-
 #define MAX_DEPTH 4096
 #define STRIDE 16
 #define WIDE32 0xffffffffu
@@ -740,7 +734,7 @@ static void walk_free(walk *w) {
   free(w->roots);
   for (size_t i = 0; i < w->nerrors; i++) free(w->errors[i].name);
   free(w->errors), free(w->stack), free(w->held), free(w->meta_slots);
-  if (w->rules && vu_rules_free) vu_rules_free(w->rules);
+  if (w->rules) vu_rules_free(w->rules);
   pthread_mutex_destroy(&w->mu);
   pthread_cond_destroy(&w->cv);
   free(w);
@@ -916,11 +910,6 @@ napi_value Walk(napi_env env, napi_callback_info info) {
       wr->mount_lens[k] = len;
       wr->nmounts++;
     }
-  }
-  if (npat && !vu_rules_new) {
-    walk_free(w);
-    napi_throw_error(env, NULL, "vunify walk: this addon was built without native/glob.c (exclude rules)");
-    return NULL;
   }
   if (npat) {
     const char **pats = calloc(npat, sizeof *pats);
