@@ -110,7 +110,7 @@ interface NativeWalk {
   errors: [number, Buffer | null, (Error & { code?: string; syscall?: string }) | null, number, number][];
 }
 
-const walkNative = (native as unknown as { walk(o: object): Promise<NativeWalk> }).walk;
+const walkNative = (o: object) => native.walk(o) as Promise<NativeWalk>;
 
 /** Walk `roots` into tables (see table.ts): dirs rows 0.. are the roots, in order. */
 export async function walkTables(roots: readonly Root[], opts: WalkOptions): Promise<TablesWalk> {
