@@ -200,6 +200,10 @@ DECLARE(SeekData)
 DECLARE(ResidentPages) DECLARE(PageSize)
 /* fsattr.c */
 DECLARE(FsGetXattr) DECLARE(SetProject) DECLARE(DirXattrsSync)
+/* walk.c: the parallel walk into the record tables (src/pipeline/table.ts) */
+DECLARE(Walk)
+/* glob.c (the matcher itself: glob.h) */
+DECLARE(GlobExcluded)
 #undef DECLARE
 
 /* Inode flags and project ID of fd, 0 each where the filesystem has none;

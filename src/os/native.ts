@@ -47,6 +47,10 @@ export interface Native {
   seekData(fd: number, pos: number, hole: boolean): number;
   residentPages(fd: number, size: number): Buffer;
   pageSize(): number;
+  /** The C exclude matcher's whole verdict (every level, as compileRules().match); for tests. */
+  globExcluded(patterns: Buffer[], include: Uint8Array, path: Buffer): boolean;
+  /** The parallel walk into the record tables (native/walk.c; its options and result: src/pipeline/walk.ts). */
+  walk(opts: object): Promise<unknown>;
   /** The record layouts, as the addon defines them; read through `layout` below. */
   layout: unknown;
 }

@@ -1,51 +1,90 @@
 /*
- * Walk: list every regular file under each guest root.
+ * Walk: list every regular file under each guest root, into the record
+ * tables of table.ts.
  *
- * Roots are walked one after another; within a root,
- * directories are listed one at a time by the addon's scanDirSync, which
- * opens the directory confined beneath the root descriptor, checks it is
- * the directory its parent listed, and returns names plus statx data for the
- * whole directory in one call on this thread (a trip through libuv's pool
- * per directory cost several times the scan; see sys.ts). So there is no
- * promise per file, and a guest that swaps a directory for a symlink
- * mid-walk gets an error for that directory instead of a walk of the host.
+ * The walk itself is native (native/walk.c): several threads list
+ * directories and fill the tables' columns in memory the addon reserves,
+ * while this thread stays free (the call is a promise; progress is a
+ * counter polled from here). This module passes it the roots, the mount
+ * points below them (mounts.ts), the exclude rules (matched in C, same
+ * semantics as excludes.ts) and the budget, and turns what comes back into
+ * tables, counts and error messages.
  *
- * Mount points (from the mount table, mounts.ts) and excluded names are
- * decided on names, before any statx, and never stat'ed: a statx on a mount
- * point asks its filesystem, which may never answer.
- *
- * Never followed or crossed: symlinks, mount points (another st_dev or mount
- * id than the root's), and excluded directories (pruned, never listed).
- * Only regular files within the size bounds are kept; the rest is counted.
+ * The rules the native walk keeps are today's: each directory opened
+ * confined beneath its root (openat2, no symlinks, no mount crossing) and
+ * checked against what its parent's listing said; mount points and excluded
+ * names decided on names, before any statx, and never stat'ed (a statx on a
+ * mount point asks its filesystem, which may never answer); never followed
+ * or crossed: symlinks, mount points (another st_dev or mount id than the
+ * root's), excluded directories (pruned, never listed). Only regular files
+ * within the size bounds are kept; the rest is counted.
  */
 import os from 'node:os';
 import { fileError, type FileError } from '../core/errors.js';
-import { compileRules, type Matcher, type Rule } from './excludes.js';
-import { sys, type KeepEntry } from '../os/sys.js';
+import type { Rule } from './excludes.js';
 import type { DirNode, FileRec, Root } from '../core/types.js';
-import { childNode, dirRel, dirRelFrom, displayDir, printable, rootNode } from '../core/paths.js';
-import { openDirAt } from '../os/confine.js';
+import { childNode, compareRelPaths, printable, rootNode } from '../core/paths.js';
 import { FileType } from '../core/stat.js';
 import type { Progress } from '../core/progress.js';
-import { mountPointsUnder, type MountPoints } from './mounts.js';
+import { native } from '../os/native.js';
+import { mountPointsUnder } from './mounts.js';
+import { blocksOf, ctimeSecOf, dirName, fileName, mtimeSecOf, nlinkOf, type Tables } from './table.js';
+
+/**
+ * Deepest level listed: directories below it are not read, with one message
+ * per directory at this level that has subdirectories. A path this deep is
+ * already up to ~1 MiB (255-byte names); every message, exclude match and
+ * open of a file costs time linear in its path, and a path near V8's string
+ * limit (~512 MiB) would end the run for every guest. (MAX_DEPTH in walk.c.)
+ */
+export const MAX_DEPTH = 4096;
+
+/**
+ * Every this many levels, the native walk keeps a directory's descriptor
+ * open while its subtree is listed, and opens directories below it relative
+ * to the nearest such descriptor: at most STRIDE names per lookup whatever
+ * the depth (a lookup from the root is quadratic in a deep chain). (STRIDE
+ * in walk.c.)
+ */
+export const STRIDE = 16;
 
 export interface WalkOptions {
-  matcher: Matcher;
+  /** Exclude rules, first match wins (parsed and validated by excludes.ts). */
+  rules: readonly Rule[];
   minSize: number;
   maxSize: number;
   onError(e: FileError): void;
-  /** Called after each directory with the number of entries it held. */
+  /** Called now and then with the number of entries listed since the last call. */
   onProgress?(entries: number): void;
+  /** Threads listing directories; default min(available CPUs, 8). */
+  threads?: number;
+  /**
+   * The tables' budget in bytes: past it the walk stops and rejects with an
+   * Error whose code is 'EBUDGET' (nothing has been changed yet). Default:
+   * the machine's memory.
+   */
+  maxBytes?: number;
+  /** Tests: called (on this thread, the walk waiting) before each directory is opened, with its path from the root. */
+  hook?(root: Root, rel: Buffer): void;
 }
 
-export interface WalkResult {
-  files: FileRec[];
+export interface TablesWalk {
+  tables: Tables;
   /** Entries that are not regular files or directories (symlinks, FIFOs, sockets, devices). */
   special: number;
   /** Regular files outside --min-size/--max-size. */
   outOfBounds: number;
   excluded: number;
   mountPoints: number;
+  /** Entries listed (everything getdents returned but "." and ".."). */
+  listed: number;
+  /** What was reported through onError, in the same order: by root, then path. */
+  errors: FileError[];
+}
+
+/** The walk's result as records (one object per file), for the stages not yet on tables. */
+export interface WalkResult extends Omit<TablesWalk, 'errors' | 'listed'> {
+  files: FileRec[];
 }
 
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
@@ -54,17 +93,148 @@ export function errnoName(n: number): string {
   return ERRNO_NAMES.get(n) ?? `E${n}`;
 }
 
-export async function walk(roots: readonly Root[], opts: WalkOptions): Promise<WalkResult> {
-  const result: WalkResult = { files: [], special: 0, outOfBounds: 0, excluded: 0, mountPoints: 0 };
-  // One root at a time: the listing runs synchronously on this thread (see
-  // sys.scanDir), so walking roots "concurrently" only interleaved them and
-  // bounded nothing real; the result is in command-line order either way.
-  const mounts = mountPointsUnder(roots);
-  for (const root of roots) for (const f of await walkRoot(root, opts, result, mounts.get(root)!)) result.files.push(f);
-  return result;
+export const defaultThreads = (): number => Math.max(1, Math.min(os.availableParallelism(), 8));
+
+interface NativeWalk {
+  dirs: Tables['dirs'];
+  files: Tables['files'];
+  metas: Tables['metas'];
+  wide: Tables['wide'];
+  names: Buffer;
+  special: number;
+  outOfBounds: number;
+  excluded: number;
+  mountPoints: number;
+  listed: number;
+  /** [dir row, entry name (statx failed) or null, the error (null: EDEEP), errno, subdirectories not listed] */
+  errors: [number, Buffer | null, (Error & { code?: string; syscall?: string }) | null, number, number][];
 }
 
-/** The walk as the commands run it: excludes compiled from `rules`, shown as the "scanning" stage. */
+const walkNative = (o: object) => native.walk(o) as Promise<NativeWalk>;
+
+/** Walk `roots` into tables (see table.ts): dirs rows 0.. are the roots, in order. */
+export async function walkTables(roots: readonly Root[], opts: WalkOptions): Promise<TablesWalk> {
+  const mounts = mountPointsUnder(roots);
+  const progress = new Float64Array(1);
+  let reported = 0;
+  const poll = () => {
+    const n = progress[0]!;
+    if (n > reported) opts.onProgress?.(n - reported);
+    reported = n;
+  };
+  const timer = opts.onProgress ? setInterval(poll, 100) : undefined;
+  let r: NativeWalk;
+  try {
+    r = await walkNative({
+      roots: roots.map((root) => ({
+        fd: root.fd,
+        dev: root.dev,
+        ino: root.ino,
+        mntId: root.mntId,
+        mounts: [...mounts.get(root)!].flatMap(([dir, names]) => [...names].map((n) => Buffer.from(dir ? `${dir}/${n}` : n, 'latin1'))),
+      })),
+      patterns: opts.rules.map((rule) => Buffer.from(rule.pattern, 'utf8')),
+      include: Uint8Array.from(opts.rules, (rule) => (rule.kind === 'include' ? 1 : 0)),
+      minSize: opts.minSize,
+      maxSize: opts.maxSize,
+      threads: opts.threads ?? defaultThreads(),
+      maxBytes: opts.maxBytes ?? os.totalmem(),
+      progress,
+      hook: opts.hook ? (root: number, rel: Buffer) => opts.hook!(roots[root]!, rel) : undefined,
+    });
+  } finally {
+    if (timer) clearInterval(timer);
+  }
+  poll();
+  const tables: Tables = { dirs: r.dirs, files: r.files, metas: r.metas, wide: r.wide, names: r.names };
+  const errors = walkErrors(roots, tables, r.errors);
+  for (const e of errors) opts.onError(e);
+  return { tables, special: r.special, outOfBounds: r.outOfBounds, excluded: r.excluded, mountPoints: r.mountPoints, listed: r.listed, errors };
+}
+
+/** A directory row's path below its root, as bytes. */
+export function dirPath(t: Tables, dir: number): Buffer {
+  const parts: Buffer[] = [];
+  for (let d = dir; t.dirs.parent[d]! >= 0; d = t.dirs.parent[d]!) parts.push(dirName(t, d));
+  const out: Buffer[] = [];
+  for (let i = parts.length - 1; i >= 0; i--) out.push(parts[i]!, SLASH);
+  out.pop();
+  return Buffer.concat(out);
+}
+
+const SLASH = Buffer.from('/');
+
+/** The native errors as today's messages, sorted by root and then path (thread timing must not show). */
+function walkErrors(roots: readonly Root[], t: Tables, raw: NativeWalk['errors']): FileError[] {
+  const keyed = raw.map(([dir, name, er, errno, count]) => {
+    const root = roots[t.dirs.root[dir]!]!;
+    const rel = dirPath(t, dir);
+    const shown = root.path.replace(/\/$/, '') + '/' + printable(rel);
+    const key = name ? Buffer.concat([rel, SLASH, name]) : rel;
+    let e: FileError;
+    if (name) {
+      const code = errnoName(errno);
+      e = fileError(shown + '/' + printable(name), { code, syscall: 'statx', message: code });
+    } else if (er) {
+      e = fileError(shown, er);
+    } else {
+      e = fileError(shown, { code: 'EDEEP', message: `${count} subdirectories not listed: vunify lists ${MAX_DEPTH} levels below a root` });
+    }
+    return { root: root.index, key, e };
+  });
+  keyed.sort((a, b) => a.root - b.root || Buffer.compare(a.key, b.key));
+  return keyed.map((k) => k.e);
+}
+
+/**
+ * The tables as records (FileRec, DirNode): one object per file, for the
+ * stages that still take records until they work on rows. Sorted by root,
+ * then path, so the order does not depend on the walk's threads.
+ */
+export function fileRecs(roots: readonly Root[], t: Tables): FileRec[] {
+  const nodes: DirNode[] = new Array(t.dirs.count);
+  for (let d = 0; d < t.dirs.count; d++) {
+    const p = t.dirs.parent[d]!;
+    // A parent's row is always lower than its children's: it was listed first.
+    nodes[d] = p < 0 ? rootNode(roots[t.dirs.root[d]!]!) : childNode(nodes[p]!, Buffer.from(dirName(t, d)), roots[t.dirs.root[d]!]!.dev, t.dirs.ino[d]!);
+  }
+  const files: FileRec[] = new Array(t.files.count);
+  const f = t.files;
+  for (let i = 0; i < f.count; i++) {
+    const dir = nodes[f.dir[i]!]!;
+    const meta = f.meta[i]!;
+    files[i] = {
+      dir,
+      name: Buffer.from(fileName(t, i)),
+      stat: {
+        type: FileType.Regular,
+        mode: t.metas.mode[meta]!,
+        uid: t.metas.uid[meta]!,
+        gid: t.metas.gid[meta]!,
+        nlink: nlinkOf(t, i),
+        ino: f.ino[i]!,
+        dev: dir.root.dev,
+        size: f.size[i]!,
+        blocks: blocksOf(t, i),
+        mtimeSec: mtimeSecOf(t, i),
+        mtimeNsec: f.mtimeNsec[i]!,
+        ctimeSec: ctimeSecOf(t, i),
+        ctimeNsec: f.ctimeNsec[i]!,
+        mntId: dir.root.mntId,
+      },
+    };
+  }
+  files.sort((a, b) => a.dir.root.index - b.dir.root.index || compareRelPaths(a, b));
+  return files;
+}
+
+/** The walk, as records (see fileRecs); the tables come along for the stages that take them. */
+export async function walk(roots: readonly Root[], opts: WalkOptions): Promise<WalkResult & { errors: FileError[] }> {
+  const r = await walkTables(roots, opts);
+  return { ...r, files: fileRecs(roots, r.tables) };
+}
+
+/** The walk as the commands run it, shown as the "scanning" stage. */
 export function scanRoots(
   roots: readonly Root[],
   rules: readonly Rule[],
@@ -73,125 +243,5 @@ export function scanRoots(
   progress: Progress,
 ): Promise<WalkResult> {
   progress.stage('scanning', 0);
-  return walk(roots, { matcher: compileRules(rules), minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n) });
-}
-
-/**
- * Deepest level listed: directories below it are not read, with one message
- * per directory at this level that has subdirectories. A path this deep is
- * already up to ~1 MiB (255-byte names); every message, exclude match and
- * open of a file costs time linear in its path, and a path near V8's string
- * limit (~512 MiB) would end the run for every guest.
- */
-export const MAX_DEPTH = 4096;
-
-/**
- * Every this many levels, a directory being walked keeps an O_PATH
- * descriptor open while its subtree is listed, and directories below it are
- * opened relative to the nearest such descriptor: at most STRIDE names per
- * lookup whatever the depth (a lookup from the root is quadratic in a deep
- * chain), and at most MAX_DEPTH / STRIDE descriptors held.
- */
-export const STRIDE = 16;
-
-interface Held {
-  dir: DirNode;
-  fd: number;
-}
-
-async function walkRoot(root: Root, opts: WalkOptions, counts: WalkResult, mounts: MountPoints): Promise<FileRec[]> {
-  const files: FileRec[] = [];
-  const stack: DirNode[] = [rootNode(root)];
-  // Descriptors of ancestors of the directory being listed (every STRIDE levels), shallowest first.
-  const held: Held[] = [];
-  try {
-    while (stack.length) {
-      const dir = stack.pop()!;
-      while (held.length && !isAncestor(held[held.length - 1]!.dir, dir)) sys.close(held.pop()!.fd);
-      // The matcher's path, built from one prefix per directory: a Buffer
-      // (and a string) per entry was a large part of the walk's cost.
-      const rel = dir.relLength ? dirRel(dir).toString('latin1') : '';
-      const prefix = rel ? '/' + rel + '/' : '/';
-      const here = mounts.size ? mounts.get(rel) : undefined;
-      // Decided on the name, before any statx: mount points and excluded names are never stat'ed.
-      const keep = (name: string): boolean => {
-        if (here?.has(name)) {
-          counts.mountPoints++;
-          return false;
-        }
-        if (opts.matcher.match(prefix + name) === 'exclude') {
-          counts.excluded++;
-          return false;
-        }
-        return true;
-      };
-      let listing;
-      try {
-        listing = await list(root, dir, held, keep);
-      } catch (er) {
-        opts.onError(fileError(displayDir(dir), er));
-        continue;
-      }
-      const subdirs: DirNode[] = [];
-      for (const e of listing.entries) {
-        switch (e.type) {
-          case FileType.Error:
-            opts.onError(fileError(displayDir(dir) + '/' + printable(e.name), { code: errnoName(e.errno), syscall: 'statx', message: errnoName(e.errno) }));
-            continue;
-          case FileType.Directory:
-          case FileType.Regular:
-            break;
-          default:
-            counts.special++;
-            continue;
-        }
-        if (e.dev !== root.dev || e.mntId !== root.mntId) {
-          counts.mountPoints++;
-          continue;
-        }
-        if (e.type === FileType.Directory) {
-          subdirs.push(childNode(dir, e.name, e.dev, e.ino));
-        } else if (e.size < opts.minSize || e.size > opts.maxSize) {
-          counts.outOfBounds++;
-        } else {
-          files.push({ dir, name: e.name, stat: e });
-        }
-      }
-      if (subdirs.length && dir.depth >= MAX_DEPTH) {
-        opts.onError(fileError(displayDir(dir), { code: 'EDEEP', message: `${subdirs.length} subdirectories not listed: vunify lists ${MAX_DEPTH} levels below a root` }));
-        subdirs.length = 0;
-      }
-      // Reverse so the stack pops subdirectories in listing order.
-      for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
-      opts.onProgress?.(listing.entries.length);
-    }
-  } finally {
-    for (const h of held) sys.close(h.fd);
-  }
-  return files;
-}
-
-/**
- * List `dir`, looked up (confined, and checked against its scan) from the
- * nearest held ancestor, or from the root. Every STRIDE levels the
- * directory's own descriptor is kept in `held` for its subtree.
- */
-async function list(root: Root, dir: DirNode, held: Held[], keep: KeepEntry) {
-  const expect = { dev: dir.dev, ino: dir.ino };
-  if (!dir.parent) return sys.scanDir(root.fd, Buffer.alloc(0), expect, keep);
-  const base = held.length ? held[held.length - 1]! : undefined;
-  const path = base ? dirRelFrom(dir, base.dir) : dirRel(dir);
-  const baseFd = base ? base.fd : root.fd;
-  if (dir.depth % STRIDE) return sys.scanDir(baseFd, path, expect, keep);
-  const fd = openDirAt(baseFd, path, dir);
-  held.push({ dir, fd });
-  return sys.scanDir(fd, DOT, expect, keep);
-}
-
-const DOT = Buffer.from('.');
-
-function isAncestor(a: DirNode, d: DirNode): boolean {
-  if (a.depth >= d.depth) return false;
-  while (d.depth > a.depth) d = d.parent!;
-  return d === a;
+  return walk(roots, { rules, minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n) });
 }

@@ -12,7 +12,6 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { sameBytes } from '../../src/change/compare.js';
 import { getHasher } from '../../src/core/xxhash.js';
 import { sys } from '../../src/os/sys.js';
-import { compileRules } from '../../src/pipeline/excludes.js';
 import { collectInodes } from '../../src/pipeline/group.js';
 import { decodeResults, encodeJobs, hashFd } from '../../src/pipeline/hash.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
@@ -51,7 +50,7 @@ afterEach(() => rmTree(dir));
 async function nativeHashes(): Promise<Map<string, bigint>> {
   const roots = openRoots([dir]);
   try {
-    const walked = await walk(roots, { matcher: compileRules([]), minSize: 0, maxSize: Infinity, onError: () => {} });
+    const walked = await walk(roots, { rules: [], minSize: 0, maxSize: Infinity, onError: () => {} });
     const inodes = collectInodes(walked.files);
     const results = decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length), 0n));
     return new Map(inodes.map((i, k) => {

@@ -3,7 +3,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { compileRules } from '../../src/pipeline/excludes.js';
 import { type FileError, codedError } from '../../src/core/errors.js';
 import { groupFiles } from '../../src/pipeline/group.js';
 import { splitByContent } from '../../src/pipeline/hash.js';
@@ -30,7 +29,7 @@ async function planFor(guests: string[], opts: { trustSize?: boolean } = {}) {
   const roots = openRoots(guests.map((g) => path.join(dir, g)));
   const errors: FileError[] = [];
   const onError = (e: FileError) => errors.push(e);
-  const walked = await walk(roots, { matcher: compileRules([]), minSize: 1, maxSize: Infinity, onError });
+  const walked = await walk(roots, { rules: [], minSize: 1, maxSize: Infinity, onError });
   const { groups } = groupFiles(walked.files, { ignoreMtime: false });
   const sets = opts.trustSize ? groups : await splitByContent(groups, { seed: 0n, policy: { ignoreMtime: false }, onError });
   return { roots, plan: plan(sets), errors, onError };

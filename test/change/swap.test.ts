@@ -13,7 +13,6 @@ import { randomBytes } from 'node:crypto';
 import { link } from '../../src/change/link.js';
 import type { JournalLine } from '../../src/change/journal.js';
 import { printable } from '../../src/core/paths.js';
-import { compileRules } from '../../src/pipeline/excludes.js';
 import { groupFiles } from '../../src/pipeline/group.js';
 import { splitByContent } from '../../src/pipeline/hash.js';
 import { plan } from '../../src/pipeline/plan.js';
@@ -182,7 +181,7 @@ describe('settle: the settled mark cannot be written', () => {
     const roots = openRoots(['g1', 'g2'].map((g) => path.join(dir, g)));
     const errors: FileError[] = [];
     const onError = (e: FileError) => errors.push(e);
-    const walked = await walk(roots, { matcher: compileRules([]), minSize: 1, maxSize: Infinity, onError });
+    const walked = await walk(roots, { rules: [], minSize: 1, maxSize: Infinity, onError });
     const { groups } = groupFiles(walked.files, { ignoreMtime: false });
     const thePlan = plan(await splitByContent(groups, { seed: 0n, policy: { ignoreMtime: false }, onError }));
     expect(thePlan.linksPlanned).toBe(1);

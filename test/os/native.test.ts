@@ -9,7 +9,6 @@ import { O, sys } from '../../src/os/sys.js';
 import { decodeResults, encodeJobs } from '../../src/pipeline/hash.js';
 import { collectInodes } from '../../src/pipeline/group.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
-import { compileRules } from '../../src/pipeline/excludes.js';
 import { walk } from '../../src/pipeline/walk.js';
 import { rmTree, sh, tempDir, writeFile } from '../helpers/tree.js';
 import { FileType, type Stat } from '../../src/core/stat.js';
@@ -195,7 +194,7 @@ describe('hash job records', () => {
   it('round-trip: every job comes back hashed as xxhash-wasm hashes the bytes, with the xattrs the kernel lists', async () => {
     const roots = openRoots([dir]);
     try {
-      const walked = await walk(roots, { matcher: compileRules([]), minSize: 0, maxSize: Infinity, onError: () => {} });
+      const walked = await walk(roots, { rules: [], minSize: 0, maxSize: Infinity, onError: () => {} });
       const inodes = collectInodes(walked.files);
       expect(inodes.length).toBe(6);
       const results = decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length), 0n));

@@ -1,13 +1,41 @@
 import { describe, expect, it } from 'vitest';
+import { native } from '../../src/os/native.js';
 import {
   DEFAULT_EXCLUDES,
   ExcludeSyntaxError,
-  compileRules,
+  compileRules as compileRulesJs,
   parseRule,
   parseRuleFile,
+  type Matcher,
   type Rule,
   type RuleKind,
 } from '../../src/pipeline/excludes.js';
+
+/** What the native walk hands the C matcher (native/glob.c): pattern bytes and include flags. */
+const nativeRules = (rules: readonly Rule[]): [Buffer[], Uint8Array] => [
+  rules.map((r) => Buffer.from(r.pattern, 'utf8')),
+  Uint8Array.from(rules, (r) => (r.kind === 'include' ? 1 : 0)),
+];
+
+/**
+ * compileRules, with every verdict also asked of the C matcher, which must
+ * agree: so each case in this file is a differential case of native/glob.c too.
+ */
+function compileRules(rules: readonly Rule[]): Matcher {
+  const js = compileRulesJs(rules);
+  const [pats, inc] = nativeRules(rules);
+  return {
+    match(p: string): RuleKind {
+      const verdict = js.match(p);
+      const c = native.globExcluded(pats, inc, Buffer.from(p, 'latin1'));
+      if (c !== (verdict === 'exclude')) {
+        throw new Error(`C matcher says ${c ? 'exclude' : 'include'} for ${JSON.stringify(p)} ` +
+          `under ${JSON.stringify(rules.map((r) => r.text))}, excludes.ts says ${verdict}`);
+      }
+      return verdict;
+    },
+  };
+}
 
 /** Paths reach the matcher as latin1 "binary strings", one char per byte. */
 const bin = (s: string): string => Buffer.from(s, 'utf8').toString('latin1');
@@ -532,5 +560,124 @@ describe('Matcher.match', () => {
       expect(m.match('/a/b/c')).toBe('exclude');
       expect(m.match('/a/b/d')).toBe('include');
     }
+  });
+});
+
+describe('the C matcher (native/glob.c) against excludes.ts', () => {
+  // Seeded, so a failure names a case that can be replayed.
+  const rng = (seed: number): (() => number) => () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+  // Pieces of patterns over a small alphabet (so random paths often match),
+  // with every construct the syntax has, valid or not.
+  const PIECES = [
+    'a', 'b', 'a', 'b', 'ab', '/', '/', '*', '*', '?', '**', '/**', '**/', '[ab]', '[!a]', '[^b]', '[a-c]',
+    '[]a]', '[!]]', '[[:alpha:]]', '[[:digit:]x]', '[a-]', '[-b]', '[\\]]', '\\*', '\\[', '\\\\', '\\a', '\\/',
+    'é', '\u00ff', ']', '-', 'ls-R', '.x', '[[:punct:]]', '[!a-z]',
+  ];
+  // Pieces that often make a pattern invalid (or are '.'/'..' components), drawn rarely.
+  const BAD = ['.', '..', '[', '\\', '[z-a]', '[é]', '[[:nope:]]', '[[.a.]]', '[!/]', '[/]', '//', '\u0000'];
+  // Path bytes: the alphabet plus what a hostile guest may use in names.
+  const PATH_BYTES = [0x61, 0x62, 0x61, 0x62, 0x63, 0x2f, 0x2a, 0x5b, 0x5d, 0x5c, 0x2e, 0x2d, 0x3f, 0x0a, 0xe9, 0xc3, 0xa9, 0xff, 0x80];
+  const pick = <T>(r: () => number, a: readonly T[]): T => a[Math.floor(r() * a.length)] as T;
+
+  function randomPattern(r: () => number): string {
+    let p = r() < 0.5 ? '/' : '';
+    const n = 1 + Math.floor(r() * 6);
+    for (let i = 0; i < n; i++) p += pick(r, r() < 0.03 ? BAD : PIECES);
+    return p;
+  }
+  function randomPath(r: () => number): Buffer {
+    const out = [0x2f];
+    const n = 1 + Math.floor(r() * 12);
+    for (let i = 0; i < n; i++) {
+      // 1 in 40: any byte but NUL (no file name holds one)
+      out.push(r() < 0.025 ? 1 + Math.floor(r() * 255) : pick(r, PATH_BYTES));
+    }
+    if (r() < 0.2) out.push(0x2f, 0x6c, 0x73, 0x2d, 0x52); // '/ls-R'
+    return Buffer.from(out);
+  }
+
+  it('agrees on thousands of random rule sets and byte paths, and refuses what excludes.ts refuses', () => {
+    const r = rng(13);
+    let compared = 0, excluded = 0, refused = 0;
+    for (let set = 0; set < 4000; set++) {
+      const rules: Rule[] = [];
+      const n = 1 + Math.floor(r() * 4);
+      for (let i = 0; i < n; i++) {
+        const pattern = randomPattern(r);
+        const kind: RuleKind = r() < 0.3 ? 'include' : 'exclude';
+        rules.push({ kind, pattern, text: pattern });
+      }
+      if (r() < 0.2) rules.push(...defaults());
+      let js: Matcher | null = null;
+      try {
+        js = compileRulesJs(rules);
+      } catch (e) {
+        expect(e).toBeInstanceOf(ExcludeSyntaxError);
+      }
+      const [pats, inc] = nativeRules(rules);
+      if (js === null) {
+        refused++;
+        expect(() => native.globExcluded(pats, inc, Buffer.from('/a')), JSON.stringify(rules)).toThrow(
+          /invalid pattern/,
+        );
+        continue;
+      }
+      for (let k = 0; k < 12; k++) {
+        const path = randomPath(r);
+        const want = js.match(path.toString('latin1')) === 'exclude';
+        const got = native.globExcluded(pats, inc, path);
+        if (got !== want) {
+          expect({ rules: rules.map((x) => `${x.kind} ${x.pattern}`), path: [...path], got }).toEqual({
+            rules: rules.map((x) => `${x.kind} ${x.pattern}`), path: [...path], got: want,
+          });
+        }
+        compared++;
+        if (want) excluded++;
+      }
+    }
+    // The generators must exercise both verdicts and the error paths.
+    expect(compared).toBeGreaterThan(20000);
+    expect(excluded).toBeGreaterThan(compared / 10);
+    expect(compared - excluded).toBeGreaterThan(compared / 10);
+    expect(refused).toBeGreaterThan(100);
+  });
+
+  it('agrees on the default rules over paths built from their own names', () => {
+    const r = rng(7);
+    const rules = defaults();
+    const js = compileRulesJs(rules);
+    const [pats, inc] = nativeRules(rules);
+    const names = ['etc', 'gconf', 'schemas', 'root', '.ssh', 'id_rsa', '.gnupg', 'secring.gpg', 'var', 'tmp',
+      'usr', 'ls-R', 'share', 'dev', 'home', 'passwd', 'shadow', 'termcap', '.rpmdb', 'x', 'id', 'secring'];
+    let excluded = 0;
+    for (let k = 0; k < 5000; k++) {
+      const depth = 1 + Math.floor(r() * 5);
+      const path = '/' + Array.from({ length: depth }, () => pick(r, names)).join('/');
+      const want = js.match(path) === 'exclude';
+      expect([path, native.globExcluded(pats, inc, Buffer.from(path, 'latin1'))]).toEqual([path, want]);
+      if (want) excluded++;
+    }
+    expect(excluded).toBeGreaterThan(500);
+    expect(excluded).toBeLessThan(4500);
+  });
+
+  it('stays linear on a hostile name (no backtracking)', () => {
+    // /*a*a*a*...b against 'aaaa...' is exponential for a backtracking
+    // matcher; the NFA answers at once. Compared by result only (no clocks).
+    const pattern = '/' + '*a'.repeat(30) + '*b';
+    const path = Buffer.from('/' + 'a'.repeat(200));
+    const rules = [parseRule(pattern)];
+    expect(native.globExcluded(...nativeRules(rules), path)).toBe(false);
+    expect(native.globExcluded(...nativeRules(rules), Buffer.concat([path, Buffer.from('b')]))).toBe(true);
+  });
+
+  it('refuses a path that is not rooted', () => {
+    expect(() => native.globExcluded([], new Uint8Array(0), Buffer.from('a'))).toThrow(TypeError);
+    expect(native.globExcluded([], new Uint8Array(0), Buffer.from('/a'))).toBe(false);
   });
 });

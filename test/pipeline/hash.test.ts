@@ -3,7 +3,6 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { compileRules } from '../../src/pipeline/excludes.js';
 import type { FileError } from '../../src/core/errors.js';
 import { groupFiles } from '../../src/pipeline/group.js';
 import { decodeResults, encodeJobs, splitByContent } from '../../src/pipeline/hash.js';
@@ -30,7 +29,7 @@ async function hashAll(inFlight: number) {
   const roots = openRoots(['a', 'b', 'c'].map((g) => path.join(dir, g)));
   const errors: FileError[] = [];
   try {
-    const walked = await walk(roots, { matcher: compileRules([]), minSize: 1, maxSize: Infinity, onError: () => {} });
+    const walked = await walk(roots, { rules: [], minSize: 1, maxSize: Infinity, onError: () => {} });
     const { groups } = groupFiles(walked.files, { ignoreMtime: false });
     fs.unlinkSync(path.join(dir, 'b', 'gone')); // after the scan, before hashing
     const sets = await splitByContent(groups, { inFlight, seed: SEED, policy: { ignoreMtime: false }, onError: (e) => errors.push(e) });
@@ -74,7 +73,7 @@ describe('hashFiles', () => {
   async function hashOne(file: string, change?: () => void, seed = 0n) {
     const roots = openRoots([path.join(dir, 'a')]);
     try {
-      const walked = await walk(roots, { matcher: compileRules([]), minSize: 0, maxSize: Infinity, onError: () => {} });
+      const walked = await walk(roots, { rules: [], minSize: 0, maxSize: Infinity, onError: () => {} });
       const inodes = groupFiles(walked.files, { ignoreMtime: true }).inodes.filter((i) => i.paths[0]!.name.toString() === file);
       change?.();
       return decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length), seed));

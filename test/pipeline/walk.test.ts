@@ -1,12 +1,15 @@
-// The walker on real trees: what it lists, what it never follows or crosses.
+// The walker on real trees: what it lists (as records, and as the tables it fills), what it never follows or crosses.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { compileRules, parseRule } from '../../src/pipeline/excludes.js';
+import { parseRule } from '../../src/pipeline/excludes.js';
 import type { FileError } from '../../src/core/errors.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
-import { walk } from '../../src/pipeline/walk.js';
+import { dirPath, MAX_DEPTH, walk, walkTables, type WalkOptions } from '../../src/pipeline/walk.js';
+import { blocksOf, ctimeSecOf, fileName, gidOf, modeOf, mtimeSecOf, nlinkOf, uidOf } from '../../src/pipeline/table.js';
+import { makeChain } from '../helpers/deep.js';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { inode, rmTree, runUnify, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
 import { relPath } from '../../src/core/paths.js';
 
@@ -16,15 +19,16 @@ beforeEach(() => {
 });
 afterEach(() => rmTree(dir));
 
-async function listed(guest: string, rules: string[] = []) {
+async function listed(guest: string, rules: string[] = [], hook?: (rel: Buffer) => void) {
   const roots = openRoots([path.join(dir, guest)]);
   const errors: FileError[] = [];
   try {
     const r = await walk(roots, {
-      matcher: compileRules(rules.map((t) => parseRule(t))),
+      rules: rules.map((t) => parseRule(t)),
       minSize: 1,
       maxSize: Infinity,
       onError: (e) => errors.push(e),
+      hook: hook && ((_, rel) => hook(rel)),
     });
     return { ...r, paths: r.files.map((f) => relPath(f).toString('latin1')).sort(), errors };
   } finally {
@@ -116,16 +120,173 @@ describe('walk', () => {
     writeFile(path.join(g, 'locked/hidden'));
     // Root bypasses permissions; an immutable empty directory cannot be made unreadable either,
     // so make the directory vanish between listing its parent and listing it.
-    const { sys } = await import('../../src/os/sys.js');
-    const { vi } = await import('vitest');
-    const real = sys.scanDir;
-    vi.spyOn(sys, 'scanDir').mockImplementation(async (fd, rel, expect) => {
+    const r = await listed('g', [], (rel) => {
       if (rel.toString() === 'locked') fs.renameSync(path.join(g, 'locked'), path.join(g, 'moved'));
-      return real(fd, rel, expect);
     });
-    const r = await listed('g');
-    vi.restoreAllMocks();
     expect(r.paths).toEqual(['ok/file']);
     expect(r.errors.map((e) => [e.path, e.code])).toEqual([[path.join(g, 'locked'), 'ENOENT']]);
   });
+});
+
+/** Walk one root into tables; every file as "path ino size blocks uid gid mode(hex) nlink mtime ctime", sorted. */
+async function tabled(root: string, opts: Partial<WalkOptions> = {}) {
+  const roots = openRoots([root]);
+  const errors: FileError[] = [];
+  try {
+    const r = await walkTables(roots, { rules: [], minSize: 1, maxSize: Infinity, onError: (e) => errors.push(e), ...opts });
+    const t = r.tables;
+    const rows: string[] = [];
+    for (let i = 0; i < t.files.count; i++) {
+      const dir = dirPath(t, t.files.dir[i]!);
+      const name = fileName(t, i);
+      const p = dir.length ? Buffer.concat([dir, Buffer.from('/'), name]) : Buffer.from(name);
+      rows.push([p.toString('hex'), t.files.ino[i], t.files.size[i], blocksOf(t, i), uidOf(t, i), gidOf(t, i), modeOf(t, i).toString(16), nlinkOf(t, i), mtimeSecOf(t, i), ctimeSecOf(t, i)].join(' '));
+    }
+    return { ...r, rows: rows.sort(), errors };
+  } finally {
+    closeRoots(roots);
+  }
+}
+
+/** What find says (its own stat of each file): the same fields, independently. */
+function fromFind(root: string): string[] {
+  const out = execFileSync('find', [root, '-type', 'f', '-size', '+0', '-printf', '%P\\0%i %s %b %U %G %m %n %T@ %C@\\0']);
+  const fields = out.toString('latin1').split('\0');
+  const rows: string[] = [];
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const [ino, size, blocks, uid, gid, perm, nlink, mtime, ctime] = fields[i + 1]!.split(' ');
+    const mode = (0o100000 | parseInt(perm!, 8)).toString(16);
+    const sec = (t: string) => Math.floor(Number(t));
+    rows.push([Buffer.from(fields[i]!, 'latin1').toString('hex'), ino, size, blocks, uid, gid, mode, nlink, sec(mtime!), sec(ctime!)].join(' '));
+  }
+  return rows.sort();
+}
+
+describe('walkTables', () => {
+  it('holds exactly what find and stat say: odd names, owners, modes, times before 1970 and after 2106, sparse files, hard links', async () => {
+    const g = path.join(dir, 'g');
+    writeFile(path.join(g, 'usr/bin/tool'), { content: 'tool' });
+    const bytes = (s: string) => Buffer.concat([Buffer.from(g + '/'), Buffer.from(s, 'latin1')]);
+    fs.mkdirSync(bytes('dir\nwith newline\xff'));
+    fs.writeFileSync(bytes('dir\nwith newline\xff/file\n\xfe\xfd'), 'odd');
+    fs.writeFileSync(path.join(g, 'owned'), 'x');
+    fs.chownSync(path.join(g, 'owned'), 1234, 5678);
+    fs.chmodSync(path.join(g, 'owned'), 0o4751);
+    writeFile(path.join(g, 'old'), { content: 'old' });
+    sh('touch', '-h', '-d', '1960-01-01 00:00:00 UTC', path.join(g, 'old'));
+    writeFile(path.join(g, 'future'), { content: 'future' });
+    sh('touch', '-h', '-d', '2200-01-01 00:00:00 UTC', path.join(g, 'future'));
+    sh('truncate', '-s', '3T', path.join(g, 'sparse'));
+    fs.writeFileSync(path.join(g, 'linked'), 'linked');
+    fs.linkSync(path.join(g, 'linked'), path.join(g, 'usr/also-linked'));
+    fs.writeFileSync(path.join(g, 'empty'), '');
+    fs.symlinkSync('usr/bin/tool', path.join(g, 'symlink'));
+
+    const r = await tabled(g);
+    expect(r.errors).toEqual([]);
+    expect(r.rows).toEqual(fromFind(g));
+    expect(r.rows.length).toBe(8);
+    // The times outside 32 bits are in the wide table, by row.
+    expect(r.tables.wide.count).toBeGreaterThanOrEqual(2);
+    expect(Array.from(r.tables.wide.rows)).toEqual(Array.from(r.tables.wide.rows).sort((a, b) => a - b));
+    expect(r.outOfBounds).toBe(1);
+    expect(r.special).toBe(1);
+  });
+
+  it('finds the same rows on 1 thread and on 4 (the fleet, read only)', async () => {
+    const fleet = '/var/tmp/fleet';
+    const guests = fs.existsSync(fleet) ? fs.readdirSync(fleet).slice(0, 3).map((d) => path.join(fleet, d)) : [];
+    if (!guests.length) return;
+    const one = (await Promise.all(guests.map((g) => tabled(g, { threads: 1 })))).flatMap((r) => r.rows);
+    const four = (await Promise.all(guests.map((g) => tabled(g, { threads: 4 })))).flatMap((r) => r.rows);
+    expect(four.length).toBeGreaterThan(1000);
+    expect(four).toEqual(one);
+  });
+
+  it('reports a directory swapped for a symlink to the host mid-walk, and does not follow it', async () => {
+    const g = path.join(dir, 'g');
+    writeFile(path.join(g, 'ok/file'));
+    writeFile(path.join(g, 'sub/inner/file'));
+    const r = await tabled(g, {
+      hook: (_, rel) => {
+        if (rel.toString() === 'sub') {
+          fs.renameSync(path.join(g, 'sub'), path.join(g, 'gone'));
+          fs.symlinkSync('/etc', path.join(g, 'sub'));
+        }
+      },
+      threads: 2,
+    });
+    expect(r.rows.map((row) => Buffer.from(row.split(' ')[0]!, 'hex').toString())).toEqual(['ok/file']);
+    // openat2 refuses the symlink (O_NOFOLLOW | O_DIRECTORY: ENOTDIR; RESOLVE_NO_SYMLINKS: ELOOP).
+    expect(r.errors.map((e) => e.path)).toEqual([path.join(g, 'sub')]);
+    expect(['ENOTDIR', 'ELOOP']).toContain(r.errors[0]!.code);
+  });
+
+  it('stops at MAX_DEPTH levels with one message for the directory whose subdirectories it does not list', async () => {
+    const g = path.join(dir, 'g');
+    fs.mkdirSync(g);
+    makeChain(g, MAX_DEPTH + 1, { nameLength: 1, every: 1024 });
+    const r = await tabled(g, { threads: 2 });
+    expect(Math.max(...r.tables.dirs.depth)).toBe(MAX_DEPTH);
+    expect(r.tables.dirs.count).toBe(MAX_DEPTH + 1);
+    expect(r.errors.map((e) => [e.code, e.message])).toEqual([['EDEEP', `1 subdirectories not listed: vunify lists ${MAX_DEPTH} levels below a root`]]);
+    expect(r.errors[0]!.path.split('/').length - g.split('/').length).toBe(MAX_DEPTH);
+    expect(r.rows.length).toBe(Math.ceil((MAX_DEPTH + 1) / 1024));
+  });
+
+  it('stops with EBUDGET when the tables would grow past maxBytes', async () => {
+    const g = path.join(dir, 'g');
+    execFileSync('python3', ['-c', `import os\nfor i in range(3000):\n  d=os.path.join('${g}','d%d' % (i % 30))\n  os.makedirs(d, exist_ok=True)\n  open(os.path.join(d,'file-%d' % i),'w').write('x')`]);
+    await expect(tabled(g, { maxBytes: 50_000, threads: 2 })).rejects.toMatchObject({ code: 'EBUDGET', message: expect.stringMatching(/listing \d+ entries.*50000 bytes/) });
+    expect((await tabled(g, { maxBytes: 10_000_000 })).rows.length).toBe(3000);
+  });
+
+  it('never stats a mount point inside a root (a FUSE mount that never answers)', async () => {
+    const g = path.join(dir, 'g');
+    writeFile(path.join(g, 'usr/file'));
+    const target = path.join(g, 'usr/hung');
+    fs.mkdirSync(target);
+    const daemon = spawn('python3', [path.join(import.meta.dirname, '..', 'helpers', 'hung-fuse.py'), target], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        daemon.stdout!.on('data', (d) => String(d).includes('ready') && resolve());
+        daemon.once('exit', (code) => reject(new Error(`hung-fuse.py exited ${code}`)));
+      });
+      const r = await tabled(g, { threads: 2 });
+      expect(r.rows.map((row) => Buffer.from(row.split(' ')[0]!, 'hex').toString())).toEqual(['usr/file']);
+      expect(r.mountPoints).toBe(1);
+    } finally {
+      spawnSync('umount', ['-l', target]);
+      daemon.kill('SIGKILL');
+    }
+  });
+});
+
+describe('walkTables on a directory of a million entries', () => {
+  it('lists it with memory far below a copy of its names (VmHWM of a child process)', async () => {
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    sh('mount', '-t', 'tmpfs', '-o', 'size=2g,nr_inodes=1100000', 'none', mnt);
+    try {
+      const g = path.join(mnt, 'g');
+      const N = 1_000_000;
+      // 40-byte names: 40 MB of names, which a copy of the listing would need at least.
+      execFileSync('python3', ['-c', `import os\nos.mkdir('${g}')\nfd=os.open('${g}',os.O_RDONLY)\nfor i in range(${N}):\n  os.close(os.open('%040d' % i, os.O_CREAT|os.O_WRONLY, 0o644, dir_fd=fd))`]);
+      const script = `
+        import { openRoots } from ${JSON.stringify(path.resolve('dist/pipeline/roots.js'))};
+        import { walkTables } from ${JSON.stringify(path.resolve('dist/pipeline/walk.js'))};
+        import fs from 'node:fs';
+        const hwm = () => Number(/VmHWM:\\s+(\\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+        const roots = openRoots([${JSON.stringify(g)}]);
+        const before = hwm();
+        const r = await walkTables(roots, { rules: [], minSize: 1, maxSize: Infinity, onError: () => {}, threads: 2 });
+        console.log(JSON.stringify({ growth: hwm() - before, listed: r.listed, outOfBounds: r.outOfBounds }));`;
+      const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script]).toString()) as { growth: number; listed: number; outOfBounds: number };
+      expect(out.listed).toBe(N);
+      expect(out.outOfBounds).toBe(N);
+      expect(out.growth).toBeLessThan((40 * N) / 8);
+    } finally {
+      sh('umount', mnt);
+    }
+  }, 600_000);
 });

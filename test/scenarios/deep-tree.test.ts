@@ -11,7 +11,6 @@ import { makeChain } from '../helpers/deep.js';
 import { rmTree, tempDir, testStateDir } from '../helpers/tree.js';
 import { walk, MAX_DEPTH } from '../../src/pipeline/walk.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
-import { compileRules } from '../../src/pipeline/excludes.js';
 import { journalEntry, journalWriter } from '../../src/change/journal.js';
 import { O, sys } from '../../src/os/sys.js';
 import { dirRel } from '../../src/core/paths.js';
@@ -112,7 +111,7 @@ it('recovers a temporary name from a compact journal left by a killed run, deep 
   makeChain(g, 300, { nameLength: 200, every: 299 });
   const roots = openRoots([g]);
   try {
-    const { files } = await walk(roots, { matcher: compileRules([]), minSize: 0, maxSize: Infinity, onError: () => {} });
+    const { files } = await walk(roots, { rules: [], minSize: 0, maxSize: Infinity, onError: () => {} });
     const deep = files.find((f) => f.dir.depth === 299)!;
     expect(deep).toBeDefined();
     const state = tempDir('vunify-state-');
