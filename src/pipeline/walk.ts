@@ -27,6 +27,7 @@ import { childNode, dirRel, dirRelFrom, displayDir, printable, rootNode } from '
 import { openDirAt } from '../os/confine.js';
 import { FileType } from '../core/stat.js';
 import type { Progress } from '../core/progress.js';
+import type { MemoryBudget } from '../os/memory-limit.js';
 import { mountPointsUnder, type MountPoints } from './mounts.js';
 
 export interface WalkOptions {
@@ -36,6 +37,8 @@ export interface WalkOptions {
   onError(e: FileError): void;
   /** Called after each directory with the number of entries it held. */
   onProgress?(entries: number): void;
+  /** The memory budget (os/memory-limit.ts), after each directory: files kept so far, entries it held; throws to stop. */
+  budget?: { walked(files: number, listed: number): void };
 }
 
 export interface WalkResult {
@@ -71,9 +74,13 @@ export function scanRoots(
   bounds: { minSize: number; maxSize: number },
   onError: (e: FileError) => void,
   progress: Progress,
+  budget?: MemoryBudget,
 ): Promise<WalkResult> {
   progress.stage('scanning', 0);
-  return walk(roots, { matcher: compileRules(rules), minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n) });
+  // budget.tableBytes() is the native walk's maxBytes; its EBUDGET becomes the exit-2 MemoryLimitError.
+  return walk(roots, { matcher: compileRules(rules), minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n), budget }).catch(
+    (er: unknown) => Promise.reject(budget ? budget.fromWalk(er) : er),
+  );
 }
 
 /**
@@ -164,6 +171,7 @@ async function walkRoot(root: Root, opts: WalkOptions, counts: WalkResult, mount
       // Reverse so the stack pops subdirectories in listing order.
       for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
       opts.onProgress?.(listing.entries.length);
+      opts.budget?.walked(counts.files.length + files.length, listing.entries.length);
     }
   } finally {
     for (const h of held) sys.close(h.fd);
