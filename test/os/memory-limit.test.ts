@@ -87,14 +87,19 @@ describe('cgroupLimit', () => {
     expect(cgroupLimit(p)).toEqual({ bytes: 6 * G, file: `${p.v1}/process_api/memory.limit_in_bytes` });
   });
 
-  it('gives the budget as the limit less the margin, and --max-memory wins', () => {
+  it('gives the budget as the limit less the margin; the tighter of it and --max-memory wins', () => {
     const p = tree('0::/u\n', { 'v2/u/memory.max': String(G) });
     const l = memoryLimit(undefined, p)!;
     expect(l.bytes).toBe(G - cgroupMargin(G));
     expect(cgroupMargin(G)).toBeGreaterThan(G / 20);
     expect(l.source).toContain(`${p.v2}/u/memory.max`);
     expect(l.fromOption).toBe(false);
-    expect(memoryLimit('3G', p)).toEqual({ bytes: 3 * G, source: '--max-memory 3G', fromOption: true });
+    expect(memoryLimit('512M', p)).toEqual({ bytes: G / 2, source: '--max-memory 512M', fromOption: true });
+    // Above the cgroup's: the kernel would OOM-kill the run before --max-memory is reached.
+    const over = memoryLimit('3G', p)!;
+    expect(over.bytes).toBe(G - cgroupMargin(G));
+    expect(over.source).toContain('tighter than --max-memory 3G');
+    expect(memoryLimit('3G', { ...p, self: path.join(dir, 'none') })).toEqual({ bytes: 3 * G, source: '--max-memory 3G', fromOption: true });
   });
 });
 
