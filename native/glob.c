@@ -452,8 +452,14 @@ static int rule_matches(const struct rule *r, const unsigned char *path, size_t 
                         uint64_t *b) {
   const size_t from = r->anchored ? 0 : base;
   const size_t avail = len - from;
-  if (r->exact) return avail == r->plen && memcmp(path + from, r->lit, r->plen) == 0;
+  /* The last literal byte first, then the whole: most rules are rejected
+   * there without a call (an anchored literal's first byte is always '/'). */
+  if (r->exact)
+    return avail == r->plen && (r->plen == 0 || path[len - 1] == r->lit[r->plen - 1]) &&
+           memcmp(path + from, r->lit, r->plen) == 0;
   if (avail < r->plen + r->slen) return 0;
+  if (r->slen && path[len - 1] != r->lit[r->plen + r->slen - 1]) return 0;
+  if (r->plen && path[from + r->plen - 1] != r->lit[r->plen - 1]) return 0;
   if (memcmp(path + from, r->lit, r->plen) != 0) return 0;
   if (memcmp(path + len - r->slen, r->lit + r->plen, r->slen) != 0) return 0;
   return nfa(r, path + from + r->plen, avail - r->plen - r->slen, a, b);

@@ -7,7 +7,8 @@
  * Why not a regex library: a guest controls the path, so matching must be
  * bounded (no backtracking blow-up whatever the name), and thread-safe
  * without locks or allocation per call. The rules are compiled once; a
- * match is a bounded NFA-style scan per component (see glob.c).
+ * match is one pass over the path with a set of NFA states (see glob.c):
+ * time bounded by path length x pattern length, no backtracking.
  *
  * Pure C: no Node headers, so the walk's threads may call it freely.
  */

@@ -39,6 +39,8 @@ export interface UnifyOptions extends HashingOptions {
   iunlink?: boolean;
 }
 
+const pathsOf = (set: readonly { paths: readonly unknown[] }[]): number => set.reduce((n, i) => n + i.paths.length, 0);
+
 export async function unify(opts: UnifyOptions): Promise<Report> {
   const session: SessionOptions = {
     ...opts,
@@ -49,13 +51,15 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   };
   return withSession(session, async (s) => {
     const { log, progress } = s;
-    const walked = await scanRoots(s.roots, s.rules, opts, log.onError, progress);
+    const walked = await scanRoots(s.roots, s.rules, opts, log.onError, progress, s.budget);
     log.timed('walk');
     const policy = { ignoreMtime: opts.ignoreMtime, iunlink: opts.iunlink };
     const { inodes, groups } = groupFiles(walked.files, policy);
     log.timed('group');
     const { identical, hashed } = await hashGroups(s, session, groups);
     log.timed('hash');
+    // Before the plan and the first link: a run that could not finish stops here, nothing changed.
+    s.budget.beforePlan(identical.reduce((n, set) => n + pathsOf(set), 0), identical.reduce((m, set) => Math.max(m, pathsOf(set)), 0));
     readDirProjects(identical.flat());
     const thePlan = plan(identical, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
     const apart = keptApart(groups.flat(), s.roots.length, policy);

@@ -41,6 +41,7 @@ Examples:
   vunify --metrics-file /var/lib/prometheus/node-exporter/vunify.prom -q '/vservers/*'
   vunify split -n /vservers/web1        bytes needed to give web1 private copies again
   vunify split /vservers/web1           give web1 private copies (before moving it away)
+  vunify --max-memory 2G '/vservers/*'  stop with exit 2, before changing anything, rather than pass 2 GiB
 
 Exit status: 0 done, 1 done but some files were skipped (errors on stderr),
 2 bad usage or input (nothing changed).
@@ -51,11 +52,15 @@ see the README. User rules come first, so --include can override it.
 
 A config file holds the same options, one per line without the dashes
 ("exclude /usr/local", "root /vservers/*"); options and ROOTs given on the
-command line win (ROOTs replace the file's).`;
+command line win (ROOTs replace the file's).
+
+Memory: about 1.2 KB per file (README "Memory"). Under a cgroup limit
+(systemd's MemoryMax=) vunify stays below it, or stops with exit 2 before it
+changes anything; --max-memory sets the limit yourself.`;
 
 interface UnifyCli {
   dryRun?: boolean; json?: boolean; iunlink?: boolean; verbose?: boolean; quiet?: boolean; ignoreMtime?: boolean;
-  minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string; cache?: string | false; hashKey?: string; metricsFile?: string;
+  minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string; maxMemory?: string; cache?: string | false; hashKey?: string; metricsFile?: string;
 }
 
 export async function main(argv: readonly string[], out = process.stdout, err = process.stderr): Promise<number> {
@@ -85,6 +90,7 @@ export async function main(argv: readonly string[], out = process.stdout, err = 
       rules,
       noDefaultExcludes: !opts.defaultExcludes,
       stateDir: opts.stateDir,
+      maxMemory: opts.maxMemory,
       iunlink: !!opts.iunlink,
       cache: opts.cache,
       hashKey: opts.hashKey,

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { UsageError } from '../core/errors.js';
 import { parseRule, parseRuleFile, type Rule } from '../pipeline/excludes.js';
+import { parseMemory } from '../os/memory-limit.js';
 import { DEFAULT_STATE_DIR } from '../state/run-state.js';
 import { configArgs, configRoots, DEFAULT_CONFIG, readConfig, type ConfigLine } from './config.js';
 
@@ -58,6 +59,10 @@ export function baseCommand(name: string, out: Out, err: Out, rules: Rule[]): Co
     })
     .option('--no-default-excludes', 'drop the built-in exclude list')
     .addOption(new Option('--state-dir <dir>', "where linking runs keep their locks, journal and hash cache: root's, not writable by others, outside every guest root (refused otherwise)").default(DEFAULT_STATE_DIR))
+    .option('--max-memory <size>', 'stop (exit 2, nothing changed) rather than use more memory than this, e.g. 512M, 2G (default: the cgroup\'s MemoryMax/MemoryHigh less a margin, else no limit)', (v: string) => {
+      parseMemory(v);
+      return v;
+    })
     .option('--config <file>', `read options and ROOTs from file first (the timer uses ${DEFAULT_CONFIG})`)
     .exitOverride()
     .configureOutput({ writeOut: (s) => out.write(s), writeErr: (s) => err.write(s) });
@@ -116,6 +121,7 @@ function configOf(argv: readonly string[]): ConfigLine[] {
  */
 export function exitCodeFor(er: unknown, err: Out): number {
   if (er instanceof CommanderError) return er.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+  // MemoryLimitError (os/memory-limit.ts) is one too: the limit stops a run before it changes anything.
   if (er instanceof UsageError) {
     err.write(`vunify: ${er.message}\n`);
     return EXIT_USAGE;

@@ -65,7 +65,7 @@ Exit status: 0 done, 1 done but some files were skipped (errors on stderr),
 interface ReportOpts {
   json?: boolean; csv?: boolean; html?: string; memory?: boolean; manifest?: string; candidate: string[]; top: string; merge?: boolean;
   host?: string; planPlacement?: boolean; hosts?: string; capacity?: string; memoryLimit: string;
-  quiet?: boolean; ignoreMtime?: boolean; minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string; cache?: string | false; hashKey?: string;
+  quiet?: boolean; ignoreMtime?: boolean; minSize: string; maxSize?: string; defaultExcludes: boolean; stateDir: string; maxMemory?: string; cache?: string | false; hashKey?: string;
 }
 
 export async function reportMain(argv: readonly string[], out: NodeJS.WritableStream & { isTTY?: boolean }, err: NodeJS.WritableStream & { isTTY?: boolean }): Promise<number> {
@@ -130,6 +130,7 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
       top,
       hashAll: !!o.manifest,
       stateDir: o.stateDir,
+      maxMemory: o.maxMemory,
       cache: o.cache,
       hashKey: o.hashKey,
       progress: err.isTTY && !o.quiet ? ttyProgress(err as NodeJS.WriteStream) : noProgress,

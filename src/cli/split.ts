@@ -35,13 +35,14 @@ export async function splitMain(argv: readonly string[], out: NodeJS.WritableStr
     .addHelpText('after', HELP);
   try {
     const roots = parseWithConfig(program, argv, false);
-    const o = program.opts<{ dryRun?: boolean; json?: boolean; verbose?: boolean; quiet?: boolean; defaultExcludes: boolean; stateDir: string }>();
+    const o = program.opts<{ dryRun?: boolean; json?: boolean; verbose?: boolean; quiet?: boolean; defaultExcludes: boolean; stateDir: string; maxMemory?: string }>();
     const report = await split({
       roots,
       dryRun: !!o.dryRun,
       rules,
       noDefaultExcludes: !o.defaultExcludes,
       stateDir: o.stateDir,
+      maxMemory: o.maxMemory,
       progress: isTTY(err) && !o.quiet ? ttyProgress(err as NodeJS.WriteStream) : noProgress,
       onError: errorLine(err),
       onWarning: (m) => !o.quiet && err.write(`vunify: warning: ${m}\n`),

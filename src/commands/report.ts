@@ -60,7 +60,7 @@ export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan>
     const { log } = s;
     const existing = s.roots.slice(0, guestPaths.length);
     const candidates = s.roots.slice(guestPaths.length);
-    const walked = await scanRoots(s.roots, s.rules, opts, log.onError, s.progress);
+    const walked = await scanRoots(s.roots, s.rules, opts, log.onError, s.progress, s.budget);
     log.timed('walk');
     const isGuest = (index: number) => index < existing.length;
     // Separate inode lists: a candidate's paths must never make an existing

@@ -12,6 +12,7 @@ import type { FileError } from '../core/errors.js';
 import { noProgress, type Progress } from '../core/progress.js';
 import type { Inode, Root } from '../core/types.js';
 import { withDefaults, type Rule } from '../pipeline/excludes.js';
+import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
 import { splitByContent } from '../pipeline/hash.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
@@ -30,6 +31,8 @@ export interface CommandOptions {
   noDefaultExcludes: boolean;
   /** Locks, journal, hash key and hash cache (default /var/lib/vunify). */
   stateDir?: string;
+  /** --max-memory as given ("512M"); else the cgroup's limit applies (os/memory-limit.ts). */
+  maxMemory?: string;
   progress?: Progress;
   onError?(e: FileError): void;
   /** Problems that skip no file (an unusable cache): one line each. */
@@ -57,6 +60,8 @@ export interface SessionOptions {
   noDefaultExcludes: boolean;
   /** Locks, journal and hash cache (default /var/lib/vunify). */
   stateDir?: string;
+  /** --max-memory as given; else the cgroup's limit applies. */
+  maxMemory?: string;
   /** Lock the roots and keep a journal: the run changes guests. */
   changes?: boolean;
   /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
@@ -98,6 +103,8 @@ export interface Session {
   cache?: HashCache;
   /** The hash key, once hashGroups() loaded it. */
   key?: HashKey;
+  /** The memory limit's checks (os/memory-limit.ts), for the walk and before planning. */
+  budget: MemoryBudget;
 }
 
 export interface RunLog {
@@ -115,6 +122,8 @@ export async function withSession<T>(opts: SessionOptions, body: (s: Session) =>
   const progress = opts.progress ?? noProgress;
   const log = runLog(opts.onError);
   const rules = withDefaults(opts.rules, opts.noDefaultExcludes);
+  // Before the roots are opened: a bad --max-memory is a usage error like any other.
+  const budget = new MemoryBudget(memoryLimit(opts.maxMemory));
   const roots = openRoots(opts.paths);
   let state: RunState | undefined;
   let sd: StateDir | undefined;
@@ -129,7 +138,7 @@ export async function withSession<T>(opts: SessionOptions, body: (s: Session) =>
     // A run that changes guests locks its roots and puts right what a killed
     // run left before it looks at anything; a read-only run needs neither.
     if (opts.changes) state = openState(sd!, roots, log.onError, opts.onWarning);
-    return await body({ roots, rules, progress, log, state, stateDir: sd });
+    return await body({ roots, rules, progress, log, state, stateDir: sd, budget });
   } finally {
     progress.stop();
     state?.close();

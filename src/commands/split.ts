@@ -46,7 +46,7 @@ export async function split(opts: SplitOptions): Promise<SplitReport> {
   // The dry run reads the split records too (a rerun's copies to make), so it checks the state directory.
   return withSession({ ...opts, paths: expandRoots(opts.roots), changes: !opts.dryRun, cache: false, needStateDir: true }, async (s) => {
     const { log } = s;
-    const walked = await scanRoots(s.roots, s.rules, { minSize: 0, maxSize: Number.MAX_SAFE_INTEGER }, log.onError, s.progress);
+    const walked = await scanRoots(s.roots, s.rules, { minSize: 0, maxSize: Number.MAX_SAFE_INTEGER }, log.onError, s.progress, s.budget);
     log.timed('walk');
     const earlySkips = log.errors.length;
     const { inodes } = groupFiles(walked.files, { ignoreMtime: false });

@@ -15,6 +15,11 @@
  * patterns are converted to the same form. Decoding names as UTF-8 instead
  * could map two different byte names onto the same string.
  *
+ * native/glob.c is the same matcher in C, for the native walk (which decides
+ * excludes on its own threads): a change to the syntax or semantics here is a
+ * change there too; test/pipeline/excludes.test.ts asks both about every case
+ * and about thousands of random rules and byte paths.
+ *
  * match() runs once per directory entry (~100k per run), so every pattern is
  * compiled once to a sticky RegExp plus literal prefix/suffix filters that
  * reject most rules without running the regex, and the verdict for the parent

@@ -26,6 +26,7 @@ import type { DirNode, FileRec, Root } from '../core/types.js';
 import { childNode, compareRelPaths, printable, rootNode } from '../core/paths.js';
 import { FileType } from '../core/stat.js';
 import type { Progress } from '../core/progress.js';
+import type { MemoryBudget } from '../os/memory-limit.js';
 import { native } from '../os/native.js';
 import { mountPointsUnder } from './mounts.js';
 import { blocksOf, ctimeSecOf, dirName, fileName, mtimeSecOf, nlinkOf, type Tables } from './table.js';
@@ -241,7 +242,11 @@ export function scanRoots(
   bounds: { minSize: number; maxSize: number },
   onError: (e: FileError) => void,
   progress: Progress,
+  budget?: MemoryBudget,
 ): Promise<WalkResult> {
   progress.stage('scanning', 0);
-  return walk(roots, { rules, minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n) });
+  // The budget's share for the tables is the native walk's maxBytes; its EBUDGET becomes the exit-2 MemoryLimitError.
+  return walk(roots, { rules, minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n), maxBytes: budget?.tableBytes() }).catch(
+    (er: unknown) => Promise.reject(budget ? budget.fromWalk(er) : er),
+  );
 }

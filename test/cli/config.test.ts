@@ -54,6 +54,16 @@ describe('config file', () => {
     expect(inode(G('db1', 'usr/lib/libc.so.6'))).toBe(inode(G('web1', 'usr/lib/libc.so.6')));
   });
 
+  it('max-memory in the config file is --max-memory (a roomy one runs; a bad one is exit 2, nothing linked)', () => {
+    fs.writeFileSync(conf, `root ${G('web*')}\nmax-memory lots\n`);
+    const bad = runCli(['--config', conf]);
+    expect([bad.code, bad.stdout, bad.stderr]).toEqual([2, '', "vunify: invalid --max-memory 'lots' (use e.g. 512M, 2G)\n"]);
+    expect(inode(G('web1', 'usr/lib/libc.so.6'))).not.toBe(inode(G('web2', 'usr/lib/libc.so.6')));
+    fs.writeFileSync(conf, `root ${G('web*')}\nmax-memory 2G\nquiet\n`);
+    expect(runCli(['--config', conf]).code).toBe(0);
+    expect(inode(G('web1', 'usr/lib/libc.so.6'))).toBe(inode(G('web2', 'usr/lib/libc.so.6')));
+  });
+
   it('a bad config file is a usage error (exit 2) naming file and line; nothing changes', () => {
     fs.writeFileSync(conf, `root ${G('web*')}\nmin-sise 4k\n`);
     const r = runCli(['--config', conf]);

@@ -35,6 +35,8 @@ describe('vunify command', () => {
     expect(r.stdout).toMatch(/--dry-run/);
     expect(r.stdout).toMatch(/Examples:/);
     expect(r.stdout).toMatch(/Exit status/);
+    expect(r.stdout).toMatch(/--max-memory <size>/);
+    expect(r.stdout).toMatch(/vunify --max-memory 2G/);
   });
 
   it('--version prints the package version', () => {
@@ -48,6 +50,8 @@ describe('vunify command', () => {
     [['/nonexistent-root'], /\/nonexistent-root: no such file or directory/],
     [['--min-size', 'lots', '/tmp'], /invalid size 'lots'/],
     [['--exclude', '[', '/tmp'], /\[/],
+    [['--max-memory', 'lots', '/tmp'], /invalid --max-memory 'lots'/],
+    [['--max-memory', '1M', '/tmp'], /--max-memory 1M is too small/],
   ])('bad usage %j exits 2 with a message on stderr', (args, message) => {
     const r = runCli(args);
     expect(r.code).toBe(2);

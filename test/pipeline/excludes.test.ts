@@ -1,3 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { native } from '../../src/os/native.js';
 import {
@@ -674,6 +678,23 @@ describe('the C matcher (native/glob.c) against excludes.ts', () => {
     const rules = [parseRule(pattern)];
     expect(native.globExcluded(...nativeRules(rules), path)).toBe(false);
     expect(native.globExcluded(...nativeRules(rules), Buffer.concat([path, Buffer.from('b')]))).toBe(true);
+  });
+
+  it('reads and writes nothing out of bounds on random rules and byte paths (ASan + UBSan build)', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'vunify-glob-'));
+    try {
+      const exe = path.join(dir, 'fuzz');
+      execFileSync('gcc', ['-std=gnu11', '-O1', '-g', '-DVU_GLOB_STANDALONE', '-fsanitize=address,undefined',
+        '-fno-sanitize-recover=all', '-Inative', 'native/glob.c', 'test/helpers/glob-fuzz.c', '-o', exe]);
+      // A sanitizer finding aborts with a non-zero status, which execFileSync throws.
+      const out = execFileSync(exe, ['13', '60000'], { encoding: 'utf8' });
+      const [, ok, refused, excluded] = /compiled (\d+) refused (\d+) excluded (\d+)/.exec(out)!.map(Number);
+      expect(ok).toBeGreaterThan(10000);
+      expect(refused).toBeGreaterThan(10000);
+      expect(excluded).toBeGreaterThan(1000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a path that is not rooted', () => {

@@ -1,0 +1,217 @@
+/*
+ * The memory budget: how much memory a run may take, and the clean stop
+ * when it would take more.
+ *
+ * Why: vunify runs as root on hosts whose memory is what it exists to save,
+ * over guests that decide how many files there are. A guest with tens of
+ * millions of files must not get vunify OOM-killed half-way (or get other
+ * services on the host killed); it must stop with a message and exit 2
+ * before anything on disk changed. The limit is --max-memory when given,
+ * else the tightest memory.max / memory.high of the process's cgroup v2 and
+ * its ancestors (what systemd's MemoryMax= / MemoryHigh= set; on a v1 host,
+ * memory.limit_in_bytes) minus a margin, else there is none.
+ *
+ * What is checked, and when (README "Memory"): the walk charges each file it
+ * keeps at the measured cost of a whole dry run per file (so a tree too big
+ * for the limit stops while it is still being listed, before hashing); just
+ * before planning, what is resident now plus what planning and linking
+ * still need (per candidate, and per file of the largest identical set) is
+ * compared with the limit. Both happen before the first link.
+ */
+import { readFileSync } from 'node:fs';
+import { UsageError } from '../core/errors.js';
+
+/** A limit in bytes and where it came from, for messages. */
+export interface MemoryLimit {
+  bytes: number;
+  /** "--max-memory 512M" or "cgroup /sys/fs/cgroup/system.slice/x.scope/memory.max (1 GiB) minus a margin" */
+  source: string;
+  /** From the command line (the message then suggests a larger value rather than setting one). */
+  fromOption: boolean;
+}
+
+/** The limit was (or would be) crossed: exit 2, nothing changed. */
+export class MemoryLimitError extends UsageError {
+  override name = 'MemoryLimitError';
+}
+
+/**
+ * Peak resident bytes per file a run keeps (walked regular file within the
+ * size bounds), over Node's baseline: a dry run over bench/scale.mjs trees
+ * of 100,000 and 400,000 files peaked at 190 and 504 MiB, 1,133 bytes per
+ * file more (README "Memory"); rounded up.
+ */
+export const FILE_BYTES = 1200;
+/**
+ * Each entry of the directory being listed, kept or not: today's walk
+ * decodes a whole directory into one object per entry before sorting it out
+ * (one directory of 1,000,000 empty files peaked at 579 MiB, ~510 bytes per
+ * entry over the baseline). Only for that directory: it is released after.
+ */
+export const ENTRY_BYTES = 520;
+/** Planning and linking, per candidate file, on top of what is resident after hashing. */
+export const PLAN_BYTES = 400;
+/** Linking, per file of the largest identical set (its records are built at once). */
+export const SET_BYTES = 600;
+
+/**
+ * Taken off a cgroup's limit: what vunify's checks cannot see coming
+ * between two of them (one directory's listing, garbage the collector has
+ * not yet returned) and the page cache the kernel charges to the cgroup
+ * too. 10 % plus 32 MiB.
+ */
+export function cgroupMargin(limit: number): number {
+  return Math.floor(limit / 10) + 32 * 2 ** 20;
+}
+
+const UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** "512M", "2G", "1.5G", "1073741824", "768MiB" -> bytes. */
+export function parseMemory(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
+  const bytes = m ? Math.floor(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!) : NaN;
+  if (!m || !Number.isFinite(bytes)) throw new UsageError(`invalid --max-memory '${text}' (use e.g. 512M, 2G)`);
+  // Less than Node needs to start cannot be meant.
+  if (bytes < 64 * 2 ** 20) throw new UsageError(`--max-memory ${text} is too small: vunify needs at least 64M to start (see README "Memory")`);
+  return bytes;
+}
+
+/** Where the cgroup files are: the real ones, or a fake tree in tests. */
+export interface CgroupPaths {
+  /** /proc/self/cgroup */
+  self: string;
+  /** The cgroup v2 mount (/sys/fs/cgroup) and the v1 memory controller's (/sys/fs/cgroup/memory). */
+  v2: string;
+  v1: string;
+}
+
+const REAL: CgroupPaths = { self: '/proc/self/cgroup', v2: '/sys/fs/cgroup', v1: '/sys/fs/cgroup/memory' };
+
+const readText = (p: string): string | undefined => {
+  try {
+    return readFileSync(p, 'utf8');
+  } catch {
+    return undefined;
+  }
+};
+
+/** v1 writes "no limit" as a page-rounded 2^63 - 1. */
+const V1_UNLIMITED = 2 ** 62;
+
+/**
+ * The tightest memory limit on the way from this process's cgroup up to the
+ * root: cgroup v2's memory.max and memory.high (the "0::/path" line of
+ * /proc/self/cgroup), or on a host still on v1 the memory controller's
+ * memory.limit_in_bytes (the "N:memory:/path" line). undefined when none is
+ * set ("max") or the files are not there.
+ */
+export function cgroupLimit(paths: CgroupPaths = REAL): { bytes: number; file: string } | undefined {
+  const lines = readText(paths.self)?.split('\n') ?? [];
+  let best: { bytes: number; file: string } | undefined;
+  const consider = (mount: string, rel: string, files: readonly string[]): void => {
+    for (let at = rel.replace(/\/+$/, ''); ; at = at.slice(0, at.lastIndexOf('/'))) {
+      for (const name of files) {
+        const text = readText(`${mount}${at}/${name}`)?.trim();
+        if (text === undefined || !/^\d+$/.test(text)) continue; // "max": none
+        const bytes = Number(text);
+        if (bytes >= V1_UNLIMITED) continue;
+        if (best === undefined || bytes < best.bytes) best = { bytes, file: `${mount}${at}/${name}` };
+      }
+      if (at === '') break;
+    }
+  };
+  for (const line of lines) {
+    const m = /^(\d+):([^:]*):(\/.*)$/.exec(line.trim());
+    if (!m) continue;
+    if (m[1] === '0' && m[2] === '') consider(paths.v2, m[3]!, ['memory.max', 'memory.high']);
+    else if (m[2]!.split(',').includes('memory')) consider(paths.v1, m[3]!, ['memory.limit_in_bytes']);
+  }
+  return best;
+}
+
+/** The run's limit: --max-memory, else the cgroup's minus the margin, else none. */
+/**
+ * The run's limit: --max-memory, else the cgroup's minus the margin, else
+ * none. A --max-memory above what the cgroup allows is not honoured: the
+ * kernel would OOM-kill the run half-way (a dry run of 388,000 files under a
+ * 256 MiB cgroup with --max-memory 4G was, after 28 s), so the tighter wins.
+ */
+export function memoryLimit(option: string | undefined, paths?: CgroupPaths): MemoryLimit | undefined {
+  const opt = option === undefined ? undefined : parseMemory(option);
+  const cg = cgroupLimit(paths);
+  const fromCg = cg && Math.max(0, cg.bytes - cgroupMargin(cg.bytes));
+  if (opt !== undefined && (cg === undefined || opt <= fromCg!)) return { bytes: opt, source: `--max-memory ${option}`, fromOption: true };
+  if (cg === undefined) return undefined;
+  return {
+    bytes: fromCg!,
+    source: `the cgroup limit ${cg.file} (${mib(cg.bytes)}) less a margin of ${mib(cgroupMargin(cg.bytes))}` + (opt === undefined ? '' : `, tighter than --max-memory ${option}`),
+    fromOption: false,
+  };
+}
+
+export const mib = (n: number): string => `${Math.round(n / 2 ** 20).toLocaleString('en-US')} MiB`;
+
+/** Resident set size of this process now. */
+export const residentBytes = (): number => process.memoryUsage.rss();
+
+/**
+ * The checks of one run against a limit (or none: every check passes).
+ * `base` is what the process holds before it looks at any file.
+ */
+export class MemoryBudget {
+  readonly base: number;
+  constructor(
+    readonly limit: MemoryLimit | undefined,
+    private readonly rss: () => number = residentBytes,
+  ) {
+    this.base = rss();
+  }
+
+  private entries = 0;
+
+  /**
+   * The walk, after each directory: `files` kept so far, `listed` entries in
+   * the directory just listed (its listing is held while it is sorted out,
+   * and only kept files stay). Throws before the estimate passes the limit.
+   */
+  walked(files: number, listed: number): void {
+    this.entries += listed;
+    if (this.limit === undefined) return;
+    const need = this.base + files * FILE_BYTES + listed * ENTRY_BYTES;
+    if (need > this.limit.bytes) this.fail('listing the guest roots', files, need, `after ${this.entries.toLocaleString('en-US')} entries listed`);
+  }
+
+  /** Bytes the native walk's tables may take (its maxBytes), or undefined for no limit. */
+  tableBytes(): number | undefined {
+    return this.limit === undefined ? undefined : Math.max(0, this.limit.bytes - this.base);
+  }
+
+  /** Before planning and linking: resident now plus what they need, for `candidates` files and a largest set of `largest`. */
+  beforePlan(candidates: number, largest: number): void {
+    if (this.limit === undefined) return;
+    const need = this.rss() + candidates * PLAN_BYTES + largest * SET_BYTES;
+    if (need > this.limit.bytes) this.fail('the link plan', candidates, need, 'after hashing');
+  }
+
+  /** An EBUDGET from the native walk (it stopped before its tables passed `maxBytes`). */
+  fromWalk(er: unknown): unknown {
+    if (this.limit === undefined || (er as { code?: unknown })?.code !== 'EBUDGET') return er;
+    return new MemoryLimitError(this.message('listing the guest roots', undefined, undefined, (er as Error).message));
+  }
+
+  private fail(what: string, files: number, need: number, when: string): never {
+    throw new MemoryLimitError(this.message(what, files, need, when));
+  }
+
+  private message(what: string, files: number | undefined, need: number | undefined, when: string): string {
+    const l = this.limit!;
+    const count = files === undefined ? '' : ` for ${files.toLocaleString('en-US')} files`;
+    const needs = need === undefined ? '' : ` would need about ${mib(need)}`;
+    const more = l.fromOption ? 'give a larger --max-memory' : "raise the cgroup's limit (MemoryMax= of the unit)";
+    return (
+      `memory limit: ${what}${count}${needs} (${when}), more than the limit of ${mib(l.bytes)} from ${l.source}; ` +
+      `stopped before changing anything. To go on, ${more}, run over fewer roots at a time, ` +
+      `or exclude the guest that holds too many files (vunify needs about ${FILE_BYTES} bytes per file, see README "Memory")`
+    );
+  }
+}
