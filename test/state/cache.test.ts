@@ -361,15 +361,21 @@ for (let round = 1; ; round++) {
 }
 `);
     fs.mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
-    for (let k = 0; k < 4; k++) {
+    let midSave = 0; // kills that hit a save: a temporary file was left
+    for (let k = 0; k < 6; k++) {
       const child = spawn(process.execPath, [script, cacheDir, JSON.stringify(r)]);
       let out = '';
       child.stdout.on('data', (b) => (out += b));
       while (!/saved \d+/.test(out)) await new Promise((res) => setTimeout(res, 10));
-      await new Promise((res) => setTimeout(res, 30 + 70 * k));
+      if (k % 2 === 0) {
+        // Kill the moment a temporary shard appears: in the middle of a save.
+        const until = Date.now() + 20_000;
+        while (!fs.readdirSync(cacheDir).some((n) => n.includes('.tmp.')) && Date.now() < until) await new Promise((res) => setImmediate(res));
+      } else await new Promise((res) => setTimeout(res, 30 + 50 * k)); // anywhere
       child.kill('SIGKILL');
       await new Promise((res) => child.once('exit', res));
       expect(out).not.toMatch(/warning/);
+      if (fs.readdirSync(cacheDir).some((n) => n.includes('.tmp.'))) midSave++;
       const msgs: string[] = [];
       const c = new HashCache('00112233aabbccdd', [r], { fd: sys.open(cacheDir, O.RDONLY | O.DIRECTORY), path: cacheDir });
       c.load((m) => msgs.push(m));
@@ -380,7 +386,8 @@ for (let round = 1; ; round++) {
       c.close();
       expect(fs.readdirSync(cacheDir).filter((n) => n.includes('.tmp.'))).toEqual([]);
     }
-  }, 60_000);
+    expect(midSave).toBeGreaterThanOrEqual(3);
+  }, 90_000);
 
   it('1,000,000 lookups on a 1,000,000-entry shard allocate nothing', () => {
     const root = path.join(dir, 'big');
