@@ -580,16 +580,21 @@ export class HashCache {
    */
   load(warn: (message: string) => void, note: (message: string) => void = warn): void {
     if (!this.dir) return;
+    const missing: Shard[] = [];
     for (const sh of this.shards) {
       const file = path.join(this.dir.path, sh.name);
       try {
         readShard(this.dir.fd, sh, this.key);
       } catch (er) {
         sh.dirty = true;
-        if (errorCode(er) === 'ENOENT') note(`${file}: no hash cache yet for ${sh.root.path}; its candidate files are read`);
+        if (errorCode(er) === 'ENOENT') missing.push(sh);
         else warn(`${file}: hash cache of ${sh.root.path} discarded: ${(er as Error).message}`);
       }
     }
+    // One line, not one per root: a first run over 200 guests has no shard at all.
+    if (missing.length === 1) note(`${path.join(this.dir.path, missing[0]!.name)}: no hash cache yet for ${missing[0]!.root.path}; its candidate files are read`);
+    else if (missing.length > 1)
+      note(`${this.dir.path}: no hash cache yet for ${missing.length === this.shards.length ? 'any' : `${missing.length}`} of the ${this.shards.length} roots (${missing[0]!.root.path}, ...); their candidate files are read`);
   }
 
   /**

@@ -234,7 +234,13 @@ describe('hash cache', () => {
     const notes: string[] = [];
     await run(guests, { dryRun: true, onNote: (m) => notes.push(m) });
     expect(warnings).toEqual([]);
-    expect(notes).toEqual(guests.map((g) => `${shardOf(g)}: no hash cache yet for ${g}; its candidate files are read`));
+    expect(notes).toEqual([`${cacheDir}: no hash cache yet for any of the 3 roots (${guests[0]}, ...); their candidate files are read`]);
+    // A root added later: one line naming its shard.
+    const g4 = path.join(dir, 'g4');
+    sh('cp', '-a', guests[0]!, g4);
+    notes.length = 0;
+    await run([...guests, g4], { dryRun: true, onNote: (m) => notes.push(m) });
+    expect(notes).toEqual([`${shardOf(g4)}: no hash cache yet for ${g4}; its candidate files are read`]);
     fs.rmSync(cacheDir, { recursive: true });
     const { report } = await run(guests, { cache: false });
     expect(report.hashed.files).toBe(9);
