@@ -746,8 +746,13 @@ function encodeShard(sh: Shard, key: string): Buffer {
   const src = sh.dv;
   const keyBytes = Buffer.from(sh.key);
   const headLen = pad8(HEAD + keyBytes.length);
-  // Upper bound: every live entry of both; the heap is written after, once its size is known.
-  const recs = Buffer.alloc((sh.n + order.length) * REC);
+  // One buffer for the whole file (no copy to concatenate parts), sized for
+  // the most it can hold: every entry of both, the old heap and the delta's
+  // strings; the heap goes after the entries once their count is known.
+  let heapBound = Math.max(0, sh.buf.length - 8 - sh.heap);
+  for (const r of order) heapBound += d.xattrs[r]!.length;
+  const file = Buffer.alloc(headLen + (sh.n + order.length) * REC + heapBound + 8);
+  const recs = file.subarray(headLen);
   const out = new DataView(recs.buffer, recs.byteOffset, recs.length);
   const heap: Buffer[] = [];
   let heapLen = 0;
@@ -819,19 +824,18 @@ function encodeShard(sh: Shard, key: string): Buffer {
       if (c === 0) e++;
     }
   }
-  const head = Buffer.alloc(headLen);
-  MAGIC.copy(head, 0);
-  head.writeUInt32LE(CACHE_FORMAT, 8);
-  head.writeUInt32LE(headLen, 12);
-  Buffer.from(key.padEnd(16, '0').slice(0, 16), 'hex').copy(head, 16);
-  head.writeUInt32LE(n, 24);
-  head.writeUInt32LE(heapLen, 28);
-  head.writeUInt32LE(keyBytes.length, 32);
-  keyBytes.copy(head, HEAD);
-  const body = Buffer.concat([head, recs.subarray(0, n * REC), ...heap]);
-  const sum = Buffer.alloc(8);
-  sum.writeBigUInt64LE(sys.xxh64(body));
-  return Buffer.concat([body, sum]);
+  MAGIC.copy(file, 0);
+  file.writeUInt32LE(CACHE_FORMAT, 8);
+  file.writeUInt32LE(headLen, 12);
+  Buffer.from(key.padEnd(16, '0').slice(0, 16), 'hex').copy(file, 16);
+  file.writeUInt32LE(n, 24);
+  file.writeUInt32LE(heapLen, 28);
+  file.writeUInt32LE(keyBytes.length, 32);
+  keyBytes.copy(file, HEAD);
+  let end = headLen + n * REC;
+  for (const b of heap) end += b.copy(file, end);
+  file.writeBigUInt64LE(sys.xxh64(file.subarray(0, end)), end);
+  return file.subarray(0, end + 8);
 }
 
 function encodeRoots(keys: readonly string[]): Buffer {

@@ -302,6 +302,40 @@ describe('hash cache shards', () => {
     d.close();
   });
 
+  it('a save merges the run\'s entries into the shard in order: new, replaced, forgotten, xattrs kept', () => {
+    const open = () => {
+      const c = openCacheOf([guests[0]!]);
+      c.readAtSec = Number.MAX_SAFE_INTEGER;
+      return c;
+    };
+    const X = (ch: string) => ch.repeat(64);
+    const put = (c: HashCache, ino: number, hash: bigint, x: string) => c.put(0, 77, ino, 100, 1700000000, 5, 1700000001, 6, hash, x, 0, 0, 1);
+    const get = (c: HashCache, ino: number) => {
+      const h = c.find(77, ino, 100, 1700000000, 5, 1700000001, 6);
+      return h < 0 ? undefined : [c.hashAt(h), c.xattrsAt(h)];
+    };
+    const a = open();
+    for (const ino of [50, 10, 30]) put(a, ino, BigInt(ino), X(String(ino % 7)));
+    put(a, 2 ** 40 + 1, 1n, ''); // an inode number above 32 bits
+    a.save();
+    a.close();
+    const b = open();
+    put(b, 20, 20n, X('b'));
+    put(b, 30, 31n, X('c')); // replaces the file's entry
+    put(b, 60, 60n, X('3')); // same digest as 10's: kept once in the heap
+    b.forget({ dev: 77, ino: 50 });
+    b.save();
+    b.close();
+    const c = open();
+    expect([10, 20, 30, 50, 60, 2 ** 40 + 1].map((ino) => get(c, ino))).toEqual([[10n, X('3')], [20n, X('b')], [31n, X('c')], undefined, [60n, X('3')], [1n, '']]);
+    expect(c.size).toBe(5);
+    c.close();
+    // 5 entries and three distinct digests in the heap, nothing more.
+    const bytes = fs.statSync(shardOf(guests[0]!)).size;
+    const keyLen = Buffer.byteLength(rootKey(rootOf(guests[0]!)));
+    expect(bytes).toBe(((48 + keyLen + 7) & ~7) + 5 * 72 + 3 * 64 + 8);
+  });
+
   it('does not keep a file changed within a second of the hashing', () => {
     const file = path.join(guests[0]!, 'fresh');
     fs.writeFileSync(file, 'new');
