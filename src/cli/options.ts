@@ -74,7 +74,7 @@ export function withSelection(cmd: Command): Command {
     .option('--ignore-mtime', 'unify files even when their mtimes differ (the canonical mtime wins)')
     .addOption(new Option('--min-size <size>', 'leave files smaller than this alone').default('1'))
     .addOption(new Option('--max-size <size>', 'leave files larger than this alone'))
-    .option('--cache <file>', 'hash cache: rehash only files changed since an earlier run (default STATE_DIR/hashes.cache)')
+    .option('--cache <dir>', 'hash cache directory, one file per root: rehash only files changed since an earlier run (default STATE_DIR/cache)')
     .option('--no-cache', 'neither read nor write a hash cache')
     .option('--hash-key <file>', 'secret key seeding the content hash (default STATE_DIR/hash.key, created on first use; a fleet copies one to every host)');
 }

@@ -17,10 +17,10 @@ import { splitByContent } from '../pipeline/hash.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
 import type { PolicyOptions } from '../pipeline/policy.js';
-import { CACHE_FILE, loadCache, rootKey, saveCache, type HashCache } from '../state/cache.js';
+import { CACHE_DIR, ELF_UNKNOWN, ELF_YES, HashCache } from '../state/cache.js';
 import { keyLocation, loadHashKey, type HashKey } from '../state/hash-key.js';
 import { DEFAULT_STATE_DIR, openState, type RunState } from '../state/run-state.js';
-import { closeStateDir, openStateDir, type StateDir } from '../state/state-dir.js';
+import { closeStateDir, openStateDir, openStateSubdir, type StateDir } from '../state/state-dir.js';
 
 /** What every command (unify, split, report) is given. */
 export interface CommandOptions {
@@ -46,7 +46,7 @@ export interface HashingOptions extends CommandOptions {
   ignoreMtime: boolean;
   minSize: number;
   maxSize: number;
-  /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
+  /** Hash cache directory, one shard per root (default STATE_DIR/cache); false: none. */
   cache?: string | false;
   /** Hash key file (default STATE_DIR/hash.key, created on first use); a fleet's shared key makes manifests comparable across hosts. */
   hashKey?: string;
@@ -64,7 +64,7 @@ export interface SessionOptions {
   maxMemory?: string;
   /** Lock the roots and keep a journal: the run changes guests. */
   changes?: boolean;
-  /** Hash cache file (default STATE_DIR/hashes.cache); false: none. */
+  /** Hash cache directory, one shard per root (default STATE_DIR/cache); false: none. */
   cache?: string | false;
   /** The hash key file (default STATE_DIR/hash.key, created when missing). */
   hashKey?: string;
@@ -127,29 +127,56 @@ export async function withSession<T>(opts: SessionOptions, body: (s: Session) =>
   const roots = openRoots(opts.paths);
   let state: RunState | undefined;
   let sd: StateDir | undefined;
+  let session: Session | undefined;
   try {
     opts.prepare?.(roots);
     // Whatever uses the state directory (locks, journals, the default hash
     // cache, so the dry run and the report too) first checks who could
     // have written there (state/state-dir.ts): exit 2, nothing changed.
     if (opts.changes || opts.needStateDir || opts.cache === undefined || (opts.hashes && !opts.hashKey)) sd = openStateDir(opts.stateDir ?? DEFAULT_STATE_DIR, roots);
-    if (typeof opts.cache === 'string') closeStateDir(openStateDir(path.dirname(path.resolve(opts.cache)), roots, true));
+    // A --cache directory is checked as the state directory is, except that it may contain guest roots.
+    if (typeof opts.cache === 'string') closeStateDir(openStateDir(opts.cache, roots, true));
     if (opts.hashes && opts.hashKey) closeStateDir(openStateDir(path.dirname(path.resolve(opts.hashKey)), roots, true));
     // A run that changes guests locks its roots and puts right what a killed
     // run left before it looks at anything; a read-only run needs neither.
     if (opts.changes) state = openState(sd!, roots, log.onError, opts.onWarning);
-    return await body({ roots, rules, progress, log, state, stateDir: sd, budget });
+    session = { roots, rules, progress, log, state, stateDir: sd, budget };
+    return await body(session);
   } finally {
     progress.stop();
+    session?.cache?.close();
     state?.close();
     if (sd) closeStateDir(sd);
     closeRoots(roots);
   }
 }
 
-/** Where the session's hash cache lives, or undefined for none. */
-export function cacheFileOf(opts: Pick<SessionOptions, 'cache' | 'stateDir'>): string | undefined {
-  return opts.cache === false ? undefined : (opts.cache ?? path.join(opts.stateDir ?? DEFAULT_STATE_DIR, CACHE_FILE));
+/** Where the session's hash cache lives (a directory of shards), or undefined for none. */
+export function cacheDirOf(opts: Pick<SessionOptions, 'cache' | 'stateDir'>): string | undefined {
+  return opts.cache === false ? undefined : (opts.cache ?? path.join(opts.stateDir ?? DEFAULT_STATE_DIR, CACHE_DIR));
+}
+
+/**
+ * The session's hash cache with the shards of its roots read: the cache
+ * directory opened and checked (STATE_DIR/cache as the state directory's
+ * own subdirectory, a --cache directory as the state directory itself is).
+ */
+export function openCache(s: Session, opts: SessionOptions, fingerprint: string): HashCache | undefined {
+  const where = cacheDirOf(opts);
+  if (!where) return undefined;
+  let fd: number;
+  let dirPath: string;
+  if (typeof opts.cache === 'string') {
+    const d = openStateDir(opts.cache, s.roots, true);
+    fd = d.fd;
+    dirPath = d.path;
+  } else {
+    fd = openStateSubdir(s.stateDir!, CACHE_DIR);
+    dirPath = path.join(s.stateDir!.path, CACHE_DIR);
+  }
+  const cache = new HashCache(fingerprint, s.roots, { fd, path: dirPath });
+  cache.load((m) => opts.onWarning?.(m), (m) => opts.onNote?.(m));
+  return cache;
 }
 
 /**
@@ -167,19 +194,18 @@ export async function hashGroups(
 ): Promise<{ identical: Inode[][]; hashed: Hashed }> {
   const where = keyLocation({ hashKey: opts.hashKey, stateDir: opts.stateDir ?? DEFAULT_STATE_DIR });
   const key = (s.key ??= loadHashKey(where.file, { create: where.create }));
-  const file = cacheFileOf(opts);
-  const cache = (s.cache = file ? await loadCache(file, key.fingerprint, (m) => opts.onWarning?.(m), (m) => opts.onNote?.(m)) : undefined);
+  const cache = (s.cache ??= openCache(s, opts, key.fingerprint));
+  if (cache) cache.readAtSec = Date.now() / 1000;
   const all = groups.flat();
   const toHash = all.filter((i) => !fromCache(cache, i, !!need.elf));
   const hashed = { files: toHash.length, bytes: toHash.reduce((sum, i) => sum + i.stat.size, 0), cacheHits: all.length - toHash.length };
   s.progress.stage('hashing', hashed.bytes, 'bytes');
-  const readAtSec = Date.now() / 1000;
   const policy: PolicyOptions = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
   const identical = await splitByContent(groups, { seed: key.seed, policy, onError: s.log.onError, onProgress: (n) => s.progress.tick(n) });
   if (cache) {
     for (const i of toHash) {
       if (i.hash === undefined) continue;
-      cache.put(i.stat, { hash: i.hash, xattrs: i.xattrs ?? '', flags: i.flags ?? 0, projid: i.projid ?? 0, elf: i.elf }, rootKey(i.paths[0]!.dir.root), readAtSec);
+      cache.putStat(i.paths[0]!.dir.root.index, i.stat, { hash: i.hash, xattrs: i.xattrs ?? '', flags: i.flags ?? 0, projid: i.projid ?? 0, elf: i.elf });
     }
   }
   return { identical, hashed };
@@ -187,25 +213,33 @@ export async function hashGroups(
 
 /** Fill in an inode's hash and xattrs from a still-valid cache entry. */
 function fromCache(cache: HashCache | undefined, inode: Inode, needElf: boolean): boolean {
-  const e = cache?.lookup(inode.stat);
-  if (!e || (needElf && e.elf === undefined)) return false;
-  inode.hash = e.hash;
-  inode.xattrs = e.xattrs;
-  inode.elf = e.elf;
-  inode.flags = e.flags;
-  inode.projid = e.projid;
+  if (!cache) return false;
+  const st = inode.stat;
+  const h = cache.find(st.dev, st.ino, st.size, st.mtimeSec, st.mtimeNsec, st.ctimeSec, st.ctimeNsec);
+  if (h < 0) return false;
+  const elf = cache.elfAt(h);
+  if (needElf && elf === ELF_UNKNOWN) return false;
+  inode.hash = cache.hashAt(h);
+  inode.xattrs = cache.xattrsAt(h);
+  inode.elf = elf === ELF_UNKNOWN ? undefined : elf === ELF_YES;
+  inode.flags = cache.flagsAt(h);
+  inode.projid = cache.projidAt(h);
   return true;
 }
 
-/** Save the session's cache (after a run that went through): only entries of inodes seen stay for its roots. */
+/**
+ * Save the session's cache (after a run that went through): only entries of
+ * inodes seen stay in its roots' shards; other roots' shards are not touched.
+ * The default cache also removes the old single-file cache beside it.
+ */
 export async function saveSessionCache(s: Session, opts: SessionOptions, seen: readonly Inode[]): Promise<void> {
-  const file = cacheFileOf(opts);
-  if (!s.cache || !file) return;
-  s.cache.prune(s.roots, seen);
+  if (!s.cache?.dir) return;
+  s.cache.prune(seen);
   try {
-    await saveCache(file, s.cache, s.roots);
+    const old = opts.cache === undefined && s.stateDir ? { dirFd: s.stateDir.fd, dirPath: s.stateDir.path } : undefined;
+    s.cache.save((m) => opts.onNote?.(m), old);
   } catch (er) {
-    opts.onWarning?.(`${file}: hash cache not saved: ${(er as Error).message}`);
+    opts.onWarning?.(`${s.cache.dir.path}: hash cache not saved: ${(er as Error).message}`);
   }
 }
 

@@ -39,9 +39,9 @@ const stateRefused = (dir: string, why: string) => new UsageError(`${dir}: state
 /**
  * Open (creating it 0700 if missing) and check the state directory `dir`
  * for a run over `roots`. Throws UsageError naming the path and the reason;
- * `cache`: the directory of a --cache file, held to the same rules except
- * that it may contain a guest root (only a cache file is kept there, and
- * the walk never climbs above a root to meet it).
+ * `cache`: a --cache directory (or a --hash-key file's), held to the same
+ * rules except that it may contain a guest root (only cache shards or the
+ * key are kept there, and the walk never climbs above a root to meet them).
  */
 export function openStateDir(dir: string, roots: readonly Root[], cache = false): StateDir {
   const refused = (where: string, why: string) => new UsageError(`${where}: ${cache ? 'hash cache directory' : 'state directory'} refused: ${why}`);

@@ -135,7 +135,10 @@ describe('vunify report --config and --state-dir, as vunify takes them', () => {
       await new Promise((r) => setTimeout(r, 1100));
       const first = runReport(['--no-default-excludes', '--state-dir', state, '--json', ...roots]);
       expect([first.code, first.stderr]).toEqual([0, '']);
-      expect(fs.statSync(path.join(state, 'hashes.cache')).size).toBeGreaterThan(0);
+      // One shard per root in STATE_DIR/cache, each with entries (more than a header).
+      const shards = fs.readdirSync(path.join(state, 'cache')).filter((n) => n.endsWith('.shard'));
+      expect(shards).toHaveLength(roots.length);
+      for (const n of shards) expect(fs.statSync(path.join(state, 'cache', n)).size).toBeGreaterThan(200);
       const dry = runCli(['--no-default-excludes', '--state-dir', state, '--dry-run', '--json', ...roots]);
       const hashed = JSON.parse(dry.stdout).hashed;
       // Everything the dry run needed, the report had read and cached.
@@ -144,7 +147,7 @@ describe('vunify report --config and --state-dir, as vunify takes them', () => {
       // --no-cache reads and writes none.
       const none = tempDir('vunify-report-state-');
       expect(runReport(['--no-default-excludes', '--state-dir', none, '--no-cache', '-q', ...roots]).code).toBe(0);
-      expect(fs.existsSync(path.join(none, 'hashes.cache'))).toBe(false);
+      expect(fs.existsSync(path.join(none, 'cache'))).toBe(false);
       rmTree(none);
     } finally {
       rmTree(state);

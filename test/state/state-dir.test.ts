@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { rootKey, shardName } from '../../src/state/cache.js';
 import { BIN } from '../helpers/hostile.js';
 import { rmTree, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
 
@@ -157,21 +158,26 @@ describe('what root can leave in a good state directory never hangs, crashes or 
     expect(unified()).toBe(false);
     fs.unlinkSync(path.join(state, 'locks', `${root.dev}-${root.ino}`));
     // The cache lock: the dry run warns that the cache was not saved, and goes on.
-    fs.symlinkSync(target, path.join(state, 'hashes.cache.lock'));
+    fs.mkdirSync(path.join(state, 'cache'), { mode: 0o700 });
+    fs.symlinkSync(target, path.join(state, 'cache', 'lock'));
     const dry = vunify(state, ['--dry-run', ...guests()]);
     expect(dry.code, dry.stderr).toBe(0);
-    expect(dry.stderr).toMatch(/hashes\.cache: hash cache not saved/);
+    expect(dry.stderr).toContain(`${state}/cache: hash cache not saved`);
     expect(sha(target)).toBe(sum);
     expect(sh('stat', '-c', '%s', target).trim()).not.toBe('0');
   });
 
-  it('a FIFO as the hash cache: the dry run and the report warn and go on', () => {
+  it('a FIFO as a root\'s hash cache shard: the dry run and the report warn and go on', () => {
+    const g1 = fs.realpathSync(G('g1'));
+    const st = fs.statSync(g1);
+    const shard = path.join(state, 'cache', shardName(rootKey({ dev: st.dev, ino: st.ino, path: g1 })));
+    fs.mkdirSync(path.join(state, 'cache'), { mode: 0o700, recursive: true });
     for (const args of [['--dry-run'], ['report']]) {
-      fs.rmSync(path.join(state, 'hashes.cache'), { force: true });
-      sh('mkfifo', path.join(state, 'hashes.cache'));
+      fs.rmSync(shard, { force: true });
+      sh('mkfifo', shard);
       const r = vunify(state, [...args, ...guests()]);
       expect(r.code, `${args}: ${r.stderr}`).toBe(0);
-      expect(r.stderr).toContain(`${state}/hashes.cache: hash cache discarded: not a regular file (fifo)`);
+      expect(r.stderr).toContain(`${shard}: hash cache of ${g1} discarded: not a regular file (fifo)`);
     }
   });
 
