@@ -22,15 +22,17 @@ import type { FileRec } from './core/types.js';
 import { displayPath } from './core/paths.js';
 import { link } from './change/link.js';
 import { probeIunlink } from './change/iunlink.js';
-import { hashGroups, saveSessionCache, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
-import { groupFiles } from './pipeline/group.js';
-import { plan } from './pipeline/plan.js';
+import { hashRowGroups, saveSessionCache, seenInodes, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
+import { groupRows, inodeRows } from './pipeline/group.js';
+import { splitRowsByContent } from './pipeline/hash.js';
+import { keptApartRows, planRows, setDirs, setNumbers } from './pipeline/plan-rows.js';
 import { readConstraints } from './pipeline/canonical.js';
-import { readDirProjects } from './pipeline/projects.js';
-import { keptApart } from './report/kept-apart.js';
+import { readDirProjectRows } from './pipeline/projects.js';
 import { expandRoots } from './pipeline/roots.js';
+import type { Scan } from './pipeline/rows.js';
+import { tablesFromWalk } from './pipeline/table-builder.js';
 import { scanRoots } from './pipeline/walk.js';
-import { buildReport, type Report } from './report/report.js';
+import { buildReport, scanTotals, type Report } from './report/report.js';
 
 export interface UnifyOptions extends HashingOptions {
   dryRun: boolean;
@@ -50,15 +52,21 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   return withSession(session, async (s) => {
     const { log, progress } = s;
     const walked = await scanRoots(s.roots, s.rules, opts, log.onError, progress);
+    // The tables of what the walk found (the adapter until the native walk returns them itself).
+    const scan: Scan = { tables: tablesFromWalk(s.roots, walked.files), roots: s.roots };
+    walked.files.length = 0;
     log.timed('walk');
     const policy = { ignoreMtime: opts.ignoreMtime, iunlink: opts.iunlink };
-    const { inodes, groups } = groupFiles(walked.files, policy);
+    const inodes = inodeRows(scan);
+    const groups = groupRows(scan, inodes, policy);
     log.timed('group');
-    const { identical, hashed } = await hashGroups(s, session, groups);
+    const { read, hashed } = await hashRowGroups(s, session, scan, inodes, groups);
+    const sets = splitRowsByContent(groups, read, policy);
     log.timed('hash');
-    readDirProjects(identical.flat());
-    const thePlan = plan(identical, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
-    const apart = keptApart(groups.flat(), s.roots.length, policy);
+    const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets));
+    const candidates = { scan, inodes, groups, read, projects };
+    const thePlan = planRows(candidates, sets, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
+    const apart = keptApartRows(candidates, setNumbers(groups.members.length, sets), policy);
     log.timed('plan');
     const earlySkips = log.errors.length;
     let linked;
@@ -85,8 +93,8 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       log.timed('link');
     }
     progress.stop();
-    await saveSessionCache(s, session, inodes);
+    await saveSessionCache(s, session, seenInodes(scan, inodes));
     log.finish();
-    return buildReport({ roots: s.roots, inodes, plan: thePlan, linked, errors: log.errors, earlySkips, durations: log.durations, hashed, keptApart: apart.total });
+    return buildReport({ roots: s.roots, inodes: scanTotals(scan, inodes), plan: thePlan, linked, errors: log.errors, earlySkips, durations: log.durations, hashed, keptApart: apart.total });
   });
 }

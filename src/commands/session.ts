@@ -12,7 +12,9 @@ import type { FileError } from '../core/errors.js';
 import { noProgress, type Progress } from '../core/progress.js';
 import type { Inode, Root } from '../core/types.js';
 import { withDefaults, type Rule } from '../pipeline/excludes.js';
-import { splitByContent } from '../pipeline/hash.js';
+import { ELF_BIT, hashOf, hashRows, READ, readColumns, setRead, splitByContent, type ReadColumns } from '../pipeline/hash.js';
+import type { GroupRows, InodeRows } from '../pipeline/group.js';
+import { rootIndexOf, statOfRow, type Scan } from '../pipeline/rows.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
 import type { PolicyOptions } from '../pipeline/policy.js';
@@ -176,6 +178,62 @@ export async function hashGroups(
   return { identical, hashed };
 }
 
+/**
+ * hashGroups on rows: every candidate of `groups` (a position in its member
+ * list) gets its hash, xattrs, flags and project from a still-valid cache
+ * entry or by being read, into columns; what was read is remembered. Only
+ * with a cache is a Stat made per candidate (the cache's API takes one).
+ */
+export async function hashRowGroups(
+  s: Session,
+  opts: SessionOptions,
+  scan: Scan,
+  inodes: InodeRows,
+  groups: GroupRows,
+): Promise<{ read: ReadColumns; hashed: Hashed }> {
+  const where = keyLocation({ hashKey: opts.hashKey, stateDir: opts.stateDir ?? DEFAULT_STATE_DIR });
+  const key = (s.key ??= loadHashKey(where.file, { create: where.create }));
+  const file = cacheFileOf(opts);
+  const cache = (s.cache = file ? await loadCache(file, key.fingerprint, (m) => opts.onWarning?.(m), (m) => opts.onNote?.(m)) : undefined);
+  const n = groups.members.length;
+  const read = readColumns(n);
+  const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
+  const size = scan.tables.files.size;
+  let todo = new Uint32Array(n);
+  let count = 0, bytes = 0;
+  for (let m = 0; m < n; m++) {
+    const e = cache?.lookup(statOfRow(scan, rowOf(m)));
+    if (e) setRead(read, m, e);
+    else {
+      todo[count++] = m;
+      bytes += size[rowOf(m)]!;
+    }
+  }
+  todo = todo.subarray(0, count);
+  const hashed = { files: count, bytes, cacheHits: n - count };
+  s.progress.stage('hashing', hashed.bytes, 'bytes');
+  const readAtSec = Date.now() / 1000;
+  await hashRows(scan, todo, rowOf, read, { seed: key.seed, policy: { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink }, onError: s.log.onError, onProgress: (b) => s.progress.tick(b) });
+  if (cache) {
+    for (const m of todo) {
+      if (!(read.state[m]! & READ)) continue;
+      const row = rowOf(m);
+      const root = scan.roots[rootIndexOf(scan.tables, row)]!;
+      cache.put(statOfRow(scan, row), { hash: hashOf(read, m), xattrs: read.xattrs.get(m) ?? '', flags: read.flags[m]!, projid: read.projid[m]!, elf: (read.state[m]! & ELF_BIT) !== 0 }, rootKey(root), readAtSec);
+    }
+  }
+  return { read, hashed };
+}
+
+/** The inodes of table rows as saveSessionCache's `seen` takes them: one small object at a time. */
+export function* seenInodes(scan: Scan, inodes: InodeRows): Generator<Pick<Inode, 'stat' | 'paths'>> {
+  for (let k = 0; k < inodes.count; k++) {
+    const row = inodes.paths[inodes.start[k]!]!;
+    const root = scan.roots[rootIndexOf(scan.tables, row)]!;
+    yield { stat: { dev: root.dev, ino: scan.tables.files.ino[row]! } as Inode['stat'], paths: [{ dir: { root } } as Inode['paths'][number]] };
+  }
+}
+
 /** Fill in an inode's hash and xattrs from a still-valid cache entry. */
 function fromCache(cache: HashCache | undefined, inode: Inode, needElf: boolean): boolean {
   const e = cache?.lookup(inode.stat);
@@ -189,7 +247,7 @@ function fromCache(cache: HashCache | undefined, inode: Inode, needElf: boolean)
 }
 
 /** Save the session's cache (after a run that went through): only entries of inodes seen stay for its roots. */
-export async function saveSessionCache(s: Session, opts: SessionOptions, seen: readonly Inode[]): Promise<void> {
+export async function saveSessionCache(s: Session, opts: SessionOptions, seen: Iterable<Pick<Inode, 'stat' | 'paths'>>): Promise<void> {
   const file = cacheFileOf(opts);
   if (!s.cache || !file) return;
   s.cache.prune(s.roots, seen);

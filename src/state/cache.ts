@@ -174,7 +174,7 @@ export class HashCache {
    * against the file's stat); entries of other roots are kept as they are
    * (another run looks after them).
    */
-  prune(roots: readonly Root[], seen: readonly Inode[]): void {
+  prune(roots: readonly Root[], seen: Iterable<Pick<Inode, 'stat' | 'paths'>>): void {
     const ours = new Set(roots.map(rootKey));
     const keep = new Map<string, Cached>();
     for (const inode of seen) {
