@@ -20,7 +20,6 @@
  */
 import type { FileRec } from './core/types.js';
 import { displayPath } from './core/paths.js';
-import { link } from './change/link.js';
 import { probeIunlink } from './change/iunlink.js';
 import { hashRowGroups, saveSessionCache, seenInodes, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
 import { groupRows, inodeRows } from './pipeline/group.js';
@@ -72,6 +71,8 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     let linked;
     if (s.state) {
       progress.stage('linking', thePlan.linksPlanned);
+      // Loaded only by a run that links: a dry run never needs the linker's modules.
+      const { link } = await import('./change/link.js');
       linked = await link(thePlan, {
         ignoreMtime: opts.ignoreMtime,
         onError: log.onError,

@@ -367,6 +367,13 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
   );
 }
 
+/** A 64-bit little-endian integer (two's complement: the times may be negative) from a safe integer, without a BigInt. */
+function u64(buf: Buffer, v: number, at: number): void {
+  const hi = Math.floor(v / 4294967296);
+  buf.writeUInt32LE(v - hi * 4294967296, at);
+  buf.writeInt32LE(hi, at + 4);
+}
+
 /** The input records of hashFiles (struct hash_in in native/hash.c) for candidates todo[from, to). */
 export function encodeRows(scan: Scan, todo: Uint32Array, from: number, to: number, rowOf: (m: number) => number): Buffer {
   const t = scan.tables, f = t.files, m = t.metas;
@@ -387,13 +394,13 @@ export function encodeRows(scan: Scan, todo: Uint32Array, from: number, to: numb
     buf.writeUInt32LE(m.mode[meta]!, off + IN_MODE);
     buf.writeUInt32LE(m.uid[meta]!, off + IN_UID);
     buf.writeUInt32LE(m.gid[meta]!, off + IN_GID);
-    buf.writeBigUInt64LE(BigInt(f.ino[row]!), off + IN_INO);
-    buf.writeBigUInt64LE(BigInt(root.dev), off + IN_DEV);
-    buf.writeBigUInt64LE(BigInt(f.size[row]!), off + IN_SIZE);
-    buf.writeBigInt64LE(BigInt(mtimeSecOf(t, row)), off + IN_MTIME_SEC);
+    u64(buf, f.ino[row]!, off + IN_INO);
+    u64(buf, root.dev, off + IN_DEV);
+    u64(buf, f.size[row]!, off + IN_SIZE);
+    u64(buf, mtimeSecOf(t, row), off + IN_MTIME_SEC);
     buf.writeUInt32LE(f.mtimeNsec[row]!, off + IN_MTIME_NSEC);
     buf.writeUInt32LE(f.ctimeNsec[row]!, off + IN_CTIME_NSEC);
-    buf.writeBigInt64LE(BigInt(ctimeSecOf(t, row)), off + IN_CTIME_SEC);
+    u64(buf, ctimeSecOf(t, row), off + IN_CTIME_SEC);
     off += len;
   }
   return buf;

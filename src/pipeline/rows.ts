@@ -37,6 +37,11 @@ export function relPathLengthRow(t: Tables, row: number): number {
 
 const SLASH = 0x2f;
 
+/** Names are short: a byte loop beats a subarray view and set() per name. */
+function copyName(names: Uint8Array, off: number, len: number, buf: Uint8Array, at: number): void {
+  for (let i = 0; i < len; i++) buf[at + i] = names[off + i]!;
+}
+
 /** Write a file's path relative to its root at buf[at]; returns the bytes written (relPathLengthRow). */
 export function writeRelPathRow(t: Tables, row: number, buf: Uint8Array, at: number): number {
   const f = t.files, d = t.dirs, names = t.names;
@@ -44,12 +49,12 @@ export function writeRelPathRow(t: Tables, row: number, buf: Uint8Array, at: num
   let end = at + len;
   const nl = f.nameLen[row]!;
   end -= nl;
-  buf.set(names.subarray(f.nameOff[row]!, f.nameOff[row]! + nl), end);
+  copyName(names, f.nameOff[row]!, nl, buf, end);
   for (let x = f.dir[row]!; d.parent[x]! >= 0; x = d.parent[x]!) {
     buf[--end] = SLASH;
     const l = d.nameLen[x]!;
     end -= l;
-    buf.set(names.subarray(d.nameOff[x]!, d.nameOff[x]! + l), end);
+    copyName(names, d.nameOff[x]!, l, buf, end);
   }
   return len;
 }
@@ -61,7 +66,7 @@ export function writeDirRelRow(t: Tables, dir: number, buf: Uint8Array, at: numb
   for (let x = dir; d.parent[x]! >= 0; x = d.parent[x]!) {
     const l = d.nameLen[x]!;
     end -= l;
-    buf.set(names.subarray(d.nameOff[x]!, d.nameOff[x]! + l), end);
+    copyName(names, d.nameOff[x]!, l, buf, end);
     if (d.parent[d.parent[x]!]! >= 0) buf[--end] = SLASH;
   }
 }
@@ -125,7 +130,6 @@ export function classesOf(
   for (let i = 0; i < n; i++) keys[i] = (hash(i) >>> shift) * P + i;
   keys.sort();
   let scratch = new Uint32Array(64);
-  const sorter = (a: number, b: number) => cmp(a, b) || a - b;
   for (let i = 0; i < n; ) {
     const h = Math.floor(keys[i]! / P);
     let j = i + 1;
@@ -133,17 +137,31 @@ export function classesOf(
     const len = j - i;
     if (len >= min) {
       if (len > scratch.length) scratch = new Uint32Array(Math.max(len, scratch.length * 2));
+      // Items come in ascending order (the keys' low bits): a stable sort by cmp keeps ties so.
       for (let k = 0; k < len; k++) scratch[k] = keys[i + k]! % P;
-      const run = scratch.subarray(0, len);
-      if (len > 1) run.sort(sorter);
+      if (len > 1) sortRun(scratch, len, cmp);
       for (let a = 0; a < len; ) {
         let b = a + 1;
-        while (b < len && cmp(run[a]!, run[b]!) === 0) b++;
+        while (b < len && cmp(scratch[a]!, scratch[b]!) === 0) b++;
         if (b - a >= min) each(scratch, a, b);
         a = b;
       }
     }
     i = j;
+  }
+}
+
+/** Sort items[0, len) by cmp, stably: insertion sort for the short runs most buckets are, else the built-in sort with ties by item. */
+function sortRun(items: Uint32Array, len: number, cmp: (a: number, b: number) => number): void {
+  if (len > 16) {
+    items.subarray(0, len).sort((a, b) => cmp(a, b) || a - b);
+    return;
+  }
+  for (let k = 1; k < len; k++) {
+    const x = items[k]!;
+    let j = k;
+    for (; j > 0 && cmp(items[j - 1]!, x) > 0; j--) items[j] = items[j - 1]!;
+    items[j] = x;
   }
 }
 
@@ -185,7 +203,7 @@ export class Materializer {
       node = { root, parent: null, name: EMPTY, depth: 0, relLength: 0, dev: root.dev, ino: d.ino[row]!, project };
     } else {
       const parent = this.dir(parentRow);
-      const name = Buffer.from(t.names.subarray(d.nameOff[row]!, d.nameOff[row]! + d.nameLen[row]!));
+      const name = t.names.subarray(d.nameOff[row]!, d.nameOff[row]! + d.nameLen[row]!); // a view: the heap outlives the set
       const relLength = parent.relLength ? parent.relLength + 1 + name.length : name.length;
       node = { root, parent, name, depth: parent.depth + 1, relLength, dev: root.dev, ino: d.ino[row]!, project };
     }
@@ -195,7 +213,7 @@ export class Materializer {
 
   file(row: number): FileRec {
     const t = this.scan.tables, f = t.files;
-    return { dir: this.dir(f.dir[row]!), name: Buffer.from(t.names.subarray(f.nameOff[row]!, f.nameOff[row]! + f.nameLen[row]!)), stat: statOfRow(this.scan, row) };
+    return { dir: this.dir(f.dir[row]!), name: t.names.subarray(f.nameOff[row]!, f.nameOff[row]! + f.nameLen[row]!), stat: statOfRow(this.scan, row) };
   }
 
   /** An Inode from the rows of its paths (paths[from, to) of `rows`; the first is its stat's). */

@@ -26,67 +26,72 @@ export interface FileValues {
   ctimeNsec: number;
 }
 
-type Ctor<T> = { new (n: number): T };
-type Typed = Uint8Array | Uint16Array | Uint32Array | Int32Array | Float64Array;
-
-/** A typed array that doubles when full. */
-class Column<T extends Typed> {
-  data: T;
-  constructor(private readonly ctor: Ctor<T>) {
-    this.data = new ctor(64);
-  }
-  set(row: number, v: number): void {
-    if (row >= this.data.length) {
-      const next = new this.ctor(Math.max(row + 1, this.data.length * 2));
-      next.set(this.data as never);
-      this.data = next;
-    }
-    this.data[row] = v;
-  }
-  done(count: number): T {
-    return this.data.slice(0, count) as T;
-  }
-}
-
 const fits32 = (v: number) => Number.isInteger(v) && v >= 0 && v < WIDE32;
+
+/** A copy of `a` with room for `n` elements. */
+function grown<T extends Uint8Array | Uint16Array | Uint32Array | Int32Array | Float64Array>(a: T, n: number): T {
+  const next = new (a.constructor as new (n: number) => T)(n);
+  next.set(a as never);
+  return next;
+}
 
 export class TableBuilder {
   private dirCount = 0;
   private fileCount = 0;
   private names: Buffer[] = [];
   private nameBytes = 0;
-  private readonly d = {
-    parent: new Column(Int32Array),
-    root: new Column(Uint16Array),
-    depth: new Column(Uint16Array),
-    nameOff: new Column(Uint32Array),
-    nameLen: new Column(Uint8Array),
-    ino: new Column(Float64Array),
-  };
-  private readonly f = {
-    dir: new Column(Uint32Array),
-    nameOff: new Column(Uint32Array),
-    nameLen: new Column(Uint8Array),
-    ino: new Column(Float64Array),
-    size: new Column(Float64Array),
-    blocks: new Column(Uint32Array),
-    meta: new Column(Uint32Array),
-    nlink: new Column(Uint16Array),
-    mtimeSec: new Column(Uint32Array),
-    mtimeNsec: new Column(Uint32Array),
-    ctimeSec: new Column(Uint32Array),
-    ctimeNsec: new Column(Uint32Array),
-  };
-  private readonly metaRows = new Map<string, number>();
+  // Plain typed-array fields, grown all at once: a row is a few monomorphic stores.
+  private dParent: Int32Array;
+  private dRoot: Uint16Array;
+  private dDepth: Uint16Array;
+  private dNameOff: Uint32Array;
+  private dNameLen: Uint8Array;
+  private dIno: Float64Array;
+  private fDir: Uint32Array;
+  private fNameOff: Uint32Array;
+  private fNameLen: Uint8Array;
+  private fIno: Float64Array;
+  private fSize: Float64Array;
+  private fBlocks: Uint32Array;
+  private fMeta: Uint32Array;
+  private fNlink: Uint16Array;
+  private fMtimeSec: Uint32Array;
+  private fMtimeNsec: Uint32Array;
+  private fCtimeSec: Uint32Array;
+  private fCtimeNsec: Uint32Array;
+  private readonly metaRows = new Map<number, number>();
   private readonly metas: { uid: number; gid: number; mode: number }[] = [];
   private readonly wide: { row: number; blocks: number; nlink: number; mtimeSec: number; ctimeSec: number }[] = [];
 
-  private name(bytes: Uint8Array): [number, number] {
+  /** `files` and `dirs`: expected rows (room is made for more as needed). */
+  constructor(files = 64, dirs = 16) {
+    const d = Math.max(1, dirs), f = Math.max(1, files);
+    this.dParent = new Int32Array(d);
+    this.dRoot = new Uint16Array(d);
+    this.dDepth = new Uint16Array(d);
+    this.dNameOff = new Uint32Array(d);
+    this.dNameLen = new Uint8Array(d);
+    this.dIno = new Float64Array(d);
+    this.fDir = new Uint32Array(f);
+    this.fNameOff = new Uint32Array(f);
+    this.fNameLen = new Uint8Array(f);
+    this.fIno = new Float64Array(f);
+    this.fSize = new Float64Array(f);
+    this.fBlocks = new Uint32Array(f);
+    this.fMeta = new Uint32Array(f);
+    this.fNlink = new Uint16Array(f);
+    this.fMtimeSec = new Uint32Array(f);
+    this.fMtimeNsec = new Uint32Array(f);
+    this.fCtimeSec = new Uint32Array(f);
+    this.fCtimeNsec = new Uint32Array(f);
+  }
+
+  private name(bytes: Uint8Array): number {
     if (bytes.length > 255) throw new Error('table: a name longer than 255 bytes');
     const off = this.nameBytes;
     this.names.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
     this.nameBytes += bytes.length;
-    return [off, bytes.length];
+    return off;
   }
 
   /** A root's directory row: add the roots first, in their order (row k is root k). */
@@ -97,52 +102,80 @@ export class TableBuilder {
 
   /** A directory named `name` listed in directory row `parent`. */
   addDir(parent: number, name: Uint8Array, ino: number): number {
-    return this.addDirRow(parent, this.d.root.data[parent]!, this.d.depth.data[parent]! + 1, name, ino);
+    return this.addDirRow(parent, this.dRoot[parent]!, this.dDepth[parent]! + 1, name, ino);
   }
 
   private addDirRow(parent: number, root: number, depth: number, name: Uint8Array, ino: number): number {
     const row = this.dirCount++;
-    const [off, len] = this.name(name);
-    this.d.parent.set(row, parent);
-    this.d.root.set(row, root);
-    this.d.depth.set(row, depth);
-    this.d.nameOff.set(row, off);
-    this.d.nameLen.set(row, len);
-    this.d.ino.set(row, ino);
+    if (row === this.dParent.length) {
+      const n = row * 2;
+      this.dParent = grown(this.dParent, n);
+      this.dRoot = grown(this.dRoot, n);
+      this.dDepth = grown(this.dDepth, n);
+      this.dNameOff = grown(this.dNameOff, n);
+      this.dNameLen = grown(this.dNameLen, n);
+      this.dIno = grown(this.dIno, n);
+    }
+    this.dNameOff[row] = this.name(name);
+    this.dNameLen[row] = name.length;
+    this.dParent[row] = parent;
+    this.dRoot[row] = root;
+    this.dDepth[row] = depth;
+    this.dIno[row] = ino;
     return row;
+  }
+
+  private growFiles(): void {
+    const n = this.fDir.length * 2;
+    this.fDir = grown(this.fDir, n);
+    this.fNameOff = grown(this.fNameOff, n);
+    this.fNameLen = grown(this.fNameLen, n);
+    this.fIno = grown(this.fIno, n);
+    this.fSize = grown(this.fSize, n);
+    this.fBlocks = grown(this.fBlocks, n);
+    this.fMeta = grown(this.fMeta, n);
+    this.fNlink = grown(this.fNlink, n);
+    this.fMtimeSec = grown(this.fMtimeSec, n);
+    this.fMtimeNsec = grown(this.fMtimeNsec, n);
+    this.fCtimeSec = grown(this.fCtimeSec, n);
+    this.fCtimeNsec = grown(this.fCtimeNsec, n);
   }
 
   /** A regular file named `name` in directory row `dir`. */
   addFile(dir: number, name: Uint8Array, s: FileValues): number {
     const row = this.fileCount++;
-    const [off, len] = this.name(name);
-    const f = this.f;
-    f.dir.set(row, dir);
-    f.nameOff.set(row, off);
-    f.nameLen.set(row, len);
-    f.ino.set(row, s.ino);
-    f.size.set(row, s.size);
-    const mk = `${s.uid}:${s.gid}:${s.mode}`;
-    let meta = this.metaRows.get(mk);
+    if (row === this.fDir.length) this.growFiles();
+    this.fNameOff[row] = this.name(name);
+    this.fNameLen[row] = name.length;
+    this.fDir[row] = dir;
+    this.fIno[row] = s.ino;
+    this.fSize[row] = s.size;
+    // uid and gid are 32-bit, mode 16: one exact numeric key.
+    const mk = (s.uid * 4294967296 + s.gid) * 65536 + s.mode;
+    let meta = Number.isSafeInteger(mk) ? this.metaRows.get(mk) : undefined;
     if (meta === undefined) {
-      this.metaRows.set(mk, (meta = this.metas.length));
-      this.metas.push({ uid: s.uid, gid: s.gid, mode: s.mode });
+      meta = this.metas.findIndex((m) => m.uid === s.uid && m.gid === s.gid && m.mode === s.mode);
+      if (meta < 0) {
+        meta = this.metas.length;
+        this.metas.push({ uid: s.uid, gid: s.gid, mode: s.mode });
+      }
+      if (Number.isSafeInteger(mk)) this.metaRows.set(mk, meta);
     }
-    f.meta.set(row, meta);
-    f.mtimeNsec.set(row, s.mtimeNsec);
-    f.ctimeNsec.set(row, s.ctimeNsec);
-    const wide = !fits32(s.blocks) || !(Number.isInteger(s.nlink) && s.nlink >= 0 && s.nlink < WIDE16) || !fits32(s.mtimeSec) || !fits32(s.ctimeSec);
+    this.fMeta[row] = meta;
+    this.fMtimeNsec[row] = s.mtimeNsec;
+    this.fCtimeNsec[row] = s.ctimeNsec;
+    const nlinkFits = Number.isInteger(s.nlink) && s.nlink >= 0 && s.nlink < WIDE16;
+    const wide = !fits32(s.blocks) || !nlinkFits || !fits32(s.mtimeSec) || !fits32(s.ctimeSec);
     if (wide) this.wide.push({ row, blocks: s.blocks, nlink: s.nlink, mtimeSec: s.mtimeSec, ctimeSec: s.ctimeSec });
-    f.blocks.set(row, wide && !fits32(s.blocks) ? WIDE32 : s.blocks);
-    f.nlink.set(row, wide && !(s.nlink >= 0 && s.nlink < WIDE16) ? WIDE16 : s.nlink);
-    f.mtimeSec.set(row, wide && !fits32(s.mtimeSec) ? WIDE32 : s.mtimeSec);
-    f.ctimeSec.set(row, wide && !fits32(s.ctimeSec) ? WIDE32 : s.ctimeSec);
+    this.fBlocks[row] = wide && !fits32(s.blocks) ? WIDE32 : s.blocks;
+    this.fNlink[row] = wide && !nlinkFits ? WIDE16 : s.nlink;
+    this.fMtimeSec[row] = wide && !fits32(s.mtimeSec) ? WIDE32 : s.mtimeSec;
+    this.fCtimeSec[row] = wide && !fits32(s.ctimeSec) ? WIDE32 : s.ctimeSec;
     return row;
   }
 
   build(): Tables {
     const nd = this.dirCount, nf = this.fileCount, nw = this.wide.length;
-    const d = this.d, f = this.f;
     const wide = {
       count: nw,
       rows: Uint32Array.from(this.wide, (w) => w.row),
@@ -151,22 +184,31 @@ export class TableBuilder {
       mtimeSec: Float64Array.from(this.wide, (w) => w.mtimeSec),
       ctimeSec: Float64Array.from(this.wide, (w) => w.ctimeSec),
     };
+    const cut = <T extends Uint8Array | Uint16Array | Uint32Array | Int32Array | Float64Array>(a: T, n: number): T => (a.length === n ? a : (a.slice(0, n) as T));
     return {
-      dirs: { count: nd, parent: d.parent.done(nd), root: d.root.done(nd), depth: d.depth.done(nd), nameOff: d.nameOff.done(nd), nameLen: d.nameLen.done(nd), ino: d.ino.done(nd) },
+      dirs: {
+        count: nd,
+        parent: cut(this.dParent, nd),
+        root: cut(this.dRoot, nd),
+        depth: cut(this.dDepth, nd),
+        nameOff: cut(this.dNameOff, nd),
+        nameLen: cut(this.dNameLen, nd),
+        ino: cut(this.dIno, nd),
+      },
       files: {
         count: nf,
-        dir: f.dir.done(nf),
-        nameOff: f.nameOff.done(nf),
-        nameLen: f.nameLen.done(nf),
-        ino: f.ino.done(nf),
-        size: f.size.done(nf),
-        blocks: f.blocks.done(nf),
-        meta: f.meta.done(nf),
-        nlink: f.nlink.done(nf),
-        mtimeSec: f.mtimeSec.done(nf),
-        mtimeNsec: f.mtimeNsec.done(nf),
-        ctimeSec: f.ctimeSec.done(nf),
-        ctimeNsec: f.ctimeNsec.done(nf),
+        dir: cut(this.fDir, nf),
+        nameOff: cut(this.fNameOff, nf),
+        nameLen: cut(this.fNameLen, nf),
+        ino: cut(this.fIno, nf),
+        size: cut(this.fSize, nf),
+        blocks: cut(this.fBlocks, nf),
+        meta: cut(this.fMeta, nf),
+        nlink: cut(this.fNlink, nf),
+        mtimeSec: cut(this.fMtimeSec, nf),
+        mtimeNsec: cut(this.fMtimeNsec, nf),
+        ctimeSec: cut(this.fCtimeSec, nf),
+        ctimeNsec: cut(this.fCtimeNsec, nf),
       },
       metas: {
         count: this.metas.length,
@@ -186,7 +228,7 @@ export class TableBuilder {
  * ancestors), one file row per FileRec, in the walk's order.
  */
 export function tablesFromWalk(roots: readonly Root[], files: readonly FileRec[]): Tables {
-  const b = new TableBuilder();
+  const b = new TableBuilder(files.length, Math.ceil(files.length / 8));
   for (const r of roots) b.addRoot(r.index, r.ino);
   const rows = new Map<DirNode, number>();
   const dirRow = (dir: DirNode): number => {
