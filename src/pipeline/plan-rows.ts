@@ -78,7 +78,6 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits): Comp
   const candidate = new Map<Inode, number>();
   const rowOf = new Map<FileRec, number>();
   for (let s = 0; s < sets.count; s++) {
-    mat.reset();
     candidate.clear();
     rowOf.clear();
     const whole: Inode[] = [];
@@ -118,7 +117,6 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits): Comp
 function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Generator<PlanSet> {
   const mat = new Materializer(c.scan, c.projects);
   for (const head of starts) {
-    mat.reset();
     const byCandidate = new Map<number, Inode>();
     const get = (m: number) => {
       let inode = byCandidate.get(m);
@@ -177,7 +175,6 @@ export function keptApartRows(c: Candidates, setOf: Int32Array, opts: PolicyOpti
       let uniform = first >= 0;
       for (let k = from + 1; uniform && k < to; k++) uniform = setOf[hashed[items[k]!]!] === first;
       if (uniform && !anyPinned(c, items, from, to, hashed)) return;
-      mat.reset();
       const content: Inode[] = [];
       for (let k = from; k < to; k++) content.push(inodeOf(c, mat, hashed[items[k]!]!));
       addContentClass(sum, content, opts);

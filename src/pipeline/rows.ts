@@ -180,19 +180,18 @@ export interface DirProjects {
  * when the caller keeps it), each with its project as read.
  */
 export class Materializer {
-  private readonly dirs = new Map<number, DirNode>();
+  // By directory row, for the life of this value: a plan's sets share
+  // their directories (the same usr/share/... in every guest).
+  private readonly dirs: (DirNode | undefined)[];
   constructor(
     readonly scan: Scan,
     private readonly projects?: DirProjects,
-  ) {}
-
-  /** Forget the DirNodes built so far (between sets). */
-  reset(): void {
-    this.dirs.clear();
+  ) {
+    this.dirs = new Array(scan.tables.dirs.count);
   }
 
   dir(row: number): DirNode {
-    let node = this.dirs.get(row);
+    let node = this.dirs[row];
     if (node) return node;
     const t = this.scan.tables, d = t.dirs;
     const parentRow = d.parent[row]!;
@@ -207,7 +206,7 @@ export class Materializer {
       const relLength = parent.relLength ? parent.relLength + 1 + name.length : name.length;
       node = { root, parent, name, depth: parent.depth + 1, relLength, dev: root.dev, ino: d.ino[row]!, project };
     }
-    this.dirs.set(row, node);
+    this.dirs[row] = node;
     return node;
   }
 
@@ -221,8 +220,19 @@ export class Materializer {
     const paths: FileRec[] = [];
     for (let k = from; k < to; k++) paths.push(this.file(rows[k]!));
     const stat = paths[0]!.stat;
-    return { dev: stat.dev, ino: stat.ino, stat, paths };
+    // Every field from the start: one object shape for the plan's reads.
+    return { dev: stat.dev, ino: stat.ino, stat, paths, hash: undefined, xattrs: undefined, flags: undefined, projid: undefined, elf: undefined };
   }
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * Every row as a FileRec, in row order: the adapter for the commands that
+ * still work on objects (split, the capacity report and its manifests) once
+ * the walk returns tables. An object per file, as before tables.
+ */
+export function filesOfTables(scan: Scan): FileRec[] {
+  const mat = new Materializer(scan);
+  return Array.from({ length: scan.tables.files.count }, (_, row) => mat.file(row));
+}
