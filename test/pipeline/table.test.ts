@@ -118,3 +118,27 @@ describe('grouping on rows', () => {
     expect(members).toEqual(['0+1 2 5+6']);
   });
 });
+
+describe('hash batches from rows', () => {
+  it('encode the same input records as from objects (negative times, 64-bit sizes and inode numbers)', async () => {
+    const { encodeJobs, encodeRows } = await import('../../src/pipeline/hash.js');
+    const b = new TableBuilder();
+    b.addRoot(0, 2);
+    b.addRoot(1, 2);
+    const deep = b.addDir(b.addDir(1, Buffer.from('usr'), 10), Buffer.from('lib\u00e9'), 11);
+    const stats = [
+      { ...base },
+      { ...base, ino: 2 ** 40 + 3, size: 2 ** 45 + 7, mtimeSec: -86_401, mtimeNsec: 999_999_999, ctimeSec: 2 ** 33, ctimeNsec: 1 },
+      { ...base, ino: 2 ** 52 + 1, size: 0, mtimeSec: 0, ctimeSec: -1, uid: 4_000_000_000, gid: 7, mode: 0o104755 },
+    ];
+    stats.forEach((s, k) => b.addFile(k === 1 ? 0 : deep, Buffer.from(`name${k}`), s));
+    const scan: Scan = { tables: b.build(), roots: roots.map((r) => ({ ...r, fd: 40 + r.index })) };
+    const mat = new Materializer(scan);
+    const inodes = [0, 1, 2].map((row) => {
+      const f = mat.file(row);
+      return { dev: f.stat.dev, ino: f.stat.ino, stat: f.stat, paths: [f] };
+    });
+    const todo = Uint32Array.from([2, 0, 1]);
+    expect(encodeRows(scan, todo, 0, 3, (m) => m)).toEqual(encodeJobs([inodes[2]!, inodes[0]!, inodes[1]!], 0, 3));
+  });
+});
