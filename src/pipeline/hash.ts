@@ -35,7 +35,7 @@ import { getHasher, type Hasher } from '../core/xxhash.js';
 import { openRegular } from '../os/confine.js';
 import { codedError, fileError, type FileError } from '../core/errors.js';
 import { splitGroups, type GroupRows } from './group.js';
-import { displayRow, relPathLengthRow, relPathRow, rootIndexOf, statOfRow, writeRelPathRow, type Scan } from './rows.js';
+import { displayRow, ELF_BIT, hashOf, READ, readColumns, relPathLengthRow, relPathRow, rootIndexOf, setRead, statOfRow, writeRelPathRow, type ReadColumns, type Scan } from './rows.js';
 import { ctimeSecOf, mtimeSecOf } from './table.js';
 import { readFully, sys } from '../os/sys.js';
 import { layout } from '../os/native.js';
@@ -291,40 +291,7 @@ export function decodeResults(out: Buffer): HashResult[] {
   return results;
 }
 
-/**
- * What the hash stage read, as columns indexed by candidate (a position in
- * the candidate groups' member list, group.ts GroupRows): no object per file.
- * Xattrs are rare: a sparse map.
- */
-export interface ReadColumns {
-  hashHi: Uint32Array;
-  hashLo: Uint32Array;
-  flags: Uint32Array;
-  projid: Uint32Array;
-  /** READ once read (or taken from the cache), | ELF_BIT when it starts with the ELF magic. */
-  state: Uint8Array;
-  xattrs: Map<number, string>;
-}
-export const READ = 1;
-export const ELF_BIT = 2;
-
-export function readColumns(n: number): ReadColumns {
-  return { hashHi: new Uint32Array(n), hashLo: new Uint32Array(n), flags: new Uint32Array(n), projid: new Uint32Array(n), state: new Uint8Array(n), xattrs: new Map() };
-}
-
-/** Candidate `m`'s hash as a BigInt (for the cache and messages). */
-export const hashOf = (c: ReadColumns, m: number): bigint => (BigInt(c.hashHi[m]!) << 32n) | BigInt(c.hashLo[m]!);
-
-/** Record what was read of candidate `m`. */
-export function setRead(c: ReadColumns, m: number, r: { hash: bigint; xattrs: string; elf?: boolean; flags: number; projid: number }): void {
-  c.hashHi[m] = Number(r.hash >> 32n);
-  c.hashLo[m] = Number(r.hash & 0xffffffffn);
-  c.flags[m] = r.flags;
-  c.projid[m] = r.projid;
-  c.state[m] = READ | (r.elf ? ELF_BIT : 0);
-  if (r.xattrs) c.xattrs.set(m, r.xattrs);
-  else c.xattrs.delete(m);
-}
+export { ELF_BIT, hashOf, READ, readColumns, setRead, type ReadColumns };
 
 /**
  * Hash the candidates `todo` (candidate numbers; `rowOf` gives the file row

@@ -11,9 +11,9 @@
  */
 import type { FileRec, Inode } from '../core/types.js';
 import { addContentClass, keptApartOf, keptApartSum, type KeptApart } from '../report/kept-apart.js';
-import { classesOf, Materializer, type DirProjects, type Scan } from './rows.js';
+import { classesOf, ELF_BIT, hashOf, Materializer, READ, type DirProjects, type ReadColumns, type Scan } from './rows.js';
 import type { GroupRows, InodeRows } from './group.js';
-import { hashOf, READ, ELF_BIT, type ReadColumns, type SetRows } from './hash.js';
+import type { SetRows } from './hash.js';
 import { comparePaths, freeable, planOne, type PlanLimits, type PlanSet, type PlanTotals } from './plan.js';
 import { mix, type PolicyOptions } from './policy.js';
 
@@ -155,8 +155,10 @@ function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Gener
 export function keptApartRows(c: Candidates, setOf: Int32Array, opts: PolicyOptions): KeptApart {
   const sum = keptApartSum(c.scan.roots.length);
   const r = c.read, t = c.scan.tables;
-  const hashed: number[] = [];
-  for (let m = 0; m < r.state.length; m++) if (r.state[m]! & READ) hashed.push(m);
+  let count = 0;
+  for (let m = 0; m < r.state.length; m++) if (r.state[m]! & READ) count++;
+  const hashed = new Uint32Array(count);
+  for (let m = 0, k = 0; m < r.state.length; m++) if (r.state[m]! & READ) hashed[k++] = m;
   const head = (m: number) => c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!;
   const sizeOf = (m: number) => t.files.size[head(m)]!;
   const mat = new Materializer(c.scan, c.projects);
@@ -184,7 +186,7 @@ export function keptApartRows(c: Candidates, setOf: Int32Array, opts: PolicyOpti
 }
 
 /** policy.ts isPinned on rows: a path of one of the candidates lies in a directory that refuses links to it. */
-function anyPinned(c: Candidates, items: Uint32Array, from: number, to: number, hashed: readonly number[]): boolean {
+function anyPinned(c: Candidates, items: Uint32Array, from: number, to: number, hashed: Uint32Array): boolean {
   const p = c.projects;
   if (!p) return false;
   const f = c.scan.tables.files;

@@ -165,6 +165,41 @@ function sortRun(items: Uint32Array, len: number, cmp: (a: number, b: number) =>
   }
 }
 
+/**
+ * What the hash stage read, as columns indexed by candidate (a position in
+ * the candidate groups' member list, group.ts GroupRows; filled by hash.ts): no object per file.
+ * Xattrs are rare: a sparse map.
+ */
+export interface ReadColumns {
+  hashHi: Uint32Array;
+  hashLo: Uint32Array;
+  flags: Uint32Array;
+  projid: Uint32Array;
+  /** READ once read (or taken from the cache), | ELF_BIT when it starts with the ELF magic. */
+  state: Uint8Array;
+  xattrs: Map<number, string>;
+}
+export const READ = 1;
+export const ELF_BIT = 2;
+
+export function readColumns(n: number): ReadColumns {
+  return { hashHi: new Uint32Array(n), hashLo: new Uint32Array(n), flags: new Uint32Array(n), projid: new Uint32Array(n), state: new Uint8Array(n), xattrs: new Map() };
+}
+
+/** Candidate `m`'s hash as a BigInt (for the cache and messages). */
+export const hashOf = (c: ReadColumns, m: number): bigint => (BigInt(c.hashHi[m]!) << 32n) | BigInt(c.hashLo[m]!);
+
+/** Record what was read of candidate `m`. */
+export function setRead(c: ReadColumns, m: number, r: { hash: bigint; xattrs: string; elf?: boolean; flags: number; projid: number }): void {
+  c.hashHi[m] = Number(r.hash >> 32n);
+  c.hashLo[m] = Number(r.hash & 0xffffffffn);
+  c.flags[m] = r.flags;
+  c.projid[m] = r.projid;
+  c.state[m] = READ | (r.elf ? ELF_BIT : 0);
+  if (r.xattrs) c.xattrs.set(m, r.xattrs);
+  else c.xattrs.delete(m);
+}
+
 /** What projects.ts read of each directory row a candidate path lies in. */
 export interface DirProjects {
   /** 0: not read (unknown); 1: read (projid, flags below). */
