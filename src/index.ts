@@ -11,6 +11,12 @@
  * earlier run, so only new or changed candidates are read; it is refreshed
  * with what was hashed and with the canonicals' new ctimes after linking.
  *
+ * After the walk, a file is a row of the record tables (pipeline/table.ts):
+ * grouping, hashing, the content split and the report work on row numbers
+ * and columns, and the plan, the linker and the kept-apart reasons get the
+ * objects (Inode, FileRec, DirNode) of one identical set at a time
+ * (pipeline/plan-rows.ts), so no object per file is held.
+ *
  * Each stage is its own module: pipeline/ reads, change/ is the only code
  * that changes guest files, and commands/session.ts opens and closes what
  * every command shares (roots, rules, run log, progress, locks, cache).

@@ -8,6 +8,11 @@
  * including setuid/setgid/sticky, and mtime unless the caller ignores it.
  * Groups with a single inode cannot save anything and are dropped here, so
  * later stages only open files that have a chance.
+ *
+ * The main path does the same on table rows (inodeRows, groupRows): row
+ * numbers sorted by the columns policy.ts compares (compareMetadataRows),
+ * no key string and no object per file; groupFiles stays for the commands
+ * that still work on objects (split, report).
  */
 import type { FileRec, Inode } from '../core/types.js';
 import { compareMetadataRows, metadataHashRow, metadataKey, mix, type PolicyOptions } from './policy.js';

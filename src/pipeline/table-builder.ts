@@ -89,7 +89,7 @@ export class TableBuilder {
   private name(bytes: Uint8Array): number {
     if (bytes.length > 255) throw new Error('table: a name longer than 255 bytes');
     const off = this.nameBytes;
-    this.names.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    this.names.push(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
     this.nameBytes += bytes.length;
     return off;
   }
