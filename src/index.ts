@@ -57,9 +57,9 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   return withSession(session, async (s) => {
     const { log, progress } = s;
     const walked = await scanRoots(s.roots, s.rules, opts, log.onError, progress);
-    // The tables of what the walk found (the adapter until the native walk returns them itself).
-    const scan: Scan = { tables: tablesFromWalk(s.roots, walked.files), roots: s.roots };
-    walked.files.length = 0;
+    // The tables of what the walk found: the adapter, until the native walk returns them
+    // itself (then `walked.tables`); splice(0) lets its FileRecs go once copied.
+    const scan: Scan = { tables: tablesFromWalk(s.roots, walked.files.splice(0)), roots: s.roots };
     log.timed('walk');
     const policy = { ignoreMtime: opts.ignoreMtime, iunlink: opts.iunlink };
     const inodes = inodeRows(scan);
