@@ -11,6 +11,12 @@
  * earlier run, so only new or changed candidates are read; it is refreshed
  * with what was hashed and with the canonicals' new ctimes after linking.
  *
+ * After the walk, a file is a row of the record tables (pipeline/table.ts):
+ * grouping, hashing, the content split and the report work on row numbers
+ * and columns, and the plan, the linker and the kept-apart reasons get the
+ * objects (Inode, FileRec, DirNode) of one identical set at a time
+ * (pipeline/plan-rows.ts), so no object per file is held.
+ *
  * Each stage is its own module: pipeline/ reads, change/ is the only code
  * that changes guest files, and commands/session.ts opens and closes what
  * every command shares (roots, rules, run log, progress, locks, cache).
@@ -20,17 +26,17 @@
  */
 import type { FileRec } from './core/types.js';
 import { displayPath } from './core/paths.js';
-import { link } from './change/link.js';
 import { probeIunlink } from './change/iunlink.js';
-import { hashGroups, saveSessionCache, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
-import { groupFiles } from './pipeline/group.js';
-import { plan } from './pipeline/plan.js';
+import { hashRowGroups, saveSessionCache, seenInodes, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
+import { groupRows, inodeRows, type GroupRows, type InodeRows } from './pipeline/group.js';
+import { splitRowsByContent, type SetRows } from './pipeline/hash.js';
+import { keptApartRows, planRows, setDirs, setNumbers } from './pipeline/plan-rows.js';
 import { readConstraints } from './pipeline/canonical.js';
-import { readDirProjects } from './pipeline/projects.js';
-import { keptApart } from './report/kept-apart.js';
+import { readDirProjectRows } from './pipeline/projects.js';
 import { expandRoots } from './pipeline/roots.js';
+import type { Scan } from './pipeline/rows.js';
 import { scanRoots } from './pipeline/walk.js';
-import { buildReport, type Report } from './report/report.js';
+import { buildReport, scanTotals, type Report } from './report/report.js';
 
 export interface UnifyOptions extends HashingOptions {
   dryRun: boolean;
@@ -39,7 +45,19 @@ export interface UnifyOptions extends HashingOptions {
   iunlink?: boolean;
 }
 
-const pathsOf = (set: readonly { paths: readonly unknown[] }[]): number => set.reduce((n, i) => n + i.paths.length, 0);
+/** Paths of the largest identical set: its objects are built at once when it is planned and linked. */
+function largestSet(inodes: InodeRows, groups: GroupRows, sets: SetRows): number {
+  let most = 0;
+  for (let k = 0; k < sets.count; k++) {
+    let n = 0;
+    for (let j = sets.start[k]!; j < sets.start[k + 1]!; j++) {
+      const i = groups.members[sets.members[j]!]!;
+      n += inodes.start[i + 1]! - inodes.start[i]!;
+    }
+    most = Math.max(most, n);
+  }
+  return most;
+}
 
 export async function unify(opts: UnifyOptions): Promise<Report> {
   const session: SessionOptions = {
@@ -52,22 +70,28 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   return withSession(session, async (s) => {
     const { log, progress } = s;
     const walked = await scanRoots(s.roots, s.rules, opts, log.onError, progress, s.budget);
+    const scan: Scan = { tables: walked.tables, roots: s.roots };
     log.timed('walk');
     const policy = { ignoreMtime: opts.ignoreMtime, iunlink: opts.iunlink };
-    const { inodes, groups } = groupFiles(walked.files, policy);
+    const inodes = inodeRows(scan);
+    const groups = groupRows(scan, inodes, policy);
     log.timed('group');
-    const { identical, hashed } = await hashGroups(s, session, groups);
+    const { read, hashed } = await hashRowGroups(s, session, scan, inodes, groups);
+    const sets = splitRowsByContent(groups, read, policy);
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.
-    s.budget.beforePlan(identical.reduce((n, set) => n + pathsOf(set), 0), identical.reduce((m, set) => Math.max(m, pathsOf(set)), 0));
-    readDirProjects(identical.flat());
-    const thePlan = plan(identical, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
-    const apart = keptApart(groups.flat(), s.roots.length, policy);
+    s.budget.beforePlan(groups.members.length, largestSet(inodes, groups, sets));
+    const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets));
+    const candidates = { scan, inodes, groups, read, projects };
+    const thePlan = planRows(candidates, sets, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
+    const apart = keptApartRows(candidates, setNumbers(groups.members.length, sets), policy);
     log.timed('plan');
     const earlySkips = log.errors.length;
     let linked;
     if (s.state) {
       progress.stage('linking', thePlan.linksPlanned);
+      // Loaded only by a run that links: a dry run never needs the linker's modules.
+      const { link } = await import('./change/link.js');
       linked = await link(thePlan, {
         ignoreMtime: opts.ignoreMtime,
         onError: log.onError,
@@ -89,8 +113,8 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       log.timed('link');
     }
     progress.stop();
-    await saveSessionCache(s, session, inodes);
+    await saveSessionCache(s, session, seenInodes(scan, inodes));
     log.finish();
-    return buildReport({ roots: s.roots, inodes, plan: thePlan, linked, errors: log.errors, earlySkips, durations: log.durations, hashed, keptApart: apart.total });
+    return buildReport({ roots: s.roots, inodes: scanTotals(scan, inodes), plan: thePlan, linked, errors: log.errors, earlySkips, durations: log.durations, hashed, keptApart: apart.total });
   });
 }

@@ -51,7 +51,7 @@ import { sameFile, type Stat } from '../core/stat.js';
 import type { FileRec, Inode } from '../core/types.js';
 import { openDir, openRegular, openScanned, type OpenedFile } from '../os/confine.js';
 import { sys } from '../os/sys.js';
-import type { LinkOp, Plan, PlanSet } from '../pipeline/plan.js';
+import type { LinkOp, PlanSet } from '../pipeline/plan.js';
 import { freeable } from '../pipeline/plan.js';
 import { checkNotLocked, difference, isContentDifference } from './compare.js';
 import { isIunlinked, setIunlink } from './iunlink.js';
@@ -106,12 +106,13 @@ interface Canonical {
   iunlinked: boolean;
 }
 
-/** What fstat of each inode should say, after vunify's own changes to it. */
-type Expected = Map<Inode, Stat>;
+/** What fstat of each inode should say, after vunify's own changes to it (weak: the main path builds a set's objects for that set only). */
+type Expected = WeakMap<Inode, Stat>;
 
-export async function link(plan: Plan, opts: LinkOptions): Promise<LinkResult> {
+/** `plan.sets` may be built one set at a time as they are linked (pipeline/plan-rows.ts). */
+export async function link(plan: { sets: Iterable<PlanSet> }, opts: LinkOptions): Promise<LinkResult> {
   const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, freedDiskBytes: 0, skipped: 0, contentSplits: { sets: 0, parts: 0, bytes: 0 } };
-  const expected: Expected = new Map();
+  const expected: Expected = new WeakMap();
   try {
     for (const set of plan.sets) await linkSet(set, opts, result, expected);
   } finally {

@@ -25,7 +25,6 @@ import { formatHuman, formatLine } from '../report/render/text.js';
 import { DEFAULT_CONFIG } from './config.js';
 import { baseCommand, errorLine, EXIT_OK, EXIT_SKIPPED, exitCodeFor, isTTY, parseWithConfig, sizeBounds, withSelection, withUnifyOnly } from './options.js';
 import { ttyProgress } from './progress.js';
-import { splitMain } from './split.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -64,8 +63,9 @@ interface UnifyCli {
 }
 
 export async function main(argv: readonly string[], out = process.stdout, err = process.stderr): Promise<number> {
-  if (argv[0] === 'split') return splitMain(argv.slice(1), out, err);
-  // The capacity report is loaded only when asked for (renderers, manifests).
+  // Split and the capacity report are loaded only when asked for (copies, renderers, manifests):
+  // each module loaded costs every run memory and start-up time.
+  if (argv[0] === 'split') return (await import('./split.js')).splitMain(argv.slice(1), out, err);
   if (argv[0] === 'report') return (await import('./report.js')).reportMain(argv.slice(1), out, err);
   const rules: Rule[] = [];
   const program = withUnifyOnly(withSelection(baseCommand('vunify', out, err, rules)))

@@ -22,7 +22,7 @@ import { contentKey } from '../pipeline/policy.js';
 import type { HashKey } from '../state/hash-key.js';
 import { readDirProjects } from '../pipeline/projects.js';
 import { expandRoots } from '../pipeline/roots.js';
-import { scanRoots } from '../pipeline/walk.js';
+import { fileRecs, scanRoots } from '../pipeline/walk.js';
 import { buildCapacity, type CapacityReport } from '../report/capacity-model.js';
 import { hashGroups, saveSessionCache, withSession, type HashingOptions, type SessionOptions } from './session.js';
 
@@ -65,8 +65,9 @@ export async function scanCapacity(opts: CapacityOptions): Promise<CapacityScan>
     const isGuest = (index: number) => index < existing.length;
     // Separate inode lists: a candidate's paths must never make an existing
     // inode look shared, nor the reverse (to each side, they are links outside).
-    const inodes = collectInodes(walked.files.filter((f) => isGuest(f.dir.root.index)));
-    const candidateInodes = collectInodes(walked.files.filter((f) => !isGuest(f.dir.root.index)));
+    const files = fileRecs(s.roots, walked.tables);
+    const inodes = collectInodes(files.filter((f) => isGuest(f.dir.root.index)));
+    const candidateInodes = collectInodes(files.filter((f) => !isGuest(f.dir.root.index)));
     const toHash = hashCandidates(inodes, candidateInodes, !!opts.hashAll);
     log.timed('group');
     if (opts.beforeHash) {

@@ -13,11 +13,14 @@ import { noProgress, type Progress } from '../core/progress.js';
 import type { Inode, Root } from '../core/types.js';
 import { withDefaults, type Rule } from '../pipeline/excludes.js';
 import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
-import { splitByContent } from '../pipeline/hash.js';
+import { hashRows, readColumns, splitByContent, type ReadColumns } from '../pipeline/hash.js';
+import type { GroupRows, InodeRows } from '../pipeline/group.js';
+import { ELF_BIT, hashOf, READ, rootIndexOf, type Scan } from '../pipeline/rows.js';
+import { ctimeSecOf, mtimeSecOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
 import type { PolicyOptions } from '../pipeline/policy.js';
-import { CACHE_DIR, ELF_UNKNOWN, ELF_YES, HashCache } from '../state/cache.js';
+import { CACHE_DIR, ELF_NO, ELF_UNKNOWN, ELF_YES, HashCache } from '../state/cache.js';
 import { keyLocation, loadHashKey, type HashKey } from '../state/hash-key.js';
 import { DEFAULT_STATE_DIR, openState, type RunState } from '../state/run-state.js';
 import { closeStateDir, openStateDir, openStateSubdir, type StateDir } from '../state/state-dir.js';
@@ -211,6 +214,80 @@ export async function hashGroups(
   return { identical, hashed };
 }
 
+/**
+ * hashGroups on rows: every candidate of `groups` (a position in its member
+ * list) gets its hash, xattrs, flags and project from a still-valid cache
+ * entry or by being read, into columns; what was read is remembered. Only
+ * with a cache is a Stat made per candidate (the cache's API takes one).
+ */
+export async function hashRowGroups(
+  s: Session,
+  opts: SessionOptions,
+  scan: Scan,
+  inodes: InodeRows,
+  groups: GroupRows,
+): Promise<{ read: ReadColumns; hashed: Hashed }> {
+  const where = keyLocation({ hashKey: opts.hashKey, stateDir: opts.stateDir ?? DEFAULT_STATE_DIR });
+  const key = (s.key ??= loadHashKey(where.file, { create: where.create }));
+  const cache = (s.cache ??= openCache(s, opts, key.fingerprint));
+  if (cache) cache.readAtSec = Date.now() / 1000;
+  const t = scan.tables;
+  const f = t.files;
+  const devOf = (row: number) => scan.roots[rootIndexOf(t, row)]!.dev;
+  const n = groups.members.length;
+  const read = readColumns(n);
+  const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
+  let todo = new Uint32Array(n);
+  let count = 0, bytes = 0;
+  for (let m = 0; m < n; m++) {
+    const row = rowOf(m);
+    const h = cache ? cache.find(devOf(row), f.ino[row]!, f.size[row]!, mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!) : -1;
+    if (h >= 0) {
+      read.hashHi[m] = cache!.hashHiAt(h);
+      read.hashLo[m] = cache!.hashLoAt(h);
+      read.flags[m] = cache!.flagsAt(h);
+      read.projid[m] = cache!.projidAt(h);
+      read.state[m] = READ | (cache!.elfAt(h) === ELF_YES ? ELF_BIT : 0);
+      const x = cache!.xattrsAt(h);
+      if (x) read.xattrs.set(m, x);
+    } else {
+      todo[count++] = m;
+      bytes += f.size[row]!;
+    }
+  }
+  todo = todo.subarray(0, count);
+  const hashed = { files: count, bytes, cacheHits: n - count };
+  s.progress.stage('hashing', hashed.bytes, 'bytes');
+  await hashRows(scan, todo, rowOf, read, { seed: key.seed, policy: { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink }, onError: s.log.onError, onProgress: (b) => s.progress.tick(b) });
+  if (cache) {
+    for (const m of todo) {
+      if (!(read.state[m]! & READ)) continue;
+      const row = rowOf(m);
+      const elf = read.state[m]! & ELF_BIT ? ELF_YES : ELF_NO;
+      cache.put(rootIndexOf(t, row), devOf(row), f.ino[row]!, f.size[row]!, mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', read.flags[m]!, read.projid[m]!, elf);
+    }
+  }
+  return { read, hashed };
+}
+
+/** The inodes of table rows as the cache's pruneTo takes them: inode numbers by device, no object per inode. */
+export function seenInodes(scan: Scan, inodes: InodeRows): Map<number, Float64Array> {
+  const t = scan.tables;
+  const count = new Map<number, number>();
+  const devOf = (k: number) => scan.roots[rootIndexOf(t, inodes.paths[inodes.start[k]!]!)]!.dev;
+  for (let k = 0; k < inodes.count; k++) count.set(devOf(k), (count.get(devOf(k)) ?? 0) + 1);
+  const by = new Map<number, Float64Array>();
+  const fill = new Map<number, number>();
+  for (const [dev, n] of count) (by.set(dev, new Float64Array(n)), fill.set(dev, 0));
+  for (let k = 0; k < inodes.count; k++) {
+    const dev = devOf(k);
+    const i = fill.get(dev)!;
+    by.get(dev)![i] = t.files.ino[inodes.paths[inodes.start[k]!]!]!;
+    fill.set(dev, i + 1);
+  }
+  return by;
+}
+
 /** Fill in an inode's hash and xattrs from a still-valid cache entry. */
 function fromCache(cache: HashCache | undefined, inode: Inode, needElf: boolean): boolean {
   if (!cache) return false;
@@ -232,9 +309,10 @@ function fromCache(cache: HashCache | undefined, inode: Inode, needElf: boolean)
  * inodes seen stay in its roots' shards; other roots' shards are not touched.
  * The default cache also removes the old single-file cache beside it.
  */
-export async function saveSessionCache(s: Session, opts: SessionOptions, seen: readonly Inode[]): Promise<void> {
+export async function saveSessionCache(s: Session, opts: SessionOptions, seen: readonly Inode[] | ReadonlyMap<number, ArrayLike<number>>): Promise<void> {
   if (!s.cache?.dir) return;
-  s.cache.prune(seen);
+  if (seen instanceof Map) s.cache.pruneTo(seen);
+  else s.cache.prune(seen as readonly Inode[]);
   try {
     const old = opts.cache === undefined && s.stateDir ? { dirFd: s.stateDir.fd, dirPath: s.stateDir.path } : undefined;
     s.cache.save((m) => opts.onNote?.(m), old);

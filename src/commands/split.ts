@@ -30,7 +30,7 @@ import { copyJob, type CopyJob } from '../change/copy.js';
 import { sys } from '../os/sys.js';
 import { groupFiles } from '../pipeline/group.js';
 import { expandRoots } from '../pipeline/roots.js';
-import { scanRoots } from '../pipeline/walk.js';
+import { fileRecs, scanRoots } from '../pipeline/walk.js';
 import type { FilesystemNeed, SplitReport } from '../report/report.js';
 import { formatBytes } from '../report/render/text.js';
 import { SplitRecord } from '../state/split-record.js';
@@ -49,7 +49,8 @@ export async function split(opts: SplitOptions): Promise<SplitReport> {
     const walked = await scanRoots(s.roots, s.rules, { minSize: 0, maxSize: Number.MAX_SAFE_INTEGER }, log.onError, s.progress, s.budget);
     log.timed('walk');
     const earlySkips = log.errors.length;
-    const { inodes } = groupFiles(walked.files, { ignoreMtime: false });
+    const files = fileRecs(s.roots, walked.tables);
+    const { inodes } = groupFiles(files, { ignoreMtime: false });
     const jobs = sharedJobs(inodes);
     const records = new Map(s.roots.map((r) => [r, new SplitRecord(s.stateDir!, r, (m) => opts.onWarning?.(m))]));
     const byId = new Map(inodes.map((i) => [`${i.stat.dev}:${i.stat.ino}`, i]));
@@ -86,7 +87,7 @@ export async function split(opts: SplitOptions): Promise<SplitReport> {
       version: 1,
       dryRun: opts.dryRun,
       summary: {
-        filesScanned: walked.files.length,
+        filesScanned: files.length,
         pathsShared: jobs.reduce((n, j) => n + j.paths.length, 0),
         copiesPlanned: jobs.filter((j) => !j.existing).length,
         bytesNeeded: filesystems.reduce((n, f) => n + f.bytesNeeded, 0),

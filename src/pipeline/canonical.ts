@@ -70,7 +70,8 @@ export interface Constraints {
 export function readConstraints(opts: { iunlink?: boolean; onError(e: FileError): void }): Constraints {
   // Only what was read here is remembered: known flags (every hashed inode
   // has them) answer without a Map entry per inode.
-  const locked = new Map<Inode, boolean>();
+  // Weak: the main path builds an inode's object for its set only, and drops it after.
+  const locked = new WeakMap<Inode, boolean>();
   const limits = new Map<Root, number>();
   const read = (inode: Inode): boolean => {
     try {

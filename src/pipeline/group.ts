@@ -8,9 +8,15 @@
  * including setuid/setgid/sticky, and mtime unless the caller ignores it.
  * Groups with a single inode cannot save anything and are dropped here, so
  * later stages only open files that have a chance.
+ *
+ * The main path does the same on table rows (inodeRows, groupRows): row
+ * numbers sorted by the columns policy.ts compares (compareMetadataRows),
+ * no key string and no object per file; groupFiles stays for the commands
+ * that still work on objects (split, report).
  */
 import type { FileRec, Inode } from '../core/types.js';
-import { metadataKey, type PolicyOptions } from './policy.js';
+import { compareMetadataRows, metadataHashRow, metadataKey, mix, type PolicyOptions } from './policy.js';
+import { classesOf, rootIndexOf, type Scan } from './rows.js';
 
 export { metadataKey };
 export type GroupOptions = PolicyOptions;
@@ -70,4 +76,65 @@ export function splitGroups(groups: readonly Inode[][], key: (inode: Inode) => s
     for (const part of parts.values()) if (part.length > 1) out.push(part);
   }
   return out;
+}
+
+/**
+ * Inodes of table rows: rows naming the same (root's st_dev, ino) are one
+ * inode. Inode k's paths are rows paths[start[k] .. start[k+1]), the first
+ * being the one it is opened by; 4 bytes per file and per inode, no object.
+ */
+export interface InodeRows {
+  count: number;
+  start: Uint32Array;
+  paths: Uint32Array;
+}
+
+/** Candidate groups of inodes (InodeRows indices): group g is members[start[g] .. start[g+1]). */
+export interface GroupRows {
+  count: number;
+  start: Uint32Array;
+  members: Uint32Array;
+}
+
+/** The rows' inodes, found by sorting (dev, ino), not by a Map entry per file. */
+export function inodeRows(scan: Scan): InodeRows {
+  const t = scan.tables, f = t.files, n = f.count;
+  const devs = scan.roots.map((r) => r.dev);
+  const devOf = (row: number) => devs[rootIndexOf(t, row)]!;
+  const paths = new Uint32Array(n);
+  const start = new Uint32Array(n + 1);
+  let count = 0, at = 0;
+  classesOf(
+    n,
+    (row) => mix(mix(0x2545f491, devOf(row) | 0), f.ino[row]! | 0) ^ ((f.ino[row]! / 4294967296) | 0),
+    (a, b) => devOf(a) - devOf(b) || f.ino[a]! - f.ino[b]!,
+    1,
+    (items, from, to) => {
+      start[count++] = at;
+      for (let k = from; k < to; k++) paths[at++] = items[k]!;
+    },
+  );
+  start[count] = at;
+  return { count, start: start.slice(0, count + 1), paths };
+}
+
+/** Candidate groups on rows: inodes agreeing on policy.ts's metadata key (compareMetadataRows), two or more. */
+export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions): GroupRows {
+  const t = scan.tables;
+  const head = (k: number) => inodes.paths[inodes.start[k]!]!;
+  const starts: number[] = [];
+  const members = new Uint32Array(inodes.count);
+  let at = 0;
+  classesOf(
+    inodes.count,
+    (k) => metadataHashRow(t, scan.roots, head(k), opts),
+    (a, b) => compareMetadataRows(t, scan.roots, head(a), head(b), opts),
+    2,
+    (items, from, to) => {
+      starts.push(at);
+      for (let k = from; k < to; k++) members[at++] = items[k]!;
+    },
+  );
+  starts.push(at);
+  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
 }

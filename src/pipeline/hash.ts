@@ -34,7 +34,9 @@ import os from 'node:os';
 import { getHasher, type Hasher } from '../core/xxhash.js';
 import { openRegular } from '../os/confine.js';
 import { codedError, fileError, type FileError } from '../core/errors.js';
-import { splitGroups } from './group.js';
+import { splitGroups, type GroupRows } from './group.js';
+import { displayRow, ELF_BIT, hashOf, READ, readColumns, relPathLengthRow, relPathRow, rootIndexOf, setRead, statOfRow, writeRelPathRow, type ReadColumns, type Scan } from './rows.js';
+import { ctimeSecOf, mtimeSecOf } from './table.js';
 import { readFully, sys } from '../os/sys.js';
 import { layout } from '../os/native.js';
 import { getSystemErrorName } from 'node:util';
@@ -42,7 +44,7 @@ import type { Inode } from '../core/types.js';
 import { fileAttrs, tooLarge, xattrKey } from './xattrs.js';
 import { displayPath, relPath, relPathLength } from '../core/paths.js';
 import type { Stat } from '../core/stat.js';
-import { readKey, type PolicyOptions } from './policy.js';
+import { fileFlags, isLocked, readKey, type PolicyOptions } from './policy.js';
 
 export const CHUNK = 1 << 20;
 
@@ -287,4 +289,172 @@ export function decodeResults(out: Buffer): HashResult[] {
     off += len;
   }
   return results;
+}
+
+export { ELF_BIT, hashOf, READ, readColumns, setRead, type ReadColumns };
+
+/**
+ * Hash the candidates `todo` (candidate numbers; `rowOf` gives the file row
+ * each is opened by) into `cols`, in native batches as splitByContent does:
+ * each batch's input records are written from the tables (the relative
+ * paths built from the directory table into the batch's buffer, dropped
+ * with it) and its results decoded straight into the columns.
+ */
+export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number) => number, cols: ReadColumns, opts: HashOptions): Promise<void> {
+  const t = scan.tables;
+  const fail = (m: number, error: { code?: string; syscall?: string; message: string }) =>
+    opts.onError(fileError(displayRow(scan, rowOf(m)), Object.assign(new Error(error.message), error)));
+  if (opts.inFlight === 0) {
+    const h = await getHasher();
+    const buf = Buffer.allocUnsafe(CHUNK);
+    for (const m of todo) {
+      const row = rowOf(m);
+      const r = hashJob(h, { rootFd: scan.roots[rootIndexOf(t, row)]!.fd, rel: relPathRow(t, row), stat: statOfRow(scan, row) }, buf, opts.seed);
+      if ('hash' in r) {
+        setRead(cols, m, r);
+        opts.onProgress?.(t.files.size[row]!);
+      } else fail(m, r.error);
+    }
+    return;
+  }
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.max(1, opts.inFlight ?? BATCHES_IN_FLIGHT) }, async () => {
+      while (next < todo.length) {
+        const from = next;
+        let bytes = 0;
+        while (next < todo.length && next - from < BATCH_FILES && bytes < BATCH_BYTES) {
+          const row = rowOf(todo[next++]!);
+          bytes += t.files.size[row]! + relPathLengthRow(t, row);
+        }
+        const out = await sys.hashFiles(encodeRows(scan, todo, from, next, rowOf), opts.seed);
+        decodeInto(out, todo, from, cols, fail, (m) => opts.onProgress?.(t.files.size[rowOf(m)]!));
+      }
+    }),
+  );
+}
+
+/** A 64-bit little-endian integer (two's complement: the times may be negative) from a safe integer, without a BigInt. */
+function u64(buf: Buffer, v: number, at: number): void {
+  const hi = Math.floor(v / 4294967296);
+  buf.writeUInt32LE(v - hi * 4294967296, at);
+  buf.writeInt32LE(hi, at + 4);
+}
+
+/** The input records of hashFiles (struct hash_in in native/hash.c) for candidates todo[from, to). */
+export function encodeRows(scan: Scan, todo: Uint32Array, from: number, to: number, rowOf: (m: number) => number): Buffer {
+  const t = scan.tables, f = t.files, m = t.metas;
+  const pad = (n: number) => (n + ALIGN - 1) & -ALIGN;
+  let total = 0;
+  for (let k = from; k < to; k++) total += pad(IN_HDR + relPathLengthRow(t, rowOf(todo[k]!)));
+  const buf = Buffer.alloc(total);
+  let off = 0;
+  for (let k = from; k < to; k++) {
+    const row = rowOf(todo[k]!);
+    const root = scan.roots[rootIndexOf(t, row)]!;
+    const pathLen = writeRelPathRow(t, row, buf, off + IN_HDR);
+    const len = pad(IN_HDR + pathLen);
+    const meta = f.meta[row]!;
+    buf.writeUInt32LE(len, off + IN_LEN);
+    buf.writeInt32LE(root.fd, off + IN_ROOT_FD);
+    buf.writeUInt32LE(pathLen, off + IN_PATH_LEN);
+    buf.writeUInt32LE(m.mode[meta]!, off + IN_MODE);
+    buf.writeUInt32LE(m.uid[meta]!, off + IN_UID);
+    buf.writeUInt32LE(m.gid[meta]!, off + IN_GID);
+    u64(buf, f.ino[row]!, off + IN_INO);
+    u64(buf, root.dev, off + IN_DEV);
+    u64(buf, f.size[row]!, off + IN_SIZE);
+    u64(buf, mtimeSecOf(t, row), off + IN_MTIME_SEC);
+    buf.writeUInt32LE(f.mtimeNsec[row]!, off + IN_MTIME_NSEC);
+    buf.writeUInt32LE(f.ctimeNsec[row]!, off + IN_CTIME_NSEC);
+    u64(buf, ctimeSecOf(t, row), off + IN_CTIME_SEC);
+    off += len;
+  }
+  return buf;
+}
+
+/** hashFiles' output records for todo[from, ..), into the columns. */
+function decodeInto(
+  out: Buffer,
+  todo: Uint32Array,
+  from: number,
+  cols: ReadColumns,
+  fail: (m: number, e: { code?: string; syscall?: string; message: string }) => void,
+  done: (m: number) => void,
+): void {
+  for (let off = 0, k = from; off < out.length; k++) {
+    const m = todo[k]!;
+    const len = out.readUInt32LE(off + OUT_LEN);
+    const err = out.readInt32LE(off + OUT_ERROR);
+    if (err === HASH_CHANGED || err === HASH_SHRANK) {
+      fail(m, { code: 'ECHANGED', message: err === HASH_CHANGED ? 'file changed since it was scanned' : 'file shrank while being read' });
+    } else if (err !== 0) {
+      const code = getSystemErrorName(-err);
+      const syscall = HASH_CALLS[out.readUInt32LE(off + OUT_DETAIL)];
+      const big = code === 'E2BIG' && (syscall === 'flistxattr' || syscall === 'fgetxattr');
+      fail(m, { code, syscall, message: big ? tooLarge() : `${code}, ${syscall}` });
+    } else {
+      if (out.readUInt32LE(off + OUT_XATTRS) > 0) cols.xattrs.set(m, out.toString('hex', off + OUT_HDR, off + OUT_HDR + 32));
+      else cols.xattrs.delete(m);
+      cols.state[m] = READ | ((out.readUInt32LE(off + OUT_DETAIL) & HASH_ELF) !== 0 ? ELF_BIT : 0);
+      cols.flags[m] = out.readUInt32LE(off + OUT_FLAGS);
+      cols.projid[m] = out.readUInt32LE(off + OUT_PROJID);
+      cols.hashLo[m] = out.readUInt32LE(off + OUT_HASH);
+      cols.hashHi[m] = out.readUInt32LE(off + OUT_HASH + 4);
+      done(m);
+    }
+    off += len;
+  }
+}
+
+/** Identical sets on rows: set s is candidates members[start[s] .. start[s+1]). */
+export interface SetRows {
+  count: number;
+  start: Uint32Array;
+  members: Uint32Array;
+}
+
+/**
+ * The content split on rows: each candidate group split by what readKey
+ * (policy.ts) says, parts of two or more kept. Candidates not read, or
+ * locked (without --iunlink), take part in nothing, as readKey leaves them
+ * out. Within a group, candidates are sorted by (hash, file flags,
+ * project, xattrs) and cut where those change.
+ */
+export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy: PolicyOptions): SetRows {
+  const { hashHi, hashLo, flags, projid, state, xattrs } = cols;
+  const cmp = (a: number, b: number): number => {
+    if (hashHi[a] !== hashHi[b]) return hashHi[a]! < hashHi[b]! ? -1 : 1;
+    if (hashLo[a] !== hashLo[b]) return hashLo[a]! < hashLo[b]! ? -1 : 1;
+    const fa = fileFlags(flags[a]), fb = fileFlags(flags[b]);
+    if (fa !== fb) return fa < fb ? -1 : 1;
+    if (projid[a] !== projid[b]) return projid[a]! < projid[b]! ? -1 : 1;
+    const xa = xattrs.get(a) ?? '', xb = xattrs.get(b) ?? '';
+    return xa < xb ? -1 : xa > xb ? 1 : 0;
+  };
+  const take = (m: number) => (state[m]! & READ) !== 0 && (!!policy.iunlink || !isLocked(flags[m]));
+  const starts: number[] = [];
+  const members = new Uint32Array(groups.members.length);
+  let at = 0;
+  let scratch = new Uint32Array(64);
+  for (let g = 0; g < groups.count; g++) {
+    const from = groups.start[g]!, to = groups.start[g + 1]!;
+    if (to - from > scratch.length) scratch = new Uint32Array(Math.max(to - from, scratch.length * 2));
+    let n = 0;
+    for (let m = from; m < to; m++) if (take(m)) scratch[n++] = m;
+    if (n < 2) continue;
+    const part = scratch.subarray(0, n);
+    part.sort((a, b) => cmp(a, b) || a - b);
+    for (let a = 0; a < n; ) {
+      let b = a + 1;
+      while (b < n && cmp(part[a]!, part[b]!) === 0) b++;
+      if (b - a >= 2) {
+        starts.push(at);
+        for (let k = a; k < b; k++) members[at++] = part[k]!;
+      }
+      a = b;
+    }
+  }
+  starts.push(at);
+  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
 }

@@ -119,15 +119,25 @@ export interface PlanLimits {
   linkLimit?(inode: Inode): number;
 }
 
+/** A plan's totals, without its sets. */
+export type PlanTotals = Omit<Plan, 'sets'>;
+
 export function plan(identicalSets: readonly Inode[][], limits: PlanLimits = {}): Plan {
   const result: Plan = { sets: [], linksPlanned: 0, freeableInodes: 0, freeableBytes: 0, freeableDiskBytes: 0 };
-  for (const whole of identicalSets) {
-    const locked = limits.locked;
-    const set = locked && whole.some((i) => locked(i, 'duplicate')) ? whole.filter((i) => !locked(i, 'duplicate')) : whole;
-    if (set.length < 2) continue;
-    for (const part of byRoom(canonicalOrder(set), limits)) planSet(part, result);
-  }
+  for (const whole of identicalSets) planOne(whole, limits, result, (set) => result.sets.push(set));
   return result;
+}
+
+/**
+ * Plan one identical set: its parts are passed to `emit` and counted in
+ * `totals`. plan() is this over every set; the main path calls it for one
+ * set at a time, with that set's objects only (pipeline/plan-rows.ts).
+ */
+export function planOne(whole: readonly Inode[], limits: PlanLimits, totals: PlanTotals, emit: (set: PlanSet) => void): void {
+  const locked = limits.locked;
+  const set = locked && whole.some((i) => locked(i, 'duplicate')) ? whole.filter((i) => !locked(i, 'duplicate')) : whole;
+  if (set.length < 2) return;
+  for (const part of byRoom(canonicalOrder(set), limits)) planSet(part, totals, emit);
 }
 
 /**
@@ -157,7 +167,7 @@ function byRoom(ordered: Inode[], { locked, linkLimit }: PlanLimits): Inode[][] 
   return parts;
 }
 
-function planSet(ordered: Inode[], result: Plan): void {
+function planSet(ordered: Inode[], result: PlanTotals, emit: (set: PlanSet) => void): void {
   {
     const canonical = ordered[0]!;
     const duplicates: Inode[] = [];
@@ -175,7 +185,7 @@ function planSet(ordered: Inode[], result: Plan): void {
       }
     }
     if (!ops.length) return;
-    result.sets.push({ canonical, source: firstPath(canonical), duplicates, ops });
+    emit({ canonical, source: firstPath(canonical), duplicates, ops });
     result.linksPlanned += ops.length;
   }
 }

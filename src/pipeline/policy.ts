@@ -28,6 +28,7 @@
  */
 import { FS_APPEND_FL, FS_FILE_FLAGS, FS_IMMUTABLE_FL, type Stat } from '../core/stat.js';
 import type { FileRec, Inode } from '../core/types.js';
+import { mtimeSecOf, type Tables } from './table.js';
 
 export interface PolicyOptions {
   ignoreMtime: boolean;
@@ -62,6 +63,75 @@ export function metadataKey(i: { stat: Stat }, opts: PolicyOptions): string {
   const s = i.stat;
   const key = `${s.dev}:${s.mntId}:${s.size}:${s.uid}:${s.gid}:${(s.mode & 0o7777).toString(8)}`;
   return opts.ignoreMtime ? key : `${key}:${s.mtimeSec}.${s.mtimeNsec}`;
+}
+
+/** A root's filesystem as rows see it: every file row has its root's st_dev and mount id (the walk crosses neither). */
+export interface RootFs {
+  dev: number;
+  mntId: number;
+}
+
+/**
+ * metadataKey on table rows, as an order: 0 exactly when the two rows'
+ * metadataKeys are equal (test/pipeline/policy.test.ts checks that), so
+ * grouping sorts rows rather than building a string per file. `roots` is
+ * indexed by root index.
+ */
+export function compareMetadataRows(t: Tables, roots: readonly RootFs[], a: number, b: number, opts: PolicyOptions): number {
+  const f = t.files;
+  const ra = roots[t.dirs.root[f.dir[a]!]!]!, rb = roots[t.dirs.root[f.dir[b]!]!]!;
+  if (ra !== rb) {
+    if (ra.dev !== rb.dev) return ra.dev < rb.dev ? -1 : 1;
+    if (ra.mntId !== rb.mntId) return ra.mntId < rb.mntId ? -1 : 1;
+  }
+  if (f.size[a] !== f.size[b]) return f.size[a]! < f.size[b]! ? -1 : 1;
+  const ma = f.meta[a]!, mb = f.meta[b]!;
+  if (ma !== mb) {
+    const m = t.metas;
+    if (m.uid[ma] !== m.uid[mb]) return m.uid[ma]! < m.uid[mb]! ? -1 : 1;
+    if (m.gid[ma] !== m.gid[mb]) return m.gid[ma]! < m.gid[mb]! ? -1 : 1;
+    const pa = m.mode[ma]! & 0o7777, pb = m.mode[mb]! & 0o7777;
+    if (pa !== pb) return pa < pb ? -1 : 1;
+  }
+  if (opts.ignoreMtime) return 0;
+  const sa = mtimeSecOf(t, a), sb = mtimeSecOf(t, b);
+  if (sa !== sb) return sa < sb ? -1 : 1;
+  return f.mtimeNsec[a]! - f.mtimeNsec[b]!;
+}
+
+/**
+ * A 32-bit hash of the same fields: rows that compareMetadataRows calls
+ * equal hash alike (grouping buckets by it before comparing). Owner, group
+ * and mode enter through the meta table's values, never its row number.
+ */
+export function metadataHashRow(t: Tables, roots: readonly RootFs[], row: number, opts: PolicyOptions): number {
+  const f = t.files, m = t.metas;
+  const r = roots[t.dirs.root[f.dir[row]!]!]!;
+  const meta = f.meta[row]!;
+  const size = f.size[row]!;
+  let h = mix(0x9e3779b9, r.dev | 0);
+  h = mix(h, r.mntId | 0);
+  h = mix(h, size | 0);
+  h = mix(h, (size / 4294967296) | 0);
+  h = mix(h, m.uid[meta]!);
+  h = mix(h, m.gid[meta]!);
+  h = mix(h, m.mode[meta]! & 0o7777);
+  if (!opts.ignoreMtime) {
+    const sec = mtimeSecOf(t, row);
+    h = mix(h, sec | 0);
+    h = mix(h, (sec / 4294967296) | 0);
+    h = mix(h, f.mtimeNsec[row]!);
+  }
+  return h >>> 0;
+}
+
+/** One step of a multiplicative hash (murmur3's mixing). */
+export function mix(h: number, v: number): number {
+  let k = Math.imul(v, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  h ^= Math.imul(k, 0x1b873593);
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
 }
 
 /**

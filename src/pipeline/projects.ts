@@ -21,6 +21,7 @@ import { writeDirRel } from '../core/paths.js';
 import { FS_XFLAG_APPEND, FS_XFLAG_IMMUTABLE, FS_XFLAG_PROJINHERIT } from '../core/stat.js';
 import type { DirNode, DirProject, Inode, Root } from '../core/types.js';
 import { DIR_XATTRS, sys } from '../os/sys.js';
+import { dirRelLength, writeDirRelRow, type DirProjects, type Scan } from './rows.js';
 
 /** Fill in DirNode.project for the directories of every path of `inodes`. */
 export function readDirProjects(inodes: Iterable<Inode>): void {
@@ -90,3 +91,62 @@ function readRoots(dirs: DirNode[], byRoot: Map<Root, number[]>, out: Uint32Arra
 
 /** Marks a directory listed for reading; never left in place. */
 const PENDING: DirProject = Object.freeze({ projid: 0, inherit: false, locked: false });
+
+/**
+ * readDirProjects on rows: the directories (rows of the directory table)
+ * listed by `dirsOf`, in that order, read one root at a time by the addon;
+ * the result is columns by directory row (rows.ts DirProjects), which the
+ * per-set objects take their DirNode.project from.
+ */
+export function readDirProjectRows(scan: Scan, dirsOf: (visit: (dir: number) => void) => void): DirProjects {
+  const t = scan.tables, n = t.dirs.count;
+  const out: DirProjects = { known: new Uint8Array(n), projid: new Uint32Array(n), inherit: new Uint8Array(n), locked: new Uint8Array(n) };
+  const listed = new Uint8Array(n);
+  const order: number[] = [];
+  dirsOf((dir) => {
+    if (listed[dir]) return;
+    listed[dir] = 1;
+    order.push(dir);
+  });
+  const got = new Uint32Array(order.length * 3);
+  const byRoot = new Map<number, number[]>();
+  for (let k = 0; k < order.length; k++) {
+    const r = t.dirs.root[order[k]!]!;
+    const list = byRoot.get(r);
+    if (list) list.push(k);
+    else byRoot.set(r, [k]);
+  }
+  for (const [r, list] of byRoot) {
+    const root = scan.roots[r]!;
+    let size = 0;
+    for (const k of list) size += dirRelLength(t, order[k]!) + 1;
+    const paths = Buffer.alloc(size); // zeroed: every path ends in a NUL
+    const expect = new Float64Array(list.length * 2);
+    const res = new Uint32Array(list.length * 3);
+    for (let j = 0, at = 0; j < list.length; j++) {
+      const dir = order[list[j]!]!;
+      writeDirRelRow(t, dir, paths, at);
+      at += dirRelLength(t, dir) + 1;
+      expect[2 * j] = root.dev;
+      expect[2 * j + 1] = t.dirs.ino[dir]!;
+    }
+    sys.dirXattrs(root.fd, paths, expect, res);
+    for (let j = 0; j < list.length; j++) got.set(res.subarray(3 * j, 3 * j + 3), 3 * list[j]!);
+  }
+  const noProjects = new Set<number>(); // devices without FS_IOC_FSGETXATTR
+  for (let k = 0; k < order.length; k++) {
+    const dir = order[k]!;
+    const dev = scan.roots[t.dirs.root[dir]!]!.dev;
+    if (noProjects.has(dev)) continue;
+    const status = got[3 * k]!, xflags = got[3 * k + 1]!, projid = got[3 * k + 2]!;
+    if (status === DIR_XATTRS.ok) {
+      out.known[dir] = 1;
+      out.projid[dir] = projid;
+      out.inherit[dir] = (xflags & FS_XFLAG_PROJINHERIT) !== 0 ? 1 : 0;
+      out.locked[dir] = (xflags & (FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND)) !== 0 ? 1 : 0;
+    } else if (status === DIR_XATTRS.unsupported) {
+      noProjects.add(dev);
+    }
+  }
+  return out;
+}

@@ -243,10 +243,10 @@ export function scanRoots(
   onError: (e: FileError) => void,
   progress: Progress,
   budget?: MemoryBudget,
-): Promise<WalkResult> {
+): Promise<TablesWalk> {
   progress.stage('scanning', 0);
   // The budget's share for the tables is the native walk's maxBytes; its EBUDGET becomes the exit-2 MemoryLimitError.
-  return walk(roots, { rules, minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n), maxBytes: budget?.tableBytes() }).catch(
+  return walkTables(roots, { rules, minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n), maxBytes: budget?.tableBytes() }).catch(
     (er: unknown) => Promise.reject(budget ? budget.fromWalk(er) : er),
   );
 }

@@ -61,11 +61,47 @@ function policyClasses(content: readonly Inode[], opts: PolicyOptions): Inode[][
   return classes;
 }
 
+/** Kept-apart bytes being added up, one content class at a time. */
+export interface KeptApartSum {
+  total: ByReason;
+  byGuest: ByReason[];
+  pairs: Map<number, { guests: [number, number]; bytes: ByReason }>;
+}
+
+export const keptApartSum = (guests: number): KeptApartSum => ({ total: noReasons(), byGuest: Array.from({ length: guests }, noReasons), pairs: new Map() });
+
+export const keptApartOf = (sum: KeptApartSum): KeptApart => ({
+  total: sum.total,
+  byGuest: sum.byGuest,
+  pairs: [...sum.pairs.values()].sort((x, y) => x.guests[0] - y.guests[0] || x.guests[1] - y.guests[1]),
+});
+
 /** The reasons for `hashed` inodes (those without a hash are ignored), over `guests` roots. */
 export function keptApart(hashed: readonly Inode[], guests: number, opts: PolicyOptions): KeptApart {
-  const total = noReasons();
-  const byGuest = Array.from({ length: guests }, noReasons);
-  const pairs = new Map<number, { guests: [number, number]; bytes: ByReason }>();
+  const sum = keptApartSum(guests);
+  // Content classes by hash, then size: no string per inode (90k inodes
+  // cost a third of a second that way), and no array for a hash only one
+  // inode has (most of them).
+  const byHash = new Map<bigint, Inode | Inode[]>();
+  for (const i of hashed) {
+    if (i.hash === undefined) continue;
+    const c = byHash.get(i.hash);
+    if (c === undefined) byHash.set(i.hash, i);
+    else if (Array.isArray(c)) c.push(i);
+    else byHash.set(i.hash, [c, i]);
+  }
+  for (const sameHash of byHash.values()) {
+    if (!Array.isArray(sameHash)) continue;
+    const bySize = sameHash.every((i) => i.stat.size === sameHash[0]!.stat.size) ? [sameHash] : groupBy(sameHash, (i) => String(i.stat.size));
+    for (const content of bySize) addContentClass(sum, content, opts);
+  }
+  return keptApartOf(sum);
+}
+
+/** Charge what keeps the inodes of one content class (same hash and size, all hashed) apart. */
+export function addContentClass(sum: KeptApartSum, content: readonly Inode[], opts: PolicyOptions): void {
+  if (content.length < 2) return;
+  const { total, byGuest, pairs } = sum;
   const charge = (reason: Reason, kept: Inode, main: Inode) => {
     const size = kept.stat.size;
     const a = firstPath(kept).dir.root.index;
@@ -78,44 +114,25 @@ export function keptApart(hashed: readonly Inode[], guests: number, opts: Policy
     if (!p) pairs.set(k, (p = { guests: [lo, hi], bytes: noReasons() }));
     p.bytes[reason] += size;
   };
-  // Content classes by hash, then size: no string per inode (90k inodes
-  // cost a third of a second that way), and no array for a hash only one
-  // inode has (most of them).
-  const byHash = new Map<bigint, Inode | Inode[]>();
-  for (const i of hashed) {
-    if (i.hash === undefined) continue;
-    const c = byHash.get(i.hash);
-    if (c === undefined) byHash.set(i.hash, i);
-    else if (Array.isArray(c)) c.push(i);
-    else byHash.set(i.hash, [c, i]);
-  }
   const locked = (i: Inode) => !opts.iunlink && isLocked(i.flags);
-  for (const sameHash of byHash.values()) {
-    if (!Array.isArray(sameHash)) continue;
-    const bySize = sameHash.every((i) => i.stat.size === sameHash[0]!.stat.size) ? [sameHash] : groupBy(sameHash, (i) => String(i.stat.size));
-    for (const content of bySize) {
-      if (content.length < 2) continue;
-      const first = content[0]!;
-      const uniform = !locked(first) && content.every((i) => i === first || firstDifference(i, first, opts) === undefined);
-      // One policy class with nothing pinned: nothing kept apart, no sorting needed.
-      if (uniform && !content.some(isPinned)) continue;
-      const parts = (uniform ? [content] : policyClasses(content, opts)).map(canonicalOrder);
-      parts.sort((a, b) => b.length - a.length || compareCanonical(a[0]!, b[0]!));
-      const main = parts[0]![0]!;
-      for (let k = 1; k < parts.length; k++) {
-        const kept = parts[k]![0]!;
-        if (!seenAll(kept)) continue; // links outside keep it anyway
-        const reason = firstDifference(kept, main, opts);
-        if (reason && reason !== 'size') charge(reason, kept, main);
-      }
-      for (const part of parts) {
-        if (part.length < 2 || locked(part[0]!)) continue;
-        for (let k = 1; k < part.length; k++) {
-          const i = part[k]!;
-          if (seenAll(i) && !freeable(i)) charge(pinReason(i)!, i, part[0]!);
-        }
-      }
+  const first = content[0]!;
+  const uniform = !locked(first) && content.every((i) => i === first || firstDifference(i, first, opts) === undefined);
+  // One policy class with nothing pinned: nothing kept apart, no sorting needed.
+  if (uniform && !content.some(isPinned)) return;
+  const parts = (uniform ? [content] : policyClasses(content, opts)).map(canonicalOrder);
+  parts.sort((a, b) => b.length - a.length || compareCanonical(a[0]!, b[0]!));
+  const main = parts[0]![0]!;
+  for (let k = 1; k < parts.length; k++) {
+    const kept = parts[k]![0]!;
+    if (!seenAll(kept)) continue; // links outside keep it anyway
+    const reason = firstDifference(kept, main, opts);
+    if (reason && reason !== 'size') charge(reason, kept, main);
+  }
+  for (const part of parts) {
+    if (part.length < 2 || locked(part[0]!)) continue;
+    for (let k = 1; k < part.length; k++) {
+      const i = part[k]!;
+      if (seenAll(i) && !freeable(i)) charge(pinReason(i)!, i, part[0]!);
     }
   }
-  return { total, byGuest, pairs: [...pairs.values()].sort((x, y) => x.guests[0] - y.guests[0] || x.guests[1] - y.guests[1]) };
 }

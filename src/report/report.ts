@@ -18,6 +18,9 @@ import { comparePaths, freeable, type Plan } from '../pipeline/plan.js';
 import type { ByReason } from '../pipeline/policy.js';
 import type { LinkResult } from '../change/link.js';
 import type { Inode, Root } from '../core/types.js';
+import type { InodeRows } from '../pipeline/group.js';
+import type { CompactPlan } from '../pipeline/plan-rows.js';
+import { rootIndexOf, type Scan } from '../pipeline/rows.js';
 
 export interface Summary {
   filesScanned: number;
@@ -71,10 +74,40 @@ export interface Report {
   durations: Record<string, number>;
 }
 
+/** What the walk found, added up from the tables (the report's scan figures). */
+export interface ScanTotals {
+  files: number;
+  bytes: number;
+  inodes: number;
+  shared: number;
+  /** Files and bytes per root index. */
+  rootFiles: number[];
+  rootBytes: number[];
+}
+
+export function scanTotals(scan: Scan, inodes: InodeRows): ScanTotals {
+  const t = scan.tables, f = t.files;
+  const rootFiles = new Array<number>(scan.roots.length).fill(0);
+  const rootBytes = new Array<number>(scan.roots.length).fill(0);
+  let bytes = 0, shared = 0;
+  for (let row = 0; row < f.count; row++) {
+    const r = rootIndexOf(t, row), size = f.size[row]!;
+    rootFiles[r]!++;
+    rootBytes[r]! += size;
+    bytes += size;
+  }
+  for (let k = 0; k < inodes.count; k++) {
+    const paths = inodes.start[k + 1]! - inodes.start[k]!;
+    if (paths > 1) shared += f.size[inodes.paths[inodes.start[k]!]!]! * (paths - 1);
+  }
+  return { files: f.count, bytes, inodes: inodes.count, shared, rootFiles, rootBytes };
+}
+
 export function buildReport(args: {
   roots: readonly Root[];
-  inodes: readonly Inode[];
-  plan: Plan;
+  /** The scanned inodes, or (the main path) their totals from the tables. */
+  inodes: readonly Inode[] | ScanTotals;
+  plan: Plan | CompactPlan;
   linked?: LinkResult;
   errors: readonly FileError[];
   /** Errors before linking, each of which dropped a file or directory. */
@@ -83,25 +116,40 @@ export function buildReport(args: {
   hashed?: Hashed;
   keptApart?: ByReason;
 }): Report {
-  const { roots, inodes, plan, linked, errors } = args;
+  const { roots, plan, linked, errors } = args;
   const perRoot: RootReport[] = roots.map((r) => ({ path: r.path, files: 0, bytes: 0, freeableBytes: 0 }));
-  let files = 0, bytes = 0, shared = 0;
-  for (const inode of inodes) {
-    const size = inode.stat.size;
-    for (const p of inode.paths) {
-      const r = perRoot[p.dir.root.index]!;
-      r.files++;
-      r.bytes += size;
+  let files = 0, bytes = 0, shared = 0, inodeCount = 0;
+  if (Array.isArray(args.inodes)) {
+    const inodes = args.inodes as readonly Inode[];
+    inodeCount = inodes.length;
+    for (const inode of inodes) {
+      const size = inode.stat.size;
+      for (const p of inode.paths) {
+        const r = perRoot[p.dir.root.index]!;
+        r.files++;
+        r.bytes += size;
+      }
+      files += inode.paths.length;
+      bytes += size * inode.paths.length;
+      shared += size * (inode.paths.length - 1);
     }
-    files += inode.paths.length;
-    bytes += size * inode.paths.length;
-    shared += size * (inode.paths.length - 1);
+  } else {
+    const totals = args.inodes as ScanTotals;
+    ({ files, bytes, shared, inodes: inodeCount } = totals);
+    perRoot.forEach((r, k) => {
+      r.files = totals.rootFiles[k]!;
+      r.bytes = totals.rootBytes[k]!;
+    });
   }
-  for (const set of plan.sets) {
-    for (const inode of set.duplicates) {
-      if (!freeable(inode)) continue;
-      const first = inode.paths.reduce((a, b) => (comparePaths(b, a) < 0 ? b : a));
-      perRoot[first.dir.root.index]!.freeableBytes += inode.stat.size;
+  if ('setCount' in plan) {
+    perRoot.forEach((r, k) => (r.freeableBytes = plan.freeableByRoot[k]!));
+  } else {
+    for (const set of plan.sets) {
+      for (const inode of set.duplicates) {
+        if (!freeable(inode)) continue;
+        const first = inode.paths.reduce((a, b) => (comparePaths(b, a) < 0 ? b : a));
+        perRoot[first.dir.root.index]!.freeableBytes += inode.stat.size;
+      }
     }
   }
   return {
@@ -110,9 +158,9 @@ export function buildReport(args: {
     summary: {
       filesScanned: files,
       bytesScanned: bytes,
-      inodes: inodes.length,
+      inodes: inodeCount,
       alreadySharedBytes: shared,
-      duplicateSets: plan.sets.length,
+      duplicateSets: 'setCount' in plan ? plan.setCount : plan.sets.length,
       freeableInodes: plan.freeableInodes,
       freeableBytes: plan.freeableBytes,
       freeableDiskBytes: plan.freeableDiskBytes,

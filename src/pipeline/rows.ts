@@ -1,0 +1,263 @@
+/*
+ * Working on table rows (table.ts): a file's path and stat from its row,
+ * classes of rows found by sorting (no string key, no Map entry per file),
+ * and the objects (DirNode, FileRec, Inode) of ONE set at a time, built when
+ * a set is planned, linked or explained and dropped after: the per-set code
+ * (plan.ts, policy.ts, change/link.ts, report/kept-apart.ts) keeps working
+ * on objects while nothing holds one per file.
+ *
+ * Pure: loads without the addon.
+ */
+import { FileType, type Stat } from '../core/stat.js';
+import type { DirNode, DirProject, FileRec, Inode, Root } from '../core/types.js';
+import { printable } from '../core/paths.js';
+import { blocksOf, ctimeSecOf, mtimeSecOf, nlinkOf, type Tables } from './table.js';
+
+/** The tables and the roots they were walked under (row k of the directory table is root k). */
+export interface Scan {
+  tables: Tables;
+  roots: readonly Root[];
+}
+
+export const rootIndexOf = (t: Tables, row: number): number => t.dirs.root[t.files.dir[row]!]!;
+
+/** Bytes of a directory's path relative to its root (names and slashes between them). */
+export function dirRelLength(t: Tables, dir: number): number {
+  const d = t.dirs;
+  let n = -1;
+  for (let x = dir; d.parent[x]! >= 0; x = d.parent[x]!) n += d.nameLen[x]! + 1;
+  return n < 0 ? 0 : n;
+}
+
+/** Bytes of a file's path relative to its root. */
+export function relPathLengthRow(t: Tables, row: number): number {
+  const n = dirRelLength(t, t.files.dir[row]!);
+  return (n ? n + 1 : 0) + t.files.nameLen[row]!;
+}
+
+const SLASH = 0x2f;
+
+/** Names are short: a byte loop beats a subarray view and set() per name. */
+function copyName(names: Uint8Array, off: number, len: number, buf: Uint8Array, at: number): void {
+  for (let i = 0; i < len; i++) buf[at + i] = names[off + i]!;
+}
+
+/** Write a file's path relative to its root at buf[at]; returns the bytes written (relPathLengthRow). */
+export function writeRelPathRow(t: Tables, row: number, buf: Uint8Array, at: number): number {
+  const f = t.files, d = t.dirs, names = t.names;
+  const len = relPathLengthRow(t, row);
+  let end = at + len;
+  const nl = f.nameLen[row]!;
+  end -= nl;
+  copyName(names, f.nameOff[row]!, nl, buf, end);
+  for (let x = f.dir[row]!; d.parent[x]! >= 0; x = d.parent[x]!) {
+    buf[--end] = SLASH;
+    const l = d.nameLen[x]!;
+    end -= l;
+    copyName(names, d.nameOff[x]!, l, buf, end);
+  }
+  return len;
+}
+
+/** Write a directory's path relative to its root at buf[at] (dirRelLength bytes). */
+export function writeDirRelRow(t: Tables, dir: number, buf: Uint8Array, at: number): void {
+  const d = t.dirs, names = t.names;
+  let end = at + dirRelLength(t, dir);
+  for (let x = dir; d.parent[x]! >= 0; x = d.parent[x]!) {
+    const l = d.nameLen[x]!;
+    end -= l;
+    copyName(names, d.nameOff[x]!, l, buf, end);
+    if (d.parent[d.parent[x]!]! >= 0) buf[--end] = SLASH;
+  }
+}
+
+export function relPathRow(t: Tables, row: number): Buffer {
+  const buf = Buffer.allocUnsafe(relPathLengthRow(t, row));
+  writeRelPathRow(t, row, buf, 0);
+  return buf;
+}
+
+/** Printable absolute path of a file row, for messages (as displayPath). */
+export function displayRow(scan: Scan, row: number): string {
+  return scan.roots[rootIndexOf(scan.tables, row)]!.path.replace(/\/$/, '') + '/' + printable(relPathRow(scan.tables, row));
+}
+
+/** The Stat the walk saw for a file row. */
+export function statOfRow(scan: Scan, row: number): Stat {
+  const t = scan.tables, f = t.files, m = t.metas;
+  const root = scan.roots[rootIndexOf(t, row)]!;
+  const meta = f.meta[row]!;
+  return {
+    type: FileType.Regular,
+    mode: m.mode[meta]!,
+    uid: m.uid[meta]!,
+    gid: m.gid[meta]!,
+    nlink: nlinkOf(t, row),
+    ino: f.ino[row]!,
+    dev: root.dev,
+    size: f.size[row]!,
+    blocks: blocksOf(t, row),
+    mtimeSec: mtimeSecOf(t, row),
+    mtimeNsec: f.mtimeNsec[row]!,
+    ctimeSec: ctimeSecOf(t, row),
+    ctimeNsec: f.ctimeNsec[row]!,
+    mntId: root.mntId,
+  };
+}
+
+/**
+ * Classes of the items 0..n-1: items whose `cmp` is 0. Items are bucketed
+ * by `hash` (32 bits; equal items must hash alike) with one native sort of
+ * a Float64Array of (hash bits, item) keys, and only items sharing a bucket
+ * are compared: no comparator call for the items alone in theirs (most).
+ * `each` gets every class of `min` or more items, in a scratch array whose
+ * [from, to) it may read (and reorder) during the call only; items of a
+ * class are in ascending order (`cmp` ties broken by item).
+ */
+export function classesOf(
+  n: number,
+  hash: (item: number) => number,
+  cmp: (a: number, b: number) => number,
+  min: number,
+  each: (items: Uint32Array, from: number, to: number) => void,
+): void {
+  if (n === 0) return;
+  const itemBits = Math.max(1, Math.ceil(Math.log2(n + 1)));
+  const hashBits = Math.min(32, 53 - itemBits);
+  const P = 2 ** itemBits;
+  const shift = 32 - hashBits; // hashBits >= 21 while n < 2^32
+  const keys = new Float64Array(n);
+  for (let i = 0; i < n; i++) keys[i] = (hash(i) >>> shift) * P + i;
+  keys.sort();
+  let scratch = new Uint32Array(64);
+  for (let i = 0; i < n; ) {
+    const h = Math.floor(keys[i]! / P);
+    let j = i + 1;
+    while (j < n && Math.floor(keys[j]! / P) === h) j++;
+    const len = j - i;
+    if (len >= min) {
+      if (len > scratch.length) scratch = new Uint32Array(Math.max(len, scratch.length * 2));
+      // Items come in ascending order (the keys' low bits): a stable sort by cmp keeps ties so.
+      for (let k = 0; k < len; k++) scratch[k] = keys[i + k]! % P;
+      if (len > 1) sortRun(scratch, len, cmp);
+      for (let a = 0; a < len; ) {
+        let b = a + 1;
+        while (b < len && cmp(scratch[a]!, scratch[b]!) === 0) b++;
+        if (b - a >= min) each(scratch, a, b);
+        a = b;
+      }
+    }
+    i = j;
+  }
+}
+
+/** Sort items[0, len) by cmp, stably: insertion sort for the short runs most buckets are, else the built-in sort with ties by item. */
+function sortRun(items: Uint32Array, len: number, cmp: (a: number, b: number) => number): void {
+  if (len > 16) {
+    items.subarray(0, len).sort((a, b) => cmp(a, b) || a - b);
+    return;
+  }
+  for (let k = 1; k < len; k++) {
+    const x = items[k]!;
+    let j = k;
+    for (; j > 0 && cmp(items[j - 1]!, x) > 0; j--) items[j] = items[j - 1]!;
+    items[j] = x;
+  }
+}
+
+/**
+ * What the hash stage read, as columns indexed by candidate (a position in
+ * the candidate groups' member list, group.ts GroupRows; filled by hash.ts): no object per file.
+ * Xattrs are rare: a sparse map.
+ */
+export interface ReadColumns {
+  hashHi: Uint32Array;
+  hashLo: Uint32Array;
+  flags: Uint32Array;
+  projid: Uint32Array;
+  /** READ once read (or taken from the cache), | ELF_BIT when it starts with the ELF magic. */
+  state: Uint8Array;
+  xattrs: Map<number, string>;
+}
+export const READ = 1;
+export const ELF_BIT = 2;
+
+export function readColumns(n: number): ReadColumns {
+  return { hashHi: new Uint32Array(n), hashLo: new Uint32Array(n), flags: new Uint32Array(n), projid: new Uint32Array(n), state: new Uint8Array(n), xattrs: new Map() };
+}
+
+/** Candidate `m`'s hash as a BigInt (for the cache and messages). */
+export const hashOf = (c: ReadColumns, m: number): bigint => (BigInt(c.hashHi[m]!) << 32n) | BigInt(c.hashLo[m]!);
+
+/** Record what was read of candidate `m`. */
+export function setRead(c: ReadColumns, m: number, r: { hash: bigint; xattrs: string; elf?: boolean; flags: number; projid: number }): void {
+  c.hashHi[m] = Number(r.hash >> 32n);
+  c.hashLo[m] = Number(r.hash & 0xffffffffn);
+  c.flags[m] = r.flags;
+  c.projid[m] = r.projid;
+  c.state[m] = READ | (r.elf ? ELF_BIT : 0);
+  if (r.xattrs) c.xattrs.set(m, r.xattrs);
+  else c.xattrs.delete(m);
+}
+
+/** What projects.ts read of each directory row a candidate path lies in. */
+export interface DirProjects {
+  /** 0: not read (unknown); 1: read (projid, flags below). */
+  known: Uint8Array;
+  projid: Uint32Array;
+  inherit: Uint8Array;
+  locked: Uint8Array;
+}
+
+/**
+ * Objects for one set at a time, from rows: DirNodes are built once per
+ * directory row for the life of this value (one set, or one plan's worth
+ * when the caller keeps it), each with its project as read.
+ */
+export class Materializer {
+  // By directory row, for the life of this value: a plan's sets share
+  // their directories (the same usr/share/... in every guest).
+  private readonly dirs: (DirNode | undefined)[];
+  constructor(
+    readonly scan: Scan,
+    private readonly projects?: DirProjects,
+  ) {
+    this.dirs = new Array(scan.tables.dirs.count);
+  }
+
+  dir(row: number): DirNode {
+    let node = this.dirs[row];
+    if (node) return node;
+    const t = this.scan.tables, d = t.dirs;
+    const parentRow = d.parent[row]!;
+    const root = this.scan.roots[d.root[row]!]!;
+    const p = this.projects;
+    const project: DirProject | undefined = p && p.known[row] ? { projid: p.projid[row]!, inherit: p.inherit[row] === 1, locked: p.locked[row] === 1 } : undefined;
+    if (parentRow < 0) {
+      node = { root, parent: null, name: EMPTY, depth: 0, relLength: 0, dev: root.dev, ino: d.ino[row]!, project };
+    } else {
+      const parent = this.dir(parentRow);
+      const name = t.names.subarray(d.nameOff[row]!, d.nameOff[row]! + d.nameLen[row]!); // a view: the heap outlives the set
+      const relLength = parent.relLength ? parent.relLength + 1 + name.length : name.length;
+      node = { root, parent, name, depth: parent.depth + 1, relLength, dev: root.dev, ino: d.ino[row]!, project };
+    }
+    this.dirs[row] = node;
+    return node;
+  }
+
+  file(row: number): FileRec {
+    const t = this.scan.tables, f = t.files;
+    return { dir: this.dir(f.dir[row]!), name: t.names.subarray(f.nameOff[row]!, f.nameOff[row]! + f.nameLen[row]!), stat: statOfRow(this.scan, row) };
+  }
+
+  /** An Inode from the rows of its paths (paths[from, to) of `rows`; the first is its stat's). */
+  inode(rows: Uint32Array, from: number, to: number): Inode {
+    const paths: FileRec[] = [];
+    for (let k = from; k < to; k++) paths.push(this.file(rows[k]!));
+    const stat = paths[0]!.stat;
+    // Every field from the start: one object shape for the plan's reads.
+    return { dev: stat.dev, ino: stat.ino, stat, paths, hash: undefined, xattrs: undefined, flags: undefined, projid: undefined, elf: undefined };
+  }
+}
+
+const EMPTY = Buffer.alloc(0);

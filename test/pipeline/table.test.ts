@@ -1,0 +1,144 @@
+// Record tables built by hand (TableBuilder), and the stages that read rows:
+// wide values, paths and stats of rows, inodes and candidate groups found by
+// sorting, and the grouping key on rows against policy.ts's string key.
+import { describe, expect, it } from 'vitest';
+import { FileType, type Stat } from '../../src/core/stat.js';
+import type { Root } from '../../src/core/types.js';
+import { groupRows, inodeRows } from '../../src/pipeline/group.js';
+import { compareMetadataRows, metadataHashRow, metadataKey } from '../../src/pipeline/policy.js';
+import { classesOf, Materializer, relPathRow, statOfRow, type Scan } from '../../src/pipeline/rows.js';
+import { blocksOf, ctimeSecOf, mtimeSecOf, nlinkOf, WIDE16, WIDE32 } from '../../src/pipeline/table.js';
+import { TableBuilder, tablesFromWalk } from '../../src/pipeline/table-builder.js';
+import { relPath } from '../../src/core/paths.js';
+
+const roots: Root[] = [0, 1].map((index) => ({ index, path: `/g${index}`, fd: -1, dev: index === 0 ? 7 : 8, ino: 2, mntId: 30 + index }));
+
+const base = { ino: 1, size: 100, blocks: 8, uid: 0, gid: 0, mode: 0o100644, nlink: 1, mtimeSec: 1_700_000_000, mtimeNsec: 5, ctimeSec: 1_700_000_001, ctimeNsec: 6 };
+
+describe('TableBuilder', () => {
+  it('keeps values that do not fit the compact columns exactly, in the wide table', () => {
+    const b = new TableBuilder();
+    b.addRoot(0, 2);
+    const small = b.addFile(0, Buffer.from('a'), base);
+    const big = b.addFile(0, Buffer.from('b'), { ...base, blocks: 2 ** 33, nlink: 70_000, mtimeSec: -5, ctimeSec: 2 ** 33 });
+    const t = b.build();
+    expect(t.wide.count).toBe(1);
+    expect([t.files.blocks[big], t.files.nlink[big], t.files.mtimeSec[big], t.files.ctimeSec[big]]).toEqual([WIDE32, WIDE16, WIDE32, WIDE32]);
+    expect([blocksOf(t, big), nlinkOf(t, big), mtimeSecOf(t, big), ctimeSecOf(t, big)]).toEqual([2 ** 33, 70_000, -5, 2 ** 33]);
+    expect([blocksOf(t, small), nlinkOf(t, small), mtimeSecOf(t, small), ctimeSecOf(t, small)]).toEqual([8, 1, 1_700_000_000, 1_700_000_001]);
+    expect(t.metas.count).toBe(1);
+  });
+
+  it('gives a row its path and stat; the adapter keeps what the walk found', () => {
+    const b = new TableBuilder();
+    b.addRoot(0, 2);
+    b.addRoot(1, 2);
+    const usr = b.addDir(1, Buffer.from('usr'), 10);
+    const bin = b.addDir(usr, Buffer.from([0x62, 0xff, 0x0a]), 11);
+    const row = b.addFile(bin, Buffer.from('tool'), { ...base, ino: 99 });
+    const scan: Scan = { tables: b.build(), roots };
+    expect(relPathRow(scan.tables, row)).toEqual(Buffer.from([0x75, 0x73, 0x72, 0x2f, 0x62, 0xff, 0x0a, 0x2f, 0x74, 0x6f, 0x6f, 0x6c]));
+    const stat = statOfRow(scan, row);
+    expect(stat).toMatchObject({ type: FileType.Regular, dev: 8, mntId: 31, ino: 99, size: 100, mode: 0o100644 });
+    const mat = new Materializer(scan);
+    const file = mat.file(row);
+    expect(relPath(file)).toEqual(relPathRow(scan.tables, row));
+    expect(file.dir.root).toBe(roots[1]);
+    // And back through the adapter: the same rows.
+    const again = tablesFromWalk(roots, [file]);
+    expect(relPathRow(again, 0)).toEqual(relPathRow(scan.tables, row));
+    expect(statOfRow({ tables: again, roots }, 0)).toEqual(stat);
+  });
+});
+
+describe('classesOf', () => {
+  it('finds exactly the classes of a comparison, however the hash buckets them', () => {
+    const values = Array.from({ length: 5000 }, (_, i) => (i * 7919) % 613);
+    for (const hash of [(i: number) => values[i]!, () => 0, (i: number) => values[i]! % 3]) {
+      const seen: number[][] = [];
+      classesOf(values.length, hash, (a, b) => values[a]! - values[b]!, 2, (items, from, to) => seen.push([...items.subarray(from, to)]));
+      const expected = new Map<number, number[]>();
+      values.forEach((v, i) => expected.set(v, [...(expected.get(v) ?? []), i]));
+      const want = [...expected.values()].filter((c) => c.length >= 2).map((c) => c.join()).sort();
+      expect(seen.map((c) => c.join()).sort()).toEqual(want);
+    }
+  });
+});
+
+/** Tables of files given as Stat-like overrides, all in root `root` of `roots`. */
+function tablesOf(files: { root?: number; over?: Partial<typeof base> }[]): Scan {
+  const b = new TableBuilder();
+  b.addRoot(0, 2);
+  b.addRoot(1, 2);
+  files.forEach((f, k) => b.addFile(f.root ?? 0, Buffer.from(`f${k}`), { ...base, ino: 100 + k, ...f.over }));
+  return { tables: b.build(), roots };
+}
+
+describe('grouping on rows', () => {
+  it('agrees with metadataKey on every pair: equal keys compare 0 and hash alike', () => {
+    const variants: { root?: number; over?: Partial<typeof base> }[] = [
+      {}, { root: 1 }, { over: { size: 101 } }, { over: { size: 2 ** 40 } }, { over: { size: 2 ** 40 + 2 ** 32 } },
+      { over: { uid: 1 } }, { over: { gid: 1 } }, { over: { mode: 0o100755 } }, { over: { mode: 0o104644 } },
+      { over: { mode: 0o120644 } }, // type bits differ only: the key ignores them
+      { over: { mtimeSec: 1_700_000_001 } }, { over: { mtimeNsec: 6 } }, { over: { mtimeSec: -1 } }, { over: { mtimeSec: 2 ** 32 + 1_700_000_000 } },
+      { over: { ctimeSec: 5, nlink: 3, blocks: 0 } }, // not in the key
+    ];
+    const scan = tablesOf(variants);
+    for (const ignoreMtime of [false, true]) {
+      const opts = { ignoreMtime };
+      const keyOf = (row: number) => metadataKey({ stat: statOfRow(scan, row) as Stat }, opts);
+      for (let a = 0; a < variants.length; a++)
+        for (let b = 0; b < variants.length; b++) {
+          const same = keyOf(a) === keyOf(b);
+          const c = compareMetadataRows(scan.tables, roots, a, b, opts);
+          expect(c === 0, `rows ${a} ${b} ignoreMtime=${ignoreMtime}`).toBe(same);
+          expect(Math.sign(c) + Math.sign(compareMetadataRows(scan.tables, roots, b, a, opts))).toBe(0);
+          if (same) expect(metadataHashRow(scan.tables, roots, a, opts)).toBe(metadataHashRow(scan.tables, roots, b, opts));
+        }
+    }
+  });
+
+  it('joins the paths of one inode (dev and ino), and groups inodes of one key, two or more', () => {
+    const scan = tablesOf([
+      { over: { ino: 1, nlink: 2 } }, { over: { ino: 1, nlink: 2 } }, // one inode, two paths
+      { over: { ino: 2 } }, // same key as inode 1
+      { root: 1, over: { ino: 1 } }, // same ino on another device: another inode, another group
+      { over: { ino: 3, size: 5 } }, // alone in its key
+      { over: { ino: 4, nlink: 1 } }, { over: { ino: 4, nlink: 1 } }, // one inode seen twice with nlink 1 (renamed during the walk)
+    ]);
+    const inodes = inodeRows(scan);
+    expect(inodes.count).toBe(5);
+    const pathsOf = (k: number) => [...inodes.paths.subarray(inodes.start[k], inodes.start[k + 1])];
+    const byFirst = Array.from({ length: inodes.count }, (_, k) => pathsOf(k).join()).sort();
+    expect(byFirst).toEqual(['0,1', '2', '3', '4', '5,6']);
+    const groups = groupRows(scan, inodes, { ignoreMtime: false });
+    const members = Array.from({ length: groups.count }, (_, g) =>
+      [...groups.members.subarray(groups.start[g], groups.start[g + 1])].map((k) => pathsOf(k).join('+')).sort().join(' '),
+    );
+    expect(members).toEqual(['0+1 2 5+6']);
+  });
+});
+
+describe('hash batches from rows', () => {
+  it('encode the same input records as from objects (negative times, 64-bit sizes and inode numbers)', async () => {
+    const { encodeJobs, encodeRows } = await import('../../src/pipeline/hash.js');
+    const b = new TableBuilder();
+    b.addRoot(0, 2);
+    b.addRoot(1, 2);
+    const deep = b.addDir(b.addDir(1, Buffer.from('usr'), 10), Buffer.from('lib\u00e9'), 11);
+    const stats = [
+      { ...base },
+      { ...base, ino: 2 ** 40 + 3, size: 2 ** 45 + 7, mtimeSec: -86_401, mtimeNsec: 999_999_999, ctimeSec: 2 ** 33, ctimeNsec: 1 },
+      { ...base, ino: 2 ** 52 + 1, size: 0, mtimeSec: 0, ctimeSec: -1, uid: 4_000_000_000, gid: 7, mode: 0o104755 },
+    ];
+    stats.forEach((s, k) => b.addFile(k === 1 ? 0 : deep, Buffer.from(`name${k}`), s));
+    const scan: Scan = { tables: b.build(), roots: roots.map((r) => ({ ...r, fd: 40 + r.index })) };
+    const mat = new Materializer(scan);
+    const inodes = [0, 1, 2].map((row) => {
+      const f = mat.file(row);
+      return { dev: f.stat.dev, ino: f.stat.ino, stat: f.stat, paths: [f] };
+    });
+    const todo = Uint32Array.from([2, 0, 1]);
+    expect(encodeRows(scan, todo, 0, 3, (m) => m)).toEqual(encodeJobs([inodes[2]!, inodes[0]!, inodes[1]!], 0, 3));
+  });
+});
