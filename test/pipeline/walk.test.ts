@@ -241,6 +241,22 @@ describe('walkTables', () => {
     expect((await tabled(g, { maxBytes: 10_000_000 })).rows.length).toBe(3000);
   });
 
+  it('charges fileBytes per file kept against maxBytes, and says for how many files and bytes it stopped', async () => {
+    const g = path.join(dir, 'g');
+    execFileSync('python3', ['-c', `import os\nfor i in range(3000):\n  d=os.path.join('${g}','d%d' % (i % 30))\n  os.makedirs(d, exist_ok=True)\n  open(os.path.join(d,'file-%d' % i),'w').write('x')`]);
+    // The rows alone fit 1 MB easily (the test above: 3,000 files in 10 MB, not in 50 kB); at 1,200 bytes a file, 3,000 files do not.
+    expect((await tabled(g, { maxBytes: 1_000_000 })).rows.length).toBe(3000);
+    const er = await tabled(g, { maxBytes: 1_000_000, fileBytes: 1200, threads: 2 }).then(() => undefined, (e: unknown) => e);
+    expect(er).toMatchObject({ code: 'EBUDGET' });
+    const { files, need } = er as { files: number; need: number };
+    expect(files).toBeGreaterThan(1_000_000 / 1200 - 1024);
+    expect(files).toBeLessThanOrEqual(3000);
+    expect(need).toBeGreaterThan(1_000_000);
+    expect(need).toBeGreaterThanOrEqual(files * 1200);
+    // Files outside the size bounds are not kept, so not charged.
+    expect((await tabled(g, { maxBytes: 1_000_000, fileBytes: 1200, minSize: 2 })).rows.length).toBe(0);
+  });
+
   it('never stats a mount point inside a root (a FUSE mount that never answers)', async () => {
     const g = path.join(dir, 'g');
     writeFile(path.join(g, 'usr/file'));
