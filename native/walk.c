@@ -555,6 +555,12 @@ static void list_dir(worker *t, witem it) {
       if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0))) continue;
       size_t nl = strlen(nm);
       t->listed++;
+      if (nl > 255) {
+        /* Rows, rel paths and t->path are sized for NAME_MAX; FUSE (up to
+         * 1024), CIFS, vfat or ntfs3 with UTF-8 can list longer names. */
+        add_error(w, dir, ENAMETOOLONG, "getdents64", 0, nm, nl);
+        continue;
+      }
       int ty = type_of_dtype(de->d_type);
       if (ty >= 0 && ty != T_REG && ty != T_DIR) {
         t->special++;
