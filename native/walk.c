@@ -137,6 +137,7 @@ typedef struct walk {
   double min_size, max_size;
   size_t threads;
   uint64_t max_bytes;
+  uint64_t file_bytes; /* charged per file kept, for what the rest of the run holds per file */
   double *progress; /* JS Float64Array(1), kept alive by progress_ref */
   napi_ref progress_ref;
   napi_threadsafe_function hook;
@@ -162,6 +163,8 @@ typedef struct walk {
   int stop;      /* budget hit or out of memory */
   int oom;
   const char *limit; /* what was hit */
+  size_t stop_files; /* files kept, the batch that did not fit included */
+  uint64_t stop_need; /* bytes the tables and the per-file charge would have needed */
 
   atomic_uint_fast64_t listed;
   uint64_t special, out_of_bounds, excluded, mount_points;
@@ -171,7 +174,7 @@ typedef struct walk {
 } walk;
 
 static size_t used_bytes(walk *w) {
-  return w->ndirs * row_bytes(D_WIDTH, D_COLS) + w->nfiles * row_bytes(F_WIDTH, F_COLS) +
+  return w->nfiles * w->file_bytes + w->ndirs * row_bytes(D_WIDTH, D_COLS) + w->nfiles * row_bytes(F_WIDTH, F_COLS) +
          w->nmetas * row_bytes(M_WIDTH, M_COLS) + w->nwide * row_bytes(W_WIDTH, W_COLS) + w->nnames +
          w->meta_nslots * 4 + w->cap_stack * sizeof(witem) + w->error_bytes;
 }
@@ -276,9 +279,11 @@ static void flush(worker *t, uint32_t dir, int32_t child_held) {
     set_stop(w, w->nnames + t->nnames > w->cap_names ? "the name heap's 4 GiB" : "the row limit");
     goto out;
   }
-  size_t more = t->nfiles * row_bytes(F_WIDTH, F_COLS) + t->ndirs * (row_bytes(D_WIDTH, D_COLS) + sizeof(witem)) +
-                nwide * row_bytes(W_WIDTH, W_COLS) + t->nnames + t->nfiles * (row_bytes(M_WIDTH, M_COLS) + 8);
+  size_t more = t->nfiles * (row_bytes(F_WIDTH, F_COLS) + w->file_bytes) +
+                t->ndirs * (row_bytes(D_WIDTH, D_COLS) + sizeof(witem)) + nwide * row_bytes(W_WIDTH, W_COLS) + t->nnames +
+                t->nfiles * (row_bytes(M_WIDTH, M_COLS) + 8);
   if (used_bytes(w) + more > w->max_bytes) {
+    if (!w->stop) w->stop_files = w->nfiles + t->nfiles, w->stop_need = used_bytes(w) + more;
     set_stop(w, "maxBytes");
     goto out;
   }
@@ -550,6 +555,12 @@ static void list_dir(worker *t, witem it) {
       if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0))) continue;
       size_t nl = strlen(nm);
       t->listed++;
+      if (nl > 255) {
+        /* Rows, rel paths and t->path are sized for NAME_MAX; FUSE (up to
+         * 1024), CIFS, vfat or ntfs3 with UTF-8 can list longer names. */
+        add_error(w, dir, ENAMETOOLONG, "getdents64", 0, nm, nl);
+        continue;
+      }
       int ty = type_of_dtype(de->d_type);
       if (ty >= 0 && ty != T_REG && ty != T_DIR) {
         t->special++;
@@ -759,6 +770,8 @@ static void walk_complete(napi_env env, napi_status status, void *data) {
     napi_create_error(env, code, m, &e);
     set_num(env, e, "listed", (double)atomic_load(&w->listed));
     set_num(env, e, "limit", (double)w->max_bytes);
+    set_num(env, e, "files", (double)(w->stop_files ? w->stop_files : w->nfiles));
+    set_num(env, e, "need", (double)(w->stop_need ? w->stop_need : used_bytes(w)));
     napi_reject_deferred(env, w->deferred, e);
     goto out;
   }
@@ -842,10 +855,15 @@ static napi_value prop(napi_env env, napi_value o, const char *k) {
 }
 
 /* walk({ roots: [{ fd, dev, ino, mntId, mounts: Buffer[] }], patterns: Buffer[],
- *        include: Uint8Array, minSize, maxSize, threads, maxBytes,
+ *        include: Uint8Array, minSize, maxSize, threads, maxBytes, fileBytes?,
  *        progress?: Float64Array(1), hook?: (root, relPath: Buffer) => void })
  *   -> Promise<{ dirs, files, metas, wide, names, special, outOfBounds,
  *               excluded, mountPoints, listed, errors }>
+ * `fileBytes` is charged against maxBytes for every file kept, on top of
+ * its rows: what the rest of the run will hold per file (the memory
+ * budget's FILE_BYTES), so a tree too big for the run stops here, while
+ * it is listed, and not in an OOM kill later. The rejection's `files` and
+ * `need` say how many files and how many bytes the stop was about.
  * `hook` is for tests: it runs (on the JavaScript thread, the walk's
  * thread waiting) before each directory is opened. */
 napi_value Walk(napi_env env, napi_callback_info info) {
@@ -862,19 +880,21 @@ napi_value Walk(napi_env env, napi_callback_info info) {
   pthread_cond_init(&w->cv, NULL);
   w->held_free = -1;
   atomic_init(&w->listed, 0);
-  double threads = 1, max_bytes = 0;
+  double threads = 1, max_bytes = 0, file_bytes = 0;
   napi_value roots = argc ? prop(env, opts, "roots") : NULL, patterns = argc ? prop(env, opts, "patterns") : NULL;
   uint32_t nroots = 0, npat = 0;
   if (!argc || napi_get_array_length(env, roots, &nroots) != napi_ok || !nroots || nroots > UINT16_MAX ||
       napi_get_array_length(env, patterns, &npat) != napi_ok || get_num(env, opts, "minSize", &w->min_size) ||
       get_num(env, opts, "maxSize", &w->max_size) || get_num(env, opts, "maxBytes", &max_bytes) ||
-      get_num(env, opts, "threads", &threads) < 0 || max_bytes < 1) {
+      get_num(env, opts, "threads", &threads) < 0 || get_num(env, opts, "fileBytes", &file_bytes) < 0 || max_bytes < 1 ||
+      !(file_bytes >= 0 && file_bytes < 1e9)) {
     walk_free(w);
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
   w->threads = threads < 1 ? 1 : threads > 64 ? 64 : (size_t)threads;
-  w->max_bytes = (uint64_t)max_bytes;
+  w->max_bytes = max_bytes >= 0x1p63 ? (uint64_t)1 << 63 : (uint64_t)max_bytes;
+  w->file_bytes = (uint64_t)file_bytes;
   w->roots = calloc(nroots, sizeof *w->roots);
   w->nroots = nroots;
   if (!w->roots) goto oom;

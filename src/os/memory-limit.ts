@@ -181,9 +181,18 @@ export class MemoryBudget {
     if (need > this.limit.bytes) this.fail('listing the guest roots', files, need, `after ${this.entries.toLocaleString('en-US')} entries listed`);
   }
 
-  /** Bytes the native walk's tables may take (its maxBytes), or undefined for no limit. */
+  /**
+   * Bytes the native walk may charge (its maxBytes), or undefined for no
+   * limit. At least 1: a limit already below what Node holds at the start
+   * stops the walk at its first file with the exit-2 error, not with the
+   * addon's complaint about a zero budget.
+   */
   tableBytes(): number | undefined {
-    return this.limit === undefined ? undefined : Math.max(0, this.limit.bytes - this.base);
+    return this.limit === undefined ? undefined : Math.max(1, this.limit.bytes - this.base);
+  }
+  /** What the native walk charges per file kept (its fileBytes): the whole run's cost of a file, not only its rows. */
+  fileBytes(): number | undefined {
+    return this.limit === undefined ? undefined : FILE_BYTES;
   }
 
   /** Before planning and linking: resident now plus what they need, for `candidates` files and a largest set of `largest`. */
@@ -196,7 +205,10 @@ export class MemoryBudget {
   /** An EBUDGET from the native walk (it stopped before its tables passed `maxBytes`). */
   fromWalk(er: unknown): unknown {
     if (this.limit === undefined || (er as { code?: unknown })?.code !== 'EBUDGET') return er;
-    return new MemoryLimitError(this.message('listing the guest roots', undefined, undefined, (er as Error).message));
+    const { files, need, listed } = er as { files?: unknown; need?: unknown; listed?: unknown };
+    if (typeof files !== 'number' || typeof need !== 'number' || typeof listed !== 'number')
+      return new MemoryLimitError(this.message('listing the guest roots', undefined, undefined, (er as Error).message));
+    return new MemoryLimitError(this.message('listing the guest roots', files, this.base + need, `after ${listed.toLocaleString('en-US')} entries listed`));
   }
 
   private fail(what: string, files: number, need: number, when: string): never {

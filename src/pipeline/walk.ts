@@ -65,6 +65,12 @@ export interface WalkOptions {
    * the machine's memory.
    */
   maxBytes?: number;
+  /**
+   * Bytes charged against maxBytes for each file kept, on top of its rows:
+   * what the stages after the walk hold per file (the budget's FILE_BYTES).
+   * Default 0: the tables alone.
+   */
+  fileBytes?: number;
   /** Tests: called (on this thread, the walk waiting) before each directory is opened, with its path from the root. */
   hook?(root: Root, rel: Buffer): void;
 }
@@ -140,6 +146,7 @@ export async function walkTables(roots: readonly Root[], opts: WalkOptions): Pro
       maxSize: opts.maxSize,
       threads: opts.threads ?? defaultThreads(),
       maxBytes: opts.maxBytes ?? os.totalmem(),
+      fileBytes: opts.fileBytes ?? 0,
       progress,
       hook: opts.hook ? (root: number, rel: Buffer) => opts.hook!(roots[root]!, rel) : undefined,
     });
@@ -245,8 +252,10 @@ export function scanRoots(
   budget?: MemoryBudget,
 ): Promise<TablesWalk> {
   progress.stage('scanning', 0);
-  // The budget's share for the tables is the native walk's maxBytes; its EBUDGET becomes the exit-2 MemoryLimitError.
-  return walkTables(roots, { rules, minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n), maxBytes: budget?.tableBytes() }).catch(
+  // The budget's share for the walk is the native walk's maxBytes, each file kept charged at what the whole run
+  // holds per file (not only its rows: those are a twentieth of it); its EBUDGET becomes the exit-2 MemoryLimitError.
+  const limits = { maxBytes: budget?.tableBytes(), fileBytes: budget?.fileBytes() };
+  return walkTables(roots, { rules, minSize: bounds.minSize, maxSize: bounds.maxSize, onError, onProgress: (n) => progress.tick(n), ...limits }).catch(
     (er: unknown) => Promise.reject(budget ? budget.fromWalk(er) : er),
   );
 }

@@ -150,6 +150,20 @@ describe('MemoryBudget', () => {
     expect(() => none.beforePlan(1e9, 1e9)).not.toThrow();
     expect(none.tableBytes()).toBeUndefined();
     expect(new MemoryBudget(limit, fixed(60 * M)).tableBytes()).toBe(140 * M);
+    expect(none.fileBytes()).toBeUndefined();
+    expect(new MemoryBudget(limit, fixed(60 * M)).fileBytes()).toBe(FILE_BYTES);
+  });
+
+  it('hands the native walk a budget of at least 1 byte when Node alone already holds more than the limit', () => {
+    // 0 would be refused by the addon as a bad argument (a TypeError, not the exit-2 message).
+    expect(new MemoryBudget(limit, fixed(300 * M)).tableBytes()).toBe(1);
+  });
+
+  it("names the files and the bytes of the native walk's EBUDGET, counting what Node held at the start", () => {
+    const b = new MemoryBudget(limit, fixed(60 * M));
+    const er = Object.assign(new Error('the walk stopped'), { code: 'EBUDGET', files: 123_456, need: 150 * M, listed: 130_000 });
+    const msg = (b.fromWalk(er) as Error).message;
+    expect(msg).toMatch(/^memory limit: listing the guest roots for 123,456 files would need about 210 MiB \(after 130,000 entries listed\), more than the limit of 200 MiB/);
   });
 
   it("turns the native walk's EBUDGET into the exit-2 error and leaves other errors alone", () => {

@@ -241,6 +241,44 @@ describe('walkTables', () => {
     expect((await tabled(g, { maxBytes: 10_000_000 })).rows.length).toBe(3000);
   });
 
+  it('charges fileBytes per file kept against maxBytes, and says for how many files and bytes it stopped', async () => {
+    const g = path.join(dir, 'g');
+    execFileSync('python3', ['-c', `import os\nfor i in range(3000):\n  d=os.path.join('${g}','d%d' % (i % 30))\n  os.makedirs(d, exist_ok=True)\n  open(os.path.join(d,'file-%d' % i),'w').write('x')`]);
+    // The rows alone fit 1 MB easily (the test above: 3,000 files in 10 MB, not in 50 kB); at 1,200 bytes a file, 3,000 files do not.
+    expect((await tabled(g, { maxBytes: 1_000_000 })).rows.length).toBe(3000);
+    const er = await tabled(g, { maxBytes: 1_000_000, fileBytes: 1200, threads: 2 }).then(() => undefined, (e: unknown) => e);
+    expect(er).toMatchObject({ code: 'EBUDGET' });
+    const { files, need } = er as { files: number; need: number };
+    expect(files).toBeGreaterThan(1_000_000 / 1200 - 1024);
+    expect(files).toBeLessThanOrEqual(3000);
+    expect(need).toBeGreaterThan(1_000_000);
+    expect(need).toBeGreaterThanOrEqual(files * 1200);
+    // Files outside the size bounds are not kept, so not charged.
+    expect((await tabled(g, { maxBytes: 1_000_000, fileBytes: 1200, minSize: 2 })).rows.length).toBe(0);
+  });
+
+  it('refuses names longer than 255 bytes (a FUSE root lists up to 1,024) with ENAMETOOLONG, deep in a tree too', async () => {
+    // 14 levels of 255-byte names put the path near 3.6 kB, where a 1,000-byte name used to be copied past the
+    // walk's 4 kB path buffer; its length was also kept in one byte (1000 & 255), naming another file.
+    const g = path.join(dir, 'g');
+    fs.mkdirSync(g);
+    const daemon = spawn('python3', [path.join(import.meta.dirname, '..', 'helpers', 'long-names-fuse.py'), g, '14', '1000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        daemon.stdout!.on('data', (d) => String(d).includes('ready') && resolve());
+        daemon.once('exit', (code) => reject(new Error(`long-names-fuse.py exited ${code}`)));
+      });
+      expect(fs.readdirSync(g, { encoding: 'buffer' }).map((n) => n.length).sort()).toEqual([1000, 2, 255]);
+      const r = await tabled(g, { threads: 2, rules: [parseRule('/no-such-name')] });
+      const names = r.rows.map((row) => path.basename(Buffer.from(row.split(' ')[0]!, 'hex').toString('latin1')));
+      expect(names).toEqual(Array(15).fill('ok'));
+      expect(r.errors.map((e) => [e.code, path.basename(e.path).length])).toEqual(Array(15).fill(['ENAMETOOLONG', 1000]));
+    } finally {
+      spawnSync('umount', ['-l', g]);
+      daemon.kill('SIGKILL');
+    }
+  });
+
   it('never stats a mount point inside a root (a FUSE mount that never answers)', async () => {
     const g = path.join(dir, 'g');
     writeFile(path.join(g, 'usr/file'));
