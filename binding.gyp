@@ -15,6 +15,7 @@
         "native/extents.c",
         "native/memory.c",
         "native/fsattr.c",
+        "native/lease.c",
         "native/module.c"
       ],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11", "-fvisibility=hidden",

@@ -78,6 +78,9 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("setProject", SetProject),
       FN("residentPages", ResidentPages),
       FN("pageSize", PageSize),
+      FN("leasePair", LeasePair),
+      FN("leaseHeld", LeaseHeld),
+      FN("leaseRelease", LeaseRelease),
       {"layout", NULL, NULL, NULL, NULL, make_layout(env), napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);

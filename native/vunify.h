@@ -200,6 +200,8 @@ DECLARE(SeekData)
 DECLARE(ResidentPages) DECLARE(PageSize)
 /* fsattr.c */
 DECLARE(FsGetXattr) DECLARE(SetProject) DECLARE(DirXattrsSync)
+/* lease.c */
+DECLARE(LeasePair) DECLARE(LeaseHeld) DECLARE(LeaseRelease)
 #undef DECLARE
 
 /* Inode flags and project ID of fd, 0 each where the filesystem has none;

@@ -47,6 +47,9 @@ export interface Native {
   seekData(fd: number, pos: number, hole: boolean): number;
   residentPages(fd: number, size: number): Buffer;
   pageSize(): number;
+  leasePair(fdA: number, fdB: number): number;
+  leaseHeld(fdA: number, fdB: number): number;
+  leaseRelease(fdA: number, fdB: number): void;
   /** The record layouts, as the addon defines them; read through `layout` below. */
   layout: unknown;
 }
