@@ -20,6 +20,8 @@
  * soon as the swap is settled or undone (a breaker waits that long).
  * The signal a break sends is made harmless in native/lease.c.
  */
+import fs from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { codedError } from '../core/errors.js';
 import { sys } from '../os/sys.js';
 
@@ -34,8 +36,31 @@ export const LEASE_MIN_SIZE = 16 << 10;
 const CANONICAL = 1;
 const DUPLICATE = 2;
 
+/**
+ * How long a breaker waits for us before the kernel takes the lease away
+ * (/proc/sys/fs/lease-break-time, read once), in ms, less a second for the
+ * clocks: only within it does a broken lease still mean nothing was
+ * written. 0 when unknown or too short to rely on.
+ */
+let breakWaitMs: number | undefined;
+function breakWait(): number {
+  if (breakWaitMs === undefined) {
+    let s = 0;
+    try {
+      s = Number(fs.readFileSync('/proc/sys/fs/lease-break-time', 'latin1').trim());
+    } catch {
+      // not Linux as we know it: a break is never read as "nothing written yet"
+    }
+    breakWaitMs = Number.isFinite(s) && s >= 2 ? (s - 1) * 1000 : 0;
+  }
+  return breakWaitMs;
+}
+
 export class PairLease {
-  private released = false;
+  /** Released (by release()): nothing is proven from here on. */
+  released = false;
+  /** When both leases were last seen intact (performance.now()). */
+  private intactAt = performance.now();
   private constructor(
     private readonly canonFd: number,
     private readonly dupFd: number,
@@ -50,9 +75,23 @@ export class PairLease {
   /** Which inodes someone opened for writing (or truncated) since the lease was taken; undefined when neither. */
   broken(): { canonical: boolean; duplicate: boolean } | undefined {
     if (this.released) return { canonical: true, duplicate: true };
+    const now = performance.now();
     const held = sys.leaseHeld(this.canonFd, this.dupFd);
-    if (held === (CANONICAL | DUPLICATE)) return undefined;
+    if (held === (CANONICAL | DUPLICATE)) {
+      this.intactAt = now;
+      return undefined;
+    }
     return { canonical: !(held & CANONICAL), duplicate: !(held & DUPLICATE) };
+  }
+
+  /**
+   * Whether nothing can have been written to either inode yet although a
+   * lease is broken: every break came after the last time both were seen
+   * intact, and its breaker waits (in open or truncate) until we release or
+   * the kernel's break time runs out, which it cannot have yet.
+   */
+  unwritten(): boolean {
+    return !this.released && performance.now() - this.intactAt < breakWait();
   }
 
   /** Let any writer waiting on either inode go on. Idempotent. */

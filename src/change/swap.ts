@@ -128,15 +128,19 @@ function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: O
   else if (later(intoAt, outAt)) why = undefined; // the guest has written to its file as linked: the link stands
   else if (!sameFile(intoAt, into.before, meta)) why = codedError('ECHANGED', `${into.file ? displayPath(into.file) : 'the copy'} changed while being linked; left as it was`);
   else if (opts.known) why = undefined; // compared before, and unchanged up to the exchange (checked in swap())
-  else if (lease && !broken) {
-    // Not a byte written to either since the caller compared them (both
-    // leases intact, checked again below): owner, mode, size, mtime,
-    // flags, project and xattrs are compared now, the bytes are not.
+  else if (lease && (!broken || lease.unwritten())) {
+    // Not a byte written to either since the caller compared them: both
+    // leases intact (checked again below), or one on `into` broken since
+    // the check just before the exchange by a writer that still waits for
+    // us (a guest opening its path, which shows `into` now, or another name
+    // of it: a change to the shared file, made once we release). Owner,
+    // mode, size, mtime, flags, project and xattrs are compared now, the
+    // bytes are not.
     why = difference(into, out, opts.ignoreMtime, false);
   } else {
-    // No leases, or a writer waits on `into` (a guest opening its path,
-    // which shows `into` now, or another name of it): it goes on now, and
-    // the comparison below tells a write after the exchange, as before.
+    // No leases, or a break on `into` that may have timed out: the writer
+    // goes on now, and the comparison below tells a write after the
+    // exchange, as before.
     lease?.release();
     why = difference(into, out, opts.ignoreMtime);
     // `into` changed while we compared, `out` did not: a write through the
@@ -154,7 +158,7 @@ function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: O
   // waiting on `out` goes back to the name with it; one waiting on `into`
   // opened it after the exchange (checked above), a change to the shared
   // file like any other, and the link stands (link.ts sees its ctime move).
-  if (!why && lease && !broken && !opts.known) {
+  if (!why && lease && !lease.released && !opts.known) {
     const late = lease.broken();
     if (late?.duplicate) why = leaseError(late, 'while it was being linked');
   }
