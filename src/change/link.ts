@@ -30,7 +30,8 @@
  * An xattr, flag, owner or mode change moves the ctime too. What is left
  * is a guest that writes and puts the mtime back in the microseconds
  * between two of vunify's own calls on the inode; the first path of every
- * pair still gets both full comparisons.
+ * pair still gets the full comparison and the proof after the exchange
+ * (leases, or a second full comparison).
  * EMLINK (the canonical reached the filesystem's link limit) makes the
  * current duplicate the canonical for the rest of its set.
  *
