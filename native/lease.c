@@ -15,13 +15,27 @@
  * libuv install no handler for it, and the kernel drops an ignored signal
  * at once (no EINTR anywhere). A break is detected with F_GETLEASE, which
  * reports F_UNLCK from the moment a break is pending.
+ *
+ * Only on local filesystems whose every write goes through this kernel's
+ * open(2) and truncate(2): on a network or FUSE filesystem, or overlayfs
+ * (its layers can be written directly), a lease proves nothing about what
+ * the server, the daemon or a layer's other users do.
  */
 #include "vunify.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <signal.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+
+#ifndef XFS_SUPER_MAGIC
+#define XFS_SUPER_MAGIC 0x58465342
+#endif
+#ifndef F2FS_SUPER_MAGIC
+#define F2FS_SUPER_MAGIC 0xF2F52010
+#endif
 
 #define LEASE_SIGNAL SIGURG
 
@@ -47,6 +61,21 @@ static int signal_safe(void) {
   return sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN;
 }
 
+static int local_filesystem(int fd) {
+  struct statfs sf;
+  if (fstatfs(fd, &sf)) return 0;
+  switch ((unsigned long)sf.f_type) {
+  case EXT4_SUPER_MAGIC: /* ext2, ext3 and ext4 share it */
+  case XFS_SUPER_MAGIC:
+  case BTRFS_SUPER_MAGIC:
+  case TMPFS_MAGIC:
+  case F2FS_SUPER_MAGIC:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
 static int lease_one(int fd) {
   if (fcntl(fd, F_SETSIG, LEASE_SIGNAL)) return errno;
   if (fcntl(fd, F_SETLEASE, F_RDLCK)) return errno;
@@ -56,11 +85,13 @@ static int lease_one(int fd) {
 /* leasePair(fdA, fdB) -> 0 when both descriptors (opened O_RDONLY) now hold
  * a read lease; otherwise the errno that refused one (EAGAIN: open for
  * writing somewhere; EINVAL: leases disabled or not on this filesystem;
- * EBUSY: SIGURG has a handler in this process) and neither holds one. */
+ * EOPNOTSUPP: not a filesystem where a lease proves anything (both files
+ * are on one, the linker's policy sees to that); EBUSY: SIGURG has a
+ * handler in this process) and neither holds one. */
 napi_value LeasePair(napi_env env, napi_callback_info info) {
   int fd[2];
   if (two_fds(env, info, "leasePair(fdA, fdB)", fd)) return NULL;
-  int err = signal_safe() ? lease_one(fd[0]) : EBUSY;
+  int err = !signal_safe() ? EBUSY : !local_filesystem(fd[0]) ? EOPNOTSUPP : lease_one(fd[0]);
   if (!err) {
     err = lease_one(fd[1]);
     if (err) fcntl(fd[0], F_SETLEASE, F_UNLCK);

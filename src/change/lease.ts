@@ -14,7 +14,9 @@
  * callers still compare metadata, xattrs and flags after the exchange and
  * re-check ctimes as before. A lease that cannot be had (a writer has the
  * file open: EAGAIN; leases disabled or unsupported by the filesystem:
- * EINVAL) leaves that pair to the second comparison, as before.
+ * EINVAL; a filesystem that can be written behind this kernel's open(2),
+ * such as NFS, FUSE or overlayfs: EOPNOTSUPP) leaves that pair to the
+ * second comparison, as before.
  *
  * Held for microseconds: taken just before the comparison, released as
  * soon as the swap is settled or undone (a breaker waits that long).

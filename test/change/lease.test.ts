@@ -3,7 +3,7 @@
 // and chmodding them; the leases are read back from /proc/locks, the kernel's
 // own list, not from the code under test. And the linker with them: each
 // byte of a linked pair read once, twice when leases are refused.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -83,6 +83,26 @@ describe('PairLease', () => {
     pair.mockReturnValue(11);
     expect(PairLease.take(openRO('a'), openRO('b'), SIZE)).toBeUndefined();
     expect(leasesOn(F('a'))).toEqual([]);
+  });
+
+  it('is refused (EOPNOTSUPP) on overlayfs, whose layers can be written behind its back', () => {
+    const o = F('ovl');
+    for (const d of ['lower', 'upper', 'work', 'merged']) fs.mkdirSync(path.join(o, d), { recursive: true });
+    for (const n of ['a', 'b']) fs.writeFileSync(path.join(o, 'lower', n), Buffer.alloc(SIZE, 'o'));
+    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${o}/lower,upperdir=${o}/upper,workdir=${o}/work`, `${o}/merged`]);
+    try {
+      const a = fs.openSync(`${o}/merged/a`, 'r');
+      const b = fs.openSync(`${o}/merged/b`, 'r');
+      try {
+        expect(sys.leasePair(a, b)).toBe(95);
+        expect(PairLease.take(a, b, SIZE)).toBeUndefined();
+      } finally {
+        fs.closeSync(a);
+        fs.closeSync(b);
+      }
+    } finally {
+      execFileSync('umount', [`${o}/merged`]);
+    }
   });
 
   it.each([
