@@ -28,10 +28,13 @@ import { codedError } from '../core/errors.js';
 import { sys } from '../os/sys.js';
 
 /**
- * Smaller files are compared twice instead: a lease on each of two files
- * (take, check twice, release: 8 fcntl calls) costs about as much as
- * reading and comparing two files of this size again, and files below it
- * hold under a tenth of the bytes of a Debian guest (most of its files).
+ * Smaller files are compared twice instead. Measured here (2 cores, under
+ * load): leasing a pair (take, three checks, release) costs 6-10 µs, while
+ * reading and comparing a pair again costs 2-5 µs at 4 KiB, 4-5 µs at
+ * 16 KiB and 11-14 µs at 64 KiB. Files below 16 KiB are 78% of a Debian
+ * guest's files but 7% of its bytes; and each lease makes a guest that
+ * opens the file for writing meanwhile wait for the link, for no I/O
+ * saved there.
  */
 export const LEASE_MIN_SIZE = 16 << 10;
 
