@@ -182,6 +182,39 @@ describe('the linker with leases', () => {
     expect(await bytesCompared()).toBe(4 * SIZE);
   });
 
+  // F1 with leases: a chmod does not break them, so a chmod of the old inode
+  // (through its temporary name) while the metadata is compared after the
+  // exchange shows only in its ctime, checked after that comparison.
+  it('keeps the old inode when it is chmodded through its temporary name during the check after the exchange', async () => {
+    for (const g of ['g1', 'g2']) writeFile(path.join(dir, g, 'usr/f'), { content: Buffer.alloc(SIZE, 'same') });
+    const w = path.join(dir, 'g2/usr/f');
+    const renameAt = sys.renameAt;
+    const getXattrs = sys.getXattrs;
+    let tmp: string | undefined;
+    let acted = false;
+    vi.spyOn(sys, 'renameAt').mockImplementation((...a) => {
+      renameAt(...a);
+      if (a[4] === 2 && !tmp) tmp = path.join(path.dirname(w), a[1].toString());
+    });
+    vi.spyOn(sys, 'getXattrs').mockImplementation((fd) => {
+      if (tmp && !acted) {
+        acted = true;
+        fs.chmodSync(tmp, 0o600);
+      }
+      return getXattrs(fd);
+    });
+    const read = vi.spyOn(sys, 'readSync');
+    const { errors } = await runUnify([path.join(dir, 'g1'), path.join(dir, 'g2')]);
+    expect(acted).toBe(true);
+    expect(errors.map((e) => e.code)).toEqual(['ECHANGED']);
+    expect(fs.statSync(w).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(w).ino).not.toBe(fs.statSync(path.join(dir, 'g1/usr/f')).ino);
+    expect(fs.readFileSync(w).equals(Buffer.alloc(SIZE, 'same'))).toBe(true);
+    expect(fs.readdirSync(path.dirname(w))).toEqual(['f']);
+    // The leases held: the bytes were read once, before the exchange.
+    expect(read.mock.calls.reduce((n, c) => n + (c[2] as number), 0)).toBe(2 * SIZE);
+  });
+
   it('releases both leases once the swap is settled', async () => {
     const release = vi.spyOn(sys, 'leaseRelease');
     await bytesCompared();
