@@ -11,7 +11,8 @@
 // a shared mapping made there or one made before the run. Writes put the
 // mtime back, so only the bytes (or the lease) tell. A guest whose open
 // waits on the run's lease lets the run go on (the hook sees the lease
-// broken) and finishes once the run lets it.
+// broken) and finishes once the run lets it. The same in-place changes
+// are also made to a's file, the canonical, in the same windows.
 //
 // Checked with stat and the bytes, independently of the run's report: w's
 // path shows exactly what the guest made of it (no guest byte lost); a's
@@ -37,7 +38,7 @@ const LEASES_ENABLE = '/proc/sys/fs/leases-enable';
 
 const GUEST = String.raw`
 import mmap, os, sys, time
-action, path, trigger, done = sys.argv[1:5]
+action, path, trigger, done, fixed = sys.argv[1:6]
 st = os.stat(path)
 keep = (st.st_atime_ns, st.st_mtime_ns)
 TOKEN = b'GUEST W WROTE THIS'
@@ -49,7 +50,7 @@ if action in ('write-old-fd', 'mmap-old'):
 print('ready', flush=True)
 while not os.path.exists(trigger):
     time.sleep(0.001)
-target = open(trigger).read()
+target = path if fixed == 'fixed' else open(trigger).read()
 if action == 'write-new':
     fd = os.open(target, os.O_WRONLY)  # waits here while the run holds a lease
     os.pwrite(fd, TOKEN, 0)
@@ -105,7 +106,8 @@ function expectedOf(action: Action): [Buffer, number] {
   return [Buffer.concat([TOKEN, ORIGINAL.subarray(TOKEN.length)]), 0o644];
 }
 
-async function runCase(mode: Mode, window: Window, action: Action) {
+/** `target` 'a': the guest acts on the canonical's path (a's own file) instead, in the same windows of linking w's. */
+async function runCase(mode: Mode, window: Window, action: Action, target: 'w' | 'a' = 'w') {
   const dir = fs.mkdtempSync(path.join(top, `${action}-${window}-`));
   const file = (g: string) => path.join(dir, g, 'f');
   for (const g of ['a', 'w']) {
@@ -119,7 +121,7 @@ async function runCase(mode: Mode, window: Window, action: Action) {
   const logFile = path.join(dir, 'hook.json');
   let guest: ChildProcess | undefined;
   if (action !== 'none') {
-    guest = spawn('python3', [guestScript, action, file('w'), trigger, done], { stdio: ['ignore', 'pipe', 'pipe'] });
+    guest = spawn('python3', [guestScript, action, file(target), trigger, done, target === 'a' ? 'fixed' : 'path'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     guest.stderr!.on('data', (d) => (err += d));
     await new Promise<void>((resolve, reject) => {
@@ -142,7 +144,7 @@ async function runCase(mode: Mode, window: Window, action: Action) {
     expect(g, 'the guest never finished').not.toBe('timeout');
   }
   const log = JSON.parse(fs.readFileSync(logFile, 'utf8')) as HookLog;
-  const what = `${mode}, ${action} in window ${window}: exit ${code}, hook ${JSON.stringify(log)}\n${stderr}`;
+  const what = `${mode}, ${action} of ${target}'s file in window ${window}: exit ${code}, hook ${JSON.stringify(log)}\n${stderr}`;
   expect([0, 1], what).toContain(code);
   expect(stderr, what).not.toMatch(/internal error/);
   expect(log.acted, what).toBe(action !== 'none');
@@ -153,6 +155,19 @@ async function runCase(mode: Mode, window: Window, action: Action) {
   const w = fs.statSync(file('w'));
   const a = fs.statSync(file('a'));
   const shows = (g: string, content: Buffer, mode: number) => fs.readFileSync(file(g)).equals(content) && (fs.statSync(file(g)).mode & 0o7777) === mode;
+  if (target === 'a') {
+    // a's path always names the canonical: it shows a's change. w is linked
+    // to it only when a's change came after the link: through a's path after
+    // the exchange, or, with leases, by a writer the run held back until
+    // the link was made (a change to the then shared file).
+    expect(shows('a', bytes, mode_), `${what}: a's path lost the guest's change`).toBe(true);
+    const linked = w.ino === a.ino;
+    if (!linked) expect(shows('w', ORIGINAL, 0o644), `${what}: w's file changed`).toBe(true);
+    const mayLink = window === 'settle' || (mode === 'leases' && window === 'exchange' && action !== 'chmod');
+    if (linked) expect(mayLink, `${what}: w linked to a canonical a changed before the link`).toBe(true);
+    expect(fs.readdirSync(path.join(dir, 'w')).filter((n) => n.startsWith('.vunify.')), what).toEqual([]);
+    return { log, linked, what, sameTick: false };
+  }
   // README, "What vunify cannot protect against": a change through the path
   // in the clock tick of the exchange (ctimes are coarse) cannot be told
   // from one made before it; the exchange is undone and the change stays in
@@ -225,6 +240,15 @@ describe.each<Mode>(['leases', 'seam fault', 'leases-enable=0'])('with %s', (mod
         if (window !== 'settle') expect(linked, what).toBe(false);
         else if (action !== 'chmod') expect(linked, what).toBe(true);
       }
+    }, 60_000);
+
+    it.each<Action>(['write-new', 'truncate', 'chmod', 'mmap-new'])(`%s of the canonical (a's own file) in the window "${window}": a keeps its change, w is linked only after it`, async (action) => {
+      const { log, linked, what } = await runCase(mode, window, action, 'a');
+      if (mode !== 'leases') return;
+      expect(log.leasePair[0], what).toBe(0);
+      // A write held back until the link stands is a change to the shared
+      // file; one noticed before the exchange keeps the pair apart.
+      if (action !== 'chmod') expect(linked, what).toBe(window !== 'lease');
     }, 60_000);
   }
 });
