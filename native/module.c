@@ -80,6 +80,9 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("pageSize", PageSize),
       FN("walk", Walk),
       FN("globExcluded", GlobExcluded),
+      FN("leasePair", LeasePair),
+      FN("leaseHeld", LeaseHeld),
+      FN("leaseRelease", LeaseRelease),
       {"layout", NULL, NULL, NULL, NULL, make_layout(env), napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);

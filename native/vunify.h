@@ -204,6 +204,8 @@ DECLARE(FsGetXattr) DECLARE(SetProject) DECLARE(DirXattrsSync)
 DECLARE(Walk)
 /* glob.c (the matcher itself: glob.h) */
 DECLARE(GlobExcluded)
+/* lease.c */
+DECLARE(LeasePair) DECLARE(LeaseHeld) DECLARE(LeaseRelease)
 #undef DECLARE
 
 /* Inode flags and project ID of fd, 0 each where the filesystem has none;

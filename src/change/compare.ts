@@ -73,9 +73,11 @@ const WHY: Record<string, [string, string]> = {
  * Why `dup` may not become a link to `canon`, or undefined when it may: the
  * sharing policy's attributes, then every byte, read through the two
  * descriptors as they are now. A content difference is EDIFFERENT with
- * `content: true` (the linker then splits the set by content).
+ * `content: true` (the linker then splits the set by content). `bytes`
+ * false: everything but the bytes, which the caller knows unchanged since
+ * it compared them (read leases held since, see lease.ts).
  */
-export function difference(canon: { fd: number; file?: FileRec }, dup: { fd: number }, ignoreMtime: boolean): Error | undefined {
+export function difference(canon: { fd: number; file?: FileRec }, dup: { fd: number }, ignoreMtime: boolean, bytes = true): Error | undefined {
   // The policy's attributes but xattrs, read through the descriptors now;
   // locked files are the caller's business (checkNotLocked, --iunlink).
   const ca = attributesOf(canon.fd);
@@ -90,6 +92,7 @@ export function difference(canon: { fd: number; file?: FileRec }, dup: { fd: num
   } catch (er) {
     return er as Error; // too large to read whole, or unreadable: not known to be the same
   }
+  if (!bytes) return undefined;
   try {
     if (!sameBytes(canon.fd, dup.fd, c.size)) {
       const which = canon.file ? displayPath(canon.file) : 'the canonical copy';

@@ -13,7 +13,12 @@
  *   3. compare metadata, xattrs and every byte, read through those two
  *      descriptors: a hash match alone never links;
  *   4. swap the canonical in at the duplicate's name (swap.ts: temporary
- *      link, exchange, full comparison after it, settle or undo).
+ *      link, exchange, comparison after it, settle or undo).
+ * Read leases on both inodes (lease.ts), taken before step 3 and released
+ * once the swap is settled or undone, prove no byte of either was written
+ * meanwhile, so the comparison after the exchange reads no bytes; a pair
+ * that cannot be leased (a writer has a file open, leases unsupported, a
+ * small file) is compared in full again after the exchange, as before.
  * A duplicate inode is compared with its canonical once per pair, not once
  * per path: once one of its paths is linked, its other paths (a guest can
  * give one inode thousands) go through the same opens and checks, but with
@@ -25,7 +30,8 @@
  * An xattr, flag, owner or mode change moves the ctime too. What is left
  * is a guest that writes and puts the mtime back in the microseconds
  * between two of vunify's own calls on the inode; the first path of every
- * pair still gets both full comparisons.
+ * pair still gets the full comparison and the proof after the exchange
+ * (leases, or a second full comparison).
  * EMLINK (the canonical reached the filesystem's link limit) makes the
  * current duplicate the canonical for the rest of its set.
  *
@@ -56,6 +62,7 @@ import { freeable } from '../pipeline/plan.js';
 import { checkNotLocked, difference, isContentDifference } from './compare.js';
 import { isIunlinked, setIunlink } from './iunlink.js';
 import type { Journal } from './journal.js';
+import { PairLease } from './lease.js';
 import { swap } from './swap.js';
 
 export interface LinkOptions {
@@ -240,8 +247,11 @@ async function linkOne(
     const known = compared.get(op.inode) === canon.inode;
     compared.delete(op.inode);
     let freed = false;
+    let lease: PairLease | undefined;
     try {
       if (!(opts.iunlink && isIunlinked(dup.fd))) checkNotLocked(dup.fd, 'duplicate');
+      // From before the comparison until the swap is settled (swap.ts).
+      if (!known) lease = PairLease.take(canon.fd, dup.fd, op.inode.stat.size);
       const canonBefore = verify(canon, dup, opts, known);
       if (opts.iunlink && !canon.iunlinked) {
         // As util-vserver does: the canonical first, then the links to it.
@@ -250,8 +260,11 @@ async function linkOne(
         canon.expect = sys.fstat(canon.fd);
       }
       try {
-        swap(dirFd, op.file, { fd: canon.fd, file: canon.file, before: canonBefore }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal, known });
+        swap(dirFd, op.file, { fd: canon.fd, file: canon.file, before: canonBefore }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal, known, lease });
       } catch (er) {
+        lease?.release();
+        // A writer was waiting on the canonical: its content is about to change.
+        if ((er as { doubt?: boolean }).doubt) doubt(canon, compared, opts);
         // Our link and unlink moved the canonical's ctime; if nothing else
         // changed, the rest of its set may still be linked to it. But a
         // guest's xattr, flag or project change, or a rewrite with the mtime
@@ -267,6 +280,7 @@ async function linkOne(
         if (isContentDifference(er)) (er as { content?: boolean }).content = false;
         throw er;
       }
+      lease?.release();
       canon.expect = sys.fstat(canon.fd);
       expected.set(canon.inode, canon.expect);
       const after = sys.fstat(dup.fd);
@@ -277,6 +291,7 @@ async function linkOne(
       if (!freed && sameFile(after, dup.stat, { ctime: false, nlink: false })) compared.set(op.inode, canon.inode);
       return freed;
     } finally {
+      lease?.release(); // when verify() or the iunlink step threw
       // Closing the last descriptor of the replaced inode frees its blocks,
       // which costs more than the rest of the link: not on this thread.
       if (freed) sys.closeLater(dup.fd);

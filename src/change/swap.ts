@@ -14,8 +14,10 @@
  *      temporary name;
  *   4. settle(): check what moved out is the inode expected, unchanged, and
  *      identical to the one now at the name, compared in full as the guests
- *      have them at this moment; then unlink the temporary name. Otherwise
- *      undo(): exchange back and report why.
+ *      have them at this moment (the bytes only where the caller holds no
+ *      read leases on both since its own comparison, see lease.ts); then
+ *      unlink the temporary name. Otherwise undo(): exchange back and
+ *      report why.
  * Nothing is deleted unless it is known to be redundant.
  */
 import { randomBytes } from 'node:crypto';
@@ -27,6 +29,7 @@ import type { OpenedFile } from '../os/confine.js';
 import { O, RENAME_EXCHANGE, sys } from '../os/sys.js';
 import { difference, inodeFlags } from './compare.js';
 import { journalEntry, settledMark, type Journal } from './journal.js';
+import { leaseError, type PairLease } from './lease.js';
 
 export const TEMP_PREFIX = '.vunify.';
 
@@ -50,6 +53,13 @@ export interface SwapOptions {
    * before the exchange, and the full comparison after it is left out.
    */
   known?: boolean;
+  /**
+   * Read leases on `into` and `out`, taken by the caller before it compared
+   * them in full: checked just before the exchange and when settling; while
+   * both are intact the bytes are not compared again (lease.ts). Released
+   * by the caller.
+   */
+  lease?: PairLease;
 }
 
 /**
@@ -70,6 +80,9 @@ export function swap(dirFd: number, file: FileRec, into: Incoming, out: OpenedFi
     if (opts.known && !sameFile(sys.fstat(out.fd), out.stat, { ctime: true, nlink: true })) {
       throw codedError('ECHANGED', 'file changed while it was being linked; left as it was');
     }
+    // A writer waiting on either inode: not exchanged at all.
+    const broken = opts.lease?.broken();
+    if (broken) throw leaseError(broken, 'while it was being linked');
     sys.renameAt(dirFd, tmp, dirFd, file.name, RENAME_EXCHANGE);
   } catch (er) {
     const left = removeIfInode(dirFd, tmp, into.before);
@@ -103,13 +116,32 @@ function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: O
   const intoAt = sys.fstat(into.fd);
   const outAt = sys.fstat(out.fd);
   const later = (a: Stat, b: Stat) => a.ctimeSec > b.ctimeSec || (a.ctimeSec === b.ctimeSec && a.ctimeNsec > b.ctimeNsec);
+  // A broken lease on `out`: a writer waits to write to the old inode (it
+  // opened the name before the exchange, or another of its links), and
+  // would write to a deleted file if it went: put it back at the name.
+  const lease = opts.lease;
+  const broken = lease?.broken();
   let why: Error | undefined;
   if (!sameInode(sys.statAt(dirFd, tmp), out.stat)) why = codedError('ECHANGED', 'file was replaced while being linked; left as it was');
   else if (!sameFile(outAt, out.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
+  else if (broken?.duplicate) why = leaseError(broken, 'while it was being linked');
   else if (later(intoAt, outAt)) why = undefined; // the guest has written to its file as linked: the link stands
   else if (!sameFile(intoAt, into.before, meta)) why = codedError('ECHANGED', `${into.file ? displayPath(into.file) : 'the copy'} changed while being linked; left as it was`);
   else if (opts.known) why = undefined; // compared before, and unchanged up to the exchange (checked in swap())
-  else {
+  else if (lease && (!broken || lease.unwritten())) {
+    // Not a byte written to either since the caller compared them: both
+    // leases intact (checked again below), or one on `into` broken since
+    // the check just before the exchange by a writer that still waits for
+    // us (a guest opening its path, which shows `into` now, or another name
+    // of it: a change to the shared file, made once we release). Owner,
+    // mode, size, mtime, flags, project and xattrs are compared now, the
+    // bytes are not.
+    why = difference(into, out, opts.ignoreMtime, false);
+  } else {
+    // No leases, or a break on `into` that may have timed out: the writer
+    // goes on now, and the comparison below tells a write after the
+    // exchange, as before.
+    lease?.release();
     why = difference(into, out, opts.ignoreMtime);
     // `into` changed while we compared, `out` did not: a write through the
     // path, after the exchange; it was identical up to the exchange
@@ -121,6 +153,15 @@ function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: O
   // then may the old inode go with what it holds.
   const outNow = sys.fstat(out.fd);
   if (!why && !sameFile(outNow, outAt, { ctime: true, nlink: true })) why = codedError('ECHANGED', 'file was written while being linked; left as it was');
+  // The leases' word for the bytes, up to this moment: a writer that opened
+  // either inode meanwhile is still waiting, nothing written yet. One
+  // waiting on `out` goes back to the name with it; one waiting on `into`
+  // opened it after the exchange (checked above), a change to the shared
+  // file like any other, and the link stands (link.ts sees its ctime move).
+  if (!why && lease && !lease.released && !opts.known) {
+    const late = lease.broken();
+    if (late?.duplicate) why = leaseError(late, 'while it was being linked');
+  }
   if (why) {
     undo(dirFd, tmp, name, into.before, out.stat, () => !difference(into, out, opts.ignoreMtime));
     throw why;

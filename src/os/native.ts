@@ -51,6 +51,9 @@ export interface Native {
   globExcluded(patterns: Buffer[], include: Uint8Array, path: Buffer): boolean;
   /** The parallel walk into the record tables (native/walk.c; its options and result: src/pipeline/walk.ts). */
   walk(opts: object): Promise<unknown>;
+  leasePair(fdA: number, fdB: number): number;
+  leaseHeld(fdA: number, fdB: number): number;
+  leaseRelease(fdA: number, fdB: number): void;
   /** The record layouts, as the addon defines them; read through `layout` below. */
   layout: unknown;
 }

@@ -224,6 +224,14 @@ export const sys = {
   /** One byte per page of the first `size` bytes of `fd`, bit 0 set when in the page cache (mincore; reads nothing). */
   residentPages: (fd: number, size: number): Buffer => native.residentPages(fd, size),
   pageSize: (): number => native.pageSize(),
+  /**
+   * Read leases on two descriptors opened O_RDONLY (native/lease.c): 0 when
+   * both are held, else the errno that refused one (then neither is held).
+   * leaseHeld: bit 0 while A's is intact (no break pending), bit 1 for B.
+   */
+  leasePair: (fdA: number, fdB: number): number => native.leasePair(fdA, fdB),
+  leaseHeld: (fdA: number, fdB: number): number => native.leaseHeld(fdA, fdB),
+  leaseRelease: (fdA: number, fdB: number): void => native.leaseRelease(fdA, fdB),
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
   // For private copies (change/copy.ts): everything on the new file goes through its descriptor.
   setXattr: (fd: number, name: Buffer, value: Buffer): void => native.setXattr(fd, name, value),
