@@ -215,6 +215,9 @@ describe('SIGKILL at any moment', () => {
     const rounds = 2;
     for (let i = 0; i < rounds; i++) {
       await freshCopy(probe);
+      // A fresh state directory too: the hash cache's shards are saved through
+      // the same seam calls, and a second run would find them already there.
+      fs.rmSync(probeState, { recursive: true, force: true });
       const t0 = performance.now();
       const cli = cliArgs(['--state-dir', probeState, '-v', ...args(probe).filter((a) => a !== '-q')], { count: countFile });
       const { child } = startChild(process.execPath, cli.argv, cli.env);
