@@ -241,7 +241,7 @@ export async function hashRowGroups(
   let count = 0, bytes = 0;
   for (let m = 0; m < n; m++) {
     const row = rowOf(m);
-    const h = cache ? cache.find(devOf(row), f.ino[row]!, f.size[row]!, mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!) : -1;
+    const h = cache ? cache.find(devOf(row), f.ino[row]!, f.size[row]!, mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, rootIndexOf(t, row)) : -1;
     if (h >= 0) {
       read.hashHi[m] = cache!.hashHiAt(h);
       read.hashLo[m] = cache!.hashLoAt(h);
@@ -292,7 +292,7 @@ export function seenInodes(scan: Scan, inodes: InodeRows): Map<number, Float64Ar
 function fromCache(cache: HashCache | undefined, inode: Inode, needElf: boolean): boolean {
   if (!cache) return false;
   const st = inode.stat;
-  const h = cache.find(st.dev, st.ino, st.size, st.mtimeSec, st.mtimeNsec, st.ctimeSec, st.ctimeNsec);
+  const h = cache.find(st.dev, st.ino, st.size, st.mtimeSec, st.mtimeNsec, st.ctimeSec, st.ctimeNsec, inode.paths[0]!.dir.root.index);
   if (h < 0) return false;
   const elf = cache.elfAt(h);
   if (needElf && elf === ELF_UNKNOWN) return false;

@@ -107,7 +107,9 @@ export function inodeRows(scan: Scan): InodeRows {
   classesOf(
     n,
     (row) => mix(mix(0x2545f491, devOf(row) | 0), f.ino[row]! | 0) ^ ((f.ino[row]! / 4294967296) | 0),
-    (a, b) => devOf(a) - devOf(b) || f.ino[a]! - f.ino[b]!,
+    // Then by root: an inode's first path is under its earliest root, whatever order the walk's threads
+    // wrote the rows in, so the hash cache files it under the same root's shard every run.
+    (a, b) => devOf(a) - devOf(b) || f.ino[a]! - f.ino[b]! || rootIndexOf(t, a) - rootIndexOf(t, b),
     1,
     (items, from, to) => {
       start[count++] = at;
