@@ -107,13 +107,16 @@ export function inodeRows(scan: Scan): InodeRows {
   classesOf(
     n,
     (row) => mix(mix(0x2545f491, devOf(row) | 0), f.ino[row]! | 0) ^ ((f.ino[row]! / 4294967296) | 0),
-    // Then by root: an inode's first path is under its earliest root, whatever order the walk's threads
-    // wrote the rows in, so the hash cache files it under the same root's shard every run.
-    (a, b) => devOf(a) - devOf(b) || f.ino[a]! - f.ino[b]! || rootIndexOf(t, a) - rootIndexOf(t, b),
+    (a, b) => devOf(a) - devOf(b) || f.ino[a]! - f.ino[b]!,
     1,
     (items, from, to) => {
       start[count++] = at;
-      for (let k = from; k < to; k++) paths[at++] = items[k]!;
+      // The first path is one under the inode's earliest root, whatever order the walk's
+      // threads wrote the rows in: the hash cache files the inode under that root's shard.
+      let first = from;
+      for (let k = from + 1; k < to; k++) if (rootIndexOf(t, items[k]!) < rootIndexOf(t, items[first]!)) first = k;
+      paths[at++] = items[first]!;
+      for (let k = from; k < to; k++) if (k !== first) paths[at++] = items[k]!;
     },
   );
   start[count] = at;
