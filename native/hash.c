@@ -26,6 +26,12 @@
  * file hundreds of MiB of them. The offsets are exported as layout.hashIn,
  * layout.hashOut and layout.hashXattr; the content hash is defined in
  * extents.c (XXH64 of the bytes, except for files with long zero runs).
+ *
+ * Attributes only (hashFiles' third argument): the same opens, checks,
+ * xattrs, inode flags and project ID, but no byte of content is read (hash
+ * 0, no ELF bit). A linking run uses it for a new file whose metadata group
+ * holds one content class the cache already knows: the linker's comparison
+ * with the canonical reads it then, once (src/commands/session.ts).
  */
 #include "vunify.h"
 
@@ -127,7 +133,7 @@ static int unchanged(const struct statx *st, const struct hash_in *j) {
 
 /* One file: open confined, check, reopen, xattrs, hash; appends its output
  * record. -1 only when out of memory (the whole batch fails). */
-static int hash_one(const char *in, char *buf, size_t cap, uint64_t seed, outbuf *o) {
+static int hash_one(const char *in, char *buf, size_t cap, uint64_t seed, int attrs_only, outbuf *o) {
   struct hash_in j;
   memcpy(&j, in, sizeof j);
   size_t start = o->len;
@@ -177,7 +183,7 @@ static int hash_one(const char *in, char *buf, size_t cap, uint64_t seed, outbuf
         err = errno, call = failed == XATTR_LIST ? CALL_FLISTXATTR : CALL_FGETXATTR;
       } else if ((err = vunify_fsattr(fd, &iflags, &projid))) {
         call = CALL_IOCTL;
-      } else {
+      } else if (!attrs_only) {
         err = hash_data(fd, st.stx_size, buf, cap, seed, &hash, &elf);
         if (err > 0) call = CALL_READ;
       }
@@ -209,6 +215,7 @@ typedef struct {
   char *in;
   size_t in_len;
   uint64_t seed;
+  int attrs_only; /* open, check, xattrs, flags, project; no content read */
   int err;
   outbuf out;
 } hash_batch;
@@ -230,7 +237,7 @@ static void hash_execute(napi_env env, void *data) {
       b->err = EINVAL;
       break;
     }
-    if (hash_one(b->in + off, buf, HASH_BUF, b->seed, &b->out)) {
+    if (hash_one(b->in + off, buf, HASH_BUF, b->seed, b->attrs_only, &b->out)) {
       b->err = ENOMEM;
       break;
     }
@@ -259,11 +266,12 @@ static void hash_complete(napi_env env, napi_status status, void *data) {
   free(b);
 }
 
-/* hashFiles(jobs: Buffer, seed: bigint) -> Promise<Buffer>: see the layout
- * above. The seed comes from the host's hash key (src/state/hash-key.ts). */
+/* hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean) -> Promise<Buffer>:
+ * see the layout above. The seed comes from the host's hash key
+ * (src/state/hash-key.ts). */
 napi_value HashFiles(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *data;
   size_t len;
@@ -271,8 +279,16 @@ napi_value HashFiles(napi_env env, napi_callback_info info) {
   uint64_t seed = 0;
   if (argc < 2 || arg_buffer(env, argv[0], &data, &len) ||
       napi_get_value_bigint_uint64(env, argv[1], &seed, &lossless) != napi_ok || !lossless) {
-    napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint)");
+    napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean)");
     return NULL;
+  }
+  bool attrs_only = false;
+  if (argc >= 3) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[2], &t) != napi_ok || (t != napi_undefined && (t != napi_boolean || napi_get_value_bool(env, argv[2], &attrs_only) != napi_ok))) {
+      napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean)");
+      return NULL;
+    }
   }
   hash_batch *b = calloc(1, sizeof *b);
   char *in = malloc(len ? len : 1);
@@ -286,6 +302,7 @@ napi_value HashFiles(napi_env env, napi_callback_info info) {
   b->in = in;
   b->in_len = len;
   b->seed = seed;
+  b->attrs_only = attrs_only;
   return queue_work(env, "vunify.hashFiles", hash_execute, hash_complete, b, &b->deferred, &b->work);
 }
 

@@ -27,7 +27,7 @@
 import type { FileRec } from './core/types.js';
 import { displayPath } from './core/paths.js';
 import { probeIunlink } from './change/iunlink.js';
-import { hashRowGroups, saveSessionCache, seenInodes, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
+import { hashRowGroups, isAssumed, saveSessionCache, seenInodes, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
 import { groupRows, inodeRows, type GroupRows, type InodeRows } from './pipeline/group.js';
 import { splitRowsByContent, type SetRows } from './pipeline/hash.js';
 import { keptApartRows, planRows, setDirs, setNumbers } from './pipeline/plan-rows.js';
@@ -76,7 +76,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const inodes = inodeRows(scan);
     const groups = groupRows(scan, inodes, policy);
     log.timed('group');
-    const { read, hashed } = await hashRowGroups(s, session, scan, inodes, groups);
+    const { read, hashed, assumed } = await hashRowGroups(s, session, scan, inodes, groups);
     const sets = splitRowsByContent(groups, read, policy);
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.
@@ -99,8 +99,13 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
           s.cache?.refresh(canonicalStat);
           opts.onLink?.(file, canonical);
         },
-        onContentSplit: (file, canonical) =>
-          opts.onNote?.(`${displayPath(file)}: same hash as ${displayPath(canonical)} but other content; unified with its own copies instead`),
+        onContentSplit: (file, canonical, guessed) =>
+          opts.onNote?.(
+            guessed
+              ? `${displayPath(file)}: other content than ${displayPath(canonical)} (its set was taken from the hash cache, not hashed); kept apart`
+              : `${displayPath(file)}: same hash as ${displayPath(canonical)} but other content; unified with its own copies instead`,
+          ),
+        assumed: (inode) => isAssumed(assumed, inode),
         onDiffer: (a, b) => {
           s.cache?.forget(a);
           s.cache?.forget(b);

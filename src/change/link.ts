@@ -75,8 +75,20 @@ export interface LinkOptions {
   /** Called after each link made (for -v), with what fstat says of the canonical now (for the cache). */
   onLink?(file: FileRec, canonical: FileRec, canonicalStat: Stat): void;
   onProgress?(ops: number): void;
-  /** Called when a duplicate turned out to hold another content than its set's canonical(s) and became a canonical itself. */
-  onContentSplit?(file: FileRec, canonical: FileRec): void;
+  /**
+   * Called when a duplicate turned out to hold another content than its
+   * set's canonical(s) and became a canonical itself. `assumed`: one of the
+   * two was never hashed (see `assumed` below), so no hash matched.
+   */
+  onContentSplit?(file: FileRec, canonical: FileRec, assumed: boolean): void;
+  /**
+   * Inodes put into their set without being hashed (commands/session.ts
+   * hashRowGroups: a new file whose metadata group the cache knew as one
+   * content class). The byte comparison is their only check, as it is
+   * everyone's last; one that differs says nothing against the cached hash
+   * of the other, so onDiffer is not called for it.
+   */
+  assumed?(inode: Inode): boolean;
   /** Journal each temporary name before it is created (see journal.ts). */
   journal?: Journal;
   /** Mark each canonical immutable + immutable-unlink before its first link (see iunlink.ts). */
@@ -170,7 +182,7 @@ async function linkSet(
         } catch (er) {
           error = er;
           if (isContentDifference(er)) {
-            opts.onDiffer?.(canon.inode, op.inode);
+            if (!opts.assumed?.(canon.inode) && !opts.assumed?.(op.inode)) opts.onDiffer?.(canon.inode, op.inode);
             continue; // another content: try the next canonical
           }
           if (errorCode(er) === 'EMLINK') {
@@ -194,7 +206,7 @@ async function linkSet(
           if (canons.length === 2) result.contentSplits.sets++;
           result.contentSplits.parts++;
           if (freeable(op.inode)) result.contentSplits.bytes += op.inode.stat.size;
-          opts.onContentSplit?.(op.file, canons[0]!.file);
+          opts.onContentSplit?.(op.file, canons[0]!.file, !!opts.assumed?.(op.inode) || !!opts.assumed?.(canons[0]!.inode));
           continue;
         } catch (er2) {
           error = er2;

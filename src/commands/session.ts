@@ -19,7 +19,7 @@ import { ELF_BIT, hashOf, READ, rootIndexOf, type Scan } from '../pipeline/rows.
 import { ctimeSecOf, mtimeSecOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
-import type { PolicyOptions } from '../pipeline/policy.js';
+import { fileFlags, isLocked, type PolicyOptions } from '../pipeline/policy.js';
 import { CACHE_DIR, ELF_NO, ELF_UNKNOWN, ELF_YES, HashCache } from '../state/cache.js';
 import { keyLocation, loadHashKey, type HashKey } from '../state/hash-key.js';
 import { DEFAULT_STATE_DIR, openState, type RunState } from '../state/run-state.js';
@@ -219,6 +219,19 @@ export async function hashGroups(
  * list) gets its hash, xattrs, flags and project from a still-valid cache
  * entry or by being read, into columns; what was read is remembered. Only
  * with a cache is a Stat made per candidate (the cache's API takes one).
+ *
+ * A linking run (opts.changes) does not hash a new file whose set the cache
+ * already knows: when every other member of its metadata group has a cache
+ * entry and they form one content class (policy.ts readKey: hash, file
+ * flags, project, xattrs; none locked), the new file's xattrs, flags and
+ * project are read without its content, and if they put it into that class
+ * it is assumed to hold the class's content. The linker compares every byte
+ * with the canonical before it links anything, so that comparison reads it
+ * once instead of a hash and a comparison; one that differs is kept apart
+ * there, as the hash would have kept it apart in a dry run (which hashes:
+ * it reads each new file once, a comparison reads two). An assumed file is
+ * never written to the cache: linked, its path names the canonical's inode;
+ * kept apart, its hash is unknown. `assumed` names them for the linker.
  */
 export async function hashRowGroups(
   s: Session,
@@ -226,7 +239,7 @@ export async function hashRowGroups(
   scan: Scan,
   inodes: InodeRows,
   groups: GroupRows,
-): Promise<{ read: ReadColumns; hashed: Hashed }> {
+): Promise<{ read: ReadColumns; hashed: Hashed; assumed: Assumed }> {
   const where = keyLocation({ hashKey: opts.hashKey, stateDir: opts.stateDir ?? DEFAULT_STATE_DIR });
   const key = (s.key ??= loadHashKey(where.file, { create: where.create }));
   const cache = (s.cache ??= openCache(s, opts, key.fingerprint));
@@ -238,7 +251,7 @@ export async function hashRowGroups(
   const read = readColumns(n);
   const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
   let todo = new Uint32Array(n);
-  let count = 0, bytes = 0;
+  let count = 0;
   for (let m = 0; m < n; m++) {
     const row = rowOf(m);
     const h = cache ? cache.find(devOf(row), f.ino[row]!, f.size[row]!, mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, rootIndexOf(t, row)) : -1;
@@ -252,13 +265,43 @@ export async function hashRowGroups(
       if (x) read.xattrs.set(m, x);
     } else {
       todo[count++] = m;
-      bytes += f.size[row]!;
     }
   }
   todo = todo.subarray(0, count);
-  const hashed = { files: count, bytes, cacheHits: n - count };
+  const policy = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
+  const hashOpts = { seed: key.seed, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
+  const assumed: Assumed = new Map();
+  if (cache && opts.changes && count) {
+    const { probes, classOf } = knownClassProbes(groups, read, todo, !!policy.iunlink);
+    if (probes.length) {
+      await hashRows(scan, probes, rowOf, read, { ...hashOpts, attrsOnly: true });
+      const again = new Set<number>();
+      for (const m of probes) {
+        if (!(read.state[m]! & READ)) continue; // could not be opened or read: reported, takes part in nothing (as hashing it would)
+        const c = classOf.get(m)!;
+        if ((!policy.iunlink && isLocked(read.flags[m])) || compareAttrs(read, m, c) !== 0) {
+          read.state[m] = 0;
+          read.xattrs.delete(m);
+          again.add(m); // another class, or none: hashed as before
+          continue;
+        }
+        read.hashHi[m] = read.hashHi[c]!;
+        read.hashLo[m] = read.hashLo[c]!;
+        read.state[m] = READ | (read.state[c]! & ELF_BIT);
+        const row = rowOf(m);
+        let inos = assumed.get(devOf(row));
+        if (!inos) assumed.set(devOf(row), (inos = new Set()));
+        inos.add(f.ino[row]!);
+      }
+      const probed = new Set(probes);
+      todo = todo.filter((m) => !probed.has(m) || again.has(m));
+    }
+  }
+  let bytes = 0;
+  for (const m of todo) bytes += f.size[rowOf(m)]!;
+  const hashed = { files: todo.length, bytes, cacheHits: n - count };
   s.progress.stage('hashing', hashed.bytes, 'bytes');
-  await hashRows(scan, todo, rowOf, read, { seed: key.seed, policy: { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink }, onError: s.log.onError, onProgress: (b) => s.progress.tick(b) });
+  await hashRows(scan, todo, rowOf, read, hashOpts);
   if (cache) {
     for (const m of todo) {
       if (!(read.state[m]! & READ)) continue;
@@ -267,7 +310,55 @@ export async function hashRowGroups(
       cache.put(rootIndexOf(t, row), devOf(row), f.ino[row]!, f.size[row]!, mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', read.flags[m]!, read.projid[m]!, elf);
     }
   }
-  return { read, hashed };
+  return { read, hashed, assumed };
+}
+
+/** Inodes (inode numbers by st_dev) whose hash a linking run took from their set instead of reading them: the linker's comparison is their only check. */
+export type Assumed = Map<number, Set<number>>;
+
+export const isAssumed = (assumed: Assumed, inode: { dev: number; ino: number }): boolean => assumed.get(inode.dev)?.has(inode.ino) ?? false;
+
+/** 0 when candidates a and b are of one content class (what readKey compares, as splitRowsByContent in hash.ts does). */
+function sameClass(read: ReadColumns, a: number, b: number): number {
+  if (read.hashHi[a] !== read.hashHi[b] || read.hashLo[a] !== read.hashLo[b]) return 1;
+  return compareAttrs(read, a, b);
+}
+
+/** sameClass without the hash: what the attributes-only read gives. */
+function compareAttrs(read: ReadColumns, a: number, b: number): number {
+  if (fileFlags(read.flags[a]) !== fileFlags(read.flags[b])) return 1;
+  if (read.projid[a] !== read.projid[b]) return 1;
+  return (read.xattrs.get(a) ?? '') === (read.xattrs.get(b) ?? '') ? 0 : 1;
+}
+
+/**
+ * The candidates of `todo` (not in the cache) that are the only such
+ * member of their group while every other member has a cache entry, none
+ * locked (unless --iunlink), all of one content class; with a member of
+ * that class for each.
+ */
+function knownClassProbes(groups: GroupRows, read: ReadColumns, todo: Uint32Array, iunlink: boolean): { probes: Uint32Array; classOf: Map<number, number> } {
+  const uncached = new Uint8Array(read.state.length);
+  for (const m of todo) uncached[m] = 1;
+  const probes: number[] = [];
+  const classOf = new Map<number, number>();
+  for (let g = 0; g < groups.count; g++) {
+    const from = groups.start[g]!, to = groups.start[g + 1]!;
+    let probe = -1, known = -1, ok = true;
+    for (let m = from; m < to && ok; m++) {
+      if (uncached[m]) {
+        if (probe >= 0) ok = false; // two new files: which set each joins is a question for the hash
+        probe = m;
+      } else if (!iunlink && isLocked(read.flags[m])) ok = false; // takes part in nothing: not a set to join
+      else if (known < 0) known = m;
+      else if (sameClass(read, known, m) !== 0) ok = false; // two classes: ambiguous
+    }
+    if (ok && probe >= 0 && known >= 0) {
+      probes.push(probe);
+      classOf.set(probe, known);
+    }
+  }
+  return { probes: Uint32Array.from(probes), classOf };
 }
 
 /** The inodes of table rows as the cache's pruneTo takes them: inode numbers by device, no object per inode. */

@@ -299,20 +299,25 @@ export { ELF_BIT, hashOf, READ, readColumns, setRead, type ReadColumns };
  * each batch's input records are written from the tables (the relative
  * paths built from the directory table into the batch's buffer, dropped
  * with it) and its results decoded straight into the columns.
+ * `attrsOnly`: the same opens and checks, xattrs, inode flags and project
+ * ID, but no content read: hash 0 and no ELF bit (the caller fills both in).
  */
-export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number) => number, cols: ReadColumns, opts: HashOptions): Promise<void> {
+export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number) => number, cols: ReadColumns, opts: HashOptions & { attrsOnly?: boolean }): Promise<void> {
   const t = scan.tables;
+  const attrsOnly = !!opts.attrsOnly;
   const fail = (m: number, error: { code?: string; syscall?: string; message: string }) =>
     opts.onError(fileError(displayRow(scan, rowOf(m)), Object.assign(new Error(error.message), error)));
+  const progress = attrsOnly ? undefined : opts.onProgress;
   if (opts.inFlight === 0) {
     const h = await getHasher();
     const buf = Buffer.allocUnsafe(CHUNK);
     for (const m of todo) {
       const row = rowOf(m);
-      const r = hashJob(h, { rootFd: scan.roots[rootIndexOf(t, row)]!.fd, rel: relPathRow(t, row), stat: statOfRow(scan, row) }, buf, opts.seed);
+      const job = { rootFd: scan.roots[rootIndexOf(t, row)]!.fd, rel: relPathRow(t, row), stat: statOfRow(scan, row) };
+      const r = attrsOnly ? attrsJob(job) : hashJob(h, job, buf, opts.seed);
       if ('hash' in r) {
         setRead(cols, m, r);
-        opts.onProgress?.(t.files.size[row]!);
+        progress?.(t.files.size[row]!);
       } else fail(m, r.error);
     }
     return;
@@ -325,13 +330,32 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
         let bytes = 0;
         while (next < todo.length && next - from < BATCH_FILES && bytes < BATCH_BYTES) {
           const row = rowOf(todo[next++]!);
-          bytes += t.files.size[row]! + relPathLengthRow(t, row);
+          bytes += (attrsOnly ? 0 : t.files.size[row]!) + relPathLengthRow(t, row);
         }
-        const out = await sys.hashFiles(encodeRows(scan, todo, from, next, rowOf), opts.seed);
-        decodeInto(out, todo, from, cols, fail, (m) => opts.onProgress?.(t.files.size[rowOf(m)]!));
+        const jobs = encodeRows(scan, todo, from, next, rowOf);
+        const out = await (attrsOnly ? sys.fileAttrsBatch(jobs) : sys.hashFiles(jobs, opts.seed));
+        decodeInto(out, todo, from, cols, fail, (m) => progress?.(t.files.size[rowOf(m)]!));
       }
     }),
   );
+}
+
+/** hashJob without the content: open (confined, checked), xattrs, flags, project; the reference for hashFiles' attributes-only mode. */
+export function attrsJob(job: HashJob): HashResult {
+  try {
+    const rel = Buffer.from(job.rel.buffer, job.rel.byteOffset, job.rel.byteLength);
+    const file = openRegular(job.rootFd, rel, job.stat);
+    try {
+      const xattrs = xattrKey(file.fd);
+      const { flags, projid } = fileAttrs(file.fd);
+      return { xattrs, hash: 0n, elf: false, flags, projid };
+    } finally {
+      sys.close(file.fd);
+    }
+  } catch (er) {
+    const e = er as { code?: string; syscall?: string; message?: string };
+    return { error: { code: e.code, syscall: e.syscall, message: e.message ?? String(er) } };
+  }
 }
 
 /** A 64-bit little-endian integer (two's complement: the times may be negative) from a safe integer, without a BigInt. */

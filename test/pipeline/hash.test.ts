@@ -70,13 +70,14 @@ describe('the native XXH64', () => {
 });
 
 describe('hashFiles', () => {
-  async function hashOne(file: string, change?: () => void, seed = 0n) {
+  async function hashOne(file: string, change?: () => void, seed = 0n, attrsOnly = false) {
     const roots = openRoots([path.join(dir, 'a')]);
     try {
       const walked = await walk(roots, { rules: [], minSize: 0, maxSize: Infinity, onError: () => {} });
       const inodes = groupFiles(walked.files, { ignoreMtime: true }).inodes.filter((i) => i.paths[0]!.name.toString() === file);
       change?.();
-      return decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length), seed));
+      const jobs = encodeJobs(inodes, 0, inodes.length);
+      return decodeResults(await (attrsOnly ? sys.fileAttrsBatch(jobs) : sys.hashFiles(jobs, seed)));
     } finally {
       closeRoots(roots);
     }
@@ -136,5 +137,23 @@ describe('hashFiles', () => {
   it('names the failing call for a path that no longer resolves', async () => {
     const [r] = await hashOne('gone', () => fs.unlinkSync(path.join(dir, 'a', 'gone')));
     expect(r).toEqual({ error: { code: 'ENOENT', syscall: 'openat2', message: 'ENOENT, openat2' } });
+  });
+
+  it('attributes only: the same xattrs, flags and project through the same checks, and no byte of content read', async () => {
+    const big = path.join(dir, 'a', 'big');
+    sh('setfattr', '-n', 'user.origin', '-v', 'debian', big);
+    sh('chattr', '+d', big);
+    const rchar = () => Number(/^rchar: (\d+)$/m.exec(fs.readFileSync('/proc/self/io', 'latin1'))![1]);
+    const [hashed] = await hashOne('big');
+    const before = rchar();
+    const [attrs] = await hashOne('big', undefined, 0n, true);
+    const read = rchar() - before;
+    expect(hashed).toMatchObject({ hash: sys.xxh64(fs.readFileSync(big)) });
+    expect(attrs).toEqual({ hash: 0n, elf: false, xattrs: (hashed as { xattrs: string }).xattrs, flags: (hashed as { flags: number }).flags, projid: 0 });
+    expect((attrs as { xattrs: string }).xattrs).toMatch(/^[0-9a-f]{64}$/);
+    // The walk's getdents and /proc reads, not the 3 MiB file.
+    expect(read).toBeLessThan(1 << 20);
+    const [written] = await hashOne('small', () => fs.appendFileSync(path.join(dir, 'a', 'small'), 'y'), 0n, true);
+    expect(written).toMatchObject({ error: { code: 'ECHANGED' } });
   });
 });
