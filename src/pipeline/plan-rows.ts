@@ -15,13 +15,13 @@
  * Pure: loads without the addon (the limits passed in may read the disk).
  */
 import type { FileRec, Inode } from '../core/types.js';
-import { addContentClass, keptApartOf, keptApartSum, type KeptApart } from '../report/kept-apart.js';
-import { classesOf, ELF_BIT, hashOf, Materializer, READ, dirRelLength, rootIndexOf, writeDirRelRow, type DirProjects, type ReadColumns, type Scan } from './rows.js';
+import { addContentClass, chargeKept, keptApartOf, keptApartSum, type KeptApart, type KeptApartSum } from '../report/kept-apart.js';
+import { classesOf, ELF_BIT, hashOf, Materializer, READ, dirRelLength, rootIndexOf, statOfRow, writeDirRelRow, type DirProjects, type ReadColumns, type Scan } from './rows.js';
 import { blocksOf, nlinkOf, type Tables } from './table.js';
 import type { GroupRows, InodeRows } from './group.js';
 import type { SetRows } from './hash.js';
 import { comparePaths, freeable, planOne, type PlanLimits, type PlanSet, type PlanTotals } from './plan.js';
-import { dirRefusal, mix, type PolicyOptions } from './policy.js';
+import { dirRefusal, firstDifference, mix, type Attributes, type PolicyOptions } from './policy.js';
 
 /** Everything the stages after the hash know, by row. */
 export interface Candidates {
@@ -376,6 +376,7 @@ export function keptApartRows(c: Candidates, setOf: Int32Array, opts: PolicyOpti
   const head = (m: number) => c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!;
   const sizeOf = (m: number) => t.files.size[head(m)]!;
   const mat = new Materializer(c.scan, c.projects);
+  const onRows = new KeptApartRows(c, setOf, sum, opts);
   classesOf(
     hashed.length,
     (i) => mix(r.hashLo[hashed[i]!]!, r.hashHi[hashed[i]!]!),
@@ -390,13 +391,122 @@ export function keptApartRows(c: Candidates, setOf: Int32Array, opts: PolicyOpti
       const first = setOf[hashed[items[from]!]!]!;
       let uniform = first >= 0;
       for (let k = from + 1; uniform && k < to; k++) uniform = setOf[hashed[items[k]!]!] === first;
-      if (uniform && !anyPinned(c, items, from, to, hashed)) return;
+      const pinned = anyPinned(c, items, from, to, hashed);
+      if (uniform && !pinned) return;
+      if (!pinned) return onRows.add(items, from, to, hashed);
       const content: Inode[] = [];
       for (let k = from; k < to; k++) content.push(inodeOf(c, mat, hashed[items[k]!]!));
       addContentClass(sum, content, opts);
     },
   );
   return keptApartOf(sum);
+}
+
+/**
+ * report/kept-apart.ts addContentClass on rows, for a content class none of
+ * whose paths is refused (anyPinned false; the others get their objects).
+ * Its policy classes are its identical sets (members of one share every
+ * part of the share key) and each member in none alone (a locked one, or
+ * one whose key no other member has); each part's canonical is the least
+ * in canonicalOrder's keys (freeable = seenAll here: nothing is pinned), the
+ * main part the one addContentClass sorts first (most members, then
+ * compareCanonical). Every other part's canonical that has all its links
+ * seen is charged to firstDifference from the main one, the very function
+ * the objects path asks, given the two inodes' attributes; nothing inside a
+ * part is pinned, so that is all. The charges are integer sums, so their
+ * order does not matter.
+ */
+class KeptApartRows {
+  private cap = 0;
+  private head = new Uint32Array(0); // per part: its canonical's candidate
+  private len = new Uint32Array(0);
+  private free = new Uint8Array(0);
+  private nlink = new Float64Array(0);
+  private first = new Uint32Array(0);
+  private readonly slotOfSet: Int32Array;
+  constructor(
+    private readonly c: Candidates,
+    private readonly setOf: Int32Array,
+    private readonly sum: KeptApartSum,
+    private readonly opts: PolicyOptions,
+  ) {
+    let sets = 0;
+    for (let m = 0; m < setOf.length; m++) sets = Math.max(sets, setOf[m]! + 1);
+    this.slotOfSet = new Int32Array(sets).fill(-1);
+  }
+
+  add(items: Uint32Array, from: number, to: number, hashed: Uint32Array): void {
+    const { c, setOf } = this;
+    const t = c.scan.tables, ins = c.inodes;
+    this.reserve(to - from);
+    let parts = 0;
+    for (let k = from; k < to; k++) {
+      const m = hashed[items[k]!]!;
+      const set = setOf[m]!;
+      let p = set >= 0 ? this.slotOfSet[set]! : -1;
+      const id = c.groups.members[m]!;
+      const a = ins.start[id]!, b = ins.start[id + 1]!;
+      const head = ins.paths[a]!;
+      const nlink = nlinkOf(t, head);
+      const free = nlink <= b - a ? 1 : 0;
+      let first = head;
+      for (let j = a + 1; j < b; j++) if (comparePathRows(c.scan, ins.paths[j]!, first) < 0) first = ins.paths[j]!;
+      if (p < 0) {
+        p = parts++;
+        if (set >= 0) this.slotOfSet[set] = p;
+        this.len[p] = 0;
+      } else if ((this.free[p]! - free || nlink - this.nlink[p]! || comparePathRows(c.scan, this.first[p]!, first)) <= 0) {
+        this.len[p] = this.len[p]! + 1;
+        continue; // the part's canonical so far stays
+      }
+      this.len[p] = this.len[p]! + 1;
+      this.head[p] = m;
+      this.free[p] = free;
+      this.nlink[p] = nlink;
+      this.first[p] = first;
+    }
+    for (let k = from; k < to; k++) {
+      const set = setOf[hashed[items[k]!]!]!;
+      if (set >= 0) this.slotOfSet[set] = -1;
+    }
+    let main = 0;
+    for (let p = 1; p < parts; p++) {
+      // addContentClass's sort, (main, p): most members first, then compareCanonical.
+      const by =
+        this.len[p]! - this.len[main]! ||
+        this.free[main]! - this.free[p]! ||
+        this.nlink[p]! - this.nlink[main]! ||
+        comparePathRows(c.scan, this.first[main]!, this.first[p]!);
+      if (by > 0) main = p;
+    }
+    if (parts < 2) return;
+    const mainAttrs = this.attributes(this.head[main]!);
+    const roots = c.scan.roots;
+    for (let p = 0; p < parts; p++) {
+      if (p === main || !this.free[p]) continue; // free = seenAll: links outside keep it anyway
+      const kept = this.head[p]!;
+      const reason = firstDifference(this.attributes(kept), mainAttrs, this.opts);
+      if (!reason || reason === 'size') continue;
+      const size = t.files.size[ins.paths[ins.start[c.groups.members[kept]!]!]!]!;
+      chargeKept(this.sum, reason, size, roots[rootIndexOf(t, this.first[p]!)]!.index, roots[rootIndexOf(t, this.first[main]!)]!.index);
+    }
+  }
+
+  /** What firstDifference compares of candidate `m`: its Stat (its first row's, as Materializer.inode) and what the hash stage read. */
+  private attributes(m: number): Attributes {
+    const c = this.c, r = c.read;
+    return { stat: statOfRow(c.scan, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!), flags: r.flags[m]!, projid: r.projid[m]!, xattrs: r.xattrs.get(m) ?? '' };
+  }
+
+  private reserve(n: number): void {
+    if (n <= this.cap) return;
+    this.cap = Math.max(n, this.cap * 2, 64);
+    this.head = new Uint32Array(this.cap);
+    this.len = new Uint32Array(this.cap);
+    this.free = new Uint8Array(this.cap);
+    this.nlink = new Float64Array(this.cap);
+    this.first = new Uint32Array(this.cap);
+  }
 }
 
 /** policy.ts isPinned on rows: a path of one of the candidates lies in a directory that refuses links to it. */
