@@ -12,10 +12,11 @@
  * with what was hashed and with the canonicals' new ctimes after linking.
  *
  * After the walk, a file is a row of the record tables (pipeline/table.ts):
- * grouping, hashing, the content split and the report work on row numbers
- * and columns, and the plan, the linker and the kept-apart reasons get the
- * objects (Inode, FileRec, DirNode) of one identical set at a time
- * (pipeline/plan-rows.ts), so no object per file is held.
+ * grouping, hashing, the content split, the plan, the kept-apart reasons
+ * and the report work on row numbers and columns; the linker, and the plan
+ * for the few sets its rows cannot decide alone (pipeline/plan-rows.ts),
+ * get the objects (Inode, FileRec, DirNode) of one identical set at a time,
+ * so no object per file is held.
  *
  * Each stage is its own module: pipeline/ reads, change/ is the only code
  * that changes guest files, and commands/session.ts opens and closes what

@@ -14,7 +14,9 @@
  * anyway. Inside one policy class, a member the plan cannot free because a
  * path of it lies in a project-inherit directory of another project is
  * charged to "project", one in an immutable or append-only directory to
- * "flags".
+ * "flags" (one with paths in both: "project", the first in REASONS order).
+ * The dry run charges most classes on their rows (pipeline/plan-rows.ts
+ * KeptApartRows) with chargeKept and policy.ts firstDifference, as here.
  */
 import { canonicalOrder, comparePaths, compareCanonical, freeable, seenAll } from '../pipeline/plan.js';
 import { firstDifference, isLocked, isPinned, noReasons, pinReason, type ByReason, type PolicyOptions, type Reason } from '../pipeline/policy.js';
