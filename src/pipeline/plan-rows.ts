@@ -148,6 +148,11 @@ class FastPlanner {
     private readonly heads: U32List,
   ) {}
 
+  /** canonicalOrder's comparison of positions x, y. */
+  private readonly canonicalFirst = (x: number, y: number): number =>
+    this.free[x]! - this.free[y]! || this.nlink[y]! - this.nlink[x]! || comparePathRows(this.c.scan, this.first[x]!, this.first[y]!) || x - y;
+  private readonly pathOrder = (x: number, y: number): number => comparePathRows(this.c.scan, x, y);
+
   plan(members: Uint32Array, from: number, to: number): boolean {
     const { c, limits } = this;
     const n = to - from;
@@ -173,18 +178,18 @@ class FastPlanner {
       this.nlink[k] = nlinkOf(t, head);
       this.free[k] = this.nlink[k]! <= b - a ? 1 : 0; // seenAll
     }
-    // canonicalOrder: non-freeable first, then most links, then first path (stable).
+    // canonicalOrder: non-freeable first, then most links, then first path
+    // (stable: ties, which distinct paths never are, by position).
     const order = this.order;
-    for (let k = 0; k < n; k++) {
-      let j = k;
-      for (; j > 0; j--) {
-        const o = order[j - 1]!;
-        const cmp = this.free[o]! - this.free[k]! || this.nlink[k]! - this.nlink[o]! || comparePathRows(c.scan, this.first[o]!, this.first[k]!);
-        if (cmp <= 0) break;
-        order[j] = o;
+    const cmp = this.canonicalFirst;
+    for (let k = 0; k < n; k++) order[k] = k;
+    if (n > 16) order.subarray(0, n).sort(cmp); // a guest's set of thousands: not quadratic
+    else
+      for (let k = 1; k < n; k++) {
+        let j = k;
+        for (; j > 0 && cmp(order[j - 1]!, k) > 0; j--) order[j] = order[j - 1]!;
+        order[j] = k;
       }
-      order[j] = k;
-    }
     // byRoom: the canonical is not locked and has room for every other link (one part).
     const canon = order[0]!;
     const cm = members[from + canon]!;
@@ -238,10 +243,16 @@ class FastPlanner {
     return p.known[dir] === 1 && dirRefusal(p.locked[dir] === 1, p.inherit[dir] === 1, p.projid[dir]!, projid) !== undefined;
   }
 
-  /** paths[a, b) sorted by comparePaths (insertion sort: an inode has few paths), in scratch. */
+  /** paths[a, b) sorted by comparePaths, in scratch. */
   private sortedPaths(paths: Uint32Array, a: number, b: number): Uint32Array {
     if (b - a > this.rows.length) this.rows = new Uint32Array(Math.max(b - a, this.rows.length * 2));
     const rows = this.rows;
+    if (b - a > 16) {
+      // An inode with thousands of links (a guest can make 65,000): not quadratic.
+      rows.set(paths.subarray(a, b));
+      rows.subarray(0, b - a).sort(this.pathOrder);
+      return rows;
+    }
     for (let k = 0; k < b - a; k++) {
       const x = paths[a + k]!;
       let j = k;

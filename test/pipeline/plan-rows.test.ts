@@ -49,12 +49,14 @@ function world(seed: number) {
   const read = new Map<number, Read>();
   let name = 0;
   const files = 30 + Math.floor(rand() * 60);
+  // Every fifth world: one content, so sets of dozens, and inodes of dozens of links (sorted, not insertion-sorted).
+  const big = seed % 5 === 0;
   for (let ino = 100; ino < 100 + files; ino++) {
-    const content = Math.floor(rand() * 5);
-    const paths = 1 + Math.floor(rand() * (rand() < 0.3 ? 4 : 1.5));
+    const content = big ? 0 : Math.floor(rand() * 5);
+    const paths = big && rand() < 0.1 ? 17 + Math.floor(rand() * 10) : 1 + Math.floor(rand() * (rand() < 0.3 ? 4 : 1.5));
     const stat = {
       ino, size: 10 + (content % 3), blocks: 8, uid: rand() < 0.1 ? 1 : 0, gid: 0, mode: rand() < 0.1 ? 0o100755 : 0o100644,
-      nlink: paths + (rand() < 0.15 ? 1 : 0) + (rand() < 0.05 ? 3 : 0), mtimeSec: rand() < 0.2 ? 2 : 1, mtimeNsec: 0, ctimeSec: 1, ctimeNsec: 0,
+      nlink: paths + (rand() < 0.15 ? 1 : 0) + (rand() < 0.05 ? 3 : 0), mtimeSec: rand() < (big ? 0.05 : 0.2) ? 2 : 1, mtimeNsec: 0, ctimeSec: 1, ctimeNsec: 0,
     };
     // Unique names, some prefixes of others.
     for (let p = 0; p < paths; p++, name++) b.addFile(pick(dirs), Buffer.from(`f${name % 4}${'x'.repeat(name % 3)}${name}`), stat);
@@ -87,7 +89,7 @@ function world(seed: number) {
 const linkList = (sets: Iterable<{ source: FileRec; ops: { file: FileRec }[] }>) =>
   [...sets].flatMap((s) => s.ops.map((op) => `${displayPath(op.file)} -> ${displayPath(s.source)}`)).sort();
 
-const seen = { links: 0, apart: 0, locked: 0, rowSets: 0, objectSets: 0, parts: 0 };
+const seen = { links: 0, apart: 0, locked: 0, rowSets: 0, objectSets: 0, parts: 0, bigSets: 0, bigInodes: 0 };
 
 /** Planning limits as a test can give them: locked from the flags alone (canonical.ts's shape), the link limit by root. */
 function limitsOf(limit: number[]) {
@@ -148,6 +150,8 @@ describe('plan and kept-apart on rows', () => {
         seen.objectSets += compact.objectSets;
         seen.rowSets += sets.count - compact.objectSets;
         seen.parts += objects.sets.length > identical.filter((s) => s.length > 1).length ? 1 : 0;
+        seen.bigSets += objects.sets.some((s) => s.duplicates.length > 16) ? 1 : 0;
+        seen.bigInodes += objects.sets.some((s) => s.duplicates.some((d) => d.paths.length > 16)) ? 1 : 0;
       }
     }
   });
@@ -157,6 +161,8 @@ describe('plan and kept-apart on rows', () => {
     expect(seen.apart).toBeGreaterThan(0);
     expect(seen.locked).toBeGreaterThan(0);
     expect(seen.parts).toBeGreaterThan(0);
+    expect(seen.bigSets).toBeGreaterThan(0);
+    expect(seen.bigInodes).toBeGreaterThan(0);
     expect(seen.rowSets).toBeGreaterThan(100);
     expect(seen.objectSets).toBeGreaterThan(100);
   });
