@@ -139,6 +139,7 @@ class FastPlanner {
   private free = new Uint8Array(0); // plan.ts freeable(): seenAll, and no path refused
   private order = new Uint32Array(0);
   private rows = new Uint32Array(64);
+  private readonly mayRefuse: boolean;
   constructor(
     private readonly c: Candidates,
     private readonly limits: PlanLimits,
@@ -146,7 +147,9 @@ class FastPlanner {
     private readonly freeableByRoot: number[],
     private readonly items: U32List,
     private readonly heads: U32List,
-  ) {}
+  ) {
+    this.mayRefuse = mayRefuse(c.projects);
+  }
 
   /** canonicalOrder's comparison of positions x, y. */
   private readonly canonicalFirst = (x: number, y: number): number =>
@@ -169,7 +172,7 @@ class FastPlanner {
       const id = c.groups.members[m]!;
       const a = ins.start[id]!, b = ins.start[id + 1]!;
       // No path refused (policy.ts refusal): every path accepts a link, none pins its inode.
-      for (let j = a; j < b; j++) if (this.refused(ins.paths[j]!, r.projid[m]!)) return false;
+      if (this.mayRefuse) for (let j = a; j < b; j++) if (this.refused(ins.paths[j]!, r.projid[m]!)) return false;
       let first = ins.paths[a]!;
       for (let j = a + 1; j < b; j++) if (comparePathRows(c.scan, ins.paths[j]!, first) < 0) first = ins.paths[j]!;
       const head = ins.paths[a]!;
@@ -388,6 +391,7 @@ export function keptApartRows(c: Candidates, setOf: Int32Array, opts: PolicyOpti
   const sizeOf = (m: number) => t.files.size[head(m)]!;
   const mat = new Materializer(c.scan, c.projects);
   const onRows = new KeptApartRows(c, setOf, sum, opts);
+  const pinnable = mayRefuse(c.projects);
   classesOf(
     hashed.length,
     (i) => mix(r.hashLo[hashed[i]!]!, r.hashHi[hashed[i]!]!),
@@ -402,7 +406,7 @@ export function keptApartRows(c: Candidates, setOf: Int32Array, opts: PolicyOpti
       const first = setOf[hashed[items[from]!]!]!;
       let uniform = first >= 0;
       for (let k = from + 1; uniform && k < to; k++) uniform = setOf[hashed[items[k]!]!] === first;
-      const pinned = anyPinned(c, items, from, to, hashed);
+      const pinned = pinnable && anyPinned(c, items, from, to, hashed);
       if (uniform && !pinned) return;
       if (!pinned) return onRows.add(items, from, to, hashed);
       const content: Inode[] = [];
@@ -518,6 +522,23 @@ class KeptApartRows {
     this.nlink = new Float64Array(this.cap);
     this.first = new Uint32Array(this.cap);
   }
+}
+
+/**
+ * Whether any directory read refuses a link to some inode (policy.ts
+ * dirRefusal): when none does (a filesystem without projects, no immutable
+ * directory: most hosts), no path of any set needs asking. The rule looks at
+ * an inode's project only as equal to the directory's or not, so asking it
+ * with the directory's own project and with another one covers every inode.
+ */
+function mayRefuse(p: DirProjects | undefined): boolean {
+  if (!p) return false;
+  for (let d = 0; d < p.known.length; d++) {
+    if (!p.known[d]) continue;
+    const locked = p.locked[d] === 1, inherit = p.inherit[d] === 1, own = p.projid[d]!;
+    if (dirRefusal(locked, inherit, own, own) !== undefined || dirRefusal(locked, inherit, own, own + 1) !== undefined) return true;
+  }
+  return false;
 }
 
 /** policy.ts isPinned on rows: a path of one of the candidates lies in a directory that refuses links to it. */
