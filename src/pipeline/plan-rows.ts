@@ -1,15 +1,17 @@
 /*
  * The plan and what keeps content apart, on table rows. Most identical sets
- * are decided on their rows alone (planFast): every candidate read, none
+ * are decided on their rows alone (FastPlanner): every candidate read, none
  * locked by its known flags, no path in a directory that refuses links
  * (policy.ts dirRefusal), the canonical with room for every link. For such
  * a set plan.ts planOne's steps reduce to a sort by its own keys (freeable,
- * nlink, first path) and one operation per path, which planFast does on
+ * nlink, first path) and one operation per path, which FastPlanner does on
  * columns, asking the same limits (PlanLimits.lockedByFlags, rootLinkLimit)
  * and the same policy rule. Any other set gets its objects (rows.ts
  * Materializer) and planOne decides it. Either way the result is kept as
  * rows (a few numbers per set and per link); the linker gets each set's
- * objects built, one set at a time, when it links it.
+ * objects built, one set at a time, when it links it. What keeps content
+ * apart is charged the same way: KeptApartRows on columns, unless a path
+ * of the class is refused (then report/kept-apart.ts on its objects).
  * test/pipeline/plan-rows.test.ts plans random worlds both ways.
  *
  * Pure: loads without the addon (the limits passed in may read the disk).
