@@ -31,7 +31,7 @@ import { probeIunlink } from './change/iunlink.js';
 import { hashRowGroups, saveSessionCache, seenInodes, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
 import { groupRows, inodeRows, type GroupRows, type InodeRows } from './pipeline/group.js';
 import { splitRowsByContent, type SetRows } from './pipeline/hash.js';
-import { keptApartRows, planRows, setDirs, setNumbers } from './pipeline/plan-rows.js';
+import { keptApartRows, planRows, setDirs } from './pipeline/plan-rows.js';
 import { readConstraints } from './pipeline/canonical.js';
 import { readDirProjectRows } from './pipeline/projects.js';
 import { expandRoots } from './pipeline/roots.js';
@@ -85,7 +85,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets));
     const candidates = { scan, inodes, groups, read, projects };
     const thePlan = planRows(candidates, sets, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
-    const apart = keptApartRows(candidates, setNumbers(groups.members.length, sets), policy);
+    const apart = keptApartRows(candidates, sets, policy);
     log.timed('plan');
     const earlySkips = log.errors.length;
     let linked;

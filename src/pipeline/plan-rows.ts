@@ -377,46 +377,67 @@ function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Gener
 
 /**
  * What keeps identical content apart (report/kept-apart.ts) over every
- * hashed candidate, by content class (same hash and size): a class that is
- * all one identical set (`setOf`) with no path in a directory that refuses
- * links keeps nothing apart and is passed over on its rows; the others get
- * their objects and are charged as keptApart() charges them.
+ * hashed candidate, by content class (same hash and size). The classes are
+ * found among one item per identical set (its members share hash and size)
+ * and one per hashed candidate in no set, so the sort holds a few items per
+ * set rather than one per candidate. A class that is one identical set keeps
+ * nothing apart, unless a path of it lies in a directory that refuses links;
+ * the others are charged on their rows (KeptApartRows), or, with a refused
+ * path, on their objects as keptApart() charges them.
  */
-export function keptApartRows(c: Candidates, setOf: Int32Array, opts: PolicyOptions): KeptApart {
+export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions): KeptApart {
   const sum = keptApartSum(c.scan.roots.length);
   const r = c.read, t = c.scan.tables;
-  let count = 0;
-  for (let m = 0; m < r.state.length; m++) if (r.state[m]! & READ) count++;
-  const hashed = new Uint32Array(count);
-  for (let m = 0, k = 0; m < r.state.length; m++) if (r.state[m]! & READ) hashed[k++] = m;
-  const head = (m: number) => c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!;
-  const sizeOf = (m: number) => t.files.size[head(m)]!;
+  const setOf = setNumbers(r.state.length, sets);
+  const alone = (m: number) => (r.state[m]! & READ) !== 0 && setOf[m]! < 0;
+  let count = sets.count;
+  for (let m = 0; m < r.state.length; m++) if (alone(m)) count++;
+  const reps = new Uint32Array(count);
+  let at = 0;
+  for (let s = 0; s < sets.count; s++) reps[at++] = sets.members[sets.start[s]!]!;
+  for (let m = 0; m < r.state.length; m++) if (alone(m)) reps[at++] = m;
+  const sizeOf = (m: number) => t.files.size[c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!]!;
   const mat = new Materializer(c.scan, c.projects);
   const onRows = new KeptApartRows(c, setOf, sum, opts);
   const pinnable = mayRefuse(c.projects);
+  let content: Uint32Array = new Uint32Array(64);
   classesOf(
-    hashed.length,
-    (i) => mix(r.hashLo[hashed[i]!]!, r.hashHi[hashed[i]!]!),
+    count,
+    (i) => mix(r.hashLo[reps[i]!]!, r.hashHi[reps[i]!]!),
     (i, j) => {
-      const a = hashed[i]!, b = hashed[j]!;
+      const a = reps[i]!, b = reps[j]!;
       if (r.hashHi[a] !== r.hashHi[b]) return r.hashHi[a]! < r.hashHi[b]! ? -1 : 1;
       if (r.hashLo[a] !== r.hashLo[b]) return r.hashLo[a]! < r.hashLo[b]! ? -1 : 1;
       return sizeOf(a) - sizeOf(b);
     },
-    2,
+    1,
     (items, from, to) => {
-      const first = setOf[hashed[items[from]!]!]!;
-      let uniform = first >= 0;
-      for (let k = from + 1; uniform && k < to; k++) uniform = setOf[hashed[items[k]!]!] === first;
-      const pinned = pinnable && anyPinned(c, items, from, to, hashed);
-      if (uniform && !pinned) return;
-      if (!pinned) return onRows.add(items, from, to, hashed);
-      const content: Inode[] = [];
-      for (let k = from; k < to; k++) content.push(inodeOf(c, mat, hashed[items[k]!]!));
-      addContentClass(sum, content, opts);
+      const one = to - from === 1;
+      if (one && (setOf[reps[items[from]!]!]! < 0 || !pinnable)) return; // one candidate, or one set with nothing pinned
+      // The class's candidates: each set's members, and the others.
+      let n = 0;
+      for (let k = from; k < to; k++) {
+        const m = reps[items[k]!]!, s = setOf[m]!;
+        const a = s < 0 ? 0 : sets.start[s]!, b = s < 0 ? 1 : sets.start[s + 1]!;
+        if (n + b - a > content.length) content = grow(content, n + b - a);
+        if (s < 0) content[n++] = m;
+        else for (let j = a; j < b; j++) content[n++] = sets.members[j]!;
+      }
+      const pinned = pinnable && anyPinned(c, content, n);
+      if (one && !pinned) return;
+      if (!pinned) return onRows.add(content, n);
+      const inodes: Inode[] = [];
+      for (let k = 0; k < n; k++) inodes.push(inodeOf(c, mat, content[k]!));
+      addContentClass(sum, inodes, opts);
     },
   );
   return keptApartOf(sum);
+}
+
+function grow(a: Uint32Array, n: number): Uint32Array {
+  const next = new Uint32Array(Math.max(n, a.length * 2));
+  next.set(a);
+  return next;
 }
 
 /**
@@ -452,13 +473,14 @@ class KeptApartRows {
     this.slotOfSet = new Int32Array(sets).fill(-1);
   }
 
-  add(items: Uint32Array, from: number, to: number, hashed: Uint32Array): void {
+  /** Charge the class of candidates content[0, n). */
+  add(content: Uint32Array, n: number): void {
     const { c, setOf } = this;
     const t = c.scan.tables, ins = c.inodes;
-    this.reserve(to - from);
+    this.reserve(n);
     let parts = 0;
-    for (let k = from; k < to; k++) {
-      const m = hashed[items[k]!]!;
+    for (let k = 0; k < n; k++) {
+      const m = content[k]!;
       const set = setOf[m]!;
       let p = set >= 0 ? this.slotOfSet[set]! : -1;
       const id = c.groups.members[m]!;
@@ -482,8 +504,8 @@ class KeptApartRows {
       this.nlink[p] = nlink;
       this.first[p] = first;
     }
-    for (let k = from; k < to; k++) {
-      const set = setOf[hashed[items[k]!]!]!;
+    for (let k = 0; k < n; k++) {
+      const set = setOf[content[k]!]!;
       if (set >= 0) this.slotOfSet[set] = -1;
     }
     let main = 0;
@@ -544,12 +566,12 @@ function mayRefuse(p: DirProjects | undefined): boolean {
 }
 
 /** policy.ts isPinned on rows: a path of one of the candidates lies in a directory that refuses links to it. */
-function anyPinned(c: Candidates, items: Uint32Array, from: number, to: number, hashed: Uint32Array): boolean {
+function anyPinned(c: Candidates, content: Uint32Array, n: number): boolean {
   const p = c.projects;
   if (!p) return false;
   const f = c.scan.tables.files;
-  for (let k = from; k < to; k++) {
-    const m = hashed[items[k]!]!;
+  for (let k = 0; k < n; k++) {
+    const m = content[k]!;
     const id = c.groups.members[m]!;
     for (let j = c.inodes.start[id]!; j < c.inodes.start[id + 1]!; j++) {
       const dir = f.dir[c.inodes.paths[j]!]!;

@@ -12,7 +12,7 @@ import type { FileRec, Inode, Root } from '../../src/core/types.js';
 import { groupFiles, groupRows, inodeRows, splitGroups } from '../../src/pipeline/group.js';
 import { readColumns, setRead, splitRowsByContent } from '../../src/pipeline/hash.js';
 import { comparePaths, freeable, plan, type PlanLimits, type PlanSet } from '../../src/pipeline/plan.js';
-import { keptApartRows, planRows, setNumbers } from '../../src/pipeline/plan-rows.js';
+import { keptApartRows, planRows } from '../../src/pipeline/plan-rows.js';
 import { isLocked, readKey } from '../../src/pipeline/policy.js';
 import { displayRow } from '../../src/pipeline/rows.js';
 import { fileRecs } from '../../src/pipeline/walk.js';
@@ -118,7 +118,7 @@ describe('plan and kept-apart on rows', () => {
         const sets = splitRowsByContent(groups, cols, opts);
         const c = { scan, inodes, groups, read: cols, projects: kernel ? w.projects : undefined };
         const compact = planRows(c, sets, kernel ? limits.rows : {});
-        const apart = keptApartRows(c, setNumbers(groups.members.length, sets), opts);
+        const apart = keptApartRows(c, sets, opts);
         // Objects, as the stages worked before tables.
         const files = fileRecs(scan.roots, scan.tables);
         if (kernel) {
