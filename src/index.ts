@@ -12,10 +12,11 @@
  * with what was hashed and with the canonicals' new ctimes after linking.
  *
  * After the walk, a file is a row of the record tables (pipeline/table.ts):
- * grouping, hashing, the content split and the report work on row numbers
- * and columns, and the plan, the linker and the kept-apart reasons get the
- * objects (Inode, FileRec, DirNode) of one identical set at a time
- * (pipeline/plan-rows.ts), so no object per file is held.
+ * grouping, hashing, the content split, the plan, the kept-apart reasons
+ * and the report work on row numbers and columns; the linker, and the plan
+ * for the few sets its rows cannot decide alone (pipeline/plan-rows.ts),
+ * get the objects (Inode, FileRec, DirNode) of one identical set at a time,
+ * so no object per file is held.
  *
  * Each stage is its own module: pipeline/ reads, change/ is the only code
  * that changes guest files, and commands/session.ts opens and closes what
@@ -30,7 +31,7 @@ import { probeIunlink } from './change/iunlink.js';
 import { hashRowGroups, isAssumed, saveSessionCache, seenInodes, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
 import { groupRows, inodeRows, type GroupRows, type InodeRows } from './pipeline/group.js';
 import { splitRowsByContent, type SetRows } from './pipeline/hash.js';
-import { keptApartRows, planRows, setDirs, setNumbers } from './pipeline/plan-rows.js';
+import { keptApartRows, planRows, setDirs } from './pipeline/plan-rows.js';
 import { readConstraints } from './pipeline/canonical.js';
 import { readDirProjectRows } from './pipeline/projects.js';
 import { expandRoots } from './pipeline/roots.js';
@@ -84,7 +85,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets));
     const candidates = { scan, inodes, groups, read, projects };
     const thePlan = planRows(candidates, sets, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
-    const apart = keptApartRows(candidates, setNumbers(groups.members.length, sets), policy);
+    const apart = keptApartRows(candidates, sets, policy);
     log.timed('plan');
     const earlySkips = log.errors.length;
     let linked;

@@ -23,11 +23,12 @@
 import fs from 'node:fs';
 import { fileError, type FileError } from '../core/errors.js';
 import { displayPath } from '../core/paths.js';
-import { FS_APPEND_FL, FS_IMMUTABLE_FL } from '../core/stat.js';
 import type { Inode, Root } from '../core/types.js';
 import { inodeFlags } from '../change/compare.js';
 import { isIunlinked } from '../change/iunlink.js';
 import { openScanned } from '../os/confine.js';
+import type { PlanLimits } from './plan.js';
+import { isLocked } from './policy.js';
 import { sys } from '../os/sys.js';
 
 /** statfs f_type -> most links a regular file may have (linux/magic.h; the limits from each filesystem's source). */
@@ -45,7 +46,7 @@ export function linkLimit(root: Root): number {
   return LINK_LIMITS.get(type) ?? Infinity;
 }
 
-export interface Constraints {
+export interface Constraints extends Required<PlanLimits> {
   /**
    * Whether the kernel will neither link to nor replace `inode` (immutable,
    * append-only). For a canonical candidate its flags are read if not known;
@@ -78,7 +79,7 @@ export function readConstraints(opts: { iunlink?: boolean; onError(e: FileError)
       const f = openScanned(inode.paths[0]!);
       try {
         inode.flags = inodeFlags(f.fd);
-        return (inode.flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) !== 0 && !(opts.iunlink && isIunlinked(f.fd));
+        return isLocked(inode.flags) && !(opts.iunlink && isIunlinked(f.fd));
       } finally {
         sys.close(f.fd);
       }
@@ -87,20 +88,26 @@ export function readConstraints(opts: { iunlink?: boolean; onError(e: FileError)
       return true;
     }
   };
+  // Known flags answer (with --iunlink only the disk does: vunify's own
+  // marks are fine); unknown ones a duplicate is not read for.
+  const byFlags = (flags: number | undefined, role: 'canonical' | 'duplicate'): boolean | undefined =>
+    flags !== undefined && !opts.iunlink ? isLocked(flags) : role === 'canonical' ? undefined : false;
+  const rootLinkLimit = (root: Root): number => {
+    let limit = limits.get(root);
+    if (limit === undefined) limits.set(root, (limit = linkLimit(root)));
+    return limit;
+  };
   return {
     locked(inode, role) {
       let known = locked.get(inode);
       if (known !== undefined) return known;
-      if (inode.flags !== undefined && !opts.iunlink) return (inode.flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)) !== 0;
-      if (role !== 'canonical') return false;
+      known = byFlags(inode.flags, role);
+      if (known !== undefined) return known;
       locked.set(inode, (known = read(inode)));
       return known;
     },
-    linkLimit(inode) {
-      const root = inode.paths[0]!.dir.root;
-      let limit = limits.get(root);
-      if (limit === undefined) limits.set(root, (limit = linkLimit(root)));
-      return limit;
-    },
+    lockedByFlags: byFlags,
+    linkLimit: (inode) => rootLinkLimit(inode.paths[0]!.dir.root),
+    rootLinkLimit,
   };
 }

@@ -1,21 +1,29 @@
 /*
- * The plan and what keeps content apart, on table rows: each identical set
- * (hash.ts SetRows) gets its objects (rows.ts Materializer) while it is
- * planned, plan.ts planOne decides it exactly as plan() does, and the
- * result is kept as rows (a few numbers per set and per link); the linker
- * gets each set's objects built again, one set at a time, when it links it.
- * So the per-set rules stay in one place (plan.ts, policy.ts, canonical.ts,
- * report/kept-apart.ts) and nothing holds an object per file.
+ * The plan and what keeps content apart, on table rows. Most identical sets
+ * are decided on their rows alone (FastPlanner): every candidate read, none
+ * locked by its known flags, no path in a directory that refuses links
+ * (policy.ts dirRefusal), the canonical with room for every link. For such
+ * a set plan.ts planOne's steps reduce to a sort by its own keys (freeable,
+ * nlink, first path) and one operation per path, which FastPlanner does on
+ * columns, asking the same limits (PlanLimits.lockedByFlags, rootLinkLimit)
+ * and the same policy rule. Any other set gets its objects (rows.ts
+ * Materializer) and planOne decides it. Either way the result is kept as
+ * rows (a few numbers per set and per link); the linker gets each set's
+ * objects built, one set at a time, when it links it. What keeps content
+ * apart is charged the same way: KeptApartRows on columns, unless a path
+ * of the class is refused (then report/kept-apart.ts on its objects).
+ * test/pipeline/plan-rows.test.ts plans random worlds both ways.
  *
  * Pure: loads without the addon (the limits passed in may read the disk).
  */
 import type { FileRec, Inode } from '../core/types.js';
-import { addContentClass, keptApartOf, keptApartSum, type KeptApart } from '../report/kept-apart.js';
-import { classesOf, ELF_BIT, hashOf, Materializer, READ, type DirProjects, type ReadColumns, type Scan } from './rows.js';
+import { addContentClass, chargeKept, keptApartOf, keptApartSum, type KeptApart, type KeptApartSum } from '../report/kept-apart.js';
+import { classesOf, ELF_BIT, hashOf, Materializer, READ, dirRelLength, rootIndexOf, statOfRow, writeDirRelRow, type DirProjects, type ReadColumns, type Scan } from './rows.js';
+import { blocksOf, nlinkOf, type Tables } from './table.js';
 import type { GroupRows, InodeRows } from './group.js';
 import type { SetRows } from './hash.js';
 import { comparePaths, freeable, planOne, type PlanLimits, type PlanSet, type PlanTotals } from './plan.js';
-import { mix, type PolicyOptions } from './policy.js';
+import { dirRefusal, firstDifference, mix, type Attributes, type PolicyOptions } from './policy.js';
 
 /** Everything the stages after the hash know, by row. */
 export interface Candidates {
@@ -33,6 +41,8 @@ export interface CompactPlan extends PlanTotals {
   /** freeableBytes charged to the root of each freed inode's first path (the report's per-root figure). */
   freeableByRoot: number[];
   sets: Iterable<PlanSet>;
+  /** Sets that needed their objects to be planned (the rest were decided on rows). */
+  objectSets: number;
 }
 
 /** Candidate `m`'s object, with what the hash stage read of it. */
@@ -77,7 +87,11 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits): Comp
   const mat = new Materializer(c.scan, c.projects);
   const candidate = new Map<Inode, number>();
   const rowOf = new Map<FileRec, number>();
+  const fast = new FastPlanner(c, limits, totals, freeableByRoot, items, heads);
+  let objectSets = 0;
   for (let s = 0; s < sets.count; s++) {
+    if (fast.plan(sets.members, sets.start[s]!, sets.start[s + 1]!)) continue;
+    objectSets++;
     candidate.clear();
     rowOf.clear();
     const whole: Inode[] = [];
@@ -110,7 +124,223 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits): Comp
   }
   const data = items.data.slice(0, items.length);
   const starts = heads.data.slice(0, heads.length);
-  return { ...totals, setCount: starts.length, freeableByRoot, sets: { [Symbol.iterator]: () => planSets(c, data, starts) } };
+  return { ...totals, setCount: starts.length, freeableByRoot, objectSets, sets: { [Symbol.iterator]: () => planSets(c, data, starts) } };
+}
+
+/**
+ * planOne on rows, for the sets where it reduces to a sort (see the header):
+ * plan() returns false, having written nothing, for any other set. Each
+ * step names the planOne step it stands for; the scratch columns are
+ * indexed by a candidate's position k in the set.
+ */
+class FastPlanner {
+  private cap = 0;
+  private head = new Uint32Array(0); // the inode's first row: its Stat's (Materializer.inode)
+  private first = new Uint32Array(0); // its first path (plan.ts firstPath)
+  private nlink = new Float64Array(0);
+  private free = new Uint8Array(0); // plan.ts freeable(): seenAll, and no path refused
+  private order = new Uint32Array(0);
+  private rows = new Uint32Array(64);
+  private readonly mayRefuse: boolean;
+  constructor(
+    private readonly c: Candidates,
+    private readonly limits: PlanLimits,
+    private readonly totals: PlanTotals,
+    private readonly freeableByRoot: number[],
+    private readonly items: U32List,
+    private readonly heads: U32List,
+  ) {
+    this.mayRefuse = mayRefuse(c.projects);
+  }
+
+  /** canonicalOrder's comparison of positions x, y. */
+  private readonly canonicalFirst = (x: number, y: number): number =>
+    this.free[x]! - this.free[y]! || this.nlink[y]! - this.nlink[x]! || comparePathRows(this.c.scan, this.first[x]!, this.first[y]!) || x - y;
+  private readonly pathOrder = (x: number, y: number): number => comparePathRows(this.c.scan, x, y);
+
+  plan(members: Uint32Array, from: number, to: number): boolean {
+    const { c, limits } = this;
+    const n = to - from;
+    if (n < 2) return true; // planOne: fewer than two, nothing (locked or not)
+    if ((limits.locked && !limits.lockedByFlags) || (limits.linkLimit && !limits.rootLinkLimit)) return false;
+    this.reserve(n);
+    const t = c.scan.tables, r = c.read, ins = c.inodes;
+    for (let k = 0; k < n; k++) {
+      const m = members[from + k]!;
+      // Read: its flags and project are known (an unread inode's canonical role asks the disk).
+      if (!(r.state[m]! & READ)) return false;
+      // planOne's filter: no candidate locked as a duplicate.
+      if (limits.lockedByFlags && limits.lockedByFlags(r.flags[m]!, 'duplicate') !== false) return false;
+      const id = c.groups.members[m]!;
+      const a = ins.start[id]!, b = ins.start[id + 1]!;
+      // No path refused (policy.ts refusal): every path accepts a link, none pins its inode.
+      if (this.mayRefuse) for (let j = a; j < b; j++) if (this.refused(ins.paths[j]!, r.projid[m]!)) return false;
+      let first = ins.paths[a]!;
+      for (let j = a + 1; j < b; j++) if (comparePathRows(c.scan, ins.paths[j]!, first) < 0) first = ins.paths[j]!;
+      const head = ins.paths[a]!;
+      this.head[k] = head;
+      this.first[k] = first;
+      this.nlink[k] = nlinkOf(t, head);
+      this.free[k] = this.nlink[k]! <= b - a ? 1 : 0; // seenAll
+    }
+    // canonicalOrder: non-freeable first, then most links, then first path
+    // (stable: ties, which distinct paths never are, by position).
+    const order = this.order;
+    const cmp = this.canonicalFirst;
+    for (let k = 0; k < n; k++) order[k] = k;
+    if (n > 16) order.subarray(0, n).sort(cmp); // a guest's set of thousands: not quadratic
+    else
+      for (let k = 1; k < n; k++) {
+        let j = k;
+        for (; j > 0 && cmp(order[j - 1]!, k) > 0; j--) order[j] = order[j - 1]!;
+        order[j] = k;
+      }
+    // byRoom: the canonical is not locked and has room for every other link (one part).
+    const canon = order[0]!;
+    const cm = members[from + canon]!;
+    if (limits.lockedByFlags && limits.lockedByFlags(r.flags[cm]!, 'canonical') !== false) return false;
+    if (limits.rootLinkLimit) {
+      let others = 0;
+      for (let k = 1; k < n; k++) others += this.pathCount(members[from + order[k]!]!);
+      const root = c.scan.roots[rootIndexOf(t, this.head[canon]!)]!;
+      if (others > limits.rootLinkLimit(root) - this.nlink[canon]!) return false;
+    }
+    // planSet: every other inode is a duplicate, each path (in path order) an operation.
+    const { items, totals } = this;
+    this.heads.push(items.length);
+    items.push(cm);
+    items.push(this.first[canon]!);
+    items.push(n - 1);
+    for (let k = 1; k < n; k++) items.push(members[from + order[k]!]!);
+    let ops = 0;
+    for (let k = 1; k < n; k++) ops += this.pathCount(members[from + order[k]!]!);
+    items.push(ops);
+    for (let k = 1; k < n; k++) {
+      const d = order[k]!, m = members[from + d]!;
+      const id = c.groups.members[m]!;
+      const a = ins.start[id]!, b = ins.start[id + 1]!;
+      const rows = this.sortedPaths(ins.paths, a, b);
+      for (let j = 0; j < b - a; j++) {
+        items.push(rows[j]!);
+        items.push(m);
+      }
+      if (this.free[d]) {
+        const size = t.files.size[this.head[d]!]!;
+        totals.freeableInodes++;
+        totals.freeableBytes += size;
+        totals.freeableDiskBytes += blocksOf(t, this.head[d]!) * 512;
+        this.freeableByRoot[c.scan.roots[rootIndexOf(t, this.first[d]!)]!.index]! += size;
+      }
+    }
+    totals.linksPlanned += ops;
+    return true;
+  }
+
+  private pathCount(m: number): number {
+    const id = this.c.groups.members[m]!;
+    return this.c.inodes.start[id + 1]! - this.c.inodes.start[id]!;
+  }
+
+  private refused(row: number, projid: number): boolean {
+    const p = this.c.projects;
+    if (!p) return false;
+    const dir = this.c.scan.tables.files.dir[row]!;
+    return p.known[dir] === 1 && dirRefusal(p.locked[dir] === 1, p.inherit[dir] === 1, p.projid[dir]!, projid) !== undefined;
+  }
+
+  /** paths[a, b) sorted by comparePaths, in scratch. */
+  private sortedPaths(paths: Uint32Array, a: number, b: number): Uint32Array {
+    if (b - a > this.rows.length) this.rows = new Uint32Array(Math.max(b - a, this.rows.length * 2));
+    const rows = this.rows;
+    if (b - a > 16) {
+      // An inode with thousands of links (a guest can make 65,000): not quadratic.
+      rows.set(paths.subarray(a, b));
+      rows.subarray(0, b - a).sort(this.pathOrder);
+      return rows;
+    }
+    for (let k = 0; k < b - a; k++) {
+      const x = paths[a + k]!;
+      let j = k;
+      for (; j > 0 && comparePathRows(this.c.scan, rows[j - 1]!, x) > 0; j--) rows[j] = rows[j - 1]!;
+      rows[j] = x;
+    }
+    return rows;
+  }
+
+  private reserve(n: number): void {
+    if (n <= this.cap) return;
+    this.cap = Math.max(n, this.cap * 2, 64);
+    this.head = new Uint32Array(this.cap);
+    this.first = new Uint32Array(this.cap);
+    this.nlink = new Float64Array(this.cap);
+    this.free = new Uint8Array(this.cap);
+    this.order = new Uint32Array(this.cap);
+  }
+}
+
+/** plan.ts comparePaths on file rows: root index, then core/paths.ts compareRelPaths (directory path, then name, bytewise). */
+export function comparePathRows(scan: Scan, a: number, b: number): number {
+  const t = scan.tables, f = t.files;
+  const ra = scan.roots[rootIndexOf(t, a)]!.index, rb = scan.roots[rootIndexOf(t, b)]!.index;
+  if (ra !== rb) return ra - rb;
+  const da = f.dir[a]!, db = f.dir[b]!;
+  if (da !== db) {
+    const by = compareDirRows(t, da, db);
+    if (by) return by;
+  }
+  return compareBytes(t.names, f.nameOff[a]!, f.nameLen[a]!, t.names, f.nameOff[b]!, f.nameLen[b]!);
+}
+
+/** Buffer.compare of two byte ranges. */
+function compareBytes(x: Uint8Array, xo: number, xl: number, y: Uint8Array, yo: number, yl: number): number {
+  const n = Math.min(xl, yl);
+  for (let i = 0; i < n; i++) if (x[xo + i] !== y[yo + i]) return x[xo + i]! < y[yo + i]! ? -1 : 1;
+  return xl - yl < 0 ? -1 : xl > yl ? 1 : 0;
+}
+
+const depthOf = (t: Tables, dir: number): number => {
+  let depth = 0;
+  for (let x = dir; t.dirs.parent[x]! >= 0; x = t.dirs.parent[x]!) depth++;
+  return depth;
+};
+
+/**
+ * Two different directory rows' paths compared bytewise, as
+ * core/paths.ts compareBelow does on DirNodes: below their deepest common
+ * directory the paths part in their first names, or one name is a prefix
+ * of the other and the byte after it (a slash, or the end) decides.
+ */
+function compareDirRows(t: Tables, a: number, b: number): number {
+  const parent = t.dirs.parent;
+  let x = a, y = b, xa = -1, yb = -1; // xa, yb: the children of the common directory on each side
+  let dx = depthOf(t, a), dy = depthOf(t, b);
+  for (; dx > dy; dx--) (xa = x), (x = parent[x]!);
+  for (; dy > dx; dy--) (yb = y), (y = parent[y]!);
+  while (x !== y && x >= 0 && y >= 0) {
+    xa = x;
+    yb = y;
+    x = parent[x]!;
+    y = parent[y]!;
+  }
+  if (x !== y) return writtenOut(t, a, b); // no common directory (not one root's)
+  if (xa < 0) return -1; // a is the common directory: "" sorts first
+  if (yb < 0) return 1;
+  const d = t.dirs, names = t.names;
+  const oa = d.nameOff[xa]!, la = d.nameLen[xa]!, ob = d.nameOff[yb]!, lb = d.nameLen[yb]!;
+  const n = Math.min(la, lb);
+  for (let i = 0; i < n; i++) if (names[oa + i] !== names[ob + i]) return names[oa + i]! < names[ob + i]! ? -1 : 1;
+  if (la < lb) return xa === a || SLASH < names[ob + n]! ? -1 : 1;
+  if (lb < la) return yb === b || SLASH < names[oa + n]! ? 1 : -1;
+  return writtenOut(t, a, b); // siblings of one name (never from one walk)
+}
+
+const SLASH = 0x2f;
+
+function writtenOut(t: Tables, a: number, b: number): number {
+  const pa = Buffer.allocUnsafe(dirRelLength(t, a)), pb = Buffer.allocUnsafe(dirRelLength(t, b));
+  writeDirRelRow(t, a, pa, 0);
+  writeDirRelRow(t, b, pb, 0);
+  return Buffer.compare(pa, pb);
 }
 
 /** The planned sets' objects, built one set at a time from the plan's rows. */
@@ -147,56 +377,205 @@ function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Gener
 
 /**
  * What keeps identical content apart (report/kept-apart.ts) over every
- * hashed candidate, by content class (same hash and size): a class that is
- * all one identical set (`setOf`) with no path in a directory that refuses
- * links keeps nothing apart and is passed over on its rows; the others get
- * their objects and are charged as keptApart() charges them.
+ * hashed candidate, by content class (same hash and size). The classes are
+ * found among one item per identical set (its members share hash and size)
+ * and one per hashed candidate in no set, so the sort holds a few items per
+ * set rather than one per candidate. A class that is one identical set keeps
+ * nothing apart, unless a path of it lies in a directory that refuses links;
+ * the others are charged on their rows (KeptApartRows), or, with a refused
+ * path, on their objects as keptApart() charges them.
  */
-export function keptApartRows(c: Candidates, setOf: Int32Array, opts: PolicyOptions): KeptApart {
+export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions): KeptApart {
   const sum = keptApartSum(c.scan.roots.length);
   const r = c.read, t = c.scan.tables;
-  let count = 0;
-  for (let m = 0; m < r.state.length; m++) if (r.state[m]! & READ) count++;
-  const hashed = new Uint32Array(count);
-  for (let m = 0, k = 0; m < r.state.length; m++) if (r.state[m]! & READ) hashed[k++] = m;
-  const head = (m: number) => c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!;
-  const sizeOf = (m: number) => t.files.size[head(m)]!;
+  const setOf = setNumbers(r.state.length, sets);
+  const alone = (m: number) => (r.state[m]! & READ) !== 0 && setOf[m]! < 0;
+  let count = sets.count;
+  for (let m = 0; m < r.state.length; m++) if (alone(m)) count++;
+  const reps = new Uint32Array(count);
+  let at = 0;
+  for (let s = 0; s < sets.count; s++) reps[at++] = sets.members[sets.start[s]!]!;
+  for (let m = 0; m < r.state.length; m++) if (alone(m)) reps[at++] = m;
+  const sizeOf = (m: number) => t.files.size[c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!]!;
   const mat = new Materializer(c.scan, c.projects);
+  const onRows = new KeptApartRows(c, setOf, sum, opts);
+  const pinnable = mayRefuse(c.projects);
+  let content: Uint32Array = new Uint32Array(64);
   classesOf(
-    hashed.length,
-    (i) => mix(r.hashLo[hashed[i]!]!, r.hashHi[hashed[i]!]!),
+    count,
+    (i) => mix(r.hashLo[reps[i]!]!, r.hashHi[reps[i]!]!),
     (i, j) => {
-      const a = hashed[i]!, b = hashed[j]!;
+      const a = reps[i]!, b = reps[j]!;
       if (r.hashHi[a] !== r.hashHi[b]) return r.hashHi[a]! < r.hashHi[b]! ? -1 : 1;
       if (r.hashLo[a] !== r.hashLo[b]) return r.hashLo[a]! < r.hashLo[b]! ? -1 : 1;
       return sizeOf(a) - sizeOf(b);
     },
-    2,
+    1,
     (items, from, to) => {
-      const first = setOf[hashed[items[from]!]!]!;
-      let uniform = first >= 0;
-      for (let k = from + 1; uniform && k < to; k++) uniform = setOf[hashed[items[k]!]!] === first;
-      if (uniform && !anyPinned(c, items, from, to, hashed)) return;
-      const content: Inode[] = [];
-      for (let k = from; k < to; k++) content.push(inodeOf(c, mat, hashed[items[k]!]!));
-      addContentClass(sum, content, opts);
+      const one = to - from === 1;
+      if (one && (setOf[reps[items[from]!]!]! < 0 || !pinnable)) return; // one candidate, or one set with nothing pinned
+      // The class's candidates: each set's members, and the others.
+      let n = 0;
+      for (let k = from; k < to; k++) {
+        const m = reps[items[k]!]!, s = setOf[m]!;
+        const a = s < 0 ? 0 : sets.start[s]!, b = s < 0 ? 1 : sets.start[s + 1]!;
+        if (n + b - a > content.length) content = grow(content, n + b - a);
+        if (s < 0) content[n++] = m;
+        else for (let j = a; j < b; j++) content[n++] = sets.members[j]!;
+      }
+      const pinned = pinnable && anyPinned(c, content, n);
+      if (one && !pinned) return;
+      if (!pinned) return onRows.add(content, n);
+      const inodes: Inode[] = [];
+      for (let k = 0; k < n; k++) inodes.push(inodeOf(c, mat, content[k]!));
+      addContentClass(sum, inodes, opts);
     },
   );
   return keptApartOf(sum);
 }
 
+function grow(a: Uint32Array, n: number): Uint32Array {
+  const next = new Uint32Array(Math.max(n, a.length * 2));
+  next.set(a);
+  return next;
+}
+
+/**
+ * report/kept-apart.ts addContentClass on rows, for a content class none of
+ * whose paths is refused (anyPinned false; the others get their objects).
+ * Its policy classes are its identical sets (members of one share every
+ * part of the share key) and each member in none alone (a locked one, or
+ * one whose key no other member has); each part's canonical is the least
+ * in canonicalOrder's keys (freeable = seenAll here: nothing is pinned), the
+ * main part the one addContentClass sorts first (most members, then
+ * compareCanonical). Every other part's canonical that has all its links
+ * seen is charged to firstDifference from the main one, the very function
+ * the objects path asks, given the two inodes' attributes; nothing inside a
+ * part is pinned, so that is all. The charges are integer sums, so their
+ * order does not matter.
+ */
+class KeptApartRows {
+  private cap = 0;
+  private head = new Uint32Array(0); // per part: its canonical's candidate
+  private len = new Uint32Array(0);
+  private free = new Uint8Array(0);
+  private nlink = new Float64Array(0);
+  private first = new Uint32Array(0);
+  private readonly slotOfSet: Int32Array;
+  constructor(
+    private readonly c: Candidates,
+    private readonly setOf: Int32Array,
+    private readonly sum: KeptApartSum,
+    private readonly opts: PolicyOptions,
+  ) {
+    let sets = 0;
+    for (let m = 0; m < setOf.length; m++) sets = Math.max(sets, setOf[m]! + 1);
+    this.slotOfSet = new Int32Array(sets).fill(-1);
+  }
+
+  /** Charge the class of candidates content[0, n). */
+  add(content: Uint32Array, n: number): void {
+    const { c, setOf } = this;
+    const t = c.scan.tables, ins = c.inodes;
+    this.reserve(n);
+    let parts = 0;
+    for (let k = 0; k < n; k++) {
+      const m = content[k]!;
+      const set = setOf[m]!;
+      let p = set >= 0 ? this.slotOfSet[set]! : -1;
+      const id = c.groups.members[m]!;
+      const a = ins.start[id]!, b = ins.start[id + 1]!;
+      const head = ins.paths[a]!;
+      const nlink = nlinkOf(t, head);
+      const free = nlink <= b - a ? 1 : 0;
+      let first = head;
+      for (let j = a + 1; j < b; j++) if (comparePathRows(c.scan, ins.paths[j]!, first) < 0) first = ins.paths[j]!;
+      if (p < 0) {
+        p = parts++;
+        if (set >= 0) this.slotOfSet[set] = p;
+        this.len[p] = 0;
+      } else if ((this.free[p]! - free || nlink - this.nlink[p]! || comparePathRows(c.scan, this.first[p]!, first)) <= 0) {
+        this.len[p] = this.len[p]! + 1;
+        continue; // the part's canonical so far stays
+      }
+      this.len[p] = this.len[p]! + 1;
+      this.head[p] = m;
+      this.free[p] = free;
+      this.nlink[p] = nlink;
+      this.first[p] = first;
+    }
+    for (let k = 0; k < n; k++) {
+      const set = setOf[content[k]!]!;
+      if (set >= 0) this.slotOfSet[set] = -1;
+    }
+    let main = 0;
+    for (let p = 1; p < parts; p++) {
+      // addContentClass's sort, (main, p): most members first, then compareCanonical.
+      const by =
+        this.len[p]! - this.len[main]! ||
+        this.free[main]! - this.free[p]! ||
+        this.nlink[p]! - this.nlink[main]! ||
+        comparePathRows(c.scan, this.first[main]!, this.first[p]!);
+      if (by > 0) main = p;
+    }
+    if (parts < 2) return;
+    const mainAttrs = this.attributes(this.head[main]!);
+    const roots = c.scan.roots;
+    for (let p = 0; p < parts; p++) {
+      if (p === main || !this.free[p]) continue; // free = seenAll: links outside keep it anyway
+      const kept = this.head[p]!;
+      const reason = firstDifference(this.attributes(kept), mainAttrs, this.opts);
+      if (!reason || reason === 'size') continue;
+      const size = t.files.size[ins.paths[ins.start[c.groups.members[kept]!]!]!]!;
+      chargeKept(this.sum, reason, size, roots[rootIndexOf(t, this.first[p]!)]!.index, roots[rootIndexOf(t, this.first[main]!)]!.index);
+    }
+  }
+
+  /** What firstDifference compares of candidate `m`: its Stat (its first row's, as Materializer.inode) and what the hash stage read. */
+  private attributes(m: number): Attributes {
+    const c = this.c, r = c.read;
+    return { stat: statOfRow(c.scan, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!), flags: r.flags[m]!, projid: r.projid[m]!, xattrs: r.xattrs.get(m) ?? '' };
+  }
+
+  private reserve(n: number): void {
+    if (n <= this.cap) return;
+    this.cap = Math.max(n, this.cap * 2, 64);
+    this.head = new Uint32Array(this.cap);
+    this.len = new Uint32Array(this.cap);
+    this.free = new Uint8Array(this.cap);
+    this.nlink = new Float64Array(this.cap);
+    this.first = new Uint32Array(this.cap);
+  }
+}
+
+/**
+ * Whether any directory read refuses a link to some inode (policy.ts
+ * dirRefusal): when none does (a filesystem without projects, no immutable
+ * directory: most hosts), no path of any set needs asking. The rule looks at
+ * an inode's project only as equal to the directory's or not, so asking it
+ * with the directory's own project and with another one covers every inode.
+ */
+function mayRefuse(p: DirProjects | undefined): boolean {
+  if (!p) return false;
+  for (let d = 0; d < p.known.length; d++) {
+    if (!p.known[d]) continue;
+    const locked = p.locked[d] === 1, inherit = p.inherit[d] === 1, own = p.projid[d]!;
+    if (dirRefusal(locked, inherit, own, own) !== undefined || dirRefusal(locked, inherit, own, own + 1) !== undefined) return true;
+  }
+  return false;
+}
+
 /** policy.ts isPinned on rows: a path of one of the candidates lies in a directory that refuses links to it. */
-function anyPinned(c: Candidates, items: Uint32Array, from: number, to: number, hashed: Uint32Array): boolean {
+function anyPinned(c: Candidates, content: Uint32Array, n: number): boolean {
   const p = c.projects;
   if (!p) return false;
   const f = c.scan.tables.files;
-  for (let k = from; k < to; k++) {
-    const m = hashed[items[k]!]!;
+  for (let k = 0; k < n; k++) {
+    const m = content[k]!;
     const id = c.groups.members[m]!;
     for (let j = c.inodes.start[id]!; j < c.inodes.start[id + 1]!; j++) {
       const dir = f.dir[c.inodes.paths[j]!]!;
-      if (!p.known[dir]) continue;
-      if (p.locked[dir] || (p.inherit[dir] && p.projid[dir] !== c.read.projid[m])) return true;
+      if (p.known[dir] && dirRefusal(p.locked[dir] === 1, p.inherit[dir] === 1, p.projid[dir]!, c.read.projid[m]!) !== undefined) return true;
     }
   }
   return false;

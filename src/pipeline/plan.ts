@@ -20,7 +20,7 @@
  * every link it has was seen and may be replaced.
  */
 import { compareRelPaths } from '../core/paths.js';
-import type { FileRec, Inode } from '../core/types.js';
+import type { FileRec, Inode, Root } from '../core/types.js';
 import { acceptsLink, isPinned } from './policy.js';
 
 export interface LinkOp {
@@ -117,6 +117,15 @@ const sFree = new Uint8Array(SMALL), sNlink = new Float64Array(SMALL), sFirst: (
 export interface PlanLimits {
   locked?(inode: Inode, role: 'canonical' | 'duplicate'): boolean;
   linkLimit?(inode: Inode): number;
+  /**
+   * What locked() answers for an inode whose raw flags are `flags`, without
+   * the inode: undefined when it would have to ask the disk. The row
+   * planner (plan-rows.ts) decides a set without its objects only when
+   * this (for `locked`) and rootLinkLimit (for `linkLimit`) answer.
+   */
+  lockedByFlags?(flags: number, role: 'canonical' | 'duplicate'): boolean | undefined;
+  /** linkLimit() of an inode whose first path lies under `root`. */
+  rootLinkLimit?(root: Root): number;
 }
 
 /** A plan's totals, without its sets. */

@@ -184,20 +184,35 @@ export function firstDifference(a: Attributes, b: Attributes, opts: PolicyOption
  */
 export function refusal(file: FileRec, inode: { projid?: number }): 'project' | 'flags' | undefined {
   const p = file.dir.project;
-  if (!p) return undefined;
-  if (p.locked) return 'flags';
-  return p.inherit && p.projid !== (inode.projid ?? 0) ? 'project' : undefined;
+  return p ? dirRefusal(!!p.locked, !!p.inherit, p.projid, inode.projid) : undefined;
+}
+
+/**
+ * refusal() from a directory's project as read (locked, inherit, its
+ * projid) and the inode's project ID: the rule itself, which the row
+ * planner (plan-rows.ts) asks of the directory table's columns.
+ */
+export function dirRefusal(locked: boolean, inherit: boolean, dirProjid: number, projid: number | undefined): 'project' | 'flags' | undefined {
+  if (locked) return 'flags';
+  return inherit && dirProjid !== (projid ?? 0) ? 'project' : undefined;
 }
 
 export const acceptsLink = (file: FileRec, inode: { projid?: number }): boolean => refusal(file, inode) === undefined;
 
-/** Why an inode some of whose paths cannot be replaced stays, whatever the plan does; undefined when all may be. */
+/**
+ * Why an inode some of whose paths cannot be replaced stays, whatever the
+ * plan does; undefined when all may be. Of two reasons the first in REASONS
+ * order, as firstDifference names them: not whichever path comes first, so
+ * the answer does not depend on the order an inode's paths were listed in.
+ */
 export function pinReason(inode: Inode): 'project' | 'flags' | undefined {
+  let why: 'flags' | undefined;
   for (const p of inode.paths) {
-    const why = refusal(p, inode);
-    if (why) return why;
+    const r = refusal(p, inode);
+    if (r === 'project') return r;
+    if (r) why = r;
   }
-  return undefined;
+  return why;
 }
 
 export const isPinned = (inode: Inode): boolean => pinReason(inode) !== undefined;

@@ -14,7 +14,9 @@
  * anyway. Inside one policy class, a member the plan cannot free because a
  * path of it lies in a project-inherit directory of another project is
  * charged to "project", one in an immutable or append-only directory to
- * "flags".
+ * "flags" (one with paths in both: "project", the first in REASONS order).
+ * The dry run charges most classes on their rows (pipeline/plan-rows.ts
+ * KeptApartRows) with chargeKept and policy.ts firstDifference, as here.
  */
 import { canonicalOrder, comparePaths, compareCanonical, freeable, seenAll } from '../pipeline/plan.js';
 import { firstDifference, isLocked, isPinned, noReasons, pinReason, type ByReason, type PolicyOptions, type Reason } from '../pipeline/policy.js';
@@ -98,23 +100,26 @@ export function keptApart(hashed: readonly Inode[], guests: number, opts: Policy
   return keptApartOf(sum);
 }
 
+/** Charge `size` bytes kept apart for `reason` to the guest (root index) of the kept copy, `a`, and to the pair (a, b: the main canonical's guest). */
+export function chargeKept(sum: KeptApartSum, reason: Reason, size: number, a: number, b: number): void {
+  const { total, byGuest, pairs } = sum;
+  const [lo, hi] = a <= b ? [a, b] : [b, a];
+  total[reason] += size;
+  if (byGuest[a]) byGuest[a][reason] += size;
+  const k = lo * 65536 + hi;
+  let p = pairs.get(k);
+  if (!p) pairs.set(k, (p = { guests: [lo, hi], bytes: noReasons() }));
+  p.bytes[reason] += size;
+}
+
+/** A locked inode is a policy class of its own (shareKey leaves it out), and no part's canonical. */
+export const keptLocked = (flags: number | undefined, opts: PolicyOptions): boolean => !opts.iunlink && isLocked(flags);
+
 /** Charge what keeps the inodes of one content class (same hash and size, all hashed) apart. */
 export function addContentClass(sum: KeptApartSum, content: readonly Inode[], opts: PolicyOptions): void {
   if (content.length < 2) return;
-  const { total, byGuest, pairs } = sum;
-  const charge = (reason: Reason, kept: Inode, main: Inode) => {
-    const size = kept.stat.size;
-    const a = firstPath(kept).dir.root.index;
-    const b = firstPath(main).dir.root.index;
-    const [lo, hi] = a <= b ? [a, b] : [b, a];
-    total[reason] += size;
-    if (byGuest[a]) byGuest[a][reason] += size;
-    const k = lo * 65536 + hi;
-    let p = pairs.get(k);
-    if (!p) pairs.set(k, (p = { guests: [lo, hi], bytes: noReasons() }));
-    p.bytes[reason] += size;
-  };
-  const locked = (i: Inode) => !opts.iunlink && isLocked(i.flags);
+  const charge = (reason: Reason, kept: Inode, main: Inode) => chargeKept(sum, reason, kept.stat.size, firstPath(kept).dir.root.index, firstPath(main).dir.root.index);
+  const locked = (i: Inode) => keptLocked(i.flags, opts);
   const first = content[0]!;
   const uniform = !locked(first) && content.every((i) => i === first || firstDifference(i, first, opts) === undefined);
   // One policy class with nothing pinned: nothing kept apart, no sorting needed.
