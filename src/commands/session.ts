@@ -16,7 +16,7 @@ import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
 import { hashRows, readColumns, splitByContent, type ReadColumns } from '../pipeline/hash.js';
 import type { GroupRows, InodeRows } from '../pipeline/group.js';
 import { ELF_BIT, hashOf, READ, rootIndexOf, type Scan } from '../pipeline/rows.js';
-import { ctimeSecOf, mtimeSecOf } from '../pipeline/table.js';
+import { ctimeSecOf, inoOf, mtimeSecOf, sizeOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
 import type { PolicyOptions } from '../pipeline/policy.js';
@@ -241,7 +241,7 @@ export async function hashRowGroups(
   let count = 0, bytes = 0;
   for (let m = 0; m < n; m++) {
     const row = rowOf(m);
-    const h = cache ? cache.find(devOf(row), f.ino[row]!, f.size[row]!, mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!) : -1;
+    const h = cache ? cache.find(devOf(row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!) : -1;
     if (h >= 0) {
       read.hashHi[m] = cache!.hashHiAt(h);
       read.hashLo[m] = cache!.hashLoAt(h);
@@ -252,7 +252,7 @@ export async function hashRowGroups(
       if (x) read.xattrs.set(m, x);
     } else {
       todo[count++] = m;
-      bytes += f.size[row]!;
+      bytes += sizeOf(t, row);
     }
   }
   todo = todo.subarray(0, count);
@@ -264,7 +264,7 @@ export async function hashRowGroups(
       if (!(read.state[m]! & READ)) continue;
       const row = rowOf(m);
       const elf = read.state[m]! & ELF_BIT ? ELF_YES : ELF_NO;
-      cache.put(rootIndexOf(t, row), devOf(row), f.ino[row]!, f.size[row]!, mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', read.flags[m]!, read.projid[m]!, elf);
+      cache.put(rootIndexOf(t, row), devOf(row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', read.flags[m]!, read.projid[m]!, elf);
     }
   }
   return { read, hashed };
@@ -282,7 +282,7 @@ export function seenInodes(scan: Scan, inodes: InodeRows): Map<number, Float64Ar
   for (let k = 0; k < inodes.count; k++) {
     const dev = devOf(k);
     const i = fill.get(dev)!;
-    by.get(dev)![i] = t.files.ino[inodes.paths[inodes.start[k]!]!]!;
+    by.get(dev)![i] = inoOf(t, inodes.paths[inodes.start[k]!]!);
     fill.set(dev, i + 1);
   }
   return by;

@@ -17,6 +17,7 @@
 import type { FileRec, Inode } from '../core/types.js';
 import { compareMetadataRows, metadataHashRow, metadataKey, mix, type PolicyOptions } from './policy.js';
 import { classesOf, rootIndexOf, type Scan } from './rows.js';
+import { inoOf } from './table.js';
 
 export { metadataKey };
 export type GroupOptions = PolicyOptions;
@@ -106,8 +107,8 @@ export function inodeRows(scan: Scan): InodeRows {
   let count = 0, at = 0;
   classesOf(
     n,
-    (row) => mix(mix(0x2545f491, devOf(row) | 0), f.ino[row]! | 0) ^ ((f.ino[row]! / 4294967296) | 0),
-    (a, b) => devOf(a) - devOf(b) || f.ino[a]! - f.ino[b]!,
+    (row) => mix(mix(0x2545f491, devOf(row) | 0), inoOf(t, row) | 0) ^ ((inoOf(t, row) / 4294967296) | 0),
+    (a, b) => devOf(a) - devOf(b) || inoOf(t, a) - inoOf(t, b),
     1,
     (items, from, to) => {
       start[count++] = at;

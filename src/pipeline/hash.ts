@@ -36,7 +36,7 @@ import { openRegular } from '../os/confine.js';
 import { codedError, fileError, type FileError } from '../core/errors.js';
 import { splitGroups, type GroupRows } from './group.js';
 import { displayRow, ELF_BIT, hashOf, READ, readColumns, relPathLengthRow, relPathRow, rootIndexOf, setRead, statOfRow, writeRelPathRow, type ReadColumns, type Scan } from './rows.js';
-import { ctimeSecOf, mtimeSecOf } from './table.js';
+import { ctimeSecOf, inoOf, metaOf, mtimeSecOf, sizeOf } from './table.js';
 import { readFully, sys } from '../os/sys.js';
 import { layout } from '../os/native.js';
 import { getSystemErrorName } from 'node:util';
@@ -312,7 +312,7 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
       const r = hashJob(h, { rootFd: scan.roots[rootIndexOf(t, row)]!.fd, rel: relPathRow(t, row), stat: statOfRow(scan, row) }, buf, opts.seed);
       if ('hash' in r) {
         setRead(cols, m, r);
-        opts.onProgress?.(t.files.size[row]!);
+        opts.onProgress?.(sizeOf(t, row));
       } else fail(m, r.error);
     }
     return;
@@ -325,10 +325,10 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
         let bytes = 0;
         while (next < todo.length && next - from < BATCH_FILES && bytes < BATCH_BYTES) {
           const row = rowOf(todo[next++]!);
-          bytes += t.files.size[row]! + relPathLengthRow(t, row);
+          bytes += sizeOf(t, row) + relPathLengthRow(t, row);
         }
         const out = await sys.hashFiles(encodeRows(scan, todo, from, next, rowOf), opts.seed);
-        decodeInto(out, todo, from, cols, fail, (m) => opts.onProgress?.(t.files.size[rowOf(m)]!));
+        decodeInto(out, todo, from, cols, fail, (m) => opts.onProgress?.(sizeOf(t, rowOf(m))));
       }
     }),
   );
@@ -354,16 +354,16 @@ export function encodeRows(scan: Scan, todo: Uint32Array, from: number, to: numb
     const root = scan.roots[rootIndexOf(t, row)]!;
     const pathLen = writeRelPathRow(t, row, buf, off + IN_HDR);
     const len = pad(IN_HDR + pathLen);
-    const meta = f.meta[row]!;
+    const meta = metaOf(t, row);
     buf.writeUInt32LE(len, off + IN_LEN);
     buf.writeInt32LE(root.fd, off + IN_ROOT_FD);
     buf.writeUInt32LE(pathLen, off + IN_PATH_LEN);
     buf.writeUInt32LE(m.mode[meta]!, off + IN_MODE);
     buf.writeUInt32LE(m.uid[meta]!, off + IN_UID);
     buf.writeUInt32LE(m.gid[meta]!, off + IN_GID);
-    u64(buf, f.ino[row]!, off + IN_INO);
+    u64(buf, inoOf(t, row), off + IN_INO);
     u64(buf, root.dev, off + IN_DEV);
-    u64(buf, f.size[row]!, off + IN_SIZE);
+    u64(buf, sizeOf(t, row), off + IN_SIZE);
     u64(buf, mtimeSecOf(t, row), off + IN_MTIME_SEC);
     buf.writeUInt32LE(f.mtimeNsec[row]!, off + IN_MTIME_NSEC);
     buf.writeUInt32LE(f.ctimeNsec[row]!, off + IN_CTIME_NSEC);

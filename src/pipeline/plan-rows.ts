@@ -16,6 +16,7 @@ import type { GroupRows, InodeRows } from './group.js';
 import type { SetRows } from './hash.js';
 import { comparePaths, freeable, planOne, type PlanLimits, type PlanSet, type PlanTotals } from './plan.js';
 import { mix, type PolicyOptions } from './policy.js';
+import { sizeOf as sizeOfRow } from './table.js';
 
 /** Everything the stages after the hash know, by row. */
 export interface Candidates {
@@ -160,7 +161,7 @@ export function keptApartRows(c: Candidates, setOf: Int32Array, opts: PolicyOpti
   const hashed = new Uint32Array(count);
   for (let m = 0, k = 0; m < r.state.length; m++) if (r.state[m]! & READ) hashed[k++] = m;
   const head = (m: number) => c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!;
-  const sizeOf = (m: number) => t.files.size[head(m)]!;
+  const sizeOf = (m: number) => sizeOfRow(t, head(m));
   const mat = new Materializer(c.scan, c.projects);
   classesOf(
     hashed.length,

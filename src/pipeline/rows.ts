@@ -11,7 +11,7 @@
 import { FileType, type Stat } from '../core/stat.js';
 import type { DirNode, DirProject, FileRec, Inode, Root } from '../core/types.js';
 import { printable } from '../core/paths.js';
-import { blocksOf, ctimeSecOf, mtimeSecOf, nlinkOf, type Tables } from './table.js';
+import { blocksOf, ctimeSecOf, inoOf, metaOf, mtimeSecOf, nlinkOf, sizeOf, type Tables } from './table.js';
 
 /** The tables and the roots they were walked under (row k of the directory table is root k). */
 export interface Scan {
@@ -86,16 +86,16 @@ export function displayRow(scan: Scan, row: number): string {
 export function statOfRow(scan: Scan, row: number): Stat {
   const t = scan.tables, f = t.files, m = t.metas;
   const root = scan.roots[rootIndexOf(t, row)]!;
-  const meta = f.meta[row]!;
+  const meta = metaOf(t, row);
   return {
     type: FileType.Regular,
     mode: m.mode[meta]!,
     uid: m.uid[meta]!,
     gid: m.gid[meta]!,
     nlink: nlinkOf(t, row),
-    ino: f.ino[row]!,
+    ino: inoOf(t, row),
     dev: root.dev,
-    size: f.size[row]!,
+    size: sizeOf(t, row),
     blocks: blocksOf(t, row),
     mtimeSec: mtimeSecOf(t, row),
     mtimeNsec: f.mtimeNsec[row]!,
