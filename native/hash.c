@@ -211,6 +211,7 @@ typedef struct {
   uint64_t seed;
   int err;
   outbuf out;
+  napi_ref into; /* the caller's Buffer for the results, or NULL */
 } hash_batch;
 
 #define HASH_BUF (1 << 20)
@@ -244,7 +245,17 @@ static void hash_complete(napi_env env, napi_status status, void *data) {
   if (status != napi_ok || b->err) {
     napi_reject_deferred(env, b->deferred, make_error(env, status != napi_ok ? ECANCELED : b->err, "hashFiles"));
   } else {
-    napi_value buf = buffer_from(env, &b->out);
+    napi_value buf = NULL, into;
+    void *p;
+    size_t cap;
+    /* Into the caller's buffer when they fit: resolved with the byte count, no new Buffer per batch. */
+    if (b->into && napi_get_reference_value(env, b->into, &into) == napi_ok && into &&
+        napi_get_buffer_info(env, into, &p, &cap) == napi_ok && b->out.len <= cap) {
+      if (b->out.len) memcpy(p, b->out.data, b->out.len);
+      napi_create_double(env, (double)b->out.len, &buf);
+    } else {
+      buf = buffer_from(env, &b->out);
+    }
     if (buf)
       napi_resolve_deferred(env, b->deferred, buf);
     else {
@@ -254,16 +265,21 @@ static void hash_complete(napi_env env, napi_status status, void *data) {
     }
   }
   napi_delete_async_work(env, b->work);
+  if (b->into) napi_delete_reference(env, b->into);
   free(b->out.data);
   free(b->in);
   free(b);
 }
 
-/* hashFiles(jobs: Buffer, seed: bigint) -> Promise<Buffer>: see the layout
- * above. The seed comes from the host's hash key (src/state/hash-key.ts). */
+/* hashFiles(jobs: Buffer, seed: bigint, into?: Buffer) -> Promise<Buffer | number>:
+ * see the layout above. The seed comes from the host's hash key
+ * (src/state/hash-key.ts). With `into`, results that fit are copied there
+ * (on the JavaScript thread, at completion) and the promise gets their
+ * length: a caller that reuses one buffer per batch in flight makes no
+ * garbage per batch. */
 napi_value HashFiles(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *data;
   size_t len;
@@ -283,6 +299,8 @@ napi_value HashFiles(napi_env env, napi_callback_info info) {
     return NULL;
   }
   memcpy(in, data, len); /* the worker thread must not touch a JS-owned buffer */
+  bool is_buf = false;
+  if (argc > 2 && napi_is_buffer(env, argv[2], &is_buf) == napi_ok && is_buf) napi_create_reference(env, argv[2], 1, &b->into);
   b->in = in;
   b->in_len = len;
   b->seed = seed;

@@ -200,7 +200,10 @@ export const sys = {
   closeLater: (fd: number): void => native.closeLater(fd),
   closeLaterDrain: (): Promise<void> => native.closeLaterDrain(),
   /** Open, check, read xattrs of and hash a batch of files on the thread pool (layout: hashFiles in the addon, encoded by hash.ts). */
-  hashFiles: (jobs: Buffer, seed: bigint): Promise<Buffer> => native.hashFiles(jobs, seed),
+  hashFiles: async (jobs: Buffer, seed: bigint, into?: Buffer): Promise<Buffer> => {
+    const r = await native.hashFiles(jobs, seed, into);
+    return typeof r === 'number' ? into!.subarray(0, r) : r;
+  },
   /** FS_IOC_FSGETXATTR: the extended flags (fsx_xflags) and project ID (fsx_projid) of an open file or directory. */
   fsGetXattr: (fd: number): { xflags: number; projid: number } => {
     const [xflags, projid] = native.fsGetXattr(fd);

@@ -116,7 +116,7 @@ export function inodeRows(scan: Scan): InodeRows {
     },
   );
   start[count] = at;
-  return { count, start: start.slice(0, count + 1), paths };
+  return { count, start: start.subarray(0, count + 1), paths };
 }
 
 /** Candidate groups on rows: inodes agreeing on policy.ts's metadata key (compareMetadataRows), two or more. */
@@ -137,5 +137,5 @@ export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions): Gr
     },
   );
   starts.push(at);
-  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
+  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.subarray(0, at) };
 }

@@ -320,6 +320,11 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.max(1, opts.inFlight ?? BATCHES_IN_FLIGHT) }, async () => {
+      // One input and one output buffer per batch in flight, reused: a new
+      // pair per batch was ~40 KiB of garbage each, and the collector let
+      // tens of MiB of it pile up before it ran.
+      let jobs: Buffer = Buffer.allocUnsafeSlow(BATCH_FILES * 128);
+      const results = Buffer.allocUnsafeSlow(BATCH_FILES * (OUT_HDR + 32));
       while (next < todo.length) {
         const from = next;
         let bytes = 0;
@@ -327,7 +332,9 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
           const row = rowOf(todo[next++]!);
           bytes += sizeOf(t, row) + relPathLengthRow(t, row);
         }
-        const out = await sys.hashFiles(encodeRows(scan, todo, from, next, rowOf), opts.seed);
+        const input = encodeRows(scan, todo, from, next, rowOf, jobs);
+        if (input.buffer !== jobs.buffer) jobs = input; // grown for long paths: keep the larger one
+        const out = await sys.hashFiles(input, opts.seed, results);
         decodeInto(out, todo, from, cols, fail, (m) => opts.onProgress?.(sizeOf(t, rowOf(m))));
       }
     }),
@@ -341,13 +348,15 @@ function u64(buf: Buffer, v: number, at: number): void {
   buf.writeInt32LE(hi, at + 4);
 }
 
-/** The input records of hashFiles (struct hash_in in native/hash.c) for candidates todo[from, to). */
-export function encodeRows(scan: Scan, todo: Uint32Array, from: number, to: number, rowOf: (m: number) => number): Buffer {
+/** The input records of hashFiles (struct hash_in in native/hash.c) for candidates todo[from, to), in `into` when it is large enough. */
+export function encodeRows(scan: Scan, todo: Uint32Array, from: number, to: number, rowOf: (m: number) => number, into?: Buffer): Buffer {
   const t = scan.tables, f = t.files, m = t.metas;
   const pad = (n: number) => (n + ALIGN - 1) & -ALIGN;
   let total = 0;
   for (let k = from; k < to; k++) total += pad(IN_HDR + relPathLengthRow(t, rowOf(todo[k]!)));
-  const buf = Buffer.alloc(total);
+  const buf = into && into.length >= total ? into.subarray(0, total) : Buffer.allocUnsafeSlow(total);
+  // Zeros in the header's padding and after each path, as a fresh buffer had.
+  buf.fill(0);
   let off = 0;
   for (let k = from; k < to; k++) {
     const row = rowOf(todo[k]!);
@@ -456,5 +465,5 @@ export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy:
     }
   }
   starts.push(at);
-  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
+  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.subarray(0, at) };
 }
