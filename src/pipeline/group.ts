@@ -97,8 +97,13 @@ export interface GroupRows {
   members: Uint32Array;
 }
 
-/** The rows' inodes, found by sorting (dev, ino), not by a Map entry per file. */
-export function inodeRows(scan: Scan): InodeRows {
+/**
+ * The rows' inodes, found by sorting (dev, ino), not by a Map entry per file.
+ * `keys`: scratch for the sort (classesOf), at least one number per file;
+ * groupRows can be given the same one, so grouping makes one such array,
+ * not two (8 bytes per file each, garbage until the collector runs).
+ */
+export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
   const t = scan.tables, f = t.files, n = f.count;
   const devs = scan.roots.map((r) => r.dev);
   const devOf = (row: number) => devs[rootIndexOf(t, row)]!;
@@ -114,13 +119,14 @@ export function inodeRows(scan: Scan): InodeRows {
       start[count++] = at;
       for (let k = from; k < to; k++) paths[at++] = items[k]!;
     },
+    keys,
   );
   start[count] = at;
   return { count, start: start.subarray(0, count + 1), paths };
 }
 
 /** Candidate groups on rows: inodes agreeing on policy.ts's metadata key (compareMetadataRows), two or more. */
-export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions): GroupRows {
+export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions, keys?: Float64Array): GroupRows {
   const t = scan.tables;
   const head = (k: number) => inodes.paths[inodes.start[k]!]!;
   const starts: number[] = [];
@@ -135,6 +141,7 @@ export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions): Gr
       starts.push(at);
       for (let k = from; k < to; k++) members[at++] = items[k]!;
     },
+    keys,
   );
   starts.push(at);
   return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.subarray(0, at) };

@@ -112,7 +112,9 @@ export function statOfRow(scan: Scan, row: number): Stat {
  * are compared: no comparator call for the items alone in theirs (most).
  * `each` gets every class of `min` or more items, in a scratch array whose
  * [from, to) it may read (and reorder) during the call only; items of a
- * class are in ascending order (`cmp` ties broken by item).
+ * class are in ascending order (`cmp` ties broken by item). `keyScratch`, when
+ * it holds n or more numbers, is used (and overwritten) for the sort keys
+ * instead of a new array: stages run one after another can share one.
  */
 export function classesOf(
   n: number,
@@ -120,13 +122,14 @@ export function classesOf(
   cmp: (a: number, b: number) => number,
   min: number,
   each: (items: Uint32Array, from: number, to: number) => void,
+  keyScratch?: Float64Array,
 ): void {
   if (n === 0) return;
   const itemBits = Math.max(1, Math.ceil(Math.log2(n + 1)));
   const hashBits = Math.min(32, 53 - itemBits);
   const P = 2 ** itemBits;
   const shift = 32 - hashBits; // hashBits >= 21 while n < 2^32
-  const keys = new Float64Array(n);
+  const keys = keyScratch && keyScratch.length >= n ? keyScratch.subarray(0, n) : new Float64Array(n);
   for (let i = 0; i < n; i++) keys[i] = (hash(i) >>> shift) * P + i;
   keys.sort();
   let scratch = new Uint32Array(64);
