@@ -77,7 +77,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const inodes = inodeRows(scan, keys);
     const groups = groupRows(scan, inodes, policy, keys);
     log.timed('group');
-    const { read, hashed } = await hashRowGroups(s, session, scan, inodes, groups);
+    const { read, hashed } = await hashRowGroups(s, session, scan, inodes, groups, keys);
     const sets = splitRowsByContent(groups, read, policy);
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.

@@ -226,6 +226,8 @@ export async function hashRowGroups(
   scan: Scan,
   inodes: InodeRows,
   groups: GroupRows,
+  /** Scratch whose contents are spent (grouping's sort keys): the hash columns may be laid over it. */
+  reuse?: Float64Array,
 ): Promise<{ read: ReadColumns; hashed: Hashed }> {
   const where = keyLocation({ hashKey: opts.hashKey, stateDir: opts.stateDir ?? DEFAULT_STATE_DIR });
   const key = (s.key ??= loadHashKey(where.file, { create: where.create }));
@@ -235,7 +237,7 @@ export async function hashRowGroups(
   const f = t.files;
   const devOf = (row: number) => scan.roots[rootIndexOf(t, row)]!.dev;
   const n = groups.members.length;
-  const read = readColumns(n);
+  const read = readColumns(n, reuse);
   const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
   let todo = new Uint32Array(n);
   let count = 0, bytes = 0;

@@ -185,8 +185,22 @@ export interface ReadColumns {
 export const READ = 1;
 export const ELF_BIT = 2;
 
-export function readColumns(n: number): ReadColumns {
-  return { hashHi: new Uint32Array(n), hashLo: new Uint32Array(n), flags: new Uint32Array(n), projid: new Uint32Array(n), state: new Uint8Array(n), xattrs: new Map() };
+/**
+ * Columns for `n` candidates. `reuse`: an array whose contents are no longer
+ * needed (grouping's sort keys, 8 bytes per file, so room for both hash
+ * halves of every candidate): the hash columns are laid over it, zeroed,
+ * rather than allocated while it still waits for the collector.
+ */
+export function readColumns(n: number, reuse?: Float64Array): ReadColumns {
+  let hashHi: Uint32Array, hashLo: Uint32Array;
+  if (reuse && reuse.length >= n) {
+    hashHi = new Uint32Array(reuse.buffer, reuse.byteOffset, n).fill(0);
+    hashLo = new Uint32Array(reuse.buffer, reuse.byteOffset + 4 * n, n).fill(0);
+  } else {
+    hashHi = new Uint32Array(n);
+    hashLo = new Uint32Array(n);
+  }
+  return { hashHi, hashLo, flags: new Uint32Array(n), projid: new Uint32Array(n), state: new Uint8Array(n), xattrs: new Map() };
 }
 
 /** Candidate `m`'s hash as a BigInt (for the cache and messages). */

@@ -6,7 +6,7 @@ import { FileType, type Stat } from '../../src/core/stat.js';
 import type { Root } from '../../src/core/types.js';
 import { groupRows, inodeRows } from '../../src/pipeline/group.js';
 import { compareMetadataRows, metadataHashRow, metadataKey } from '../../src/pipeline/policy.js';
-import { classesOf, Materializer, relPathRow, statOfRow, type Scan } from '../../src/pipeline/rows.js';
+import { classesOf, Materializer, readColumns, relPathRow, statOfRow, type Scan } from '../../src/pipeline/rows.js';
 import { blocksOf, BLOCKS_BIAS, ctimeSecOf, inoOf, metaOf, modeOf, mtimeSecOf, nlinkOf, sizeOf, uidOf, WIDE16, WIDE32, WIDE8 } from '../../src/pipeline/table.js';
 import { TableBuilder, tablesFromWalk } from '../../src/pipeline/table-builder.js';
 import { relPath } from '../../src/core/paths.js';
@@ -92,6 +92,19 @@ describe('TableBuilder', () => {
     const again = tablesFromWalk(roots, [file]);
     expect(relPathRow(again, 0)).toEqual(relPathRow(scan.tables, row));
     expect(statOfRow({ tables: again, roots }, 0)).toEqual(stat);
+  });
+});
+
+describe('readColumns', () => {
+  it('lays the hash columns over spent sort keys: zeroed, apart, within them', () => {
+    const keys = new Float64Array(5).fill(123.456);
+    const c = readColumns(4, keys);
+    expect([...c.hashHi, ...c.hashLo]).toEqual(new Array(8).fill(0));
+    c.hashHi.fill(0xffffffff);
+    expect([...c.hashLo]).toEqual([0, 0, 0, 0]);
+    expect(c.hashHi.buffer).toBe(keys.buffer);
+    // Too small to hold both: columns of their own.
+    expect(readColumns(6, keys).hashHi.buffer).not.toBe(keys.buffer);
   });
 });
 
