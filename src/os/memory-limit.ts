@@ -42,8 +42,8 @@ export class MemoryLimitError extends UsageError {
  * (README "Memory"): dry runs over bench/scale.mjs's 1,000,000-file tree
  * (969,271 files scanned) peaked at 155 bytes per file over that with
  * --no-cache and at 216 with a warm hash cache (its shards, 72 bytes per
- * entry, are read whole); over the 2,000,000-file tree (1,938,589) at 140
- * and 198. A budget must hold for either, so the largest, plus 15 %,
+ * entry, are read whole); over the 2,000,000-file tree (1,938,589) at
+ * 126-134 and 194. A budget must hold for either, so the largest, plus 15 %,
  * rounded up.
  */
 export const FILE_BYTES = 250;
