@@ -218,6 +218,7 @@ typedef struct {
   int attrs_only; /* open, check, xattrs, flags, project; no content read */
   int err;
   outbuf out;
+  napi_ref into; /* the caller's Buffer for the results, or NULL */
 } hash_batch;
 
 #define HASH_BUF (1 << 20)
@@ -251,7 +252,17 @@ static void hash_complete(napi_env env, napi_status status, void *data) {
   if (status != napi_ok || b->err) {
     napi_reject_deferred(env, b->deferred, make_error(env, status != napi_ok ? ECANCELED : b->err, "hashFiles"));
   } else {
-    napi_value buf = buffer_from(env, &b->out);
+    napi_value buf = NULL, into;
+    void *p;
+    size_t cap;
+    /* Into the caller's buffer when they fit: resolved with the byte count, no new Buffer per batch. */
+    if (b->into && napi_get_reference_value(env, b->into, &into) == napi_ok && into &&
+        napi_get_buffer_info(env, into, &p, &cap) == napi_ok && b->out.len <= cap) {
+      if (b->out.len) memcpy(p, b->out.data, b->out.len);
+      napi_create_double(env, (double)b->out.len, &buf);
+    } else {
+      buf = buffer_from(env, &b->out);
+    }
     if (buf)
       napi_resolve_deferred(env, b->deferred, buf);
     else {
@@ -261,17 +272,22 @@ static void hash_complete(napi_env env, napi_status status, void *data) {
     }
   }
   napi_delete_async_work(env, b->work);
+  if (b->into) napi_delete_reference(env, b->into);
   free(b->out.data);
   free(b->in);
   free(b);
 }
 
-/* hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean) -> Promise<Buffer>:
- * see the layout above. The seed comes from the host's hash key
- * (src/state/hash-key.ts). */
+/* hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean, into?: Buffer)
+ * -> Promise<Buffer | number>: see the layout above. The seed comes from the
+ * host's hash key (src/state/hash-key.ts). attrsOnly: the same opens and
+ * checks, xattrs, flags and project; no content read. With `into`, results
+ * that fit are copied there (on the JavaScript thread, at completion) and the
+ * promise gets their length: a caller that reuses one buffer per batch in
+ * flight makes no garbage per batch. */
 napi_value HashFiles(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *data;
   size_t len;
@@ -279,14 +295,14 @@ napi_value HashFiles(napi_env env, napi_callback_info info) {
   uint64_t seed = 0;
   if (argc < 2 || arg_buffer(env, argv[0], &data, &len) ||
       napi_get_value_bigint_uint64(env, argv[1], &seed, &lossless) != napi_ok || !lossless) {
-    napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean)");
+    napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean, into?: Buffer)");
     return NULL;
   }
   bool attrs_only = false;
   if (argc >= 3) {
     napi_valuetype t;
     if (napi_typeof(env, argv[2], &t) != napi_ok || (t != napi_undefined && (t != napi_boolean || napi_get_value_bool(env, argv[2], &attrs_only) != napi_ok))) {
-      napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean)");
+      napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean, into?: Buffer)");
       return NULL;
     }
   }
@@ -299,6 +315,8 @@ napi_value HashFiles(napi_env env, napi_callback_info info) {
     return NULL;
   }
   memcpy(in, data, len); /* the worker thread must not touch a JS-owned buffer */
+  bool is_buf = false;
+  if (argc > 3 && napi_is_buffer(env, argv[3], &is_buf) == napi_ok && is_buf) napi_create_reference(env, argv[3], 1, &b->into);
   b->in = in;
   b->in_len = len;
   b->seed = seed;

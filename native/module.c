@@ -9,6 +9,8 @@
  */
 #include "vunify.h"
 
+#include <malloc.h>
+
 napi_value layout_new(napi_env env, size_t header_size) {
   napi_value l, fields, v;
   napi_create_object(env, &l);
@@ -44,6 +46,15 @@ static napi_value make_layout(napi_env env) {
 #define FN(js, fn) {js, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
 
 static napi_value Init(napi_env env, napi_value exports) {
+  /* Large blocks (typed arrays' backing stores, the hash stage's batch
+   * buffers) get their own mapping and go back to the system when freed.
+   * glibc's default raises its mmap threshold to the size of each mapped
+   * block freed (up to 32 MiB), after which the stages' arrays of a few MiB
+   * came from the heap and stayed resident after the garbage collector
+   * freed them: a fixed threshold keeps the run's resident set at what it
+   * holds. */
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
   napi_property_descriptor props[] = {
       FN("openBeneath", OpenBeneath),
       FN("forceLegacyLookup", ForceLegacyLookup),

@@ -54,6 +54,8 @@
 #define STRIDE 16
 #define WIDE32 0xffffffffu
 #define WIDE16 0xffffu
+#define WIDE8 0xffu
+#define BLOCKS_BIAS 128
 #define BATCH_ROWS 1024
 #define BATCH_NAMES (BATCH_ROWS * 256)
 #define DENTS_BUF 65536
@@ -84,11 +86,11 @@ static void col_unmap(column *c) {
 enum { D_PARENT, D_ROOT, D_DEPTH, D_NAMEOFF, D_NAMELEN, D_INO, D_COLS };
 enum { F_DIR, F_NAMEOFF, F_NAMELEN, F_INO, F_SIZE, F_BLOCKS, F_META, F_NLINK, F_MTIME, F_MTIMENS, F_CTIME, F_CTIMENS, F_COLS };
 enum { M_UID, M_GID, M_MODE, M_COLS };
-enum { W_ROWS, W_BLOCKS, W_NLINK, W_MTIME, W_CTIME, W_COLS };
+enum { W_ROWS, W_INO, W_SIZE, W_BLOCKS, W_META, W_NLINK, W_MTIME, W_CTIME, W_COLS };
 static const size_t D_WIDTH[D_COLS] = {4, 2, 2, 4, 1, 8};
-static const size_t F_WIDTH[F_COLS] = {4, 4, 1, 8, 8, 4, 4, 2, 4, 4, 4, 4};
+static const size_t F_WIDTH[F_COLS] = {4, 4, 1, 4, 4, 1, 2, 1, 4, 4, 4, 4};
 static const size_t M_WIDTH[M_COLS] = {4, 4, 2};
-static const size_t W_WIDTH[W_COLS] = {4, 8, 8, 8, 8};
+static const size_t W_WIDTH[W_COLS] = {4, 8, 8, 8, 8, 8, 8, 8};
 #define COL(c, T, i) (((T *)(c).data)[i])
 
 static size_t row_bytes(const size_t *w, int n) {
@@ -259,6 +261,26 @@ static int push_item(walk *w, uint32_t dir, int32_t held) {
   return 0;
 }
 
+/* Which of a file's values do not fit the compact columns (the rules of
+ * src/pipeline/table.ts; table-builder.ts decides alike): its inode number's
+ * upper half is not its directory's, 4 GiB or more, an allocation more than
+ * a few blocks from usual_blocks(size), 255 links or more, a time outside
+ * 0..2^32-2. The meta row is decided as it is numbered. */
+static uint64_t usual_blocks(uint64_t size) { return (size + 4095) / 4096 * 8; }
+
+static int blocks_class(const bfile *b) {
+  if (b->size >= ((uint64_t)1 << 53) || b->blocks >= ((uint64_t)1 << 53)) return -1;
+  int64_t d = (int64_t)b->blocks - (int64_t)usual_blocks(b->size) + BLOCKS_BIAS;
+  return d >= 0 && d < (int64_t)WIDE8 ? (int)d : -1;
+}
+
+static int ino_fits(uint64_t ino, uint64_t dir_ino) { return (uint32_t)ino != WIDE32 && ino >> 32 == dir_ino >> 32; }
+
+static int row_wide(const bfile *b, uint64_t dir_ino) {
+  return !ino_fits(b->ino, dir_ino) || b->size >= WIDE32 || blocks_class(b) < 0 || b->nlink >= WIDE8 || b->mtime < 0 ||
+         b->mtime >= WIDE32 || b->ctime < 0 || b->ctime >= WIDE32;
+}
+
 /* Append the batch: files, then subdirectories (whose rows become work),
  * under the lock. `dir` is the listed directory's row, `child_held` the
  * held descriptor its subdirectories are opened from. */
@@ -270,10 +292,10 @@ static void flush(worker *t, uint32_t dir, int32_t child_held) {
   t->special = t->out_of_bounds = t->excluded = t->mount_points = 0;
   if (w->stop) goto out;
   size_t nwide = 0;
-  for (size_t i = 0; i < t->nfiles; i++) {
-    bfile *b = &t->files[i];
-    nwide += b->blocks >= WIDE32 || b->nlink >= WIDE16 || b->mtime < 0 || b->mtime >= WIDE32 || b->ctime < 0 || b->ctime >= WIDE32;
-  }
+  uint64_t dir_ino = (uint64_t)COL(w->d[D_INO], double, dir);
+  /* Past 65,534 owner/group/mode triples any row may be wide by its meta alone. */
+  int metas_full = w->nmetas + t->nfiles >= WIDE16;
+  for (size_t i = 0; i < t->nfiles; i++) nwide += metas_full || row_wide(&t->files[i], dir_ino);
   if (w->nfiles + t->nfiles > w->cap_files || w->ndirs + t->ndirs > w->cap_dirs ||
       w->nnames + t->nnames > w->cap_names || w->nwide + nwide > w->cap_wide) {
     set_stop(w, w->nnames + t->nnames > w->cap_names ? "the name heap's 4 GiB" : "the row limit");
@@ -302,22 +324,25 @@ static void flush(worker *t, uint32_t dir, int32_t child_held) {
     COL(w->f[F_DIR], uint32_t, r) = dir;
     COL(w->f[F_NAMEOFF], uint32_t, r) = (uint32_t)(base + b->name_at);
     COL(w->f[F_NAMELEN], uint8_t, r) = b->name_len;
-    COL(w->f[F_INO], double, r) = (double)b->ino;
-    COL(w->f[F_SIZE], double, r) = (double)b->size;
-    COL(w->f[F_META], uint32_t, r) = (uint32_t)meta;
     COL(w->f[F_MTIMENS], uint32_t, r) = b->mtime_ns;
     COL(w->f[F_CTIMENS], uint32_t, r) = b->ctime_ns;
-    int bw = b->blocks >= WIDE32, nw = b->nlink >= WIDE16;
-    int mw = b->mtime < 0 || b->mtime >= WIDE32, cw = b->ctime < 0 || b->ctime >= WIDE32;
-    COL(w->f[F_BLOCKS], uint32_t, r) = bw ? WIDE32 : (uint32_t)b->blocks;
-    COL(w->f[F_NLINK], uint16_t, r) = nw ? WIDE16 : (uint16_t)b->nlink;
+    int iw = !ino_fits(b->ino, dir_ino), sw = b->size >= WIDE32, bc = blocks_class(b), ew = meta >= WIDE16;
+    int nw = b->nlink >= WIDE8, mw = b->mtime < 0 || b->mtime >= WIDE32, cw = b->ctime < 0 || b->ctime >= WIDE32;
+    COL(w->f[F_INO], uint32_t, r) = iw ? WIDE32 : (uint32_t)b->ino;
+    COL(w->f[F_SIZE], uint32_t, r) = sw ? WIDE32 : (uint32_t)b->size;
+    COL(w->f[F_BLOCKS], uint8_t, r) = bc < 0 ? WIDE8 : (uint8_t)bc;
+    COL(w->f[F_META], uint16_t, r) = ew ? WIDE16 : (uint16_t)meta;
+    COL(w->f[F_NLINK], uint8_t, r) = nw ? WIDE8 : (uint8_t)b->nlink;
     COL(w->f[F_MTIME], uint32_t, r) = mw ? WIDE32 : (uint32_t)b->mtime;
     COL(w->f[F_CTIME], uint32_t, r) = cw ? WIDE32 : (uint32_t)b->ctime;
-    if (bw || nw || mw || cw) {
+    if (iw || sw || bc < 0 || ew || nw || mw || cw) {
       /* Rows are numbered under this lock, so the wide table stays sorted by row. */
       size_t k = w->nwide++;
       COL(w->wd[W_ROWS], uint32_t, k) = (uint32_t)r;
+      COL(w->wd[W_INO], double, k) = (double)b->ino;
+      COL(w->wd[W_SIZE], double, k) = (double)b->size;
       COL(w->wd[W_BLOCKS], double, k) = (double)b->blocks;
+      COL(w->wd[W_META], double, k) = (double)meta;
       COL(w->wd[W_NLINK], double, k) = (double)b->nlink;
       COL(w->wd[W_MTIME], double, k) = (double)b->mtime;
       COL(w->wd[W_CTIME], double, k) = (double)b->ctime;
@@ -781,14 +806,14 @@ static void walk_complete(napi_env env, napi_status status, void *data) {
                                             napi_uint32_array, napi_uint8_array, napi_float64_array};
   static const char *const fn[] = {"dir", "nameOff", "nameLen", "ino", "size", "blocks", "meta", "nlink",
                                    "mtimeSec", "mtimeNsec", "ctimeSec", "ctimeNsec"};
-  static const napi_typedarray_type ft[] = {napi_uint32_array, napi_uint32_array, napi_uint8_array, napi_float64_array,
-                                            napi_float64_array, napi_uint32_array, napi_uint32_array, napi_uint16_array,
+  static const napi_typedarray_type ft[] = {napi_uint32_array, napi_uint32_array, napi_uint8_array, napi_uint32_array,
+                                            napi_uint32_array, napi_uint8_array,  napi_uint16_array, napi_uint8_array,
                                             napi_uint32_array, napi_uint32_array, napi_uint32_array, napi_uint32_array};
   static const char *const mn[] = {"uid", "gid", "mode"};
   static const napi_typedarray_type mt[] = {napi_uint32_array, napi_uint32_array, napi_uint16_array};
-  static const char *const wn[] = {"rows", "blocks", "nlink", "mtimeSec", "ctimeSec"};
-  static const napi_typedarray_type wt[] = {napi_uint32_array, napi_float64_array, napi_float64_array,
-                                            napi_float64_array, napi_float64_array};
+  static const char *const wn[] = {"rows", "ino", "size", "blocks", "meta", "nlink", "mtimeSec", "ctimeSec"};
+  static const napi_typedarray_type wt[] = {napi_uint32_array,  napi_float64_array, napi_float64_array, napi_float64_array,
+                                            napi_float64_array, napi_float64_array, napi_float64_array, napi_float64_array};
   napi_set_named_property(env, result, "dirs", table(env, w->ndirs, dn, w->d, dt, D_COLS));
   napi_set_named_property(env, result, "files", table(env, w->nfiles, fn, w->f, ft, F_COLS));
   napi_set_named_property(env, result, "metas", table(env, w->nmetas, mn, w->m, mt, M_COLS));

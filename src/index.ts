@@ -74,10 +74,11 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const scan: Scan = { tables: walked.tables, roots: s.roots };
     log.timed('walk');
     const policy = { ignoreMtime: opts.ignoreMtime, iunlink: opts.iunlink };
-    const inodes = inodeRows(scan);
-    const groups = groupRows(scan, inodes, policy);
+    const keys = new Float64Array(scan.tables.files.count); // the sort keys of both, one array
+    const inodes = inodeRows(scan, keys);
+    const groups = groupRows(scan, inodes, policy, keys);
     log.timed('group');
-    const { read, hashed, assumed } = await hashRowGroups(s, session, scan, inodes, groups);
+    const { read, hashed, assumed } = await hashRowGroups(s, session, scan, inodes, groups, keys);
     const sets = splitRowsByContent(groups, read, policy);
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.

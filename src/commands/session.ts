@@ -16,7 +16,7 @@ import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
 import { hashRows, readColumns, splitByContent, type ReadColumns } from '../pipeline/hash.js';
 import type { GroupRows, InodeRows } from '../pipeline/group.js';
 import { ELF_BIT, hashOf, READ, rootIndexOf, type Scan } from '../pipeline/rows.js';
-import { ctimeSecOf, mtimeSecOf } from '../pipeline/table.js';
+import { ctimeSecOf, inoOf, mtimeSecOf, sizeOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
 import { fileFlags, isLocked, type PolicyOptions } from '../pipeline/policy.js';
@@ -239,6 +239,8 @@ export async function hashRowGroups(
   scan: Scan,
   inodes: InodeRows,
   groups: GroupRows,
+  /** Scratch whose contents are spent (grouping's sort keys): the hash columns may be laid over it. */
+  reuse?: Float64Array,
 ): Promise<{ read: ReadColumns; hashed: Hashed; assumed: Assumed }> {
   const where = keyLocation({ hashKey: opts.hashKey, stateDir: opts.stateDir ?? DEFAULT_STATE_DIR });
   const key = (s.key ??= loadHashKey(where.file, { create: where.create }));
@@ -248,13 +250,13 @@ export async function hashRowGroups(
   const f = t.files;
   const devOf = (row: number) => scan.roots[rootIndexOf(t, row)]!.dev;
   const n = groups.members.length;
-  const read = readColumns(n);
+  const read = readColumns(n, reuse);
   const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
   let todo = new Uint32Array(n);
   let count = 0;
   for (let m = 0; m < n; m++) {
     const row = rowOf(m);
-    const h = cache ? cache.find(devOf(row), f.ino[row]!, f.size[row]!, mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, rootIndexOf(t, row)) : -1;
+    const h = cache ? cache.find(devOf(row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, rootIndexOf(t, row)) : -1;
     if (h >= 0) {
       read.hashHi[m] = cache!.hashHiAt(h);
       read.hashLo[m] = cache!.hashLoAt(h);
@@ -291,14 +293,14 @@ export async function hashRowGroups(
         const row = rowOf(m);
         let inos = assumed.get(devOf(row));
         if (!inos) assumed.set(devOf(row), (inos = new Set()));
-        inos.add(f.ino[row]!);
+        inos.add(inoOf(t, row));
       }
       const probed = new Set(probes);
       todo = todo.filter((m) => !probed.has(m) || again.has(m));
     }
   }
   let bytes = 0;
-  for (const m of todo) bytes += f.size[rowOf(m)]!;
+  for (const m of todo) bytes += sizeOf(t, rowOf(m));
   const hashed = { files: todo.length, bytes, cacheHits: n - count };
   s.progress.stage('hashing', hashed.bytes, 'bytes');
   await hashRows(scan, todo, rowOf, read, hashOpts);
@@ -307,7 +309,7 @@ export async function hashRowGroups(
       if (!(read.state[m]! & READ)) continue;
       const row = rowOf(m);
       const elf = read.state[m]! & ELF_BIT ? ELF_YES : ELF_NO;
-      cache.put(rootIndexOf(t, row), devOf(row), f.ino[row]!, f.size[row]!, mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', read.flags[m]!, read.projid[m]!, elf);
+      cache.put(rootIndexOf(t, row), devOf(row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', read.flags[m]!, read.projid[m]!, elf);
     }
   }
   return { read, hashed, assumed };
@@ -373,7 +375,7 @@ export function seenInodes(scan: Scan, inodes: InodeRows): Map<number, Float64Ar
   for (let k = 0; k < inodes.count; k++) {
     const dev = devOf(k);
     const i = fill.get(dev)!;
-    by.get(dev)![i] = t.files.ino[inodes.paths[inodes.start[k]!]!]!;
+    by.get(dev)![i] = inoOf(t, inodes.paths[inodes.start[k]!]!);
     fill.set(dev, i + 1);
   }
   return by;

@@ -37,20 +37,39 @@ export class MemoryLimitError extends UsageError {
 
 /**
  * Peak resident bytes per file a run keeps (walked regular file within the
- * size bounds), over Node's baseline: a dry run over bench/scale.mjs trees
- * of 100,000 and 400,000 files peaked at 190 and 504 MiB, 1,133 bytes per
- * file more (README "Memory"); rounded up.
+ * size bounds), over what the process holds before it looks at a file
+ * (~55 MiB: Node and vunify's modules). Measured with the record tables
+ * (README "Memory"): dry runs over bench/scale.mjs's 1,000,000-file tree
+ * (969,271 files scanned) peaked at 155 bytes per file over that with
+ * --no-cache and at 216 with a warm hash cache (its shards, 72 bytes per
+ * entry, are read whole); over the 2,000,000-file tree (1,938,589) at
+ * 126-134 and 194. A budget must hold for either, so the largest, plus 15 %,
+ * rounded up.
  */
-export const FILE_BYTES = 1200;
+export const FILE_BYTES = 250;
 /**
- * Each entry of the directory being listed, kept or not: today's walk
+ * What the native walk charges a file itself, exactly: its fixed row
+ * (table.ts, 37 bytes) besides its name bytes and its share of directory
+ * rows. The walk is handed FILE_BYTES less this, so a row is not charged
+ * twice.
+ */
+export const FILE_ROW_BYTES = 37;
+/**
+ * Each entry of the directory being listed, kept or not, for a walk that
  * decodes a whole directory into one object per entry before sorting it out
- * (one directory of 1,000,000 empty files peaked at 579 MiB, ~510 bytes per
- * entry over the baseline). Only for that directory: it is released after.
+ * (walked(): the JavaScript walk's check; one directory of 1,000,000 empty
+ * files peaked at 579 MiB there, ~510 bytes per entry). The native walk
+ * (native/walk.c) reads a directory into one fixed buffer and holds nothing
+ * per entry it does not keep, so it charges only what it keeps.
  */
 export const ENTRY_BYTES = 520;
-/** Planning and linking, per candidate file, on top of what is resident after hashing. */
-export const PLAN_BYTES = 400;
+/**
+ * Planning and linking, per candidate file, on top of what is resident
+ * after hashing: the plan stage rose 61 MiB over 751,419 candidates of the
+ * 1,000,000-file tree without a cache (85 bytes each) and 70 MiB with one
+ * (98), 70 MiB over 1,503,667 at 2,000,000 files (49); the larger plus 20 %.
+ */
+export const PLAN_BYTES = 120;
 /** Linking, per file of the largest identical set (its records are built at once). */
 export const SET_BYTES = 600;
 
@@ -190,9 +209,9 @@ export class MemoryBudget {
   tableBytes(): number | undefined {
     return this.limit === undefined ? undefined : Math.max(1, this.limit.bytes - this.base);
   }
-  /** What the native walk charges per file kept (its fileBytes): the whole run's cost of a file, not only its rows. */
+  /** What the native walk charges per file kept besides its rows (its fileBytes): with them, the whole run's cost of a file. */
   fileBytes(): number | undefined {
-    return this.limit === undefined ? undefined : FILE_BYTES;
+    return this.limit === undefined ? undefined : FILE_BYTES - FILE_ROW_BYTES;
   }
 
   /** Before planning and linking: resident now plus what they need, for `candidates` files and a largest set of `largest`. */

@@ -38,7 +38,7 @@ export interface Native {
   copyData(srcFd: number, dstFd: number, size: number): void;
   futimens(fd: number, mtimeSec: number, mtimeNsec: number): void;
   fstatvfs(fd: number): [number, number];
-  hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean): Promise<Buffer>;
+  hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean, into?: Buffer): Promise<Buffer | number>;
   fsGetXattr(fd: number): [number, number];
   dirXattrsSync(rootFd: number, paths: Buffer, expect: Float64Array, out: Uint32Array): void;
   setProject(fd: number, projid: number): void;

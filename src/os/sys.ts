@@ -200,9 +200,12 @@ export const sys = {
   closeLater: (fd: number): void => native.closeLater(fd),
   closeLaterDrain: (): Promise<void> => native.closeLaterDrain(),
   /** Open, check, read xattrs of and hash a batch of files on the thread pool (layout: hashFiles in the addon, encoded by hash.ts). */
-  hashFiles: (jobs: Buffer, seed: bigint): Promise<Buffer> => native.hashFiles(jobs, seed),
+  hashFiles: async (jobs: Buffer, seed: bigint, into?: Buffer): Promise<Buffer> => {
+    const r = await native.hashFiles(jobs, seed, false, into);
+    return typeof r === 'number' ? into!.subarray(0, r) : r;
+  },
   /** hashFiles without reading content: the same opens and checks, xattrs, inode flags and project ID; hash 0, no ELF bit. */
-  fileAttrsBatch: (jobs: Buffer): Promise<Buffer> => native.hashFiles(jobs, 0n, true),
+  fileAttrsBatch: async (jobs: Buffer): Promise<Buffer> => (await native.hashFiles(jobs, 0n, true)) as Buffer,
   /** FS_IOC_FSGETXATTR: the extended flags (fsx_xflags) and project ID (fsx_projid) of an open file or directory. */
   fsGetXattr: (fd: number): { xflags: number; projid: number } => {
     const [xflags, projid] = native.fsGetXattr(fd);

@@ -17,6 +17,7 @@
 import type { FileRec, Inode } from '../core/types.js';
 import { compareMetadataRows, metadataHashRow, metadataKey, mix, type PolicyOptions } from './policy.js';
 import { classesOf, rootIndexOf, type Scan } from './rows.js';
+import { inoOf } from './table.js';
 
 export { metadataKey };
 export type GroupOptions = PolicyOptions;
@@ -96,8 +97,13 @@ export interface GroupRows {
   members: Uint32Array;
 }
 
-/** The rows' inodes, found by sorting (dev, ino), not by a Map entry per file. */
-export function inodeRows(scan: Scan): InodeRows {
+/**
+ * The rows' inodes, found by sorting (dev, ino), not by a Map entry per file.
+ * `keys`: scratch for the sort (classesOf), at least one number per file;
+ * groupRows can be given the same one, so grouping makes one such array,
+ * not two (8 bytes per file each, garbage until the collector runs).
+ */
+export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
   const t = scan.tables, f = t.files, n = f.count;
   const devs = scan.roots.map((r) => r.dev);
   const devOf = (row: number) => devs[rootIndexOf(t, row)]!;
@@ -106,8 +112,8 @@ export function inodeRows(scan: Scan): InodeRows {
   let count = 0, at = 0;
   classesOf(
     n,
-    (row) => mix(mix(0x2545f491, devOf(row) | 0), f.ino[row]! | 0) ^ ((f.ino[row]! / 4294967296) | 0),
-    (a, b) => devOf(a) - devOf(b) || f.ino[a]! - f.ino[b]!,
+    (row) => mix(mix(0x2545f491, devOf(row) | 0), inoOf(t, row) | 0) ^ ((inoOf(t, row) / 4294967296) | 0),
+    (a, b) => devOf(a) - devOf(b) || inoOf(t, a) - inoOf(t, b),
     1,
     (items, from, to) => {
       start[count++] = at;
@@ -118,13 +124,14 @@ export function inodeRows(scan: Scan): InodeRows {
       paths[at++] = items[first]!;
       for (let k = from; k < to; k++) if (k !== first) paths[at++] = items[k]!;
     },
+    keys,
   );
   start[count] = at;
-  return { count, start: start.slice(0, count + 1), paths };
+  return { count, start: start.subarray(0, count + 1), paths };
 }
 
 /** Candidate groups on rows: inodes agreeing on policy.ts's metadata key (compareMetadataRows), two or more. */
-export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions): GroupRows {
+export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions, keys?: Float64Array): GroupRows {
   const t = scan.tables;
   const head = (k: number) => inodes.paths[inodes.start[k]!]!;
   const starts: number[] = [];
@@ -139,7 +146,8 @@ export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions): Gr
       starts.push(at);
       for (let k = from; k < to; k++) members[at++] = items[k]!;
     },
+    keys,
   );
   starts.push(at);
-  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
+  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.subarray(0, at) };
 }

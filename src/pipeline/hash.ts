@@ -36,7 +36,7 @@ import { openRegular } from '../os/confine.js';
 import { codedError, fileError, type FileError } from '../core/errors.js';
 import { splitGroups, type GroupRows } from './group.js';
 import { displayRow, ELF_BIT, hashOf, READ, readColumns, relPathLengthRow, relPathRow, rootIndexOf, setRead, statOfRow, writeRelPathRow, type ReadColumns, type Scan } from './rows.js';
-import { ctimeSecOf, mtimeSecOf } from './table.js';
+import { ctimeSecOf, inoOf, metaOf, mtimeSecOf, sizeOf } from './table.js';
 import { readFully, sys } from '../os/sys.js';
 import { layout } from '../os/native.js';
 import { getSystemErrorName } from 'node:util';
@@ -317,7 +317,7 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
       const r = attrsOnly ? attrsJob(job) : hashJob(h, job, buf, opts.seed);
       if ('hash' in r) {
         setRead(cols, m, r);
-        progress?.(t.files.size[row]!);
+        progress?.(sizeOf(t, row));
       } else fail(m, r.error);
     }
     return;
@@ -325,16 +325,22 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.max(1, opts.inFlight ?? BATCHES_IN_FLIGHT) }, async () => {
+      // One input and one output buffer per batch in flight, reused: a new
+      // pair per batch was ~40 KiB of garbage each, and the collector let
+      // tens of MiB of it pile up before it ran.
+      let jobs: Buffer = Buffer.allocUnsafeSlow(BATCH_FILES * 128);
+      const results = Buffer.allocUnsafeSlow(BATCH_FILES * (OUT_HDR + 32));
       while (next < todo.length) {
         const from = next;
         let bytes = 0;
         while (next < todo.length && next - from < BATCH_FILES && bytes < BATCH_BYTES) {
           const row = rowOf(todo[next++]!);
-          bytes += (attrsOnly ? 0 : t.files.size[row]!) + relPathLengthRow(t, row);
+          bytes += (attrsOnly ? 0 : sizeOf(t, row)) + relPathLengthRow(t, row);
         }
-        const jobs = encodeRows(scan, todo, from, next, rowOf);
-        const out = await (attrsOnly ? sys.fileAttrsBatch(jobs) : sys.hashFiles(jobs, opts.seed));
-        decodeInto(out, todo, from, cols, fail, (m) => progress?.(t.files.size[rowOf(m)]!));
+        const input = encodeRows(scan, todo, from, next, rowOf, jobs);
+        if (input.buffer !== jobs.buffer) jobs = input; // grown for long paths: keep the larger one
+        const out = await (attrsOnly ? sys.fileAttrsBatch(input) : sys.hashFiles(input, opts.seed, results));
+        decodeInto(out, todo, from, cols, fail, (m) => progress?.(sizeOf(t, rowOf(m))));
       }
     }),
   );
@@ -365,29 +371,31 @@ function u64(buf: Buffer, v: number, at: number): void {
   buf.writeInt32LE(hi, at + 4);
 }
 
-/** The input records of hashFiles (struct hash_in in native/hash.c) for candidates todo[from, to). */
-export function encodeRows(scan: Scan, todo: Uint32Array, from: number, to: number, rowOf: (m: number) => number): Buffer {
+/** The input records of hashFiles (struct hash_in in native/hash.c) for candidates todo[from, to), in `into` when it is large enough. */
+export function encodeRows(scan: Scan, todo: Uint32Array, from: number, to: number, rowOf: (m: number) => number, into?: Buffer): Buffer {
   const t = scan.tables, f = t.files, m = t.metas;
   const pad = (n: number) => (n + ALIGN - 1) & -ALIGN;
   let total = 0;
   for (let k = from; k < to; k++) total += pad(IN_HDR + relPathLengthRow(t, rowOf(todo[k]!)));
-  const buf = Buffer.alloc(total);
+  const buf = into && into.length >= total ? into.subarray(0, total) : Buffer.allocUnsafeSlow(total);
+  // Zeros in the header's padding and after each path, as a fresh buffer had.
+  buf.fill(0);
   let off = 0;
   for (let k = from; k < to; k++) {
     const row = rowOf(todo[k]!);
     const root = scan.roots[rootIndexOf(t, row)]!;
     const pathLen = writeRelPathRow(t, row, buf, off + IN_HDR);
     const len = pad(IN_HDR + pathLen);
-    const meta = f.meta[row]!;
+    const meta = metaOf(t, row);
     buf.writeUInt32LE(len, off + IN_LEN);
     buf.writeInt32LE(root.fd, off + IN_ROOT_FD);
     buf.writeUInt32LE(pathLen, off + IN_PATH_LEN);
     buf.writeUInt32LE(m.mode[meta]!, off + IN_MODE);
     buf.writeUInt32LE(m.uid[meta]!, off + IN_UID);
     buf.writeUInt32LE(m.gid[meta]!, off + IN_GID);
-    u64(buf, f.ino[row]!, off + IN_INO);
+    u64(buf, inoOf(t, row), off + IN_INO);
     u64(buf, root.dev, off + IN_DEV);
-    u64(buf, f.size[row]!, off + IN_SIZE);
+    u64(buf, sizeOf(t, row), off + IN_SIZE);
     u64(buf, mtimeSecOf(t, row), off + IN_MTIME_SEC);
     buf.writeUInt32LE(f.mtimeNsec[row]!, off + IN_MTIME_NSEC);
     buf.writeUInt32LE(f.ctimeNsec[row]!, off + IN_CTIME_NSEC);
@@ -480,5 +488,5 @@ export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy:
     }
   }
   starts.push(at);
-  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
+  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.subarray(0, at) };
 }

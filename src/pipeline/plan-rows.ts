@@ -19,7 +19,7 @@
 import type { FileRec, Inode } from '../core/types.js';
 import { addContentClass, chargeKept, keptApartOf, keptApartSum, type KeptApart, type KeptApartSum } from '../report/kept-apart.js';
 import { classesOf, ELF_BIT, hashOf, Materializer, READ, dirRelLength, rootIndexOf, statOfRow, writeDirRelRow, type DirProjects, type ReadColumns, type Scan } from './rows.js';
-import { blocksOf, nlinkOf, type Tables } from './table.js';
+import { blocksOf, nlinkOf, sizeOf as sizeOfRow, type Tables } from './table.js';
 import type { GroupRows, InodeRows } from './group.js';
 import type { SetRows } from './hash.js';
 import { comparePaths, freeable, planOne, type PlanLimits, type PlanSet, type PlanTotals } from './plan.js';
@@ -225,7 +225,7 @@ class FastPlanner {
         items.push(m);
       }
       if (this.free[d]) {
-        const size = t.files.size[this.head[d]!]!;
+        const size = sizeOfRow(t, this.head[d]!);
         totals.freeableInodes++;
         totals.freeableBytes += size;
         totals.freeableDiskBytes += blocksOf(t, this.head[d]!) * 512;
@@ -396,7 +396,7 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
   let at = 0;
   for (let s = 0; s < sets.count; s++) reps[at++] = sets.members[sets.start[s]!]!;
   for (let m = 0; m < r.state.length; m++) if (alone(m)) reps[at++] = m;
-  const sizeOf = (m: number) => t.files.size[c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!]!;
+  const sizeOf = (m: number) => sizeOfRow(t, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!);
   const mat = new Materializer(c.scan, c.projects);
   const onRows = new KeptApartRows(c, setOf, sum, opts);
   const pinnable = mayRefuse(c.projects);
@@ -526,7 +526,7 @@ class KeptApartRows {
       const kept = this.head[p]!;
       const reason = firstDifference(this.attributes(kept), mainAttrs, this.opts);
       if (!reason || reason === 'size') continue;
-      const size = t.files.size[ins.paths[ins.start[c.groups.members[kept]!]!]!]!;
+      const size = sizeOfRow(t, ins.paths[ins.start[c.groups.members[kept]!]!]!);
       chargeKept(this.sum, reason, size, roots[rootIndexOf(t, this.first[p]!)]!.index, roots[rootIndexOf(t, this.first[main]!)]!.index);
     }
   }

@@ -28,7 +28,7 @@
  */
 import { FS_APPEND_FL, FS_FILE_FLAGS, FS_IMMUTABLE_FL, type Stat } from '../core/stat.js';
 import type { FileRec, Inode } from '../core/types.js';
-import { mtimeSecOf, type Tables } from './table.js';
+import { metaOf, mtimeSecOf, sizeOf, type Tables } from './table.js';
 
 export interface PolicyOptions {
   ignoreMtime: boolean;
@@ -84,8 +84,9 @@ export function compareMetadataRows(t: Tables, roots: readonly RootFs[], a: numb
     if (ra.dev !== rb.dev) return ra.dev < rb.dev ? -1 : 1;
     if (ra.mntId !== rb.mntId) return ra.mntId < rb.mntId ? -1 : 1;
   }
-  if (f.size[a] !== f.size[b]) return f.size[a]! < f.size[b]! ? -1 : 1;
-  const ma = f.meta[a]!, mb = f.meta[b]!;
+  const za = sizeOf(t, a), zb = sizeOf(t, b);
+  if (za !== zb) return za < zb ? -1 : 1;
+  const ma = metaOf(t, a), mb = metaOf(t, b);
   if (ma !== mb) {
     const m = t.metas;
     if (m.uid[ma] !== m.uid[mb]) return m.uid[ma]! < m.uid[mb]! ? -1 : 1;
@@ -107,8 +108,8 @@ export function compareMetadataRows(t: Tables, roots: readonly RootFs[], a: numb
 export function metadataHashRow(t: Tables, roots: readonly RootFs[], row: number, opts: PolicyOptions): number {
   const f = t.files, m = t.metas;
   const r = roots[t.dirs.root[f.dir[row]!]!]!;
-  const meta = f.meta[row]!;
-  const size = f.size[row]!;
+  const meta = metaOf(t, row);
+  const size = sizeOf(t, row);
   let h = mix(0x9e3779b9, r.dev | 0);
   h = mix(h, r.mntId | 0);
   h = mix(h, size | 0);

@@ -11,7 +11,7 @@
 import { FileType, type Stat } from '../core/stat.js';
 import type { DirNode, DirProject, FileRec, Inode, Root } from '../core/types.js';
 import { printable } from '../core/paths.js';
-import { blocksOf, ctimeSecOf, mtimeSecOf, nlinkOf, type Tables } from './table.js';
+import { blocksOf, ctimeSecOf, inoOf, metaOf, mtimeSecOf, nlinkOf, sizeOf, type Tables } from './table.js';
 
 /** The tables and the roots they were walked under (row k of the directory table is root k). */
 export interface Scan {
@@ -86,16 +86,16 @@ export function displayRow(scan: Scan, row: number): string {
 export function statOfRow(scan: Scan, row: number): Stat {
   const t = scan.tables, f = t.files, m = t.metas;
   const root = scan.roots[rootIndexOf(t, row)]!;
-  const meta = f.meta[row]!;
+  const meta = metaOf(t, row);
   return {
     type: FileType.Regular,
     mode: m.mode[meta]!,
     uid: m.uid[meta]!,
     gid: m.gid[meta]!,
     nlink: nlinkOf(t, row),
-    ino: f.ino[row]!,
+    ino: inoOf(t, row),
     dev: root.dev,
-    size: f.size[row]!,
+    size: sizeOf(t, row),
     blocks: blocksOf(t, row),
     mtimeSec: mtimeSecOf(t, row),
     mtimeNsec: f.mtimeNsec[row]!,
@@ -112,7 +112,9 @@ export function statOfRow(scan: Scan, row: number): Stat {
  * are compared: no comparator call for the items alone in theirs (most).
  * `each` gets every class of `min` or more items, in a scratch array whose
  * [from, to) it may read (and reorder) during the call only; items of a
- * class are in ascending order (`cmp` ties broken by item).
+ * class are in ascending order (`cmp` ties broken by item). `keyScratch`, when
+ * it holds n or more numbers, is used (and overwritten) for the sort keys
+ * instead of a new array: stages run one after another can share one.
  */
 export function classesOf(
   n: number,
@@ -120,13 +122,14 @@ export function classesOf(
   cmp: (a: number, b: number) => number,
   min: number,
   each: (items: Uint32Array, from: number, to: number) => void,
+  keyScratch?: Float64Array,
 ): void {
   if (n === 0) return;
   const itemBits = Math.max(1, Math.ceil(Math.log2(n + 1)));
   const hashBits = Math.min(32, 53 - itemBits);
   const P = 2 ** itemBits;
   const shift = 32 - hashBits; // hashBits >= 21 while n < 2^32
-  const keys = new Float64Array(n);
+  const keys = keyScratch && keyScratch.length >= n ? keyScratch.subarray(0, n) : new Float64Array(n);
   for (let i = 0; i < n; i++) keys[i] = (hash(i) >>> shift) * P + i;
   keys.sort();
   let scratch = new Uint32Array(64);
@@ -182,8 +185,22 @@ export interface ReadColumns {
 export const READ = 1;
 export const ELF_BIT = 2;
 
-export function readColumns(n: number): ReadColumns {
-  return { hashHi: new Uint32Array(n), hashLo: new Uint32Array(n), flags: new Uint32Array(n), projid: new Uint32Array(n), state: new Uint8Array(n), xattrs: new Map() };
+/**
+ * Columns for `n` candidates. `reuse`: an array whose contents are no longer
+ * needed (grouping's sort keys, 8 bytes per file, so room for both hash
+ * halves of every candidate): the hash columns are laid over it, zeroed,
+ * rather than allocated while it still waits for the collector.
+ */
+export function readColumns(n: number, reuse?: Float64Array): ReadColumns {
+  let hashHi: Uint32Array, hashLo: Uint32Array;
+  if (reuse && reuse.length >= n) {
+    hashHi = new Uint32Array(reuse.buffer, reuse.byteOffset, n).fill(0);
+    hashLo = new Uint32Array(reuse.buffer, reuse.byteOffset + 4 * n, n).fill(0);
+  } else {
+    hashHi = new Uint32Array(n);
+    hashLo = new Uint32Array(n);
+  }
+  return { hashHi, hashLo, flags: new Uint32Array(n), projid: new Uint32Array(n), state: new Uint8Array(n), xattrs: new Map() };
 }
 
 /** Candidate `m`'s hash as a BigInt (for the cache and messages). */

@@ -9,7 +9,7 @@
  * Pure: loads without the addon.
  */
 import type { DirNode, FileRec, Root } from '../core/types.js';
-import { WIDE16, WIDE32, type Tables } from './table.js';
+import { BLOCKS_BIAS, usualBlocks, WIDE16, WIDE32, WIDE8, type Tables } from './table.js';
 
 /** What a file row is made of: what statx said (Stat has all of it). */
 export interface FileValues {
@@ -50,18 +50,18 @@ export class TableBuilder {
   private fDir: Uint32Array;
   private fNameOff: Uint32Array;
   private fNameLen: Uint8Array;
-  private fIno: Float64Array;
-  private fSize: Float64Array;
-  private fBlocks: Uint32Array;
-  private fMeta: Uint32Array;
-  private fNlink: Uint16Array;
+  private fIno: Uint32Array;
+  private fSize: Uint32Array;
+  private fBlocks: Uint8Array;
+  private fMeta: Uint16Array;
+  private fNlink: Uint8Array;
   private fMtimeSec: Uint32Array;
   private fMtimeNsec: Uint32Array;
   private fCtimeSec: Uint32Array;
   private fCtimeNsec: Uint32Array;
   private readonly metaRows = new Map<number, number>();
   private readonly metas: { uid: number; gid: number; mode: number }[] = [];
-  private readonly wide: { row: number; blocks: number; nlink: number; mtimeSec: number; ctimeSec: number }[] = [];
+  private readonly wide: { row: number; ino: number; size: number; blocks: number; meta: number; nlink: number; mtimeSec: number; ctimeSec: number }[] = [];
 
   /** `files` and `dirs`: expected rows (room is made for more as needed). */
   constructor(files = 64, dirs = 16) {
@@ -75,11 +75,11 @@ export class TableBuilder {
     this.fDir = new Uint32Array(f);
     this.fNameOff = new Uint32Array(f);
     this.fNameLen = new Uint8Array(f);
-    this.fIno = new Float64Array(f);
-    this.fSize = new Float64Array(f);
-    this.fBlocks = new Uint32Array(f);
-    this.fMeta = new Uint32Array(f);
-    this.fNlink = new Uint16Array(f);
+    this.fIno = new Uint32Array(f);
+    this.fSize = new Uint32Array(f);
+    this.fBlocks = new Uint8Array(f);
+    this.fMeta = new Uint16Array(f);
+    this.fNlink = new Uint8Array(f);
     this.fMtimeSec = new Uint32Array(f);
     this.fMtimeNsec = new Uint32Array(f);
     this.fCtimeSec = new Uint32Array(f);
@@ -148,8 +148,6 @@ export class TableBuilder {
     this.fNameOff[row] = this.name(name);
     this.fNameLen[row] = name.length;
     this.fDir[row] = dir;
-    this.fIno[row] = s.ino;
-    this.fSize[row] = s.size;
     // uid and gid are 32-bit, mode 16: one exact numeric key.
     const mk = (s.uid * 4294967296 + s.gid) * 65536 + s.mode;
     let meta = Number.isSafeInteger(mk) ? this.metaRows.get(mk) : undefined;
@@ -161,16 +159,25 @@ export class TableBuilder {
       }
       if (Number.isSafeInteger(mk)) this.metaRows.set(mk, meta);
     }
-    this.fMeta[row] = meta;
     this.fMtimeNsec[row] = s.mtimeNsec;
     this.fCtimeNsec[row] = s.ctimeNsec;
-    const nlinkFits = Number.isInteger(s.nlink) && s.nlink >= 0 && s.nlink < WIDE16;
-    const wide = !fits32(s.blocks) || !nlinkFits || !fits32(s.mtimeSec) || !fits32(s.ctimeSec);
-    if (wide) this.wide.push({ row, blocks: s.blocks, nlink: s.nlink, mtimeSec: s.mtimeSec, ctimeSec: s.ctimeSec });
-    this.fBlocks[row] = wide && !fits32(s.blocks) ? WIDE32 : s.blocks;
-    this.fNlink[row] = wide && !nlinkFits ? WIDE16 : s.nlink;
-    this.fMtimeSec[row] = wide && !fits32(s.mtimeSec) ? WIDE32 : s.mtimeSec;
-    this.fCtimeSec[row] = wide && !fits32(s.ctimeSec) ? WIDE32 : s.ctimeSec;
+    // The same decisions as native/walk.c's flush().
+    const dirIno = this.dIno[dir]!;
+    const inoFits = fits32(s.ino % 4294967296) && Math.floor(s.ino / 4294967296) === Math.floor(dirIno / 4294967296);
+    const sizeFits = fits32(s.size);
+    const delta = s.blocks - usualBlocks(s.size) + BLOCKS_BIAS;
+    const blocksFits = Number.isInteger(delta) && delta >= 0 && delta < WIDE8;
+    const metaFits = meta < WIDE16;
+    const nlinkFits = Number.isInteger(s.nlink) && s.nlink >= 0 && s.nlink < WIDE8;
+    const wide = !inoFits || !sizeFits || !blocksFits || !metaFits || !nlinkFits || !fits32(s.mtimeSec) || !fits32(s.ctimeSec);
+    if (wide) this.wide.push({ row, ino: s.ino, size: s.size, blocks: s.blocks, meta, nlink: s.nlink, mtimeSec: s.mtimeSec, ctimeSec: s.ctimeSec });
+    this.fIno[row] = inoFits ? s.ino % 4294967296 : WIDE32;
+    this.fSize[row] = sizeFits ? s.size : WIDE32;
+    this.fBlocks[row] = blocksFits ? delta : WIDE8;
+    this.fMeta[row] = metaFits ? meta : WIDE16;
+    this.fNlink[row] = nlinkFits ? s.nlink : WIDE8;
+    this.fMtimeSec[row] = fits32(s.mtimeSec) ? s.mtimeSec : WIDE32;
+    this.fCtimeSec[row] = fits32(s.ctimeSec) ? s.ctimeSec : WIDE32;
     return row;
   }
 
@@ -179,6 +186,9 @@ export class TableBuilder {
     const wide = {
       count: nw,
       rows: Uint32Array.from(this.wide, (w) => w.row),
+      ino: Float64Array.from(this.wide, (w) => w.ino),
+      size: Float64Array.from(this.wide, (w) => w.size),
+      meta: Float64Array.from(this.wide, (w) => w.meta),
       blocks: Float64Array.from(this.wide, (w) => w.blocks),
       nlink: Float64Array.from(this.wide, (w) => w.nlink),
       mtimeSec: Float64Array.from(this.wide, (w) => w.mtimeSec),

@@ -9,11 +9,15 @@
  * of rows); an object is built only for the file being linked or a line
  * being printed.
  *
- * The columns are compact: fields that almost always fit 16 or 32 bits are
- * stored so, and a row whose value does not fit (a file of 2 TiB or more,
- * 65,535 links or more, a time before 1970 or after 2106) holds the column's
- * sentinel there and has its exact values in `wide`, a short side table:
- * use the accessors below for those columns, never the raw column.
+ * The columns are compact (37 bytes per file besides its name): fields
+ * that almost always fit 8, 16 or 32 bits are stored so, and a row whose
+ * value does not fit (a file of 4 GiB or more, 255 links or more, more than
+ * 65,534 owner/group/mode triples, an inode number whose upper 32 bits are
+ * not its directory's, a time before 1970 or after 2106, an allocation far
+ * from its size's usual one) holds the column's sentinel there and has its
+ * exact values in `wide`, a short side table: use the accessors below for
+ * those columns (sizeOf, inoOf, blocksOf, metaOf, nlinkOf, mtimeSecOf,
+ * ctimeSecOf), never the raw column.
  *
  * Rows are in no particular order (the walk runs on several threads): any
  * order a stage reports in must come from the data (root index, then path
@@ -27,6 +31,13 @@
 export const WIDE32 = 0xffffffff;
 /** Sentinel in a 16-bit column: the exact value is in `wide`. */
 export const WIDE16 = 0xffff;
+/** Sentinel in an 8-bit column: the exact value is in `wide`. */
+export const WIDE8 = 0xff;
+/** `blocks` stores the allocation as usualBlocks(size) + (value - BLOCKS_BIAS), for values below WIDE8. */
+export const BLOCKS_BIAS = 128;
+/** The 512-byte blocks a file of `size` bytes usually has: whole 4 KiB blocks. */
+export const usualBlocks = (size: number): number => Math.ceil(size / 4096) * 8;
+const TWO32 = 4294967296;
 
 /** One row per directory the walk listed (or tried to list). Row 0.. are the roots, in `roots` order. */
 export interface DirTable {
@@ -56,7 +67,10 @@ export interface MetaTable {
 export interface WideTable {
   count: number;
   rows: Uint32Array;
+  ino: Float64Array;
+  size: Float64Array;
   blocks: Float64Array;
+  meta: Float64Array;
   nlink: Float64Array;
   mtimeSec: Float64Array;
   ctimeSec: Float64Array;
@@ -69,14 +83,16 @@ export interface FileTable {
   dir: Uint32Array;
   nameOff: Uint32Array;
   nameLen: Uint8Array;
-  ino: Float64Array;
-  size: Float64Array;
-  /** 512-byte blocks allocated; WIDE32: see wide. */
-  blocks: Uint32Array;
-  /** Row of `metas`: uid, gid, mode. */
-  meta: Uint32Array;
-  /** WIDE16: see wide. */
-  nlink: Uint16Array;
+  /** The inode number's low 32 bits; its high bits are its directory's (dirs.ino). WIDE32: see wide. */
+  ino: Uint32Array;
+  /** Bytes; WIDE32: see wide. */
+  size: Uint32Array;
+  /** 512-byte blocks allocated, as usualBlocks(size) + value - BLOCKS_BIAS; WIDE8: see wide. */
+  blocks: Uint8Array;
+  /** Row of `metas`: uid, gid, mode; WIDE16: see wide. */
+  meta: Uint16Array;
+  /** WIDE8: see wide. */
+  nlink: Uint8Array;
   /** Seconds since the epoch, unsigned; WIDE32: see wide. */
   mtimeSec: Uint32Array;
   mtimeNsec: Uint32Array;
@@ -108,13 +124,27 @@ function wideIndex(t: Tables, row: number): number {
   throw new Error(`table: row ${row} has a sentinel but no wide entry`);
 }
 
+export const sizeOf = (t: Tables, row: number): number => {
+  const v = t.files.size[row]!;
+  return v !== WIDE32 ? v : t.wide.size[wideIndex(t, row)]!;
+};
+export const inoOf = (t: Tables, row: number): number => {
+  const v = t.files.ino[row]!;
+  if (v === WIDE32) return t.wide.ino[wideIndex(t, row)]!;
+  const d = t.dirs.ino[t.files.dir[row]!]!;
+  return d < TWO32 ? v : Math.floor(d / TWO32) * TWO32 + v;
+};
 export const blocksOf = (t: Tables, row: number): number => {
   const v = t.files.blocks[row]!;
-  return v !== WIDE32 ? v : t.wide.blocks[wideIndex(t, row)]!;
+  return v !== WIDE8 ? usualBlocks(sizeOf(t, row)) + v - BLOCKS_BIAS : t.wide.blocks[wideIndex(t, row)]!;
+};
+export const metaOf = (t: Tables, row: number): number => {
+  const v = t.files.meta[row]!;
+  return v !== WIDE16 ? v : t.wide.meta[wideIndex(t, row)]!;
 };
 export const nlinkOf = (t: Tables, row: number): number => {
   const v = t.files.nlink[row]!;
-  return v !== WIDE16 ? v : t.wide.nlink[wideIndex(t, row)]!;
+  return v !== WIDE8 ? v : t.wide.nlink[wideIndex(t, row)]!;
 };
 export const mtimeSecOf = (t: Tables, row: number): number => {
   const v = t.files.mtimeSec[row]!;
@@ -124,9 +154,9 @@ export const ctimeSecOf = (t: Tables, row: number): number => {
   const v = t.files.ctimeSec[row]!;
   return v !== WIDE32 ? v : t.wide.ctimeSec[wideIndex(t, row)]!;
 };
-export const uidOf = (t: Tables, row: number): number => t.metas.uid[t.files.meta[row]!]!;
-export const gidOf = (t: Tables, row: number): number => t.metas.gid[t.files.meta[row]!]!;
-export const modeOf = (t: Tables, row: number): number => t.metas.mode[t.files.meta[row]!]!;
+export const uidOf = (t: Tables, row: number): number => t.metas.uid[metaOf(t, row)]!;
+export const gidOf = (t: Tables, row: number): number => t.metas.gid[metaOf(t, row)]!;
+export const modeOf = (t: Tables, row: number): number => t.metas.mode[metaOf(t, row)]!;
 /** A file's name bytes (a view into the heap: copy it to keep it past the tables). */
 export const fileName = (t: Tables, row: number): Buffer => t.names.subarray(t.files.nameOff[row]!, t.files.nameOff[row]! + t.files.nameLen[row]!);
 export const dirName = (t: Tables, dir: number): Buffer => t.names.subarray(t.dirs.nameOff[dir]!, t.dirs.nameOff[dir]! + t.dirs.nameLen[dir]!);

@@ -29,7 +29,7 @@ import type { Progress } from '../core/progress.js';
 import type { MemoryBudget } from '../os/memory-limit.js';
 import { native } from '../os/native.js';
 import { mountPointsUnder } from './mounts.js';
-import { blocksOf, ctimeSecOf, dirName, fileName, mtimeSecOf, nlinkOf, type Tables } from './table.js';
+import { blocksOf, ctimeSecOf, dirName, fileName, inoOf, metaOf, mtimeSecOf, nlinkOf, sizeOf, type Tables } from './table.js';
 
 /**
  * Deepest level listed: directories below it are not read, with one message
@@ -210,7 +210,7 @@ export function fileRecs(roots: readonly Root[], t: Tables): FileRec[] {
   const f = t.files;
   for (let i = 0; i < f.count; i++) {
     const dir = nodes[f.dir[i]!]!;
-    const meta = f.meta[i]!;
+    const meta = metaOf(t, i);
     files[i] = {
       dir,
       name: Buffer.from(fileName(t, i)),
@@ -220,9 +220,9 @@ export function fileRecs(roots: readonly Root[], t: Tables): FileRec[] {
         uid: t.metas.uid[meta]!,
         gid: t.metas.gid[meta]!,
         nlink: nlinkOf(t, i),
-        ino: f.ino[i]!,
+        ino: inoOf(t, i),
         dev: dir.root.dev,
-        size: f.size[i]!,
+        size: sizeOf(t, i),
         blocks: blocksOf(t, i),
         mtimeSec: mtimeSecOf(t, i),
         mtimeNsec: f.mtimeNsec[i]!,

@@ -21,6 +21,7 @@ import type { Inode, Root } from '../core/types.js';
 import type { InodeRows } from '../pipeline/group.js';
 import type { CompactPlan } from '../pipeline/plan-rows.js';
 import { rootIndexOf, type Scan } from '../pipeline/rows.js';
+import { sizeOf } from '../pipeline/table.js';
 
 export interface Summary {
   filesScanned: number;
@@ -91,14 +92,14 @@ export function scanTotals(scan: Scan, inodes: InodeRows): ScanTotals {
   const rootBytes = new Array<number>(scan.roots.length).fill(0);
   let bytes = 0, shared = 0;
   for (let row = 0; row < f.count; row++) {
-    const r = rootIndexOf(t, row), size = f.size[row]!;
+    const r = rootIndexOf(t, row), size = sizeOf(t, row);
     rootFiles[r]!++;
     rootBytes[r]! += size;
     bytes += size;
   }
   for (let k = 0; k < inodes.count; k++) {
     const paths = inodes.start[k + 1]! - inodes.start[k]!;
-    if (paths > 1) shared += f.size[inodes.paths[inodes.start[k]!]!]! * (paths - 1);
+    if (paths > 1) shared += sizeOf(t, inodes.paths[inodes.start[k]!]!) * (paths - 1);
   }
   return { files: f.count, bytes, inodes: inodes.count, shared, rootFiles, rootBytes };
 }

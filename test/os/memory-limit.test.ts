@@ -9,11 +9,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/core/errors.js';
+import { TableBuilder } from '../../src/pipeline/table-builder.js';
 import {
   cgroupLimit,
   cgroupMargin,
   ENTRY_BYTES,
   FILE_BYTES,
+  FILE_ROW_BYTES,
   MemoryBudget,
   MemoryLimitError,
   memoryLimit,
@@ -151,7 +153,17 @@ describe('MemoryBudget', () => {
     expect(none.tableBytes()).toBeUndefined();
     expect(new MemoryBudget(limit, fixed(60 * M)).tableBytes()).toBe(140 * M);
     expect(none.fileBytes()).toBeUndefined();
-    expect(new MemoryBudget(limit, fixed(60 * M)).fileBytes()).toBe(FILE_BYTES);
+    // The walk charges each row's fixed bytes itself: with them, FILE_BYTES per file.
+    expect(new MemoryBudget(limit, fixed(60 * M)).fileBytes()).toBe(FILE_BYTES - FILE_ROW_BYTES);
+  });
+
+  it("charges the walk's fixed row bytes as the tables hold them", () => {
+    const b = new TableBuilder();
+    b.addRoot(0, 2);
+    b.addFile(0, Buffer.from('f'), { ino: 3, size: 1, blocks: 8, uid: 0, gid: 0, mode: 0o100644, nlink: 1, mtimeSec: 1, mtimeNsec: 0, ctimeSec: 1, ctimeNsec: 0 });
+    const t = b.build();
+    const row = Object.values(t.files).reduce((n: number, v) => n + (ArrayBuffer.isView(v) ? (v as Uint8Array).BYTES_PER_ELEMENT : 0), 0);
+    expect(row).toBe(FILE_ROW_BYTES);
   });
 
   it('hands the native walk a budget of at least 1 byte when Node alone already holds more than the limit', () => {

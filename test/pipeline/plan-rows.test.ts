@@ -17,6 +17,7 @@ import { isLocked, readKey } from '../../src/pipeline/policy.js';
 import { displayRow } from '../../src/pipeline/rows.js';
 import { fileRecs } from '../../src/pipeline/walk.js';
 import { TableBuilder } from '../../src/pipeline/table-builder.js';
+import { inoOf } from '../../src/pipeline/table.js';
 import { keptApart } from '../../src/report/kept-apart.js';
 
 function rng(seed: number) {
@@ -113,7 +114,7 @@ describe('plan and kept-apart on rows', () => {
         const cols = readColumns(groups.members.length);
         for (let m = 0; m < groups.members.length; m++) {
           const row = inodes.paths[inodes.start[groups.members[m]!]!]!;
-          setRead(cols, m, read.get(scan.tables.files.ino[row]!)!);
+          setRead(cols, m, read.get(inoOf(scan.tables, row))!);
         }
         const sets = splitRowsByContent(groups, cols, opts);
         const c = { scan, inodes, groups, read: cols, projects: kernel ? w.projects : undefined };

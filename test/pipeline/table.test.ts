@@ -6,8 +6,8 @@ import { FileType, type Stat } from '../../src/core/stat.js';
 import type { Root } from '../../src/core/types.js';
 import { groupRows, inodeRows } from '../../src/pipeline/group.js';
 import { compareMetadataRows, metadataHashRow, metadataKey } from '../../src/pipeline/policy.js';
-import { classesOf, Materializer, relPathRow, statOfRow, type Scan } from '../../src/pipeline/rows.js';
-import { blocksOf, ctimeSecOf, mtimeSecOf, nlinkOf, WIDE16, WIDE32 } from '../../src/pipeline/table.js';
+import { classesOf, Materializer, readColumns, relPathRow, statOfRow, type Scan } from '../../src/pipeline/rows.js';
+import { blocksOf, BLOCKS_BIAS, ctimeSecOf, inoOf, metaOf, modeOf, mtimeSecOf, nlinkOf, sizeOf, uidOf, WIDE16, WIDE32, WIDE8 } from '../../src/pipeline/table.js';
 import { TableBuilder, tablesFromWalk } from '../../src/pipeline/table-builder.js';
 import { relPath } from '../../src/core/paths.js';
 
@@ -20,13 +20,57 @@ describe('TableBuilder', () => {
     const b = new TableBuilder();
     b.addRoot(0, 2);
     const small = b.addFile(0, Buffer.from('a'), base);
-    const big = b.addFile(0, Buffer.from('b'), { ...base, blocks: 2 ** 33, nlink: 70_000, mtimeSec: -5, ctimeSec: 2 ** 33 });
+    const big = b.addFile(0, Buffer.from('b'), { ...base, ino: 2 ** 40 + 3, size: 2 ** 32, blocks: 2 ** 33, nlink: 70_000, mtimeSec: -5, ctimeSec: 2 ** 33 });
     const t = b.build();
     expect(t.wide.count).toBe(1);
-    expect([t.files.blocks[big], t.files.nlink[big], t.files.mtimeSec[big], t.files.ctimeSec[big]]).toEqual([WIDE32, WIDE16, WIDE32, WIDE32]);
-    expect([blocksOf(t, big), nlinkOf(t, big), mtimeSecOf(t, big), ctimeSecOf(t, big)]).toEqual([2 ** 33, 70_000, -5, 2 ** 33]);
-    expect([blocksOf(t, small), nlinkOf(t, small), mtimeSecOf(t, small), ctimeSecOf(t, small)]).toEqual([8, 1, 1_700_000_000, 1_700_000_001]);
+    expect([t.files.ino[big], t.files.size[big], t.files.blocks[big], t.files.nlink[big], t.files.mtimeSec[big], t.files.ctimeSec[big]]).toEqual([WIDE32, WIDE32, WIDE8, WIDE8, WIDE32, WIDE32]);
+    expect([inoOf(t, big), sizeOf(t, big), blocksOf(t, big), nlinkOf(t, big), mtimeSecOf(t, big), ctimeSecOf(t, big)]).toEqual([2 ** 40 + 3, 2 ** 32, 2 ** 33, 70_000, -5, 2 ** 33]);
+    expect([inoOf(t, small), sizeOf(t, small), blocksOf(t, small), nlinkOf(t, small), mtimeSecOf(t, small), ctimeSecOf(t, small)]).toEqual([1, 100, 8, 1, 1_700_000_000, 1_700_000_001]);
     expect(t.metas.count).toBe(1);
+  });
+
+  it('stores an allocation near the usual one, and an inode number with its directory\'s upper half, in the compact columns', () => {
+    const b = new TableBuilder();
+    b.addRoot(0, 2);
+    const hi = b.addDir(0, Buffer.from('hi'), 7 * 2 ** 32 + 5);
+    const cases = [
+      { dir: 0, over: { size: 0, blocks: 0 } }, // compact: usual 0
+      { dir: 0, over: { size: 1, blocks: 0 } }, // inline data (btrfs): 8 below usual
+      { dir: 0, over: { size: 5000, blocks: 4 } }, // 1 KiB blocks: 12 below usual
+      { dir: 0, over: { size: 1, blocks: 8 + 126 } }, // the most above usual that fits
+      { dir: 0, over: { size: 1, blocks: 8 + 127 } }, // wide
+      { dir: 0, over: { size: 2 ** 20, blocks: 0 } }, // a hole: wide
+      { dir: 0, over: { size: 2 ** 32 - 2, blocks: 2 ** 23 } }, // the largest compact size, fully allocated
+      { dir: hi, over: { ino: 7 * 2 ** 32 + 9 } }, // the directory's upper half: compact
+      { dir: hi, over: { ino: 8 * 2 ** 32 + 9 } }, // another upper half: wide
+      { dir: 0, over: { ino: 2 ** 32 - 1 } }, // the sentinel itself: wide
+      { dir: 0, over: { nlink: 254 } }, // compact
+      { dir: 0, over: { nlink: 255 } }, // wide
+    ];
+    const rows = cases.map((c, k) => b.addFile(c.dir, Buffer.from(`f${k}`), { ...base, ...c.over }));
+    const t = b.build();
+    const wideRows = cases.map((_, k) => k).filter((k) => Array.from(t.wide.rows).includes(rows[k]!));
+    expect(wideRows).toEqual([4, 5, 8, 9, 11]);
+    cases.forEach((c, k) => {
+      const v = { ...base, ...c.over };
+      expect([inoOf(t, rows[k]!), sizeOf(t, rows[k]!), blocksOf(t, rows[k]!), nlinkOf(t, rows[k]!)], `case ${k}`).toEqual([v.ino, v.size, v.blocks, v.nlink]);
+    });
+    expect(t.files.blocks[rows[3]!]).toBe(BLOCKS_BIAS + 126);
+  });
+
+  it('keeps owner, group and mode of the 65,535th triple and later in the wide table', () => {
+    const b = new TableBuilder(70_000);
+    b.addRoot(0, 2);
+    const n = WIDE16 + 2;
+    for (let k = 0; k < n; k++) b.addFile(0, Buffer.from(`f${k}`), { ...base, ino: 10 + k, uid: k });
+    const t = b.build();
+    expect(t.metas.count).toBe(n);
+    expect(t.wide.count).toBe(2);
+    expect([t.files.meta[WIDE16 - 1], t.files.meta[WIDE16], t.files.meta[WIDE16 + 1]]).toEqual([WIDE16 - 1, WIDE16, WIDE16]);
+    for (const row of [0, WIDE16 - 1, WIDE16, WIDE16 + 1]) {
+      expect(metaOf(t, row)).toBe(row);
+      expect([uidOf(t, row), modeOf(t, row)]).toEqual([row, base.mode]);
+    }
   });
 
   it('gives a row its path and stat; the adapter keeps what the walk found', () => {
@@ -48,6 +92,19 @@ describe('TableBuilder', () => {
     const again = tablesFromWalk(roots, [file]);
     expect(relPathRow(again, 0)).toEqual(relPathRow(scan.tables, row));
     expect(statOfRow({ tables: again, roots }, 0)).toEqual(stat);
+  });
+});
+
+describe('readColumns', () => {
+  it('lays the hash columns over spent sort keys: zeroed, apart, within them', () => {
+    const keys = new Float64Array(5).fill(123.456);
+    const c = readColumns(4, keys);
+    expect([...c.hashHi, ...c.hashLo]).toEqual(new Array(8).fill(0));
+    c.hashHi.fill(0xffffffff);
+    expect([...c.hashLo]).toEqual([0, 0, 0, 0]);
+    expect(c.hashHi.buffer).toBe(keys.buffer);
+    // Too small to hold both: columns of their own.
+    expect(readColumns(6, keys).hashHi.buffer).not.toBe(keys.buffer);
   });
 });
 

@@ -7,7 +7,7 @@ import { parseRule } from '../../src/pipeline/excludes.js';
 import type { FileError } from '../../src/core/errors.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { dirPath, MAX_DEPTH, walk, walkTables, type WalkOptions } from '../../src/pipeline/walk.js';
-import { blocksOf, ctimeSecOf, fileName, gidOf, modeOf, mtimeSecOf, nlinkOf, uidOf } from '../../src/pipeline/table.js';
+import { blocksOf, BLOCKS_BIAS, ctimeSecOf, fileName, gidOf, inoOf, modeOf, mtimeSecOf, nlinkOf, sizeOf, uidOf, WIDE32, WIDE8 } from '../../src/pipeline/table.js';
 import { makeChain } from '../helpers/deep.js';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { inode, rmTree, runUnify, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
@@ -140,7 +140,7 @@ async function tabled(root: string, opts: Partial<WalkOptions> = {}) {
       const dir = dirPath(t, t.files.dir[i]!);
       const name = fileName(t, i);
       const p = dir.length ? Buffer.concat([dir, Buffer.from('/'), name]) : Buffer.from(name);
-      rows.push([p.toString('hex'), t.files.ino[i], t.files.size[i], blocksOf(t, i), uidOf(t, i), gidOf(t, i), modeOf(t, i).toString(16), nlinkOf(t, i), mtimeSecOf(t, i), ctimeSecOf(t, i)].join(' '));
+      rows.push([p.toString('hex'), inoOf(t, i), sizeOf(t, i), blocksOf(t, i), uidOf(t, i), gidOf(t, i), modeOf(t, i).toString(16), nlinkOf(t, i), mtimeSecOf(t, i), ctimeSecOf(t, i)].join(' '));
     }
     return { ...r, rows: rows.sort(), errors };
   } finally {
@@ -163,7 +163,7 @@ function fromFind(root: string): string[] {
 }
 
 describe('walkTables', () => {
-  it('holds exactly what find and stat say: odd names, owners, modes, times before 1970 and after 2106, sparse files, hard links', async () => {
+  it('holds exactly what find and stat say: odd names, owners, modes, times before 1970 and after 2106, sparse and preallocated files, hard links, 300 links', async () => {
     const g = path.join(dir, 'g');
     writeFile(path.join(g, 'usr/bin/tool'), { content: 'tool' });
     const bytes = (s: string) => Buffer.concat([Buffer.from(g + '/'), Buffer.from(s, 'latin1')]);
@@ -181,13 +181,30 @@ describe('walkTables', () => {
     fs.linkSync(path.join(g, 'linked'), path.join(g, 'usr/also-linked'));
     fs.writeFileSync(path.join(g, 'empty'), '');
     fs.symlinkSync('usr/bin/tool', path.join(g, 'symlink'));
+    // 64 KiB allocated past a 1-byte size: 128 blocks where 8 are usual, still in the compact column.
+    fs.writeFileSync(path.join(g, 'prealloc'), 'p');
+    sh('fallocate', '-n', '-l', '64K', path.join(g, 'prealloc'));
+    // 1 MiB with nothing allocated: too far from usual, wide.
+    sh('truncate', '-s', '1M', path.join(g, 'hole'));
+    // 300 links: more than the 8-bit column holds.
+    fs.mkdirSync(path.join(g, 'many'));
+    fs.writeFileSync(path.join(g, 'many/l0'), 'many');
+    for (let k = 1; k < 300; k++) fs.linkSync(path.join(g, 'many/l0'), path.join(g, `many/l${k}`));
 
     const r = await tabled(g);
     expect(r.errors).toEqual([]);
     expect(r.rows).toEqual(fromFind(g));
-    expect(r.rows.length).toBe(8);
-    // The times outside 32 bits are in the wide table, by row.
-    expect(r.tables.wide.count).toBeGreaterThanOrEqual(2);
+    expect(r.rows.length).toBe(10 + 300);
+    // What is outside the compact columns is in the wide table, by row, and read back exactly (above).
+    const t = r.tables;
+    const rowOf = (name: string) => Array.from({ length: t.files.count }, (_, i) => i).find((i) => Buffer.from(fileName(t, i)).toString() === name)!;
+    expect([t.files.size[rowOf('sparse')], t.files.blocks[rowOf('sparse')]]).toEqual([WIDE32, WIDE8]);
+    expect(t.files.blocks[rowOf('hole')]).toBe(WIDE8);
+    expect(t.files.blocks[rowOf('prealloc')]).toBe(BLOCKS_BIAS + 120);
+    expect(t.files.nlink[rowOf('l7')]).toBe(WIDE8);
+    expect([t.files.mtimeSec[rowOf('old')], t.files.mtimeSec[rowOf('future')]]).toEqual([WIDE32, WIDE32]);
+    expect(t.files.nlink[rowOf('linked')]).toBe(2);
+    expect(t.wide.count).toBe(4 + 300);
     expect(Array.from(r.tables.wide.rows)).toEqual(Array.from(r.tables.wide.rows).sort((a, b) => a - b));
     expect(r.outOfBounds).toBe(1);
     expect(r.special).toBe(1);

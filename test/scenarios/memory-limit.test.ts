@@ -8,6 +8,11 @@
  * and mode, and sha256sum of every file, before and after); a roomy limit
  * runs as usual; one directory of 1,000,000 empty files fits a modest limit.
  *
+ * The limits are tight because a file costs little (os/memory-limit.ts
+ * FILE_BYTES, ~250 bytes with the record tables): 300,000 files need
+ * ~55 MiB for Node plus ~75 MiB, more than --max-memory 80M or a 128 MiB
+ * cgroup leaves (83 MiB after the margin), so both stop while listing.
+ *
  * Guests live on tmpfs mounts made here: creating hundreds of thousands of
  * files on this machine's disk takes minutes.
  */
@@ -135,9 +140,9 @@ describe('a tree too big for the memory limit', () => {
 
   it('--max-memory smaller than needed: exit 2 with the message, nothing changed, no journal left', () => {
     const sd = stateDir('state-option');
-    const r = vunify(['--state-dir', sd, '--max-memory', '200M', ...guests]);
+    const r = vunify(['--state-dir', sd, '--max-memory', '80M', ...guests]);
     expect(r.stderr).toMatch(/memory limit: listing the guest roots for [\d,]+ files would need about [\d,]+ MiB/);
-    expect(r.stderr).toContain('from --max-memory 200M');
+    expect(r.stderr).toContain('from --max-memory 80M');
     expect(r.stderr).toMatch(/stopped before changing anything/);
     expect(r.stderr).toMatch(/larger --max-memory, run over fewer roots at a time, or exclude the guest/);
     expect([r.status, r.signal]).toEqual([2, null]);
@@ -148,7 +153,7 @@ describe('a tree too big for the memory limit', () => {
 
   it('under a cgroup limit: exit 2 naming the cgroup, not OOM-killed, nothing changed', () => {
     const cg = cgroup('tight');
-    cg.limit(256 * M);
+    cg.limit(128 * M);
     const sd = stateDir('state-cgroup');
     const r = vunify(['--state-dir', sd, ...guests], cg);
     expect(r.stderr).toMatch(/memory limit: listing the guest roots for [\d,]+ files/);
@@ -161,7 +166,7 @@ describe('a tree too big for the memory limit', () => {
 
   it('--dry-run under the same cgroup limit stops the same way (it would need the same memory)', () => {
     const cg = cgroup('tight-dry');
-    cg.limit(256 * M);
+    cg.limit(128 * M);
     const r = vunify(['-n', '--no-cache', '--state-dir', stateDir('state-dry'), ...guests], cg);
     expect([r.status, r.signal]).toEqual([2, null]);
     expect(r.stderr).toMatch(/memory limit/);
@@ -188,7 +193,7 @@ describe('a roomy limit', () => {
 });
 
 describe('a hostile guest: one directory of 1,000,000 empty files', () => {
-  it('is listed within a modest cgroup limit (empty files are never candidates)', () => {
+  it('is listed within a modest cgroup limit (empty files are never candidates; the walk holds nothing per entry it does not keep)', () => {
     const base = tmpfs('million', '1g');
     const dir = path.join(base, 'g', 'var-not', 'spool');
     mkdirSync(dir, { recursive: true });
@@ -198,7 +203,7 @@ d = sys.argv[1]
 for i in range(1000000): os.close(os.open(os.path.join(d, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o644))
 `, dir]);
     const cg = cgroup('million');
-    cg.limit(1024 * M);
+    cg.limit(128 * M);
     const r = vunify(['-n', '--no-cache', '--json', '--state-dir', stateDir('state-million'), path.join(base, 'g')], cg);
     expect(r.stderr).toBe('');
     expect([r.status, r.signal]).toEqual([0, null]);
