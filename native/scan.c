@@ -67,13 +67,7 @@ static void scan_list(scan_job *j) {
     }
     if (n == 0) break;
     for (long off = 0; off < n;) {
-      struct {
-        uint64_t d_ino;
-        int64_t d_off;
-        unsigned short d_reclen;
-        unsigned char d_type;
-        char d_name[];
-      } *d = (void *)(buf + off);
+      struct vu_dirent64 *d = (void *)(buf + off);
       off += d->d_reclen;
       const char *nm = d->d_name;
       if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0))) continue;

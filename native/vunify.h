@@ -212,6 +212,16 @@ DECLARE(LeasePair) DECLARE(LeaseHeld) DECLARE(LeaseRelease)
  * 0 or an errno (fsattr.c; hashFiles reads them through its descriptor). */
 int vunify_fsattr(int fd, uint32_t *flags, uint32_t *projid);
 
+/* One record of getdents64(2) (glibc declares no such struct): scan.c and
+ * walk.c step through a buffer of them by d_reclen. */
+struct vu_dirent64 {
+  uint64_t d_ino;
+  int64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[];
+};
+
 /* The layouts, as JavaScript values, for module.c's `layout`. */
 napi_value stat_layout(napi_env env);
 napi_value file_types(napi_env env);

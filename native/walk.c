@@ -568,13 +568,7 @@ static void list_dir(worker *t, witem it) {
     }
     if (n == 0 || w->stop) break;
     for (long off = 0; off < n;) {
-      struct {
-        uint64_t d_ino;
-        int64_t d_off;
-        unsigned short d_reclen;
-        unsigned char d_type;
-        char d_name[];
-      } *de = (void *)(t->dents + off);
+      struct vu_dirent64 *de = (void *)(t->dents + off);
       off += de->d_reclen;
       const char *nm = de->d_name;
       if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0))) continue;

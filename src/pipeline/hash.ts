@@ -107,14 +107,19 @@ export interface HashJob {
 
 export type HashResult = { hash: bigint; xattrs: string; elf: boolean; flags: number; projid: number } | { error: { code?: string; syscall?: string; message: string } };
 
-/** Open (confined, checked against the scan) and hash one file, and read its xattrs. */
-export function hashJob(h: Hasher, job: HashJob, buf: Buffer, seed: bigint): HashResult {
+/**
+ * Open (confined, checked against the scan) and hash one file, and read its
+ * xattrs. `attrsOnly`: no content read (hash 0, not ELF); the reference for
+ * hashFiles' attributes-only mode.
+ */
+export function hashJob(h: Hasher, job: HashJob, buf: Buffer, seed: bigint, attrsOnly = false): HashResult {
   try {
     const rel = Buffer.from(job.rel.buffer, job.rel.byteOffset, job.rel.byteLength);
     const file = openRegular(job.rootFd, rel, job.stat);
     try {
       const xattrs = xattrKey(file.fd);
       const { flags, projid } = fileAttrs(file.fd);
+      if (attrsOnly) return { xattrs, hash: 0n, elf: false, flags, projid };
       const hash = hashFd(h, file.fd, file.stat.size, buf, seed);
       return { xattrs, hash, elf: isElf(file.fd, file.stat.size, buf), flags, projid };
     } finally {
@@ -314,7 +319,7 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
     for (const m of todo) {
       const row = rowOf(m);
       const job = { rootFd: scan.roots[rootIndexOf(t, row)]!.fd, rel: relPathRow(t, row), stat: statOfRow(scan, row) };
-      const r = attrsOnly ? attrsJob(job) : hashJob(h, job, buf, opts.seed);
+      const r = hashJob(h, job, buf, opts.seed, attrsOnly);
       if ('hash' in r) {
         setRead(cols, m, r);
         progress?.(sizeOf(t, row));
@@ -346,23 +351,6 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
   );
 }
 
-/** hashJob without the content: open (confined, checked), xattrs, flags, project; the reference for hashFiles' attributes-only mode. */
-export function attrsJob(job: HashJob): HashResult {
-  try {
-    const rel = Buffer.from(job.rel.buffer, job.rel.byteOffset, job.rel.byteLength);
-    const file = openRegular(job.rootFd, rel, job.stat);
-    try {
-      const xattrs = xattrKey(file.fd);
-      const { flags, projid } = fileAttrs(file.fd);
-      return { xattrs, hash: 0n, elf: false, flags, projid };
-    } finally {
-      sys.close(file.fd);
-    }
-  } catch (er) {
-    const e = er as { code?: string; syscall?: string; message?: string };
-    return { error: { code: e.code, syscall: e.syscall, message: e.message ?? String(er) } };
-  }
-}
 
 /** A 64-bit little-endian integer (two's complement: the times may be negative) from a safe integer, without a BigInt. */
 function u64(buf: Buffer, v: number, at: number): void {

@@ -24,12 +24,12 @@ import { fileError, type FileError } from '../core/errors.js';
 import type { Rule } from './excludes.js';
 import type { DirNode, FileRec, Root } from '../core/types.js';
 import { childNode, compareRelPaths, printable, rootNode } from '../core/paths.js';
-import { FileType } from '../core/stat.js';
 import type { Progress } from '../core/progress.js';
 import type { MemoryBudget } from '../os/memory-limit.js';
 import { native } from '../os/native.js';
 import { mountPointsUnder } from './mounts.js';
-import { blocksOf, ctimeSecOf, dirName, fileName, inoOf, metaOf, mtimeSecOf, nlinkOf, sizeOf, type Tables } from './table.js';
+import { statOfRow } from './rows.js';
+import { dirName, fileName, type Tables } from './table.js';
 
 /**
  * Deepest level listed: directories below it are not read, with one message
@@ -208,30 +208,8 @@ export function fileRecs(roots: readonly Root[], t: Tables): FileRec[] {
   }
   const files: FileRec[] = new Array(t.files.count);
   const f = t.files;
-  for (let i = 0; i < f.count; i++) {
-    const dir = nodes[f.dir[i]!]!;
-    const meta = metaOf(t, i);
-    files[i] = {
-      dir,
-      name: Buffer.from(fileName(t, i)),
-      stat: {
-        type: FileType.Regular,
-        mode: t.metas.mode[meta]!,
-        uid: t.metas.uid[meta]!,
-        gid: t.metas.gid[meta]!,
-        nlink: nlinkOf(t, i),
-        ino: inoOf(t, i),
-        dev: dir.root.dev,
-        size: sizeOf(t, i),
-        blocks: blocksOf(t, i),
-        mtimeSec: mtimeSecOf(t, i),
-        mtimeNsec: f.mtimeNsec[i]!,
-        ctimeSec: ctimeSecOf(t, i),
-        ctimeNsec: f.ctimeNsec[i]!,
-        mntId: dir.root.mntId,
-      },
-    };
-  }
+  const scan = { tables: t, roots };
+  for (let i = 0; i < f.count; i++) files[i] = { dir: nodes[f.dir[i]!]!, name: Buffer.from(fileName(t, i)), stat: statOfRow(scan, i) };
   files.sort((a, b) => a.dir.root.index - b.dir.root.index || compareRelPaths(a, b));
   return files;
 }
