@@ -9,7 +9,10 @@
  * open), and any later open for writing or truncate, through any name or
  * /proc link, breaks it. The breaker then waits in open(2) or truncate(2)
  * until we release (O_NONBLOCK openers get EWOULDBLOCK), so while a lease
- * is intact nothing was written to the inode since it was taken. Metadata
+ * is intact nothing was written to the inode since it was taken. One
+ * exception, seen on this kernel: open(O_RDONLY | O_TRUNC) by someone
+ * allowed to write truncates to 0 without breaking a read lease; the size
+ * then differs from the stat each check compares, which catches it. Metadata
  * changes (chmod, chown, xattrs, utimes, chattr) do not break leases: the
  * callers still compare metadata, xattrs and flags after the exchange and
  * re-check ctimes as before. A lease that cannot be had (a writer has the
