@@ -4,8 +4,10 @@
  * and the moment the swap is settled (src/change/lease.ts says how it is
  * used). The kernel refuses a read lease while anyone has the file open for
  * writing (a writable shared mapping holds such an open too), and breaks it
- * on any later open for writing or truncate, whoever makes it, through any
- * of the inode's names. A breaker waits in open(2)/truncate(2) until the
+ * on any later open for writing or truncate(2), whoever makes it, through
+ * any of the inode's names (not on open(O_RDONLY | O_TRUNC), which empties
+ * the file without a break: the size checks around the swap catch that; see
+ * src/change/lease.ts). A breaker waits in open(2)/truncate(2) until the
  * lease is released (or /proc/sys/fs/lease-break-time passes), so while a
  * broken lease is still held nothing has been written yet.
  *
