@@ -55,15 +55,6 @@ export const FILE_BYTES = 250;
  */
 export const FILE_ROW_BYTES = 37;
 /**
- * Each entry of the directory being listed, kept or not, for a walk that
- * decodes a whole directory into one object per entry before sorting it out
- * (walked(): the JavaScript walk's check; one directory of 1,000,000 empty
- * files peaked at 579 MiB there, ~510 bytes per entry). The native walk
- * (native/walk.c) reads a directory into one fixed buffer and holds nothing
- * per entry it does not keep, so it charges only what it keeps.
- */
-export const ENTRY_BYTES = 520;
-/**
  * Planning and linking, per candidate file, on top of what is resident
  * after hashing: the plan stage rose 61 MiB over 751,419 candidates of the
  * 1,000,000-file tree without a cache (85 bytes each) and 70 MiB with one
@@ -184,20 +175,6 @@ export class MemoryBudget {
     private readonly rss: () => number = residentBytes,
   ) {
     this.base = rss();
-  }
-
-  private entries = 0;
-
-  /**
-   * The walk, after each directory: `files` kept so far, `listed` entries in
-   * the directory just listed (its listing is held while it is sorted out,
-   * and only kept files stay). Throws before the estimate passes the limit.
-   */
-  walked(files: number, listed: number): void {
-    this.entries += listed;
-    if (this.limit === undefined) return;
-    const need = this.base + files * FILE_BYTES + listed * ENTRY_BYTES;
-    if (need > this.limit.bytes) this.fail('listing the guest roots', files, need, `after ${this.entries.toLocaleString('en-US')} entries listed`);
   }
 
   /**

@@ -13,7 +13,6 @@ import { TableBuilder } from '../../src/pipeline/table-builder.js';
 import {
   cgroupLimit,
   cgroupMargin,
-  ENTRY_BYTES,
   FILE_BYTES,
   FILE_ROW_BYTES,
   MemoryBudget,
@@ -109,13 +108,13 @@ describe('MemoryBudget', () => {
   const fixed = (rss: number) => () => rss;
   const limit = { bytes: 200 * M, source: '--max-memory 200M', fromOption: true };
 
-  it('lets the walk go on while its estimate fits, and stops it with exit-2 error naming limit, source, count and remedy', () => {
+  it('lets a run go on while its estimate fits, and stops it with exit-2 error naming limit, source, count and remedy', () => {
     const b = new MemoryBudget(limit, fixed(60 * M));
-    const fits = Math.floor((140 * M) / FILE_BYTES) - 10;
-    expect(() => b.walked(fits, 5)).not.toThrow();
+    const fits = Math.floor((140 * M) / PLAN_BYTES) - 10;
+    expect(() => b.beforePlan(fits, 0)).not.toThrow();
     let er: unknown;
     try {
-      b.walked(fits + 1000, 5);
+      b.beforePlan(fits + 1000, 0);
     } catch (e) {
       er = e;
     }
@@ -131,12 +130,6 @@ describe('MemoryBudget', () => {
     expect(msg).toMatch(/exclude the guest/);
   });
 
-  it('charges the directory being listed for every entry it holds', () => {
-    const b = new MemoryBudget(limit, fixed(60 * M));
-    expect(() => b.walked(0, Math.floor((130 * M) / ENTRY_BYTES))).not.toThrow();
-    expect(() => b.walked(0, Math.ceil((141 * M) / ENTRY_BYTES))).toThrow(MemoryLimitError);
-  });
-
   it('checks the plan against what is resident now', () => {
     let rss = 60 * M;
     const b = new MemoryBudget(limit, () => rss);
@@ -148,7 +141,6 @@ describe('MemoryBudget', () => {
 
   it('passes everything without a limit, and hands the native walk what is left', () => {
     const none = new MemoryBudget(undefined, fixed(60 * M));
-    expect(() => none.walked(1e9, 1e9)).not.toThrow();
     expect(() => none.beforePlan(1e9, 1e9)).not.toThrow();
     expect(none.tableBytes()).toBeUndefined();
     expect(new MemoryBudget(limit, fixed(60 * M)).tableBytes()).toBe(140 * M);
