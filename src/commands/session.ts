@@ -182,6 +182,15 @@ export function openCache(s: Session, opts: SessionOptions, fingerprint: string)
   return cache;
 }
 
+/** The hash stage's key and cache (loaded once per session); the cache is told when reading began. */
+function startHashing(s: Session, opts: SessionOptions): { key: HashKey; cache: HashCache | undefined } {
+  const where = keyLocation({ hashKey: opts.hashKey, stateDir: opts.stateDir ?? DEFAULT_STATE_DIR });
+  const key = (s.key ??= loadHashKey(where.file, { create: where.create }));
+  const cache = (s.cache ??= openCache(s, opts, key.fingerprint));
+  if (cache) cache.readAtSec = Date.now() / 1000;
+  return { key, cache };
+}
+
 /**
  * The hash stage with the key and the cache: inodes whose entry is still
  * valid get their hash, xattrs, flags and project from it, the rest are read
@@ -195,10 +204,7 @@ export async function hashGroups(
   groups: readonly Inode[][],
   need: { elf?: boolean } = {},
 ): Promise<{ identical: Inode[][]; hashed: Hashed }> {
-  const where = keyLocation({ hashKey: opts.hashKey, stateDir: opts.stateDir ?? DEFAULT_STATE_DIR });
-  const key = (s.key ??= loadHashKey(where.file, { create: where.create }));
-  const cache = (s.cache ??= openCache(s, opts, key.fingerprint));
-  if (cache) cache.readAtSec = Date.now() / 1000;
+  const { key, cache } = startHashing(s, opts);
   const all = groups.flat();
   const toHash = all.filter((i) => !fromCache(cache, i, !!need.elf));
   const hashed = { files: toHash.length, bytes: toHash.reduce((sum, i) => sum + i.stat.size, 0), cacheHits: all.length - toHash.length };
@@ -242,10 +248,7 @@ export async function hashRowGroups(
   /** Scratch whose contents are spent (grouping's sort keys): the hash columns may be laid over it. */
   reuse?: Float64Array,
 ): Promise<{ read: ReadColumns; hashed: Hashed; assumed: Assumed }> {
-  const where = keyLocation({ hashKey: opts.hashKey, stateDir: opts.stateDir ?? DEFAULT_STATE_DIR });
-  const key = (s.key ??= loadHashKey(where.file, { create: where.create }));
-  const cache = (s.cache ??= openCache(s, opts, key.fingerprint));
-  if (cache) cache.readAtSec = Date.now() / 1000;
+  const { key, cache } = startHashing(s, opts);
   const t = scan.tables;
   const f = t.files;
   const devOf = (row: number) => scan.roots[rootIndexOf(t, row)]!.dev;
