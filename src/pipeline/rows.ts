@@ -10,8 +10,8 @@
  */
 import { FileType, type Stat } from '../core/stat.js';
 import type { DirNode, DirProject, FileRec, Inode, Root } from '../core/types.js';
-import { printable } from '../core/paths.js';
-import { blocksOf, ctimeSecOf, inoOf, metaOf, mtimeSecOf, nlinkOf, sizeOf, type Tables } from './table.js';
+import { childNode, printable, rootNode } from '../core/paths.js';
+import { blocksOf, ctimeSecOf, dirName, inoOf, metaOf, mtimeSecOf, nlinkOf, sizeOf, type Tables } from './table.js';
 
 /** The tables and the roots they were walked under (row k of the directory table is root k). */
 export interface Scan {
@@ -250,14 +250,9 @@ export class Materializer {
     const root = this.scan.roots[d.root[row]!]!;
     const p = this.projects;
     const project: DirProject | undefined = p && p.known[row] ? { projid: p.projid[row]!, inherit: p.inherit[row] === 1, locked: p.locked[row] === 1 } : undefined;
-    if (parentRow < 0) {
-      node = { root, parent: null, name: EMPTY, depth: 0, relLength: 0, dev: root.dev, ino: d.ino[row]!, project };
-    } else {
-      const parent = this.dir(parentRow);
-      const name = t.names.subarray(d.nameOff[row]!, d.nameOff[row]! + d.nameLen[row]!); // a view: the heap outlives the set
-      const relLength = parent.relLength ? parent.relLength + 1 + name.length : name.length;
-      node = { root, parent, name, depth: parent.depth + 1, relLength, dev: root.dev, ino: d.ino[row]!, project };
-    }
+    // The name is a view: the heap outlives the set.
+    node = parentRow < 0 ? rootNode(root) : childNode(this.dir(parentRow), dirName(t, row), root.dev, d.ino[row]!);
+    node.project = project;
     this.dirs[row] = node;
     return node;
   }
@@ -277,4 +272,3 @@ export class Materializer {
   }
 }
 
-const EMPTY = Buffer.alloc(0);

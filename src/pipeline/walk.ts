@@ -22,14 +22,14 @@
 import os from 'node:os';
 import { fileError, type FileError } from '../core/errors.js';
 import type { Rule } from './excludes.js';
-import type { DirNode, FileRec, Root } from '../core/types.js';
-import { childNode, compareRelPaths, printable, rootNode } from '../core/paths.js';
+import type { FileRec, Root } from '../core/types.js';
+import { compareRelPaths, printable } from '../core/paths.js';
 import type { Progress } from '../core/progress.js';
 import type { MemoryBudget } from '../os/memory-limit.js';
 import { native } from '../os/native.js';
 import { mountPointsUnder } from './mounts.js';
-import { statOfRow } from './rows.js';
-import { dirName, fileName, type Tables } from './table.js';
+import { Materializer } from './rows.js';
+import { dirName, type Tables } from './table.js';
 
 /**
  * Deepest level listed: directories below it are not read, with one message
@@ -200,16 +200,8 @@ function walkErrors(roots: readonly Root[], t: Tables, raw: NativeWalk['errors']
  * then path, so the order does not depend on the walk's threads.
  */
 export function fileRecs(roots: readonly Root[], t: Tables): FileRec[] {
-  const nodes: DirNode[] = new Array(t.dirs.count);
-  for (let d = 0; d < t.dirs.count; d++) {
-    const p = t.dirs.parent[d]!;
-    // A parent's row is always lower than its children's: it was listed first.
-    nodes[d] = p < 0 ? rootNode(roots[t.dirs.root[d]!]!) : childNode(nodes[p]!, Buffer.from(dirName(t, d)), roots[t.dirs.root[d]!]!.dev, t.dirs.ino[d]!);
-  }
-  const files: FileRec[] = new Array(t.files.count);
-  const f = t.files;
-  const scan = { tables: t, roots };
-  for (let i = 0; i < f.count; i++) files[i] = { dir: nodes[f.dir[i]!]!, name: Buffer.from(fileName(t, i)), stat: statOfRow(scan, i) };
+  const mat = new Materializer({ tables: t, roots });
+  const files: FileRec[] = Array.from({ length: t.files.count }, (_, row) => mat.file(row));
   files.sort((a, b) => a.dir.root.index - b.dir.root.index || compareRelPaths(a, b));
   return files;
 }
