@@ -422,6 +422,36 @@ async function main() {
     return { files, spec, dir, roots, want, genSecs, ours };
   }
   const warm = (roots) => sh(`find "$@" -type f -print0 | xargs -0 -P2 cat >/dev/null`, roots);
+  // The trees of two sizes do not both fit in this machine's page cache (1M:
+  // ~6 GB, 2M: ~12 GB of 24 GiB). Without this, the larger size's runs read
+  // part of their tree from disk while the smaller's cached pages linger, and
+  // "time per file" measures the disk. So before a size is warmed, the other
+  // sizes' file pages are dropped (POSIX_FADV_DONTNEED on this bench's own
+  // trees only; nothing else on the host is evicted).
+  const evict = (roots) =>
+    sh(
+      `find "$@" -type f -print0 | python3 -c 'import os, sys
+for p in sys.stdin.buffer.read().split(b"\\0"):
+    if p:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)'`,
+      roots,
+    );
+  /** Share of a sample of the tree's files' pages that are in the page cache (fincore), in %. */
+  const resident = (roots) => {
+    const r = spawnSync(
+      'bash',
+      ['-c', `find "$@" -type f -size +0 -print0 | awk 'BEGIN{RS="\\0"; ORS="\\0"} NR % 97 == 0' | xargs -0 fincore -b -n -r -o RES,SIZE`, 'bash', ...roots],
+      { encoding: 'utf8', maxBuffer: 1 << 28 },
+    );
+    let res = 0, size = 0;
+    for (const line of r.stdout.split('\n')) {
+      const [a, b] = line.trim().split(/\s+/).map(Number);
+      if (Number.isFinite(a) && Number.isFinite(b)) { res += a; size += Math.ceil(b / 4096) * 4096; }
+    }
+    return size ? (100 * res) / size : NaN;
+  };
   const removeTree = (t) => {
     if (!t.ours) return;
     log(`removing ${t.dir} (--keep to reuse it) ...`);
@@ -438,9 +468,10 @@ async function main() {
     trees.push(t);
     const { roots, want } = t;
     sh('sync');
+    for (const other of trees) if (other !== t) log(`dropped ${other.dir}'s pages from the page cache in ${evict(other.roots).toFixed(1)} s`);
     const warmSecs = warm(roots);
     const floor = sh(`find "$@" -type f -print0 | xargs -0 -P2 xxh64sum >/dev/null 2>&1`, roots);
-    log(`warm-up read ${warmSecs.toFixed(1)} s; read floor (xargs -P2 xxh64sum) ${floor.toFixed(1)} s`);
+    log(`warm-up read ${warmSecs.toFixed(1)} s; read floor (xargs -P2 xxh64sum) ${floor.toFixed(1)} s; page cache holds ${resident(roots).toFixed(1)} % of a 1-in-97 sample of the tree's pages`);
 
     // --no-cache: a cold run, as rdfind makes; its state dir only gets the hash key.
     const plainState = newDir('state-nocache');
@@ -474,6 +505,7 @@ async function main() {
         }
       }
     }
+    log(`after the rounds the page cache holds ${resident(roots).toFixed(1)} % of the same sample`);
     if (cacheMissed) fail('the warm-cache runs found nothing in the cache (report.hashed.cacheHits 0): the cached target is not measured');
     fs.rmSync(plainState, { recursive: true, force: true });
     fs.rmSync(cacheState, { recursive: true, force: true });
