@@ -6,7 +6,6 @@
         "native/args.c",
         "native/records.c",
         "native/lookup.c",
-        "native/scan.c",
         "native/files.c",
         "native/xattr.c",
         "native/copy.c",

@@ -1,8 +1,7 @@
 /*
- * Packed stat records: what scanDirSync, fstatx and statAt hand back. One
- * Buffer of fixed-size headers (struct stat_rec) and names, rather than a
- * JavaScript object per entry, because building objects through N-API cost
- * more than the statx calls; src/os/sys.ts decodes them with the offsets
+ * Packed stat records: what fstatx and statAt hand back. One Buffer with a
+ * fixed-size header (struct stat_rec), rather than a JavaScript object,
+ * because building objects through N-API cost more than the statx call; src/os/sys.ts decodes them with the offsets
  * stat_layout() exports, so the layout is written down once, here.
  */
 #include "vunify.h"
@@ -97,7 +96,6 @@ napi_value stat_layout(napi_env env) {
   napi_value l = layout_new(env, sizeof(struct stat_rec));
   FIELD(env, l, struct stat_rec, rec_len, "recordLength");
   FIELD(env, l, struct stat_rec, type, "type");
-  FIELD(env, l, struct stat_rec, want, "want");
   FIELD(env, l, struct stat_rec, name_len, "nameLength");
   FIELD(env, l, struct stat_rec, mode, "mode");
   FIELD(env, l, struct stat_rec, uid, "uid");

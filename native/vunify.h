@@ -21,8 +21,8 @@
  * what the caller saw", because they must run on the descriptor just opened,
  * before anything is read through it, and a round trip to JavaScript for
  * each cost more than the work itself:
- *   - scanDirSync refuses a directory whose (dev, ino) is not the one the
- *     caller passed (ECHANGED);
+ *   - the walk (walk.c) refuses a directory whose (dev, ino) is not the
+ *     one its parent's listing gave;
  *   - hashFiles refuses a file that is no longer the regular file of the
  *     job record (type, dev, ino, size, mode, owner, mtime, ctime), the
  *     checks of openRegular in src/os/confine.ts (HASH_CHANGED).
@@ -94,7 +94,7 @@ napi_value queue_work(napi_env env, const char *name, napi_async_execute_callbac
 struct stat_rec {
   uint32_t rec_len;  /* the whole record, name and padding included */
   uint8_t type;      /* T_* below */
-  uint8_t want;      /* listDirSync: 1 on entries statEntriesSync should stat */
+  uint8_t unused;
   uint16_t name_len;
   uint32_t mode;     /* or, for T_ERR, the errno of the failed statx */
   uint32_t uid;
@@ -124,7 +124,7 @@ int type_of_mode(mode_t m);
 int type_of_dtype(unsigned char d);
 /* Append one record; st may be NULL (type only) and err nonzero (T_ERR). */
 int out_record(outbuf *o, int type, const struct statx *st, int err, const char *name, size_t name_len);
-/* Fill the fixed part of a record in place (name, length and want kept). */
+/* Fill the fixed part of a record in place (name and length kept). */
 void fill_record(struct stat_rec *r, int type, const struct statx *st, int err);
 /* statx that never follows a symlink nor triggers an automount. */
 int do_statx(int dirfd, const char *name, int flags, struct statx *st);
@@ -181,8 +181,6 @@ void sha256_final(sha256_ctx *c, uint8_t out[32]);
 /* lookup.c */
 DECLARE(OpenBeneath) DECLARE(ForceLegacyLookup) DECLARE(OpenPath) DECLARE(CloseFd)
 DECLARE(CloseLater) DECLARE(CloseLaterDrain)
-/* scan.c */
-DECLARE(ScanDirSync) DECLARE(ListDirSync) DECLARE(StatEntriesSync)
 /* files.c */
 DECLARE(Fstatx) DECLARE(StatAt) DECLARE(LinkAt) DECLARE(RenameAt) DECLARE(UnlinkAt)
 DECLARE(GetFlags) DECLARE(SetFlags) DECLARE(Flock) DECLARE(Vserver)
@@ -212,8 +210,8 @@ DECLARE(LeasePair) DECLARE(LeaseHeld) DECLARE(LeaseRelease)
  * 0 or an errno (fsattr.c; hashFiles reads them through its descriptor). */
 int vunify_fsattr(int fd, uint32_t *flags, uint32_t *projid);
 
-/* One record of getdents64(2) (glibc declares no such struct): scan.c and
- * walk.c step through a buffer of them by d_reclen. */
+/* One record of getdents64(2) (glibc declares no such struct): walk.c steps
+ * through a buffer of them by d_reclen. */
 struct vu_dirent64 {
   uint64_t d_ino;
   int64_t d_off;

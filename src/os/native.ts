@@ -1,7 +1,7 @@
 /*
  * Loads the native addon (native/*.c) and the record layouts it exports.
  *
- * The addon hands back packed records (stat records of a directory scan,
+ * The addon hands back packed records (stat records of one file,
  * hash job results) and takes packed hash jobs. Their offsets, the file
  * type and hash result codes, and the names of the calls a hash job can
  * fail at are defined once, in C (offsetof and sizeof on its structs), and
@@ -16,9 +16,6 @@ import { createRequire } from 'node:module';
 export interface Native {
   openBeneath(dirFd: number, path: Buffer, flags: number, mode?: number): number;
   forceLegacyLookup(legacy?: boolean): void;
-  scanDirSync(rootFd: number, path: Buffer, dev?: number, ino?: number): Buffer;
-  listDirSync(rootFd: number, path: Buffer, dev?: number, ino?: number): [number, Buffer];
-  statEntriesSync(fd: number, records: Buffer): void;
   fstatx(fd: number): Buffer;
   statAt(dirFd: number, name: Buffer): Buffer;
   getXattrs(fd: number): [Buffer, Buffer][];
@@ -67,7 +64,7 @@ export const native = createRequire(import.meta.url)(ADDON) as Native;
  */
 const RECORDS = {
   stat: {
-    recordLength: 4, type: 1, want: 1, nameLength: 2, mode: 4, uid: 4, gid: 4, nlink: 4, ino: 8, dev: 8,
+    recordLength: 4, type: 1, nameLength: 2, mode: 4, uid: 4, gid: 4, nlink: 4, ino: 8, dev: 8,
     size: 8, blocks: 8, mtimeSec: 8, mtimeNsec: 4, ctimeNsec: 4, ctimeSec: 8, mntId: 8,
   },
   hashIn: {

@@ -5,8 +5,8 @@
  * holds for them, goes through the `sys` object below (the state directory
  * and the hash cache, which are the host's own files, also use node:fs): the
  * native addon (native/*.c, loaded by native.ts) for what Node lacks
- * (lookups confined beneath a directory descriptor, fd-relative directory
- * scans with statx, xattrs by descriptor, linkat/renameat2/unlinkat, inode flags, flock) and
+ * (lookups confined beneath a directory descriptor, the parallel walk,
+ * xattrs by descriptor, linkat/renameat2/unlinkat, inode flags, flock) and
  * the handful of Node fs calls used on descriptors. Tests replace single
  * members (vi.spyOn(sys, 'linkAt')) to inject faults a real filesystem
  * cannot produce on demand, such as EMLINK after a few links.
@@ -19,23 +19,12 @@ import { codedError } from '../core/errors.js';
 import { FileType, type Stat } from '../core/stat.js';
 import { checkCodes, layout, native } from './native.js';
 
-/** One directory entry from scanDir. `errno` is set (and type is Error) when statx failed. */
-export interface Entry extends Stat {
-  name: Buffer;
-  errno: number;
-}
-
-
 checkCodes('fileTypes', FileType, layout.fileTypes);
 
-// Hot: decode() runs once per directory entry. The offsets are bound to
-// constants once, here, rather than looked up on the layout per field.
+// The offsets are bound to constants once, here, rather than looked up on
+// the layout per field.
 const {
-  headerSize: HDR,
-  recordLength: REC_LEN,
   type: TYPE,
-  want: WANT,
-  nameLength: NAME_LEN,
   mode: MODE,
   uid: UID,
   gid: GID,
@@ -52,24 +41,15 @@ const {
 } = layout.stat;
 const TWO32 = 2 ** 32;
 
-// Hot: called once per directory entry of the walk. Plain reads, no BigInt
-// (readBigInt64LE allocated one per time field), one object per entry.
+// Plain reads, no BigInt (readBigInt64LE allocates one per field).
 const u64 = (buf: Buffer, o: number) => buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * TWO32;
 const i64 = (buf: Buffer, o: number) => buf.readUInt32LE(o) + buf.readInt32LE(o + 4) * TWO32;
-const NO_NAME = Buffer.alloc(0);
 
-/**
- * One packed record. A directory entry gets its name and errno in the same
- * object literal (a second object per file, or properties added after, cost
- * the walk); a stat of one file gets an empty name, so every record decoded
- * here has one shape.
- */
-function decode(buf: Buffer, off: number, name = NO_NAME): Entry {
-  const type = buf[off + TYPE] as FileType;
-  const mode = buf.readUInt32LE(off + MODE);
+/** One packed stat record (fstatx, statAt). */
+function decode(buf: Buffer, off: number): Stat {
   return {
-    type,
-    mode,
+    type: buf[off + TYPE] as FileType,
+    mode: buf.readUInt32LE(off + MODE),
     uid: buf.readUInt32LE(off + UID),
     gid: buf.readUInt32LE(off + GID),
     nlink: buf.readUInt32LE(off + NLINK),
@@ -82,58 +62,7 @@ function decode(buf: Buffer, off: number, name = NO_NAME): Entry {
     ctimeNsec: buf.readUInt32LE(off + CTIME_NSEC),
     ctimeSec: i64(buf, off + CTIME_SEC),
     mntId: u64(buf, off + MNT_ID),
-    name,
-    errno: type === FileType.Error ? mode : 0,
   };
-}
-
-/** Decode scanDir's records: the directory itself first, then its entries. */
-export function decodeEntries(buf: Buffer): { self: Stat; entries: Entry[] } {
-  if (buf.length < HDR) throw new Error('scanDir returned no record for the directory itself');
-  const self = decode(buf, 0);
-  const entries: Entry[] = [];
-  for (let off = buf.readUInt32LE(REC_LEN); off < buf.length; ) {
-    const nameLen = buf.readUInt16LE(off + NAME_LEN);
-    entries.push(decode(buf, off, Buffer.from(buf.subarray(off + HDR, off + HDR + nameLen))));
-    off += buf.readUInt32LE(off + REC_LEN);
-  }
-  return { self, entries };
-}
-
-/**
- * Which entries of a directory to stat, decided by name (latin1: one char
- * per byte) and by the type getdents gave (Other when the filesystem does
- * not tell); only regular files, directories and untyped entries are asked.
- */
-export type KeepEntry = (name: string, type: FileType) => boolean;
-
-/**
- * List a directory, ask `keep` about each entry that would be stat'ed, stat
- * only the kept ones, and decode: the directory itself, then the kept
- * entries and the special ones (symlinks, FIFOs, ...) with their type only.
- */
-function scanKept(rootFd: number, path: Buffer, expect: { dev: number; ino: number } | undefined, keep: KeepEntry) {
-  const [fd, buf] = expect ? native.listDirSync(rootFd, path, expect.dev, expect.ino) : native.listDirSync(rootFd, path);
-  const offsets: number[] = [];
-  try {
-    for (let off = buf.readUInt32LE(REC_LEN); off < buf.length; off += buf.readUInt32LE(off + REC_LEN)) {
-      if (buf[off + WANT] && !keep(buf.toString('latin1', off + HDR, off + HDR + buf.readUInt16LE(off + NAME_LEN)), buf[off + TYPE] as FileType)) {
-        buf[off + WANT] = 0;
-      } else {
-        offsets.push(off);
-      }
-    }
-  } catch (er) {
-    native.closeFd(fd);
-    throw er;
-  }
-  native.statEntriesSync(fd, buf);
-  const entries: Entry[] = [];
-  for (const off of offsets) {
-    const nameLen = buf.readUInt16LE(off + NAME_LEN);
-    entries.push(decode(buf, off, Buffer.from(buf.subarray(off + HDR, off + HDR + nameLen))));
-  }
-  return { self: decode(buf, 0) as Stat, entries };
 }
 
 export const O = {
@@ -165,17 +94,6 @@ export const sys = {
   openBeneath: (dirFd: number, path: Buffer, flags: number, mode = 0): number =>
     native.openBeneath(dirFd, path, flags, mode),
   forceLegacyLookup: (legacy = true): void => native.forceLegacyLookup(legacy),
-  /**
-   * List a directory confined beneath rootFd. The scan runs on this thread
-   * (scanDirSync in the addon): a trip through the thread pool per directory
-   * cost several times the scan itself. Still a promise, so tests can delay
-   * or fail one directory. With `keep`, entries it refuses are neither
-   * stat'ed nor returned (the walk's mount points and excludes).
-   */
-  scanDir: async (rootFd: number, path: Buffer, expect?: { dev: number; ino: number }, keep?: KeepEntry) =>
-    keep
-      ? scanKept(rootFd, path, expect, keep)
-      : decodeEntries(expect ? native.scanDirSync(rootFd, path, expect.dev, expect.ino) : native.scanDirSync(rootFd, path)),
   fstat: (fd: number): Stat => decode(native.fstatx(fd), 0),
   statAt: (dirFd: number, name: Buffer): Stat => decode(native.statAt(dirFd, name), 0),
   getXattrs: (fd: number): [Buffer, Buffer][] => native.getXattrs(fd),
