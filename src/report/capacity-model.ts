@@ -24,7 +24,7 @@
 import type { FileError } from '../core/errors.js';
 import { comparePaths, freeable, plan, seenAll, type Plan, type PlanSet } from '../pipeline/plan.js';
 import { contentKey, fileFlags, noReasons, REASONS, shareKey, type ByReason, type PolicyOptions, type Reason } from '../pipeline/policy.js';
-import { keptApart as keptApartOf } from './kept-apart.js';
+import { groupBy, keptApart as keptApartOf } from './kept-apart.js';
 import { buildReport } from './report.js';
 import type { DirNode, FileRec, Inode, Root } from '../core/types.js';
 import { dirRel, printable, relPath } from '../core/paths.js';
@@ -120,17 +120,6 @@ export interface ModelInput {
 }
 
 export { contentKey };
-
-function groupBy<T>(items: Iterable<T>, key: (t: T) => string): Map<string, T[]> {
-  const out = new Map<string, T[]>();
-  for (const t of items) {
-    const k = key(t);
-    const g = out.get(k);
-    if (g) g.push(t);
-    else out.set(k, [t]);
-  }
-  return out;
-}
 
 const firstPath = (i: Inode): FileRec => i.paths.reduce((a, b) => (comparePaths(b, a) < 0 ? b : a));
 const rootsOf = (inodes: readonly Inode[]): Set<number> => new Set(inodes.flatMap((i) => i.paths.map((p) => p.dir.root.index)));

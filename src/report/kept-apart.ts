@@ -32,7 +32,8 @@ export interface KeptApart {
 
 const firstPath = (i: Inode): FileRec => i.paths.reduce((a, b) => (comparePaths(b, a) < 0 ? b : a));
 
-function groupBy<T>(items: Iterable<T>, key: (t: T) => string): T[][] {
+/** Items by key, each list in the items' order (the capacity model's classes too). */
+export function groupBy<T>(items: Iterable<T>, key: (t: T) => string): Map<string, T[]> {
   const out = new Map<string, T[]>();
   for (const t of items) {
     const k = key(t);
@@ -40,7 +41,7 @@ function groupBy<T>(items: Iterable<T>, key: (t: T) => string): T[][] {
     if (g) g.push(t);
     else out.set(k, [t]);
   }
-  return [...out.values()];
+  return out;
 }
 
 /**
@@ -94,7 +95,7 @@ export function keptApart(hashed: readonly Inode[], guests: number, opts: Policy
   }
   for (const sameHash of byHash.values()) {
     if (!Array.isArray(sameHash)) continue;
-    const bySize = sameHash.every((i) => i.stat.size === sameHash[0]!.stat.size) ? [sameHash] : groupBy(sameHash, (i) => String(i.stat.size));
+    const bySize = sameHash.every((i) => i.stat.size === sameHash[0]!.stat.size) ? [sameHash] : [...groupBy(sameHash, (i) => String(i.stat.size)).values()];
     for (const content of bySize) addContentClass(sum, content, opts);
   }
   return keptApartOf(sum);
