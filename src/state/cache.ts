@@ -934,23 +934,42 @@ export class HashCache {
           // gone already, or not ours to remove
         }
       }
-      for (const sh of this.shards) {
-        if (!sh.dirty) {
-          // Refreshes and forgets touch a shard only if it holds their inodes: see first.
-          if (!this.edits.has(sh.root.dev)) continue;
-          let changed: boolean;
-          try {
-            changed = this.merge(sh, new Writer(-1, 0));
-          } catch (er) {
-            this.discard(sh, er);
-            changed = true;
+      const temps: Temp[] = [];
+      try {
+        for (const sh of this.shards) {
+          if (!sh.dirty) {
+            // Refreshes and forgets touch a shard only if it holds their inodes: see first.
+            if (!this.edits.has(sh.root.dev)) continue;
+            let changed: boolean;
+            try {
+              changed = this.merge(sh, new Writer(-1, 0));
+            } catch (er) {
+              this.discard(sh, er);
+              changed = true;
+            }
+            if (!changed) continue;
           }
-          if (!changed) continue;
+          temps.push(this.writeShard(dirFd, sh));
         }
-        this.writeShard(dirFd, sh);
+        const roots = this.updateRoots(dirFd);
+        if (roots) temps.push(roots);
+        // Every temporary file is written before the first fsync, so that one
+        // journal commit carries them all and the others find little to do.
+        for (const t of temps) syncTemp(dirFd, t);
+        while (temps.length) {
+          const t = temps.shift()!;
+          sys.renameAt(dirFd, t.tmp, dirFd, Buffer.from(t.name));
+        }
+        sys.fsync(dirFd);
+      } finally {
+        for (const t of temps) {
+          try {
+            sys.unlinkAt(dirFd, t.tmp);
+          } catch {
+            // nothing left to remove
+          }
+        }
       }
-      this.updateRoots(dirFd);
-      sys.fsync(dirFd);
       if (old) {
         for (const name of [OLD_CACHE_FILE, `${OLD_CACHE_FILE}.lock`]) {
           try {
@@ -966,26 +985,26 @@ export class HashCache {
     }
   }
 
-  /** The merge of a shard, written whole or not at all: a temporary file, fsync, rename over the old one (the caller fsyncs the directory). */
-  private writeShard(dirFd: number, sh: Shard): void {
+  /** The merge of a shard, into a temporary file (save() fsyncs it and renames it over the old one). */
+  private writeShard(dirFd: number, sh: Shard): Temp {
     const write = () =>
-      writeAtomically(dirFd, sh.name, (fd) => {
+      writeTemp(dirFd, sh.name, (fd) => {
         const out = new Writer(fd, headLenOf(Buffer.byteLength(sh.key)));
         this.merge(sh, out);
         out.finish(sh, this.key);
       });
     try {
-      write();
+      return write();
     } catch (er) {
       // The old file went bad since it was read: what the run knows is written alone.
       if (!sh.ok || !(er instanceof CacheError)) throw er;
       this.discard(sh, er);
-      write();
+      return write();
     }
   }
 
-  /** Record this run's roots in the roots file, and drop the shards (and lines) of roots that no longer exist. */
-  private updateRoots(dirFd: number): void {
+  /** Record this run's roots in the roots file (a temporary file to rename, if it changes), and drop the shards (and lines) of roots that no longer exist. */
+  private updateRoots(dirFd: number): Temp | undefined {
     let keys: string[];
     try {
       keys = decodeRoots(readStateFile(dirFd, ROOTS_FILE));
@@ -1007,9 +1026,9 @@ export class HashCache {
         }
       }
     }
-    if (!changed && keys.length === new Set(keys).size && [...ours].every((k) => keys.includes(k))) return;
+    if (!changed && keys.length === new Set(keys).size && [...ours].every((k) => keys.includes(k))) return undefined;
     const data = encodeRoots(keep.sort());
-    writeAtomically(dirFd, ROOTS_FILE, (fd) => writeAt(fd, data, data.length, 0));
+    return writeTemp(dirFd, ROOTS_FILE, (fd) => writeAt(fd, data, data.length, 0));
   }
 
   /** Close the cache directory. */
@@ -1083,13 +1102,18 @@ function u32(n: number): Buffer {
   return b;
 }
 
-/** Write `name` whole or not at all: `fill` writes a temporary file, then fsync, rename over the old one (the caller fsyncs the directory). */
-function writeAtomically(dirFd: number, name: string, fill: (fd: number) => void): void {
+/** A file written under a temporary name, to be fsynced and renamed to `name`. */
+interface Temp {
+  tmp: Buffer;
+  name: string;
+}
+
+/** Write a temporary file for `name` with `fill` (not yet fsynced: syncTemp). */
+function writeTemp(dirFd: number, name: string, fill: (fd: number) => void): Temp {
   const tmp = Buffer.from(`${name}.tmp.${process.pid}.${randomBytes(4).toString('hex')}`);
   const fd = openStateFile(dirFd, tmp.toString(), O.WRONLY | O.CREAT | O.EXCL);
   try {
     fill(fd);
-    sys.fsync(fd);
   } catch (er) {
     sys.close(fd);
     try {
@@ -1100,5 +1124,14 @@ function writeAtomically(dirFd: number, name: string, fill: (fd: number) => void
     throw er;
   }
   sys.close(fd);
-  sys.renameAt(dirFd, tmp, dirFd, Buffer.from(name));
+  return { tmp, name };
+}
+
+function syncTemp(dirFd: number, t: Temp): void {
+  const fd = openStateFile(dirFd, t.tmp.toString(), O.RDONLY);
+  try {
+    sys.fsync(fd);
+  } finally {
+    sys.close(fd);
+  }
 }
