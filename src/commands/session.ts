@@ -360,37 +360,44 @@ function knownClassProbes(groups: GroupRows, read: ReadColumns, todo: Uint32Arra
  * inode number, so no entry is held: a candidate is looked up under the
  * root of its first path, and every row of a root tells its shard that
  * the inode is still there (the others' entries are dropped at save).
- * Transient: a row number per file twice, and sort keys for the largest root.
+ * Transient: one number per file (a row, or a candidate for its first
+ * path: CAND | m), a bit per file, and sort keys for the largest root.
  */
 function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: GroupRows, read: ReadColumns): void {
   const t = scan.tables;
   const f = t.files;
   const N = f.count;
   const R = scan.roots.length;
-  const memberOfRow = new Int32Array(N).fill(-1);
-  for (let m = 0; m < groups.members.length; m++) memberOfRow[inodes.paths[inodes.start[groups.members[m]!]!]!] = m;
+  const n = groups.members.length;
+  const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
+  const first = new Uint8Array((N + 7) >>> 3);
+  for (let m = 0; m < n; m++) first[rowOf(m) >>> 3]! |= 1 << (rowOf(m) & 7);
   // Rows by root (a counting sort), then each root's by inode number.
   const start = new Uint32Array(R + 1);
   for (let row = 0; row < N; row++) start[rootIndexOf(t, row) + 1]!++;
   for (let r = 0; r < R; r++) start[r + 1]! += start[r]!;
   const at = start.slice(0, R);
   const perm = new Uint32Array(N);
-  for (let row = 0; row < N; row++) perm[at[rootIndexOf(t, row)]!++] = row;
+  for (let row = 0; row < N; row++) if (!(first[row >>> 3]! & (1 << (row & 7)))) perm[at[rootIndexOf(t, row)]!++] = row;
+  for (let m = 0; m < n; m++) perm[at[rootIndexOf(t, rowOf(m))]!++] = CAND | m;
+  const rowAt = (v: number) => (v & CAND ? rowOf(v & ~CAND) : v);
   let most = 0;
   for (let r = 0; r < R; r++) most = Math.max(most, start[r + 1]! - start[r]!);
   const keys = new Float64Array(most);
   const copy = new Uint32Array(most);
   for (let r = 0; r < R; r++) {
-    const rows = perm.subarray(start[r]!, start[r + 1]!);
-    sortByIno(scan, rows, keys, copy);
+    const vals = perm.subarray(start[r]!, start[r + 1]!);
+    sortByIno(scan, vals, rowAt, keys, copy);
     const ok = cache.match(
       r,
-      rows.length,
-      (i) => inoOf(t, rows[i]!),
+      vals.length,
+      (i) => inoOf(t, rowAt(vals[i]!)),
       (i, e) => {
-        const row = rows[i]!;
-        const m = memberOfRow[row]!;
-        if (m < 0 || !e.valid(sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!)) return;
+        const v = vals[i]!;
+        if (!(v & CAND)) return;
+        const m = v & ~CAND;
+        const row = rowOf(m);
+        if (!e.valid(sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!)) return;
         read.hashHi[m] = e.hashHi;
         read.hashLo[m] = e.hashLo;
         read.flags[m] = e.flags;
@@ -403,30 +410,33 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
     );
     if (ok) continue;
     // The shard went bad half-way: what it gave is not trusted either.
-    for (const row of rows) {
-      const m = memberOfRow[row]!;
-      if (m >= 0) (read.state[m] = 0), read.xattrs.delete(m);
+    for (const v of vals) {
+      if (!(v & CAND)) continue;
+      read.state[v & ~CAND] = 0;
+      read.xattrs.delete(v & ~CAND);
     }
   }
 }
+/** Marks a candidate (its number below) rather than a row in fromCacheRows' per-root lists. */
+const CAND = 0x80000000;
 
-/** Sort one root's rows by inode number: one numeric sort of (ino, position) keys when they fit a double, else by comparison. */
-function sortByIno(scan: Scan, rows: Uint32Array, keys: Float64Array, copy: Uint32Array): void {
+/** Sort one root's values (rows, through rowAt) by inode number: one numeric sort of (ino, position) keys when they fit a double, else by comparison. */
+function sortByIno(scan: Scan, vals: Uint32Array, rowAt: (v: number) => number, keys: Float64Array, copy: Uint32Array): void {
   const t = scan.tables;
-  const n = rows.length;
+  const n = vals.length;
   const bits = Math.max(1, Math.ceil(Math.log2(n + 1)));
   const P = 2 ** bits;
   let most = 0;
-  for (let i = 0; i < n; i++) most = Math.max(most, inoOf(t, rows[i]!));
+  for (let i = 0; i < n; i++) most = Math.max(most, inoOf(t, rowAt(vals[i]!)));
   if (most >= 2 ** (53 - bits)) {
-    rows.sort((a, b) => inoOf(t, a) - inoOf(t, b));
+    vals.sort((a, b) => inoOf(t, rowAt(a)) - inoOf(t, rowAt(b)));
     return;
   }
   const k = keys.subarray(0, n);
-  for (let i = 0; i < n; i++) k[i] = inoOf(t, rows[i]!) * P + i;
+  for (let i = 0; i < n; i++) k[i] = inoOf(t, rowAt(vals[i]!)) * P + i;
   k.sort();
-  copy.set(rows);
-  for (let i = 0; i < n; i++) rows[i] = copy[k[i]! % P]!;
+  copy.set(vals);
+  for (let i = 0; i < n; i++) vals[i] = copy[k[i]! % P]!;
 }
 
 /** Fill in hashes, xattrs, flags and project of inodes from still-valid cache entries (one pass over each root's shard); the inodes filled. */
