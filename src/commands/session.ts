@@ -361,7 +361,8 @@ function knownClassProbes(groups: GroupRows, read: ReadColumns, todo: Uint32Arra
  * root of its first path, and every row of a root tells its shard that
  * the inode is still there (the others' entries are dropped at save).
  * Transient: one number per file (a row, or a candidate for its first
- * path: CAND | m), a bit per file, and sort keys for the largest root.
+ * path: CAND | m), a bit per file, and a sort key (8 bytes) per file of the
+ * largest root.
  */
 function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: GroupRows, read: ReadColumns): void {
   const t = scan.tables;
@@ -384,10 +385,9 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
   let most = 0;
   for (let r = 0; r < R; r++) most = Math.max(most, start[r + 1]! - start[r]!);
   const keys = new Float64Array(most);
-  const copy = new Uint32Array(most);
   for (let r = 0; r < R; r++) {
     const vals = perm.subarray(start[r]!, start[r + 1]!);
-    sortByIno(scan, vals, rowAt, keys, copy);
+    sortByIno(scan, vals, rowAt, keys);
     const ok = cache.match(
       r,
       vals.length,
@@ -421,7 +421,7 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
 const CAND = 0x80000000;
 
 /** Sort one root's values (rows, through rowAt) by inode number: one numeric sort of (ino, position) keys when they fit a double, else by comparison. */
-function sortByIno(scan: Scan, vals: Uint32Array, rowAt: (v: number) => number, keys: Float64Array, copy: Uint32Array): void {
+function sortByIno(scan: Scan, vals: Uint32Array, rowAt: (v: number) => number, keys: Float64Array): void {
   const t = scan.tables;
   const n = vals.length;
   const bits = Math.max(1, Math.ceil(Math.log2(n + 1)));
@@ -435,8 +435,9 @@ function sortByIno(scan: Scan, vals: Uint32Array, rowAt: (v: number) => number, 
   const k = keys.subarray(0, n);
   for (let i = 0; i < n; i++) k[i] = inoOf(t, rowAt(vals[i]!)) * P + i;
   k.sort();
-  copy.set(vals);
-  for (let i = 0; i < n; i++) vals[i] = copy[k[i]! % P]!;
+  // The values in their new order, through the keys (vals is read whole before it is written).
+  for (let i = 0; i < n; i++) k[i] = vals[k[i]! % P]!;
+  vals.set(k);
 }
 
 /** Fill in hashes, xattrs, flags and project of inodes from still-valid cache entries (one pass over each root's shard); the inodes filled. */

@@ -370,6 +370,38 @@ describe('hash cache shards', () => {
     expect(bytes).toBe(((48 + keyLen + 7) & ~7) + 8 + 5 * 40 + 8 + 4 * 12 + 3 * 64 + 8);
   });
 
+  it('a shard damaged between the lookups and the save: a warning, and the run\'s entries are written alone', () => {
+    const dev = rootOf(guests[0]!).dev;
+    const msgs: string[] = [];
+    const put = (c: HashCache, ino: number) => c.put(0, dev, ino, 100, 1700000000, 5, 1700000001, 6, BigInt(ino), '', 0, 0, 1);
+    const get = (c: HashCache, ino: number) => c.lookup({ dev, ino, size: 100, mtimeSec: 1700000000, mtimeNsec: 5, ctimeSec: 1700000001, ctimeNsec: 6 })?.hash;
+    const a = openCacheOf([guests[0]!]);
+    a.readAtSec = Number.MAX_SAFE_INTEGER;
+    for (let ino = 1; ino <= 3000; ino++) put(a, ino); // three blocks
+    a.save();
+    a.close();
+    const b = openCacheOf([guests[0]!], cacheDir, key(), msgs);
+    b.readAtSec = Number.MAX_SAFE_INTEGER;
+    let hits = 0;
+    expect(b.match(0, 3000, (i) => i + 1, () => hits++, true)).toBe(true);
+    expect(hits).toBe(3000);
+    put(b, 5000);
+    // Another writer's damage in the last block, after this run read the shard.
+    const file = shardOf(guests[0]!);
+    const bytes = fs.readFileSync(file);
+    const headLen = bytes.readUInt32LE(12);
+    bytes[headLen + 2 * (1024 * 40 + 8) + 40 * 10]! ^= 1;
+    fs.writeFileSync(file, bytes);
+    b.save();
+    b.close();
+    expect(msgs).toEqual([expect.stringMatching(new RegExp(`^${file}: hash cache of ${guests[0]} discarded: checksum mismatch`))]);
+    const c = openCacheOf([guests[0]!], cacheDir, key(), msgs);
+    expect(msgs).toHaveLength(1);
+    expect([get(c, 1), get(c, 2500), get(c, 5000)]).toEqual([undefined, undefined, 5000n]);
+    expect(c.size).toBe(1);
+    c.close();
+  });
+
   it('times far from now, and sizes of 2^48 bytes or more, are not cached; times before 1970 are', () => {
     const dev = rootOf(guests[0]!).dev;
     const c = openCacheOf([guests[0]!]);
