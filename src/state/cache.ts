@@ -296,6 +296,7 @@ class Edits {
       }
       r = this.n++;
     }
+    this.order = undefined;
     this.kind[r] = kind;
     this.dev[r] = dev;
     this.ino[r] = ino;
@@ -306,16 +307,33 @@ class Edits {
     this.cns[r] = cns;
   }
 
-  /** The edits of one device, by ino, each inode's in the order made. */
+  /** All edits by (dev, ino), each inode's in the order made; made once per save, undefined after a push. */
+  private order: Uint32Array | undefined;
+
+  /** The edits of one device, by ino, each inode's in the order made (a view on one sort of them all). */
   of(dev: number): Uint32Array {
-    const rows: number[] = [];
-    for (let r = 0; r < this.n; r++) if (this.dev[r] === dev) rows.push(r);
-    return Uint32Array.from(rows).sort((a, b) => this.ino[a]! - this.ino[b]! || a - b);
+    if (!this.order) {
+      const all = new Uint32Array(this.n);
+      for (let r = 0; r < this.n; r++) all[r] = r;
+      this.order = all.sort((a, b) => this.dev[a]! - this.dev[b]! || this.ino[a]! - this.ino[b]! || a - b);
+    }
+    const o = this.order;
+    const first = (d: number) => {
+      let lo = 0;
+      let hi = o.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (this.dev[o[mid]!]! < d) lo = mid + 1;
+        else hi = mid;
+      }
+      return lo;
+    };
+    // Device numbers are integers: the next one's first edit ends this one's.
+    return o.subarray(first(dev), first(dev + 1));
   }
 
   has(dev: number): boolean {
-    for (let r = 0; r < this.n; r++) if (this.dev[r] === dev) return true;
-    return false;
+    return this.of(dev).length > 0;
   }
 }
 
