@@ -224,8 +224,9 @@ export async function hashGroups(
 /**
  * hashGroups on rows: every candidate of `groups` (a position in its member
  * list) gets its hash, xattrs, flags and project from a still-valid cache
- * entry or by being read, into columns; what was read is remembered. Only
- * with a cache is a Stat made per candidate (the cache's API takes one).
+ * entry or by being read, into columns; what was read is remembered. The
+ * cache is read one shard at a time against the root's rows
+ * (fromCacheRows), with no object per candidate.
  *
  * A linking run (opts.changes) does not hash a new file whose set the cache
  * already knows: when every other member of its metadata group has a cache
