@@ -28,7 +28,7 @@
 import type { FileRec } from './core/types.js';
 import { displayPath } from './core/paths.js';
 import { probeIunlink } from './change/iunlink.js';
-import { hashRowGroups, isAssumed, saveSessionCache, seenInodes, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
+import { hashRowGroups, isAssumed, saveSessionCache, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
 import { groupRows, inodeRows, type GroupRows, type InodeRows } from './pipeline/group.js';
 import { splitRowsByContent, type SetRows } from './pipeline/hash.js';
 import { keptApartRows, planRows, setDirs } from './pipeline/plan-rows.js';
@@ -120,7 +120,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       log.timed('link');
     }
     progress.stop();
-    await saveSessionCache(s, session, seenInodes(scan, inodes));
+    await saveSessionCache(s, session);
     log.finish();
     return buildReport({ roots: s.roots, inodes: scanTotals(scan, inodes), plan: thePlan, linked, errors: log.errors, earlySkips, durations: log.durations, hashed, keptApart: apart.total });
   });

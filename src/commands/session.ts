@@ -206,7 +206,8 @@ export async function hashGroups(
 ): Promise<{ identical: Inode[][]; hashed: Hashed }> {
   const { key, cache } = startHashing(s, opts);
   const all = groups.flat();
-  const toHash = all.filter((i) => !fromCache(cache, i, !!need.elf));
+  const hits = fromCache(cache, s.roots.length, all, !!need.elf);
+  const toHash = all.filter((i) => !hits.has(i));
   const hashed = { files: toHash.length, bytes: toHash.reduce((sum, i) => sum + i.stat.size, 0), cacheHits: all.length - toHash.length };
   s.progress.stage('hashing', hashed.bytes, 'bytes');
   const policy: PolicyOptions = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
@@ -223,8 +224,9 @@ export async function hashGroups(
 /**
  * hashGroups on rows: every candidate of `groups` (a position in its member
  * list) gets its hash, xattrs, flags and project from a still-valid cache
- * entry or by being read, into columns; what was read is remembered. Only
- * with a cache is a Stat made per candidate (the cache's API takes one).
+ * entry or by being read, into columns; what was read is remembered. The
+ * cache is read one shard at a time against the root's rows
+ * (fromCacheRows), with no object per candidate.
  *
  * A linking run (opts.changes) does not hash a new file whose set the cache
  * already knows: when every other member of its metadata group has a cache
@@ -255,23 +257,10 @@ export async function hashRowGroups(
   const n = groups.members.length;
   const read = readColumns(n, reuse);
   const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
+  if (cache) fromCacheRows(cache, scan, inodes, groups, read);
   let todo = new Uint32Array(n);
   let count = 0;
-  for (let m = 0; m < n; m++) {
-    const row = rowOf(m);
-    const h = cache ? cache.find(devOf(row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, rootIndexOf(t, row)) : -1;
-    if (h >= 0) {
-      read.hashHi[m] = cache!.hashHiAt(h);
-      read.hashLo[m] = cache!.hashLoAt(h);
-      read.flags[m] = cache!.flagsAt(h);
-      read.projid[m] = cache!.projidAt(h);
-      read.state[m] = READ | (cache!.elfAt(h) === ELF_YES ? ELF_BIT : 0);
-      const x = cache!.xattrsAt(h);
-      if (x) read.xattrs.set(m, x);
-    } else {
-      todo[count++] = m;
-    }
-  }
+  for (let m = 0; m < n; m++) if (!(read.state[m]! & READ)) todo[count++] = m;
   todo = todo.subarray(0, count);
   const policy = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
   const hashOpts = { seed: key.seed, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
@@ -366,49 +355,135 @@ function knownClassProbes(groups: GroupRows, read: ReadColumns, todo: Uint32Arra
   return { probes: Uint32Array.from(probes), classOf };
 }
 
-/** The inodes of table rows as the cache's pruneTo takes them: inode numbers by device, no object per inode. */
-export function seenInodes(scan: Scan, inodes: InodeRows): Map<number, Float64Array> {
+/**
+ * Fill `read` from the cache for the candidates of `groups`, one pass over
+ * each root's shard (cache.ts match()) against the root's rows sorted by
+ * inode number, so no entry is held: a candidate is looked up under the
+ * root of its first path, and every row of a root tells its shard that
+ * the inode is still there (the others' entries are dropped at save).
+ * Transient: one number per file (a row, or a candidate for its first
+ * path: CAND | m), a bit per file, and a sort key (8 bytes) per file of the
+ * largest root.
+ */
+function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: GroupRows, read: ReadColumns): void {
   const t = scan.tables;
-  const count = new Map<number, number>();
-  const devOf = (k: number) => scan.roots[rootIndexOf(t, inodes.paths[inodes.start[k]!]!)]!.dev;
-  for (let k = 0; k < inodes.count; k++) count.set(devOf(k), (count.get(devOf(k)) ?? 0) + 1);
-  const by = new Map<number, Float64Array>();
-  const fill = new Map<number, number>();
-  for (const [dev, n] of count) (by.set(dev, new Float64Array(n)), fill.set(dev, 0));
-  for (let k = 0; k < inodes.count; k++) {
-    const dev = devOf(k);
-    const i = fill.get(dev)!;
-    by.get(dev)![i] = inoOf(t, inodes.paths[inodes.start[k]!]!);
-    fill.set(dev, i + 1);
+  const f = t.files;
+  const N = f.count;
+  const R = scan.roots.length;
+  const n = groups.members.length;
+  const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
+  const first = new Uint8Array((N + 7) >>> 3);
+  for (let m = 0; m < n; m++) first[rowOf(m) >>> 3]! |= 1 << (rowOf(m) & 7);
+  // Rows by root (a counting sort), then each root's by inode number.
+  const start = new Uint32Array(R + 1);
+  for (let row = 0; row < N; row++) start[rootIndexOf(t, row) + 1]!++;
+  for (let r = 0; r < R; r++) start[r + 1]! += start[r]!;
+  const at = start.slice(0, R);
+  const perm = new Uint32Array(N);
+  for (let row = 0; row < N; row++) if (!(first[row >>> 3]! & (1 << (row & 7)))) perm[at[rootIndexOf(t, row)]!++] = row;
+  for (let m = 0; m < n; m++) perm[at[rootIndexOf(t, rowOf(m))]!++] = CAND | m;
+  const rowAt = (v: number) => (v & CAND ? rowOf(v & ~CAND) : v);
+  let most = 0;
+  for (let r = 0; r < R; r++) most = Math.max(most, start[r + 1]! - start[r]!);
+  const keys = new Float64Array(most);
+  for (let r = 0; r < R; r++) {
+    const vals = perm.subarray(start[r]!, start[r + 1]!);
+    sortByIno(scan, vals, rowAt, keys);
+    const ok = cache.match(
+      r,
+      vals.length,
+      (i) => inoOf(t, rowAt(vals[i]!)),
+      (i, e) => {
+        const v = vals[i]!;
+        if (!(v & CAND)) return;
+        const m = v & ~CAND;
+        const row = rowOf(m);
+        if (!e.valid(sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!)) return;
+        read.hashHi[m] = e.hashHi;
+        read.hashLo[m] = e.hashLo;
+        read.flags[m] = e.flags;
+        read.projid[m] = e.projid;
+        read.state[m] = READ | (e.elf === ELF_YES ? ELF_BIT : 0);
+        const x = e.xattrs;
+        if (x) read.xattrs.set(m, x);
+      },
+      true,
+    );
+    if (ok) continue;
+    // The shard went bad half-way: what it gave is not trusted either.
+    for (const v of vals) {
+      if (!(v & CAND)) continue;
+      read.state[v & ~CAND] = 0;
+      read.xattrs.delete(v & ~CAND);
+    }
   }
-  return by;
+}
+/** Marks a candidate (its number below) rather than a row in fromCacheRows' per-root lists. */
+const CAND = 0x80000000;
+
+/** Sort one root's values (rows, through rowAt) by inode number: one numeric sort of (ino, position) keys when they fit a double, else by comparison. */
+function sortByIno(scan: Scan, vals: Uint32Array, rowAt: (v: number) => number, keys: Float64Array): void {
+  const t = scan.tables;
+  const n = vals.length;
+  const bits = Math.max(1, Math.ceil(Math.log2(n + 1)));
+  const P = 2 ** bits;
+  let most = 0;
+  for (let i = 0; i < n; i++) most = Math.max(most, inoOf(t, rowAt(vals[i]!)));
+  if (most >= 2 ** (53 - bits)) {
+    vals.sort((a, b) => inoOf(t, rowAt(a)) - inoOf(t, rowAt(b)));
+    return;
+  }
+  const k = keys.subarray(0, n);
+  for (let i = 0; i < n; i++) k[i] = inoOf(t, rowAt(vals[i]!)) * P + i;
+  k.sort();
+  // The values in their new order, through the keys (vals is read whole before it is written).
+  for (let i = 0; i < n; i++) k[i] = vals[k[i]! % P]!;
+  vals.set(k);
 }
 
-/** Fill in an inode's hash and xattrs from a still-valid cache entry. */
-function fromCache(cache: HashCache | undefined, inode: Inode, needElf: boolean): boolean {
-  if (!cache) return false;
-  const st = inode.stat;
-  const h = cache.find(st.dev, st.ino, st.size, st.mtimeSec, st.mtimeNsec, st.ctimeSec, st.ctimeNsec, inode.paths[0]!.dir.root.index);
-  if (h < 0) return false;
-  const elf = cache.elfAt(h);
-  if (needElf && elf === ELF_UNKNOWN) return false;
-  inode.hash = cache.hashAt(h);
-  inode.xattrs = cache.xattrsAt(h);
-  inode.elf = elf === ELF_UNKNOWN ? undefined : elf === ELF_YES;
-  inode.flags = cache.flagsAt(h);
-  inode.projid = cache.projidAt(h);
-  return true;
+/** Fill in hashes, xattrs, flags and project of inodes from still-valid cache entries (one pass over each root's shard); the inodes filled. */
+function fromCache(cache: HashCache | undefined, roots: number, all: readonly Inode[], needElf: boolean): Set<Inode> {
+  const hits = new Set<Inode>();
+  if (!cache) return hits;
+  const byRoot: Inode[][] = Array.from({ length: roots }, () => []);
+  for (const i of all) byRoot[i.paths[0]!.dir.root.index]!.push(i);
+  byRoot.forEach((list, r) => {
+    list.sort((a, b) => a.stat.ino - b.stat.ino);
+    const ok = cache.match(
+      r,
+      list.length,
+      (k) => list[k]!.stat.ino,
+      (k, e) => {
+        const inode = list[k]!;
+        const st = inode.stat;
+        if (!e.valid(st.size, st.mtimeSec, st.mtimeNsec, st.ctimeSec, st.ctimeNsec) || (needElf && e.elf === ELF_UNKNOWN)) return;
+        inode.hash = (BigInt(e.hashHi) << 32n) | BigInt(e.hashLo);
+        inode.xattrs = e.xattrs;
+        inode.elf = e.elf === ELF_UNKNOWN ? undefined : e.elf === ELF_YES;
+        inode.flags = e.flags;
+        inode.projid = e.projid;
+        hits.add(inode);
+      },
+      false,
+    );
+    if (ok) return;
+    for (const inode of list) {
+      if (!hits.delete(inode)) continue;
+      inode.hash = inode.xattrs = inode.elf = inode.flags = inode.projid = undefined;
+    }
+  });
+  return hits;
 }
 
 /**
  * Save the session's cache (after a run that went through): only entries of
- * inodes seen stay in its roots' shards; other roots' shards are not touched.
+ * inodes seen stay in its roots' shards (hashRowGroups told them which; an
+ * object run names them: `seen`); other roots' shards are not touched.
  * The default cache also removes the old single-file cache beside it.
  */
-export async function saveSessionCache(s: Session, opts: SessionOptions, seen: readonly Inode[] | ReadonlyMap<number, ArrayLike<number>>): Promise<void> {
+export async function saveSessionCache(s: Session, opts: SessionOptions, seen?: readonly Inode[]): Promise<void> {
   if (!s.cache?.dir) return;
-  if (seen instanceof Map) s.cache.pruneTo(seen);
-  else s.cache.prune(seen as readonly Inode[]);
+  if (seen) s.cache.prune(seen);
   try {
     const old = opts.cache === undefined && s.stateDir ? { dirFd: s.stateDir.fd, dirPath: s.stateDir.path } : undefined;
     s.cache.save((m) => opts.onNote?.(m), old);

@@ -2,7 +2,7 @@
  * Hash cache: what earlier runs learned about each inode's content, so the
  * next run reads only what changed, and pays only for the roots it covers.
  *
- * An entry maps (dev, ino) to the keyed XXH64 of the content, the encoded
+ * An entry maps an inode to the keyed XXH64 of the content, the encoded
  * xattrs (a digest), the inode flags, the project ID and whether the content
  * is ELF, and is valid only while size, mtime (ns) and ctime (ns) are what
  * they were when the file was read: a write changes mtime and ctime, an
@@ -16,41 +16,48 @@
  *
  * One shard per root (its identity: dev, ino and path, rootKey()), in the
  * cache directory (default STATE_DIR/cache), named by a hash of that key.
- * A run opens only its roots' shards and rewrites only those: a 2-guest run
- * on a host whose other 200 guests are cached reads two small files. A
- * shard is read into one Buffer and searched there by binary search on the
- * bytes: a lookup builds no object (a 1,000,000-entry shard costs its 72 MB
- * and nothing per entry). What a run adds or changes goes to a delta, kept
- * per shard in columns and as large as what the run read; a save merges it
- * with the shard (both sorted: one linear pass) into a new file, written to
- * a temporary name, fsynced, renamed over the old one, and the directory
- * fsynced. No hash table anywhere: the keys are inode numbers and times a
- * guest controls, and nothing it does may make a lookup slow; a shard holds
- * at most one entry per inode of its root.
+ * A run opens only its roots' shards and rewrites only those it changed.
+ * A shard is never held in memory: it is sorted by inode number, and a run
+ * reads it once, front to back through one block-sized buffer, against its
+ * own files of that root sorted the same way (match(): a merge join). What
+ * the run adds (put), refreshes or forgets goes to a delta; a save merges
+ * the old shard, read the same way, with the delta into a new file written
+ * block by block to a temporary name, fsynced, renamed over the old one,
+ * and the directory fsynced. The entries of inodes the run no longer found
+ * under a root are noted during match() (only their inode numbers) and
+ * left out by that merge. No hash table anywhere: the keys are inode
+ * numbers and times a guest controls, and nothing it does may make a lookup
+ * slow; a shard holds at most one entry per inode of its root.
  *
  * Racy entries: a file changed in the same clock tick as it was read could
  * keep its ctime across the change, so files whose ctime is within
  * RACY_SECONDS of the hashing are not cached (git's "racily clean" rule).
  * Linking changes a canonical's ctime; the linker's own fstat right after
- * the link refreshes its entry in every loaded shard (refresh()); entries
+ * the link refreshes its entry in every shard of the run (refresh()); entries
  * of that inode in other roots' shards simply miss next time.
  *
  * A shard that does not check out (short, wrong magic or format, bad
  * checksum, another root's, another key's, unsorted) is ignored with a
- * warning and rebuilt by the next save: never trusted, never a crash.
+ * warning and rebuilt by the next save: never trusted, never a crash. A
+ * shard of an older format is replaced (a note with -v).
  *
- * Shard, little-endian:
+ * Shard (format 7), little-endian:
  *   header   "VUNIFYHS", u32 format, u32 header length (48 + root key,
- *            padded to 8), 8 bytes key fingerprint, u32 entry count,
- *            u32 xattr heap length, u32 root key length, 12 zero bytes,
- *            the root key ("dev:ino:path"), zero padding
- *   entries  count × 72 bytes, sorted by (dev, ino), no two alike:
- *            dev u64, ino u64, size u64, mtimeSec i64, ctimeSec i64,
- *            mtimeNsec u32, ctimeNsec u32, hash u64, flags u32, projid u32,
- *            xattrs offset u32 and length u16 (in the heap), elf u8
- *            (0 unknown, 1 no, 2 yes), u8 zero
- *   heap     the distinct xattr digests (ASCII), each once
- *   footer   u64 XXH64 (seed 0) of everything before it
+ *            padded to 8, + 8), 8 bytes key fingerprint, u32 entry count,
+ *            u32 class count, u32 class table length, u32 root key length,
+ *            u32 entries per block, u32 zero, the root key ("dev:ino:path"),
+ *            zero padding, u64 XXH64 (seed 0) of the header before it
+ *   entries  count × 40 bytes, sorted by inode number, no two alike, in
+ *            blocks of (entries per block) each followed by its u64 XXH64:
+ *            ino u64, size u48, class u16, mtime u64, ctime u64, hash u64;
+ *            a time is (sec << 30 | nsec) as a signed 64-bit number (exact,
+ *            whatever the nanoseconds; seconds within ±2^33, about 272 years
+ *            of 1970: a file outside that, or of 2^48 bytes or more, is not
+ *            cached). The device is the root's (a root never crosses a mount).
+ *   classes  what files share besides the content: u32 flags, u32 projid,
+ *            u8 elf (0 unknown, 1 no, 2 yes), u8 zero, u16 xattrs length,
+ *            the xattr digest (ASCII); then u64 XXH64 of the table. At most
+ *            65,536 per shard: past that a new kind of file is not cached.
  *
  * Beside the shards: `roots`, the keys of the roots that have one (so a
  * save can drop the shard of a root that is gone without opening it), and
@@ -66,8 +73,10 @@ import type { Inode, Root } from '../core/types.js';
 import type { Stat } from '../core/stat.js';
 import { openStateFile } from './state-dir.js';
 
-/** 6: one shard per root (5: one file for all roots, hashes.cache). */
-export const CACHE_FORMAT = 6;
+/** 7: 40-byte entries without the device, classes in a side table, checksummed blocks read as a stream (6: 72-byte entries read whole; 5: one file, hashes.cache). */
+export const CACHE_FORMAT = 7;
+/** The roots file's own format (unchanged since shards came, format 6). */
+const ROOTS_FORMAT = 6;
 /** The cache directory's name in the state directory. */
 export const CACHE_DIR = 'cache';
 /** The single-file cache of format 5 and older, removed at the first save. */
@@ -77,9 +86,15 @@ const ROOTS_MAGIC = Buffer.from('VUNIFYHR');
 const ROOTS_FILE = 'roots';
 const LOCK_FILE = 'lock';
 const HEAD = 48;
-const REC = 72;
+const REC = 40;
+/** Entries per block: what a reader or writer holds at once (40 KiB). */
+const BLOCK = 1024;
+const MAX_CLASSES = 0x10000;
 const RACY_SECONDS = 1;
 const TWO32 = 2 ** 32;
+const TWO30 = 2 ** 30;
+const MAX_SIZE = 2 ** 48;
+const MAX_SEC = 2 ** 33;
 const MAX_XATTRS_LEN = 0xffff;
 
 export const ELF_UNKNOWN = 0;
@@ -87,19 +102,12 @@ export const ELF_NO = 1;
 export const ELF_YES = 2;
 
 // Field offsets in an entry.
-const F_SIZE = 16;
-const F_MSEC = 24;
-const F_CSEC = 32;
-const F_MNS = 40;
-const F_CNS = 44;
-const F_HASH = 48;
-const F_FLAGS = 56;
-const F_PROJ = 60;
-const F_XOFF = 64;
-const F_XLEN = 68;
-const F_ELF = 70;
-/** In memory only (zero on disk): the entry was forgotten or pruned. */
-const F_DEAD = 71;
+const F_SIZE = 8;
+const F_SIZE_HI = 12;
+const F_CLASS = 14;
+const F_MTIME = 16;
+const F_CTIME = 24;
+const F_HASH = 32;
 
 /** A valid entry, as an object (the object API: tests, and callers that hold few). */
 export interface Cached {
@@ -116,6 +124,15 @@ export interface Cached {
   elf?: boolean;
 }
 
+/** What entries share besides their content: one per distinct kind of file in a shard. */
+interface Klass {
+  flags: number;
+  projid: number;
+  elf: number;
+  xattrs: string;
+}
+const classKey = (c: Klass): string => `${c.flags}:${c.projid}:${c.elf}:${c.xattrs}`;
+
 export const inodeKey = (s: { dev: number; ino: number }): string => `${s.dev}:${s.ino}`;
 /** A root as the cache names it: "dev:ino:path", so a save can tell a root that is gone. */
 export const rootKey = (r: Pick<Root, 'dev' | 'ino' | 'path'>): string => `${r.dev}:${r.ino}:${r.path}`;
@@ -125,23 +142,68 @@ export const shardName = (key: string): string => `${createHash('sha256').update
 export class CacheError extends Error {
   override name = 'CacheError';
 }
+/** A shard of an older format: replaced, worth a note only. */
+class OldFormat extends CacheError {}
 
 const u64At = (dv: DataView, o: number): number => dv.getUint32(o + 4, true) * TWO32 + dv.getUint32(o, true);
-const i64At = (dv: DataView, o: number): number => dv.getInt32(o + 4, true) * TWO32 + dv.getUint32(o, true);
 function setU64(dv: DataView, o: number, n: number): void {
   dv.setUint32(o, n % TWO32, true);
   dv.setUint32(o + 4, Math.floor(n / TWO32), true);
 }
-function setI64(dv: DataView, o: number, n: number): void {
-  const hi = Math.floor(n / TWO32);
-  dv.setUint32(o, n - hi * TWO32, true);
-  dv.setInt32(o + 4, hi, true);
+/** The low and high words of a time as stored: sec << 30 | nsec, signed. */
+const timeLo = (sec: number, nsec: number): number => (sec - Math.floor(sec / 4) * 4) * TWO30 + nsec;
+const timeHi = (sec: number): number => Math.floor(sec / 4);
+const secAt = (dv: DataView, o: number): number => dv.getInt32(o + 4, true) * 4 + (dv.getUint32(o, true) >>> 30);
+const nsecAt = (dv: DataView, o: number): number => dv.getUint32(o, true) & (TWO30 - 1);
+const storable = (sec: number, nsec: number): boolean => Number.isInteger(sec) && sec >= -MAX_SEC && sec < MAX_SEC && Number.isInteger(nsec) && nsec >= 0 && nsec < 1e9;
+
+/**
+ * One entry of a shard as match() passes it: a view on the reader's block,
+ * valid only during the call (one object for the whole read, so a lookup
+ * allocates nothing).
+ */
+export class CacheEntry {
+  /** @internal */ dv: DataView = new DataView(new ArrayBuffer(0));
+  /** @internal */ o = 0;
+  /** @internal */ cls: Klass = { flags: 0, projid: 0, elf: 0, xattrs: '' };
+
+  /** Size, mtime and ctime are what the entry was made for: its hash describes this file. */
+  valid(size: number, mtimeSec: number, mtimeNsec: number, ctimeSec: number, ctimeNsec: number): boolean {
+    const dv = this.dv;
+    const o = this.o;
+    return (
+      dv.getUint32(o + F_SIZE, true) + dv.getUint16(o + F_SIZE_HI, true) * TWO32 === size &&
+      dv.getUint32(o + F_MTIME, true) === timeLo(mtimeSec, mtimeNsec) &&
+      dv.getInt32(o + F_MTIME + 4, true) === timeHi(mtimeSec) &&
+      dv.getUint32(o + F_CTIME, true) === timeLo(ctimeSec, ctimeNsec) &&
+      dv.getInt32(o + F_CTIME + 4, true) === timeHi(ctimeSec)
+    );
+  }
+  get hashHi(): number {
+    return this.dv.getUint32(this.o + F_HASH + 4, true);
+  }
+  get hashLo(): number {
+    return this.dv.getUint32(this.o + F_HASH, true);
+  }
+  get flags(): number {
+    return this.cls.flags;
+  }
+  get projid(): number {
+    return this.cls.projid;
+  }
+  /** ELF_UNKNOWN, ELF_NO or ELF_YES. */
+  get elf(): number {
+    return this.cls.elf;
+  }
+  /** The xattr digest ("" for none). */
+  get xattrs(): string {
+    return this.cls.xattrs;
+  }
 }
 
-/** Growable columns of the entries a run added to one shard. */
+/** Growable columns of the entries a run added to one shard (the device is the root's). */
 class Delta {
   n = 0;
-  dev = new Float64Array(16);
   ino = new Float64Array(16);
   size = new Float64Array(16);
   msec = new Float64Array(16);
@@ -153,19 +215,17 @@ class Delta {
   flags = new Uint32Array(16);
   projid = new Uint32Array(16);
   elf = new Uint8Array(16);
-  dead = new Uint8Array(16);
   xattrs: string[] = [];
-  /** Row numbers sorted by (dev, ino), the last put of a key only; undefined after a put. */
+  /** Row numbers sorted by ino, the last put of an inode only; undefined after a put. */
   order: Uint32Array | undefined;
 
   push(): number {
-    if (this.n === this.dev.length) {
+    if (this.n === this.ino.length) {
       const grow = <T extends Float64Array | Uint32Array | Uint8Array>(a: T): T => {
         const b = new (a.constructor as new (n: number) => T)(a.length * 2);
         b.set(a);
         return b;
       };
-      this.dev = grow(this.dev);
       this.ino = grow(this.ino);
       this.size = grow(this.size);
       this.msec = grow(this.msec);
@@ -177,7 +237,6 @@ class Delta {
       this.flags = grow(this.flags);
       this.projid = grow(this.projid);
       this.elf = grow(this.elf);
-      this.dead = grow(this.dead);
     }
     this.order = undefined;
     return this.n++;
@@ -188,45 +247,104 @@ class Delta {
     const all = new Uint32Array(this.n);
     for (let i = 0; i < this.n; i++) all[i] = i;
     // Ties by row, so the last put of an inode is the last of its run of equal keys.
-    all.sort((a, b) => this.dev[a]! - this.dev[b]! || this.ino[a]! - this.ino[b]! || a - b);
+    all.sort((a, b) => this.ino[a]! - this.ino[b]! || a - b);
     let k = 0;
     for (let i = 0; i < all.length; i++) {
       const r = all[i]!;
       const next = all[i + 1];
-      if (next !== undefined && this.dev[next] === this.dev[r] && this.ino[next] === this.ino[r]) continue;
+      if (next !== undefined && this.ino[next] === this.ino[r]) continue;
       all[k++] = r;
     }
     return (this.order = all.subarray(0, k));
   }
+}
 
-  /** Row of (dev, ino), or -1. */
-  search(dev: number, ino: number): number {
-    if (this.n === 0) return -1;
-    const order = this.sorted();
-    let lo = 0;
-    let hi = order.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const r = order[mid]!;
-      const c = this.dev[r]! - dev || this.ino[r]! - ino;
-      if (c === 0) return r;
-      if (c < 0) lo = mid + 1;
-      else hi = mid - 1;
+const REFRESH = 1;
+const FORGET = 2;
+
+/** refresh() and forget() calls, applied to every shard of their device at save, in the order made. */
+class Edits {
+  n = 0;
+  dev = new Float64Array(16);
+  ino = new Float64Array(16);
+  size = new Float64Array(16);
+  msec = new Float64Array(16);
+  csec = new Float64Array(16);
+  mns = new Uint32Array(16);
+  cns = new Uint32Array(16);
+  kind = new Uint8Array(16);
+
+  push(kind: number, dev: number, ino: number, size: number, msec: number, mns: number, csec: number, cns: number): void {
+    // The linker refreshes a canonical once per file it links to it: one edit will do.
+    const last = this.n - 1;
+    let r = last;
+    if (!(last >= 0 && this.kind[last] === kind && this.dev[last] === dev && this.ino[last] === ino)) {
+      if (this.n === this.dev.length) {
+        const grow = <T extends Float64Array | Uint32Array | Uint8Array>(a: T): T => {
+          const b = new (a.constructor as new (n: number) => T)(a.length * 2);
+          b.set(a);
+          return b;
+        };
+        this.dev = grow(this.dev);
+        this.ino = grow(this.ino);
+        this.size = grow(this.size);
+        this.msec = grow(this.msec);
+        this.csec = grow(this.csec);
+        this.mns = grow(this.mns);
+        this.cns = grow(this.cns);
+        this.kind = grow(this.kind);
+      }
+      r = this.n++;
     }
-    return -1;
+    this.order = undefined;
+    this.kind[r] = kind;
+    this.dev[r] = dev;
+    this.ino[r] = ino;
+    this.size[r] = size;
+    this.msec[r] = msec;
+    this.mns[r] = mns;
+    this.csec[r] = csec;
+    this.cns[r] = cns;
+  }
+
+  /** All edits by (dev, ino), each inode's in the order made; made once per save, undefined after a push. */
+  private order: Uint32Array | undefined;
+
+  /** The edits of one device, by ino, each inode's in the order made (a view on one sort of them all). */
+  of(dev: number): Uint32Array {
+    if (!this.order) {
+      const all = new Uint32Array(this.n);
+      for (let r = 0; r < this.n; r++) all[r] = r;
+      this.order = all.sort((a, b) => this.dev[a]! - this.dev[b]! || this.ino[a]! - this.ino[b]! || a - b);
+    }
+    const o = this.order;
+    const first = (d: number) => {
+      let lo = 0;
+      let hi = o.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (this.dev[o[mid]!]! < d) lo = mid + 1;
+        else hi = mid;
+      }
+      return lo;
+    };
+    // Device numbers are integers: the next one's first edit ends this one's.
+    return o.subarray(first(dev), first(dev + 1));
+  }
+
+  has(dev: number): boolean {
+    return this.of(dev).length > 0;
   }
 }
 
-/** One root's shard: the file's bytes (or none) and the run's delta. */
+/** One root's shard: what is known of its file, and the run's delta. */
 class Shard {
-  buf: Buffer = Buffer.alloc(0);
-  dv: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
-  /** Byte offset of entry 0, and of the xattr heap. */
-  base = 0;
-  heap = 0;
-  n = 0;
+  /** ok: its header and classes checked out at load; else nothing of it is read (missing, bad, older format). */
+  ok = false;
   delta = new Delta();
-  /** Something to write: entries added, refreshed, forgotten or pruned, or the file was missing or bad. */
+  /** Inode numbers of entries of the file whose inode the run did not find under the root (any order). */
+  dead: number[] = [];
+  /** Something to write: entries added or pruned, or the file was missing or bad. */
   dirty = false;
 
   constructor(
@@ -234,59 +352,219 @@ class Shard {
     readonly key: string,
     readonly name: string,
   ) {}
+}
 
-  /** Entry index of (dev, ino) in the file's entries, or -1. */
-  search(dev: number, ino: number): number {
-    const dv = this.dv;
-    let lo = 0;
-    let hi = this.n - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const o = this.base + mid * REC;
-      const d = u64At(dv, o);
-      const i = d === dev ? u64At(dv, o + 8) : 0;
-      if (d === dev && i === ino) return mid;
-      if (d < dev || (d === dev && i < ino)) lo = mid + 1;
-      else hi = mid - 1;
+/** An open shard file whose header and classes checked out; its entries are read by each(). */
+class Reader {
+  constructor(
+    readonly fd: number,
+    readonly headLen: number,
+    readonly count: number,
+    readonly block: number,
+    readonly classes: Klass[],
+  ) {}
+
+  /** Every entry in order, its block's checksum and its order checked before it is passed on. */
+  each(f: (dv: DataView, o: number, ino: number) => void): void {
+    const buf = Buffer.allocUnsafeSlow(this.block * REC + 8);
+    const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
+    const bad = (why: string) => new CacheError(why);
+    const classes = this.classes.length;
+    let pos = this.headLen;
+    let left = this.count;
+    let prev = -1;
+    while (left > 0) {
+      const k = Math.min(this.block, left);
+      const len = k * REC;
+      if (readAt(this.fd, buf, len + 8, pos) !== len + 8) throw bad('sizes do not add up (truncated or corrupt)');
+      if (sys.xxh64(buf.subarray(0, len)) !== buf.readBigUInt64LE(len)) throw bad('checksum mismatch (truncated or corrupt)');
+      for (let o = 0; o < len; o += REC) {
+        const ino = u64At(dv, o);
+        if (ino <= prev) throw bad('entries out of order');
+        if (dv.getUint16(o + F_CLASS, true) >= classes) throw bad('an entry does not check out');
+        prev = ino;
+        f(dv, o, ino);
+      }
+      pos += len + 8;
+      left -= k;
     }
-    return -1;
   }
 
-  validAt(e: number, size: number, ms: number, mns: number, cs: number, cns: number): boolean {
-    const dv = this.dv;
-    const o = this.base + e * REC;
-    return (
-      dv.getUint8(o + F_DEAD) === 0 &&
-      u64At(dv, o + F_SIZE) === size &&
-      i64At(dv, o + F_MSEC) === ms &&
-      dv.getUint32(o + F_MNS, true) === mns &&
-      i64At(dv, o + F_CSEC) === cs &&
-      dv.getUint32(o + F_CNS, true) === cns
-    );
-  }
-
-  deltaValid(r: number, size: number, ms: number, mns: number, cs: number, cns: number): boolean {
-    const d = this.delta;
-    return d.dead[r] === 0 && d.size[r] === size && d.msec[r] === ms && d.mns[r] === mns && d.csec[r] === cs && d.cns[r] === cns;
+  close(): void {
+    sys.close(this.fd);
   }
 }
 
+function readAt(fd: number, buf: Buffer, len: number, pos: number): number {
+  let got = 0;
+  while (got < len) {
+    const n = fs.readSync(fd, buf, got, len - got, pos + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+const pad8 = (n: number) => (n + 7) & ~7;
+const headLenOf = (keyLen: number) => pad8(HEAD + keyLen) + 8;
+const blocksOf = (count: number, block: number) => Math.ceil(count / block);
+
+/** Open a shard and check its header and class table; throws CacheError (or an fs error) if it cannot be trusted. */
+function openShard(dirFd: number, sh: Shard, key: string): Reader {
+  const fd = openStateFile(dirFd, sh.name, O.RDONLY);
+  try {
+    const size = fs.fstatSync(fd).size;
+    const bad = (why: string) => new CacheError(why);
+    const first = Buffer.alloc(Math.min(size, HEAD));
+    readAt(fd, first, first.length, 0);
+    if (size < HEAD + 16 || !first.subarray(0, 8).equals(MAGIC)) throw bad('not a vunify hash cache shard');
+    const format = first.readUInt32LE(8);
+    if (format !== CACHE_FORMAT) {
+      if (format < CACHE_FORMAT && format >= 6) throw new OldFormat(`written by an older vunify (format ${format}, this one reads ${CACHE_FORMAT})`);
+      throw bad(`written by another version of vunify (format ${format}, this one reads ${CACHE_FORMAT})`);
+    }
+    const headLen = first.readUInt32LE(12);
+    const count = first.readUInt32LE(24);
+    const classCount = first.readUInt32LE(28);
+    const classBytes = first.readUInt32LE(32);
+    const keyLen = first.readUInt32LE(36);
+    const block = first.readUInt32LE(40);
+    if (headLen !== headLenOf(keyLen) || block === 0 || block > 65536 || classCount > MAX_CLASSES) throw bad('sizes do not add up (truncated or corrupt)');
+    const classesAt = headLen + count * REC + blocksOf(count, block) * 8;
+    if (classesAt + classBytes + 8 !== size) throw bad('sizes do not add up (truncated or corrupt)');
+    const head = Buffer.alloc(headLen);
+    readAt(fd, head, headLen, 0);
+    if (sys.xxh64(head.subarray(0, headLen - 8)) !== head.readBigUInt64LE(headLen - 8)) throw bad('checksum mismatch (truncated or corrupt)');
+    const written = head.toString('utf8', HEAD, HEAD + keyLen);
+    if (written !== sh.key) throw bad(`written for another root (${written})`);
+    const fingerprint = head.subarray(16, 24).toString('hex');
+    if (fingerprint !== key) throw bad(`written under another hash key (fingerprint ${fingerprint}, this run's is ${key})`);
+    const table = Buffer.alloc(classBytes + 8);
+    if (readAt(fd, table, table.length, classesAt) !== table.length) throw bad('sizes do not add up (truncated or corrupt)');
+    if (sys.xxh64(table.subarray(0, classBytes)) !== table.readBigUInt64LE(classBytes)) throw bad('checksum mismatch (truncated or corrupt)');
+    const classes: Klass[] = [];
+    let o = 0;
+    for (let c = 0; c < classCount; c++) {
+      if (o + 12 > classBytes) throw bad('an entry does not check out');
+      const xlen = table.readUInt16LE(o + 10);
+      const elf = table[o + 8]!;
+      if (o + 12 + xlen > classBytes || elf > ELF_YES) throw bad('an entry does not check out');
+      classes.push({ flags: table.readUInt32LE(o), projid: table.readUInt32LE(o + 4), elf, xattrs: table.toString('latin1', o + 12, o + 12 + xlen) });
+      o += 12 + xlen;
+    }
+    if (o !== classBytes) throw bad('an entry does not check out');
+    return new Reader(fd, headLen, count, block, classes);
+  } catch (er) {
+    sys.close(fd);
+    throw er;
+  }
+}
+
+/** Entries written block by block to a shard file (or only counted: no descriptor). */
+class Writer {
+  readonly buf = Buffer.allocUnsafeSlow(BLOCK * REC + 8);
+  readonly dv = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
+  /** Entries in the current block, and in all. */
+  n = 0;
+  count = 0;
+  pos: number;
+  readonly classes: Klass[] = [];
+  private readonly classIndex = new Map<string, number>();
+
+  constructor(
+    readonly fd: number,
+    readonly headLen: number,
+  ) {
+    this.pos = headLen;
+  }
+
+  /** The class index of `c` in this file, or -1 when the table is full. */
+  classOf(c: Klass): number {
+    const k = classKey(c);
+    let i = this.classIndex.get(k);
+    if (i === undefined) {
+      if (this.classes.length >= MAX_CLASSES) return -1;
+      this.classIndex.set(k, (i = this.classes.length));
+      this.classes.push(c);
+    }
+    return i;
+  }
+
+  /** The offset of the next entry in buf (filled by the caller, then done()). */
+  next(): number {
+    return this.n * REC;
+  }
+  done(): void {
+    this.count++;
+    if (++this.n === BLOCK) this.flush();
+  }
+
+  private flush(): void {
+    if (this.n === 0) return;
+    const len = this.n * REC;
+    this.buf.writeBigUInt64LE(sys.xxh64(this.buf.subarray(0, len)), len);
+    if (this.fd >= 0) writeAt(this.fd, this.buf, len + 8, this.pos);
+    this.pos += len + 8;
+    this.n = 0;
+  }
+
+  /** The last block, the class table and the header. */
+  finish(sh: Shard, key: string): void {
+    this.flush();
+    if (this.fd < 0) return;
+    const parts: Buffer[] = [];
+    for (const c of this.classes) {
+      const x = Buffer.from(c.xattrs, 'latin1');
+      const b = Buffer.alloc(12);
+      b.writeUInt32LE(c.flags >>> 0, 0);
+      b.writeUInt32LE(c.projid >>> 0, 4);
+      b[8] = c.elf;
+      b.writeUInt16LE(x.length, 10);
+      parts.push(b, x);
+    }
+    const table = Buffer.concat(parts);
+    const sum = Buffer.alloc(8);
+    sum.writeBigUInt64LE(sys.xxh64(table));
+    writeAt(this.fd, Buffer.concat([table, sum]), table.length + 8, this.pos);
+    const keyBytes = Buffer.from(sh.key);
+    const head = Buffer.alloc(this.headLen);
+    MAGIC.copy(head, 0);
+    head.writeUInt32LE(CACHE_FORMAT, 8);
+    head.writeUInt32LE(this.headLen, 12);
+    Buffer.from(key.padEnd(16, '0').slice(0, 16), 'hex').copy(head, 16);
+    head.writeUInt32LE(this.count, 24);
+    head.writeUInt32LE(this.classes.length, 28);
+    head.writeUInt32LE(table.length, 32);
+    head.writeUInt32LE(keyBytes.length, 36);
+    head.writeUInt32LE(BLOCK, 40);
+    keyBytes.copy(head, HEAD);
+    head.writeBigUInt64LE(sys.xxh64(head.subarray(0, this.headLen - 8)), this.headLen - 8);
+    writeAt(this.fd, head, head.length, 0);
+  }
+}
+
+function writeAt(fd: number, buf: Buffer, len: number, pos: number): void {
+  let off = 0;
+  while (off < len) off += fs.writeSync(fd, buf, off, len - off, pos + off);
+}
+
 /**
- * The cache of one run: the shards of its roots, searched on their bytes.
- * Handles returned by find() stay valid until save().
+ * The cache of one run: the shards of its roots, read as streams (match(),
+ * save()), never held.
  */
 export class HashCache {
   /** Distinct shards; `ofRoot[i]` is the shard of the run's root i. */
   private readonly shards: Shard[] = [];
   private readonly ofRoot: Shard[] = [];
-  /** `shards` index of the shard of the run's root i. */
-  private readonly shardOf: number[] = [];
+  private readonly edits = new Edits();
+  private readonly entry = new CacheEntry();
+  private warn: (message: string) => void = () => {};
   /** When this run started reading content: entries changed after readAtSec - RACY_SECONDS are not kept. */
   readAtSec = Date.now() / 1000;
 
   /**
    * @param key fingerprint of the hash key its hashes are made under (state/hash-key.ts)
-   * @param roots the run's roots, in order (put()'s rootIndex)
+   * @param roots the run's roots, in order (put()'s and match()'s rootIndex)
    * @param dir the cache directory (a descriptor checked by state-dir.ts, and its path for messages); none: a cache in memory only
    */
   constructor(
@@ -304,119 +582,78 @@ export class HashCache {
         this.shards.push(s);
       }
       this.ofRoot.push(s);
-      this.shardOf.push(this.shards.indexOf(s));
     }
   }
 
-  // ---- the row API: numbers in, numbers out, nothing allocated per lookup ----
+  // ---- lookups: one pass over a root's shard ----
 
   /**
-   * A handle on the valid entry of this inode (size, mtime and ctime match), or -1;
-   * with `rootIndex`, in the shard of that root of the run only (where a run
-   * over that root put it), else in any loaded shard.
-   * One function body on purpose: numbers above 2^30 (times, inode numbers)
-   * passed to or returned from a call V8 does not inline are boxed, so the
-   * search and the checks are written out here, on 32-bit halves.
+   * Read the shard of the run's root `rootIndex` once, in order, against
+   * that root's inodes given in ascending inode number (`inoAt(i)`, i < n;
+   * an inode may come several times, adjacently: its paths). For each entry
+   * whose inode is among them, `hit(i, entry)` is called for each such i;
+   * the entry is a view valid during the call, and says whether it is
+   * valid for a file (entry.valid(size, mtime, ctime)). `complete`: these
+   * are all the root's inodes the run found, so the entries of the others
+   * are dropped at save (prune). Returns false when the shard turned out
+   * bad on the way (a warning was given): every hit it gave must be
+   * forgotten, and the shard is rebuilt at save.
    */
-  find(dev: number, ino: number, size: number, mtimeSec: number, mtimeNsec: number, ctimeSec: number, ctimeNsec: number, rootIndex = -1): number {
-    const S = this.shards.length;
-    const devHi = Math.floor(dev / TWO32);
-    const devLo = dev - devHi * TWO32;
-    const inoHi = Math.floor(ino / TWO32);
-    const inoLo = ino - inoHi * TWO32;
-    // A file is looked up in its own root's shard: searching every shard cost
-    // one binary search per root of the run per lookup (200 roots: ~30 µs).
-    const first = rootIndex >= 0 ? this.shardOf[rootIndex]! : 0;
-    const end = rootIndex >= 0 ? first + 1 : S;
-    for (let s = first; s < end; s++) {
-      const sh = this.shards[s]!;
-      const dv = sh.dv;
-      const base = sh.base;
-      let lo = 0;
-      let hi = sh.n - 1;
-      while (lo <= hi) {
-        const mid = (lo + hi) >>> 1;
-        const o = base + mid * REC;
-        let c = dv.getUint32(o + 4, true) - devHi || dv.getUint32(o, true) - devLo;
-        if (c === 0) c = dv.getUint32(o + 12, true) - inoHi || dv.getUint32(o + 8, true) - inoLo;
-        if (c < 0) lo = mid + 1;
-        else if (c > 0) hi = mid - 1;
-        else {
-          if (
-            dv.getUint8(o + F_DEAD) === 0 &&
-            dv.getUint32(o + F_SIZE, true) + dv.getUint32(o + F_SIZE + 4, true) * TWO32 === size &&
-            dv.getUint32(o + F_MSEC, true) + dv.getInt32(o + F_MSEC + 4, true) * TWO32 === mtimeSec &&
-            dv.getUint32(o + F_MNS, true) === mtimeNsec &&
-            dv.getUint32(o + F_CSEC, true) + dv.getInt32(o + F_CSEC + 4, true) * TWO32 === ctimeSec &&
-            dv.getUint32(o + F_CNS, true) === ctimeNsec
-          )
-            return mid * S + s;
-          break;
-        }
-      }
-      if (sh.delta.n === 0) continue;
-      const r = sh.delta.search(dev, ino);
-      if (r >= 0 && sh.deltaValid(r, size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec)) return (sh.n + r) * S + s;
+  match(rootIndex: number, n: number, inoAt: (i: number) => number, hit: (i: number, e: CacheEntry) => void, complete: boolean): boolean {
+    const sh = this.ofRoot[rootIndex];
+    if (!sh) throw new RangeError(`hash cache: no root ${rootIndex} in this run`);
+    if (!sh.ok || !this.dir) return true;
+    let rd: Reader;
+    try {
+      rd = openShard(this.dir.fd, sh, this.key);
+    } catch (er) {
+      return this.discard(sh, er);
     }
-    return -1;
+    const e = this.entry;
+    const classes = rd.classes;
+    const dead: number[] = [];
+    let i = 0;
+    try {
+      rd.each((dv, o, ino) => {
+        while (i < n && inoAt(i) < ino) i++;
+        if (i < n && inoAt(i) === ino) {
+          e.dv = dv;
+          e.o = o;
+          e.cls = classes[dv.getUint16(o + F_CLASS, true)]!;
+          for (let j = i; j < n && inoAt(j) === ino; j++) hit(j, e);
+        } else if (complete) dead.push(ino);
+      });
+    } catch (er) {
+      return this.discard(sh, er);
+    } finally {
+      rd.close();
+    }
+    if (dead.length) {
+      for (const ino of dead) sh.dead.push(ino);
+      sh.dirty = true;
+    }
+    return true;
   }
 
-  /** The high and low 32 bits of the content hash of entry `h`. */
-  hashHiAt(h: number): number {
-    const S = this.shards.length;
-    const sh = this.shards[h % S]!;
-    const e = Math.floor(h / S);
-    return e < sh.n ? sh.dv.getUint32(sh.base + e * REC + F_HASH + 4, true) : sh.delta.hashHi[e - sh.n]!;
-  }
-  hashLoAt(h: number): number {
-    const S = this.shards.length;
-    const sh = this.shards[h % S]!;
-    const e = Math.floor(h / S);
-    return e < sh.n ? sh.dv.getUint32(sh.base + e * REC + F_HASH, true) : sh.delta.hashLo[e - sh.n]!;
-  }
-  hashAt(h: number): bigint {
-    return (BigInt(this.hashHiAt(h)) << 32n) | BigInt(this.hashLoAt(h));
-  }
-  /** The xattr digest ("" for none): a string is made only here. */
-  xattrsAt(h: number): string {
-    const S = this.shards.length;
-    const sh = this.shards[h % S]!;
-    const e = Math.floor(h / S);
-    if (e >= sh.n) return sh.delta.xattrs[e - sh.n]!;
-    const o = sh.base + e * REC;
-    const len = sh.dv.getUint16(o + F_XLEN, true);
-    if (len === 0) return '';
-    const off = sh.heap + sh.dv.getUint32(o + F_XOFF, true);
-    return sh.buf.toString('latin1', off, off + len);
-  }
-  flagsAt(h: number): number {
-    const S = this.shards.length;
-    const sh = this.shards[h % S]!;
-    const e = Math.floor(h / S);
-    return e < sh.n ? sh.dv.getUint32(sh.base + e * REC + F_FLAGS, true) : sh.delta.flags[e - sh.n]!;
-  }
-  projidAt(h: number): number {
-    const S = this.shards.length;
-    const sh = this.shards[h % S]!;
-    const e = Math.floor(h / S);
-    return e < sh.n ? sh.dv.getUint32(sh.base + e * REC + F_PROJ, true) : sh.delta.projid[e - sh.n]!;
-  }
-  /** ELF_UNKNOWN, ELF_NO or ELF_YES. */
-  elfAt(h: number): number {
-    const S = this.shards.length;
-    const sh = this.shards[h % S]!;
-    const e = Math.floor(h / S);
-    return e < sh.n ? sh.dv.getUint8(sh.base + e * REC + F_ELF) : sh.delta.elf[e - sh.n]!;
+  /** A shard that did not check out on the way: a warning, and it is rebuilt at save. Errors of the caller's are not the shard's. */
+  private discard(sh: Shard, er: unknown): false {
+    if (!(er instanceof CacheError) && !errorCode(er)) throw er;
+    this.warn(`${path.join(this.dir!.path, sh.name)}: hash cache of ${sh.root.path} discarded: ${(er as Error).message}`);
+    sh.ok = false;
+    sh.dirty = true;
+    sh.dead = [];
+    return false;
   }
 
   /**
-   * Remember what was just read from a file of the run's root `rootIndex`,
-   * unless it changed too recently to trust (after readAtSec - RACY_SECONDS).
-   * `elf`: ELF_UNKNOWN, ELF_NO or ELF_YES.
+   * Remember what was just read from a file of the run's root `rootIndex`
+   * (on the root's device), unless it changed too recently to trust (after
+   * readAtSec - RACY_SECONDS) or does not fit an entry. `elf`: ELF_UNKNOWN,
+   * ELF_NO or ELF_YES.
    */
   put(
     rootIndex: number,
-    dev: number,
+    _dev: number,
     ino: number,
     size: number,
     mtimeSec: number,
@@ -431,11 +668,11 @@ export class HashCache {
   ): void {
     if (ctimeSec + ctimeNsec / 1e9 > this.readAtSec - RACY_SECONDS) return;
     if (xattrs.length > MAX_XATTRS_LEN) return; // a digest is 64 digits: anything else is not ours to keep
+    if (!(size >= 0 && size < MAX_SIZE) || !storable(mtimeSec, mtimeNsec) || !storable(ctimeSec, ctimeNsec)) return;
     const sh = this.ofRoot[rootIndex];
     if (!sh) throw new RangeError(`hash cache: no root ${rootIndex} in this run`);
     const d = sh.delta;
     const r = d.push();
-    d.dev[r] = dev;
     d.ino[r] = ino;
     d.size[r] = size;
     d.msec[r] = mtimeSec;
@@ -447,39 +684,18 @@ export class HashCache {
     d.flags[r] = flags >>> 0;
     d.projid[r] = projid >>> 0;
     d.elf[r] = elf === ELF_YES || elf === ELF_NO ? elf : ELF_UNKNOWN;
-    d.dead[r] = 0;
     d.xattrs[r] = xattrs;
     sh.dirty = true;
   }
 
   /**
    * After vunify linked to an inode, fstat shows a new ctime (its link count
-   * changed) and nothing else: carry its entries over to it, in every loaded
-   * shard. A size or mtime change means the content may have changed too:
-   * drop them instead.
+   * changed) and nothing else: carry its entries over to it, in every shard
+   * of the run on its device (at save). A size or mtime change means the
+   * content may have changed too: drop them instead.
    */
   refreshRow(dev: number, ino: number, size: number, mtimeSec: number, mtimeNsec: number, ctimeSec: number, ctimeNsec: number): void {
-    for (const sh of this.shards) {
-      const e = sh.search(dev, ino);
-      if (e >= 0 && sh.dv.getUint8(sh.base + e * REC + F_DEAD) === 0) {
-        const o = sh.base + e * REC;
-        const dv = sh.dv;
-        if (u64At(dv, o + F_SIZE) === size && i64At(dv, o + F_MSEC) === mtimeSec && dv.getUint32(o + F_MNS, true) === mtimeNsec) {
-          setI64(dv, o + F_CSEC, ctimeSec);
-          dv.setUint32(o + F_CNS, ctimeNsec, true);
-        } else dv.setUint8(o + F_DEAD, 1);
-        sh.dirty = true;
-      }
-      const d = sh.delta;
-      const r = d.search(dev, ino);
-      if (r >= 0 && d.dead[r] === 0) {
-        if (d.size[r] === size && d.msec[r] === mtimeSec && d.mns[r] === mtimeNsec) {
-          d.csec[r] = ctimeSec;
-          d.cns[r] = ctimeNsec;
-        } else d.dead[r] = 1;
-        sh.dirty = true;
-      }
-    }
+    this.edits.push(REFRESH, dev, ino, size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec);
   }
 
   /**
@@ -489,68 +705,38 @@ export class HashCache {
    * of them. The next run reads the file again.
    */
   forget(id: { dev: number; ino: number }): void {
-    for (const sh of this.shards) {
-      const e = sh.search(id.dev, id.ino);
-      if (e >= 0) {
-        sh.dv.setUint8(sh.base + e * REC + F_DEAD, 1);
-        sh.dirty = true;
-      }
-      const r = sh.delta.search(id.dev, id.ino);
-      if (r >= 0) {
-        sh.delta.dead[r] = 1;
-        sh.dirty = true;
-      }
-    }
+    this.edits.push(FORGET, id.dev, id.ino, 0, 0, 0, 0, 0);
   }
 
   refresh(stat: Stat): void {
     this.refreshRow(stat.dev, stat.ino, stat.size, stat.mtimeSec, stat.mtimeNsec, stat.ctimeSec, stat.ctimeNsec);
   }
 
+  // ---- the object API (vunify report, and tests) ----
+
   /**
-   * Keep, in the run's shards, only entries of inodes the run saw: `seen`
-   * maps a device to the inode numbers found on it (any order; sorted here,
-   * a copy). Entries of inodes that are gone would otherwise stay forever.
+   * The entry of an inode, if valid for `stat`, as the next save would
+   * write it (the run's puts, refreshes and forgets applied); in the shard
+   * of root `rootIndex` of the run, else in any. Reads the shard whole: for
+   * tests and few lookups.
    */
-  pruneTo(seen: ReadonlyMap<number, ArrayLike<number>>): void {
-    const sorted = new Map<number, Float64Array>();
-    for (const [dev, inos] of seen) sorted.set(dev, Float64Array.from(inos).sort());
-    const has = (dev: number, ino: number): boolean => {
-      const a = sorted.get(dev);
-      if (!a) return false;
-      let lo = 0;
-      let hi = a.length - 1;
-      while (lo <= hi) {
-        const mid = (lo + hi) >>> 1;
-        if (a[mid] === ino) return true;
-        if (a[mid]! < ino) lo = mid + 1;
-        else hi = mid - 1;
-      }
-      return false;
-    };
-    for (const sh of this.shards) {
-      const dv = sh.dv;
-      for (let e = 0; e < sh.n; e++) {
-        const o = sh.base + e * REC;
-        if (dv.getUint8(o + F_DEAD) === 0 && !has(u64At(dv, o), u64At(dv, o + 8))) {
-          dv.setUint8(o + F_DEAD, 1);
-          sh.dirty = true;
-        }
-      }
-      const d = sh.delta;
-      for (let r = 0; r < d.n; r++) if (d.dead[r] === 0 && !has(d.dev[r]!, d.ino[r]!)) d.dead[r] = 1;
+  lookup(stat: Pick<Stat, 'dev' | 'ino' | 'size' | 'mtimeSec' | 'mtimeNsec' | 'ctimeSec' | 'ctimeNsec'>, rootIndex = -1): Cached | undefined {
+    for (const sh of rootIndex >= 0 ? [this.ofRoot[rootIndex]!] : this.shards) {
+      if (sh.root.dev !== stat.dev) continue;
+      let found: Cached | undefined;
+      const e = new CacheEntry();
+      this.contents(sh, (ino, dv, o, cls) => {
+        if (ino !== stat.ino) return;
+        e.dv = dv;
+        e.o = o;
+        e.cls = cls;
+        if (!e.valid(stat.size, stat.mtimeSec, stat.mtimeNsec, stat.ctimeSec, stat.ctimeNsec)) return;
+        const { size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec } = stat;
+        found = { size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec, hash: (BigInt(e.hashHi) << 32n) | BigInt(e.hashLo), xattrs: cls.xattrs, flags: cls.flags, projid: cls.projid, elf: cls.elf === ELF_UNKNOWN ? undefined : cls.elf === ELF_YES };
+      });
+      if (found) return found;
     }
-  }
-
-  // ---- the object API (today's callers and tests) ----
-
-  /** The entry of an inode, if still valid for `stat` (an object: for tests and few lookups). */
-  lookup(stat: Pick<Stat, 'dev' | 'ino' | 'size' | 'mtimeSec' | 'mtimeNsec' | 'ctimeSec' | 'ctimeNsec'>): Cached | undefined {
-    const h = this.find(stat.dev, stat.ino, stat.size, stat.mtimeSec, stat.mtimeNsec, stat.ctimeSec, stat.ctimeNsec);
-    if (h < 0) return undefined;
-    const elf = this.elfAt(h);
-    const { size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec } = stat;
-    return { size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec, hash: this.hashAt(h), xattrs: this.xattrsAt(h), flags: this.flagsAt(h), projid: this.projidAt(h), elf: elf === ELF_UNKNOWN ? undefined : elf === ELF_YES };
+    return undefined;
   }
 
   /** put() from a stat and what was read (the object API). */
@@ -559,44 +745,58 @@ export class HashCache {
     this.put(rootIndex, stat.dev, stat.ino, stat.size, stat.mtimeSec, stat.mtimeNsec, stat.ctimeSec, stat.ctimeNsec, read.hash, read.xattrs, read.flags, read.projid, elf);
   }
 
-  /** pruneTo() with the inodes of a walk (the object API). */
+  /** Keep, in the run's shards, only entries of the inodes of `seen` (each under the roots of its paths): match() with every root's. */
   prune(seen: readonly Inode[]): void {
-    const by = new Map<number, number[]>();
-    for (const i of seen) {
-      let a = by.get(i.stat.dev);
-      if (!a) by.set(i.stat.dev, (a = []));
-      a.push(i.stat.ino);
-    }
-    this.pruneTo(by);
+    const byRoot: number[][] = this.ofRoot.map(() => []);
+    for (const i of seen) for (const p of i.paths) byRoot[p.dir.root.index]?.push(i.stat.ino);
+    byRoot.forEach((inos, r) => {
+      const sorted = Float64Array.from(inos).sort();
+      this.match(r, sorted.length, (k) => sorted[k]!, () => {}, true);
+    });
   }
 
-  /** Live entries in the run's shards (file and delta; an inode put twice counts once). */
+  /** Live entries in the run's shards, as the next save would write them. */
   get size(): number {
     let n = 0;
-    for (const sh of this.shards) {
-      for (let e = 0; e < sh.n; e++) if (sh.dv.getUint8(sh.base + e * REC + F_DEAD) === 0 && sh.delta.search(u64At(sh.dv, sh.base + e * REC), u64At(sh.dv, sh.base + e * REC + 8)) < 0) n++;
-      for (const r of sh.delta.sorted()) if (sh.delta.dead[r] === 0) n++;
-    }
+    for (const sh of this.shards) n += this.contents(sh);
     return n;
+  }
+
+  /** What the next save would write to a shard, entry by entry; the count. */
+  private contents(sh: Shard, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): number {
+    const out = new Writer(-1, 0);
+    try {
+      this.merge(sh, out, visit);
+    } catch (er) {
+      this.discard(sh, er);
+      return this.contents(sh, visit);
+    }
+    return out.count;
   }
 
   // ---- loading and saving ----
 
   /**
-   * Read the shards of the run's roots. A missing shard is a note (the
-   * normal first run over that root); one that does not check out is a
-   * warning, and the root is read as if uncached.
+   * Check the headers of the run's roots' shards (their entries are read
+   * by match()). A missing shard is a note (the normal first run over that
+   * root), so is one of an older format (replaced); one that does not check
+   * out is a warning, and the root is read as if uncached.
    */
   load(warn: (message: string) => void, note: (message: string) => void = warn): void {
+    this.warn = warn;
     if (!this.dir) return;
     const missing: Shard[] = [];
+    const old: Shard[] = [];
+    let why = '';
     for (const sh of this.shards) {
       const file = path.join(this.dir.path, sh.name);
       try {
-        readShard(this.dir.fd, sh, this.key);
+        openShard(this.dir.fd, sh, this.key).close();
+        sh.ok = true;
       } catch (er) {
         sh.dirty = true;
         if (errorCode(er) === 'ENOENT') missing.push(sh);
+        else if (er instanceof OldFormat) (old.push(sh), (why = er.message));
         else warn(`${file}: hash cache of ${sh.root.path} discarded: ${(er as Error).message}`);
       }
     }
@@ -604,6 +804,130 @@ export class HashCache {
     if (missing.length === 1) note(`${path.join(this.dir.path, missing[0]!.name)}: no hash cache yet for ${missing[0]!.root.path}; its candidate files are read`);
     else if (missing.length > 1)
       note(`${this.dir.path}: no hash cache yet for ${missing.length === this.shards.length ? 'any' : `${missing.length}`} of the ${this.shards.length} roots (${missing[0]!.root.path}, ...); their candidate files are read`);
+    if (old.length === 1) note(`${path.join(this.dir.path, old[0]!.name)}: hash cache of ${old[0]!.root.path} ${why}: not read, replaced at save; its candidate files are read`);
+    else if (old.length > 1) note(`${this.dir.path}: the hash cache of ${old.length} roots (${old[0]!.root.path}, ...) was ${why}: not read, replaced at save; their candidate files are read`);
+  }
+
+  /**
+   * The shard as a save writes it, into `out`: the file's entries (but for
+   * those of inodes the run found gone) and the delta's, by inode number,
+   * the delta's replacing the file's, the run's refreshes and forgets
+   * applied in order. Returns whether that differs from the file. Throws
+   * CacheError when the file turns out bad on the way.
+   */
+  private merge(sh: Shard, out: Writer, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): boolean {
+    const d = sh.delta;
+    const order = d.sorted();
+    const dead = Float64Array.from(sh.dead).sort();
+    const ed = this.edits;
+    const edits = ed.of(sh.root.dev);
+    const rd = sh.ok && this.dir ? openShard(this.dir.fd, sh, this.key) : undefined;
+    let changed = order.length > 0 || !rd;
+    let j = 0;
+    let di = 0;
+    let ei = 0;
+    // The entry being written.
+    let size = 0, ms = 0, mns = 0, cs = 0, cns = 0, hashLo = 0, hashHi = 0;
+    // The class of the entry being written, found only once it is known to be written
+    // (a dropped entry leaves no class behind): the file's (oldClass) or the delta row's.
+    let oldClass = -1;
+    let row = -1;
+    const emit = (ino: number) => {
+      while (ei < edits.length && ed.ino[edits[ei]!]! < ino) ei++;
+      let alive = true;
+      for (; ei < edits.length && ed.ino[edits[ei]!] === ino; ei++) {
+        const r = edits[ei]!;
+        if (!alive) continue;
+        if (ed.kind[r] === REFRESH && ed.size[r] === size && ed.msec[r] === ms && ed.mns[r] === mns) {
+          if (ed.csec[r] !== cs || ed.cns[r] !== cns) {
+            cs = ed.csec[r]!;
+            cns = ed.cns[r]!;
+            changed = true;
+          }
+        } else {
+          alive = false;
+          changed = true;
+        }
+      }
+      const cls = !alive || !storable(cs, cns) ? -1 : oldClass >= 0 ? oldClassOf(oldClass) : deltaClassOf(row);
+      if (cls < 0) {
+        changed = true;
+        return;
+      }
+      const w = out.dv;
+      const o = out.next();
+      setU64(w, o, ino);
+      w.setUint32(o + F_SIZE, size % TWO32, true);
+      w.setUint16(o + F_SIZE_HI, Math.floor(size / TWO32), true);
+      w.setUint16(o + F_CLASS, cls, true);
+      w.setUint32(o + F_MTIME, timeLo(ms, mns), true);
+      w.setInt32(o + F_MTIME + 4, timeHi(ms), true);
+      w.setUint32(o + F_CTIME, timeLo(cs, cns), true);
+      w.setInt32(o + F_CTIME + 4, timeHi(cs), true);
+      w.setUint32(o + F_HASH, hashLo, true);
+      w.setUint32(o + F_HASH + 4, hashHi, true);
+      visit?.(ino, w, o, out.classes[cls]!);
+      out.done();
+    };
+    // Runs of delta entries mostly share their class: one lookup per change of class.
+    let lastCls = -1, lastFlags = -1, lastProj = -1, lastElf = -1, lastX = '';
+    const deltaClassOf = (r: number): number => {
+      const x = d.xattrs[r]!;
+      if (lastCls < 0 || d.flags[r] !== lastFlags || d.projid[r] !== lastProj || d.elf[r] !== lastElf || x !== lastX) {
+        lastFlags = d.flags[r]!;
+        lastProj = d.projid[r]!;
+        lastElf = d.elf[r]!;
+        lastX = x;
+        lastCls = out.classOf({ flags: lastFlags, projid: lastProj, elf: lastElf, xattrs: x });
+      }
+      return lastCls;
+    };
+    const fromDelta = (r: number) => {
+      size = d.size[r]!;
+      ms = d.msec[r]!;
+      mns = d.mns[r]!;
+      cs = d.csec[r]!;
+      cns = d.cns[r]!;
+      hashLo = d.hashLo[r]!;
+      hashHi = d.hashHi[r]!;
+      oldClass = -1;
+      row = r;
+      emit(d.ino[r]!);
+    };
+    const deltaBelow = (limit: number) => {
+      while (j < order.length && d.ino[order[j]!]! < limit) fromDelta(order[j++]!);
+    };
+    const remap = new Int32Array(rd?.classes.length ?? 0).fill(-2);
+    const oldClassOf = (c: number): number => (remap[c] === -2 ? (remap[c] = out.classOf(rd!.classes[c]!)) : remap[c]!);
+    if (rd) {
+      try {
+        rd.each((dv, o, ino) => {
+          deltaBelow(ino);
+          if (j < order.length && d.ino[order[j]!] === ino) {
+            fromDelta(order[j++]!); // the run's entry of an inode replaces the file's
+            return;
+          }
+          while (di < dead.length && dead[di]! < ino) di++;
+          if (di < dead.length && dead[di] === ino) {
+            changed = true;
+            return;
+          }
+          size = dv.getUint32(o + F_SIZE, true) + dv.getUint16(o + F_SIZE_HI, true) * TWO32;
+          ms = secAt(dv, o + F_MTIME);
+          mns = nsecAt(dv, o + F_MTIME);
+          cs = secAt(dv, o + F_CTIME);
+          cns = nsecAt(dv, o + F_CTIME);
+          hashLo = dv.getUint32(o + F_HASH, true);
+          hashHi = dv.getUint32(o + F_HASH + 4, true);
+          oldClass = dv.getUint16(o + F_CLASS, true);
+          emit(ino);
+        });
+      } finally {
+        rd.close();
+      }
+    }
+    deltaBelow(Infinity);
+    return changed;
   }
 
   /**
@@ -628,9 +952,42 @@ export class HashCache {
           // gone already, or not ours to remove
         }
       }
-      for (const sh of this.shards) if (sh.dirty) writeAtomically(dirFd, sh.name, encodeShard(sh, this.key));
-      this.updateRoots(dirFd);
-      sys.fsync(dirFd);
+      const temps: Temp[] = [];
+      try {
+        for (const sh of this.shards) {
+          if (!sh.dirty) {
+            // Refreshes and forgets touch a shard only if it holds their inodes: see first.
+            if (!this.edits.has(sh.root.dev)) continue;
+            let changed: boolean;
+            try {
+              changed = this.merge(sh, new Writer(-1, 0));
+            } catch (er) {
+              this.discard(sh, er);
+              changed = true;
+            }
+            if (!changed) continue;
+          }
+          temps.push(this.writeShard(dirFd, sh));
+        }
+        const roots = this.updateRoots(dirFd);
+        if (roots) temps.push(roots);
+        // Every temporary file is written before the first fsync, so that one
+        // journal commit carries them all and the others find little to do.
+        for (const t of temps) syncTemp(dirFd, t);
+        while (temps.length) {
+          const t = temps.shift()!;
+          sys.renameAt(dirFd, t.tmp, dirFd, Buffer.from(t.name));
+        }
+        sys.fsync(dirFd);
+      } finally {
+        for (const t of temps) {
+          try {
+            sys.unlinkAt(dirFd, t.tmp);
+          } catch {
+            // nothing left to remove
+          }
+        }
+      }
       if (old) {
         for (const name of [OLD_CACHE_FILE, `${OLD_CACHE_FILE}.lock`]) {
           try {
@@ -646,8 +1003,26 @@ export class HashCache {
     }
   }
 
-  /** Record this run's roots in the roots file, and drop the shards (and lines) of roots that no longer exist. */
-  private updateRoots(dirFd: number): void {
+  /** The merge of a shard, into a temporary file (save() fsyncs it and renames it over the old one). */
+  private writeShard(dirFd: number, sh: Shard): Temp {
+    const write = () =>
+      writeTemp(dirFd, sh.name, (fd) => {
+        const out = new Writer(fd, headLenOf(Buffer.byteLength(sh.key)));
+        this.merge(sh, out);
+        out.finish(sh, this.key);
+      });
+    try {
+      return write();
+    } catch (er) {
+      // The old file went bad since it was read: what the run knows is written alone.
+      if (!sh.ok || !(er instanceof CacheError)) throw er;
+      this.discard(sh, er);
+      return write();
+    }
+  }
+
+  /** Record this run's roots in the roots file (a temporary file to rename, if it changes), and drop the shards (and lines) of roots that no longer exist. */
+  private updateRoots(dirFd: number): Temp | undefined {
     let keys: string[];
     try {
       keys = decodeRoots(readStateFile(dirFd, ROOTS_FILE));
@@ -669,8 +1044,9 @@ export class HashCache {
         }
       }
     }
-    if (!changed && keys.length === new Set(keys).size && [...ours].every((k) => keys.includes(k))) return;
-    writeAtomically(dirFd, ROOTS_FILE, encodeRoots(keep.sort()));
+    if (!changed && keys.length === new Set(keys).size && [...ours].every((k) => keys.includes(k))) return undefined;
+    const data = encodeRoots(keep.sort());
+    return writeTemp(dirFd, ROOTS_FILE, (fd) => writeAt(fd, data, data.length, 0));
   }
 
   /** Close the cache directory. */
@@ -709,146 +1085,8 @@ function readStateFile(dirFd: number, name: string): Buffer {
   }
 }
 
-/** Read and check a shard into `sh`; throws CacheError (or an fs error) if it cannot be trusted. */
-function readShard(dirFd: number, sh: Shard, key: string): void {
-  const buf = readStateFile(dirFd, sh.name);
-  const bad = (why: string) => new CacheError(why);
-  if (buf.length < HEAD + 8 || !buf.subarray(0, 8).equals(MAGIC)) throw bad('not a vunify hash cache shard');
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
-  const format = dv.getUint32(8, true);
-  if (format !== CACHE_FORMAT) throw bad(`written by another version of vunify (format ${format}, this one reads ${CACHE_FORMAT})`);
-  const body = buf.subarray(0, buf.length - 8);
-  if (sys.xxh64(body) !== buf.readBigUInt64LE(buf.length - 8)) throw bad('checksum mismatch (truncated or corrupt)');
-  const headLen = dv.getUint32(12, true);
-  const count = dv.getUint32(24, true);
-  const heapLen = dv.getUint32(28, true);
-  const keyLen = dv.getUint32(32, true);
-  if (headLen !== pad8(HEAD + keyLen) || headLen + count * REC + heapLen !== body.length) throw bad('sizes do not add up (truncated or corrupt)');
-  const written = buf.toString('utf8', HEAD, HEAD + keyLen);
-  if (written !== sh.key) throw bad(`written for another root (${written})`);
-  const fingerprint = buf.subarray(16, 24).toString('hex');
-  if (fingerprint !== key) throw bad(`written under another hash key (fingerprint ${fingerprint}, this run's is ${key})`);
-  // Binary search needs order; the heap references must stay inside the heap.
-  let pd = -1;
-  let pi = -1;
-  for (let e = 0, o = headLen; e < count; e++, o += REC) {
-    const d = u64At(dv, o);
-    const i = u64At(dv, o + 8);
-    if (d < pd || (d === pd && i <= pi)) throw bad('entries out of order');
-    pd = d;
-    pi = i;
-    if (dv.getUint32(o + F_XOFF, true) + dv.getUint16(o + F_XLEN, true) > heapLen || dv.getUint8(o + F_ELF) > ELF_YES || dv.getUint8(o + F_DEAD) !== 0) throw bad('an entry does not check out');
-  }
-  sh.buf = buf;
-  sh.dv = dv;
-  sh.base = headLen;
-  sh.n = count;
-  sh.heap = headLen + count * REC;
-}
-
-const pad8 = (n: number) => (n + 7) & ~7;
-
-/** The shard's live entries and delta, merged in (dev, ino) order into the bytes of a new shard. */
-function encodeShard(sh: Shard, key: string): Buffer {
-  const d = sh.delta;
-  const order = d.sorted();
-  const src = sh.dv;
-  const keyBytes = Buffer.from(sh.key);
-  const headLen = pad8(HEAD + keyBytes.length);
-  // One buffer for the whole file (no copy to concatenate parts), sized for
-  // the most it can hold: every entry of both, the old heap and the delta's
-  // strings; the heap goes after the entries once their count is known.
-  let heapBound = Math.max(0, sh.buf.length - 8 - sh.heap);
-  for (const r of order) heapBound += d.xattrs[r]!.length;
-  const file = Buffer.alloc(headLen + (sh.n + order.length) * REC + heapBound + 8);
-  const recs = file.subarray(headLen);
-  const out = new DataView(recs.buffer, recs.byteOffset, recs.length);
-  const heap: Buffer[] = [];
-  let heapLen = 0;
-  const interned = new Map<string, number>();
-  const intern = (x: string): number => {
-    let off = interned.get(x);
-    if (off === undefined) {
-      interned.set(x, (off = heapLen));
-      const b = Buffer.from(x, 'latin1');
-      heap.push(b);
-      heapLen += b.length;
-    }
-    return off;
-  };
-  let n = 0;
-  const fromFile = (e: number) => {
-    const o = sh.base + e * REC;
-    const w = n++ * REC;
-    recs.set(sh.buf.subarray(o, o + REC), w);
-    const len = src.getUint16(o + F_XLEN, true);
-    out.setUint32(w + F_XOFF, 0, true);
-    if (len > 0) {
-      const x = sh.buf.toString('latin1', sh.heap + src.getUint32(o + F_XOFF, true), sh.heap + src.getUint32(o + F_XOFF, true) + len);
-      out.setUint32(w + F_XOFF, intern(x), true);
-    }
-  };
-  const fromDelta = (r: number) => {
-    const w = n++ * REC;
-    setU64(out, w, d.dev[r]!);
-    setU64(out, w + 8, d.ino[r]!);
-    setU64(out, w + F_SIZE, d.size[r]!);
-    setI64(out, w + F_MSEC, d.msec[r]!);
-    setI64(out, w + F_CSEC, d.csec[r]!);
-    out.setUint32(w + F_MNS, d.mns[r]!, true);
-    out.setUint32(w + F_CNS, d.cns[r]!, true);
-    out.setUint32(w + F_HASH, d.hashLo[r]!, true);
-    out.setUint32(w + F_HASH + 4, d.hashHi[r]!, true);
-    out.setUint32(w + F_FLAGS, d.flags[r]!, true);
-    out.setUint32(w + F_PROJ, d.projid[r]!, true);
-    const x = d.xattrs[r]!;
-    out.setUint32(w + F_XOFF, x ? intern(x) : 0, true);
-    out.setUint16(w + F_XLEN, x.length, true);
-    out.setUint8(w + F_ELF, d.elf[r]!);
-  };
-  let e = 0;
-  let j = 0;
-  const liveFile = (k: number) => src.getUint8(sh.base + k * REC + F_DEAD) === 0;
-  while (e < sh.n || j < order.length) {
-    if (j >= order.length) {
-      if (liveFile(e)) fromFile(e);
-      e++;
-      continue;
-    }
-    const r = order[j]!;
-    if (e >= sh.n) {
-      if (d.dead[r] === 0) fromDelta(r);
-      j++;
-      continue;
-    }
-    const o = sh.base + e * REC;
-    const c = u64At(src, o) - d.dev[r]! || u64At(src, o + 8) - d.ino[r]!;
-    if (c < 0) {
-      if (liveFile(e)) fromFile(e);
-      e++;
-    } else {
-      // The run's entry of an inode replaces the file's (a dead one drops both).
-      if (d.dead[r] === 0) fromDelta(r);
-      j++;
-      if (c === 0) e++;
-    }
-  }
-  MAGIC.copy(file, 0);
-  file.writeUInt32LE(CACHE_FORMAT, 8);
-  file.writeUInt32LE(headLen, 12);
-  Buffer.from(key.padEnd(16, '0').slice(0, 16), 'hex').copy(file, 16);
-  file.writeUInt32LE(n, 24);
-  file.writeUInt32LE(heapLen, 28);
-  file.writeUInt32LE(keyBytes.length, 32);
-  keyBytes.copy(file, HEAD);
-  let end = headLen + n * REC;
-  for (const b of heap) end += b.copy(file, end);
-  file.writeBigUInt64LE(sys.xxh64(file.subarray(0, end)), end);
-  return file.subarray(0, end + 8);
-}
-
 function encodeRoots(keys: readonly string[]): Buffer {
-  const parts: Buffer[] = [ROOTS_MAGIC, u32(CACHE_FORMAT), u32(keys.length)];
+  const parts: Buffer[] = [ROOTS_MAGIC, u32(ROOTS_FORMAT), u32(keys.length)];
   for (const k of keys) {
     const b = Buffer.from(k);
     parts.push(u32(b.length), b);
@@ -860,7 +1098,7 @@ function encodeRoots(keys: readonly string[]): Buffer {
 }
 
 function decodeRoots(buf: Buffer): string[] {
-  if (buf.length < 24 || !buf.subarray(0, 8).equals(ROOTS_MAGIC) || buf.readUInt32LE(8) !== CACHE_FORMAT) throw new CacheError('not a roots file');
+  if (buf.length < 24 || !buf.subarray(0, 8).equals(ROOTS_MAGIC) || buf.readUInt32LE(8) !== ROOTS_FORMAT) throw new CacheError('not a roots file');
   if (sys.xxh64(buf.subarray(0, buf.length - 8)) !== buf.readBigUInt64LE(buf.length - 8)) throw new CacheError('checksum mismatch');
   const n = buf.readUInt32LE(12);
   const out: string[] = [];
@@ -882,14 +1120,18 @@ function u32(n: number): Buffer {
   return b;
 }
 
-/** Write `name` whole or not at all: a temporary file, fsync, rename over the old one (the caller fsyncs the directory). */
-function writeAtomically(dirFd: number, name: string, data: Buffer): void {
+/** A file written under a temporary name, to be fsynced and renamed to `name`. */
+interface Temp {
+  tmp: Buffer;
+  name: string;
+}
+
+/** Write a temporary file for `name` with `fill` (not yet fsynced: syncTemp). */
+function writeTemp(dirFd: number, name: string, fill: (fd: number) => void): Temp {
   const tmp = Buffer.from(`${name}.tmp.${process.pid}.${randomBytes(4).toString('hex')}`);
   const fd = openStateFile(dirFd, tmp.toString(), O.WRONLY | O.CREAT | O.EXCL);
   try {
-    let off = 0;
-    while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
-    sys.fsync(fd);
+    fill(fd);
   } catch (er) {
     sys.close(fd);
     try {
@@ -900,5 +1142,14 @@ function writeAtomically(dirFd: number, name: string, data: Buffer): void {
     throw er;
   }
   sys.close(fd);
-  sys.renameAt(dirFd, tmp, dirFd, Buffer.from(name));
+  return { tmp, name };
+}
+
+function syncTemp(dirFd: number, t: Temp): void {
+  const fd = openStateFile(dirFd, t.tmp.toString(), O.RDONLY);
+  try {
+    sys.fsync(fd);
+  } finally {
+    sys.close(fd);
+  }
 }
