@@ -564,6 +564,8 @@ for p in sys.stdin.buffer.read().split(b"\\0"):
         // holds only the other roots' entries, never the 2 guests' from the last round
         const Sr = `${S}.${what}.${r}`;
         spawnSync('cp', ['-a', '--', S, Sr], { stdio: 'inherit' });
+        // written out now, not by the measured run's first fsync (the cached run saves shards)
+        spawnSync('sync');
         const x = vunify(
           what === 'cache' ? `2 guests, --state-dir with the cache` : '2 guests, --no-cache',
           two,
