@@ -46,6 +46,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -83,11 +85,16 @@ static void col_unmap(column *c) {
   c->data = NULL;
 }
 
-enum { D_PARENT, D_ROOT, D_DEPTH, D_NAMEOFF, D_NAMELEN, D_INO, D_COLS };
+enum { D_PARENT, D_ROOT, D_DEPTH, D_NAMEOFF, D_NAMELEN, D_INO, D_XSTATE, D_PROJID, D_COLS };
 enum { F_DIR, F_NAMEOFF, F_NAMELEN, F_INO, F_SIZE, F_BLOCKS, F_META, F_NLINK, F_MTIME, F_MTIMENS, F_CTIME, F_CTIMENS, F_COLS };
 enum { M_UID, M_GID, M_MODE, M_COLS };
 enum { W_ROWS, W_INO, W_SIZE, W_BLOCKS, W_META, W_NLINK, W_MTIME, W_CTIME, W_COLS };
-static const size_t D_WIDTH[D_COLS] = {4, 2, 2, 4, 1, 8};
+static const size_t D_WIDTH[D_COLS] = {4, 2, 2, 4, 1, 8, 1, 4};
+/* D_XSTATE: what FS_IOC_FSGETXATTR said of a directory as it was listed
+ * (src/pipeline/projects.ts reads it instead of opening each directory of a
+ * candidate again): the low two bits XS_*, 0 for a directory never listed
+ * (the columns start zeroed); XS_INHERIT, XS_LOCKED from fsx_xflags. */
+enum { XS_UNREAD = 0, XS_OK = 1, XS_UNSUPPORTED = 2, XS_FAILED = 3, XS_INHERIT = 4, XS_LOCKED = 8 };
 static const size_t F_WIDTH[F_COLS] = {4, 4, 1, 4, 4, 1, 2, 1, 4, 4, 4, 4};
 static const size_t M_WIDTH[M_COLS] = {4, 4, 2};
 static const size_t W_WIDTH[W_COLS] = {4, 8, 8, 8, 8, 8, 8, 8};
@@ -528,6 +535,18 @@ static void list_dir(worker *t, witem it) {
     close(fd);
     return;
   }
+  /* Its project and flags, on the descriptor the walk has open anyway. */
+  struct fsxattr fx;
+  memset(&fx, 0, sizeof fx);
+  if (ioctl(fd, FS_IOC_FSGETXATTR, &fx) == 0) {
+    COL(w->d[D_XSTATE], uint8_t, dir) = XS_OK | (fx.fsx_xflags & FS_XFLAG_PROJINHERIT ? XS_INHERIT : 0) |
+                                        (fx.fsx_xflags & (FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND) ? XS_LOCKED : 0);
+    COL(w->d[D_PROJID], uint32_t, dir) = fx.fsx_projid;
+  } else {
+    int e = errno;
+    COL(w->d[D_XSTATE], uint8_t, dir) =
+        e == ENOTTY || e == EINVAL || e == EOPNOTSUPP || e == ENOSYS ? XS_UNSUPPORTED : XS_FAILED;
+  }
   /* Every STRIDE levels this directory's descriptor is held for the
    * subdirectories below it (at most STRIDE names per lookup). */
   int32_t child_held = it.held;
@@ -795,9 +814,9 @@ static void walk_complete(napi_env env, napi_status status, void *data) {
     goto out;
   }
   napi_create_object(env, &result);
-  static const char *const dn[] = {"parent", "root", "depth", "nameOff", "nameLen", "ino"};
-  static const napi_typedarray_type dt[] = {napi_int32_array, napi_uint16_array, napi_uint16_array,
-                                            napi_uint32_array, napi_uint8_array, napi_float64_array};
+  static const char *const dn[] = {"parent", "root", "depth", "nameOff", "nameLen", "ino", "xstate", "projid"};
+  static const napi_typedarray_type dt[] = {napi_int32_array,  napi_uint16_array,  napi_uint16_array, napi_uint32_array,
+                                            napi_uint8_array,  napi_float64_array, napi_uint8_array,  napi_uint32_array};
   static const char *const fn[] = {"dir", "nameOff", "nameLen", "ino", "size", "blocks", "meta", "nlink",
                                    "mtimeSec", "mtimeNsec", "ctimeSec", "ctimeNsec"};
   static const napi_typedarray_type ft[] = {napi_uint32_array, napi_uint32_array, napi_uint8_array, napi_uint32_array,

@@ -83,7 +83,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.
     s.budget.beforePlan(groups.members.length, largestSet(inodes, groups, sets));
-    const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets));
+    const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets), walked.dirAttrs);
     const candidates = { scan, inodes, groups, read, projects };
     const thePlan = planRows(candidates, sets, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
     const apart = keptApartRows(candidates, sets, policy);
@@ -120,7 +120,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       log.timed('link');
     }
     progress.stop();
-    await saveSessionCache(s, session, seenInodes(scan, inodes));
+    if (s.cache) await saveSessionCache(s, session, seenInodes(scan, inodes));
     log.finish();
     return buildReport({ roots: s.roots, inodes: scanTotals(scan, inodes), plan: thePlan, linked, errors: log.errors, earlySkips, durations: log.durations, hashed, keptApart: apart.total });
   });
