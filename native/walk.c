@@ -54,6 +54,7 @@
 
 #define MAX_DEPTH 4096
 #define STRIDE 16
+#define HOLD_CAP 256
 #define WIDE32 0xffffffffu
 #define WIDE16 0xffffu
 #define WIDE8 0xffu
@@ -167,6 +168,7 @@ typedef struct walk {
   wheld *held;
   size_t nheld, cap_held;
   int32_t held_free;
+  size_t held_open; /* descriptors held now (at most HOLD_CAP beyond the STRIDE ones) */
   werror *errors;
   size_t nerrors, cap_errors, error_bytes;
   int stop;      /* budget hit or out of memory */
@@ -547,30 +549,40 @@ static void list_dir(worker *t, witem it) {
     COL(w->d[D_XSTATE], uint8_t, dir) =
         e == ENOTTY || e == EINVAL || e == EOPNOTSUPP || e == ENOSYS ? XS_UNSUPPORTED : XS_FAILED;
   }
-  /* Every STRIDE levels this directory's descriptor is held for the
-   * subdirectories below it (at most STRIDE names per lookup). */
+  /* Below the root, each directory's descriptor is held for its
+   * subdirectories while fewer than HOLD_CAP are held, so each opens by its
+   * one name (from a farther ancestor a lookup walks every name between: a
+   * third of the walk's lookups on the fleet); past that, every STRIDE
+   * levels, so that a hostile depth costs at most STRIDE names per lookup
+   * and a bounded number of descriptors. A held directory was opened and
+   * checked like any other. */
   int32_t child_held = it.held;
-  if (depth && depth % STRIDE == 0) {
+  if (depth) {
+    int need = depth % STRIDE == 0;
+    int32_t h = -1;
     pthread_mutex_lock(&w->mu);
-    int32_t h = w->held_free;
-    if (h >= 0) {
-      w->held_free = w->held[h].next_free;
-    } else {
-      if (w->nheld == w->cap_held) {
-        size_t n = w->cap_held * 2 + 16;
-        wheld *p = realloc(w->held, n * sizeof *p);
-        if (p) w->held = p, w->cap_held = n;
+    if (need || w->held_open < HOLD_CAP) {
+      h = w->held_free;
+      if (h >= 0) {
+        w->held_free = w->held[h].next_free;
+      } else {
+        if (w->nheld == w->cap_held) {
+          size_t n = w->cap_held * 2 + 16;
+          wheld *p = realloc(w->held, n * sizeof *p);
+          if (p) w->held = p, w->cap_held = n;
+        }
+        if (w->nheld < w->cap_held) h = (int32_t)w->nheld++;
       }
-      if (w->nheld < w->cap_held) h = (int32_t)w->nheld++;
+      if (h >= 0) w->held[h] = (wheld){fd, dir, 1, -1}, w->held_open++;
     }
-    if (h >= 0) w->held[h] = (wheld){fd, dir, 1, -1};
     pthread_mutex_unlock(&w->mu);
-    if (h < 0) {
+    if (h >= 0) {
+      child_held = h;
+    } else if (need) {
       add_error(w, dir, ENOMEM, "scandir", 0, NULL, 0);
       close(fd);
       return;
     }
-    child_held = h;
   }
   ssize_t plen = 0;
   int named = w->have_rules || root->nmounts;
@@ -667,6 +679,7 @@ done:
       w->held[child_held].fd = -1;
       w->held[child_held].next_free = w->held_free;
       w->held_free = child_held;
+      w->held_open--;
     }
     pthread_mutex_unlock(&w->mu);
   } else {
@@ -692,6 +705,7 @@ static void *worker_main(void *arg) {
         w->held[it.held].fd = -1;
         w->held[it.held].next_free = w->held_free;
         w->held_free = it.held;
+        w->held_open--;
       }
       if (!w->nstack && !w->active) pthread_cond_broadcast(&w->cv);
       continue;
