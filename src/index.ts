@@ -120,7 +120,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       log.timed('link');
     }
     progress.stop();
-    await saveSessionCache(s, session, () => seenInodes(scan, inodes));
+    if (s.cache) await saveSessionCache(s, session, seenInodes(scan, inodes));
     log.finish();
     return buildReport({ roots: s.roots, inodes: scanTotals(scan, inodes), plan: thePlan, linked, errors: log.errors, earlySkips, durations: log.durations, hashed, keptApart: apart.total });
   });

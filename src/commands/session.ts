@@ -108,12 +108,6 @@ export interface Session {
   key?: HashKey;
   /** The memory limit's checks (os/memory-limit.ts), for the walk and before planning. */
   budget: MemoryBudget;
-  /**
-   * False once hashRowGroups found every live entry of the run's shards for
-   * a candidate: all are of inodes this run saw, so the save's prune would
-   * drop nothing (nothing the run adds later is of an unseen inode).
-   */
-  mayPrune?: boolean;
 }
 
 export interface RunLog {
@@ -279,8 +273,6 @@ export async function hashRowGroups(
     }
   }
   todo = todo.subarray(0, count);
-  // Before this run puts, refreshes or forgets anything: a rerun over unchanged guests finds every entry.
-  if (cache) s.mayPrune = n - count !== cache.size;
   const policy = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
   const hashOpts = { seed: key.seed, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
   const assumed: Assumed = new Map();
@@ -412,20 +404,11 @@ function fromCache(cache: HashCache | undefined, inode: Inode, needElf: boolean)
  * Save the session's cache (after a run that went through): only entries of
  * inodes seen stay in its roots' shards; other roots' shards are not touched.
  * The default cache also removes the old single-file cache beside it.
- * `seen` may be a function, called only when there is something to prune
- * (Session.mayPrune).
  */
-export async function saveSessionCache(
-  s: Session,
-  opts: SessionOptions,
-  seen: readonly Inode[] | ReadonlyMap<number, ArrayLike<number>> | (() => ReadonlyMap<number, ArrayLike<number>>),
-): Promise<void> {
+export async function saveSessionCache(s: Session, opts: SessionOptions, seen: readonly Inode[] | ReadonlyMap<number, ArrayLike<number>>): Promise<void> {
   if (!s.cache?.dir) return;
-  if (s.mayPrune !== false) {
-    const inodes = typeof seen === 'function' ? seen() : seen;
-    if (inodes instanceof Map) s.cache.pruneTo(inodes);
-    else s.cache.prune(inodes as readonly Inode[]);
-  }
+  if (seen instanceof Map) s.cache.pruneTo(seen);
+  else s.cache.prune(seen as readonly Inode[]);
   try {
     const old = opts.cache === undefined && s.stateDir ? { dirFd: s.stateDir.fd, dirPath: s.stateDir.path } : undefined;
     s.cache.save((m) => opts.onNote?.(m), old);
