@@ -369,6 +369,13 @@ function knownClassProbes(groups: GroupRows, read: ReadColumns, todo: Uint32Arra
 /** The inodes of table rows as the cache's pruneTo takes them: inode numbers by device, no object per inode. */
 export function seenInodes(scan: Scan, inodes: InodeRows): Map<number, Float64Array> {
   const t = scan.tables;
+  const devs = new Set(scan.roots.map((r) => r.dev));
+  if (devs.size === 1) {
+    // Every root on one filesystem (most hosts): one array, no map lookup per inode.
+    const all = new Float64Array(inodes.count);
+    for (let k = 0; k < inodes.count; k++) all[k] = inoOf(t, inodes.paths[inodes.start[k]!]!);
+    return new Map([[[...devs][0]!, all]]);
+  }
   const count = new Map<number, number>();
   const devOf = (k: number) => scan.roots[rootIndexOf(t, inodes.paths[inodes.start[k]!]!)]!.dev;
   for (let k = 0; k < inodes.count; k++) count.set(devOf(k), (count.get(devOf(k)) ?? 0) + 1);
