@@ -44,8 +44,10 @@ export const MAX_DEPTH = 4096;
  * Every this many levels, the native walk keeps a directory's descriptor
  * open while its subtree is listed, and opens directories below it relative
  * to the nearest such descriptor: at most STRIDE names per lookup whatever
- * the depth (a lookup from the root is quadratic in a deep chain). (STRIDE
- * in walk.c.)
+ * the depth (a lookup from the root is quadratic in a deep chain). Below
+ * the root it also keeps every other directory's descriptor for its
+ * subdirectories while fewer than 256 are kept (HOLD_CAP), so most open by
+ * one name. (STRIDE in walk.c.)
  */
 export const STRIDE = 16;
 
