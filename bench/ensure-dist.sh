@@ -4,8 +4,9 @@
 #   bash bench/ensure-dist.sh [--snapshot DIR]     (every bench script runs it first)
 #
 # dist/ is rebuilt with `npx tsc -p .` when any src/**/*.ts (or tsconfig.json) is
-# newer than its dist/**/*.js, or a dist file is missing. BENCH_NO_BUILD=1 skips
-# the check and measures dist/ as it is. Prints one line on stdout:
+# newer than its dist/**/*.js, or a dist file is missing, and dist/bundle/ is
+# remade (packaging/bundle.mjs). BENCH_NO_BUILD=1 skips both and measures
+# dist/ as it is. Prints one line on stdout:
 #   dist: <commit>[+N uncommitted src files] fingerprint <sha256 of dist/*.js, 12 hex>
 # Exits 2 when the build fails (src/ may be mid-edit): nothing is measured then.
 # --snapshot DIR copies that build (dist/, build/Release/vunify.node,
@@ -27,6 +28,9 @@ if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
     echo "dist/ is stale ($stale is newer): npx tsc -p ." >&2
     npx tsc -p . >&2 || { echo "bench: build failed; fix src/ or run with BENCH_NO_BUILD=1" >&2; exit 2; }
   fi
+  # The bundle dist/bin.js runs (npm run build's last step), remade from this dist/: a build by tsc
+  # alone leaves it stale, and bin.js would then load dist/ module by module, not what a user runs.
+  node packaging/bundle.mjs 2>/dev/null || echo "bench: bundling failed (packaging/bundle.mjs); dist/bin.js runs dist/ module by module" >&2
 fi
 [ -e build/Release/vunify.node ] || { echo "bench: build/Release/vunify.node missing: run npm ci" >&2; exit 2; }
 

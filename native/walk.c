@@ -46,12 +46,15 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #define MAX_DEPTH 4096
 #define STRIDE 16
+#define HOLD_CAP 256
 #define WIDE32 0xffffffffu
 #define WIDE16 0xffffu
 #define WIDE8 0xffu
@@ -83,11 +86,16 @@ static void col_unmap(column *c) {
   c->data = NULL;
 }
 
-enum { D_PARENT, D_ROOT, D_DEPTH, D_NAMEOFF, D_NAMELEN, D_INO, D_COLS };
+enum { D_PARENT, D_ROOT, D_DEPTH, D_NAMEOFF, D_NAMELEN, D_INO, D_XSTATE, D_PROJID, D_COLS };
 enum { F_DIR, F_NAMEOFF, F_NAMELEN, F_INO, F_SIZE, F_BLOCKS, F_META, F_NLINK, F_MTIME, F_MTIMENS, F_CTIME, F_CTIMENS, F_COLS };
 enum { M_UID, M_GID, M_MODE, M_COLS };
 enum { W_ROWS, W_INO, W_SIZE, W_BLOCKS, W_META, W_NLINK, W_MTIME, W_CTIME, W_COLS };
-static const size_t D_WIDTH[D_COLS] = {4, 2, 2, 4, 1, 8};
+static const size_t D_WIDTH[D_COLS] = {4, 2, 2, 4, 1, 8, 1, 4};
+/* D_XSTATE: what FS_IOC_FSGETXATTR said of a directory as it was listed
+ * (src/pipeline/projects.ts reads it instead of opening each directory of a
+ * candidate again): the low two bits XS_*, 0 for a directory never listed
+ * (the columns start zeroed); XS_INHERIT, XS_LOCKED from fsx_xflags. */
+enum { XS_UNREAD = 0, XS_OK = 1, XS_UNSUPPORTED = 2, XS_FAILED = 3, XS_INHERIT = 4, XS_LOCKED = 8 };
 static const size_t F_WIDTH[F_COLS] = {4, 4, 1, 4, 4, 1, 2, 1, 4, 4, 4, 4};
 static const size_t M_WIDTH[M_COLS] = {4, 4, 2};
 static const size_t W_WIDTH[W_COLS] = {4, 8, 8, 8, 8, 8, 8, 8};
@@ -160,6 +168,7 @@ typedef struct walk {
   wheld *held;
   size_t nheld, cap_held;
   int32_t held_free;
+  size_t held_open; /* descriptors held now (at most HOLD_CAP beyond the STRIDE ones) */
   werror *errors;
   size_t nerrors, cap_errors, error_bytes;
   int stop;      /* budget hit or out of memory */
@@ -528,30 +537,52 @@ static void list_dir(worker *t, witem it) {
     close(fd);
     return;
   }
-  /* Every STRIDE levels this directory's descriptor is held for the
-   * subdirectories below it (at most STRIDE names per lookup). */
+  /* Its project and flags, on the descriptor the walk has open anyway. */
+  struct fsxattr fx;
+  memset(&fx, 0, sizeof fx);
+  if (ioctl(fd, FS_IOC_FSGETXATTR, &fx) == 0) {
+    COL(w->d[D_XSTATE], uint8_t, dir) = XS_OK | (fx.fsx_xflags & FS_XFLAG_PROJINHERIT ? XS_INHERIT : 0) |
+                                        (fx.fsx_xflags & (FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND) ? XS_LOCKED : 0);
+    COL(w->d[D_PROJID], uint32_t, dir) = fx.fsx_projid;
+  } else {
+    int e = errno;
+    COL(w->d[D_XSTATE], uint8_t, dir) =
+        e == ENOTTY || e == EINVAL || e == EOPNOTSUPP || e == ENOSYS ? XS_UNSUPPORTED : XS_FAILED;
+  }
+  /* Below the root, each directory's descriptor is held for its
+   * subdirectories while fewer than HOLD_CAP are held, so each opens by its
+   * one name (from a farther ancestor a lookup walks every name between: a
+   * third of the walk's lookups on the fleet); past that, every STRIDE
+   * levels, so that a hostile depth costs at most STRIDE names per lookup
+   * and a bounded number of descriptors. A held directory was opened and
+   * checked like any other. */
   int32_t child_held = it.held;
-  if (depth && depth % STRIDE == 0) {
+  if (depth) {
+    int need = depth % STRIDE == 0;
+    int32_t h = -1;
     pthread_mutex_lock(&w->mu);
-    int32_t h = w->held_free;
-    if (h >= 0) {
-      w->held_free = w->held[h].next_free;
-    } else {
-      if (w->nheld == w->cap_held) {
-        size_t n = w->cap_held * 2 + 16;
-        wheld *p = realloc(w->held, n * sizeof *p);
-        if (p) w->held = p, w->cap_held = n;
+    if (need || w->held_open < HOLD_CAP) {
+      h = w->held_free;
+      if (h >= 0) {
+        w->held_free = w->held[h].next_free;
+      } else {
+        if (w->nheld == w->cap_held) {
+          size_t n = w->cap_held * 2 + 16;
+          wheld *p = realloc(w->held, n * sizeof *p);
+          if (p) w->held = p, w->cap_held = n;
+        }
+        if (w->nheld < w->cap_held) h = (int32_t)w->nheld++;
       }
-      if (w->nheld < w->cap_held) h = (int32_t)w->nheld++;
+      if (h >= 0) w->held[h] = (wheld){fd, dir, 1, -1}, w->held_open++;
     }
-    if (h >= 0) w->held[h] = (wheld){fd, dir, 1, -1};
     pthread_mutex_unlock(&w->mu);
-    if (h < 0) {
+    if (h >= 0) {
+      child_held = h;
+    } else if (need) {
       add_error(w, dir, ENOMEM, "scandir", 0, NULL, 0);
       close(fd);
       return;
     }
-    child_held = h;
   }
   ssize_t plen = 0;
   int named = w->have_rules || root->nmounts;
@@ -648,6 +679,7 @@ done:
       w->held[child_held].fd = -1;
       w->held[child_held].next_free = w->held_free;
       w->held_free = child_held;
+      w->held_open--;
     }
     pthread_mutex_unlock(&w->mu);
   } else {
@@ -673,6 +705,7 @@ static void *worker_main(void *arg) {
         w->held[it.held].fd = -1;
         w->held[it.held].next_free = w->held_free;
         w->held_free = it.held;
+        w->held_open--;
       }
       if (!w->nstack && !w->active) pthread_cond_broadcast(&w->cv);
       continue;
@@ -795,9 +828,9 @@ static void walk_complete(napi_env env, napi_status status, void *data) {
     goto out;
   }
   napi_create_object(env, &result);
-  static const char *const dn[] = {"parent", "root", "depth", "nameOff", "nameLen", "ino"};
-  static const napi_typedarray_type dt[] = {napi_int32_array, napi_uint16_array, napi_uint16_array,
-                                            napi_uint32_array, napi_uint8_array, napi_float64_array};
+  static const char *const dn[] = {"parent", "root", "depth", "nameOff", "nameLen", "ino", "xstate", "projid"};
+  static const napi_typedarray_type dt[] = {napi_int32_array,  napi_uint16_array,  napi_uint16_array, napi_uint32_array,
+                                            napi_uint8_array,  napi_float64_array, napi_uint8_array,  napi_uint32_array};
   static const char *const fn[] = {"dir", "nameOff", "nameLen", "ino", "size", "blocks", "meta", "nlink",
                                    "mtimeSec", "mtimeNsec", "ctimeSec", "ctimeNsec"};
   static const napi_typedarray_type ft[] = {napi_uint32_array, napi_uint32_array, napi_uint8_array, napi_uint32_array,

@@ -83,7 +83,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.
     s.budget.beforePlan(groups.members.length, largestSet(inodes, groups, sets));
-    const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets));
+    const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets), walked.dirAttrs);
     const candidates = { scan, inodes, groups, read, projects };
     const thePlan = planRows(candidates, sets, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
     const apart = keptApartRows(candidates, sets, policy);

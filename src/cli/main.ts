@@ -20,8 +20,7 @@ import { displayPath } from '../core/paths.js';
 import { noProgress } from '../core/progress.js';
 import type { Rule } from '../pipeline/excludes.js';
 import { unify } from '../index.js';
-import { formatMetrics, previousSuccess, writeMetrics } from '../report/metrics.js';
-import { formatHuman, formatLine } from '../report/render/text.js';
+import type { Report } from '../report/report.js';
 import { DEFAULT_CONFIG } from './config.js';
 import { baseCommand, errorLine, EXIT_OK, EXIT_SKIPPED, exitCodeFor, isTTY, parseWithConfig, sizeBounds, withSelection, withUnifyOnly } from './options.js';
 import { ttyProgress } from './progress.js';
@@ -100,19 +99,26 @@ export async function main(argv: readonly string[], out = process.stdout, err = 
       onNote: (m) => opts.verbose && err.write(`vunify: ${m}\n`),
       onLink: opts.verbose ? (f, c) => out.write(`linked ${displayPath(f)} => ${displayPath(c)}\n`) : undefined,
     });
-    if (opts.metricsFile) metricsOut(opts.metricsFile, formatMetrics(report, new Date()), err);
+    if (opts.metricsFile) await metricsOut(opts.metricsFile, report, err);
     if (opts.json) out.write(JSON.stringify(report, null, 2) + '\n');
-    else if (!opts.quiet) out.write(isTTY(out) ? formatHuman(report) : formatLine(report));
+    else if (!opts.quiet) {
+      // The renderers, like the metrics below, are loaded only by a run that prints them (start-up time).
+      const { formatHuman, formatLine } = await import('../report/render/text.js');
+      out.write(isTTY(out) ? formatHuman(report) : formatLine(report));
+    }
     return report.summary.errors ? EXIT_SKIPPED : EXIT_OK;
   } catch (er) {
     // A failed run still tells the dashboard so, keeping the last success time.
-    if (o?.metricsFile) metricsOut(o.metricsFile, formatMetrics(undefined, new Date(), previousSuccess(o.metricsFile)), err);
+    if (o?.metricsFile) await metricsOut(o.metricsFile, undefined, err);
     return exitCodeFor(er, err);
   }
 }
 
 /** A metrics file that cannot be written costs the dashboard, not the run: say so even with -q. */
-function metricsOut(file: string, text: string, err: NodeJS.WritableStream): void {
+async function metricsOut(file: string, report: Report | undefined, err: NodeJS.WritableStream): Promise<void> {
+  const { formatMetrics, previousSuccess, writeMetrics } = await import('../report/metrics.js');
+  // A failed run (no report) keeps the last success time.
+  const text = report ? formatMetrics(report, new Date()) : formatMetrics(undefined, new Date(), previousSuccess(file));
   try {
     writeMetrics(file, text);
   } catch (er) {

@@ -10,18 +10,25 @@
  * "dir" pools, many hosting setups), a guest's paths can only ever join
  * inodes of its own project.
  *
- * Each directory is opened confined and checked to be the one the walk
- * listed (as os/confine.ts openDir does), read with FS_IOC_FSGETXATTR, and
- * closed, by the addon, one call per root (sys.dirXattrs);
- * a filesystem without the ioctl (ENOTTY and the like) has no projects, and
- * is not asked again. A directory that cannot be opened any more is left
- * unknown: the linker names the problem if it still matters.
+ * The native walk reads them on the descriptor it lists each directory
+ * through (walk.ts DirAttrs): opened confined and checked against its
+ * parent's listing, so no second open is needed (a second confined open
+ * from the root of ten thousand directories was a third of a dry run's
+ * plan). Without the walk's columns (the object API, tests), each directory
+ * is opened confined and checked to be the one the walk listed (as
+ * os/confine.ts openDir does), read with FS_IOC_FSGETXATTR, and closed, by
+ * the addon, one call per root (sys.dirXattrs). Either way a filesystem
+ * without the ioctl (ENOTTY and the like) has no projects, and is not
+ * asked again; a directory that could not be read is left unknown: the
+ * linker names the problem if it still matters. Flags changed after they
+ * were read are the linker's to find (it re-checks everything).
  */
 import { writeDirRel } from '../core/paths.js';
 import { FS_XFLAG_APPEND, FS_XFLAG_IMMUTABLE, FS_XFLAG_PROJINHERIT } from '../core/stat.js';
 import type { DirNode, DirProject, Inode, Root } from '../core/types.js';
 import { DIR_XATTRS, sys } from '../os/sys.js';
 import { dirRelLength, writeDirRelRow, type DirProjects, type Scan } from './rows.js';
+import { XS, type DirAttrs } from './walk.js';
 
 /** Fill in DirNode.project for the directories of every path of `inodes`. */
 export function readDirProjects(inodes: Iterable<Inode>): void {
@@ -96,18 +103,54 @@ const PENDING: DirProject = Object.freeze({ projid: 0, inherit: false, locked: f
  * readDirProjects on rows: the directories (rows of the directory table)
  * listed by `dirsOf`, in that order, read one root at a time by the addon;
  * the result is columns by directory row (rows.ts DirProjects), which the
- * per-set objects take their DirNode.project from.
+ * per-set objects take their DirNode.project from. `listed`: what the walk
+ * read of every directory as it listed it; then nothing is opened here.
  */
-export function readDirProjectRows(scan: Scan, dirsOf: (visit: (dir: number) => void) => void): DirProjects {
+export function readDirProjectRows(scan: Scan, dirsOf: (visit: (dir: number) => void) => void, listed?: DirAttrs): DirProjects {
   const t = scan.tables, n = t.dirs.count;
   const out: DirProjects = { known: new Uint8Array(n), projid: new Uint32Array(n), inherit: new Uint8Array(n), locked: new Uint8Array(n) };
-  const listed = new Uint8Array(n);
+  const seen = new Uint8Array(n);
   const order: number[] = [];
   dirsOf((dir) => {
-    if (listed[dir]) return;
-    listed[dir] = 1;
+    if (seen[dir]) return;
+    seen[dir] = 1;
     order.push(dir);
   });
+  const got = listed ? fromWalk(listed, order) : readDirs(scan, order);
+  const noProjects = new Set<number>(); // devices without FS_IOC_FSGETXATTR
+  for (let k = 0; k < order.length; k++) {
+    const dir = order[k]!;
+    const dev = scan.roots[t.dirs.root[dir]!]!.dev;
+    if (noProjects.has(dev)) continue;
+    const status = got[3 * k]!, xflags = got[3 * k + 1]!, projid = got[3 * k + 2]!;
+    if (status === DIR_XATTRS.ok) {
+      out.known[dir] = 1;
+      out.projid[dir] = projid;
+      out.inherit[dir] = (xflags & FS_XFLAG_PROJINHERIT) !== 0 ? 1 : 0;
+      out.locked[dir] = (xflags & (FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND)) !== 0 ? 1 : 0;
+    } else if (status === DIR_XATTRS.unsupported) {
+      noProjects.add(dev);
+    }
+  }
+  return out;
+}
+
+/** The walk's columns as sys.dirXattrs' results (status, xflags, projid) for the directories of `order`. */
+function fromWalk(listed: DirAttrs, order: readonly number[]): Uint32Array {
+  const got = new Uint32Array(order.length * 3);
+  for (let k = 0; k < order.length; k++) {
+    const x = listed.state[order[k]!]!;
+    const st = x & XS.mask;
+    got[3 * k] = st === XS.ok ? DIR_XATTRS.ok : st === XS.unsupported ? DIR_XATTRS.unsupported : st === XS.failed ? DIR_XATTRS.failed : DIR_XATTRS.gone;
+    got[3 * k + 1] = (x & XS.inherit ? FS_XFLAG_PROJINHERIT : 0) | (x & XS.locked ? FS_XFLAG_IMMUTABLE : 0);
+    got[3 * k + 2] = listed.projid[order[k]!]!;
+  }
+  return got;
+}
+
+/** sys.dirXattrs of the directories of `order`, one call per root: (status, xflags, projid) each. */
+function readDirs(scan: Scan, order: readonly number[]): Uint32Array {
+  const t = scan.tables;
   const got = new Uint32Array(order.length * 3);
   const byRoot = new Map<number, number[]>();
   for (let k = 0; k < order.length; k++) {
@@ -133,20 +176,5 @@ export function readDirProjectRows(scan: Scan, dirsOf: (visit: (dir: number) => 
     sys.dirXattrs(root.fd, paths, expect, res);
     for (let j = 0; j < list.length; j++) got.set(res.subarray(3 * j, 3 * j + 3), 3 * list[j]!);
   }
-  const noProjects = new Set<number>(); // devices without FS_IOC_FSGETXATTR
-  for (let k = 0; k < order.length; k++) {
-    const dir = order[k]!;
-    const dev = scan.roots[t.dirs.root[dir]!]!.dev;
-    if (noProjects.has(dev)) continue;
-    const status = got[3 * k]!, xflags = got[3 * k + 1]!, projid = got[3 * k + 2]!;
-    if (status === DIR_XATTRS.ok) {
-      out.known[dir] = 1;
-      out.projid[dir] = projid;
-      out.inherit[dir] = (xflags & FS_XFLAG_PROJINHERIT) !== 0 ? 1 : 0;
-      out.locked[dir] = (xflags & (FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND)) !== 0 ? 1 : 0;
-    } else if (status === DIR_XATTRS.unsupported) {
-      noProjects.add(dev);
-    }
-  }
-  return out;
+  return got;
 }

@@ -44,8 +44,10 @@ export const MAX_DEPTH = 4096;
  * Every this many levels, the native walk keeps a directory's descriptor
  * open while its subtree is listed, and opens directories below it relative
  * to the nearest such descriptor: at most STRIDE names per lookup whatever
- * the depth (a lookup from the root is quadratic in a deep chain). (STRIDE
- * in walk.c.)
+ * the depth (a lookup from the root is quadratic in a deep chain). Below
+ * the root it also keeps every other directory's descriptor for its
+ * subdirectories while fewer than 256 are kept (HOLD_CAP), so most open by
+ * one name. (STRIDE in walk.c.)
  */
 export const STRIDE = 16;
 
@@ -87,7 +89,24 @@ export interface TablesWalk {
   listed: number;
   /** What was reported through onError, in the same order: by root, then path. */
   errors: FileError[];
+  /** Each directory's project and flags as the walk listed it (projects.ts reads them instead of opening it again). */
+  dirAttrs: DirAttrs;
 }
+
+/**
+ * FS_IOC_FSGETXATTR of each directory row, read by the native walk on the
+ * descriptor it lists the directory through (opened confined and checked
+ * against its parent's listing, so the same directory a later confined
+ * open would check): `state` holds XS_* in its low two bits (XS_UNREAD for
+ * a directory that was not listed), with XS_INHERIT and XS_LOCKED
+ * (immutable or append-only) from its flags.
+ */
+export interface DirAttrs {
+  state: Uint8Array;
+  projid: Uint32Array;
+}
+/** XS_* in native/walk.c. */
+export const XS = { unread: 0, ok: 1, unsupported: 2, failed: 3, mask: 3, inherit: 4, locked: 8 } as const;
 
 /** The walk's result as records (one object per file), for the stages not yet on tables. */
 export interface WalkResult extends Omit<TablesWalk, 'errors' | 'listed'> {
@@ -103,7 +122,7 @@ export function errnoName(n: number): string {
 export const defaultThreads = (): number => Math.max(1, Math.min(os.availableParallelism(), 8));
 
 interface NativeWalk {
-  dirs: Tables['dirs'];
+  dirs: Tables['dirs'] & { xstate: Uint8Array; projid: Uint32Array };
   files: Tables['files'];
   metas: Tables['metas'];
   wide: Tables['wide'];
@@ -154,10 +173,12 @@ export async function walkTables(roots: readonly Root[], opts: WalkOptions): Pro
     if (timer) clearInterval(timer);
   }
   poll();
-  const tables: Tables = { dirs: r.dirs, files: r.files, metas: r.metas, wide: r.wide, names: r.names };
+  const { xstate, projid, ...dirs } = r.dirs;
+  const tables: Tables = { dirs, files: r.files, metas: r.metas, wide: r.wide, names: r.names };
   const errors = walkErrors(roots, tables, r.errors);
   for (const e of errors) opts.onError(e);
-  return { tables, special: r.special, outOfBounds: r.outOfBounds, excluded: r.excluded, mountPoints: r.mountPoints, listed: r.listed, errors };
+  const dirAttrs = { state: xstate, projid };
+  return { tables, special: r.special, outOfBounds: r.outOfBounds, excluded: r.excluded, mountPoints: r.mountPoints, listed: r.listed, errors, dirAttrs };
 }
 
 /** A directory row's path below its root, as bytes. */

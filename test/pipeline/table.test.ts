@@ -120,6 +120,21 @@ describe('classesOf', () => {
       expect(seen.map((c) => c.join()).sort()).toEqual(want);
     }
   });
+
+  it('takes any 32-bit hash (negative int32 too), lists each class in ascending item order, and sorts in a given scratch', () => {
+    const values = Array.from({ length: 3000 }, (_, i) => (i * 104729) % 997);
+    const scratch = new Float64Array(4000).fill(Math.PI);
+    for (const hash of [(i: number) => Math.imul(values[i]!, 0x9e3779b1), (i: number) => -1 - values[i]!, (i: number) => 0xffffffff - (values[i]! & 1)]) {
+      const seen: number[][] = [];
+      classesOf(values.length, hash, (a, b) => values[a]! - values[b]!, 1, (items, from, to) => seen.push([...items.subarray(from, to)]), scratch);
+      const expected = new Map<number, number[]>();
+      values.forEach((v, i) => expected.set(v, [...(expected.get(v) ?? []), i]));
+      expect(seen.map((c) => c.join()).sort()).toEqual([...expected.values()].map((c) => c.join()).sort());
+      expect(seen.flat().length).toBe(values.length);
+    }
+    // The scratch held the keys: not a number of it is what it was.
+    expect(scratch.subarray(0, 3000).some((x) => x === Math.PI)).toBe(false);
+  });
 });
 
 /** Tables of files given as Stat-like overrides, all in root `root` of `roots`. */

@@ -6,7 +6,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseRule } from '../../src/pipeline/excludes.js';
 import type { FileError } from '../../src/core/errors.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
-import { dirPath, MAX_DEPTH, walk, walkTables, type WalkOptions } from '../../src/pipeline/walk.js';
+import { dirPath, MAX_DEPTH, walk, walkTables, XS, type WalkOptions } from '../../src/pipeline/walk.js';
+import { readDirProjectRows } from '../../src/pipeline/projects.js';
 import { blocksOf, BLOCKS_BIAS, ctimeSecOf, fileName, gidOf, inoOf, modeOf, mtimeSecOf, nlinkOf, sizeOf, uidOf, WIDE32, WIDE8 } from '../../src/pipeline/table.js';
 import { makeChain } from '../helpers/deep.js';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -208,6 +209,40 @@ describe('walkTables', () => {
     expect(Array.from(r.tables.wide.rows)).toEqual(Array.from(r.tables.wide.rows).sort((a, b) => a - b));
     expect(r.outOfBounds).toBe(1);
     expect(r.special).toBe(1);
+  });
+
+  it("reads each listed directory's flags and project as lsattr shows them, as the plan's own open of it would (projects.ts)", async () => {
+    const g = path.join(dir, 'g');
+    for (const d of ['plain/deep', 'immutable', 'append', 'inherit', 'excluded']) writeFile(path.join(g, d, 'f'));
+    sh('chattr', '+P', path.join(g, 'inherit'));
+    sh('chattr', '+i', path.join(g, 'immutable'));
+    sh('chattr', '+a', path.join(g, 'append'));
+    try {
+      const roots = openRoots([g]);
+      try {
+        const r = await walkTables(roots, { rules: [parseRule('/excluded')], minSize: 1, maxSize: Infinity, onError: () => {}, threads: 2 });
+        const t = r.tables;
+        const rowOf = new Map(Array.from({ length: t.dirs.count }, (_, d) => [dirPath(t, d).toString(), d]));
+        expect([...rowOf.keys()].sort()).toEqual(['', 'append', 'immutable', 'inherit', 'plain', 'plain/deep']);
+        for (const [rel, d] of rowOf) {
+          const [projid, attrs] = sh('lsattr', '-p', '-d', path.join(g, rel)).trim().split(/\s+/);
+          const x = r.dirAttrs.state[d]!;
+          expect([x & XS.mask, r.dirAttrs.projid[d], !!(x & XS.inherit), !!(x & XS.locked)], rel).toEqual([XS.ok, Number(projid), attrs!.includes('P'), /[ia]/.test(attrs!)]);
+        }
+        expect(r.dirAttrs.state[rowOf.get('append')!]! & XS.locked).toBeTruthy();
+        expect(r.dirAttrs.state[rowOf.get('inherit')!]! & XS.inherit).toBeTruthy();
+        // The plan's directory projects from the walk's columns: what opening each directory again reads.
+        const scan = { tables: t, roots };
+        const all = (visit: (dir: number) => void) => rowOf.forEach((d) => visit(d));
+        const fromWalk = readDirProjectRows(scan, all, r.dirAttrs);
+        expect(fromWalk).toEqual(readDirProjectRows(scan, all));
+        expect(Array.from(fromWalk.locked).filter((x) => x).length).toBe(2);
+      } finally {
+        closeRoots(roots);
+      }
+    } finally {
+      sh('chattr', '-i', '-a', path.join(g, 'immutable'), path.join(g, 'append'));
+    }
   });
 
   it('finds the same rows on 1 thread and on 4 (the fleet, read only)', async () => {

@@ -34,6 +34,20 @@ function withRoots<T>(names: string[], fn: (roots: ReturnType<typeof openRoots>)
 }
 
 describe('locks', () => {
+  it("a root's lock file holds this run's pid alone, written over a longer one an earlier run left", () => {
+    withRoots(['a'], (ra) => {
+      openState(stateDir, ra, noErrors).close();
+      const file = path.join(stateDir, 'locks', `${ra[0]!.dev}-${ra[0]!.ino}`);
+      fs.writeFileSync(file, '123456789012\n');
+      const held = openState(stateDir, ra, noErrors);
+      try {
+        expect(fs.readFileSync(file, 'utf8')).toBe(`${process.pid}\n`);
+      } finally {
+        held.close();
+      }
+    });
+  });
+
   it('refuses a second run on the same root or on a root inside or around a locked one', () => {
     withRoots(['a'], (ra) => {
       const held = openState(stateDir, ra, noErrors);

@@ -1,0 +1,52 @@
+// The last step of `npm run build`: dist/cli/main.js and everything it
+// imports (commander included) bundled into dist/bundle/ by rolldown, so a
+// run loads one module instead of ~60 (Node 20 resolves, reads and links
+// each ES module on its own: a third of a rerun's start-up), and the list
+// of the files it was made from (inputs.json: path, size, mtime).
+//
+// dist/bin.js imports the bundle only while every one of those files is
+// unchanged, else dist/cli/main.js: a build that runs tsc alone (the tests'
+// build, bench/ensure-dist.sh, the Debian package) never runs a stale
+// bundle. The bundle sits at the depth of dist/cli/, so the paths the code
+// takes from import.meta.url (../../package.json, the addon in
+// ../../build/Release, the SQL beside it) resolve alike. Packages other
+// than commander stay external: loaded on demand (cli-progress, fast-glob,
+// xxhash-wasm) or native (DuckDB).
+//
+// Without rolldown (a tree installed without devDependencies) this says so
+// and removes any old bundle: the run then loads dist/ as tsc wrote it.
+import fs from 'node:fs';
+import path from 'node:path';
+
+//   node packaging/bundle.mjs [DIST]     (DIST default: dist/ of this tree)
+const root = path.join(import.meta.dirname, '..');
+const dist = path.resolve(process.argv[2] ?? path.join(root, 'dist'));
+const out = path.join(dist, 'bundle');
+fs.rmSync(out, { recursive: true, force: true });
+
+let rolldown;
+try {
+  ({ rolldown } = await import('rolldown'));
+} catch {
+  console.error('bundle: rolldown is not installed; dist/bin.js loads dist/ module by module');
+  process.exit(0);
+}
+
+const build = await rolldown({
+  input: { main: path.join(dist, 'cli', 'main.js') },
+  platform: 'node',
+  external: [/^node:/, 'cli-progress', 'fast-glob', 'xxhash-wasm', '@duckdb/node-api'],
+  logLevel: 'warn',
+});
+const { output } = await build.write({ dir: out, format: 'esm', entryFileNames: '[name].js', chunkFileNames: '[name]-[hash].js' });
+await build.close();
+
+const inputs = new Set();
+for (const chunk of output) if (chunk.type === 'chunk') for (const id of chunk.moduleIds) if (path.isAbsolute(id)) inputs.add(id);
+const list = [...inputs].sort().map((file) => {
+  const st = fs.statSync(file);
+  return [path.relative(dist, file), st.size, st.mtimeMs];
+});
+fs.cpSync(path.join(root, 'src', 'report', 'sql'), path.join(out, 'sql'), { recursive: true });
+fs.writeFileSync(path.join(out, 'inputs.json'), JSON.stringify({ inputs: list }) + '\n');
+console.error(`bundle: ${list.length} modules into ${out}/`);

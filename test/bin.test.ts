@@ -1,0 +1,66 @@
+// dist/bin.js and the bundle `npm run build` makes (packaging/bundle.mjs),
+// on a copy of dist/: the bundle runs while every file it was made from is
+// unchanged, and gives the report the module-by-module dist/ gives; after
+// a build that rewrote one of them (tsc alone), dist/ runs. Which modules a
+// run loaded is what strace saw it open, not what the code says.
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rmTree, tempDir, writeFile } from './helpers/tree.js';
+
+const REPO = path.join(import.meta.dirname, '..');
+let top: string;
+let dist: string;
+
+beforeAll(() => {
+  top = tempDir();
+  // The package's layout around dist/: package.json, the addon and node_modules beside it.
+  execFileSync('cp', ['-a', path.join(REPO, 'dist'), path.join(top, 'dist')]);
+  fs.rmSync(path.join(top, 'dist', 'bundle'), { recursive: true, force: true });
+  fs.copyFileSync(path.join(REPO, 'package.json'), path.join(top, 'package.json'));
+  fs.symlinkSync(path.join(REPO, 'build'), path.join(top, 'build'));
+  fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(top, 'node_modules'));
+  dist = path.join(top, 'dist');
+  for (const g of ['g1', 'g2']) {
+    writeFile(path.join(top, 'guests', g, 'usr/lib/a.so'), { content: Buffer.alloc(10_000, 1) });
+    writeFile(path.join(top, 'guests', g, 'usr/bin/b'), { content: Buffer.alloc(20_000, 2), mode: 0o755 });
+  }
+});
+afterAll(() => rmTree(top));
+
+/** A dry run through dist/bin.js under strace: the report, and the files of dist/ it opened. */
+function dryRun(): { report: { summary: Record<string, unknown> }; opened: string[] } {
+  const trace = path.join(top, 'trace');
+  const args = [path.join(dist, 'bin.js'), '--dry-run', '--json', '--no-default-excludes', '--state-dir', path.join(top, 'state'), path.join(top, 'guests/g1'), path.join(top, 'guests/g2')];
+  const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=openat', '-o', trace, process.execPath, ...args], { encoding: 'utf8' });
+  expect(r.status, r.stderr).toBe(0);
+  const opened = [...fs.readFileSync(trace, 'utf8').matchAll(/openat\([^"]*"([^"]+)", [^)]*\) = \d+/g)]
+    .map((m) => m[1]!)
+    .filter((f) => f.startsWith(dist + '/'))
+    .map((f) => path.relative(dist, f));
+  return { report: JSON.parse(r.stdout), opened };
+}
+
+describe('dist/bin.js', () => {
+  it('runs the bundle while its inputs are unchanged, dist/ module by module otherwise, with the same report', () => {
+    const plain = dryRun();
+    expect(plain.opened).toContain('index.js');
+    expect(plain.opened.some((f) => f.startsWith('bundle/'))).toBe(false);
+    expect(plain.report.summary).toMatchObject({ linksPlanned: 2, freeableBytes: 30_000 });
+
+    execFileSync(process.execPath, [path.join(REPO, 'packaging', 'bundle.mjs'), dist], { stdio: 'pipe' });
+    const bundled = dryRun();
+    expect(bundled.opened).toContain('bundle/main.js');
+    expect(bundled.opened.filter((f) => !f.startsWith('bundle/'))).toEqual(['bin.js']);
+    expect(bundled.report.summary).toEqual(plain.report.summary);
+
+    // A build by tsc alone rewrites a module: same bytes, a new mtime, and the bundle is no longer trusted.
+    const now = new Date();
+    fs.utimesSync(path.join(dist, 'pipeline', 'walk.js'), now, now);
+    const after = dryRun();
+    expect(after.opened).toContain('index.js');
+    expect(after.opened.some((f) => f.startsWith('bundle/') && f.endsWith('.js'))).toBe(false);
+    expect(after.report.summary).toEqual(plain.report.summary);
+  });
+});
