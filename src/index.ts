@@ -85,7 +85,8 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     s.budget.beforePlan(groups.members.length, largestSet(inodes, groups, sets));
     const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets));
     const candidates = { scan, inodes, groups, read, projects };
-    const thePlan = planRows(candidates, sets, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
+    // A dry run needs the plan's totals, not its rows (only the linker iterates them).
+    const thePlan = planRows(candidates, sets, readConstraints({ iunlink: opts.iunlink, onError: log.onError }), { totalsOnly: !s.state });
     const apart = keptApartRows(candidates, sets, policy);
     log.timed('plan');
     const earlySkips = log.errors.length;
@@ -120,7 +121,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       log.timed('link');
     }
     progress.stop();
-    await saveSessionCache(s, session, seenInodes(scan, inodes));
+    await saveSessionCache(s, session, () => seenInodes(scan, inodes));
     log.finish();
     return buildReport({ roots: s.roots, inodes: scanTotals(scan, inodes), plan: thePlan, linked, errors: log.errors, earlySkips, durations: log.durations, hashed, keptApart: apart.total });
   });

@@ -400,13 +400,22 @@ function fromCache(cache: HashCache | undefined, inode: Inode, needElf: boolean)
   return true;
 }
 
+/** The inodes a run saw, as objects or as inode numbers by device. */
+type Seen = readonly Inode[] | ReadonlyMap<number, ArrayLike<number>>;
+
 /**
  * Save the session's cache (after a run that went through): only entries of
  * inodes seen stay in its roots' shards; other roots' shards are not touched.
  * The default cache also removes the old single-file cache beside it.
  */
-export async function saveSessionCache(s: Session, opts: SessionOptions, seen: readonly Inode[] | ReadonlyMap<number, ArrayLike<number>>): Promise<void> {
+export async function saveSessionCache(
+  s: Session,
+  opts: SessionOptions,
+  /** Or a function that makes them: called only when there is a cache to save (8 bytes per inode otherwise spent for nothing). */
+  seenOrMake: Seen | (() => Seen),
+): Promise<void> {
   if (!s.cache?.dir) return;
+  const seen = typeof seenOrMake === 'function' ? seenOrMake() : seenOrMake;
   if (seen instanceof Map) s.cache.pruneTo(seen);
   else s.cache.prune(seen as readonly Inode[]);
   try {

@@ -60,30 +60,63 @@ function inodeOf(c: Candidates, mat: Materializer, m: number): Inode {
   return inode;
 }
 
-/** Grows by doubling: the plan's rows. */
+/**
+ * The plan's rows, in an array sized up front from the sets (an upper bound
+ * for the sets planned on rows), grown by half if planOne's parts need more;
+ * `counting`: only the length is kept (a dry run, whose plan is never
+ * iterated, needs its totals and not its rows).
+ */
 class U32List {
-  data = new Uint32Array(1024);
+  data: Uint32Array;
   length = 0;
+  constructor(
+    capacity: number,
+    private readonly counting = false,
+  ) {
+    this.data = new Uint32Array(counting ? 0 : Math.max(16, capacity));
+  }
   push(v: number): void {
+    if (this.counting) {
+      this.length++;
+      return;
+    }
     if (this.length === this.data.length) {
-      const next = new Uint32Array(this.data.length * 2);
+      const next = new Uint32Array(Math.ceil(this.data.length * 1.5));
       next.set(this.data);
       this.data = next;
     }
     this.data[this.length++] = v;
   }
+  /** The rows pushed: the array itself when it is nearly full, else a copy of that part (the spare room goes back to the collector). */
+  take(): Uint32Array {
+    return this.length >= this.data.length * 0.9 ? this.data.subarray(0, this.length) : this.data.slice(0, this.length);
+  }
+}
+
+/** Words a set of candidates members[from, to) takes in planRows's items when it is planned on rows, and at most when planOne plans it in one part: a header of 4, the duplicates, two per path. */
+function itemsBound(c: Candidates, members: Uint32Array, from: number, to: number): number {
+  let words = 4 + (to - from);
+  for (let k = from; k < to; k++) {
+    const id = c.groups.members[members[k]!]!;
+    words += 2 * (c.inodes.start[id + 1]! - c.inodes.start[id]!);
+  }
+  return words;
 }
 
 /**
  * Plan every identical set, one at a time. Kept per planned set: canonical
  * candidate, source row, the duplicates' candidates, and each link's (row,
- * candidate); 4 bytes each.
+ * candidate); 4 bytes each. `totalsOnly` (a dry run): the same decisions and
+ * totals, but the rows are not kept and `sets` cannot be iterated.
  */
-export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits): CompactPlan {
+export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits, opts: { totalsOnly?: boolean } = {}): CompactPlan {
   const totals: PlanTotals = { linksPlanned: 0, freeableInodes: 0, freeableBytes: 0, freeableDiskBytes: 0 };
   const freeableByRoot = new Array<number>(c.scan.roots.length).fill(0);
-  const items = new U32List();
-  const heads = new U32List();
+  const only = !!opts.totalsOnly;
+  let bound = 0;
+  if (!only) for (let s = 0; s < sets.count; s++) bound += itemsBound(c, sets.members, sets.start[s]!, sets.start[s + 1]!);
+  const items = new U32List(bound, only);
+  const heads = new U32List(sets.count, only);
   const mat = new Materializer(c.scan, c.projects);
   const candidate = new Map<Inode, number>();
   const rowOf = new Map<FileRec, number>();
@@ -122,9 +155,18 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits): Comp
       }
     });
   }
-  const data = items.data.slice(0, items.length);
-  const starts = heads.data.slice(0, heads.length);
-  return { ...totals, setCount: starts.length, freeableByRoot, objectSets, sets: { [Symbol.iterator]: () => planSets(c, data, starts) } };
+  const setCount = heads.length;
+  if (only) {
+    const sets: Iterable<PlanSet> = {
+      [Symbol.iterator]: () => {
+        throw new Error('plan: made with totalsOnly, its sets were not kept');
+      },
+    };
+    return { ...totals, setCount, freeableByRoot, objectSets, sets };
+  }
+  const data = items.take();
+  const starts = heads.take();
+  return { ...totals, setCount, freeableByRoot, objectSets, sets: { [Symbol.iterator]: () => planSets(c, data, starts) } };
 }
 
 /**

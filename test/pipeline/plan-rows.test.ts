@@ -144,6 +144,10 @@ describe('plan and kept-apart on rows', () => {
         expect(shapes(compact.sets)).toEqual(shapes(objects.sets));
         expect(linkList(compact.sets)).toEqual(linkList(objects.sets));
         expect(linkList(compact.sets).length).toBe(compact.linksPlanned);
+        // A dry run's plan: the same totals, no rows kept.
+        const totalsOnly = planRows(c, sets, kernel ? limits.rows : {}, { totalsOnly: true });
+        expect({ ...totalsOnly, sets: undefined }).toEqual({ ...compact, sets: undefined });
+        expect(() => [...totalsOnly.sets]).toThrow(/totalsOnly/);
         expect(apart).toEqual(keptApart(g.groups.flat(), scan.roots.length, opts));
         seen.links += compact.linksPlanned;
         seen.apart += Object.values(apart.total).reduce((a, b) => a + b, 0);
