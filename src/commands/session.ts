@@ -15,7 +15,7 @@ import { withDefaults, type Rule } from '../pipeline/excludes.js';
 import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
 import { hashRows, readColumns, splitByContent, type ReadColumns } from '../pipeline/hash.js';
 import type { GroupRows, InodeRows } from '../pipeline/group.js';
-import { ELF_BIT, hashOf, READ, rootIndexOf, type Scan } from '../pipeline/rows.js';
+import { ELF_BIT, flagsOf, hashOf, projidOf, READ, rootIndexOf, setAttrs, type Scan } from '../pipeline/rows.js';
 import { ctimeSecOf, inoOf, mtimeSecOf, sizeOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
@@ -263,8 +263,7 @@ export async function hashRowGroups(
     if (h >= 0) {
       read.hashHi[m] = cache!.hashHiAt(h);
       read.hashLo[m] = cache!.hashLoAt(h);
-      read.flags[m] = cache!.flagsAt(h);
-      read.projid[m] = cache!.projidAt(h);
+      setAttrs(read, m, cache!.flagsAt(h), cache!.projidAt(h));
       read.state[m] = READ | (cache!.elfAt(h) === ELF_YES ? ELF_BIT : 0);
       const x = cache!.xattrsAt(h);
       if (x) read.xattrs.set(m, x);
@@ -284,7 +283,7 @@ export async function hashRowGroups(
       for (const m of probes) {
         if (!(read.state[m]! & READ)) continue; // could not be opened or read: reported, takes part in nothing (as hashing it would)
         const c = classOf.get(m)!;
-        if ((!policy.iunlink && isLocked(read.flags[m])) || compareAttrs(read, m, c) !== 0) {
+        if ((!policy.iunlink && isLocked(flagsOf(read, m))) || compareAttrs(read, m, c) !== 0) {
           read.state[m] = 0;
           read.xattrs.delete(m);
           again.add(m); // another class, or none: hashed as before
@@ -312,7 +311,7 @@ export async function hashRowGroups(
       if (!(read.state[m]! & READ)) continue;
       const row = rowOf(m);
       const elf = read.state[m]! & ELF_BIT ? ELF_YES : ELF_NO;
-      cache.put(rootIndexOf(t, row), devOf(row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', read.flags[m]!, read.projid[m]!, elf);
+      cache.put(rootIndexOf(t, row), devOf(row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', flagsOf(read, m), projidOf(read, m), elf);
     }
   }
   return { read, hashed, assumed };
@@ -331,8 +330,8 @@ function sameClass(read: ReadColumns, a: number, b: number): number {
 
 /** sameClass without the hash: what the attributes-only read gives. */
 function compareAttrs(read: ReadColumns, a: number, b: number): number {
-  if (fileFlags(read.flags[a]) !== fileFlags(read.flags[b])) return 1;
-  if (read.projid[a] !== read.projid[b]) return 1;
+  if (fileFlags(flagsOf(read, a)) !== fileFlags(flagsOf(read, b))) return 1;
+  if (projidOf(read, a) !== projidOf(read, b)) return 1;
   return (read.xattrs.get(a) ?? '') === (read.xattrs.get(b) ?? '') ? 0 : 1;
 }
 
@@ -354,7 +353,7 @@ function knownClassProbes(groups: GroupRows, read: ReadColumns, todo: Uint32Arra
       if (uncached[m]) {
         if (probe >= 0) ok = false; // two new files: which set each joins is a question for the hash
         probe = m;
-      } else if (!iunlink && isLocked(read.flags[m])) ok = false; // takes part in nothing: not a set to join
+      } else if (!iunlink && isLocked(flagsOf(read, m))) ok = false; // takes part in nothing: not a set to join
       else if (known < 0) known = m;
       else if (sameClass(read, known, m) !== 0) ok = false; // two classes: ambiguous
     }

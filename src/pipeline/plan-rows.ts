@@ -18,7 +18,7 @@
  */
 import type { FileRec, Inode } from '../core/types.js';
 import { addContentClass, chargeKept, keptApartOf, keptApartSum, type KeptApart, type KeptApartSum } from '../report/kept-apart.js';
-import { classesOf, ELF_BIT, hashOf, Materializer, READ, dirRelLength, rootIndexOf, statOfRow, writeDirRelRow, type DirProjects, type ReadColumns, type Scan } from './rows.js';
+import { classesOf, ELF_BIT, flagsOf, hashOf, Materializer, projidOf, READ, dirRelLength, rootIndexOf, statOfRow, writeDirRelRow, type DirProjects, type ReadColumns, type Scan } from './rows.js';
 import { blocksOf, nlinkOf, sizeOf as sizeOfRow, type Tables } from './table.js';
 import type { GroupRows, InodeRows } from './group.js';
 import type { SetRows } from './hash.js';
@@ -53,8 +53,8 @@ function inodeOf(c: Candidates, mat: Materializer, m: number): Inode {
   if (r.state[m]! & READ) {
     inode.hash = hashOf(r, m);
     inode.xattrs = r.xattrs.get(m) ?? '';
-    inode.flags = r.flags[m]!;
-    inode.projid = r.projid[m]!;
+    inode.flags = flagsOf(r, m);
+    inode.projid = projidOf(r, m);
     inode.elf = (r.state[m]! & ELF_BIT) !== 0;
   }
   return inode;
@@ -212,11 +212,11 @@ class FastPlanner {
       // Read: its flags and project are known (an unread inode's canonical role asks the disk).
       if (!(r.state[m]! & READ)) return false;
       // planOne's filter: no candidate locked as a duplicate.
-      if (limits.lockedByFlags && limits.lockedByFlags(r.flags[m]!, 'duplicate') !== false) return false;
+      if (limits.lockedByFlags && limits.lockedByFlags(flagsOf(r, m), 'duplicate') !== false) return false;
       const id = c.groups.members[m]!;
       const a = ins.start[id]!, b = ins.start[id + 1]!;
       // No path refused (policy.ts refusal): every path accepts a link, none pins its inode.
-      if (this.mayRefuse) for (let j = a; j < b; j++) if (this.refused(ins.paths[j]!, r.projid[m]!)) return false;
+      if (this.mayRefuse) for (let j = a; j < b; j++) if (this.refused(ins.paths[j]!, projidOf(r, m))) return false;
       let first = ins.paths[a]!;
       for (let j = a + 1; j < b; j++) if (comparePathRows(c.scan, ins.paths[j]!, first) < 0) first = ins.paths[j]!;
       const head = ins.paths[a]!;
@@ -240,7 +240,7 @@ class FastPlanner {
     // byRoom: the canonical is not locked and has room for every other link (one part).
     const canon = order[0]!;
     const cm = members[from + canon]!;
-    if (limits.lockedByFlags && limits.lockedByFlags(r.flags[cm]!, 'canonical') !== false) return false;
+    if (limits.lockedByFlags && limits.lockedByFlags(flagsOf(r, cm), 'canonical') !== false) return false;
     if (limits.rootLinkLimit) {
       let others = 0;
       for (let k = 1; k < n; k++) others += this.pathCount(members[from + order[k]!]!);
@@ -576,7 +576,7 @@ class KeptApartRows {
   /** What firstDifference compares of candidate `m`: its Stat (its first row's, as Materializer.inode) and what the hash stage read. */
   private attributes(m: number): Attributes {
     const c = this.c, r = c.read;
-    return { stat: statOfRow(c.scan, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!), flags: r.flags[m]!, projid: r.projid[m]!, xattrs: r.xattrs.get(m) ?? '' };
+    return { stat: statOfRow(c.scan, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!), flags: flagsOf(r, m), projid: projidOf(r, m), xattrs: r.xattrs.get(m) ?? '' };
   }
 
   private reserve(n: number): void {
@@ -617,7 +617,7 @@ function anyPinned(c: Candidates, content: Uint32Array, n: number): boolean {
     const id = c.groups.members[m]!;
     for (let j = c.inodes.start[id]!; j < c.inodes.start[id + 1]!; j++) {
       const dir = f.dir[c.inodes.paths[j]!]!;
-      if (p.known[dir] && dirRefusal(p.locked[dir] === 1, p.inherit[dir] === 1, p.projid[dir]!, c.read.projid[m]!) !== undefined) return true;
+      if (p.known[dir] && dirRefusal(p.locked[dir] === 1, p.inherit[dir] === 1, p.projid[dir]!, projidOf(c.read, m)) !== undefined) return true;
     }
   }
   return false;
