@@ -430,8 +430,10 @@ function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Gener
 export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions): KeptApart {
   const sum = keptApartSum(c.scan.roots.length);
   const r = c.read, t = c.scan.tables;
-  const setOf = setNumbers(r.state.length, sets);
-  const alone = (m: number) => (r.state[m]! & READ) !== 0 && setOf[m]! < 0;
+  // 1 byte per candidate, not a set number (4): a set's number is its item's (reps below).
+  const inSet = new Uint8Array(r.state.length);
+  for (let k = 0; k < sets.members.length; k++) inSet[sets.members[k]!] = 1;
+  const alone = (m: number) => (r.state[m]! & READ) !== 0 && !inSet[m];
   let count = sets.count;
   for (let m = 0; m < r.state.length; m++) if (alone(m)) count++;
   const reps = new Uint32Array(count);
@@ -440,9 +442,12 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
   for (let m = 0; m < r.state.length; m++) if (alone(m)) reps[at++] = m;
   const sizeOf = (m: number) => sizeOfRow(t, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!);
   const mat = new Materializer(c.scan, c.projects);
-  const onRows = new KeptApartRows(c, setOf, sum, opts);
+  const onRows = new KeptApartRows(c, sets.count, sum, opts);
   const pinnable = mayRefuse(c.projects);
+  // Item i < sets.count is set i (reps[i] its first member); the others are candidates alone.
+  const setOfItem = (i: number) => (i < sets.count ? i : -1);
   let content: Uint32Array = new Uint32Array(64);
+  let contentSet: Int32Array = new Int32Array(64);
   classesOf(
     count,
     (i) => mix(r.hashLo[reps[i]!]!, r.hashHi[reps[i]!]!),
@@ -455,19 +460,19 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
     1,
     (items, from, to) => {
       const one = to - from === 1;
-      if (one && (setOf[reps[items[from]!]!]! < 0 || !pinnable)) return; // one candidate, or one set with nothing pinned
+      if (one && (setOfItem(items[from]!) < 0 || !pinnable)) return; // one candidate, or one set with nothing pinned
       // The class's candidates: each set's members, and the others.
       let n = 0;
       for (let k = from; k < to; k++) {
-        const m = reps[items[k]!]!, s = setOf[m]!;
+        const m = reps[items[k]!]!, s = setOfItem(items[k]!);
         const a = s < 0 ? 0 : sets.start[s]!, b = s < 0 ? 1 : sets.start[s + 1]!;
-        if (n + b - a > content.length) content = grow(content, n + b - a);
-        if (s < 0) content[n++] = m;
-        else for (let j = a; j < b; j++) content[n++] = sets.members[j]!;
+        if (n + b - a > content.length) (content = grow(content, n + b - a)), (contentSet = growInt(contentSet, content.length));
+        if (s < 0) (contentSet[n] = -1), (content[n++] = m);
+        else for (let j = a; j < b; j++) (contentSet[n] = s), (content[n++] = sets.members[j]!);
       }
       const pinned = pinnable && anyPinned(c, content, n);
       if (one && !pinned) return;
-      if (!pinned) return onRows.add(content, n);
+      if (!pinned) return onRows.add(content, contentSet, n);
       const inodes: Inode[] = [];
       for (let k = 0; k < n; k++) inodes.push(inodeOf(c, mat, content[k]!));
       addContentClass(sum, inodes, opts);
@@ -478,6 +483,12 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
 
 function grow(a: Uint32Array, n: number): Uint32Array {
   const next = new Uint32Array(Math.max(n, a.length * 2));
+  next.set(a);
+  return next;
+}
+
+function growInt(a: Int32Array, n: number): Int32Array {
+  const next = new Int32Array(n);
   next.set(a);
   return next;
 }
@@ -506,24 +517,22 @@ class KeptApartRows {
   private readonly slotOfSet: Int32Array;
   constructor(
     private readonly c: Candidates,
-    private readonly setOf: Int32Array,
+    sets: number,
     private readonly sum: KeptApartSum,
     private readonly opts: PolicyOptions,
   ) {
-    let sets = 0;
-    for (let m = 0; m < setOf.length; m++) sets = Math.max(sets, setOf[m]! + 1);
     this.slotOfSet = new Int32Array(sets).fill(-1);
   }
 
-  /** Charge the class of candidates content[0, n). */
-  add(content: Uint32Array, n: number): void {
-    const { c, setOf } = this;
+  /** Charge the class of candidates content[0, n), the k-th of identical set setOf[k] (-1: of none). */
+  add(content: Uint32Array, setOf: Int32Array, n: number): void {
+    const { c } = this;
     const t = c.scan.tables, ins = c.inodes;
     this.reserve(n);
     let parts = 0;
     for (let k = 0; k < n; k++) {
       const m = content[k]!;
-      const set = setOf[m]!;
+      const set = setOf[k]!;
       let p = set >= 0 ? this.slotOfSet[set]! : -1;
       const id = c.groups.members[m]!;
       const a = ins.start[id]!, b = ins.start[id + 1]!;
@@ -547,7 +556,7 @@ class KeptApartRows {
       this.first[p] = first;
     }
     for (let k = 0; k < n; k++) {
-      const set = setOf[content[k]!]!;
+      const set = setOf[k]!;
       if (set >= 0) this.slotOfSet[set] = -1;
     }
     let main = 0;
@@ -623,12 +632,6 @@ function anyPinned(c: Candidates, content: Uint32Array, n: number): boolean {
   return false;
 }
 
-/** Each identical set's candidates' set number (-1: in none). */
-export function setNumbers(candidates: number, sets: SetRows): Int32Array {
-  const setOf = new Int32Array(candidates).fill(-1);
-  for (let s = 0; s < sets.count; s++) for (let k = sets.start[s]!; k < sets.start[s + 1]!; k++) setOf[sets.members[k]!] = s;
-  return setOf;
-}
 
 /** The directory rows of every path of the sets' candidates (for projects.ts readDirProjectRows). */
 export function setDirs(c: Omit<Candidates, 'read' | 'projects'>, sets: SetRows): (visit: (dir: number) => void) => void {
