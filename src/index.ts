@@ -91,6 +91,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     collectGarbage();
     log.timed('group');
     const { read, hashed, assumed } = await hashRowGroups(s, session, scan, inodes, groups);
+    collectGarbage(); // the hash stage's batches, before the sets are made
     const sets = splitRowsByContent(groups, read, policy);
     collectGarbage(); // the hash stage's batches and lists, before planning adds its own
     log.timed('hash');

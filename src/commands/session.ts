@@ -255,6 +255,22 @@ export async function hashRowGroups(
   const n = groups.members.length;
   const read = readColumns(n, reuse);
   const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
+  const policy = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
+  const hashOpts = { seed: key.seed, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
+  if (!cache) {
+    // Every candidate is read, in order: no list of them (4 bytes each, held through the stage).
+    let bytes = 0;
+    for (let m = 0; m < n; m++) bytes += sizeOf(t, rowOf(m));
+    const hashed = { files: n, bytes, cacheHits: 0 };
+    s.progress.stage('hashing', hashed.bytes, 'bytes');
+    const part = new Uint32Array(Math.min(n, IDENTITY_CHUNK));
+    for (let from = 0; from < n; from += part.length) {
+      const todo = part.subarray(0, Math.min(part.length, n - from));
+      for (let k = 0; k < todo.length; k++) todo[k] = from + k;
+      await hashRows(scan, todo, rowOf, read, hashOpts);
+    }
+    return { read, hashed, assumed: new Map() };
+  }
   let todo = new Uint32Array(n);
   let count = 0;
   for (let m = 0; m < n; m++) {
@@ -272,8 +288,6 @@ export async function hashRowGroups(
     }
   }
   todo = todo.subarray(0, count);
-  const policy = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
-  const hashOpts = { seed: key.seed, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
   const assumed: Assumed = new Map();
   if (cache && opts.changes && count) {
     const { probes, classOf } = knownClassProbes(groups, read, todo, !!policy.iunlink);
@@ -316,6 +330,9 @@ export async function hashRowGroups(
   }
   return { read, hashed, assumed };
 }
+
+/** Candidates hashed per hashRows call without a cache: enough that the batches in flight drain rarely. */
+const IDENTITY_CHUNK = 1 << 16;
 
 /** Inodes (inode numbers by st_dev) whose hash a linking run took from their set instead of reading them: the linker's comparison is their only check. */
 export type Assumed = Map<number, Set<number>>;

@@ -307,15 +307,15 @@ export interface DirProjects {
 export class Materializer {
   // By directory row, for the life of this value: a plan's sets share
   // their directories (the same usr/share/... in every guest).
-  private readonly dirs: (DirNode | undefined)[];
+  // Made on the first set that needs objects: most plans need none.
+  private dirs: (DirNode | undefined)[] | undefined;
   constructor(
     readonly scan: Scan,
     private readonly projects?: DirProjects,
-  ) {
-    this.dirs = new Array(scan.tables.dirs.count);
-  }
+  ) {}
 
   dir(row: number): DirNode {
+    this.dirs ??= new Array(this.scan.tables.dirs.count);
     let node = this.dirs[row];
     if (node) return node;
     const t = this.scan.tables, d = t.dirs;
