@@ -476,5 +476,6 @@ export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy:
     }
   }
   starts.push(at);
-  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.subarray(0, at) };
+  // A copy of the part used: the array was sized for every candidate, and the sets are held to the end of the run.
+  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
 }

@@ -430,16 +430,17 @@ function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Gener
 export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions): KeptApart {
   const sum = keptApartSum(c.scan.roots.length);
   const r = c.read, t = c.scan.tables;
-  // 1 byte per candidate, not a set number (4): a set's number is its item's (reps below).
-  const inSet = new Uint8Array(r.state.length);
-  for (let k = 0; k < sets.members.length; k++) inSet[sets.members[k]!] = 1;
-  const alone = (m: number) => (r.state[m]! & READ) !== 0 && !inSet[m];
+  // The candidates in no identical set: those left unmarked by a bit the state column has spare
+  // (no array per candidate; a set's number is its item's, reps below).
+  for (let k = 0; k < sets.members.length; k++) r.state[sets.members[k]!]! |= IN_SET;
+  const alone = (m: number) => (r.state[m]! & (READ | IN_SET)) === READ;
   let count = sets.count;
   for (let m = 0; m < r.state.length; m++) if (alone(m)) count++;
   const reps = new Uint32Array(count);
   let at = 0;
   for (let s = 0; s < sets.count; s++) reps[at++] = sets.members[sets.start[s]!]!;
   for (let m = 0; m < r.state.length; m++) if (alone(m)) reps[at++] = m;
+  for (let k = 0; k < sets.members.length; k++) r.state[sets.members[k]!]! &= ~IN_SET;
   const sizeOf = (m: number) => sizeOfRow(t, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!);
   const mat = new Materializer(c.scan, c.projects);
   const onRows = new KeptApartRows(c, sets.count, sum, opts);
@@ -480,6 +481,9 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
   );
   return keptApartOf(sum);
 }
+
+/** A bit of ReadColumns.state (rows.ts READ, ELF_BIT) that keptApartRows sets on the members of identical sets while it picks the others, and clears. */
+const IN_SET = 0x80;
 
 function grow(a: Uint32Array, n: number): Uint32Array {
   const next = new Uint32Array(Math.max(n, a.length * 2));

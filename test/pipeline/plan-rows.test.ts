@@ -119,7 +119,9 @@ describe('plan and kept-apart on rows', () => {
         const sets = splitRowsByContent(groups, cols, opts);
         const c = { scan, inodes, groups, read: cols, projects: kernel ? w.projects : undefined };
         const compact = planRows(c, sets, kernel ? limits.rows : {});
+        const stateBefore = cols.state.slice();
         const apart = keptApartRows(c, sets, opts);
+        expect(cols.state).toEqual(stateBefore); // its scratch bit cleared
         // Objects, as the stages worked before tables.
         const files = fileRecs(scan.roots, scan.tables);
         if (kernel) {
