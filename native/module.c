@@ -86,6 +86,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("setProject", SetProject),
       FN("residentPages", ResidentPages),
       FN("pageSize", PageSize),
+      FN("mallocTrim", MallocTrim),
       FN("walk", Walk),
       FN("globExcluded", GlobExcluded),
       FN("leasePair", LeasePair),

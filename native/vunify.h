@@ -195,7 +195,7 @@ DECLARE(Sha256)
 /* extents.c */
 DECLARE(SeekData)
 /* memory.c */
-DECLARE(ResidentPages) DECLARE(PageSize)
+DECLARE(ResidentPages) DECLARE(PageSize) DECLARE(MallocTrim)
 /* fsattr.c */
 DECLARE(FsGetXattr) DECLARE(SetProject) DECLARE(DirXattrsSync)
 /* walk.c: the parallel walk into the record tables (src/pipeline/table.ts) */

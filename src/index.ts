@@ -29,7 +29,7 @@ import type { FileRec } from './core/types.js';
 import { displayPath } from './core/paths.js';
 import { probeIunlink } from './change/iunlink.js';
 import { hashRowGroups, isAssumed, saveSessionCache, withSession, type HashingOptions, type SessionOptions } from './commands/session.js';
-import { groupRows, inodeRows, type GroupRows, type InodeRows } from './pipeline/group.js';
+import { groupRows, inodeRows, type GroupOptions, type GroupRows, type InodeRows } from './pipeline/group.js';
 import { splitRowsByContent, type SetRows } from './pipeline/hash.js';
 import { keptApartRows, planRows, setDirs } from './pipeline/plan-rows.js';
 import { readConstraints } from './pipeline/canonical.js';
@@ -38,6 +38,7 @@ import { expandRoots } from './pipeline/roots.js';
 import type { Scan } from './pipeline/rows.js';
 import { scanRoots } from './pipeline/walk.js';
 import { buildReport, scanTotals, type Report } from './report/report.js';
+import { collectGarbage } from './os/memory-limit.js';
 
 export interface UnifyOptions extends HashingOptions {
   dryRun: boolean;
@@ -60,6 +61,17 @@ function largestSet(inodes: InodeRows, groups: GroupRows, sets: SetRows): number
   return most;
 }
 
+/**
+ * Inodes and candidate groups. The sort keys both use (8 bytes per file)
+ * live in this frame only: a reference left in the (async) caller's frame
+ * kept them to the end of the run.
+ */
+function groupAll(scan: Scan, policy: GroupOptions): { inodes: InodeRows; groups: GroupRows } {
+  const keys = new Float64Array(scan.tables.files.count);
+  const inodes = inodeRows(scan, keys);
+  return { inodes, groups: groupRows(scan, inodes, policy, keys) };
+}
+
 export async function unify(opts: UnifyOptions): Promise<Report> {
   const session: SessionOptions = {
     ...opts,
@@ -74,18 +86,21 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const scan: Scan = { tables: walked.tables, roots: s.roots };
     log.timed('walk');
     const policy = { ignoreMtime: opts.ignoreMtime, iunlink: opts.iunlink };
-    const keys = new Float64Array(scan.tables.files.count); // the sort keys of both, one array
-    const inodes = inodeRows(scan, keys);
-    const groups = groupRows(scan, inodes, policy, keys);
+    const { inodes, groups } = groupAll(scan, policy);
+    // Grouping's sort keys and scratch are spent: gone before the hash columns are made.
+    collectGarbage();
     log.timed('group');
-    const { read, hashed, assumed } = await hashRowGroups(s, session, scan, inodes, groups, keys);
+    const { read, hashed, assumed } = await hashRowGroups(s, session, scan, inodes, groups);
+    collectGarbage(); // the hash stage's batches, before the sets are made
     const sets = splitRowsByContent(groups, read, policy);
+    collectGarbage(); // the hash stage's batches and lists, before planning adds its own
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.
-    s.budget.beforePlan(groups.members.length, largestSet(inodes, groups, sets));
+    s.budget.beforePlan(groups.members.length, largestSet(inodes, groups, sets), !!s.state);
     const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets), walked.dirAttrs);
     const candidates = { scan, inodes, groups, read, projects };
-    const thePlan = planRows(candidates, sets, readConstraints({ iunlink: opts.iunlink, onError: log.onError }));
+    // A dry run needs the plan's totals, not its rows (only the linker iterates them).
+    const thePlan = planRows(candidates, sets, readConstraints({ iunlink: opts.iunlink, onError: log.onError }), { totalsOnly: !s.state });
     const apart = keptApartRows(candidates, sets, policy);
     log.timed('plan');
     const earlySkips = log.errors.length;

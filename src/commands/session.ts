@@ -15,7 +15,7 @@ import { withDefaults, type Rule } from '../pipeline/excludes.js';
 import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
 import { hashRows, readColumns, splitByContent, type ReadColumns } from '../pipeline/hash.js';
 import type { GroupRows, InodeRows } from '../pipeline/group.js';
-import { ELF_BIT, hashOf, READ, rootIndexOf, type Scan } from '../pipeline/rows.js';
+import { ELF_BIT, flagsOf, hashOf, projidOf, READ, rootIndexOf, setAttrs, type Scan } from '../pipeline/rows.js';
 import { ctimeSecOf, inoOf, mtimeSecOf, sizeOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
@@ -257,13 +257,27 @@ export async function hashRowGroups(
   const n = groups.members.length;
   const read = readColumns(n, reuse);
   const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
-  if (cache) fromCacheRows(cache, scan, inodes, groups, read);
+  const policy = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
+  const hashOpts = { seed: key.seed, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
+  if (!cache) {
+    // Every candidate is read, in order: no list of them (4 bytes each, held through the stage).
+    let bytes = 0;
+    for (let m = 0; m < n; m++) bytes += sizeOf(t, rowOf(m));
+    const hashed = { files: n, bytes, cacheHits: 0 };
+    s.progress.stage('hashing', hashed.bytes, 'bytes');
+    const part = new Uint32Array(Math.min(n, IDENTITY_CHUNK));
+    for (let from = 0; from < n; from += part.length) {
+      const todo = part.subarray(0, Math.min(part.length, n - from));
+      for (let k = 0; k < todo.length; k++) todo[k] = from + k;
+      await hashRows(scan, todo, rowOf, read, hashOpts);
+    }
+    return { read, hashed, assumed: new Map() };
+  }
+  fromCacheRows(cache, scan, inodes, groups, read);
   let todo = new Uint32Array(n);
   let count = 0;
   for (let m = 0; m < n; m++) if (!(read.state[m]! & READ)) todo[count++] = m;
   todo = todo.subarray(0, count);
-  const policy = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
-  const hashOpts = { seed: key.seed, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
   const assumed: Assumed = new Map();
   if (cache && opts.changes && count) {
     const { probes, classOf } = knownClassProbes(groups, read, todo, !!policy.iunlink);
@@ -273,7 +287,7 @@ export async function hashRowGroups(
       for (const m of probes) {
         if (!(read.state[m]! & READ)) continue; // could not be opened or read: reported, takes part in nothing (as hashing it would)
         const c = classOf.get(m)!;
-        if ((!policy.iunlink && isLocked(read.flags[m])) || compareAttrs(read, m, c) !== 0) {
+        if ((!policy.iunlink && isLocked(flagsOf(read, m))) || compareAttrs(read, m, c) !== 0) {
           read.state[m] = 0;
           read.xattrs.delete(m);
           again.add(m); // another class, or none: hashed as before
@@ -301,11 +315,14 @@ export async function hashRowGroups(
       if (!(read.state[m]! & READ)) continue;
       const row = rowOf(m);
       const elf = read.state[m]! & ELF_BIT ? ELF_YES : ELF_NO;
-      cache.put(rootIndexOf(t, row), devOf(row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', read.flags[m]!, read.projid[m]!, elf);
+      cache.put(rootIndexOf(t, row), devOf(row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', flagsOf(read, m), projidOf(read, m), elf);
     }
   }
   return { read, hashed, assumed };
 }
+
+/** Candidates hashed per hashRows call without a cache: enough that the batches in flight drain rarely. */
+const IDENTITY_CHUNK = 1 << 16;
 
 /** Inodes (inode numbers by st_dev) whose hash a linking run took from their set instead of reading them: the linker's comparison is their only check. */
 export type Assumed = Map<number, Set<number>>;
@@ -320,8 +337,8 @@ function sameClass(read: ReadColumns, a: number, b: number): number {
 
 /** sameClass without the hash: what the attributes-only read gives. */
 function compareAttrs(read: ReadColumns, a: number, b: number): number {
-  if (fileFlags(read.flags[a]) !== fileFlags(read.flags[b])) return 1;
-  if (read.projid[a] !== read.projid[b]) return 1;
+  if (fileFlags(flagsOf(read, a)) !== fileFlags(flagsOf(read, b))) return 1;
+  if (projidOf(read, a) !== projidOf(read, b)) return 1;
   return (read.xattrs.get(a) ?? '') === (read.xattrs.get(b) ?? '') ? 0 : 1;
 }
 
@@ -343,7 +360,7 @@ function knownClassProbes(groups: GroupRows, read: ReadColumns, todo: Uint32Arra
       if (uncached[m]) {
         if (probe >= 0) ok = false; // two new files: which set each joins is a question for the hash
         probe = m;
-      } else if (!iunlink && isLocked(read.flags[m])) ok = false; // takes part in nothing: not a set to join
+      } else if (!iunlink && isLocked(flagsOf(read, m))) ok = false; // takes part in nothing: not a set to join
       else if (known < 0) known = m;
       else if (sameClass(read, known, m) !== 0) ok = false; // two classes: ambiguous
     }
@@ -401,8 +418,7 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
         if (!e.valid(sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!)) return;
         read.hashHi[m] = e.hashHi;
         read.hashLo[m] = e.hashLo;
-        read.flags[m] = e.flags;
-        read.projid[m] = e.projid;
+        setAttrs(read, m, e.flags, e.projid);
         read.state[m] = READ | (e.elf === ELF_YES ? ELF_BIT : 0);
         const x = e.xattrs;
         if (x) read.xattrs.set(m, x);

@@ -19,7 +19,10 @@
  * compared with the limit. Both happen before the first link.
  */
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { UsageError } from '../core/errors.js';
+import { native } from './native.js';
 
 /** A limit in bytes and where it came from, for messages. */
 export interface MemoryLimit {
@@ -38,13 +41,12 @@ export class MemoryLimitError extends UsageError {
 /**
  * Peak resident bytes per file a run keeps (walked regular file within the
  * size bounds), over what the process holds before it looks at a file
- * (~55 MiB: Node and vunify's modules). Measured with the record tables
- * (README "Memory"): dry runs over bench/scale.mjs's 1,000,000-file tree
- * (969,271 files scanned) peaked at 155 bytes per file over that with
- * --no-cache and at 216 with a warm hash cache (its shards, 72 bytes per
- * entry, are read whole); over the 2,000,000-file tree (1,938,589) at
- * 126-134 and 194. A budget must hold for either, so the largest, plus 15 %,
- * rounded up.
+ * (~54 MiB: Node and vunify's modules). Measured (README "Memory") with dry
+ * runs over bench/scale.mjs's trees: without a cache 73 bytes per file at
+ * 1,000,000 files (969,271 scanned) and 67 at 2,000,000 (1,938,589); with a
+ * warm hash cache 146 at 1,000,000; the run that fills the cache (every
+ * candidate hashed and put, the shards written) 217 at 1,000,000. A budget
+ * must hold for any of them, so the largest, plus 15 %, rounded up.
  */
 export const FILE_BYTES = 250;
 /**
@@ -55,13 +57,21 @@ export const FILE_BYTES = 250;
  */
 export const FILE_ROW_BYTES = 37;
 /**
- * Planning and linking, per candidate file, on top of what is resident
- * after hashing: the plan stage rose 61 MiB over 751,419 candidates of the
- * 1,000,000-file tree without a cache (85 bytes each) and 70 MiB with one
- * (98), 70 MiB over 1,503,667 at 2,000,000 files (49); the larger plus 20 %.
+ * Planning, per candidate file, on top of what is resident after hashing,
+ * in a dry run (the plan's totals, kept-apart): it rose 6.4 MiB over
+ * 751,419 candidates of the 1,000,000-file tree (9 bytes each) and 8.5 MiB
+ * over 1,503,667 at 2,000,000 (6); the larger, with room to spare.
  */
-export const PLAN_BYTES = 120;
-/** Linking, per file of the largest identical set (its records are built at once). */
+export const PLAN_BYTES = 16;
+/**
+ * Planning and linking, per candidate file, in a run that links: the plan
+ * kept as rows, and the linker. Measured over 4 x 10 guests of the
+ * 1,000,000-file tree copied (193,819 files, 148,997 candidates, 104,998
+ * links made, --no-cache): from 71 MiB after hashing to a peak of 132 MiB,
+ * 426 bytes per candidate, nearly all of it while linking; plus 20 %.
+ */
+export const LINK_BYTES = 520;
+/** Per file of the largest identical set: its records are built at once (to link it, or to plan a set its rows cannot decide). */
 export const SET_BYTES = 600;
 
 /**
@@ -161,6 +171,26 @@ export function memoryLimit(option: string | undefined, paths?: CgroupPaths): Me
 
 export const mib = (n: number): string => `${Math.round(n / 2 ** 20).toLocaleString('en-US')} MiB`;
 
+let gc: (() => void) | undefined;
+
+/**
+ * A full garbage collection, between stages, and the memory it freed given
+ * back. A stage leaves tens of megabytes of spent typed arrays (sort keys,
+ * a list sized for every inode of which a part was copied out) while the
+ * JavaScript heap itself stays at a few megabytes, so the collector, which
+ * runs on the heap's growth, would not look at them before the run's peak;
+ * a collection of so small a heap takes a few milliseconds. Their memory,
+ * once freed, stays in malloc's arenas, resident, unless trimmed.
+ */
+export function collectGarbage(): void {
+  if (!gc) {
+    setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as () => void;
+  }
+  gc();
+  native.mallocTrim();
+}
+
 /** Resident set size of this process now. */
 export const residentBytes = (): number => process.memoryUsage.rss();
 
@@ -191,10 +221,10 @@ export class MemoryBudget {
     return this.limit === undefined ? undefined : FILE_BYTES - FILE_ROW_BYTES;
   }
 
-  /** Before planning and linking: resident now plus what they need, for `candidates` files and a largest set of `largest`. */
-  beforePlan(candidates: number, largest: number): void {
+  /** Before planning and linking: resident now plus what they need, for `candidates` files and a largest set of `largest`; `links`: the run goes on to link (a dry run only plans). */
+  beforePlan(candidates: number, largest: number, links = true): void {
     if (this.limit === undefined) return;
-    const need = this.rss() + candidates * PLAN_BYTES + largest * SET_BYTES;
+    const need = this.rss() + candidates * (links ? LINK_BYTES : PLAN_BYTES) + largest * SET_BYTES;
     if (need > this.limit.bytes) this.fail('the link plan', candidates, need, 'after hashing');
   }
 

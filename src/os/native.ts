@@ -44,6 +44,8 @@ export interface Native {
   seekData(fd: number, pos: number, hole: boolean): number;
   residentPages(fd: number, size: number): Buffer;
   pageSize(): number;
+  /** glibc malloc_trim(0): freed heap memory back to the kernel; true when some was. */
+  mallocTrim(): boolean;
   /** The C exclude matcher's whole verdict (every level, as compileRules().match); for tests. */
   globExcluded(patterns: Buffer[], include: Uint8Array, path: Buffer): boolean;
   /** The parallel walk into the record tables (native/walk.c; its options and result: src/pipeline/walk.ts). */

@@ -147,6 +147,7 @@ export const sys = {
   /** One byte per page of the first `size` bytes of `fd`, bit 0 set when in the page cache (mincore; reads nothing). */
   residentPages: (fd: number, size: number): Buffer => native.residentPages(fd, size),
   pageSize: (): number => native.pageSize(),
+  mallocTrim: (): boolean => native.mallocTrim(),
   /**
    * Read leases on two descriptors opened O_RDONLY (native/lease.c): 0 when
    * both are held, else the errno that refused one (then neither is held).

@@ -149,5 +149,6 @@ export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions, key
     keys,
   );
   starts.push(at);
-  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.subarray(0, at) };
+  // A copy of the members' part: the array was sized for every inode, and held for the rest of the run.
+  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
 }

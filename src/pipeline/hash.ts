@@ -35,7 +35,7 @@ import { getHasher, type Hasher } from '../core/xxhash.js';
 import { openRegular } from '../os/confine.js';
 import { codedError, fileError, type FileError } from '../core/errors.js';
 import { splitGroups, type GroupRows } from './group.js';
-import { displayRow, ELF_BIT, hashOf, READ, readColumns, relPathLengthRow, relPathRow, rootIndexOf, setRead, statOfRow, writeRelPathRow, type ReadColumns, type Scan } from './rows.js';
+import { displayRow, ELF_BIT, hashOf, READ, readColumns, relPathLengthRow, relPathRow, rootIndexOf, setAttrs, setRead, statOfRow, writeRelPathRow, type ReadColumns, type Scan } from './rows.js';
 import { ctimeSecOf, inoOf, metaOf, mtimeSecOf, sizeOf } from './table.js';
 import { readFully, sys } from '../os/sys.js';
 import { layout } from '../os/native.js';
@@ -417,8 +417,7 @@ function decodeInto(
       if (out.readUInt32LE(off + OUT_XATTRS) > 0) cols.xattrs.set(m, out.toString('hex', off + OUT_HDR, off + OUT_HDR + 32));
       else cols.xattrs.delete(m);
       cols.state[m] = READ | ((out.readUInt32LE(off + OUT_DETAIL) & HASH_ELF) !== 0 ? ELF_BIT : 0);
-      cols.flags[m] = out.readUInt32LE(off + OUT_FLAGS);
-      cols.projid[m] = out.readUInt32LE(off + OUT_PROJID);
+      setAttrs(cols, m, out.readUInt32LE(off + OUT_FLAGS), out.readUInt32LE(off + OUT_PROJID));
       cols.hashLo[m] = out.readUInt32LE(off + OUT_HASH);
       cols.hashHi[m] = out.readUInt32LE(off + OUT_HASH + 4);
       done(m);
@@ -442,17 +441,18 @@ export interface SetRows {
  * project, xattrs) and cut where those change.
  */
 export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy: PolicyOptions): SetRows {
-  const { hashHi, hashLo, flags, projid, state, xattrs } = cols;
+  const { hashHi, hashLo, attrs, state, xattrs } = cols;
   const cmp = (a: number, b: number): number => {
     if (hashHi[a] !== hashHi[b]) return hashHi[a]! < hashHi[b]! ? -1 : 1;
     if (hashLo[a] !== hashLo[b]) return hashLo[a]! < hashLo[b]! ? -1 : 1;
-    const fa = fileFlags(flags[a]), fb = fileFlags(flags[b]);
+    const fa = fileFlags(attrs.flags(a)), fb = fileFlags(attrs.flags(b));
     if (fa !== fb) return fa < fb ? -1 : 1;
-    if (projid[a] !== projid[b]) return projid[a]! < projid[b]! ? -1 : 1;
+    const pa = attrs.projid(a), pb = attrs.projid(b);
+    if (pa !== pb) return pa < pb ? -1 : 1;
     const xa = xattrs.get(a) ?? '', xb = xattrs.get(b) ?? '';
     return xa < xb ? -1 : xa > xb ? 1 : 0;
   };
-  const take = (m: number) => (state[m]! & READ) !== 0 && (!!policy.iunlink || !isLocked(flags[m]));
+  const take = (m: number) => (state[m]! & READ) !== 0 && (!!policy.iunlink || !isLocked(attrs.flags(m)));
   const starts: number[] = [];
   const members = new Uint32Array(groups.members.length);
   let at = 0;
@@ -476,5 +476,6 @@ export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy:
     }
   }
   starts.push(at);
-  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.subarray(0, at) };
+  // A copy of the part used: the array was sized for every candidate, and the sets are held to the end of the run.
+  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
 }

@@ -18,7 +18,7 @@
  */
 import type { FileRec, Inode } from '../core/types.js';
 import { addContentClass, chargeKept, keptApartOf, keptApartSum, type KeptApart, type KeptApartSum } from '../report/kept-apart.js';
-import { classesOf, ELF_BIT, hashOf, Materializer, READ, dirRelLength, rootIndexOf, statOfRow, writeDirRelRow, type DirProjects, type ReadColumns, type Scan } from './rows.js';
+import { classesOf, ELF_BIT, flagsOf, hashOf, Materializer, projidOf, READ, dirRelLength, rootIndexOf, statOfRow, writeDirRelRow, type DirProjects, type ReadColumns, type Scan } from './rows.js';
 import { blocksOf, nlinkOf, sizeOf as sizeOfRow, type Tables } from './table.js';
 import type { GroupRows, InodeRows } from './group.js';
 import type { SetRows } from './hash.js';
@@ -53,37 +53,70 @@ function inodeOf(c: Candidates, mat: Materializer, m: number): Inode {
   if (r.state[m]! & READ) {
     inode.hash = hashOf(r, m);
     inode.xattrs = r.xattrs.get(m) ?? '';
-    inode.flags = r.flags[m]!;
-    inode.projid = r.projid[m]!;
+    inode.flags = flagsOf(r, m);
+    inode.projid = projidOf(r, m);
     inode.elf = (r.state[m]! & ELF_BIT) !== 0;
   }
   return inode;
 }
 
-/** Grows by doubling: the plan's rows. */
+/**
+ * The plan's rows, in an array sized up front from the sets (an upper bound
+ * for the sets planned on rows), grown by half if planOne's parts need more;
+ * `counting`: only the length is kept (a dry run, whose plan is never
+ * iterated, needs its totals and not its rows).
+ */
 class U32List {
-  data = new Uint32Array(1024);
+  data: Uint32Array;
   length = 0;
+  constructor(
+    capacity: number,
+    private readonly counting = false,
+  ) {
+    this.data = new Uint32Array(counting ? 0 : Math.max(16, capacity));
+  }
   push(v: number): void {
+    if (this.counting) {
+      this.length++;
+      return;
+    }
     if (this.length === this.data.length) {
-      const next = new Uint32Array(this.data.length * 2);
+      const next = new Uint32Array(Math.ceil(this.data.length * 1.5));
       next.set(this.data);
       this.data = next;
     }
     this.data[this.length++] = v;
   }
+  /** The rows pushed: the array itself when it is nearly full, else a copy of that part (the spare room goes back to the collector). */
+  take(): Uint32Array {
+    return this.length >= this.data.length * 0.9 ? this.data.subarray(0, this.length) : this.data.slice(0, this.length);
+  }
+}
+
+/** Words a set of candidates members[from, to) takes in planRows's items when it is planned on rows, and at most when planOne plans it in one part: a header of 4, the duplicates, two per path. */
+function itemsBound(c: Candidates, members: Uint32Array, from: number, to: number): number {
+  let words = 4 + (to - from);
+  for (let k = from; k < to; k++) {
+    const id = c.groups.members[members[k]!]!;
+    words += 2 * (c.inodes.start[id + 1]! - c.inodes.start[id]!);
+  }
+  return words;
 }
 
 /**
  * Plan every identical set, one at a time. Kept per planned set: canonical
  * candidate, source row, the duplicates' candidates, and each link's (row,
- * candidate); 4 bytes each.
+ * candidate); 4 bytes each. `totalsOnly` (a dry run): the same decisions and
+ * totals, but the rows are not kept and `sets` cannot be iterated.
  */
-export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits): CompactPlan {
+export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits, opts: { totalsOnly?: boolean } = {}): CompactPlan {
   const totals: PlanTotals = { linksPlanned: 0, freeableInodes: 0, freeableBytes: 0, freeableDiskBytes: 0 };
   const freeableByRoot = new Array<number>(c.scan.roots.length).fill(0);
-  const items = new U32List();
-  const heads = new U32List();
+  const only = !!opts.totalsOnly;
+  let bound = 0;
+  if (!only) for (let s = 0; s < sets.count; s++) bound += itemsBound(c, sets.members, sets.start[s]!, sets.start[s + 1]!);
+  const items = new U32List(bound, only);
+  const heads = new U32List(sets.count, only);
   const mat = new Materializer(c.scan, c.projects);
   const candidate = new Map<Inode, number>();
   const rowOf = new Map<FileRec, number>();
@@ -122,9 +155,18 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits): Comp
       }
     });
   }
-  const data = items.data.slice(0, items.length);
-  const starts = heads.data.slice(0, heads.length);
-  return { ...totals, setCount: starts.length, freeableByRoot, objectSets, sets: { [Symbol.iterator]: () => planSets(c, data, starts) } };
+  const setCount = heads.length;
+  if (only) {
+    const sets: Iterable<PlanSet> = {
+      [Symbol.iterator]: () => {
+        throw new Error('plan: made with totalsOnly, its sets were not kept');
+      },
+    };
+    return { ...totals, setCount, freeableByRoot, objectSets, sets };
+  }
+  const data = items.take();
+  const starts = heads.take();
+  return { ...totals, setCount, freeableByRoot, objectSets, sets: { [Symbol.iterator]: () => planSets(c, data, starts) } };
 }
 
 /**
@@ -170,11 +212,11 @@ class FastPlanner {
       // Read: its flags and project are known (an unread inode's canonical role asks the disk).
       if (!(r.state[m]! & READ)) return false;
       // planOne's filter: no candidate locked as a duplicate.
-      if (limits.lockedByFlags && limits.lockedByFlags(r.flags[m]!, 'duplicate') !== false) return false;
+      if (limits.lockedByFlags && limits.lockedByFlags(flagsOf(r, m), 'duplicate') !== false) return false;
       const id = c.groups.members[m]!;
       const a = ins.start[id]!, b = ins.start[id + 1]!;
       // No path refused (policy.ts refusal): every path accepts a link, none pins its inode.
-      if (this.mayRefuse) for (let j = a; j < b; j++) if (this.refused(ins.paths[j]!, r.projid[m]!)) return false;
+      if (this.mayRefuse) for (let j = a; j < b; j++) if (this.refused(ins.paths[j]!, projidOf(r, m))) return false;
       let first = ins.paths[a]!;
       for (let j = a + 1; j < b; j++) if (comparePathRows(c.scan, ins.paths[j]!, first) < 0) first = ins.paths[j]!;
       const head = ins.paths[a]!;
@@ -198,7 +240,7 @@ class FastPlanner {
     // byRoom: the canonical is not locked and has room for every other link (one part).
     const canon = order[0]!;
     const cm = members[from + canon]!;
-    if (limits.lockedByFlags && limits.lockedByFlags(r.flags[cm]!, 'canonical') !== false) return false;
+    if (limits.lockedByFlags && limits.lockedByFlags(flagsOf(r, cm), 'canonical') !== false) return false;
     if (limits.rootLinkLimit) {
       let others = 0;
       for (let k = 1; k < n; k++) others += this.pathCount(members[from + order[k]!]!);
@@ -388,19 +430,25 @@ function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Gener
 export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions): KeptApart {
   const sum = keptApartSum(c.scan.roots.length);
   const r = c.read, t = c.scan.tables;
-  const setOf = setNumbers(r.state.length, sets);
-  const alone = (m: number) => (r.state[m]! & READ) !== 0 && setOf[m]! < 0;
+  // The candidates in no identical set: those left unmarked by a bit the state column has spare
+  // (no array per candidate; a set's number is its item's, reps below).
+  for (let k = 0; k < sets.members.length; k++) r.state[sets.members[k]!]! |= IN_SET;
+  const alone = (m: number) => (r.state[m]! & (READ | IN_SET)) === READ;
   let count = sets.count;
   for (let m = 0; m < r.state.length; m++) if (alone(m)) count++;
   const reps = new Uint32Array(count);
   let at = 0;
   for (let s = 0; s < sets.count; s++) reps[at++] = sets.members[sets.start[s]!]!;
   for (let m = 0; m < r.state.length; m++) if (alone(m)) reps[at++] = m;
+  for (let k = 0; k < sets.members.length; k++) r.state[sets.members[k]!]! &= ~IN_SET;
   const sizeOf = (m: number) => sizeOfRow(t, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!);
   const mat = new Materializer(c.scan, c.projects);
-  const onRows = new KeptApartRows(c, setOf, sum, opts);
+  const onRows = new KeptApartRows(c, sets.count, sum, opts);
   const pinnable = mayRefuse(c.projects);
+  // Item i < sets.count is set i (reps[i] its first member); the others are candidates alone.
+  const setOfItem = (i: number) => (i < sets.count ? i : -1);
   let content: Uint32Array = new Uint32Array(64);
+  let contentSet: Int32Array = new Int32Array(64);
   classesOf(
     count,
     (i) => mix(r.hashLo[reps[i]!]!, r.hashHi[reps[i]!]!),
@@ -413,19 +461,19 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
     1,
     (items, from, to) => {
       const one = to - from === 1;
-      if (one && (setOf[reps[items[from]!]!]! < 0 || !pinnable)) return; // one candidate, or one set with nothing pinned
+      if (one && (setOfItem(items[from]!) < 0 || !pinnable)) return; // one candidate, or one set with nothing pinned
       // The class's candidates: each set's members, and the others.
       let n = 0;
       for (let k = from; k < to; k++) {
-        const m = reps[items[k]!]!, s = setOf[m]!;
+        const m = reps[items[k]!]!, s = setOfItem(items[k]!);
         const a = s < 0 ? 0 : sets.start[s]!, b = s < 0 ? 1 : sets.start[s + 1]!;
-        if (n + b - a > content.length) content = grow(content, n + b - a);
-        if (s < 0) content[n++] = m;
-        else for (let j = a; j < b; j++) content[n++] = sets.members[j]!;
+        if (n + b - a > content.length) (content = grow(content, n + b - a)), (contentSet = growInt(contentSet, content.length));
+        if (s < 0) (contentSet[n] = -1), (content[n++] = m);
+        else for (let j = a; j < b; j++) (contentSet[n] = s), (content[n++] = sets.members[j]!);
       }
       const pinned = pinnable && anyPinned(c, content, n);
       if (one && !pinned) return;
-      if (!pinned) return onRows.add(content, n);
+      if (!pinned) return onRows.add(content, contentSet, n);
       const inodes: Inode[] = [];
       for (let k = 0; k < n; k++) inodes.push(inodeOf(c, mat, content[k]!));
       addContentClass(sum, inodes, opts);
@@ -434,8 +482,17 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
   return keptApartOf(sum);
 }
 
+/** A bit of ReadColumns.state (rows.ts READ, ELF_BIT) that keptApartRows sets on the members of identical sets while it picks the others, and clears. */
+const IN_SET = 0x80;
+
 function grow(a: Uint32Array, n: number): Uint32Array {
   const next = new Uint32Array(Math.max(n, a.length * 2));
+  next.set(a);
+  return next;
+}
+
+function growInt(a: Int32Array, n: number): Int32Array {
+  const next = new Int32Array(n);
   next.set(a);
   return next;
 }
@@ -464,24 +521,22 @@ class KeptApartRows {
   private readonly slotOfSet: Int32Array;
   constructor(
     private readonly c: Candidates,
-    private readonly setOf: Int32Array,
+    sets: number,
     private readonly sum: KeptApartSum,
     private readonly opts: PolicyOptions,
   ) {
-    let sets = 0;
-    for (let m = 0; m < setOf.length; m++) sets = Math.max(sets, setOf[m]! + 1);
     this.slotOfSet = new Int32Array(sets).fill(-1);
   }
 
-  /** Charge the class of candidates content[0, n). */
-  add(content: Uint32Array, n: number): void {
-    const { c, setOf } = this;
+  /** Charge the class of candidates content[0, n), the k-th of identical set setOf[k] (-1: of none). */
+  add(content: Uint32Array, setOf: Int32Array, n: number): void {
+    const { c } = this;
     const t = c.scan.tables, ins = c.inodes;
     this.reserve(n);
     let parts = 0;
     for (let k = 0; k < n; k++) {
       const m = content[k]!;
-      const set = setOf[m]!;
+      const set = setOf[k]!;
       let p = set >= 0 ? this.slotOfSet[set]! : -1;
       const id = c.groups.members[m]!;
       const a = ins.start[id]!, b = ins.start[id + 1]!;
@@ -505,7 +560,7 @@ class KeptApartRows {
       this.first[p] = first;
     }
     for (let k = 0; k < n; k++) {
-      const set = setOf[content[k]!]!;
+      const set = setOf[k]!;
       if (set >= 0) this.slotOfSet[set] = -1;
     }
     let main = 0;
@@ -534,7 +589,7 @@ class KeptApartRows {
   /** What firstDifference compares of candidate `m`: its Stat (its first row's, as Materializer.inode) and what the hash stage read. */
   private attributes(m: number): Attributes {
     const c = this.c, r = c.read;
-    return { stat: statOfRow(c.scan, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!), flags: r.flags[m]!, projid: r.projid[m]!, xattrs: r.xattrs.get(m) ?? '' };
+    return { stat: statOfRow(c.scan, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!), flags: flagsOf(r, m), projid: projidOf(r, m), xattrs: r.xattrs.get(m) ?? '' };
   }
 
   private reserve(n: number): void {
@@ -575,18 +630,12 @@ function anyPinned(c: Candidates, content: Uint32Array, n: number): boolean {
     const id = c.groups.members[m]!;
     for (let j = c.inodes.start[id]!; j < c.inodes.start[id + 1]!; j++) {
       const dir = f.dir[c.inodes.paths[j]!]!;
-      if (p.known[dir] && dirRefusal(p.locked[dir] === 1, p.inherit[dir] === 1, p.projid[dir]!, c.read.projid[m]!) !== undefined) return true;
+      if (p.known[dir] && dirRefusal(p.locked[dir] === 1, p.inherit[dir] === 1, p.projid[dir]!, projidOf(c.read, m)) !== undefined) return true;
     }
   }
   return false;
 }
 
-/** Each identical set's candidates' set number (-1: in none). */
-export function setNumbers(candidates: number, sets: SetRows): Int32Array {
-  const setOf = new Int32Array(candidates).fill(-1);
-  for (let s = 0; s < sets.count; s++) for (let k = sets.start[s]!; k < sets.start[s + 1]!; k++) setOf[sets.members[k]!] = s;
-  return setOf;
-}
 
 /** The directory rows of every path of the sets' candidates (for projects.ts readDirProjectRows). */
 export function setDirs(c: Omit<Candidates, 'read' | 'projects'>, sets: SetRows): (visit: (dir: number) => void) => void {

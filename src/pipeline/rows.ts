@@ -183,8 +183,8 @@ function sortRun(items: Uint32Array, len: number, cmp: (a: number, b: number) =>
 export interface ReadColumns {
   hashHi: Uint32Array;
   hashLo: Uint32Array;
-  flags: Uint32Array;
-  projid: Uint32Array;
+  /** Inode flags and project ID: read them with flagsOf/projidOf, write with setAttrs. */
+  attrs: AttrColumn;
   /** READ once read (or taken from the cache), | ELF_BIT when it starts with the ELF magic. */
   state: Uint8Array;
   xattrs: Map<number, string>;
@@ -207,8 +207,82 @@ export function readColumns(n: number, reuse?: Float64Array): ReadColumns {
     hashHi = new Uint32Array(n);
     hashLo = new Uint32Array(n);
   }
-  return { hashHi, hashLo, flags: new Uint32Array(n), projid: new Uint32Array(n), state: new Uint8Array(n), xattrs: new Map() };
+  return { hashHi, hashLo, attrs: new AttrColumn(n), state: new Uint8Array(n), xattrs: new Map() };
 }
+
+/**
+ * Inode flags and project ID per candidate. A host has a handful of
+ * distinct pairs (ext4's extents flag on every file, one project per guest
+ * where projects are used), so a candidate holds the number of its pair in
+ * a short list: 1 byte while there are at most 256 pairs, 2 up to 65,536,
+ * instead of two 4-byte columns (8 bytes per candidate, 12 MB at 1.5
+ * million). Past that (a guest that sets a project per file) the pairs'
+ * lookup would cost more than it saves: the exact values move to two full
+ * columns. Candidates not yet set read as 0, 0.
+ */
+export class AttrColumn {
+  private code: Uint8Array | Uint16Array | undefined;
+  private flagsCol: Uint32Array | undefined;
+  private projidCol: Uint32Array | undefined;
+  private readonly pairFlags: number[] = [0];
+  private readonly pairProjid: number[] = [0];
+  private readonly pairOf = new Map<number, Map<number, number>>([[0, new Map([[0, 0]])]]);
+  constructor(readonly length: number) {
+    this.code = new Uint8Array(length);
+  }
+
+  flags(m: number): number {
+    return this.code ? this.pairFlags[this.code[m]!]! : this.flagsCol![m]!;
+  }
+
+  projid(m: number): number {
+    return this.code ? this.pairProjid[this.code[m]!]! : this.projidCol![m]!;
+  }
+
+  set(m: number, flags: number, projid: number): void {
+    flags >>>= 0;
+    projid >>>= 0;
+    if (!this.code) {
+      this.flagsCol![m] = flags;
+      this.projidCol![m] = projid;
+      return;
+    }
+    let byProjid = this.pairOf.get(flags);
+    if (!byProjid) this.pairOf.set(flags, (byProjid = new Map()));
+    let pair = byProjid.get(projid);
+    if (pair === undefined) {
+      pair = this.pairFlags.length;
+      if (pair === 65536) {
+        this.widen();
+        return this.set(m, flags, projid);
+      }
+      if (pair === 256) this.code = Uint16Array.from(this.code);
+      byProjid.set(projid, pair);
+      this.pairFlags.push(flags);
+      this.pairProjid.push(projid);
+    }
+    this.code[m] = pair;
+  }
+
+  private widen(): void {
+    const code = this.code!;
+    this.flagsCol = new Uint32Array(this.length);
+    this.projidCol = new Uint32Array(this.length);
+    for (let m = 0; m < this.length; m++) {
+      this.flagsCol[m] = this.pairFlags[code[m]!]!;
+      this.projidCol[m] = this.pairProjid[code[m]!]!;
+    }
+    this.code = undefined;
+    this.pairOf.clear();
+  }
+}
+
+/** Candidate `m`'s inode flags as read. */
+export const flagsOf = (c: ReadColumns, m: number): number => c.attrs.flags(m);
+/** Candidate `m`'s project ID as read. */
+export const projidOf = (c: ReadColumns, m: number): number => c.attrs.projid(m);
+/** Record candidate `m`'s inode flags and project ID. */
+export const setAttrs = (c: ReadColumns, m: number, flags: number, projid: number): void => c.attrs.set(m, flags, projid);
 
 /** Candidate `m`'s hash as a BigInt (for the cache and messages). */
 export const hashOf = (c: ReadColumns, m: number): bigint => (BigInt(c.hashHi[m]!) << 32n) | BigInt(c.hashLo[m]!);
@@ -217,8 +291,7 @@ export const hashOf = (c: ReadColumns, m: number): bigint => (BigInt(c.hashHi[m]
 export function setRead(c: ReadColumns, m: number, r: { hash: bigint; xattrs: string; elf?: boolean; flags: number; projid: number }): void {
   c.hashHi[m] = Number(r.hash >> 32n);
   c.hashLo[m] = Number(r.hash & 0xffffffffn);
-  c.flags[m] = r.flags;
-  c.projid[m] = r.projid;
+  setAttrs(c, m, r.flags, r.projid);
   c.state[m] = READ | (r.elf ? ELF_BIT : 0);
   if (r.xattrs) c.xattrs.set(m, r.xattrs);
   else c.xattrs.delete(m);
@@ -241,15 +314,15 @@ export interface DirProjects {
 export class Materializer {
   // By directory row, for the life of this value: a plan's sets share
   // their directories (the same usr/share/... in every guest).
-  private readonly dirs: (DirNode | undefined)[];
+  // Made on the first set that needs objects: most plans need none.
+  private dirs: (DirNode | undefined)[] | undefined;
   constructor(
     readonly scan: Scan,
     private readonly projects?: DirProjects,
-  ) {
-    this.dirs = new Array(scan.tables.dirs.count);
-  }
+  ) {}
 
   dir(row: number): DirNode {
+    this.dirs ??= new Array(this.scan.tables.dirs.count);
     let node = this.dirs[row];
     if (node) return node;
     const t = this.scan.tables, d = t.dirs;

@@ -15,6 +15,7 @@ import {
   cgroupMargin,
   FILE_BYTES,
   FILE_ROW_BYTES,
+  LINK_BYTES,
   MemoryBudget,
   MemoryLimitError,
   memoryLimit,
@@ -110,7 +111,7 @@ describe('MemoryBudget', () => {
 
   it('lets a run go on while its estimate fits, and stops it with exit-2 error naming limit, source, count and remedy', () => {
     const b = new MemoryBudget(limit, fixed(60 * M));
-    const fits = Math.floor((140 * M) / PLAN_BYTES) - 10;
+    const fits = Math.floor((140 * M) / LINK_BYTES) - 10;
     expect(() => b.beforePlan(fits, 0)).not.toThrow();
     let er: unknown;
     try {
@@ -137,6 +138,16 @@ describe('MemoryBudget', () => {
     rss = 199 * M;
     expect(() => b.beforePlan(100_000, 10)).toThrow(/the link plan for 100,000 files/);
     expect(100_000 * PLAN_BYTES).toBeGreaterThan(M);
+  });
+
+  it('charges a dry run the plan only, a linking run the plan and the linker', () => {
+    const b = new MemoryBudget(limit, fixed(60 * M));
+    // 140 MiB left: candidates a dry run can plan but a linking run cannot.
+    const n = Math.floor((140 * M) / LINK_BYTES) * 2;
+    expect(n * PLAN_BYTES).toBeLessThan(140 * M);
+    expect(() => b.beforePlan(n, 0, false)).not.toThrow();
+    expect(() => b.beforePlan(n, 0, true)).toThrow(MemoryLimitError);
+    expect(() => b.beforePlan(Math.floor((140 * M) / PLAN_BYTES) + 1000, 0, false)).toThrow(MemoryLimitError);
   });
 
   it('passes everything without a limit, and hands the native walk what is left', () => {

@@ -119,7 +119,9 @@ describe('plan and kept-apart on rows', () => {
         const sets = splitRowsByContent(groups, cols, opts);
         const c = { scan, inodes, groups, read: cols, projects: kernel ? w.projects : undefined };
         const compact = planRows(c, sets, kernel ? limits.rows : {});
+        const stateBefore = cols.state.slice();
         const apart = keptApartRows(c, sets, opts);
+        expect(cols.state).toEqual(stateBefore); // its scratch bit cleared
         // Objects, as the stages worked before tables.
         const files = fileRecs(scan.roots, scan.tables);
         if (kernel) {
@@ -144,6 +146,10 @@ describe('plan and kept-apart on rows', () => {
         expect(shapes(compact.sets)).toEqual(shapes(objects.sets));
         expect(linkList(compact.sets)).toEqual(linkList(objects.sets));
         expect(linkList(compact.sets).length).toBe(compact.linksPlanned);
+        // A dry run's plan: the same totals, no rows kept.
+        const totalsOnly = planRows(c, sets, kernel ? limits.rows : {}, { totalsOnly: true });
+        expect({ ...totalsOnly, sets: undefined }).toEqual({ ...compact, sets: undefined });
+        expect(() => [...totalsOnly.sets]).toThrow(/totalsOnly/);
         expect(apart).toEqual(keptApart(g.groups.flat(), scan.roots.length, opts));
         seen.links += compact.linksPlanned;
         seen.apart += Object.values(apart.total).reduce((a, b) => a + b, 0);

@@ -6,7 +6,7 @@ import { FileType, type Stat } from '../../src/core/stat.js';
 import type { Root } from '../../src/core/types.js';
 import { groupRows, inodeRows } from '../../src/pipeline/group.js';
 import { compareMetadataRows, metadataHashRow, metadataKey } from '../../src/pipeline/policy.js';
-import { classesOf, Materializer, readColumns, relPathRow, statOfRow, type Scan } from '../../src/pipeline/rows.js';
+import { AttrColumn, classesOf, Materializer, readColumns, relPathRow, statOfRow, type Scan } from '../../src/pipeline/rows.js';
 import { blocksOf, BLOCKS_BIAS, ctimeSecOf, inoOf, metaOf, modeOf, mtimeSecOf, nlinkOf, sizeOf, uidOf, WIDE16, WIDE32, WIDE8 } from '../../src/pipeline/table.js';
 import { TableBuilder, tablesFromWalk } from '../../src/pipeline/table-builder.js';
 import { relPath } from '../../src/core/paths.js';
@@ -212,5 +212,27 @@ describe('hash batches from rows', () => {
     });
     const todo = Uint32Array.from([2, 0, 1]);
     expect(encodeRows(scan, todo, 0, 3, (m) => m)).toEqual(encodeJobs([inodes[2]!, inodes[0]!, inodes[1]!], 0, 3));
+  });
+});
+
+describe('AttrColumn', () => {
+  // Pairs written in a scrambled order, some candidates rewritten, some never set;
+  // read back against a plain array through each width (1 byte, 2 bytes, full columns).
+  it.each([[10], [300], [200000]])('reads back every (flags, projid) pair with %i distinct pairs', (pairs) => {
+    const n = 100000;
+    const col = new AttrColumn(n);
+    const want: [number, number][] = Array.from({ length: n }, () => [0, 0]);
+    let x = 12345;
+    const next = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0);
+    for (let k = 0; k < n + n / 4; k++) {
+      const m = next() % n;
+      if (m % 7 === 0) continue; // never set: 0, 0
+      const p = next() % pairs;
+      const flags = p % 2 ? 0x80000 | (p & 0x30) : 0xffffffff - (p & 0xff), projid = p >>> 1;
+      col.set(m, flags, projid);
+      want[m] = [flags, projid];
+    }
+    const wrong = want.filter(([flags, projid], m) => col.flags(m) !== flags || col.projid(m) !== projid);
+    expect(wrong).toEqual([]);
   });
 });

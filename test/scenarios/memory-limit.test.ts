@@ -164,7 +164,7 @@ describe('a tree too big for the memory limit', () => {
     expect(fingerprint(base)).toBe(before);
   });
 
-  it('--dry-run under the same cgroup limit stops the same way (it would need the same memory)', () => {
+  it('--dry-run under the same cgroup limit stops the same way (the listing charges every run what the costliest, the one that fills the cache, needs)', () => {
     const cg = cgroup('tight-dry');
     cg.limit(128 * M);
     const r = vunify(['-n', '--no-cache', '--state-dir', stateDir('state-dry'), ...guests], cg);
