@@ -52,18 +52,18 @@
  * with the path and the run goes on.
  */
 import { codedError, errorCode, fileError, type FileError } from '../core/errors.js';
-import { displayPath, relPath } from '../core/paths.js';
-import { sameFile, type Stat } from '../core/stat.js';
+import { dirRel, displayPath, relPath } from '../core/paths.js';
+import { FS_FILE_FLAGS, sameFile, type Stat } from '../core/stat.js';
 import type { FileRec, Inode } from '../core/types.js';
 import { openDir, openRegular, openScanned, type OpenedFile } from '../os/confine.js';
-import { sys } from '../os/sys.js';
+import { doublesStat, LINK, LINK_OUT, LINK_PAIR, LINK_STAT, LINK_TMP, statDoubles, sys } from '../os/sys.js';
 import type { LinkOp, PlanSet } from '../pipeline/plan.js';
 import { freeable } from '../pipeline/plan.js';
 import { checkNotLocked, difference, isContentDifference } from './compare.js';
 import { isIunlinked, setIunlink } from './iunlink.js';
 import type { Journal } from './journal.js';
-import { PairLease } from './lease.js';
-import { swap } from './swap.js';
+import { leaseError, PairLease } from './lease.js';
+import { changedWhileLinked, settle, settledMarkFailure, swap, swapFailure, tempMoved, tempUnlinkFailure } from './swap.js';
 
 export interface LinkOptions {
   ignoreMtime: boolean;
@@ -159,16 +159,20 @@ async function linkSet(
   let last = 0; // the canonical that matched last: tried first
   // Duplicate inode -> the canonical it was compared with in full, while both are unchanged since.
   const compared = new Map<Inode, Inode>();
+  const batch = useNative(opts) ? (batches ??= new Batch()) : undefined;
   try {
     for (const [n, op] of set.ops.entries()) {
       opts.onProgress?.(1);
       if (canons.some((c) => c.inode === op.inode)) continue; // became a canonical (EMLINK, or its own content)
       const order = [last, ...canons.keys()].filter((k, i, all) => all.indexOf(k) === i);
+      // The pair with the canonical tried first, done by the addon in a batch with the next ones.
+      if (batch && !batch.has(n, canons[last]!)) batch.run(set, n, canons[last]!, canons, opts, expected, compared);
       let error: unknown;
       for (const k of order) {
         const canon = canons[k]!;
         try {
-          const freed = await linkOne(canon, op, opts, expected, compared);
+          const done = batch?.take(n, canon);
+          const freed = await (done ? finish(done, canon, op, opts, expected, compared) : linkOne(canon, op, opts, expected, compared));
           result.linksMade++;
           if (freed) {
             result.freedInodes++;
@@ -225,6 +229,190 @@ async function linkSet(
   }
 }
 
+/**
+ * The per-pair sequence in the addon (native/link.c), for runs where every
+ * rule it keeps applies: not --iunlink (its attributes are set here), and a
+ * journal the addon can write to (or none). Off through sys.nativeLinker.
+ */
+const useNative = (opts: LinkOptions): boolean =>
+  sys.nativeLinker && !opts.iunlink && (!opts.journal || (!!opts.journal.native && !opts.journal.failed));
+
+/** Pairs per linkBatch call: a few ms of work, so signals are handled between batches as before. */
+const BATCH = 64;
+let batches: Batch | undefined;
+
+/** One pair's result in the batch arrays. */
+interface Done {
+  b: Batch;
+  slot: number;
+}
+
+/** The arrays of linkBatch calls, reused, and which ops of the current set they hold results for. */
+class Batch {
+  readonly pairs = new Float64Array(BATCH * LINK_PAIR);
+  readonly out = new Float64Array(BATCH * LINK_OUT);
+  readonly tmps = Buffer.alloc(BATCH * LINK_TMP);
+  readonly canonExpect = new Float64Array(LINK_STAT);
+  /** The op index of each slot with a result, and the canonical they were linked to. */
+  private first = 0;
+  private count = 0;
+  private ops: number[] = [];
+  private canon: Canonical | undefined;
+  private set: PlanSet | undefined;
+
+  has(n: number, canon: Canonical): boolean {
+    return this.canon === canon && this.ops.includes(n);
+  }
+
+  /** The result for op `n` linked to `canon`, once. */
+  take(n: number, canon: Canonical): Done | undefined {
+    if (this.canon !== canon) return undefined;
+    const slot = this.ops.indexOf(n);
+    if (slot < 0) return undefined;
+    this.ops[slot] = -1;
+    return { b: this, slot };
+  }
+
+  /**
+   * Link ops n, n+1, ... of `set` to `canon` in the addon, as linkSet would
+   * one at a time: ops whose inode is a canonical are left out (skipped
+   * there), and the batch ends before an inode it already holds (`known`
+   * depends on the earlier path's result) and after the first pair not
+   * LINKED (what follows depends on it).
+   */
+  run(set: PlanSet, n: number, canon: Canonical, canons: Canonical[], opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): void {
+    this.set = set;
+    this.canon = canon;
+    this.ops = [];
+    const inodes = new Set<Inode>();
+    const names: Buffer[] = [];
+    const journal = opts.journal?.native;
+    for (let i = n; i < set.ops.length && this.ops.length < BATCH; i++) {
+      const op = set.ops[i]!;
+      if (canons.some((c) => c.inode === op.inode)) continue;
+      if (inodes.has(op.inode)) break;
+      let at = 0;
+      try {
+        at = journal ? journal.at(op.file.dir) : 0;
+      } catch {
+        break; // failed: the JS path says so for this pair
+      }
+      inodes.add(op.inode);
+      const p = this.ops.length * LINK_PAIR;
+      const pairs = this.pairs;
+      pairs[p] = op.file.dir.root.fd;
+      pairs[p + 1] = op.file.dir.dev;
+      pairs[p + 2] = op.file.dir.ino;
+      pairs[p + 3] = compared.get(op.inode) === canon.inode ? 1 : 0;
+      pairs[p + 4] = at;
+      statDoubles(expected.get(op.inode) ?? op.file.stat, pairs, p + 5);
+      names.push(dirRel(op.file.dir), NUL, op.file.name, NUL);
+      this.ops.push(i);
+    }
+    if (!this.ops.length) return;
+    statDoubles(canon.expect, this.canonExpect, 0);
+    const done = sys.linkBatch(
+      canon.fd,
+      this.canonExpect,
+      journal ? journal.fd : -1,
+      opts.ignoreMtime ? 1 : 0,
+      FS_FILE_FLAGS,
+      this.pairs.subarray(0, this.ops.length * LINK_PAIR),
+      Buffer.concat(names),
+      this.out,
+      this.tmps,
+    );
+    this.ops.length = done;
+  }
+
+  known(slot: number): boolean {
+    return this.pairs[slot * LINK_PAIR + 3] === 1;
+  }
+}
+
+const NUL = Buffer.alloc(1);
+
+/**
+ * What linkOne() does after its own steps, for a pair the addon went
+ * through: the same bookkeeping when it linked, its JS path when it changed
+ * nothing, and swap.ts's words and endings (settle(), undo()) for the rest.
+ */
+function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): boolean | Promise<boolean> {
+  const { b, slot } = done;
+  const out = b.out;
+  const o = slot * LINK_OUT;
+  const code = out[o]!;
+  if (code === LINK.FALLBACK) return linkOne(canon, op, opts, expected, compared);
+  const known = b.known(slot);
+  compared.delete(op.inode);
+  const errno = out[o + 1]!;
+  const aux = out[o + 2]!;
+  const canonStat = doublesStat(out, o + 6);
+  const dupStat = doublesStat(out, o + 6 + LINK_STAT);
+  if (code === LINK.LINKED) {
+    canon.expect = canonStat;
+    expected.set(canon.inode, canonStat);
+    expected.set(op.inode, dupStat);
+    const freed = dupStat.nlink === 0;
+    if (!freed && aux & 16) compared.set(op.inode, canon.inode);
+    return freed;
+  }
+  const dirFd = out[o + 3]!;
+  const dup: OpenedFile = { fd: out[o + 4]!, stat: dupStat };
+  const end = b.tmps.indexOf(0, slot * LINK_TMP);
+  const tmp = Buffer.from(b.tmps.subarray(slot * LINK_TMP, end));
+  const leftErrno = out[o + 5]!;
+  const left = leftErrno < 0 ? undefined : { tmp, why: fileError('', sys.errnoError(leftErrno, 'unlinkat')).message };
+  const journalError = () => {
+    opts.journal?.native?.fail();
+    return errno > 0
+      ? sys.errnoError(errno, 'write')
+      : codedError('ENOSPC', `journal write cut short (${-1 - errno} of ${aux} bytes; is the state directory's filesystem full?); nothing was changed`);
+  };
+  const lease = code === LINK.SETTLE && aux & 4 ? PairLease.adopt(canon.fd, dup.fd) : undefined;
+  let freed = false;
+  try {
+    try {
+      switch (code) {
+        case LINK.JOURNAL:
+          throw journalError();
+        case LINK.LINK:
+          throw sys.errnoError(errno, 'linkat');
+        case LINK.TMP:
+          throw swapFailure(tempMoved(), left);
+        case LINK.KNOWN:
+          throw swapFailure(changedWhileLinked(), left);
+        case LINK.LEASE:
+          throw swapFailure(leaseError({ canonical: !!(aux & 1), duplicate: !!(aux & 2) }, 'while it was being linked'), left);
+        case LINK.RENAME:
+          throw swapFailure(sys.errnoError(errno, 'renameat2'), left);
+        case LINK.SETTLE:
+          settle(dirFd, tmp, op.file.name, { fd: canon.fd, file: canon.file, before: canonStat }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal, known, lease }, aux & 8 ? undefined : {
+            intoAt: doublesStat(out, o + 6 + 2 * LINK_STAT),
+            outAt: doublesStat(out, o + 6 + 3 * LINK_STAT),
+          });
+          break;
+        case LINK.SETTLED_JOURNAL:
+          throw settledMarkFailure(journalError(), tmp);
+        case LINK.UNLINK:
+          throw tempUnlinkFailure(sys.errnoError(errno, 'unlinkat'), tmp);
+        default:
+          throw new Error(`linkBatch: unknown result ${code}`);
+      }
+    } catch (er) {
+      lease?.release();
+      throw swapFailed(er, canon, canonStat, compared, opts);
+    }
+    lease?.release();
+    return (freed = swapped(canon, op, dup, expected, compared));
+  } finally {
+    lease?.release();
+    if (freed) sys.closeLater(dup.fd);
+    else sys.close(dup.fd);
+    sys.close(dirFd);
+  }
+}
+
 function openCanonical(file: FileRec, inode: Inode, expected: Expected, opts: LinkOptions): Canonical {
   const expect = expected.get(inode);
   const opened = expect
@@ -275,33 +463,10 @@ async function linkOne(
         swap(dirFd, op.file, { fd: canon.fd, file: canon.file, before: canonBefore }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal, known, lease });
       } catch (er) {
         lease?.release();
-        // A writer was waiting on the canonical: its content is about to change.
-        if ((er as { doubt?: boolean }).doubt) doubt(canon, compared, opts);
-        // Our link and unlink moved the canonical's ctime; if nothing else
-        // changed, the rest of its set may still be linked to it. But a
-        // guest's xattr, flag or project change, or a rewrite with the mtime
-        // put back, during this swap moves only the ctime too: from here the
-        // canonical is trusted only as far as a fresh full comparison shows.
-        const now = sys.fstat(canon.fd);
-        if (sameFile(now, canonBefore, { ctime: false, nlink: true })) {
-          if (!sameFile(now, canon.expect, { ctime: true, nlink: true })) doubt(canon, compared, opts);
-          canon.expect = now;
-        }
-        // A difference found after the exchange is a write by the guest
-        // during the swap, not a second content of the set.
-        if (isContentDifference(er)) (er as { content?: boolean }).content = false;
-        throw er;
+        throw swapFailed(er, canon, canonBefore, compared, opts);
       }
       lease?.release();
-      canon.expect = sys.fstat(canon.fd);
-      expected.set(canon.inode, canon.expect);
-      const after = sys.fstat(dup.fd);
-      expected.set(op.inode, after);
-      freed = after.nlink === 0;
-      // Our link, exchange and unlink moved only its ctime and nlink: its
-      // other paths may skip the byte comparison while that stays so.
-      if (!freed && sameFile(after, dup.stat, { ctime: false, nlink: false })) compared.set(op.inode, canon.inode);
-      return freed;
+      return (freed = swapped(canon, op, dup, expected, compared));
     } finally {
       lease?.release(); // when verify() or the iunlink step threw
       // Closing the last descriptor of the replaced inode frees its blocks,
@@ -312,6 +477,39 @@ async function linkOne(
   } finally {
     sys.close(dirFd);
   }
+}
+
+/** After a failed swap: what is still known of the canonical; returns the error to throw. */
+function swapFailed(er: unknown, canon: Canonical, canonBefore: Stat, compared: Map<Inode, Inode>, opts: LinkOptions): unknown {
+  // A writer was waiting on the canonical: its content is about to change.
+  if ((er as { doubt?: boolean }).doubt) doubt(canon, compared, opts);
+  // Our link and unlink moved the canonical's ctime; if nothing else
+  // changed, the rest of its set may still be linked to it. But a
+  // guest's xattr, flag or project change, or a rewrite with the mtime
+  // put back, during this swap moves only the ctime too: from here the
+  // canonical is trusted only as far as a fresh full comparison shows.
+  const now = sys.fstat(canon.fd);
+  if (sameFile(now, canonBefore, { ctime: false, nlink: true })) {
+    if (!sameFile(now, canon.expect, { ctime: true, nlink: true })) doubt(canon, compared, opts);
+    canon.expect = now;
+  }
+  // A difference found after the exchange is a write by the guest
+  // during the swap, not a second content of the set.
+  if (isContentDifference(er)) (er as { content?: boolean }).content = false;
+  return er;
+}
+
+/** After a settled swap: what the canonical and the old inode are now; returns true when the old inode lost its last link. */
+function swapped(canon: Canonical, op: LinkOp, dup: OpenedFile, expected: Expected, compared: Map<Inode, Inode>): boolean {
+  canon.expect = sys.fstat(canon.fd);
+  expected.set(canon.inode, canon.expect);
+  const after = sys.fstat(dup.fd);
+  expected.set(op.inode, after);
+  const freed = after.nlink === 0;
+  // Our link, exchange and unlink moved only its ctime and nlink: its
+  // other paths may skip the byte comparison while that stays so.
+  if (!freed && sameFile(after, dup.stat, { ctime: false, nlink: false })) compared.set(op.inode, canon.inode);
+  return freed;
 }
 
 /**

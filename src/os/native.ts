@@ -54,6 +54,9 @@ export interface Native {
   leasePair(fdA: number, fdB: number): number;
   leaseHeld(fdA: number, fdB: number): number;
   leaseRelease(fdA: number, fdB: number): void;
+  linkBatch(canonFd: number, canonExpect: Float64Array, journalFd: number, flags: number, fileFlagsMask: number, pairs: Float64Array, names: Buffer, out: Float64Array, tmps: Buffer): number;
+  setLinkFault(step?: number, nth?: number, after?: number, errno?: number, kill?: number): number;
+  errnoError(errno: number, syscall: string): Error;
   /** The record layouts, as the addon defines them; read through `layout` below. */
   layout: unknown;
 }
