@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +57,8 @@ static int change_count;
 int link_fault(int step, int after) {
   int seam = step & STEP_SEAM;
   step &= ~STEP_SEAM;
-  if (!after && (step == STEP_LINK || step == STEP_EXCHANGE || step == STEP_UNLINK)) change_count++;
+  if (!after && (step == STEP_LINK || step == STEP_EXCHANGE || step == STEP_UNLINK)) __atomic_add_fetch(&change_count, 1, __ATOMIC_RELAXED);
+  /* set only by tests, and then a batch runs on one thread: no race on the counts */
   if (fault.step < 0) return 0;
   int match = (fault.step == step && !seam) ||
               (fault.step == STEP_CHANGE && (step == STEP_LINK || step == STEP_EXCHANGE || step == STEP_UNLINK));
@@ -84,7 +86,7 @@ napi_value SetLinkFault(napi_env env, napi_callback_info info) {
     fault.count = 0;
   }
   napi_value r;
-  napi_create_int32(env, change_count, &r);
+  napi_create_int32(env, __atomic_load_n(&change_count, __ATOMIC_RELAXED), &r);
   return r;
 }
 
@@ -190,7 +192,6 @@ static int same_xattrs(int a, int b) {
 }
 
 #define CHUNK (1 << 20)
-static __thread char *bufs[2];
 
 static int read_fully(int fd, char *buf, size_t len, off_t pos) {
   size_t got = 0;
@@ -221,7 +222,7 @@ static int all_zero(const char *p, size_t n) {
 }
 
 /* compare.ts sameBytes: 1 same, 0 differ, -1 read error or shrank. */
-static int same_bytes(int fa, int fb, off_t size) {
+static int same_bytes(int fa, int fb, off_t size, char **bufs) {
   if (!bufs[0] && !(bufs[0] = malloc(CHUNK))) return -1;
   if (!bufs[1] && !(bufs[1] = malloc(CHUNK))) return -1;
   int sparse = size >= CHUNK;
@@ -254,7 +255,7 @@ static uint32_t file_flags_mask;
 
 /* compare.ts difference(): 0 when `dup` may become a link to `canon`,
  * non-zero when anything differs or cannot be read (JS finds out what). */
-static int differs(int canon, int dup, int ignore_mtime, int bytes) {
+static int differs(int canon, int dup, int ignore_mtime, int bytes, char **bufs) {
   double a[S_N], b[S_N];
   if (fstat_d(canon, a) || fstat_d(dup, b)) return 1;
   if (a[S_DEV] != b[S_DEV] || a[S_MNT] != b[S_MNT] || a[S_SIZE] != b[S_SIZE]) return 1;
@@ -267,7 +268,7 @@ static int differs(int canon, int dup, int ignore_mtime, int bytes) {
   if (!ignore_mtime && (a[S_MSEC] != b[S_MSEC] || a[S_MNSEC] != b[S_MNSEC])) return 1;
   if (same_xattrs(dup, canon) != 1) return 1;
   if (!bytes) return 0;
-  return same_bytes(canon, dup, (off_t)a[S_SIZE]) != 1;
+  return same_bytes(canon, dup, (off_t)a[S_SIZE], bufs) != 1;
 }
 
 /* ---- leases (lease.c) --------------------------------------------------- */
@@ -330,9 +331,14 @@ static char *hex(char *o, const char *s, size_t n) {
 static __thread size_t journal_len;
 
 /* One journal line, written whole: 0, or the errno (-1 - bytes written when cut short). */
+static pthread_mutex_t journal_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static long journal_write(int fd, const char *line, size_t len) {
   journal_len = len;
+  /* one line per write, one writer at a time: lines never interleave */
+  pthread_mutex_lock(&journal_mu);
   ssize_t n = write(fd, line, len);
+  pthread_mutex_unlock(&journal_mu);
   if (n < 0) return errno;
   if ((size_t)n != len) return -1 - n;
   return 0;
@@ -384,7 +390,7 @@ enum {
 };
 
 /* Pair inputs, per pair (doubles): */
-enum { P_ROOT, P_DIRDEV, P_DIRINO, P_KNOWN, P_AT, P_EXPECT, P_N = P_EXPECT + S_N };
+enum { P_ROOT, P_DIRDEV, P_DIRINO, P_KNOWN, P_AT, P_NAMEOFF, P_EXPECT, P_N = P_EXPECT + S_N };
 /* Pair outputs: code, errno, aux, the descriptors left open for JS (-1 when closed), a
  * `left` errno for R_TMP/R_RENAME (removeIfInode could not remove the temporary
  * name: -1 none, else the errno), then four stats. */
@@ -399,6 +405,7 @@ typedef struct {
   double canon_expect[S_N];
   int journal_fd;
   int flags;
+  char **bufs; /* the comparison's two buffers: one pair per thread */
 } batch;
 
 static int reopen(int pathfd) {
@@ -465,7 +472,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
 
   /* 3. the comparison, and nothing written meanwhile */
   if (link_fault(STEP_COMPARE, 0)) goto fallback;
-  if (!known && differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, 1)) goto fallback;
+  if (!known && differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, 1, b->bufs)) goto fallback;
   if (fstat_d(b->canon_fd, st) || !same_file(st, canon_before, 1, 1)) goto fallback;
   if (fstat_d(dupfd, st) || !same_file(st, dup_stat, 1, 1)) goto fallback;
   if (link_fault(STEP_COMPARE, 1)) goto fallback;
@@ -530,7 +537,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   if (ok && !later(into_at, out_at)) {
     ok = same_file(into_at, canon_before, 0, 0);
     /* leases intact since the comparison: everything but the bytes */
-    if (ok && !known) ok = !differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, !leased);
+    if (ok && !known) ok = !differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, !leased, b->bufs);
   }
   double out_now[S_N];
   if (ok) ok = fstat_d(dupfd, out_now) == 0 && same_file(out_now, out_at, 1, 1);
@@ -583,54 +590,137 @@ fallback:
   o[O_CODE] = R_FALLBACK;
 }
 
-/* linkBatch(canonFd, canonExpect: Float64Array(S_N), journalFd, flags, fileFlagsMask,
- *           pairs: Float64Array(n * P_N), names: Buffer (dir NUL name NUL per pair),
- *           out: Float64Array(n * O_N), tmps: Buffer(n * 24))
- * -> pairs done: every pair up to the first whose code is not R_LINKED, which
- * is included. canonExpect is updated to the canonical's stat after each link. */
+/* ---- batches, on threads ----------------------------------------------- */
+
+/* Per segment (one set's run of pairs with one canonical), doubles: */
+enum { G_CANON, G_START, G_COUNT, G_DONE, G_N };
+
+#define MAX_THREADS 8
+#define DIR_LOCKS 256
+
+/* No two threads in one directory at a time: a pair holds its duplicate's
+ * directory's lock from its opening to its unlink (one lock at a time, so
+ * no deadlock; two directories may share a lock, and then merely wait). */
+static pthread_mutex_t dir_locks[DIR_LOCKS];
+static pthread_once_t dir_locks_once = PTHREAD_ONCE_INIT;
+static void dir_locks_init(void) {
+  for (int i = 0; i < DIR_LOCKS; i++) pthread_mutex_init(&dir_locks[i], NULL);
+}
+
+static pthread_mutex_t *dir_lock(double dev, double ino) {
+  uint64_t h = ((uint64_t)dev * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)ino * 0xC2B2AE3D27D4EB4Full);
+  return &dir_locks[(h >> 32) % DIR_LOCKS];
+}
+
+/* The comparison buffers of each worker, kept for the next batch. */
+static char *worker_bufs[MAX_THREADS][2];
+
+typedef struct {
+  double *segs, *canon_expect, *pairs, *out;
+  const char *names;
+  size_t names_len;
+  char *tmps;
+  size_t nseg;
+  int journal_fd, flags;
+  size_t next; /* the next segment to take (atomic) */
+} job;
+
+typedef struct {
+  job *j;
+  int index;
+} worker;
+
+static void run_segment(job *j, size_t g, char **bufs) {
+  double *seg = j->segs + g * G_N;
+  batch b = {(int)seg[G_CANON], {0}, j->journal_fd, j->flags, bufs};
+  memcpy(b.canon_expect, j->canon_expect + g * S_N, sizeof b.canon_expect);
+  size_t start = (size_t)seg[G_START], count = (size_t)seg[G_COUNT], done = 0;
+  for (size_t i = start; i < start + count; i++) {
+    const double *p = j->pairs + i * P_N;
+    size_t off = (size_t)p[P_NAMEOFF];
+    const char *dir = j->names + off;
+    const char *dz = off < j->names_len ? memchr(dir, 0, j->names_len - off) : NULL;
+    const char *nz = dz ? memchr(dz + 1, 0, (size_t)(j->names + j->names_len - (dz + 1))) : NULL;
+    if (!nz) break;
+    double *o = j->out + i * O_N;
+    pthread_mutex_t *mu = dir_lock(p[P_DIRDEV], p[P_DIRINO]);
+    pthread_mutex_lock(mu);
+    link_pair(&b, p, dir, dz + 1, j->tmps + i * 24, o);
+    pthread_mutex_unlock(mu);
+    done++;
+    if (o[O_CODE] != R_LINKED) break;
+  }
+  seg[G_DONE] = (double)done;
+  memcpy(j->canon_expect + g * S_N, b.canon_expect, sizeof b.canon_expect);
+}
+
+static void *work(void *arg) {
+  worker *w = arg;
+  job *j = w->j;
+  for (;;) {
+    size_t g = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+    if (g >= j->nseg) break;
+    run_segment(j, g, worker_bufs[w->index]);
+  }
+  return NULL;
+}
+
+/* linkBatch(segs: Float64Array(nseg * G_N), canonExpect: Float64Array(nseg * S_N),
+ *           journalFd, flags, fileFlagsMask, pairs: Float64Array(n * P_N),
+ *           names: Buffer (dir NUL name NUL, at each pair's P_NAMEOFF),
+ *           out: Float64Array(n * O_N), tmps: Buffer(n * 24), threads)
+ * Each segment is one set's pairs with its canonical, linked in order on
+ * one thread until the first pair not LINKED (included): its G_DONE. Its
+ * canonExpect is updated to the canonical's stat after each link. Segments
+ * are shared out between up to `threads` threads (one while the fault hook
+ * is set). Returns the number of segments. */
 napi_value LinkBatch(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value argv[9];
-  int64_t canon_fd, journal_fd, flags, mask;
+  size_t argc = 10;
+  napi_value argv[10];
+  int64_t journal_fd, flags, mask, threads;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  void *ce, *pairs, *names, *out, *tmps;
-  size_t cel, pl, nl, ol, tl;
+  void *segs, *ce, *pairs, *names, *out, *tmps;
+  size_t sl, cel, pl, nl, ol, tl;
   napi_typedarray_type t;
   napi_value ab;
   size_t off;
-  int bad = argc < 9 || arg_int(env, argv[0], &canon_fd) || arg_int(env, argv[2], &journal_fd) ||
-            arg_int(env, argv[3], &flags) || arg_int(env, argv[4], &mask);
-  if (!bad) bad = napi_get_typedarray_info(env, argv[1], &t, &cel, &ce, &ab, &off) != napi_ok || t != napi_float64_array || cel != S_N;
+  int bad = argc < 10 || arg_int(env, argv[2], &journal_fd) || arg_int(env, argv[3], &flags) || arg_int(env, argv[4], &mask) ||
+            arg_int(env, argv[9], &threads);
+  if (!bad) bad = napi_get_typedarray_info(env, argv[0], &t, &sl, &segs, &ab, &off) != napi_ok || t != napi_float64_array || sl % G_N;
+  if (!bad) bad = napi_get_typedarray_info(env, argv[1], &t, &cel, &ce, &ab, &off) != napi_ok || t != napi_float64_array;
   if (!bad) bad = napi_get_typedarray_info(env, argv[5], &t, &pl, &pairs, &ab, &off) != napi_ok || t != napi_float64_array || pl % P_N;
   if (!bad) bad = arg_buffer(env, argv[6], &names, &nl);
   if (!bad) bad = napi_get_typedarray_info(env, argv[7], &t, &ol, &out, &ab, &off) != napi_ok || t != napi_float64_array;
   if (!bad) bad = arg_buffer(env, argv[8], &tmps, &tl);
-  size_t n = bad ? 0 : pl / P_N;
-  if (bad || ol < n * O_N || tl < n * 24) {
-    napi_throw_type_error(env, NULL, "linkBatch(canonFd, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps)");
+  size_t n = bad ? 0 : pl / P_N, nseg = bad ? 0 : sl / G_N;
+  if (!bad)
+    for (size_t g = 0; g < nseg && !bad; g++) {
+      double *seg = (double *)segs + g * G_N;
+      bad = seg[G_START] < 0 || seg[G_COUNT] < 0 || seg[G_START] + seg[G_COUNT] > (double)n;
+    }
+  if (bad || cel < nseg * S_N || ol < n * O_N || tl < n * 24) {
+    napi_throw_type_error(env, NULL, "linkBatch(segs, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps, threads)");
     return NULL;
   }
-  batch b = {(int)canon_fd, {0}, (int)journal_fd, (int)flags};
-  memcpy(b.canon_expect, ce, sizeof b.canon_expect);
+  pthread_once(&dir_locks_once, dir_locks_init);
   file_flags_mask = (uint32_t)mask;
-  const char *nm = names, *end = (const char *)names + nl;
-  size_t done = 0;
-  for (size_t i = 0; i < n; i++) {
-    const char *dir = nm;
-    const char *dz = memchr(dir, 0, (size_t)(end - dir));
-    if (!dz) break;
-    const char *name = dz + 1;
-    const char *nz = memchr(name, 0, (size_t)(end - name));
-    if (!nz) break;
-    nm = nz + 1;
-    double *o = (double *)out + i * O_N;
-    link_pair(&b, (const double *)pairs + i * P_N, dir, name, (char *)tmps + i * 24, o);
-    done = i + 1;
-    if (o[O_CODE] != R_LINKED) break;
+  job j = {segs, ce, pairs, out, names, nl, tmps, nseg, (int)journal_fd, (int)flags, 0};
+  int nt = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
+  if ((size_t)nt > nseg) nt = nseg ? (int)nseg : 1;
+  if (fault.step >= 0) nt = 1; /* the fault hook counts in order */
+  worker w[MAX_THREADS];
+  pthread_t th[MAX_THREADS];
+  int started = 0;
+  for (int i = 1; i < nt; i++) {
+    w[i] = (worker){&j, i};
+    if (pthread_create(&th[i], NULL, work, &w[i])) break;
+    started = i;
   }
-  memcpy(ce, b.canon_expect, sizeof b.canon_expect);
+  w[0] = (worker){&j, 0};
+  work(&w[0]); /* this thread is a worker too */
+  for (int i = 1; i <= started; i++) pthread_join(th[i], NULL);
   napi_value r;
-  napi_create_uint32(env, (uint32_t)done, &r);
+  napi_create_uint32(env, (uint32_t)nseg, &r);
   return r;
 }
 

@@ -51,6 +51,7 @@
  * other refusal here comes from a change since the scan; it is reported
  * with the path and the run goes on.
  */
+import os from 'node:os';
 import { codedError, errorCode, fileError, type FileError } from '../core/errors.js';
 import { dirRel, displayPath, relPath } from '../core/paths.js';
 import { FS_FILE_FLAGS, sameFile, type Stat } from '../core/stat.js';
@@ -133,7 +134,8 @@ export async function link(plan: { sets: Iterable<PlanSet> }, opts: LinkOptions)
   const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, freedDiskBytes: 0, skipped: 0, contentSplits: { sets: 0, parts: 0, bytes: 0 } };
   const expected: Expected = new WeakMap();
   try {
-    for (const set of plan.sets) await linkSet(set, opts, result, expected);
+    if (useNative(opts)) linkBatched(plan.sets, opts, result, expected);
+    else for (const set of plan.sets) for (const _ of linkSet(set, opts, result, expected)); // never yields without a batch
   } finally {
     // The space is free when the run says so.
     await sys.closeLaterDrain();
@@ -141,12 +143,13 @@ export async function link(plan: { sets: Iterable<PlanSet> }, opts: LinkOptions)
   return result;
 }
 
-async function linkSet(
-  set: PlanSet,
-  opts: LinkOptions,
-  result: LinkResult,
-  expected: Expected,
-): Promise<void> {
+/**
+ * One set, one duplicate path at a time. With `batch`, the pair with the
+ * canonical tried first is done by the addon, batched with the next ones:
+ * the generator yields once its batch is prepared, and goes on when the
+ * batch has run (linkBatched()).
+ */
+function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected: Expected, batch?: Batch): Generator<void, void, void> {
   // One canonical per content found in the set; the plan's comes first.
   const canons: Canonical[] = [];
   try {
@@ -159,20 +162,19 @@ async function linkSet(
   let last = 0; // the canonical that matched last: tried first
   // Duplicate inode -> the canonical it was compared with in full, while both are unchanged since.
   const compared = new Map<Inode, Inode>();
-  const batch = useNative(opts) ? (batches ??= new Batch()) : undefined;
   try {
     for (const [n, op] of set.ops.entries()) {
       opts.onProgress?.(1);
       if (canons.some((c) => c.inode === op.inode)) continue; // became a canonical (EMLINK, or its own content)
       const order = [last, ...canons.keys()].filter((k, i, all) => all.indexOf(k) === i);
       // The pair with the canonical tried first, done by the addon in a batch with the next ones.
-      if (batch && !batch.has(n, canons[last]!)) batch.run(set, n, canons[last]!, canons, opts, expected, compared);
+      if (batch && !batch.has(n, canons[last]!) && batch.prepare(set, n, canons[last]!, canons, opts, expected, compared)) yield;
       let error: unknown;
       for (const k of order) {
         const canon = canons[k]!;
         try {
           const done = batch?.take(n, canon);
-          const freed = await (done ? finish(done, canon, op, opts, expected, compared) : linkOne(canon, op, opts, expected, compared));
+          const freed = done ? finish(done, canon, op, opts, expected, compared) : linkOne(canon, op, opts, expected, compared);
           result.linksMade++;
           if (freed) {
             result.freedInodes++;
@@ -237,9 +239,63 @@ async function linkSet(
 const useNative = (opts: LinkOptions): boolean =>
   sys.nativeLinker && !opts.iunlink && (!opts.journal || (!!opts.journal.native && !opts.journal.failed));
 
-/** Pairs per linkBatch call: a few ms of work, so signals are handled between batches as before. */
+/** Pairs per set and call: a few ms of work per call, so signals are handled between calls as before. */
 const BATCH = 64;
-let batches: Batch | undefined;
+/**
+ * Sets in flight at once: each gives the call one run of pairs (its
+ * segment), and the addon shares the segments out between its threads,
+ * each set on one thread (one canonical at a time, EMLINK as on one).
+ */
+const ACTIVE = 32;
+/** Threads per call (native/link.c caps them at 8). */
+const THREADS = Math.max(1, Math.min(os.availableParallelism(), 8));
+/** Doubles per segment in linkBatch's `segs` (G_* in native/link.c), and where a pair's fields are (P_*). */
+const SEG = 4;
+const P_KNOWN = 3;
+const P_NAMEOFF = 5;
+const P_EXPECT = 6;
+
+/** The arrays of linkBatch calls, reused: region r holds the pairs of the r-th set in flight. */
+class Pool {
+  readonly pairs = new Float64Array(ACTIVE * BATCH * LINK_PAIR);
+  readonly out = new Float64Array(ACTIVE * BATCH * LINK_OUT);
+  readonly tmps = Buffer.alloc(ACTIVE * BATCH * LINK_TMP);
+  readonly canonExpect = new Float64Array(ACTIVE * LINK_STAT);
+  readonly segs = new Float64Array(ACTIVE * SEG);
+
+  /** Run the prepared batches, one segment each, in one call. */
+  run(batches: Batch[], opts: LinkOptions): void {
+    const names: Buffer[] = [];
+    let offset = 0;
+    batches.forEach((b, g) => {
+      for (let i = 0; i < b.count; i++) {
+        this.pairs[b.at(i) * LINK_PAIR + P_NAMEOFF] = offset;
+        for (const part of b.names[i]!) {
+          names.push(part, NUL);
+          offset += part.length + 1;
+        }
+      }
+      this.segs[g * SEG] = b.canon!.fd;
+      this.segs[g * SEG + 1] = b.at(0);
+      this.segs[g * SEG + 2] = b.count;
+      statDoubles(b.canon!.expect, this.canonExpect, g * LINK_STAT);
+    });
+    const journal = opts.journal?.native;
+    sys.linkBatch(
+      this.segs.subarray(0, batches.length * SEG),
+      this.canonExpect,
+      journal ? journal.fd : -1,
+      opts.ignoreMtime ? 1 : 0,
+      FS_FILE_FLAGS,
+      this.pairs,
+      Buffer.concat(names),
+      this.out,
+      this.tmps,
+      THREADS,
+    );
+    batches.forEach((b, g) => b.ran(this.segs[g * SEG + 3]!));
+  }
+}
 
 /** One pair's result in the batch arrays. */
 interface Done {
@@ -247,18 +303,19 @@ interface Done {
   slot: number;
 }
 
-/** The arrays of linkBatch calls, reused, and which ops of the current set they hold results for. */
+/** One set's run of pairs for the addon, and which ops of the set it holds results for. */
 class Batch {
-  readonly pairs = new Float64Array(BATCH * LINK_PAIR);
-  readonly out = new Float64Array(BATCH * LINK_OUT);
-  readonly tmps = Buffer.alloc(BATCH * LINK_TMP);
-  readonly canonExpect = new Float64Array(LINK_STAT);
-  /** The op index of each slot with a result, and the canonical they were linked to. */
-  private first = 0;
-  private count = 0;
+  /** The op index of each pair (-1 once its result is taken), and the canonical they are linked to. */
   private ops: number[] = [];
-  private canon: Canonical | undefined;
-  private set: PlanSet | undefined;
+  canon: Canonical | undefined;
+  /** Pairs prepared for the next call, and their directory and name. */
+  count = 0;
+  names: [Buffer, Buffer][] = [];
+
+  constructor(
+    readonly pool: Pool,
+    readonly region: number,
+  ) {}
 
   has(n: number, canon: Canonical): boolean {
     return this.canon === canon && this.ops.includes(n);
@@ -274,19 +331,20 @@ class Batch {
   }
 
   /**
-   * Link ops n, n+1, ... of `set` to `canon` in the addon, as linkSet would
-   * one at a time: ops whose inode is a canonical are left out (skipped
-   * there), and the batch ends before an inode it already holds (`known`
-   * depends on the earlier path's result) and after the first pair not
-   * LINKED (what follows depends on it).
+   * Prepare ops n, n+1, ... of `set` to be linked to `canon`, as linkSet
+   * would one at a time: ops whose inode is a canonical are left out
+   * (skipped there), and the run ends before an inode it already holds
+   * (`known` depends on the earlier path's result). The addon ends it after
+   * the first pair not LINKED (what follows depends on it). False when
+   * there is nothing to run (op n takes the JS path).
    */
-  run(set: PlanSet, n: number, canon: Canonical, canons: Canonical[], opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): void {
-    this.set = set;
+  prepare(set: PlanSet, n: number, canon: Canonical, canons: Canonical[], opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): boolean {
     this.canon = canon;
     this.ops = [];
+    this.names = [];
     const inodes = new Set<Inode>();
-    const names: Buffer[] = [];
     const journal = opts.journal?.native;
+    const pairs = this.pool.pairs;
     for (let i = n; i < set.ops.length && this.ops.length < BATCH; i++) {
       const op = set.ops[i]!;
       if (canons.some((c) => c.inode === op.inode)) continue;
@@ -298,35 +356,113 @@ class Batch {
         break; // failed: the JS path says so for this pair
       }
       inodes.add(op.inode);
-      const p = this.ops.length * LINK_PAIR;
-      const pairs = this.pairs;
+      const p = this.at(this.ops.length) * LINK_PAIR;
       pairs[p] = op.file.dir.root.fd;
       pairs[p + 1] = op.file.dir.dev;
       pairs[p + 2] = op.file.dir.ino;
-      pairs[p + 3] = compared.get(op.inode) === canon.inode ? 1 : 0;
+      pairs[p + P_KNOWN] = compared.get(op.inode) === canon.inode ? 1 : 0;
       pairs[p + 4] = at;
-      statDoubles(expected.get(op.inode) ?? op.file.stat, pairs, p + 5);
-      names.push(dirRel(op.file.dir), NUL, op.file.name, NUL);
+      statDoubles(expected.get(op.inode) ?? op.file.stat, pairs, p + P_EXPECT);
+      this.names.push([dirRel(op.file.dir), op.file.name]);
       this.ops.push(i);
     }
-    if (!this.ops.length) return;
-    statDoubles(canon.expect, this.canonExpect, 0);
-    const done = sys.linkBatch(
-      canon.fd,
-      this.canonExpect,
-      journal ? journal.fd : -1,
-      opts.ignoreMtime ? 1 : 0,
-      FS_FILE_FLAGS,
-      this.pairs.subarray(0, this.ops.length * LINK_PAIR),
-      Buffer.concat(names),
-      this.out,
-      this.tmps,
-    );
+    this.count = this.ops.length;
+    return this.count > 0;
+  }
+
+  /** The call went through `done` of the prepared pairs. */
+  ran(done: number): void {
     this.ops.length = done;
+    this.count = 0;
+    this.names = [];
+  }
+
+  /** Where slot `slot`'s pair is in the pool's arrays. */
+  at(slot: number): number {
+    return this.region * BATCH + slot;
   }
 
   known(slot: number): boolean {
-    return this.pairs[slot * LINK_PAIR + 3] === 1;
+    return this.pool.pairs[this.at(slot) * LINK_PAIR + P_KNOWN] === 1;
+  }
+}
+
+/** What a set in flight reports, held back until every earlier set has reported: the order of one set at a time. */
+class Held {
+  private calls: (() => void)[] = [];
+  readonly opts: LinkOptions;
+  constructor(base: LinkOptions) {
+    const hold =
+      <A extends unknown[]>(f: ((...a: A) => void) | undefined) =>
+      (f ? (...a: A) => void this.calls.push(() => f(...a)) : undefined);
+    this.opts = {
+      ...base,
+      onError: hold(base.onError)!,
+      onDiffer: hold(base.onDiffer),
+      onDoubt: hold(base.onDoubt),
+      onLink: hold(base.onLink),
+      onProgress: hold(base.onProgress),
+      onContentSplit: hold(base.onContentSplit),
+    };
+  }
+  flush(): void {
+    for (const c of this.calls.splice(0)) c();
+  }
+}
+
+let pools: Pool | undefined;
+
+/**
+ * Link the sets through the addon: up to ACTIVE sets in flight, each
+ * linkSet() run until it has prepared its next batch, then one call for all
+ * of them (on THREADS threads), and again. What each set reports is passed
+ * on in plan order, and no outcome depends on which thread ran a set or
+ * when: the sets share no inode, and no two threads work in one directory
+ * at a time (native/link.c).
+ */
+function linkBatched(sets: Iterable<PlanSet>, opts: LinkOptions, result: LinkResult, expected: Expected): void {
+  const pool = (pools ??= new Pool());
+  type Flying = { gen: Generator<void, void, void>; batch: Batch; held: Held; done: boolean };
+  const free = Array.from({ length: ACTIVE }, (_, r) => ACTIVE - 1 - r);
+  let flying: Flying[] = [];
+  const order: Flying[] = [];
+  const step = (f: Flying) => {
+    if (f.gen.next().done) {
+      f.done = true;
+      free.push(f.batch.region);
+    } else flying.push(f);
+  };
+  const iter = sets[Symbol.iterator]();
+  let more = true;
+  try {
+    for (;;) {
+      while (more && free.length) {
+        const next = iter.next();
+        if (next.done) {
+          more = false;
+          break;
+        }
+        const held = new Held(opts);
+        const batch = new Batch(pool, free.pop()!);
+        const f: Flying = { gen: linkSet(next.value, held.opts, result, expected, batch), batch, held, done: false };
+        order.push(f);
+        step(f);
+      }
+      // In plan order, the sets done so far report.
+      while (order.length && order[0]!.done) order.shift()!.held.flush();
+      if (!flying.length) break;
+      const ready = flying;
+      flying = [];
+      pool.run(
+        ready.map((f) => f.batch),
+        opts,
+      );
+      for (const f of ready) step(f);
+    }
+  } finally {
+    // After a throw (an internal error): each set's generator closes its canonicals.
+    for (const f of flying) f.gen.return();
+    for (const f of order) f.held.flush();
   }
 }
 
@@ -337,10 +473,10 @@ const NUL = Buffer.alloc(1);
  * through: the same bookkeeping when it linked, its JS path when it changed
  * nothing, and swap.ts's words and endings (settle(), undo()) for the rest.
  */
-function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): boolean | Promise<boolean> {
+function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): boolean {
   const { b, slot } = done;
-  const out = b.out;
-  const o = slot * LINK_OUT;
+  const out = b.pool.out;
+  const o = b.at(slot) * LINK_OUT;
   const code = out[o]!;
   if (code === LINK.FALLBACK) return linkOne(canon, op, opts, expected, compared);
   const known = b.known(slot);
@@ -359,8 +495,9 @@ function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, exp
   }
   const dirFd = out[o + 3]!;
   const dup: OpenedFile = { fd: out[o + 4]!, stat: dupStat };
-  const end = b.tmps.indexOf(0, slot * LINK_TMP);
-  const tmp = Buffer.from(b.tmps.subarray(slot * LINK_TMP, end));
+  const tmps = b.pool.tmps;
+  const end = tmps.indexOf(0, b.at(slot) * LINK_TMP);
+  const tmp = Buffer.from(tmps.subarray(b.at(slot) * LINK_TMP, end));
   const leftErrno = out[o + 5]!;
   const left = leftErrno < 0 ? undefined : { tmp, why: fileError('', sys.errnoError(leftErrno, 'unlinkat')).message };
   const journalError = () => {
@@ -432,13 +569,13 @@ function openCanonical(file: FileRec, inode: Inode, expected: Expected, opts: Li
 }
 
 /** Replace one duplicate path; returns true when its inode lost its last link. */
-async function linkOne(
+function linkOne(
   canon: Canonical,
   op: LinkOp,
   opts: LinkOptions,
   expected: Expected,
   compared: Map<Inode, Inode>,
-): Promise<boolean> {
+): boolean {
   const dirFd = openDir(op.file.dir);
   try {
     const expectDup = expected.get(op.inode) ?? op.file.stat;

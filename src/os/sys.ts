@@ -238,15 +238,16 @@ export const sys = {
   leaseHeld: (fdA: number, fdB: number): number => native.leaseHeld(fdA, fdB),
   leaseRelease: (fdA: number, fdB: number): void => native.leaseRelease(fdA, fdB),
   /**
-   * The linker's per-pair sequence for a batch of pairs sharing one
-   * canonical (native/link.c; change/link.ts builds the arrays and reads
-   * the results). Returns how many pairs it went through: up to and
-   * including the first that did not end LINKED. `canonExpect` is updated
-   * to the canonical's stat after each link. Off (`nativeLinker = false`),
-   * the linker takes its JS path for every pair.
+   * The linker's per-pair sequence for segments of pairs, each one set's
+   * pairs with its canonical, on up to `threads` threads (native/link.c;
+   * change/link.ts builds the arrays and reads the results). Each segment
+   * goes up to and including its first pair that did not end LINKED (its
+   * count is written to its `done` field), and its `canonExpect` is
+   * updated to the canonical's stat after each link. Off (`nativeLinker =
+   * false`), the linker takes its JS path for every pair.
    */
-  linkBatch: (canonFd: number, canonExpect: Float64Array, journalFd: number, flags: number, fileFlagsMask: number, pairs: Float64Array, names: Buffer, out: Float64Array, tmps: Buffer): number =>
-    native.linkBatch(canonFd, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps),
+  linkBatch: (segs: Float64Array, canonExpect: Float64Array, journalFd: number, flags: number, fileFlagsMask: number, pairs: Float64Array, names: Buffer, out: Float64Array, tmps: Buffer, threads: number): number =>
+    native.linkBatch(segs, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps, threads),
   nativeLinker: true,
   /**
    * Test-only: fail the n-th occurrence (1-based, counted before the step)
@@ -291,7 +292,7 @@ export type LinkStep = (typeof LINK_STEPS)[number];
 export const LINK = { LINKED: 0, FALLBACK: 1, JOURNAL: 2, LINK: 3, TMP: 4, KNOWN: 5, LEASE: 6, RENAME: 7, SETTLE: 8, SETTLED_JOURNAL: 9, UNLINK: 10 } as const;
 /** Doubles per Stat in linkBatch's arrays (S_* in native/link.c), per pair in, and per pair out. */
 export const LINK_STAT = 14;
-export const LINK_PAIR = 5 + LINK_STAT;
+export const LINK_PAIR = 6 + LINK_STAT;
 export const LINK_OUT = 6 + 4 * LINK_STAT;
 /** Bytes per temporary name in linkBatch's `tmps` (NUL-ended). */
 export const LINK_TMP = 24;
