@@ -14,6 +14,7 @@ import { sys, RENAME_EXCHANGE } from '../../src/os/sys.js';
 import { walk } from '../../src/pipeline/walk.js';
 import { inode, rmTree, runUnify, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
 import { TEMP_PREFIX } from '../../src/change/swap.js';
+import { displayPath } from '../../src/core/paths.js';
 import { FS_APPEND_FL, FS_IMMUTABLE_FL } from '../../src/core/stat.js';
 
 let dir: string;
@@ -279,6 +280,45 @@ describe('link', () => {
     const { errors } = await runUnify([path.join(dir, 'a'), path.join(dir, 'b')]);
     expect(errors.map((e) => e.code)).toEqual(['ENOSPC']);
     expect(snapshot(dir, { inodes: true, dirTimes: false })).toEqual(before);
+    expect(leftovers(dir)).toEqual([]);
+  });
+
+  it('the addon, sets in flight on its threads, links what the JS path links and reports it in the same order', async () => {
+    // Many sets, their duplicates spread over shared directories, some paths of one inode.
+    const build = (top: string) => {
+      for (const g of ['g1', 'g2', 'g3'])
+        for (let d = 0; d < 12; d++)
+          for (let k = 0; k < 6; k++) {
+            const f = path.join(top, g, `d${d}`, `f${k}`);
+            writeFile(f, { content: `content ${(d * 6 + k) % 23}\n`.repeat(k === 5 ? 5000 : 1), mtime: '1700000000' });
+            if (k === 4 && d % 3 === 0) fs.linkSync(f, path.join(top, g, `d${d}`, 'also'));
+          }
+    };
+    const a = path.join(dir, 'a');
+    const b = path.join(dir, 'b');
+    build(a);
+    build(b);
+    const run = async (top: string) => {
+      const links: string[] = [];
+      const r = await runUnify(['g1', 'g2', 'g3'].map((g) => path.join(top, g)), {
+        cache: false,
+        onLink: (f, c) => links.push(`${path.relative(top, displayPath(f))} => ${path.relative(top, displayPath(c))}`),
+      });
+      // Which paths share an inode, named relative to the tree.
+      const byIno = new Map<number, string[]>();
+      for (const p of sh('find', top, '-type', 'f').split('\n').filter(Boolean).sort()) {
+        const i = inode(p);
+        byIno.set(i, [...(byIno.get(i) ?? []), path.relative(top, p)]);
+      }
+      return { links, errors: r.errors, summary: r.report.summary, shared: [...byIno.values()].map((v) => v.join(' ')).sort() };
+    };
+    jsPath();
+    const js = await run(a);
+    sys.nativeLinker = true;
+    const native = await run(b);
+    expect(js.errors).toEqual([]);
+    expect(js.links.length).toBeGreaterThan(100);
+    expect(native).toEqual(js);
     expect(leftovers(dir)).toEqual([]);
   });
 
