@@ -69,6 +69,47 @@ int link_fault(int step, int after) {
   return fault.err;
 }
 
+/* A JavaScript function called at some steps (test-only, setLinkHook): a
+ * guest acting at an exact point. Only while a batch runs on this thread. */
+static napi_env hook_env;
+static napi_ref hook_ref;
+
+static void link_call(int step, int after, int dirfd, const char *name) {
+  static const char *const steps[] = {"open", "compare", "link", "journal", "exchange", "settle", "unlink", "change"};
+  if (!hook_ref || !hook_env) return;
+  napi_env env = hook_env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn, undef, argv[4], r;
+  if (napi_get_reference_value(env, hook_ref, &fn) == napi_ok && fn) {
+    napi_get_undefined(env, &undef);
+    napi_create_string_utf8(env, steps[step], NAPI_AUTO_LENGTH, &argv[0]);
+    napi_create_string_utf8(env, after ? "after" : "before", NAPI_AUTO_LENGTH, &argv[1]);
+    napi_create_int32(env, dirfd, &argv[2]);
+    void *d;
+    napi_create_buffer_copy(env, strlen(name), name, &d, &argv[3]);
+    if (napi_call_function(env, undef, fn, 4, argv, &r) != napi_ok) {
+      napi_value ex;
+      napi_get_and_clear_last_exception(env, &ex); /* a hook's error is the test's to see, not the linker's */
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* setLinkHook(fn | null): fn(step, 'before' | 'after', dirFd, name) just
+ * before each link, before and after each exchange and just after each
+ * unlink of the native linker; a batch then runs on one thread (this one). */
+napi_value SetLinkHook(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (hook_ref) napi_delete_reference(env, hook_ref), hook_ref = NULL;
+  napi_valuetype t = napi_undefined;
+  if (argc > 0) napi_typeof(env, argv[0], &t);
+  if (t == napi_function) napi_create_reference(env, argv[0], 1, &hook_ref);
+  return NULL;
+}
+
 /* setLinkFault(step, nth, after, errno, kill): step -1 clears it.
  * -> the number of changes (link, exchange, unlink) made so far. */
 napi_value SetLinkFault(napi_env env, napi_callback_info info) {
@@ -490,6 +531,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
       goto handed;
     }
   }
+  link_call(STEP_LINK, 0, dirfd, tmp);
   err = link_fault(STEP_LINK, 0);
   if (!err) {
     int r = linkat(b->canon_fd, "", dirfd, tmp, AT_EMPTY_PATH);
@@ -513,10 +555,12 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
     code = R_LEASE;
     o[O_AUX] = (!lease_intact(b->canon_fd) ? 1 : 0) | (!lease_intact(dupfd) ? 2 : 0);
   } else {
+    link_call(STEP_EXCHANGE, 0, dirfd, name);
     err = link_fault(STEP_EXCHANGE, 0);
     if (!err && syscall(SYS_renameat2, dirfd, tmp, dirfd, name, 2 /* RENAME_EXCHANGE */) < 0) err = errno;
     if (!err) err = link_fault(STEP_EXCHANGE, 1);
     if (err) code = R_RENAME, o[O_ERRNO] = err;
+    else link_call(STEP_EXCHANGE, 1, dirfd, name);
   }
   if (code) {
     if (leased) lease_release(b->canon_fd, dupfd), leased = 0;
@@ -561,6 +605,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   if (!err && unlinkat(dirfd, tmp, 0) < 0) err = errno;
   if (!err) err = link_fault(STEP_UNLINK, 1);
   if (leased) lease_release(b->canon_fd, dupfd);
+  if (!err) link_call(STEP_UNLINK, 1, dirfd, tmp);
   if (err) {
     o[O_CODE] = R_UNLINK, o[O_ERRNO] = err;
     goto handed;
@@ -707,7 +752,8 @@ napi_value LinkBatch(napi_env env, napi_callback_info info) {
   job j = {segs, ce, pairs, out, names, nl, tmps, nseg, (int)journal_fd, (int)flags, 0};
   int nt = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
   if ((size_t)nt > nseg) nt = nseg ? (int)nseg : 1;
-  if (fault.step >= 0) nt = 1; /* the fault hook counts in order */
+  if (fault.step >= 0 || hook_ref) nt = 1; /* the fault hook counts in order; the JS hook runs on this thread */
+  hook_env = env;
   worker w[MAX_THREADS];
   pthread_t th[MAX_THREADS];
   int started = 0;
@@ -719,6 +765,7 @@ napi_value LinkBatch(napi_env env, napi_callback_info info) {
   w[0] = (worker){&j, 0};
   work(&w[0]); /* this thread is a worker too */
   for (int i = 1; i <= started; i++) pthread_join(th[i], NULL);
+  hook_env = NULL;
   napi_value r;
   napi_create_uint32(env, (uint32_t)nseg, &r);
   return r;

@@ -96,6 +96,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("leaseRelease", LeaseRelease),
       FN("linkBatch", LinkBatch),
       FN("setLinkFault", SetLinkFault),
+      FN("setLinkHook", SetLinkHook),
       FN("errnoError", ErrnoError),
       {"layout", NULL, NULL, NULL, NULL, make_layout(env), napi_enumerable, NULL},
   };

@@ -258,6 +258,16 @@ export const sys = {
    */
   setLinkFault: (f?: { step: LinkStep; nth: number; when?: 'before' | 'after'; errno?: number; kill?: boolean }): number =>
     f ? native.setLinkFault(LINK_STEPS.indexOf(f.step), f.nth, f.when === 'after' ? 1 : 0, f.errno ?? 0, f.kill ? 1 : 0) : native.setLinkFault(-1),
+  /**
+   * Test-only: `fn(step, when, dirFd, name)` is called by the addon's
+   * linker just before each link (name: the temporary name), before and
+   * after each exchange (the guest's name) and just after each unlink of a
+   * temporary name, so a
+   * test can act as a guest at that exact point; its batches then run on
+   * one thread. null removes it.
+   */
+  setLinkHook: (fn: ((step: LinkStep, when: 'before' | 'after', dirFd: number, name: Buffer) => void) | null): void =>
+    native.setLinkHook(fn as ((step: string, when: string, dirFd: number, name: Buffer) => void) | null),
   /** The number of changes (link, exchange, unlink) made so far, the fault hook left as it is. */
   changesMade: (): number => native.setLinkFault(),
   /** The error the addon throws for `errno` in `syscall`. */

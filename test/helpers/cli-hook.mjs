@@ -24,8 +24,10 @@
 //               create `resume` once the linker is done with that file
 //               (its temporary name unlinked, the next link begun, or exit)
 //   done      write 'acted' to this file once the exchange action ran
-//             (an exchange action needs the exchange in JavaScript: the
-//             run takes the linker's JS path, sys.nativeLinker = false)
+//
+// The exchange action and `resume` happen at the same points whether the
+// linker's addon (sys.setLinkHook: just before its link and exchange, just
+// after its unlink) or its JS path (the sys seam's calls) makes the step.
 //
 // Without VUNIFY_TEST_HOOK it does nothing.
 import fs from 'node:fs';
@@ -38,7 +40,6 @@ if (raw) {
   const RENAME_EXCHANGE = 2;
   const sab = new Int32Array(new SharedArrayBuffer(4));
   if (cfg.kill) sys.setLinkFault({ step: 'change', nth: cfg.kill.n, when: cfg.kill.when, kill: true });
-  if (cfg.exchange) sys.nativeLinker = false;
   let acted = false;
   let resumePending = false;
   const resume = () => {
@@ -77,6 +78,13 @@ if (raw) {
     if (cfg.done) fs.writeFileSync(cfg.done, 'acted');
   };
 
+  if (cfg.exchange) {
+    sys.setLinkHook((step, when, dirFd, name) => {
+      if (step === 'link') resume();
+      else if (step === 'exchange' && when === 'before' && !acted) exchange(dirFd, name);
+      else if (step === 'unlink') resume();
+    });
+  }
   for (const op of ['linkAt', 'renameAt', 'unlinkAt']) {
     const real = sys[op];
     sys[op] = (...a) => {
