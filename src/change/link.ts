@@ -50,6 +50,18 @@
  * The plan only holds what the policy allows (pipeline/policy.ts), so any
  * other refusal here comes from a change since the scan; it is reported
  * with the path and the run goes on.
+ *
+ * Steps 1-4 of the pair with the canonical tried first run in the addon
+ * (native/link.c), for up to 64 pairs of each of up to 32 sets in flight
+ * per call, the sets shared out between min(CPUs, 8) threads. The addon
+ * decides only the ordinary outcome: a pair that does not check out before
+ * anything was changed is redone here (linkOne), and after its temporary
+ * link any other outcome comes back with its descriptors open, for swap.ts
+ * to finish in its own words (finish()). Everything else (the sets, the
+ * canonicals, EMLINK, content splits, doubt(), the report) stays here, and
+ * what each set reports is passed on in plan order, whatever thread ran it.
+ * --iunlink, and a journal the addon cannot write to, take this file's own
+ * path for every pair (as does sys.nativeLinker = false).
  */
 import os from 'node:os';
 import { codedError, errorCode, fileError, type FileError } from '../core/errors.js';
