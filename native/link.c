@@ -471,14 +471,10 @@ static int remove_if_inode(int dirfd, const char *tmp, const double *inode) {
   return -1;
 }
 
-/* swap.ts checkDirectory(): whether the directory is immutable or append-only. */
+/* swap.ts checkDirectory(): whether the directory (opened O_RDONLY, so
+ * the ioctl works on it) is immutable or append-only. */
 static int dir_locked(int dirfd) {
-  char proc[64];
-  snprintf(proc, sizeof proc, "/proc/self/fd/%d", dirfd);
-  int fd = open(proc, O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return 0; /* cannot tell; the swap says why if it fails */
-  long f = inode_flags(fd);
-  close(fd);
+  long f = inode_flags(dirfd);
   return f < 0 || (f & (FS_IMMUTABLE_FL | FS_APPEND_FL)) != 0;
 }
 
@@ -496,7 +492,9 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
 
   /* 1. the directory and the file, confined and checked against the scan */
   if ((err = link_fault(STEP_OPEN, 0))) goto fallback;
-  dirfd = open_beneath((int)p[P_ROOT], dir, O_PATH | O_DIRECTORY, 0);
+  /* O_RDONLY rather than link.ts's O_PATH: checkDirectory()'s flags are read
+   * through it, where swap.ts reopens it; O_DIRECTORY fails on anything else */
+  dirfd = open_beneath((int)p[P_ROOT], dir, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
   if (dirfd < 0 || fstat_d(dirfd, st) || st[S_DEV] != p[P_DIRDEV] || st[S_INO] != p[P_DIRINO]) goto fallback;
   pathfd = open_beneath(dirfd, name, O_PATH, 0);
   if (pathfd < 0 || fstat_d(pathfd, dup_stat) || dup_stat[S_TYPE] != T_REG || !same_file(dup_stat, expect, 1, 0)) goto fallback;

@@ -52,7 +52,7 @@
  * with the path and the run goes on.
  *
  * Steps 1-4 of the pair with the canonical tried first run in the addon
- * (native/link.c), for up to 64 pairs of each of up to 32 sets in flight
+ * (native/link.c), for up to 64 pairs of each of up to 16 sets in flight
  * per call, the sets shared out between min(CPUs, 8) threads. The addon
  * decides only the ordinary outcome: a pair that does not check out before
  * anything was changed is redone here (linkOne), and after its temporary
@@ -258,7 +258,7 @@ const BATCH = 64;
  * segment), and the addon shares the segments out between its threads,
  * each set on one thread (one canonical at a time, EMLINK as on one).
  */
-const ACTIVE = 32;
+const ACTIVE = 16;
 /** Threads per call (native/link.c caps them at 8). */
 const THREADS = Math.max(1, Math.min(os.availableParallelism(), 8));
 /** Doubles per segment in linkBatch's `segs` (G_* in native/link.c), and where a pair's fields are (P_*). */
