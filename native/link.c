@@ -611,10 +611,12 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
 
   /* 7. what the canonical and the old inode are now */
   o[O_CODE] = R_LINKED;
+  double after[S_N];
   fstat_d(b->canon_fd, o + O_CANON);
-  fstat_d(dupfd, o + O_DUP);
-  /* O_AUX bit 4: only ctime and nlink moved (link.ts `compared`) */
-  if (same_file(o + O_DUP, dup_stat, 0, 0)) o[O_AUX] = 16;
+  fstat_d(dupfd, after);
+  /* O_AUX bit 4: only ctime and nlink moved since it was opened (link.ts `compared`) */
+  if (same_file(after, dup_stat, 0, 0)) o[O_AUX] = 16;
+  memcpy(o + O_DUP, after, sizeof after);
   memcpy(b->canon_expect, o + O_CANON, sizeof b->canon_expect);
   /* The last descriptor of a freed inode frees its blocks: not here. */
   if (o[O_DUP + S_NLINK] == 0) close_later(dupfd);
@@ -623,6 +625,8 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   return;
 
 handed:
+  /* only settle() goes on with the leases; a writer waits on none else */
+  if (leased && o[O_CODE] != R_SETTLE) lease_release(b->canon_fd, dupfd);
   o[O_DIRFD] = dirfd, o[O_DUPFD] = dupfd;
   return;
 fallback:

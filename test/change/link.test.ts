@@ -322,6 +322,35 @@ describe('link', () => {
     expect(leftovers(dir)).toEqual([]);
   });
 
+  it('a write to a duplicate inode through its other path just after the addon linked one: that path is compared again, and keeps its bytes', async () => {
+    // The canonical has the most links; the duplicate inode two paths.
+    writeFile(path.join(dir, 'g1/c'), { content: 'same bytes\n', mtime: '1700000000' });
+    for (const n of ['c2', 'c3']) fs.linkSync(path.join(dir, 'g1/c'), path.join(dir, 'g1', n));
+    writeFile(path.join(dir, 'g2/p1'), { content: 'same bytes\n', mtime: '1700000000' });
+    fs.linkSync(path.join(dir, 'g2/p1'), path.join(dir, 'g2/p2'));
+    let acted = false;
+    let other = '';
+    const P = (n: string) => path.join(dir, 'g2', n);
+    sys.setLinkHook((step, when) => {
+      if (step === 'unlink' && when === 'after' && !acted) {
+        acted = true;
+        // The path of the old inode not linked yet.
+        other = inode(P('p1')) === inode(path.join(dir, 'g1/c')) ? 'p2' : 'p1';
+        fs.appendFileSync(P(other), 'the guest wrote more\n');
+      }
+    });
+    try {
+      await runUnify([path.join(dir, 'g1'), path.join(dir, 'g2')], { cache: false });
+    } finally {
+      sys.setLinkHook(null);
+    }
+    expect(acted).toBe(true);
+    expect(inode(P(other === 'p1' ? 'p2' : 'p1'))).toBe(inode(path.join(dir, 'g1/c')));
+    expect(fs.readFileSync(P(other), 'utf8')).toBe('same bytes\nthe guest wrote more\n');
+    expect(fs.readFileSync(path.join(dir, 'g1/c'), 'utf8')).toBe('same bytes\n');
+    expect(leftovers(dir)).toEqual([]);
+  });
+
   it('a pair the addon hands to settle() after its exchange is settled as on the JS path', async () => {
     for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'), { content: Buffer.alloc(64 << 10, 'x') });
     // The addon's settle step refused for the first pair: swap.ts settle() decides it.
