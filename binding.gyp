@@ -17,6 +17,7 @@
         "native/walk.c",
         "native/glob.c",
         "native/lease.c",
+        "native/link.c",
         "native/module.c"
       ],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11", "-fvisibility=hidden",

@@ -68,6 +68,11 @@ napi_value LinkAt(napi_env env, napi_callback_info info) {
   }
   char *name = arg_bytes(env, argv[2], NULL);
   if (!name) return NULL;
+  int fault = link_fault(STEP_LINK | STEP_SEAM, 0);
+  if (fault) {
+    free(name);
+    return throw_errno(env, fault, "linkat");
+  }
   int r = linkat((int)fd, "", (int)dirfd, name, AT_EMPTY_PATH);
   if (r < 0 && errno == ENOENT) {
     /* ENOENT here means either "no capability" or "the file has no links
@@ -76,9 +81,9 @@ napi_value LinkAt(napi_env env, napi_callback_info info) {
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", (int)fd);
     r = linkat(AT_FDCWD, proc, (int)dirfd, name, AT_SYMLINK_FOLLOW);
   }
-  int err = errno;
+  int err = r < 0 ? errno : link_fault(STEP_LINK | STEP_SEAM, 1);
   free(name);
-  if (r < 0) return throw_errno(env, err, "linkat");
+  if (err) return throw_errno(env, err, "linkat");
   return NULL;
 }
 
@@ -100,11 +105,11 @@ napi_value RenameAt(napi_env env, napi_callback_info info) {
     free(on);
     return NULL;
   }
-  int r = (int)syscall(SYS_renameat2, (int)ofd, on, (int)nfd, nn, (unsigned)flags);
-  int err = errno;
+  int err = link_fault(STEP_EXCHANGE | STEP_SEAM, 0);
+  if (!err) err = syscall(SYS_renameat2, (int)ofd, on, (int)nfd, nn, (unsigned)flags) < 0 ? errno : link_fault(STEP_EXCHANGE | STEP_SEAM, 1);
   free(on);
   free(nn);
-  if (r < 0) return throw_errno(env, err, "renameat2");
+  if (err) return throw_errno(env, err, "renameat2");
   return NULL;
 }
 
@@ -120,9 +125,10 @@ napi_value UnlinkAt(napi_env env, napi_callback_info info) {
   }
   char *name = arg_bytes(env, argv[1], NULL);
   if (!name) return NULL;
-  int r = unlinkat((int)fd, name, (int)flags), err = errno;
+  int err = link_fault(STEP_UNLINK | STEP_SEAM, 0);
+  if (!err) err = unlinkat((int)fd, name, (int)flags) < 0 ? errno : link_fault(STEP_UNLINK | STEP_SEAM, 1);
   free(name);
-  if (r < 0) return throw_errno(env, err, "unlinkat");
+  if (err) return throw_errno(env, err, "unlinkat");
   return NULL;
 }
 

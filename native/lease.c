@@ -57,13 +57,13 @@ static int two_fds(napi_env env, napi_callback_info info, const char *usage, int
 
 /* Whether a break's signal is harmless now: SIGURG at its default (ignore)
  * or ignored, not handled (someone else's handler would see our breaks). */
-static int signal_safe(void) {
+int lease_signal_safe(void) {
   struct sigaction sa;
   if (sigaction(LEASE_SIGNAL, NULL, &sa)) return 0;
   return sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN;
 }
 
-static int local_filesystem(int fd) {
+int lease_local_filesystem(int fd) {
   struct statfs sf;
   if (fstatfs(fd, &sf)) return 0;
   switch ((unsigned long)sf.f_type) {
@@ -78,7 +78,7 @@ static int local_filesystem(int fd) {
   }
 }
 
-static int lease_one(int fd) {
+int lease_one(int fd) {
   if (fcntl(fd, F_SETSIG, LEASE_SIGNAL)) return errno;
   if (fcntl(fd, F_SETLEASE, F_RDLCK)) return errno;
   return 0;
@@ -93,7 +93,7 @@ static int lease_one(int fd) {
 napi_value LeasePair(napi_env env, napi_callback_info info) {
   int fd[2];
   if (two_fds(env, info, "leasePair(fdA, fdB)", fd)) return NULL;
-  int err = !signal_safe() ? EBUSY : !local_filesystem(fd[0]) ? EOPNOTSUPP : lease_one(fd[0]);
+  int err = !lease_signal_safe() ? EBUSY : !lease_local_filesystem(fd[0]) ? EOPNOTSUPP : lease_one(fd[0]);
   if (!err) {
     err = lease_one(fd[1]);
     if (err) fcntl(fd[0], F_SETLEASE, F_UNLCK);

@@ -205,9 +205,7 @@ static void *closer(void *arg) {
   return NULL;
 }
 
-napi_value CloseLater(napi_env env, napi_callback_info info) {
-  int fd;
-  if (fd_arg(env, info, "closeLater(fd)", &fd)) return NULL;
+void close_later(int fd) {
   pthread_mutex_lock(&cl_mu);
   if (!cl_started) {
     pthread_t t;
@@ -219,12 +217,18 @@ napi_value CloseLater(napi_env env, napi_callback_info info) {
   }
   int queued = cl_started && cl_len < CLOSE_QUEUE;
   if (queued) {
-    cl_queue[(cl_head + cl_len) % CLOSE_QUEUE] = (int)fd;
+    cl_queue[(cl_head + cl_len) % CLOSE_QUEUE] = fd;
     cl_len++;
     pthread_cond_signal(&cl_work);
   }
   pthread_mutex_unlock(&cl_mu);
-  if (!queued) close((int)fd);
+  if (!queued) close(fd);
+}
+
+napi_value CloseLater(napi_env env, napi_callback_info info) {
+  int fd;
+  if (fd_arg(env, info, "closeLater(fd)", &fd)) return NULL;
+  close_later(fd);
   return NULL;
 }
 

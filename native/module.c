@@ -92,6 +92,10 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("leasePair", LeasePair),
       FN("leaseHeld", LeaseHeld),
       FN("leaseRelease", LeaseRelease),
+      FN("linkBatch", LinkBatch),
+      FN("setLinkFault", SetLinkFault),
+      FN("setLinkHook", SetLinkHook),
+      FN("errnoError", ErrnoError),
       {"layout", NULL, NULL, NULL, NULL, make_layout(env), napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);

@@ -177,6 +177,21 @@ void sha256_final(sha256_ctx *c, uint8_t out[32]);
 
 /* ---- the module's functions, by file ------------------------------------- */
 
+/* lease.c, for link.c */
+int lease_signal_safe(void);
+int lease_local_filesystem(int fd);
+int lease_one(int fd);
+
+/* lookup.c: close on the background closer thread */
+void close_later(int fd);
+
+/* link.c: the linker's steps, for the test-only fault hook (STEP_CHANGE: any
+ * of link, exchange, unlink). files.c's linkAt/renameAt/unlinkAt pass their
+ * step | STEP_SEAM: counted as changes, but a fault on one step alone is the
+ * native linker's (the JS path's steps have the sys seam for that). */
+enum { STEP_OPEN, STEP_COMPARE, STEP_LINK, STEP_JOURNAL, STEP_EXCHANGE, STEP_SETTLE, STEP_UNLINK, STEP_CHANGE, STEP_SEAM = 256 };
+int link_fault(int step, int after);
+
 #define DECLARE(fn) napi_value fn(napi_env env, napi_callback_info info);
 /* lookup.c */
 DECLARE(OpenBeneath) DECLARE(ForceLegacyLookup) DECLARE(OpenPath) DECLARE(CloseFd)
@@ -204,6 +219,7 @@ DECLARE(Walk)
 DECLARE(GlobExcluded)
 /* lease.c */
 DECLARE(LeasePair) DECLARE(LeaseHeld) DECLARE(LeaseRelease)
+DECLARE(LinkBatch) DECLARE(SetLinkFault) DECLARE(SetLinkHook) DECLARE(ErrnoError)
 #undef DECLARE
 
 /* Inode flags and project ID of fd, 0 each where the filesystem has none;

@@ -75,6 +75,12 @@ export interface Journal {
   record(line: JournalLine): void;
   /** A write failed: nothing more was written, and the journal must outlive the run (see journalWriter). */
   readonly failed?: boolean;
+  /**
+   * For entries the addon writes itself (native/link.c, the same lines):
+   * the journal's descriptor, `at()` declares a directory now (when not yet
+   * declared) and returns its number, `fail()` records that a write failed.
+   */
+  readonly native?: { fd: number; at(dir: DirNode): number; fail(): void };
 }
 
 /** The entry for putting the inode `into` at `file`'s name by way of `tmp`, replacing the inode `out`. */
@@ -119,8 +125,34 @@ export function journalWriter(fd: number): Journal {
     }
     return out;
   };
+  const write = (text: string) => {
+    if (journal.failed) throw codedError('ENOSPC', 'the journal could not be written earlier in this run; nothing was changed');
+    const bytes = Buffer.from(text);
+    let n: number;
+    try {
+      n = fs.writeSync(fd, bytes);
+    } catch (er) {
+      journal.failed = true;
+      throw er;
+    }
+    if (n !== bytes.length) {
+      journal.failed = true;
+      throw codedError('ENOSPC', `journal write cut short (${n} of ${bytes.length} bytes; is the state directory's filesystem full?); nothing was changed`);
+    }
+  };
   const journal: Journal & { failed: boolean } = {
     failed: false,
+    native: {
+      fd,
+      at(dir) {
+        const text = declare(dir);
+        if (text) write(text);
+        return numbers.get(dir)!;
+      },
+      fail() {
+        journal.failed = true;
+      },
+    },
     record(line) {
       let text: string;
       const dir = (line as WithDir)[DIR];
@@ -144,19 +176,7 @@ export function journalWriter(fd: number): Journal {
       // the journal is kept when the run ends, for the next run's recovery
       // to put right what it records (a settled mark that could not be
       // written leaves a temporary name behind).
-      if (journal.failed) throw codedError('ENOSPC', 'the journal could not be written earlier in this run; nothing was changed');
-      const bytes = Buffer.from(text);
-      let n: number;
-      try {
-        n = fs.writeSync(fd, bytes);
-      } catch (er) {
-        journal.failed = true;
-        throw er;
-      }
-      if (n !== bytes.length) {
-        journal.failed = true;
-        throw codedError('ENOSPC', `journal write cut short (${n} of ${bytes.length} bytes; is the state directory's filesystem full?); nothing was changed`);
-      }
+      write(text);
     },
   };
   return journal;

@@ -80,6 +80,17 @@ export class PairLease {
     return sys.leasePair(canonFd, dupFd) === 0 ? new PairLease(canonFd, dupFd) : undefined;
   }
 
+  /**
+   * Leases the addon took on this pair (native/link.c) and handed over
+   * still held. When they were last seen intact is not known here, so a
+   * break is never read as "nothing written yet" (unwritten() is false).
+   */
+  static adopt(canonFd: number, dupFd: number): PairLease {
+    const lease = new PairLease(canonFd, dupFd);
+    lease.intactAt = -Infinity;
+    return lease;
+  }
+
   /** Which inodes someone opened for writing (or truncated) since the lease was taken; undefined when neither. */
   broken(): { canonical: boolean; duplicate: boolean } | undefined {
     if (this.released) return { canonical: true, duplicate: true };

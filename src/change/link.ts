@@ -50,20 +50,33 @@
  * The plan only holds what the policy allows (pipeline/policy.ts), so any
  * other refusal here comes from a change since the scan; it is reported
  * with the path and the run goes on.
+ *
+ * Steps 1-4 of the pair with the canonical tried first run in the addon
+ * (native/link.c), for up to 64 pairs of each of up to 16 sets in flight
+ * per call, the sets shared out between min(CPUs, 8) threads. The addon
+ * decides only the ordinary outcome: a pair that does not check out before
+ * anything was changed is redone here (linkOne), and after its temporary
+ * link any other outcome comes back with its descriptors open, for swap.ts
+ * to finish in its own words (finish()). Everything else (the sets, the
+ * canonicals, EMLINK, content splits, doubt(), the report) stays here, and
+ * what each set reports is passed on in plan order, whatever thread ran it.
+ * --iunlink, and a journal the addon cannot write to, take this file's own
+ * path for every pair (as does sys.nativeLinker = false).
  */
+import os from 'node:os';
 import { codedError, errorCode, fileError, type FileError } from '../core/errors.js';
-import { displayPath, relPath } from '../core/paths.js';
-import { sameFile, type Stat } from '../core/stat.js';
+import { dirRel, displayPath, relPath } from '../core/paths.js';
+import { FS_FILE_FLAGS, sameFile, type Stat } from '../core/stat.js';
 import type { FileRec, Inode } from '../core/types.js';
 import { openDir, openRegular, openScanned, type OpenedFile } from '../os/confine.js';
-import { sys } from '../os/sys.js';
+import { doublesStat, LINK, LINK_OUT, LINK_PAIR, LINK_STAT, LINK_TMP, statDoubles, sys } from '../os/sys.js';
 import type { LinkOp, PlanSet } from '../pipeline/plan.js';
 import { freeable } from '../pipeline/plan.js';
 import { checkNotLocked, difference, isContentDifference } from './compare.js';
 import { isIunlinked, setIunlink } from './iunlink.js';
 import type { Journal } from './journal.js';
-import { PairLease } from './lease.js';
-import { swap } from './swap.js';
+import { leaseError, PairLease } from './lease.js';
+import { changedWhileLinked, settle, settledMarkFailure, swap, swapFailure, tempMoved, tempUnlinkFailure } from './swap.js';
 
 export interface LinkOptions {
   ignoreMtime: boolean;
@@ -133,7 +146,8 @@ export async function link(plan: { sets: Iterable<PlanSet> }, opts: LinkOptions)
   const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, freedDiskBytes: 0, skipped: 0, contentSplits: { sets: 0, parts: 0, bytes: 0 } };
   const expected: Expected = new WeakMap();
   try {
-    for (const set of plan.sets) await linkSet(set, opts, result, expected);
+    if (useNative(opts)) linkBatched(plan.sets, opts, result, expected);
+    else for (const set of plan.sets) for (const _ of linkSet(set, opts, result, expected)); // never yields without a batch
   } finally {
     // The space is free when the run says so.
     await sys.closeLaterDrain();
@@ -141,12 +155,13 @@ export async function link(plan: { sets: Iterable<PlanSet> }, opts: LinkOptions)
   return result;
 }
 
-async function linkSet(
-  set: PlanSet,
-  opts: LinkOptions,
-  result: LinkResult,
-  expected: Expected,
-): Promise<void> {
+/**
+ * One set, one duplicate path at a time. With `batch`, the pair with the
+ * canonical tried first is done by the addon, batched with the next ones:
+ * the generator yields once its batch is prepared, and goes on when the
+ * batch has run (linkBatched()).
+ */
+function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected: Expected, batch?: Batch): Generator<void, void, void> {
   // One canonical per content found in the set; the plan's comes first.
   const canons: Canonical[] = [];
   try {
@@ -164,11 +179,14 @@ async function linkSet(
       opts.onProgress?.(1);
       if (canons.some((c) => c.inode === op.inode)) continue; // became a canonical (EMLINK, or its own content)
       const order = [last, ...canons.keys()].filter((k, i, all) => all.indexOf(k) === i);
+      // The pair with the canonical tried first, done by the addon in a batch with the next ones.
+      if (batch && !batch.has(n, canons[last]!) && batch.prepare(set, n, canons[last]!, canons, opts, expected, compared)) yield;
       let error: unknown;
       for (const k of order) {
         const canon = canons[k]!;
         try {
-          const freed = await linkOne(canon, op, opts, expected, compared);
+          const done = batch?.take(n, canon);
+          const freed = done ? finish(done, canon, op, opts, expected, compared) : linkOne(canon, op, opts, expected, compared);
           result.linksMade++;
           if (freed) {
             result.freedInodes++;
@@ -225,6 +243,325 @@ async function linkSet(
   }
 }
 
+/**
+ * The per-pair sequence in the addon (native/link.c), for runs where every
+ * rule it keeps applies: not --iunlink (its attributes are set here), and a
+ * journal the addon can write to (or none). Off through sys.nativeLinker.
+ */
+const useNative = (opts: LinkOptions): boolean =>
+  sys.nativeLinker && !opts.iunlink && (!opts.journal || (!!opts.journal.native && !opts.journal.failed));
+
+/** Pairs per set and call: a few ms of work per call, so signals are handled between calls as before. */
+const BATCH = 64;
+/**
+ * Sets in flight at once: each gives the call one run of pairs (its
+ * segment), and the addon shares the segments out between its threads,
+ * each set on one thread (one canonical at a time, EMLINK as on one).
+ */
+const ACTIVE = 16;
+/** Threads per call (native/link.c caps them at 8). */
+const THREADS = Math.max(1, Math.min(os.availableParallelism(), 8));
+/** Doubles per segment in linkBatch's `segs` (G_* in native/link.c), and where a pair's fields are (P_*). */
+const SEG = 4;
+const P_KNOWN = 3;
+const P_NAMEOFF = 5;
+const P_EXPECT = 6;
+
+/** The arrays of linkBatch calls, reused: region r holds the pairs of the r-th set in flight. */
+class Pool {
+  readonly pairs = new Float64Array(ACTIVE * BATCH * LINK_PAIR);
+  readonly out = new Float64Array(ACTIVE * BATCH * LINK_OUT);
+  readonly tmps = Buffer.alloc(ACTIVE * BATCH * LINK_TMP);
+  readonly canonExpect = new Float64Array(ACTIVE * LINK_STAT);
+  readonly segs = new Float64Array(ACTIVE * SEG);
+
+  /** Run the prepared batches, one segment each, in one call. */
+  run(batches: Batch[], opts: LinkOptions): void {
+    const names: Buffer[] = [];
+    let offset = 0;
+    batches.forEach((b, g) => {
+      for (let i = 0; i < b.count; i++) {
+        this.pairs[b.at(i) * LINK_PAIR + P_NAMEOFF] = offset;
+        for (const part of b.names[i]!) {
+          names.push(part, NUL);
+          offset += part.length + 1;
+        }
+      }
+      this.segs[g * SEG] = b.canon!.fd;
+      this.segs[g * SEG + 1] = b.at(0);
+      this.segs[g * SEG + 2] = b.count;
+      statDoubles(b.canon!.expect, this.canonExpect, g * LINK_STAT);
+    });
+    const journal = opts.journal?.native;
+    sys.linkBatch(
+      this.segs.subarray(0, batches.length * SEG),
+      this.canonExpect,
+      journal ? journal.fd : -1,
+      opts.ignoreMtime ? 1 : 0,
+      FS_FILE_FLAGS,
+      this.pairs,
+      Buffer.concat(names),
+      this.out,
+      this.tmps,
+      THREADS,
+    );
+    batches.forEach((b, g) => b.ran(this.segs[g * SEG + 3]!));
+  }
+}
+
+/** One pair's result in the batch arrays. */
+interface Done {
+  b: Batch;
+  slot: number;
+}
+
+/** One set's run of pairs for the addon, and which ops of the set it holds results for. */
+class Batch {
+  /** The op index of each pair (-1 once its result is taken), and the canonical they are linked to. */
+  private ops: number[] = [];
+  canon: Canonical | undefined;
+  /** Pairs prepared for the next call, and their directory and name. */
+  count = 0;
+  names: [Buffer, Buffer][] = [];
+
+  constructor(
+    readonly pool: Pool,
+    readonly region: number,
+  ) {}
+
+  has(n: number, canon: Canonical): boolean {
+    return this.canon === canon && this.ops.includes(n);
+  }
+
+  /** The result for op `n` linked to `canon`, once. */
+  take(n: number, canon: Canonical): Done | undefined {
+    if (this.canon !== canon) return undefined;
+    const slot = this.ops.indexOf(n);
+    if (slot < 0) return undefined;
+    this.ops[slot] = -1;
+    return { b: this, slot };
+  }
+
+  /**
+   * Prepare ops n, n+1, ... of `set` to be linked to `canon`, as linkSet
+   * would one at a time: ops whose inode is a canonical are left out
+   * (skipped there), and the run ends before an inode it already holds
+   * (`known` depends on the earlier path's result). The addon ends it after
+   * the first pair not LINKED (what follows depends on it). False when
+   * there is nothing to run (op n takes the JS path).
+   */
+  prepare(set: PlanSet, n: number, canon: Canonical, canons: Canonical[], opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): boolean {
+    this.canon = canon;
+    this.ops = [];
+    this.names = [];
+    const inodes = new Set<Inode>();
+    const journal = opts.journal?.native;
+    const pairs = this.pool.pairs;
+    for (let i = n; i < set.ops.length && this.ops.length < BATCH; i++) {
+      const op = set.ops[i]!;
+      if (canons.some((c) => c.inode === op.inode)) continue;
+      if (inodes.has(op.inode)) break;
+      let at = 0;
+      try {
+        at = journal ? journal.at(op.file.dir) : 0;
+      } catch {
+        break; // failed: the JS path says so for this pair
+      }
+      inodes.add(op.inode);
+      const p = this.at(this.ops.length) * LINK_PAIR;
+      pairs[p] = op.file.dir.root.fd;
+      pairs[p + 1] = op.file.dir.dev;
+      pairs[p + 2] = op.file.dir.ino;
+      pairs[p + P_KNOWN] = compared.get(op.inode) === canon.inode ? 1 : 0;
+      pairs[p + 4] = at;
+      statDoubles(expected.get(op.inode) ?? op.file.stat, pairs, p + P_EXPECT);
+      this.names.push([dirRel(op.file.dir), op.file.name]);
+      this.ops.push(i);
+    }
+    this.count = this.ops.length;
+    return this.count > 0;
+  }
+
+  /** The call went through `done` of the prepared pairs. */
+  ran(done: number): void {
+    this.ops.length = done;
+    this.count = 0;
+    this.names = [];
+  }
+
+  /** Where slot `slot`'s pair is in the pool's arrays. */
+  at(slot: number): number {
+    return this.region * BATCH + slot;
+  }
+
+  known(slot: number): boolean {
+    return this.pool.pairs[this.at(slot) * LINK_PAIR + P_KNOWN] === 1;
+  }
+}
+
+/** What a set in flight reports, held back until every earlier set has reported: the order of one set at a time. */
+class Held {
+  private calls: (() => void)[] = [];
+  readonly opts: LinkOptions;
+  constructor(base: LinkOptions) {
+    const hold =
+      <A extends unknown[]>(f: ((...a: A) => void) | undefined) =>
+      (f ? (...a: A) => void this.calls.push(() => f(...a)) : undefined);
+    this.opts = {
+      ...base,
+      onError: hold(base.onError)!,
+      onDiffer: hold(base.onDiffer),
+      onDoubt: hold(base.onDoubt),
+      onLink: hold(base.onLink),
+      onProgress: hold(base.onProgress),
+      onContentSplit: hold(base.onContentSplit),
+    };
+  }
+  flush(): void {
+    for (const c of this.calls.splice(0)) c();
+  }
+}
+
+let pools: Pool | undefined;
+
+/**
+ * Link the sets through the addon: up to ACTIVE sets in flight, each
+ * linkSet() run until it has prepared its next batch, then one call for all
+ * of them (on THREADS threads), and again. What each set reports is passed
+ * on in plan order, and no outcome depends on which thread ran a set or
+ * when: the sets share no inode, and no two threads work in one directory
+ * at a time (native/link.c).
+ */
+function linkBatched(sets: Iterable<PlanSet>, opts: LinkOptions, result: LinkResult, expected: Expected): void {
+  const pool = (pools ??= new Pool());
+  type Flying = { gen: Generator<void, void, void>; batch: Batch; held: Held; done: boolean };
+  const free = Array.from({ length: ACTIVE }, (_, r) => ACTIVE - 1 - r);
+  let flying: Flying[] = [];
+  const order: Flying[] = [];
+  const step = (f: Flying) => {
+    if (f.gen.next().done) {
+      f.done = true;
+      free.push(f.batch.region);
+    } else flying.push(f);
+  };
+  const iter = sets[Symbol.iterator]();
+  let more = true;
+  try {
+    for (;;) {
+      while (more && free.length) {
+        const next = iter.next();
+        if (next.done) {
+          more = false;
+          break;
+        }
+        const held = new Held(opts);
+        const batch = new Batch(pool, free.pop()!);
+        const f: Flying = { gen: linkSet(next.value, held.opts, result, expected, batch), batch, held, done: false };
+        order.push(f);
+        step(f);
+      }
+      // In plan order, the sets done so far report.
+      while (order.length && order[0]!.done) order.shift()!.held.flush();
+      if (!flying.length) break;
+      const ready = flying;
+      flying = [];
+      pool.run(
+        ready.map((f) => f.batch),
+        opts,
+      );
+      for (const f of ready) step(f);
+    }
+  } finally {
+    // After a throw (an internal error): each set's generator closes its canonicals.
+    for (const f of flying) f.gen.return();
+    for (const f of order) f.held.flush();
+  }
+}
+
+const NUL = Buffer.alloc(1);
+
+/**
+ * What linkOne() does after its own steps, for a pair the addon went
+ * through: the same bookkeeping when it linked, its JS path when it changed
+ * nothing, and swap.ts's words and endings (settle(), undo()) for the rest.
+ */
+function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): boolean {
+  const { b, slot } = done;
+  const out = b.pool.out;
+  const o = b.at(slot) * LINK_OUT;
+  const code = out[o]!;
+  if (code === LINK.FALLBACK) return linkOne(canon, op, opts, expected, compared);
+  const known = b.known(slot);
+  compared.delete(op.inode);
+  const errno = out[o + 1]!;
+  const aux = out[o + 2]!;
+  const canonStat = doublesStat(out, o + 6);
+  const dupStat = doublesStat(out, o + 6 + LINK_STAT);
+  if (code === LINK.LINKED) {
+    canon.expect = canonStat;
+    expected.set(canon.inode, canonStat);
+    expected.set(op.inode, dupStat);
+    const freed = dupStat.nlink === 0;
+    if (!freed && aux & 16) compared.set(op.inode, canon.inode);
+    return freed;
+  }
+  const dirFd = out[o + 3]!;
+  const dup: OpenedFile = { fd: out[o + 4]!, stat: dupStat };
+  const tmps = b.pool.tmps;
+  const end = tmps.indexOf(0, b.at(slot) * LINK_TMP);
+  const tmp = Buffer.from(tmps.subarray(b.at(slot) * LINK_TMP, end));
+  const leftErrno = out[o + 5]!;
+  const left = leftErrno < 0 ? undefined : { tmp, why: fileError('', sys.errnoError(leftErrno, 'unlinkat')).message };
+  const journalError = () => {
+    opts.journal?.native?.fail();
+    return errno > 0
+      ? sys.errnoError(errno, 'write')
+      : codedError('ENOSPC', `journal write cut short (${-1 - errno} of ${aux} bytes; is the state directory's filesystem full?); nothing was changed`);
+  };
+  const lease = code === LINK.SETTLE && aux & 4 ? PairLease.adopt(canon.fd, dup.fd) : undefined;
+  let freed = false;
+  try {
+    try {
+      switch (code) {
+        case LINK.JOURNAL:
+          throw journalError();
+        case LINK.LINK:
+          throw sys.errnoError(errno, 'linkat');
+        case LINK.TMP:
+          throw swapFailure(tempMoved(), left);
+        case LINK.KNOWN:
+          throw swapFailure(changedWhileLinked(), left);
+        case LINK.LEASE:
+          throw swapFailure(leaseError({ canonical: !!(aux & 1), duplicate: !!(aux & 2) }, 'while it was being linked'), left);
+        case LINK.RENAME:
+          throw swapFailure(sys.errnoError(errno, 'renameat2'), left);
+        case LINK.SETTLE:
+          settle(dirFd, tmp, op.file.name, { fd: canon.fd, file: canon.file, before: canonStat }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal, known, lease }, aux & 8 ? undefined : {
+            intoAt: doublesStat(out, o + 6 + 2 * LINK_STAT),
+            outAt: doublesStat(out, o + 6 + 3 * LINK_STAT),
+          });
+          break;
+        case LINK.SETTLED_JOURNAL:
+          throw settledMarkFailure(journalError(), tmp);
+        case LINK.UNLINK:
+          throw tempUnlinkFailure(sys.errnoError(errno, 'unlinkat'), tmp);
+        default:
+          throw new Error(`linkBatch: unknown result ${code}`);
+      }
+    } catch (er) {
+      lease?.release();
+      throw swapFailed(er, canon, canonStat, compared, opts);
+    }
+    lease?.release();
+    return (freed = swapped(canon, op, dup, expected, compared));
+  } finally {
+    lease?.release();
+    if (freed) sys.closeLater(dup.fd);
+    else sys.close(dup.fd);
+    sys.close(dirFd);
+  }
+}
+
 function openCanonical(file: FileRec, inode: Inode, expected: Expected, opts: LinkOptions): Canonical {
   const expect = expected.get(inode);
   const opened = expect
@@ -244,13 +581,13 @@ function openCanonical(file: FileRec, inode: Inode, expected: Expected, opts: Li
 }
 
 /** Replace one duplicate path; returns true when its inode lost its last link. */
-async function linkOne(
+function linkOne(
   canon: Canonical,
   op: LinkOp,
   opts: LinkOptions,
   expected: Expected,
   compared: Map<Inode, Inode>,
-): Promise<boolean> {
+): boolean {
   const dirFd = openDir(op.file.dir);
   try {
     const expectDup = expected.get(op.inode) ?? op.file.stat;
@@ -275,33 +612,10 @@ async function linkOne(
         swap(dirFd, op.file, { fd: canon.fd, file: canon.file, before: canonBefore }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal, known, lease });
       } catch (er) {
         lease?.release();
-        // A writer was waiting on the canonical: its content is about to change.
-        if ((er as { doubt?: boolean }).doubt) doubt(canon, compared, opts);
-        // Our link and unlink moved the canonical's ctime; if nothing else
-        // changed, the rest of its set may still be linked to it. But a
-        // guest's xattr, flag or project change, or a rewrite with the mtime
-        // put back, during this swap moves only the ctime too: from here the
-        // canonical is trusted only as far as a fresh full comparison shows.
-        const now = sys.fstat(canon.fd);
-        if (sameFile(now, canonBefore, { ctime: false, nlink: true })) {
-          if (!sameFile(now, canon.expect, { ctime: true, nlink: true })) doubt(canon, compared, opts);
-          canon.expect = now;
-        }
-        // A difference found after the exchange is a write by the guest
-        // during the swap, not a second content of the set.
-        if (isContentDifference(er)) (er as { content?: boolean }).content = false;
-        throw er;
+        throw swapFailed(er, canon, canonBefore, compared, opts);
       }
       lease?.release();
-      canon.expect = sys.fstat(canon.fd);
-      expected.set(canon.inode, canon.expect);
-      const after = sys.fstat(dup.fd);
-      expected.set(op.inode, after);
-      freed = after.nlink === 0;
-      // Our link, exchange and unlink moved only its ctime and nlink: its
-      // other paths may skip the byte comparison while that stays so.
-      if (!freed && sameFile(after, dup.stat, { ctime: false, nlink: false })) compared.set(op.inode, canon.inode);
-      return freed;
+      return (freed = swapped(canon, op, dup, expected, compared));
     } finally {
       lease?.release(); // when verify() or the iunlink step threw
       // Closing the last descriptor of the replaced inode frees its blocks,
@@ -312,6 +626,39 @@ async function linkOne(
   } finally {
     sys.close(dirFd);
   }
+}
+
+/** After a failed swap: what is still known of the canonical; returns the error to throw. */
+function swapFailed(er: unknown, canon: Canonical, canonBefore: Stat, compared: Map<Inode, Inode>, opts: LinkOptions): unknown {
+  // A writer was waiting on the canonical: its content is about to change.
+  if ((er as { doubt?: boolean }).doubt) doubt(canon, compared, opts);
+  // Our link and unlink moved the canonical's ctime; if nothing else
+  // changed, the rest of its set may still be linked to it. But a
+  // guest's xattr, flag or project change, or a rewrite with the mtime
+  // put back, during this swap moves only the ctime too: from here the
+  // canonical is trusted only as far as a fresh full comparison shows.
+  const now = sys.fstat(canon.fd);
+  if (sameFile(now, canonBefore, { ctime: false, nlink: true })) {
+    if (!sameFile(now, canon.expect, { ctime: true, nlink: true })) doubt(canon, compared, opts);
+    canon.expect = now;
+  }
+  // A difference found after the exchange is a write by the guest
+  // during the swap, not a second content of the set.
+  if (isContentDifference(er)) (er as { content?: boolean }).content = false;
+  return er;
+}
+
+/** After a settled swap: what the canonical and the old inode are now; returns true when the old inode lost its last link. */
+function swapped(canon: Canonical, op: LinkOp, dup: OpenedFile, expected: Expected, compared: Map<Inode, Inode>): boolean {
+  canon.expect = sys.fstat(canon.fd);
+  expected.set(canon.inode, canon.expect);
+  const after = sys.fstat(dup.fd);
+  expected.set(op.inode, after);
+  const freed = after.nlink === 0;
+  // Our link, exchange and unlink moved only its ctime and nlink: its
+  // other paths may skip the byte comparison while that stays so.
+  if (!freed && sameFile(after, dup.stat, { ctime: false, nlink: false })) compared.set(op.inode, canon.inode);
+  return freed;
 }
 
 /**

@@ -75,24 +75,34 @@ export function swap(dirFd: number, file: FileRec, into: Incoming, out: OpenedFi
     sys.linkAt(into.fd, dirFd, tmp);
   }
   try {
-    if (!sameInode(sys.statAt(dirFd, tmp), into.before)) throw codedError('ECHANGED', 'temporary name was moved or replaced by the guest; left as it was');
+    if (!sameInode(sys.statAt(dirFd, tmp), into.before)) throw tempMoved();
     // The exchange sets both ctimes: the last moment a write to `out` shows in its ctime.
-    if (opts.known && !sameFile(sys.fstat(out.fd), out.stat, { ctime: true, nlink: true })) {
-      throw codedError('ECHANGED', 'file changed while it was being linked; left as it was');
-    }
+    if (opts.known && !sameFile(sys.fstat(out.fd), out.stat, { ctime: true, nlink: true })) throw changedWhileLinked();
     // A writer waiting on either inode: not exchanged at all.
     const broken = opts.lease?.broken();
     if (broken) throw leaseError(broken, 'while it was being linked');
     sys.renameAt(dirFd, tmp, dirFd, file.name, RENAME_EXCHANGE);
   } catch (er) {
-    const left = removeIfInode(dirFd, tmp, into.before);
-    if (errorCode(er) === 'EINVAL') {
-      throw codedError('EINVAL', 'filesystem does not support RENAME_EXCHANGE, which vunify needs to replace files without a window of loss' + leftNote(left));
-    }
-    if (left) throw codedError(errorCode(er) ?? 'EUNKNOWN', `${fileError('', er).message}${leftNote(left)}`);
-    throw er;
+    throw swapFailure(er, removeIfInode(dirFd, tmp, into.before));
   }
   settle(dirFd, tmp, file.name, into, out, opts);
+}
+
+/** The temporary name no longer holds the incoming inode, just before the exchange. */
+export const tempMoved = (): Error => codedError('ECHANGED', 'temporary name was moved or replaced by the guest; left as it was');
+/** A `known` duplicate changed between its opening and the exchange. */
+export const changedWhileLinked = (): Error => codedError('ECHANGED', 'file changed while it was being linked; left as it was');
+
+/**
+ * What swap() throws when a step between the temporary link and the
+ * exchange failed with `er`; `left`: what removeIfInode() left behind.
+ */
+export function swapFailure(er: unknown, left: { tmp: Buffer; why: string } | undefined): Error {
+  if (errorCode(er) === 'EINVAL') {
+    return codedError('EINVAL', 'filesystem does not support RENAME_EXCHANGE, which vunify needs to replace files without a window of loss' + leftNote(left));
+  }
+  if (left) return codedError(errorCode(er) ?? 'EUNKNOWN', `${fileError('', er).message}${leftNote(left)}`);
+  return er as Error;
 }
 
 /**
@@ -106,15 +116,16 @@ export function swap(dirFd: number, file: FileRec, into: Incoming, out: OpenedFi
  * linking. Then the old inode's name goes; otherwise the exchange is undone
  * and the reason thrown.
  */
-function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: OpenedFile, opts: SwapOptions): void {
+export function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: OpenedFile, opts: SwapOptions, at?: { intoAt: Stat; outAt: Stat }): void {
   const meta = { ctime: false, nlink: false };
   // Taken first: from here on the guest's path shows `into`, and what it
   // does through that path is its own business, shared as with any link.
   // The exchange gave both inodes one ctime; `out` is beyond the guest's
   // paths now, so its ctime still says when the exchange was, and an
   // `into` whose ctime is later was changed after it, through the path.
-  const intoAt = sys.fstat(into.fd);
-  const outAt = sys.fstat(out.fd);
+  // `at`: both as the addon saw them just after its exchange (native/link.c).
+  const intoAt = at?.intoAt ?? sys.fstat(into.fd);
+  const outAt = at?.outAt ?? sys.fstat(out.fd);
   const later = (a: Stat, b: Stat) => a.ctimeSec > b.ctimeSec || (a.ctimeSec === b.ctimeSec && a.ctimeNsec > b.ctimeNsec);
   // A broken lease on `out`: a writer waits to write to the old inode (it
   // opened the name before the exchange, or another of its links), and
@@ -169,18 +180,26 @@ function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: O
   try {
     opts.journal?.record(settledMark(tmp, outNow));
   } catch (er) {
-    // The name already shows `into`; the old inode stays where it is, said
-    // here, and its journal entry (written before the link) stays too.
-    throw codedError(
-      errorCode(er) ?? 'EUNKNOWN',
-      `linked, but the journal could not record it (${fileError('', er).message}); the file that was at this name, compared identical to the one now there, is left beside it as ${printable(tmp)}`,
-    );
+    throw settledMarkFailure(er, tmp);
   }
   try {
     sys.unlinkAt(dirFd, tmp);
   } catch (er) {
-    throw codedError(errorCode(er) ?? 'EUNKNOWN', `linked, but the old file could not be removed from its temporary name ${printable(tmp)} (${fileError('', er).message}); it is left there, and the next linking run tries again`);
+    throw tempUnlinkFailure(er, tmp);
   }
+}
+
+/** The settled mark could not be written: the name already shows `into`; the old inode stays where it is, said here, and its journal entry (written before the link) stays too. */
+export function settledMarkFailure(er: unknown, tmp: Buffer): Error {
+  return codedError(
+    errorCode(er) ?? 'EUNKNOWN',
+    `linked, but the journal could not record it (${fileError('', er).message}); the file that was at this name, compared identical to the one now there, is left beside it as ${printable(tmp)}`,
+  );
+}
+
+/** The old inode's temporary name could not be unlinked after a settled swap. */
+export function tempUnlinkFailure(er: unknown, tmp: Buffer): Error {
+  return codedError(errorCode(er) ?? 'EUNKNOWN', `linked, but the old file could not be removed from its temporary name ${printable(tmp)} (${fileError('', er).message}); it is left there, and the next linking run tries again`);
 }
 
 /**

@@ -156,6 +156,41 @@ export const sys = {
   leasePair: (fdA: number, fdB: number): number => native.leasePair(fdA, fdB),
   leaseHeld: (fdA: number, fdB: number): number => native.leaseHeld(fdA, fdB),
   leaseRelease: (fdA: number, fdB: number): void => native.leaseRelease(fdA, fdB),
+  /**
+   * The linker's per-pair sequence for segments of pairs, each one set's
+   * pairs with its canonical, on up to `threads` threads (native/link.c;
+   * change/link.ts builds the arrays and reads the results). Each segment
+   * goes up to and including its first pair that did not end LINKED (its
+   * count is written to its `done` field), and its `canonExpect` is
+   * updated to the canonical's stat after each link. Off (`nativeLinker =
+   * false`), the linker takes its JS path for every pair.
+   */
+  linkBatch: (segs: Float64Array, canonExpect: Float64Array, journalFd: number, flags: number, fileFlagsMask: number, pairs: Float64Array, names: Buffer, out: Float64Array, tmps: Buffer, threads: number): number =>
+    native.linkBatch(segs, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps, threads),
+  nativeLinker: true,
+  /**
+   * Test-only: fail the n-th occurrence (1-based, counted before the step)
+   * of a linker step with `errno`, or SIGKILL the process, just before or
+   * just after it; linkAt, renameAt and unlinkAt count as the steps link,
+   * exchange and unlink. undefined clears it. Returns how many changes
+   * (link, exchange, unlink) the process has made so far.
+   */
+  setLinkFault: (f?: { step: LinkStep; nth: number; when?: 'before' | 'after'; errno?: number; kill?: boolean }): number =>
+    f ? native.setLinkFault(LINK_STEPS.indexOf(f.step), f.nth, f.when === 'after' ? 1 : 0, f.errno ?? 0, f.kill ? 1 : 0) : native.setLinkFault(-1),
+  /**
+   * Test-only: `fn(step, when, dirFd, name)` is called by the addon's
+   * linker just before each link (name: the temporary name), before and
+   * after each exchange (the guest's name) and just after each unlink of a
+   * temporary name, so a
+   * test can act as a guest at that exact point; its batches then run on
+   * one thread. null removes it.
+   */
+  setLinkHook: (fn: ((step: LinkStep, when: 'before' | 'after', dirFd: number, name: Buffer) => void) | null): void =>
+    native.setLinkHook(fn as ((step: string, when: string, dirFd: number, name: Buffer) => void) | null),
+  /** The number of changes (link, exchange, unlink) made so far, the fault hook left as it is. */
+  changesMade: (): number => native.setLinkFault(),
+  /** The error the addon throws for `errno` in `syscall`. */
+  errnoError: (errno: number, syscall: string): Error => native.errnoError(errno, syscall),
   readSync: (fd: number, buf: Buffer, length: number, position: number): number => fs.readSync(fd, buf, 0, length, position),
   // For private copies (change/copy.ts): everything on the new file goes through its descriptor.
   setXattr: (fd: number, name: Buffer, value: Buffer): void => native.setXattr(fd, name, value),
@@ -173,6 +208,61 @@ export const sys = {
     return { bytes, inodes };
   },
 };
+
+/** The linker's steps, for the fault hook (STEP_* in native/link.c); `change` is any of link, exchange, unlink. */
+export const LINK_STEPS = ['open', 'compare', 'link', 'journal', 'exchange', 'settle', 'unlink', 'change'] as const;
+export type LinkStep = (typeof LINK_STEPS)[number];
+
+/**
+ * What one pair of sys.linkBatch came to (R_* in native/link.c): LINKED is
+ * done; FALLBACK changed nothing (the JS path redoes the pair); the others
+ * hand the pair, its descriptors still open, back to swap.ts to finish.
+ */
+export const LINK = { LINKED: 0, FALLBACK: 1, JOURNAL: 2, LINK: 3, TMP: 4, KNOWN: 5, LEASE: 6, RENAME: 7, SETTLE: 8, SETTLED_JOURNAL: 9, UNLINK: 10 } as const;
+/** Doubles per Stat in linkBatch's arrays (S_* in native/link.c), per pair in, and per pair out. */
+export const LINK_STAT = 14;
+export const LINK_PAIR = 6 + LINK_STAT;
+export const LINK_OUT = 6 + 4 * LINK_STAT;
+/** Bytes per temporary name in linkBatch's `tmps` (NUL-ended). */
+export const LINK_TMP = 24;
+
+/** A Stat as linkBatch's doubles (S_* order). */
+export function statDoubles(st: Stat, into: Float64Array, at: number): void {
+  into[at] = st.type;
+  into[at + 1] = st.dev;
+  into[at + 2] = st.ino;
+  into[at + 3] = st.size;
+  into[at + 4] = st.mode;
+  into[at + 5] = st.uid;
+  into[at + 6] = st.gid;
+  into[at + 7] = st.nlink;
+  into[at + 8] = st.mtimeSec;
+  into[at + 9] = st.mtimeNsec;
+  into[at + 10] = st.ctimeSec;
+  into[at + 11] = st.ctimeNsec;
+  into[at + 12] = st.mntId;
+  into[at + 13] = st.blocks;
+}
+
+/** linkBatch's doubles as a Stat. */
+export function doublesStat(d: Float64Array, at: number): Stat {
+  return {
+    type: d[at] as FileType,
+    dev: d[at + 1]!,
+    ino: d[at + 2]!,
+    size: d[at + 3]!,
+    mode: d[at + 4]!,
+    uid: d[at + 5]!,
+    gid: d[at + 6]!,
+    nlink: d[at + 7]!,
+    mtimeSec: d[at + 8]!,
+    mtimeNsec: d[at + 9]!,
+    ctimeSec: d[at + 10]!,
+    ctimeNsec: d[at + 11]!,
+    mntId: d[at + 12]!,
+    blocks: d[at + 13]!,
+  };
+}
 
 /** Read exactly `length` bytes at `pos`; a short file is ECHANGED. */
 export function readFully(fd: number, buf: Buffer, length: number, pos: number): number {

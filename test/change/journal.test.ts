@@ -1,9 +1,17 @@
 // The journal (src/change/journal.ts): its writer and reader, on real files.
 import fs from 'node:fs';
 import path from 'node:path';
+import os from 'node:os';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { sys } from '../../src/os/sys.js';
 import { parseJournal } from '../../src/change/journal.js';
 import { rmTree, runUnify, sh, tempDir, writeFile } from '../helpers/tree.js';
+
+// The linker's addon batches back on, the fault hook cleared, after tests that turned to the JS path.
+afterEach(() => {
+  sys.nativeLinker = true;
+  sys.setLinkFault();
+});
 
 describe('a journal write cut short', () => {
   // A journal entry the state directory's filesystem could take only part of
@@ -20,6 +28,7 @@ describe('a journal write cut short', () => {
   });
 
   it('a journal entry written short stops the swap before any temporary name exists', async () => {
+    sys.nativeLinker = false; // the JS path: its journal's write is cut short
     const roots = ['g1', 'g2'].map((g) => path.join(dir, g));
     for (const r of roots) writeFile(path.join(r, 'f'), { content: 'the same bytes\n' });
     const inodes = roots.map((r) => fs.statSync(path.join(r, 'f')).ino);
@@ -41,6 +50,18 @@ describe('a journal write cut short', () => {
     // So nothing was done: both names hold their own inodes, no temporary name anywhere.
     expect(report.summary.linksMade).toBe(0);
     expect(errors.length).toBeGreaterThan(0);
+    expect(roots.map((r) => fs.statSync(path.join(r, 'f')).ino)).toEqual(inodes);
+    expect(sh('find', dir, '-name', '.vunify.*')).toBe('');
+  });
+
+  it('a journal entry the addon cannot write stops the swap before any temporary name exists', async () => {
+    const roots = ['g1', 'g2'].map((g) => path.join(dir, g));
+    for (const r of roots) writeFile(path.join(r, 'f'), { content: 'the same bytes\n' });
+    const inodes = roots.map((r) => fs.statSync(path.join(r, 'f')).ino);
+    sys.setLinkFault({ step: 'journal', nth: 1, errno: os.constants.errno.ENOSPC });
+    const { report, errors } = await runUnify(roots, { cache: false });
+    expect(report.summary.linksMade).toBe(0);
+    expect(errors.map((e) => e.code)).toEqual(['ENOSPC']);
     expect(roots.map((r) => fs.statSync(path.join(r, 'f')).ino)).toEqual(inodes);
     expect(sh('find', dir, '-name', '.vunify.*')).toBe('');
   });

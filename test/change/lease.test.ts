@@ -22,6 +22,12 @@ beforeEach(() => {
   dir = tempDir();
   for (const n of ['a', 'b', 'small1', 'small2']) fs.writeFileSync(F(n), Buffer.alloc(n.startsWith('small') ? LEASE_MIN_SIZE - 1 : SIZE, n.startsWith('small') ? 's' : 'x'));
 });
+// The linker's addon batches back on, the fault hook cleared, after tests that turned to the JS path.
+afterEach(() => {
+  sys.nativeLinker = true;
+  sys.setLinkFault();
+});
+
 afterEach(async () => {
   vi.restoreAllMocks();
   for (const fd of fds.splice(0)) fs.closeSync(fd);
@@ -174,10 +180,12 @@ describe('the linker with leases', () => {
   }
 
   it('reads each byte of a linked pair once', async () => {
+    sys.nativeLinker = false; // the JS path: counts its comparison's reads
     expect(await bytesCompared()).toBe(2 * SIZE);
   });
 
   it('reads them twice when the pair cannot be leased', async () => {
+    sys.nativeLinker = false; // the JS path: its seam refuses the leases
     vi.spyOn(sys, 'leasePair').mockReturnValue(22);
     expect(await bytesCompared()).toBe(4 * SIZE);
   });
@@ -186,6 +194,7 @@ describe('the linker with leases', () => {
   // (through its temporary name) while the metadata is compared after the
   // exchange shows only in its ctime, checked after that comparison.
   it('keeps the old inode when it is chmodded through its temporary name during the check after the exchange', async () => {
+    sys.nativeLinker = false; // the JS path: the guest acts at its seam
     for (const g of ['g1', 'g2']) writeFile(path.join(dir, g, 'usr/f'), { content: Buffer.alloc(SIZE, 'same') });
     const w = path.join(dir, 'g2/usr/f');
     const renameAt = sys.renameAt;
@@ -215,7 +224,23 @@ describe('the linker with leases', () => {
     expect(read.mock.calls.reduce((n, c) => n + (c[2] as number), 0)).toBe(2 * SIZE);
   });
 
+  it('the addon reads each byte of a linked pair once: the process read (/proc/self/io rchar) the pair twice, to hash it and to compare it', async () => {
+    const rchar = () => Number(/^rchar: (\d+)$/m.exec(fs.readFileSync('/proc/self/io', 'utf8'))![1]);
+    for (const g of ['g1', 'g2']) writeFile(path.join(dir, g, 'usr/f'), { content: Buffer.alloc(SIZE, 'same') });
+    const before = rchar();
+    const { errors } = await runUnify([path.join(dir, 'g1'), path.join(dir, 'g2')], { cache: false });
+    const read = rchar() - before;
+    expect(errors).toEqual([]);
+    expect(fs.statSync(path.join(dir, 'g1/usr/f')).ino).toBe(fs.statSync(path.join(dir, 'g2/usr/f')).ino);
+    // Hashing reads 2 x SIZE, the comparison 2 x SIZE; a second comparison would make it 6 x SIZE.
+    expect(read).toBeGreaterThanOrEqual(4 * SIZE);
+    expect(read).toBeLessThan(5 * SIZE);
+    expect(leasesOn(path.join(dir, 'g1/usr/f'))).toEqual([]);
+    expect(leasesOn(path.join(dir, 'g2/usr/f'))).toEqual([]);
+  });
+
   it('releases both leases once the swap is settled', async () => {
+    sys.nativeLinker = false; // the JS path: watches its seam
     const release = vi.spyOn(sys, 'leaseRelease');
     await bytesCompared();
     expect(release).toHaveBeenCalled();

@@ -1,6 +1,7 @@
 // The linker, on real trees: what it re-checks between plan and link, EMLINK,
 // forged hash collisions, and that a duplicate's path never goes missing.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type FileError, codedError } from '../../src/core/errors.js';
@@ -13,6 +14,7 @@ import { sys, RENAME_EXCHANGE } from '../../src/os/sys.js';
 import { walk } from '../../src/pipeline/walk.js';
 import { inode, rmTree, runUnify, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
 import { TEMP_PREFIX } from '../../src/change/swap.js';
+import { displayPath } from '../../src/core/paths.js';
 import { FS_APPEND_FL, FS_IMMUTABLE_FL } from '../../src/core/stat.js';
 
 let dir: string;
@@ -21,8 +23,19 @@ beforeEach(() => {
 });
 afterEach(() => {
   vi.restoreAllMocks();
+  sys.setLinkFault();
+  sys.nativeLinker = true;
   rmTree(dir);
 });
+
+/**
+ * The linker's JS path for every pair (the addon's batches, native/link.c,
+ * are off): for tests that act through the sys seam at a step the addon
+ * makes itself, or count the JS path's calls.
+ */
+const jsPath = () => {
+  sys.nativeLinker = false;
+};
 
 /** Scan and plan; `trustSize` skips hashing so a forged "collision" reaches the linker. */
 async function planFor(guests: string[], opts: { trustSize?: boolean } = {}) {
@@ -63,6 +76,7 @@ describe('link', () => {
     const contents = { b: 'BBBB', c: 'AAAA', d: 'BBBB', e: 'CCCC', f: 'BBBB' };
     for (const [g, c] of Object.entries(contents)) writeFile(path.join(dir, g, 'f'), { content: c });
     const p = await planFor(['a', ...Object.keys(contents)], { trustSize: true });
+    jsPath(); // counts the JS comparison's reads
     const reads = vi.spyOn(sys, 'readSync');
     const r = await link(p.plan, { ignoreMtime: false, onError: p.onError });
     closeRoots(p.roots);
@@ -158,6 +172,7 @@ describe('link', () => {
    * the linker reports as ECHANGED before it looks at the flags.
    */
   function flagsAfterPlan(planReads: number, after: Record<string, number>) {
+    jsPath(); // the addon reads the flags itself
     const inos = new Map(Object.entries(after).map(([p, f]) => [inode(p), f]));
     const real = sys.getFlags;
     let calls = 0;
@@ -222,7 +237,23 @@ describe('link', () => {
     expect(snapshot(dir, { inodes: true })).toEqual(before);
   });
 
+  it('EMLINK in the addon: the duplicate becomes the canonical for the rest of its set', async () => {
+    const guests = Array.from({ length: 7 }, (_, i) => `g${i}`);
+    for (const g of guests) writeFile(path.join(dir, g, 'lib.so'), { content: 'shared library' });
+    const before = snapshot(dir, { dirTimes: false });
+    // The third link the linker makes fails as on a full inode.
+    sys.setLinkFault({ step: 'link', nth: 3, errno: os.constants.errno.EMLINK });
+    const { report, errors } = await runUnify(guests.map((g) => path.join(dir, g)));
+    expect(errors).toEqual([]);
+    const inodes = new Set(guests.map((g) => inode(path.join(dir, g, 'lib.so'))));
+    expect(inodes.size).toBe(2); // g0 + g1 + g2, then g3 + g4 + g5 + g6
+    expect(report.summary.linksMade).toBe(5);
+    expect(snapshot(dir, { dirTimes: false })).toEqual(before);
+    expect(leftovers(dir)).toEqual([]);
+  });
+
   it('EMLINK: the duplicate becomes the canonical for the rest of its set', async () => {
+    jsPath();
     const guests = Array.from({ length: 7 }, (_, i) => `g${i}`);
     for (const g of guests) writeFile(path.join(dir, g, 'lib.so'), { content: 'shared library' });
     const before = snapshot(dir, { dirTimes: false });
@@ -245,15 +276,105 @@ describe('link', () => {
     writeFile(path.join(dir, 'a/f'));
     writeFile(path.join(dir, 'b/f'));
     const before = snapshot(dir, { inodes: true, dirTimes: false });
-    vi.spyOn(sys, 'renameAt').mockImplementation(() => {
-      throw Object.assign(new Error('ENOSPC: no space left on device, renameat2'), { code: 'ENOSPC' });
-    });
+    sys.setLinkFault({ step: 'exchange', nth: 1, errno: os.constants.errno.ENOSPC });
     const { errors } = await runUnify([path.join(dir, 'a'), path.join(dir, 'b')]);
     expect(errors.map((e) => e.code)).toEqual(['ENOSPC']);
     expect(snapshot(dir, { inodes: true, dirTimes: false })).toEqual(before);
+    expect(leftovers(dir)).toEqual([]);
+  });
+
+  it('the addon, sets in flight on its threads, links what the JS path links and reports it in the same order', async () => {
+    // Many sets, their duplicates spread over shared directories, some paths of one inode.
+    const build = (top: string) => {
+      for (const g of ['g1', 'g2', 'g3'])
+        for (let d = 0; d < 12; d++)
+          for (let k = 0; k < 6; k++) {
+            const f = path.join(top, g, `d${d}`, `f${k}`);
+            writeFile(f, { content: `content ${(d * 6 + k) % 23}\n`.repeat(k === 5 ? 5000 : 1), mtime: '1700000000' });
+            if (k === 4 && d % 3 === 0) fs.linkSync(f, path.join(top, g, `d${d}`, 'also'));
+          }
+    };
+    const a = path.join(dir, 'a');
+    const b = path.join(dir, 'b');
+    build(a);
+    build(b);
+    const run = async (top: string) => {
+      const links: string[] = [];
+      const r = await runUnify(['g1', 'g2', 'g3'].map((g) => path.join(top, g)), {
+        cache: false,
+        onLink: (f, c) => links.push(`${path.relative(top, displayPath(f))} => ${path.relative(top, displayPath(c))}`),
+      });
+      // Which paths share an inode, named relative to the tree.
+      const byIno = new Map<number, string[]>();
+      for (const p of sh('find', top, '-type', 'f').split('\n').filter(Boolean).sort()) {
+        const i = inode(p);
+        byIno.set(i, [...(byIno.get(i) ?? []), path.relative(top, p)]);
+      }
+      return { links, errors: r.errors, summary: r.report.summary, shared: [...byIno.values()].map((v) => v.join(' ')).sort() };
+    };
+    jsPath();
+    const js = await run(a);
+    sys.nativeLinker = true;
+    const native = await run(b);
+    expect(js.errors).toEqual([]);
+    expect(js.links.length).toBeGreaterThan(100);
+    expect(native).toEqual(js);
+    expect(leftovers(dir)).toEqual([]);
+  });
+
+  it('a write to a duplicate inode through its other path just after the addon linked one: that path is compared again, and keeps its bytes', async () => {
+    // The canonical has the most links; the duplicate inode two paths.
+    writeFile(path.join(dir, 'g1/c'), { content: 'same bytes\n', mtime: '1700000000' });
+    for (const n of ['c2', 'c3']) fs.linkSync(path.join(dir, 'g1/c'), path.join(dir, 'g1', n));
+    writeFile(path.join(dir, 'g2/p1'), { content: 'same bytes\n', mtime: '1700000000' });
+    fs.linkSync(path.join(dir, 'g2/p1'), path.join(dir, 'g2/p2'));
+    let acted = false;
+    let other = '';
+    const P = (n: string) => path.join(dir, 'g2', n);
+    sys.setLinkHook((step, when) => {
+      if (step === 'unlink' && when === 'after' && !acted) {
+        acted = true;
+        // The path of the old inode not linked yet.
+        other = inode(P('p1')) === inode(path.join(dir, 'g1/c')) ? 'p2' : 'p1';
+        fs.appendFileSync(P(other), 'the guest wrote more\n');
+      }
+    });
+    try {
+      await runUnify([path.join(dir, 'g1'), path.join(dir, 'g2')], { cache: false });
+    } finally {
+      sys.setLinkHook(null);
+    }
+    expect(acted).toBe(true);
+    expect(inode(P(other === 'p1' ? 'p2' : 'p1'))).toBe(inode(path.join(dir, 'g1/c')));
+    expect(fs.readFileSync(P(other), 'utf8')).toBe('same bytes\nthe guest wrote more\n');
+    expect(fs.readFileSync(path.join(dir, 'g1/c'), 'utf8')).toBe('same bytes\n');
+    expect(leftovers(dir)).toEqual([]);
+  });
+
+  it('a pair the addon hands to settle() after its exchange is settled as on the JS path', async () => {
+    for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'), { content: Buffer.alloc(64 << 10, 'x') });
+    // The addon's settle step refused for the first pair: swap.ts settle() decides it.
+    sys.setLinkFault({ step: 'settle', nth: 1, errno: os.constants.errno.EIO });
+    const { report, errors } = await runUnify(['a', 'b', 'c'].map((g) => path.join(dir, g)));
+    expect(errors).toEqual([]);
+    expect(report.summary.linksMade).toBe(2);
+    expect(new Set(['a', 'b', 'c'].map((g) => inode(path.join(dir, g, 'f')))).size).toBe(1);
+    expect(leftovers(dir)).toEqual([]);
+  });
+
+  it('a failing unlink of the temporary name after the addon linked: the message names it, and the name shows the canonical', async () => {
+    writeFile(path.join(dir, 'a/f'));
+    writeFile(path.join(dir, 'b/f'));
+    sys.setLinkFault({ step: 'unlink', nth: 1, errno: os.constants.errno.EIO });
+    const { errors } = await runUnify([path.join(dir, 'a'), path.join(dir, 'b')]);
+    expect(errors.map((e) => e.code)).toEqual(['EIO']);
+    expect(errors[0]!.message).toMatch(/linked, but the old file could not be removed from its temporary name \.vunify\./);
+    expect(inode(path.join(dir, 'b/f'))).toBe(inode(path.join(dir, 'a/f')));
+    expect(leftovers(dir)).toHaveLength(1);
   });
 
   it('the duplicate path exists at every moment of the swap', async () => {
+    jsPath(); // watches the seam's calls
     writeFile(path.join(dir, 'a/f'));
     writeFile(path.join(dir, 'b/f'));
     const dup = path.join(dir, 'b/f');
@@ -283,6 +404,7 @@ describe('undo when the guest removed the name after the exchange', () => {
     const guests = ['g1', 'g2'].map((g) => path.join(dir, g));
     const temps = (d: string) => sh('find', d, '-name', '.vunify.*').split('\n').filter(Boolean);
     for (const g of guests) writeFile(path.join(g, 'f'), { content: 'same\n', mtime: '1700000000' });
+    jsPath(); // the guest acts at the seam's exchange
     const real = sys.renameAt;
     let done = false;
     vi.spyOn(sys, 'renameAt').mockImplementation((...a) => {
@@ -325,6 +447,7 @@ describe('a canonical whose ctime moved during a failed swap', () => {
     const dup = inode(G('g2/p1'));
     // Older than the cache's racy window, so the hashes are remembered.
     await new Promise((r) => setTimeout(r, 1500));
+    jsPath(); // the guest acts at the seam's exchange
     const realRename = sys.renameAt;
     let failed = false;
     vi.spyOn(sys, 'renameAt').mockImplementation((a, b, c, d, flags = 0) => {

@@ -12,6 +12,12 @@ let dir: string;
 beforeEach(() => {
   dir = tempDir();
 });
+// The linker's addon batches back on, the fault hook cleared, after tests that turned to the JS path.
+afterEach(() => {
+  sys.nativeLinker = true;
+  sys.setLinkFault();
+});
+
 afterEach(() => {
   vi.restoreAllMocks();
   rmTree(dir);
@@ -26,6 +32,7 @@ describe('recovery: a guest writing while the old inode is compared', () => {
 
 
   it('a write through a held descriptor while recovery compares the old inode is kept', async () => {
+    sys.nativeLinker = false; // the JS path: killed at its seam
     const content = randomBytes(4 << 20);
     const roots = ['g1', 'g2'].map((g) => path.join(dir, g));
     for (const r of roots) writeFile(path.join(r, 'f'), { content });
@@ -77,6 +84,7 @@ describe('recovery: the directory of a leftover name was moved', () => {
   // "nothing left" and forgotten with the journal. Real files and journal.
 
   it('a leftover temporary name whose directory the guest renamed is reported', async () => {
+    sys.nativeLinker = false; // the JS path: killed at its seam
     const roots = ['g1', 'g2'].map((g) => path.join(dir, g));
     for (const r of roots) writeFile(path.join(r, 'd', 'f'), { content: 'the same bytes\n' });
     const restore = killAtFirstUnlink(testStateDir());

@@ -25,6 +25,12 @@ beforeEach(() => {
   dir = tempDir();
   for (const g of ['g1', 'g2']) writeFile(G(g, 'usr/share/f'), { content: 'the same bytes\n' });
 });
+// The linker's addon batches back on, the fault hook cleared, after tests that turned to the JS path.
+afterEach(() => {
+  sys.nativeLinker = true;
+  sys.setLinkFault();
+});
+
 afterEach(() => {
   vi.restoreAllMocks();
   rmTree(dir);
@@ -77,6 +83,7 @@ describe.skipIf(!canChattr)('a directory the guest made append-only or immutable
 
 describe('a temporary name that cannot be removed is named, never left silently', () => {
   it('exchange refused and the temporary link undeletable: the error names the temporary name', async () => {
+    sys.nativeLinker = false; // the JS path: faults at its seam
     const realUnlink = sys.unlinkAt;
     vi.spyOn(sys, 'renameAt').mockImplementation(() => {
       throw codedError('EIO', 'injected: exchange failed');
@@ -113,6 +120,7 @@ describe('settle: a guest writing while the old inode is compared after the exch
 
 
   it('a write through a held descriptor during the comparison after the exchange is kept', async () => {
+    sys.nativeLinker = false; // the JS path: the guest acts at its seam
     const content = randomBytes(4 << 20); // several comparison chunks
     for (const g of ['g1', 'g2']) writeFile(path.join(dir, g, 'f'), { content });
     // The guests' processes hold their files open for writing, from before the run.

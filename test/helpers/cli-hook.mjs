@@ -1,13 +1,15 @@
 // Preloaded into the CLI under test (`node --import cli-hook.mjs dist/bin.js`)
 // by the scenario tests, to put an event at an exact point of a run instead
-// of hoping a timer lands there: it wraps the calls of the built sys seam
-// (dist/os/sys.js, a plain object every module shares) that change guest
-// trees: linkAt, renameAt and unlinkAt. Configured by VUNIFY_TEST_HOOK (JSON):
+// of hoping a timer lands there. Changes to guest trees (a link, an
+// exchange or rename, an unlink) are counted by the addon's fault hook
+// (sys.setLinkFault, native/link.c), whether the linker made them in its
+// native batches or through the sys seam (dist/os/sys.js, a plain object
+// every module shares). Configured by VUNIFY_TEST_HOOK (JSON):
 //
 //   sys       absolute path of the build's os/sys.js (required)
-//   count     write the number of such calls the run made to this file at exit
+//   count     write the number of such changes the run made to this file at exit
 //   kill      { n, when: 'before' | 'after' }: SIGKILL the run itself just
-//             before or just after its n-th such call (1-based)
+//             before or just after its n-th such change (1-based)
 //   exchange  act just before the first RENAME_EXCHANGE whose directory is
 //             below `under` and whose path relative to `under` matches the
 //             regular expression `match` (if given): the moment after the
@@ -23,6 +25,10 @@
 //               (its temporary name unlinked, the next link begun, or exit)
 //   done      write 'acted' to this file once the exchange action ran
 //
+// The exchange action and `resume` happen at the same points whether the
+// linker's addon (sys.setLinkHook: just before its link and exchange, just
+// after its unlink) or its JS path (the sys seam's calls) makes the step.
+//
 // Without VUNIFY_TEST_HOOK it does nothing.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -33,7 +39,7 @@ if (raw) {
   const { sys } = await import(cfg.sys);
   const RENAME_EXCHANGE = 2;
   const sab = new Int32Array(new SharedArrayBuffer(4));
-  let calls = 0;
+  if (cfg.kill) sys.setLinkFault({ step: 'change', nth: cfg.kill.n, when: cfg.kill.when, kill: true });
   let acted = false;
   let resumePending = false;
   const resume = () => {
@@ -43,7 +49,6 @@ if (raw) {
   };
   const restores = [];
   const dirOf = (fd) => fs.readlinkSync(`/proc/self/fd/${fd}`);
-  const die = () => process.kill(process.pid, 'SIGKILL');
 
   const exchange = (dirFd, name) => {
     const dir = dirOf(dirFd);
@@ -73,15 +78,19 @@ if (raw) {
     if (cfg.done) fs.writeFileSync(cfg.done, 'acted');
   };
 
+  if (cfg.exchange) {
+    sys.setLinkHook((step, when, dirFd, name) => {
+      if (step === 'link') resume();
+      else if (step === 'exchange' && when === 'before' && !acted) exchange(dirFd, name);
+      else if (step === 'unlink') resume();
+    });
+  }
   for (const op of ['linkAt', 'renameAt', 'unlinkAt']) {
     const real = sys[op];
     sys[op] = (...a) => {
-      calls++;
-      if (cfg.kill?.n === calls && cfg.kill.when === 'before') die();
       if (op === 'linkAt') resume();
       if (cfg.exchange && !acted && op === 'renameAt' && a[4] === RENAME_EXCHANGE) exchange(a[0], a[3]);
       const r = real(...a);
-      if (cfg.kill?.n === calls && cfg.kill.when === 'after') die();
       if (op === 'unlinkAt') resume();
       return r;
     };
@@ -89,6 +98,6 @@ if (raw) {
   process.on('exit', () => {
     resume();
     for (const r of restores.splice(0)) r();
-    if (cfg.count) fs.writeFileSync(cfg.count, String(calls));
+    if (cfg.count) fs.writeFileSync(cfg.count, String(sys.changesMade()));
   });
 }

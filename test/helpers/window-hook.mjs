@@ -2,7 +2,7 @@
 // dist/bin.js`) by test/scenarios/lease-windows.test.ts: stops the run in
 // one window of one link and lets a guest process act on the duplicate's
 // path there, whatever the timing. It wraps the built sys seam
-// (dist/os/sys.js). Configured by VUNIFY_WINDOW_HOOK (JSON):
+// (dist/os/sys.js), so the run takes the linker's JS path. Configured by VUNIFY_WINDOW_HOOK (JSON):
 //
 //   sys      absolute path of the build's os/sys.js (required)
 //   under    the guest directory whose file is the duplicate
@@ -27,6 +27,9 @@ const raw = process.env.VUNIFY_WINDOW_HOOK;
 if (raw) {
   const cfg = JSON.parse(raw);
   const { sys } = await import(cfg.sys);
+  // Its windows are the JS path's (sys.leasePair, readSync, renameAt): the
+  // linker's addon, which makes those steps itself, is turned off.
+  sys.nativeLinker = false;
   const RENAME_EXCHANGE = 2;
   const sab = new Int32Array(new SharedArrayBuffer(4));
   const log = { leasePair: [], acted: false, resumed: null, readsAfterExchange: 0 };

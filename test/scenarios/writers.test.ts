@@ -411,13 +411,30 @@ describe('a guest acting between the last check and the exchange (in process, th
   });
   afterEach(() => {
     vi.restoreAllMocks();
+    sys.setLinkHook(null);
+    sys.nativeLinker = true;
     rmTree(dir);
+  });
+
+  /** Called by the linker's addon (sys.setLinkHook) or its JS path (the sys seam), whichever makes the step. */
+  const hooks: ((step: string, when: string) => void)[] = [];
+  beforeEach(() => {
+    hooks.length = 0;
+    sys.setLinkHook((step, when) => {
+      for (const h of hooks) h(step, when);
+    });
   });
 
   /** Run vunify over the guests in `order`, doing `act` once, just before the temporary link is made. */
   async function actBeforeLink(order: string[], act: () => void) {
     const linkAt = sys.linkAt;
     let done = false;
+    hooks.push((step, when) => {
+      if (!done && step === 'link' && when === 'before') {
+        done = true;
+        act();
+      }
+    });
     vi.spyOn(sys, 'linkAt').mockImplementation((fd, dirFd, name) => {
       // A temporary name in the guest: the run's journal is linked into the state directory first.
       if (!done && name.toString().startsWith('.vunify.')) {
@@ -488,13 +505,19 @@ describe('a guest acting between the last check and the exchange (in process, th
   function renameOverAfterExchange(content: string) {
     const renameAt = sys.renameAt;
     let exchanged = false;
-    vi.spyOn(sys, 'renameAt').mockImplementation((...a) => {
-      renameAt(...a);
+    const act = () => {
       if (!exchanged) {
         exchanged = true;
         fs.writeFileSync(W('f.dpkg-new'), content);
         fs.renameSync(W('f.dpkg-new'), W());
       }
+    };
+    hooks.push((step, when) => {
+      if (step === 'exchange' && when === 'after') act();
+    });
+    vi.spyOn(sys, 'renameAt').mockImplementation((...a) => {
+      renameAt(...a);
+      act();
     });
   }
 
@@ -529,6 +552,7 @@ describe('a guest acting between the last check and the exchange (in process, th
     // at the first read of the byte comparison
     ['a rewrite', 'readSync' as const, () => fs.writeFileSync(W(), 'NEW CONTENT 123\n'), () => expect(fs.readFileSync(W(), 'utf8')).toBe('NEW CONTENT 123\n')],
   ])('%s through the path while the comparison after the exchange runs is kept, and the link stands', async (_what, hook, act, check) => {
+    sys.nativeLinker = false; // the JS path: the guest acts at its seam, in its comparison after the exchange
     const renameAt = sys.renameAt;
     const real = sys[hook] as (...a: unknown[]) => unknown;
     let exchanged = false;

@@ -1,0 +1,791 @@
+/*
+ * The linker's per-pair sequence (src/change/link.ts linkOne, verify and
+ * src/change/swap.ts swap/settle) in one call per batch of pairs that share
+ * one canonical: confined opens checked against the scan, the checks,
+ * leases and the comparison, the journal entry, the temporary link, the
+ * exchange, settle and the unlink of the displaced inode. About 25 calls
+ * from JavaScript per link become one call per batch.
+ *
+ * Only the ordinary outcome is decided here. A pair that does not check out
+ * before anything was changed stops the batch with FALLBACK: JavaScript
+ * redoes that pair on its own path (link.ts), which re-checks everything and
+ * says why in its own words. After the temporary link exists, every other
+ * outcome is handed back with the descriptors still open (and a lease still
+ * held), and swap.ts finishes it (its messages, undo()). So every rule of
+ * link.ts/swap.ts holds; only where it is decided moved.
+ *
+ * The journal entry and settled mark are written here to the journal's
+ * descriptor, in exactly the lines journal.ts writes (its directory already
+ * declared by the caller), so recovery reads them unchanged.
+ *
+ * A test-only fault hook (setLinkFault) fails a step with an errno, or
+ * SIGKILLs the process, just before or just after the n-th occurrence of a
+ * step; the addon's linkAt/renameAt/unlinkAt count as steps too, so a kill
+ * "at the n-th change" means the same whichever path made it.
+ */
+#include "vunify.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef FS_IOC_FSGETXATTR
+struct fsxattr {
+  uint32_t fsx_xflags, fsx_extsize, fsx_nextents, fsx_projid, fsx_cowextsize;
+  unsigned char fsx_pad[8];
+};
+#define FS_IOC_FSGETXATTR _IOR('X', 31, struct fsxattr)
+#endif
+
+/* ---- the fault hook ---------------------------------------------------- */
+
+static struct {
+  int step, nth, after, err, kill, count;
+} fault = {-1, 0, 0, 0, 0, 0};
+static int change_count;
+
+int link_fault(int step, int after) {
+  int seam = step & STEP_SEAM;
+  step &= ~STEP_SEAM;
+  if (!after && (step == STEP_LINK || step == STEP_EXCHANGE || step == STEP_UNLINK)) __atomic_add_fetch(&change_count, 1, __ATOMIC_RELAXED);
+  /* set only by tests, and then a batch runs on one thread: no race on the counts */
+  if (fault.step < 0) return 0;
+  int match = (fault.step == step && !seam) ||
+              (fault.step == STEP_CHANGE && (step == STEP_LINK || step == STEP_EXCHANGE || step == STEP_UNLINK));
+  if (!match) return 0;
+  if (!after) fault.count++;
+  if (fault.count != fault.nth || fault.after != after) return 0;
+  if (fault.kill) kill(getpid(), SIGKILL);
+  return fault.err;
+}
+
+/* A JavaScript function called at some steps (test-only, setLinkHook): a
+ * guest acting at an exact point. Only while a batch runs on this thread. */
+static napi_env hook_env;
+static napi_ref hook_ref;
+
+static void link_call(int step, int after, int dirfd, const char *name) {
+  static const char *const steps[] = {"open", "compare", "link", "journal", "exchange", "settle", "unlink", "change"};
+  if (!hook_ref || !hook_env) return;
+  napi_env env = hook_env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn, undef, argv[4], r;
+  if (napi_get_reference_value(env, hook_ref, &fn) == napi_ok && fn) {
+    napi_get_undefined(env, &undef);
+    napi_create_string_utf8(env, steps[step], NAPI_AUTO_LENGTH, &argv[0]);
+    napi_create_string_utf8(env, after ? "after" : "before", NAPI_AUTO_LENGTH, &argv[1]);
+    napi_create_int32(env, dirfd, &argv[2]);
+    void *d;
+    napi_create_buffer_copy(env, strlen(name), name, &d, &argv[3]);
+    if (napi_call_function(env, undef, fn, 4, argv, &r) != napi_ok) {
+      napi_value ex;
+      napi_get_and_clear_last_exception(env, &ex); /* a hook's error is the test's to see, not the linker's */
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* setLinkHook(fn | null): fn(step, 'before' | 'after', dirFd, name) just
+ * before each link, before and after each exchange and just after each
+ * unlink of the native linker; a batch then runs on one thread (this one). */
+napi_value SetLinkHook(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (hook_ref) napi_delete_reference(env, hook_ref), hook_ref = NULL;
+  napi_valuetype t = napi_undefined;
+  if (argc > 0) napi_typeof(env, argv[0], &t);
+  if (t == napi_function) napi_create_reference(env, argv[0], 1, &hook_ref);
+  return NULL;
+}
+
+/* setLinkFault(step, nth, after, errno, kill): step -1 clears it.
+ * -> the number of changes (link, exchange, unlink) made so far. */
+napi_value SetLinkFault(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  int64_t v[5] = {-1, 0, 0, 0, 0};
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  for (size_t i = 0; i < argc && i < 5; i++)
+    if (arg_int(env, argv[i], &v[i])) {
+      napi_throw_type_error(env, NULL, "setLinkFault(step, nth, after, errno, kill)");
+      return NULL;
+    }
+  if (argc > 0) {
+    fault.step = (int)v[0], fault.nth = (int)v[1], fault.after = (int)v[2], fault.err = (int)v[3], fault.kill = (int)v[4];
+    fault.count = 0;
+  }
+  napi_value r;
+  napi_create_int32(env, __atomic_load_n(&change_count, __ATOMIC_RELAXED), &r);
+  return r;
+}
+
+/* ---- stats as the JS side has them ------------------------------------- */
+
+/* One Stat as doubles: the order LinkBatch's arrays use (see src/os/sys.ts). */
+enum { S_TYPE, S_DEV, S_INO, S_SIZE, S_MODE, S_UID, S_GID, S_NLINK, S_MSEC, S_MNSEC, S_CSEC, S_CNSEC, S_MNT, S_BLOCKS, S_N };
+
+static void to_doubles(const struct statx *st, double *d) {
+  d[S_TYPE] = type_of_mode(st->stx_mode);
+  d[S_DEV] = (double)statx_dev(st);
+  d[S_INO] = (double)st->stx_ino;
+  d[S_SIZE] = (double)st->stx_size;
+  d[S_MODE] = st->stx_mode;
+  d[S_UID] = st->stx_uid;
+  d[S_GID] = st->stx_gid;
+  d[S_NLINK] = st->stx_nlink;
+  d[S_MSEC] = (double)st->stx_mtime.tv_sec;
+  d[S_MNSEC] = st->stx_mtime.tv_nsec;
+  d[S_CSEC] = (double)st->stx_ctime.tv_sec;
+  d[S_CNSEC] = st->stx_ctime.tv_nsec;
+  struct stat_rec r;
+  fill_record(&r, type_of_mode(st->stx_mode), st, 0);
+  d[S_MNT] = (double)r.mnt_id;
+  d[S_BLOCKS] = (double)st->stx_blocks;
+}
+
+/* core/stat.ts sameFile() */
+static int same_file(const double *a, const double *b, int ctime, int nlink) {
+  for (int k = S_TYPE; k <= S_GID; k++)
+    if (a[k] != b[k]) return 0;
+  if (a[S_MSEC] != b[S_MSEC] || a[S_MNSEC] != b[S_MNSEC]) return 0;
+  if (ctime && (a[S_CSEC] != b[S_CSEC] || a[S_CNSEC] != b[S_CNSEC])) return 0;
+  if (nlink && a[S_NLINK] != b[S_NLINK]) return 0;
+  return 1;
+}
+
+static int same_inode(const double *a, const double *b) { return a[S_DEV] == b[S_DEV] && a[S_INO] == b[S_INO]; }
+
+static int fstat_d(int fd, double *d) {
+  struct statx st;
+  if (fd_statx(fd, &st)) return -1;
+  to_doubles(&st, d);
+  return 0;
+}
+
+static int stat_at_d(int dirfd, const char *name, double *d) {
+  struct statx st;
+  if (do_statx(dirfd, name, 0, &st)) return -1;
+  to_doubles(&st, d);
+  return 0;
+}
+
+/* ---- the comparison (change/compare.ts difference) ---------------------- */
+
+/* Inode flags, 0 where the filesystem has none; -1 on another error. */
+static long inode_flags(int fd) {
+  int f = 0;
+  if (ioctl(fd, FS_IOC_GETFLAGS, &f) < 0)
+    return (errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS) ? 0 : -1;
+  return (long)(unsigned)f;
+}
+
+static long project_id(int fd) {
+  struct fsxattr fx;
+  if (ioctl(fd, FS_IOC_FSGETXATTR, &fx) < 0)
+    return (errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS) ? 0 : -1;
+  return (long)fx.fsx_projid;
+}
+
+typedef struct {
+  char *data;
+  size_t len, cap;
+} xbuf;
+
+static int xsink(void *ctx, const char *name, size_t name_len, const char *value, size_t value_len) {
+  xbuf *b = ctx;
+  size_t need = b->len + name_len + value_len + 2 * sizeof(size_t);
+  if (need > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) return 1;
+    b->data = d, b->cap = cap;
+  }
+  memcpy(b->data + b->len, &name_len, sizeof name_len), b->len += sizeof name_len;
+  memcpy(b->data + b->len, name, name_len), b->len += name_len;
+  memcpy(b->data + b->len, &value_len, sizeof value_len), b->len += sizeof value_len;
+  memcpy(b->data + b->len, value, value_len), b->len += value_len;
+  return 0;
+}
+
+/* 1 when both have the same xattrs, value by value; 0 when not; -1 when
+ * either cannot be read whole (JS then says why). */
+static int same_xattrs(int a, int b) {
+  xbuf x = {0}, y = {0};
+  int failed, r = -1;
+  if (read_xattrs(a, xsink, &x, &failed) >= 0 && read_xattrs(b, xsink, &y, &failed) >= 0)
+    r = x.len == y.len && (x.len == 0 || memcmp(x.data, y.data, x.len) == 0);
+  free(x.data);
+  free(y.data);
+  return r;
+}
+
+#define CHUNK (1 << 20)
+
+static int read_fully(int fd, char *buf, size_t len, off_t pos) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = pread(fd, buf + got, len - got, pos + (off_t)got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1; /* shrank, or a read error */
+    got += (size_t)n;
+  }
+  return 0;
+}
+
+static void next_data(int fd, off_t pos, off_t size, off_t *start, off_t *end) {
+  off_t s = lseek(fd, pos, SEEK_DATA);
+  if (s < 0 || s >= size) {
+    *start = *end = size;
+    return;
+  }
+  off_t e = lseek(fd, s, SEEK_HOLE);
+  *start = s;
+  *end = e < 0 || e > size ? size : e;
+}
+
+static int all_zero(const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i]) return 0;
+  return 1;
+}
+
+/* compare.ts sameBytes: 1 same, 0 differ, -1 read error or shrank. */
+static int same_bytes(int fa, int fb, off_t size, char **bufs) {
+  if (!bufs[0] && !(bufs[0] = malloc(CHUNK))) return -1;
+  if (!bufs[1] && !(bufs[1] = malloc(CHUNK))) return -1;
+  int sparse = size >= CHUNK;
+  off_t as = 0, ae = sparse ? 0 : size, bs = 0, be = sparse ? 0 : size;
+  for (off_t pos = 0; pos < size;) {
+    if (pos >= ae) next_data(fa, pos, size, &as, &ae);
+    if (pos >= be) next_data(fb, pos, size, &bs, &be);
+    int ad = as <= pos, bd = bs <= pos;
+    if (!ad && !bd) {
+      pos = as < bs ? as : bs;
+      continue;
+    }
+    off_t end = pos + CHUNK;
+    off_t lim[3] = {ad ? ae : as, bd ? be : bs, size};
+    for (int k = 0; k < 3; k++)
+      if (lim[k] < end) end = lim[k];
+    size_t len = (size_t)(end - pos);
+    if (ad && read_fully(fa, bufs[0], len, pos)) return -1;
+    if (bd && read_fully(fb, bufs[1], len, pos)) return -1;
+    int same = ad && bd ? memcmp(bufs[0], bufs[1], len) == 0 : all_zero(ad ? bufs[0] : bufs[1], len);
+    if (!same) return 0;
+    pos = end;
+  }
+  return 1;
+}
+
+/* pipeline/policy.ts FS_FILE_FLAGS: passed in by the caller (the flags a
+ * file's sharing key includes), so the rule is written down once. */
+static uint32_t file_flags_mask;
+
+/* compare.ts difference(): 0 when `dup` may become a link to `canon`,
+ * non-zero when anything differs or cannot be read (JS finds out what). */
+static int differs(int canon, int dup, int ignore_mtime, int bytes, char **bufs) {
+  double a[S_N], b[S_N];
+  if (fstat_d(canon, a) || fstat_d(dup, b)) return 1;
+  if (a[S_DEV] != b[S_DEV] || a[S_MNT] != b[S_MNT] || a[S_SIZE] != b[S_SIZE]) return 1;
+  long pa = project_id(canon), pb = project_id(dup);
+  if (pa < 0 || pb < 0 || pa != pb) return 1;
+  long fa = inode_flags(canon), fb = inode_flags(dup);
+  if (fa < 0 || fb < 0 || (fa & file_flags_mask) != (fb & file_flags_mask)) return 1;
+  if (a[S_UID] != b[S_UID] || a[S_GID] != b[S_GID]) return 1;
+  if (((long)a[S_MODE] & 07777) != ((long)b[S_MODE] & 07777)) return 1;
+  if (!ignore_mtime && (a[S_MSEC] != b[S_MSEC] || a[S_MNSEC] != b[S_MNSEC])) return 1;
+  if (same_xattrs(dup, canon) != 1) return 1;
+  if (!bytes) return 0;
+  return same_bytes(canon, dup, (off_t)a[S_SIZE], bufs) != 1;
+}
+
+/* ---- leases (lease.c) --------------------------------------------------- */
+
+static int lease_pair(int a, int b) {
+  if (!lease_signal_safe() || !lease_local_filesystem(a) || lease_one(a)) return -1;
+  if (lease_one(b)) {
+    fcntl(a, F_SETLEASE, F_UNLCK);
+    return -1;
+  }
+  return 0;
+}
+
+static int lease_intact(int fd) { return fcntl(fd, F_GETLEASE) == F_RDLCK; }
+
+static void lease_release(int a, int b) {
+  fcntl(a, F_SETLEASE, F_UNLCK);
+  fcntl(b, F_SETLEASE, F_UNLCK);
+}
+
+/* ---- temporary names and the journal ------------------------------------ */
+
+static __thread unsigned char pool[9 * 512];
+static __thread size_t pool_at = sizeof pool;
+
+/* swap.ts tempName(): ".vunify." and nine random bytes in base64url. */
+static int temp_name(char out[24]) {
+  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  if (pool_at + 9 > sizeof pool) {
+    size_t got = 0;
+    while (got < sizeof pool) {
+      ssize_t n = getrandom(pool + got, sizeof pool - got, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return -1;
+      }
+      got += (size_t)n;
+    }
+    pool_at = 0;
+  }
+  const unsigned char *p = pool + pool_at;
+  pool_at += 9;
+  memcpy(out, ".vunify.", 8);
+  char *o = out + 8;
+  for (int i = 0; i < 9; i += 3) {
+    uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+    *o++ = b64[v >> 18 & 63], *o++ = b64[v >> 12 & 63], *o++ = b64[v >> 6 & 63], *o++ = b64[v & 63];
+  }
+  *o = 0;
+  return 0;
+}
+
+static char *hex(char *o, const char *s, size_t n) {
+  static const char h[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) *o++ = h[(unsigned char)s[i] >> 4], *o++ = h[(unsigned char)s[i] & 15];
+  return o;
+}
+
+/* The length of the last journal line written (for a message when it was cut short). */
+static __thread size_t journal_len;
+
+/* One journal line, written whole: 0, or the errno (-1 - bytes written when cut short). */
+static pthread_mutex_t journal_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static long journal_write(int fd, const char *line, size_t len) {
+  journal_len = len;
+  /* one line per write, one writer at a time: lines never interleave */
+  pthread_mutex_lock(&journal_mu);
+  ssize_t n = write(fd, line, len);
+  pthread_mutex_unlock(&journal_mu);
+  if (n < 0) return errno;
+  if ((size_t)n != len) return -1 - n;
+  return 0;
+}
+
+/* journal.ts CompactEntry, as JSON.stringify writes it. */
+static long journal_entry(int fd, long at, const char *tmp, const char *name, const double *into, const double *out) {
+  size_t nl = strlen(name);
+  char *line = malloc(2 * nl + 1024);
+  if (!line) return ENOMEM;
+  char *o = line;
+  o += sprintf(o, "{\"at\":%ld,\"tmp\":\"", at);
+  o = hex(o, tmp, strlen(tmp));
+  o += sprintf(o, "\",\"name\":\"");
+  o = hex(o, name, nl);
+  o += sprintf(o,
+               "\",\"canon\":{\"dev\":%.0f,\"ino\":%.0f,\"size\":%.0f,\"mtimeSec\":%.0f,\"mtimeNsec\":%.0f,\"mode\":%.0f,"
+               "\"uid\":%.0f,\"gid\":%.0f},\"dup\":{\"dev\":%.0f,\"ino\":%.0f,\"size\":%.0f,\"mtimeSec\":%.0f,\"mtimeNsec\":%.0f}}\n",
+               into[S_DEV], into[S_INO], into[S_SIZE], into[S_MSEC], into[S_MNSEC], into[S_MODE], into[S_UID], into[S_GID],
+               out[S_DEV], out[S_INO], out[S_SIZE], out[S_MSEC], out[S_MNSEC]);
+  long r = journal_write(fd, line, (size_t)(o - line));
+  free(line);
+  return r;
+}
+
+static long journal_settled(int fd, const char *tmp, const double *old) {
+  char line[256], *o = line;
+  o += sprintf(o, "{\"settled\":\"");
+  o = hex(o, tmp, strlen(tmp));
+  o += sprintf(o, "\",\"ctimeSec\":%.0f,\"ctimeNsec\":%.0f}\n", old[S_CSEC], old[S_CNSEC]);
+  return journal_write(fd, line, (size_t)(o - line));
+}
+
+/* ---- one pair ------------------------------------------------------------ */
+
+/* What a pair came to (out[O_CODE]); see src/os/sys.ts LINK for the JS side. */
+enum {
+  R_LINKED = 0,    /* done: O_CANON is the canonical now, O_DUP the old inode now */
+  R_FALLBACK = 1,  /* nothing changed: redo this pair on the JS path */
+  R_JOURNAL = 2,   /* the entry could not be written (O_ERRNO, or -1 - bytes written of O_AUX); nothing changed */
+  R_LINK = 3,      /* linkat failed with O_ERRNO; nothing created */
+  R_TMP = 4,       /* the temporary name no longer holds the canonical */
+  R_KNOWN = 5,     /* `known`, and the duplicate changed before the exchange */
+  R_LEASE = 6,     /* a lease broke before the exchange: O_AUX bit 0 canonical, bit 1 duplicate */
+  R_RENAME = 7,    /* renameat2 failed with O_ERRNO */
+  R_SETTLE = 8,    /* exchanged; settle() decides (lease still held when O_AUX bit 2) */
+  R_SETTLED_J = 9, /* linked; the settled mark could not be written (as R_JOURNAL) */
+  R_UNLINK = 10,   /* linked; the temporary name could not be unlinked (O_ERRNO) */
+};
+
+/* Pair inputs, per pair (doubles): */
+enum { P_ROOT, P_DIRDEV, P_DIRINO, P_KNOWN, P_AT, P_NAMEOFF, P_EXPECT, P_N = P_EXPECT + S_N };
+/* Pair outputs: code, errno, aux, the descriptors left open for JS (-1 when closed), a
+ * `left` errno for R_TMP/R_RENAME (removeIfInode could not remove the temporary
+ * name: -1 none, else the errno), then four stats. */
+enum { O_CODE, O_ERRNO, O_AUX, O_DIRFD, O_DUPFD, O_LEFT, O_CANON, O_DUP = O_CANON + S_N, O_INTO_AT = O_DUP + S_N,
+       O_OUT_AT = O_INTO_AT + S_N, O_N = O_OUT_AT + S_N };
+
+#define LEASE_MIN_SIZE (16 << 10)
+enum { F_IGNORE_MTIME = 1 };
+
+typedef struct {
+  int canon_fd;
+  double canon_expect[S_N];
+  int journal_fd;
+  int flags;
+  char **bufs; /* the comparison's two buffers: one pair per thread */
+} batch;
+
+static int reopen(int pathfd) {
+  static int noatime = 1;
+  char proc[64];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", pathfd);
+  int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC;
+  if (noatime) {
+    int fd = open(proc, flags | O_NOATIME);
+    if (fd >= 0 || errno != EPERM) return fd;
+    noatime = 0;
+  }
+  return open(proc, flags);
+}
+
+/* swap.ts removeIfInode(): -1 when nothing of ours is left, else the errno that kept it. */
+static int remove_if_inode(int dirfd, const char *tmp, const double *inode) {
+  double st[S_N];
+  if (stat_at_d(dirfd, tmp, st)) return errno == ENOENT ? -1 : errno;
+  if (!same_inode(st, inode)) return -1;
+  if (unlinkat(dirfd, tmp, 0) && errno != ENOENT) return errno;
+  return -1;
+}
+
+/* swap.ts checkDirectory(): whether the directory (opened O_RDONLY, so
+ * the ioctl works on it) is immutable or append-only. */
+static int dir_locked(int dirfd) {
+  long f = inode_flags(dirfd);
+  return f < 0 || (f & (FS_IMMUTABLE_FL | FS_APPEND_FL)) != 0;
+}
+
+static int later(const double *a, const double *b) {
+  return a[S_CSEC] > b[S_CSEC] || (a[S_CSEC] == b[S_CSEC] && a[S_CNSEC] > b[S_CNSEC]);
+}
+
+static void link_pair(batch *b, const double *p, const char *dir, const char *name, char *tmp, double *o) {
+  int dirfd = -1, pathfd = -1, dupfd = -1, leased = 0, err;
+  double *canon_before = o + O_CANON, *dup_stat = o + O_DUP, st[S_N];
+  int known = p[P_KNOWN] != 0;
+  const double *expect = p + P_EXPECT;
+  o[O_CODE] = R_FALLBACK, o[O_ERRNO] = 0, o[O_AUX] = 0, o[O_DIRFD] = -1, o[O_DUPFD] = -1, o[O_LEFT] = -1;
+  tmp[0] = 0;
+
+  /* 1. the directory and the file, confined and checked against the scan */
+  if ((err = link_fault(STEP_OPEN, 0))) goto fallback;
+  /* O_RDONLY rather than link.ts's O_PATH: checkDirectory()'s flags are read
+   * through it, where swap.ts reopens it; O_DIRECTORY fails on anything else */
+  dirfd = open_beneath((int)p[P_ROOT], dir, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
+  if (dirfd < 0 || fstat_d(dirfd, st) || st[S_DEV] != p[P_DIRDEV] || st[S_INO] != p[P_DIRINO]) goto fallback;
+  pathfd = open_beneath(dirfd, name, O_PATH, 0);
+  if (pathfd < 0 || fstat_d(pathfd, dup_stat) || dup_stat[S_TYPE] != T_REG || !same_file(dup_stat, expect, 1, 0)) goto fallback;
+  dupfd = reopen(pathfd);
+  close(pathfd), pathfd = -1;
+  if (dupfd < 0) goto fallback;
+  if (link_fault(STEP_OPEN, 1)) goto fallback;
+
+  /* 2. neither immutable nor append-only; the canonical unchanged */
+  long fl = inode_flags(dupfd);
+  if (fl < 0 || (fl & (FS_IMMUTABLE_FL | FS_APPEND_FL))) goto fallback;
+  if (!known && dup_stat[S_SIZE] >= LEASE_MIN_SIZE) leased = lease_pair(b->canon_fd, dupfd) == 0;
+  if (fstat_d(b->canon_fd, canon_before) || !same_file(canon_before, b->canon_expect, 1, 1)) goto fallback;
+
+  /* 3. the comparison, and nothing written meanwhile */
+  if (link_fault(STEP_COMPARE, 0)) goto fallback;
+  if (!known && differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, 1, b->bufs)) goto fallback;
+  if (fstat_d(b->canon_fd, st) || !same_file(st, canon_before, 1, 1)) goto fallback;
+  if (fstat_d(dupfd, st) || !same_file(st, dup_stat, 1, 1)) goto fallback;
+  if (link_fault(STEP_COMPARE, 1)) goto fallback;
+  if (dir_locked(dirfd)) goto fallback;
+
+  /* 4. journal, then the temporary link */
+  if (temp_name(tmp)) goto fallback;
+  if (b->journal_fd >= 0) {
+    long j = link_fault(STEP_JOURNAL, 0);
+    if (!j) j = journal_entry(b->journal_fd, (long)p[P_AT], tmp, name, canon_before, dup_stat);
+    if (!j) link_fault(STEP_JOURNAL, 1);
+    if (j) {
+      o[O_CODE] = R_JOURNAL, o[O_ERRNO] = (double)j, o[O_AUX] = (double)journal_len;
+      tmp[0] = 0;
+      goto handed;
+    }
+  }
+  link_call(STEP_LINK, 0, dirfd, tmp);
+  err = link_fault(STEP_LINK, 0);
+  if (!err) {
+    int r = linkat(b->canon_fd, "", dirfd, tmp, AT_EMPTY_PATH);
+    if (r < 0 && errno == ENOENT) {
+      char proc[64];
+      snprintf(proc, sizeof proc, "/proc/self/fd/%d", b->canon_fd);
+      r = linkat(AT_FDCWD, proc, dirfd, tmp, AT_SYMLINK_FOLLOW);
+    }
+    err = r < 0 ? errno : link_fault(STEP_LINK, 1);
+  }
+  if (err) {
+    o[O_CODE] = R_LINK, o[O_ERRNO] = err;
+    goto handed;
+  }
+
+  /* 5. still ours, nothing changed, then the exchange */
+  int code = 0;
+  if (stat_at_d(dirfd, tmp, st) || !same_inode(st, canon_before)) code = R_TMP;
+  else if (known && (fstat_d(dupfd, st) || !same_file(st, dup_stat, 1, 1))) code = R_KNOWN;
+  else if (leased && !(lease_intact(b->canon_fd) && lease_intact(dupfd))) {
+    code = R_LEASE;
+    o[O_AUX] = (!lease_intact(b->canon_fd) ? 1 : 0) | (!lease_intact(dupfd) ? 2 : 0);
+  } else {
+    link_call(STEP_EXCHANGE, 0, dirfd, name);
+    err = link_fault(STEP_EXCHANGE, 0);
+    if (!err && syscall(SYS_renameat2, dirfd, tmp, dirfd, name, 2 /* RENAME_EXCHANGE */) < 0) err = errno;
+    if (!err) err = link_fault(STEP_EXCHANGE, 1);
+    if (err) code = R_RENAME, o[O_ERRNO] = err;
+    else link_call(STEP_EXCHANGE, 1, dirfd, name);
+  }
+  if (code) {
+    if (leased) lease_release(b->canon_fd, dupfd), leased = 0;
+    o[O_CODE] = code;
+    o[O_LEFT] = remove_if_inode(dirfd, tmp, canon_before);
+    goto handed;
+  }
+
+  /* 6. settle: the ordinary outcome only; anything else is swap.ts settle()'s */
+  double *into_at = o + O_INTO_AT, *out_at = o + O_OUT_AT;
+  /* taken first, as settle() does: what both were just after the exchange (O_AUX bit 3: not known) */
+  int at = fstat_d(b->canon_fd, into_at) == 0 && fstat_d(dupfd, out_at) == 0;
+  int ok = at && link_fault(STEP_SETTLE, 0) == 0 && stat_at_d(dirfd, tmp, st) == 0 && same_inode(st, dup_stat) &&
+           same_file(out_at, dup_stat, 0, 0);
+  /* a break on either lease: settle() weighs it */
+  if (ok && leased && !(lease_intact(b->canon_fd) && lease_intact(dupfd))) ok = 0;
+  /* an `into` changed after the exchange: the guest wrote to its file as linked, the link stands */
+  if (ok && !later(into_at, out_at)) {
+    ok = same_file(into_at, canon_before, 0, 0);
+    /* leases intact since the comparison: everything but the bytes */
+    if (ok && !known) ok = !differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, !leased, b->bufs);
+  }
+  double out_now[S_N];
+  if (ok) ok = fstat_d(dupfd, out_now) == 0 && same_file(out_now, out_at, 1, 1);
+  if (ok && leased && !known) ok = lease_intact(dupfd);
+  if (ok && link_fault(STEP_SETTLE, 1)) ok = 0;
+  if (!ok) {
+    o[O_CODE] = R_SETTLE, o[O_AUX] = (leased ? 4 : 0) | (at ? 0 : 8);
+    goto handed; /* lease kept: settle() adopts it */
+  }
+  if (b->journal_fd >= 0) {
+    long j = link_fault(STEP_JOURNAL, 0);
+    if (!j) j = journal_settled(b->journal_fd, tmp, out_now);
+    if (!j) link_fault(STEP_JOURNAL, 1);
+    if (j) {
+      if (leased) lease_release(b->canon_fd, dupfd);
+      o[O_CODE] = R_SETTLED_J, o[O_ERRNO] = (double)j, o[O_AUX] = (double)journal_len;
+      goto handed;
+    }
+  }
+  err = link_fault(STEP_UNLINK, 0);
+  if (!err && unlinkat(dirfd, tmp, 0) < 0) err = errno;
+  if (!err) err = link_fault(STEP_UNLINK, 1);
+  if (leased) lease_release(b->canon_fd, dupfd);
+  if (!err) link_call(STEP_UNLINK, 1, dirfd, tmp);
+  if (err) {
+    o[O_CODE] = R_UNLINK, o[O_ERRNO] = err;
+    goto handed;
+  }
+
+  /* 7. what the canonical and the old inode are now */
+  o[O_CODE] = R_LINKED;
+  double after[S_N];
+  fstat_d(b->canon_fd, o + O_CANON);
+  fstat_d(dupfd, after);
+  /* O_AUX bit 4: only ctime and nlink moved since it was opened (link.ts `compared`) */
+  if (same_file(after, dup_stat, 0, 0)) o[O_AUX] = 16;
+  memcpy(o + O_DUP, after, sizeof after);
+  memcpy(b->canon_expect, o + O_CANON, sizeof b->canon_expect);
+  /* The last descriptor of a freed inode frees its blocks: not here. */
+  if (o[O_DUP + S_NLINK] == 0) close_later(dupfd);
+  else close(dupfd);
+  close(dirfd);
+  return;
+
+handed:
+  /* only settle() goes on with the leases; a writer waits on none else */
+  if (leased && o[O_CODE] != R_SETTLE) lease_release(b->canon_fd, dupfd);
+  o[O_DIRFD] = dirfd, o[O_DUPFD] = dupfd;
+  return;
+fallback:
+  if (leased) lease_release(b->canon_fd, dupfd);
+  if (pathfd >= 0) close(pathfd);
+  if (dupfd >= 0) close(dupfd);
+  if (dirfd >= 0) close(dirfd);
+  o[O_CODE] = R_FALLBACK;
+}
+
+/* ---- batches, on threads ----------------------------------------------- */
+
+/* Per segment (one set's run of pairs with one canonical), doubles: */
+enum { G_CANON, G_START, G_COUNT, G_DONE, G_N };
+
+#define MAX_THREADS 8
+#define DIR_LOCKS 256
+
+/* No two threads in one directory at a time: a pair holds its duplicate's
+ * directory's lock from its opening to its unlink (one lock at a time, so
+ * no deadlock; two directories may share a lock, and then merely wait). */
+static pthread_mutex_t dir_locks[DIR_LOCKS];
+static pthread_once_t dir_locks_once = PTHREAD_ONCE_INIT;
+static void dir_locks_init(void) {
+  for (int i = 0; i < DIR_LOCKS; i++) pthread_mutex_init(&dir_locks[i], NULL);
+}
+
+static pthread_mutex_t *dir_lock(double dev, double ino) {
+  uint64_t h = ((uint64_t)dev * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)ino * 0xC2B2AE3D27D4EB4Full);
+  return &dir_locks[(h >> 32) % DIR_LOCKS];
+}
+
+/* The comparison buffers of each worker, kept for the next batch. */
+static char *worker_bufs[MAX_THREADS][2];
+
+typedef struct {
+  double *segs, *canon_expect, *pairs, *out;
+  const char *names;
+  size_t names_len;
+  char *tmps;
+  size_t nseg;
+  int journal_fd, flags;
+  size_t next; /* the next segment to take (atomic) */
+} job;
+
+typedef struct {
+  job *j;
+  int index;
+} worker;
+
+static void run_segment(job *j, size_t g, char **bufs) {
+  double *seg = j->segs + g * G_N;
+  batch b = {(int)seg[G_CANON], {0}, j->journal_fd, j->flags, bufs};
+  memcpy(b.canon_expect, j->canon_expect + g * S_N, sizeof b.canon_expect);
+  size_t start = (size_t)seg[G_START], count = (size_t)seg[G_COUNT], done = 0;
+  for (size_t i = start; i < start + count; i++) {
+    const double *p = j->pairs + i * P_N;
+    size_t off = (size_t)p[P_NAMEOFF];
+    const char *dir = j->names + off;
+    const char *dz = off < j->names_len ? memchr(dir, 0, j->names_len - off) : NULL;
+    const char *nz = dz ? memchr(dz + 1, 0, (size_t)(j->names + j->names_len - (dz + 1))) : NULL;
+    if (!nz) break;
+    double *o = j->out + i * O_N;
+    pthread_mutex_t *mu = dir_lock(p[P_DIRDEV], p[P_DIRINO]);
+    pthread_mutex_lock(mu);
+    link_pair(&b, p, dir, dz + 1, j->tmps + i * 24, o);
+    pthread_mutex_unlock(mu);
+    done++;
+    if (o[O_CODE] != R_LINKED) break;
+  }
+  seg[G_DONE] = (double)done;
+  memcpy(j->canon_expect + g * S_N, b.canon_expect, sizeof b.canon_expect);
+}
+
+static void *work(void *arg) {
+  worker *w = arg;
+  job *j = w->j;
+  for (;;) {
+    size_t g = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+    if (g >= j->nseg) break;
+    run_segment(j, g, worker_bufs[w->index]);
+  }
+  return NULL;
+}
+
+/* linkBatch(segs: Float64Array(nseg * G_N), canonExpect: Float64Array(nseg * S_N),
+ *           journalFd, flags, fileFlagsMask, pairs: Float64Array(n * P_N),
+ *           names: Buffer (dir NUL name NUL, at each pair's P_NAMEOFF),
+ *           out: Float64Array(n * O_N), tmps: Buffer(n * 24), threads)
+ * Each segment is one set's pairs with its canonical, linked in order on
+ * one thread until the first pair not LINKED (included): its G_DONE. Its
+ * canonExpect is updated to the canonical's stat after each link. Segments
+ * are shared out between up to `threads` threads (one while the fault hook
+ * is set). Returns the number of segments. */
+napi_value LinkBatch(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10];
+  int64_t journal_fd, flags, mask, threads;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *segs, *ce, *pairs, *names, *out, *tmps;
+  size_t sl, cel, pl, nl, ol, tl;
+  napi_typedarray_type t;
+  napi_value ab;
+  size_t off;
+  int bad = argc < 10 || arg_int(env, argv[2], &journal_fd) || arg_int(env, argv[3], &flags) || arg_int(env, argv[4], &mask) ||
+            arg_int(env, argv[9], &threads);
+  if (!bad) bad = napi_get_typedarray_info(env, argv[0], &t, &sl, &segs, &ab, &off) != napi_ok || t != napi_float64_array || sl % G_N;
+  if (!bad) bad = napi_get_typedarray_info(env, argv[1], &t, &cel, &ce, &ab, &off) != napi_ok || t != napi_float64_array;
+  if (!bad) bad = napi_get_typedarray_info(env, argv[5], &t, &pl, &pairs, &ab, &off) != napi_ok || t != napi_float64_array || pl % P_N;
+  if (!bad) bad = arg_buffer(env, argv[6], &names, &nl);
+  if (!bad) bad = napi_get_typedarray_info(env, argv[7], &t, &ol, &out, &ab, &off) != napi_ok || t != napi_float64_array;
+  if (!bad) bad = arg_buffer(env, argv[8], &tmps, &tl);
+  size_t n = bad ? 0 : pl / P_N, nseg = bad ? 0 : sl / G_N;
+  if (!bad)
+    for (size_t g = 0; g < nseg && !bad; g++) {
+      double *seg = (double *)segs + g * G_N;
+      bad = seg[G_START] < 0 || seg[G_COUNT] < 0 || seg[G_START] + seg[G_COUNT] > (double)n;
+    }
+  if (bad || cel < nseg * S_N || ol < n * O_N || tl < n * 24) {
+    napi_throw_type_error(env, NULL, "linkBatch(segs, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps, threads)");
+    return NULL;
+  }
+  pthread_once(&dir_locks_once, dir_locks_init);
+  file_flags_mask = (uint32_t)mask;
+  job j = {segs, ce, pairs, out, names, nl, tmps, nseg, (int)journal_fd, (int)flags, 0};
+  int nt = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
+  if ((size_t)nt > nseg) nt = nseg ? (int)nseg : 1;
+  if (fault.step >= 0 || hook_ref) nt = 1; /* the fault hook counts in order; the JS hook runs on this thread */
+  hook_env = env;
+  worker w[MAX_THREADS];
+  pthread_t th[MAX_THREADS];
+  int started = 0;
+  for (int i = 1; i < nt; i++) {
+    w[i] = (worker){&j, i};
+    if (pthread_create(&th[i], NULL, work, &w[i])) break;
+    started = i;
+  }
+  w[0] = (worker){&j, 0};
+  work(&w[0]); /* this thread is a worker too */
+  for (int i = 1; i <= started; i++) pthread_join(th[i], NULL);
+  hook_env = NULL;
+  napi_value r;
+  napi_create_uint32(env, (uint32_t)nseg, &r);
+  return r;
+}
+
+/* errnoError(errno, syscall) -> the Error the addon's calls throw for it,
+ * for outcomes linkBatch reports by number. */
+napi_value ErrnoError(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int64_t err;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char name[32] = "";
+  size_t len;
+  if (argc < 2 || arg_int(env, argv[0], &err) ||
+      napi_get_value_string_utf8(env, argv[1], name, sizeof name, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "errnoError(errno, syscall)");
+    return NULL;
+  }
+  return make_error(env, (int)err, name);
+}
