@@ -201,6 +201,13 @@ export class CacheEntry {
   }
 }
 
+/** A column twice as long, its contents kept (the delta's and the edits' growth). */
+function grow<T extends Float64Array | Uint32Array | Uint8Array>(a: T): T {
+  const b = new (a.constructor as new (n: number) => T)(a.length * 2);
+  b.set(a);
+  return b;
+}
+
 /** Growable columns of the entries a run added to one shard (the device is the root's). */
 class Delta {
   n = 0;
@@ -221,11 +228,6 @@ class Delta {
 
   push(): number {
     if (this.n === this.ino.length) {
-      const grow = <T extends Float64Array | Uint32Array | Uint8Array>(a: T): T => {
-        const b = new (a.constructor as new (n: number) => T)(a.length * 2);
-        b.set(a);
-        return b;
-      };
       this.ino = grow(this.ino);
       this.size = grow(this.size);
       this.msec = grow(this.msec);
@@ -280,11 +282,6 @@ class Edits {
     let r = last;
     if (!(last >= 0 && this.kind[last] === kind && this.dev[last] === dev && this.ino[last] === ino)) {
       if (this.n === this.dev.length) {
-        const grow = <T extends Float64Array | Uint32Array | Uint8Array>(a: T): T => {
-          const b = new (a.constructor as new (n: number) => T)(a.length * 2);
-          b.set(a);
-          return b;
-        };
         this.dev = grow(this.dev);
         this.ino = grow(this.ino);
         this.size = grow(this.size);
