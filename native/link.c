@@ -75,7 +75,7 @@ static napi_env hook_env;
 static napi_ref hook_ref;
 
 static void link_call(int step, int after, int dirfd, const char *name) {
-  static const char *const steps[] = {"open", "compare", "link", "journal", "exchange", "settle", "unlink", "change"};
+  static const char *const steps[] = {"open", "compare", "link", "journal", "exchange", "settle", "unlink", "change", "lease"};
   if (!hook_ref || !hook_env) return;
   napi_env env = hook_env;
   napi_handle_scope scope;
@@ -97,8 +97,9 @@ static void link_call(int step, int after, int dirfd, const char *name) {
 }
 
 /* setLinkHook(fn | null): fn(step, 'before' | 'after', dirFd, name) just
- * before each link, before and after each exchange and just after each
- * unlink of the native linker; a batch then runs on one thread (this one). */
+ * before each comparison (once the leases are taken), before each link,
+ * before and after each exchange, before the checks that settle it and
+ * just after each unlink of the native linker; a batch then runs on one thread (this one). */
 napi_value SetLinkHook(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -315,6 +316,7 @@ static int differs(int canon, int dup, int ignore_mtime, int bytes, char **bufs)
 /* ---- leases (lease.c) --------------------------------------------------- */
 
 static int lease_pair(int a, int b) {
+  if (link_fault(STEP_LEASE, 0)) return -1; /* tests: leases refused */
   if (!lease_signal_safe() || !lease_local_filesystem(a) || lease_one(a)) return -1;
   if (lease_one(b)) {
     fcntl(a, F_SETLEASE, F_UNLCK);
@@ -510,6 +512,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   if (fstat_d(b->canon_fd, canon_before) || !same_file(canon_before, b->canon_expect, 1, 1)) goto fallback;
 
   /* 3. the comparison, and nothing written meanwhile */
+  link_call(STEP_COMPARE, 0, dirfd, name); /* tests: a guest acting once the leases are taken */
   if (link_fault(STEP_COMPARE, 0)) goto fallback;
   if (!known && differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, 1, b->bufs)) goto fallback;
   if (fstat_d(b->canon_fd, st) || !same_file(st, canon_before, 1, 1)) goto fallback;
@@ -571,6 +574,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   double *into_at = o + O_INTO_AT, *out_at = o + O_OUT_AT;
   /* taken first, as settle() does: what both were just after the exchange (O_AUX bit 3: not known) */
   int at = fstat_d(b->canon_fd, into_at) == 0 && fstat_d(dupfd, out_at) == 0;
+  link_call(STEP_SETTLE, 0, dirfd, name); /* tests: a guest acting while the swap is checked */
   int ok = at && link_fault(STEP_SETTLE, 0) == 0 && stat_at_d(dirfd, tmp, st) == 0 && same_inode(st, dup_stat) &&
            same_file(out_at, dup_stat, 0, 0);
   /* a break on either lease: settle() weighs it */
