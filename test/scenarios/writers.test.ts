@@ -576,6 +576,30 @@ describe('a guest acting between the last check and the exchange (in process, th
     expect(temps()).toEqual([]);
   });
 
+  // The same on the addon's linker (the production path): the guest acts at
+  // its hook just after the stats it takes after the exchange, before the
+  // checks and the comparison that settle the swap (files under 16 KiB: no
+  // leases, the bytes compared again).
+  it.each([
+    ['a chmod', () => fs.chmodSync(W(), 0o600), () => expect(fs.statSync(W()).mode & 0o777).toBe(0o600)],
+    ['a rewrite', () => fs.writeFileSync(W(), 'NEW CONTENT 123\n'), () => expect(fs.readFileSync(W(), 'utf8')).toBe('NEW CONTENT 123\n')],
+  ])('%s through the path while the addon compares after the exchange is kept, and the link stands', async (_what, act, check) => {
+    let acted = false;
+    hooks.push((step, when) => {
+      if (!acted && step === 'settle' && when === 'before') {
+        acted = true;
+        act();
+      }
+    });
+    const { errors } = await runUnify(['a', 'w'].map((g) => path.join(dir, g)));
+    expect(acted).toBe(true);
+    expect(errors).toEqual([]);
+    check();
+    expect(fs.statSync(W()).ino).toBe(fs.statSync(A()).ino);
+    expect(fs.readFileSync(A(), 'utf8')).toBe(fs.readFileSync(W(), 'utf8'));
+    expect(temps()).toEqual([]);
+  });
+
   // The same chmod, by a run killed after the exchange: recovery must compare
   // the guest's old inode with the canonical in full, not only size and
   // mtime, before it deletes it (state.ts, unchanged()).
