@@ -427,7 +427,7 @@ enum {
   R_KNOWN = 5,     /* `known`, and the duplicate changed before the exchange */
   R_LEASE = 6,     /* a lease broke before the exchange: O_AUX bit 0 canonical, bit 1 duplicate */
   R_RENAME = 7,    /* renameat2 failed with O_ERRNO */
-  R_SETTLE = 8,    /* exchanged; settle() decides (lease still held when O_AUX bit 2) */
+  R_SETTLE = 8,    /* exchanged; settle() decides (lease still held when O_AUX bit 2; bit 5: `into` changed after the exchange) */
   R_SETTLED_J = 9, /* linked; the settled mark could not be written (as R_JOURNAL) */
   R_UNLINK = 10,   /* linked; the temporary name could not be unlinked (O_ERRNO) */
 };
@@ -486,7 +486,7 @@ static int later(const double *a, const double *b) {
 
 static void link_pair(batch *b, const double *p, const char *dir, const char *name, char *tmp, double *o) {
   int dirfd = -1, pathfd = -1, dupfd = -1, leased = 0, err;
-  double *canon_before = o + O_CANON, *dup_stat = o + O_DUP, st[S_N];
+  double *canon_before = o + O_CANON, *dup_stat = o + O_DUP, st[S_N], into_pre[S_N];
   int known = p[P_KNOWN] != 0;
   const double *expect = p + P_EXPECT;
   o[O_CODE] = R_FALLBACK, o[O_ERRNO] = 0, o[O_AUX] = 0, o[O_DIRFD] = -1, o[O_DUPFD] = -1, o[O_LEFT] = -1;
@@ -550,7 +550,8 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
 
   /* 5. still ours, nothing changed, then the exchange */
   int code = 0;
-  if (stat_at_d(dirfd, tmp, st) || !same_inode(st, canon_before)) code = R_TMP;
+  /* into_pre: the canonical's ctime just before the exchange (after our link) */
+  if (stat_at_d(dirfd, tmp, into_pre) || !same_inode(into_pre, canon_before)) code = R_TMP;
   else if (known && (fstat_d(dupfd, st) || !same_file(st, dup_stat, 1, 1))) code = R_KNOWN;
   else if (leased && !(lease_intact(b->canon_fd) && lease_intact(dupfd))) {
     code = R_LEASE;
@@ -579,8 +580,12 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
            same_file(out_at, dup_stat, 0, 0);
   /* a break on either lease: settle() weighs it */
   if (ok && leased && !(lease_intact(b->canon_fd) && lease_intact(dupfd))) ok = 0;
-  /* an `into` changed after the exchange: the guest wrote to its file as linked, the link stands */
-  if (ok && !later(into_at, out_at)) {
+  /* An `into` changed after the exchange: the guest wrote to its file as
+   * linked, the link stands. Later than `out` alone does not say so where
+   * the exchange stamps neither ctime (XFS): `into` keeps our link's ctime,
+   * later than anything done to `out` before it. */
+  int changed_after = at && later(into_at, out_at) && later(into_at, into_pre);
+  if (ok && !changed_after) {
     ok = same_file(into_at, canon_before, 0, 0);
     /* leases intact since the comparison: everything but the bytes */
     if (ok && !known) ok = !differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, !leased, b->bufs);
@@ -590,7 +595,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   if (ok && leased && !known) ok = lease_intact(dupfd);
   if (ok && link_fault(STEP_SETTLE, 1)) ok = 0;
   if (!ok) {
-    o[O_CODE] = R_SETTLE, o[O_AUX] = (leased ? 4 : 0) | (at ? 0 : 8);
+    o[O_CODE] = R_SETTLE, o[O_AUX] = (leased ? 4 : 0) | (at ? 0 : 8) | (changed_after ? 32 : 0);
     goto handed; /* lease kept: settle() adopts it */
   }
   if (b->journal_fd >= 0) {

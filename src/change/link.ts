@@ -553,6 +553,7 @@ function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, exp
           settle(dirFd, tmp, op.file.name, { fd: canon.fd, file: canon.file, before: canonStat }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal, known, lease }, aux & 8 ? undefined : {
             intoAt: doublesStat(out, o + 6 + 2 * LINK_STAT),
             outAt: doublesStat(out, o + 6 + 3 * LINK_STAT),
+            intoChanged: (aux & 32) !== 0,
           });
           break;
         case LINK.SETTLED_JOURNAL:
