@@ -658,6 +658,29 @@ describe('on XFS, a same-size rewrite with the mtime put back between the compar
     sys.nativeLinker = true;
   });
 
+  // And the other way round: a change through the path after the exchange
+  // (the guest's own change to its now shared file) keeps the link.
+  it.each([
+    ['a chmod', (W: string) => fs.chmodSync(W, 0o600), (W: string) => expect(fs.statSync(W).mode & 0o777).toBe(0o600)],
+    ['a rewrite', (W: string) => fs.writeFileSync(W, 'NEW CONTENT 123\n'), (W: string) => expect(fs.readFileSync(W, 'utf8')).toBe('NEW CONTENT 123\n')],
+  ])('(%s through the path after the exchange, on the addon\'s path, keeps the link)', async (_what, act, check) => {
+    const W = path.join(dir, 'w', 'f');
+    const A = path.join(dir, 'a', 'f');
+    let acted = false;
+    sys.setLinkHook((step, when) => {
+      if (!acted && step === 'settle' && when === 'before') {
+        acted = true;
+        act(W);
+      }
+    });
+    const { errors } = await runUnify(['a', 'w'].map((g) => path.join(dir, g)));
+    expect(acted).toBe(true);
+    expect(errors).toEqual([]);
+    check(W);
+    expect(fs.statSync(W).ino).toBe(fs.statSync(A).ino);
+    expect(findTemps(dir)).toEqual([]);
+  });
+
   it.each(['native', 'js'])('is kept at the guest\'s path (%s path)', async (linker) => {
     const W = path.join(dir, 'w', 'f');
     const A = path.join(dir, 'a', 'f');
