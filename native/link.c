@@ -75,7 +75,7 @@ static napi_env hook_env;
 static napi_ref hook_ref;
 
 static void link_call(int step, int after, int dirfd, const char *name) {
-  static const char *const steps[] = {"open", "compare", "link", "journal", "exchange", "settle", "unlink", "change"};
+  static const char *const steps[] = {"open", "compare", "link", "journal", "exchange", "settle", "unlink", "change", "lease"};
   if (!hook_ref || !hook_env) return;
   napi_env env = hook_env;
   napi_handle_scope scope;
@@ -97,8 +97,9 @@ static void link_call(int step, int after, int dirfd, const char *name) {
 }
 
 /* setLinkHook(fn | null): fn(step, 'before' | 'after', dirFd, name) just
- * before each link, before and after each exchange and just after each
- * unlink of the native linker; a batch then runs on one thread (this one). */
+ * before each comparison (once the leases are taken), before each link,
+ * before and after each exchange, before the checks that settle it and
+ * just after each unlink of the native linker; a batch then runs on one thread (this one). */
 napi_value SetLinkHook(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -315,6 +316,7 @@ static int differs(int canon, int dup, int ignore_mtime, int bytes, char **bufs)
 /* ---- leases (lease.c) --------------------------------------------------- */
 
 static int lease_pair(int a, int b) {
+  if (link_fault(STEP_LEASE, 0)) return -1; /* tests: leases refused */
   if (!lease_signal_safe() || !lease_local_filesystem(a) || lease_one(a)) return -1;
   if (lease_one(b)) {
     fcntl(a, F_SETLEASE, F_UNLCK);
@@ -425,7 +427,7 @@ enum {
   R_KNOWN = 5,     /* `known`, and the duplicate changed before the exchange */
   R_LEASE = 6,     /* a lease broke before the exchange: O_AUX bit 0 canonical, bit 1 duplicate */
   R_RENAME = 7,    /* renameat2 failed with O_ERRNO */
-  R_SETTLE = 8,    /* exchanged; settle() decides (lease still held when O_AUX bit 2) */
+  R_SETTLE = 8,    /* exchanged; settle() decides (lease still held when O_AUX bit 2; bit 5: `into` changed after the exchange) */
   R_SETTLED_J = 9, /* linked; the settled mark could not be written (as R_JOURNAL) */
   R_UNLINK = 10,   /* linked; the temporary name could not be unlinked (O_ERRNO) */
 };
@@ -484,7 +486,7 @@ static int later(const double *a, const double *b) {
 
 static void link_pair(batch *b, const double *p, const char *dir, const char *name, char *tmp, double *o) {
   int dirfd = -1, pathfd = -1, dupfd = -1, leased = 0, err;
-  double *canon_before = o + O_CANON, *dup_stat = o + O_DUP, st[S_N];
+  double *canon_before = o + O_CANON, *dup_stat = o + O_DUP, st[S_N], into_pre[S_N];
   int known = p[P_KNOWN] != 0;
   const double *expect = p + P_EXPECT;
   o[O_CODE] = R_FALLBACK, o[O_ERRNO] = 0, o[O_AUX] = 0, o[O_DIRFD] = -1, o[O_DUPFD] = -1, o[O_LEFT] = -1;
@@ -510,6 +512,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   if (fstat_d(b->canon_fd, canon_before) || !same_file(canon_before, b->canon_expect, 1, 1)) goto fallback;
 
   /* 3. the comparison, and nothing written meanwhile */
+  link_call(STEP_COMPARE, 0, dirfd, name); /* tests: a guest acting once the leases are taken */
   if (link_fault(STEP_COMPARE, 0)) goto fallback;
   if (!known && differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, 1, b->bufs)) goto fallback;
   if (fstat_d(b->canon_fd, st) || !same_file(st, canon_before, 1, 1)) goto fallback;
@@ -547,7 +550,8 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
 
   /* 5. still ours, nothing changed, then the exchange */
   int code = 0;
-  if (stat_at_d(dirfd, tmp, st) || !same_inode(st, canon_before)) code = R_TMP;
+  /* into_pre: the canonical's ctime just before the exchange (after our link) */
+  if (stat_at_d(dirfd, tmp, into_pre) || !same_inode(into_pre, canon_before)) code = R_TMP;
   else if (known && (fstat_d(dupfd, st) || !same_file(st, dup_stat, 1, 1))) code = R_KNOWN;
   else if (leased && !(lease_intact(b->canon_fd) && lease_intact(dupfd))) {
     code = R_LEASE;
@@ -571,12 +575,17 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   double *into_at = o + O_INTO_AT, *out_at = o + O_OUT_AT;
   /* taken first, as settle() does: what both were just after the exchange (O_AUX bit 3: not known) */
   int at = fstat_d(b->canon_fd, into_at) == 0 && fstat_d(dupfd, out_at) == 0;
+  link_call(STEP_SETTLE, 0, dirfd, name); /* tests: a guest acting while the swap is checked */
   int ok = at && link_fault(STEP_SETTLE, 0) == 0 && stat_at_d(dirfd, tmp, st) == 0 && same_inode(st, dup_stat) &&
            same_file(out_at, dup_stat, 0, 0);
   /* a break on either lease: settle() weighs it */
   if (ok && leased && !(lease_intact(b->canon_fd) && lease_intact(dupfd))) ok = 0;
-  /* an `into` changed after the exchange: the guest wrote to its file as linked, the link stands */
-  if (ok && !later(into_at, out_at)) {
+  /* An `into` changed after the exchange: the guest wrote to its file as
+   * linked, the link stands. Later than `out` alone does not say so where
+   * the exchange stamps neither ctime (XFS): `into` keeps our link's ctime,
+   * later than anything done to `out` before it. */
+  int changed_after = at && later(into_at, out_at) && later(into_at, into_pre);
+  if (ok && !changed_after) {
     ok = same_file(into_at, canon_before, 0, 0);
     /* leases intact since the comparison: everything but the bytes */
     if (ok && !known) ok = !differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, !leased, b->bufs);
@@ -586,7 +595,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   if (ok && leased && !known) ok = lease_intact(dupfd);
   if (ok && link_fault(STEP_SETTLE, 1)) ok = 0;
   if (!ok) {
-    o[O_CODE] = R_SETTLE, o[O_AUX] = (leased ? 4 : 0) | (at ? 0 : 8);
+    o[O_CODE] = R_SETTLE, o[O_AUX] = (leased ? 4 : 0) | (at ? 0 : 8) | (changed_after ? 32 : 0);
     goto handed; /* lease kept: settle() adopts it */
   }
   if (b->journal_fd >= 0) {

@@ -189,7 +189,7 @@ void close_later(int fd);
  * of link, exchange, unlink). files.c's linkAt/renameAt/unlinkAt pass their
  * step | STEP_SEAM: counted as changes, but a fault on one step alone is the
  * native linker's (the JS path's steps have the sys seam for that). */
-enum { STEP_OPEN, STEP_COMPARE, STEP_LINK, STEP_JOURNAL, STEP_EXCHANGE, STEP_SETTLE, STEP_UNLINK, STEP_CHANGE, STEP_SEAM = 256 };
+enum { STEP_OPEN, STEP_COMPARE, STEP_LINK, STEP_JOURNAL, STEP_EXCHANGE, STEP_SETTLE, STEP_UNLINK, STEP_CHANGE, STEP_LEASE, STEP_SEAM = 256 };
 int link_fault(int step, int after);
 
 #define DECLARE(fn) napi_value fn(napi_env env, napi_callback_info info);

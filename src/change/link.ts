@@ -254,6 +254,12 @@ const useNative = (opts: LinkOptions): boolean =>
 /** Pairs per set and call: a few ms of work per call, so signals are handled between calls as before. */
 const BATCH = 64;
 /**
+ * Bytes of directory paths and names per set and call (one pair's own may
+ * pass it): a guest's directory deep down (a path up to ~1 MiB) full of
+ * duplicates must not make a call's memory pairs × depth.
+ */
+const NAME_BYTES = 1 << 20;
+/**
  * Sets in flight at once: each gives the call one run of pairs (its
  * segment), and the addon shares the segments out between its threads,
  * each set on one thread (one canonical at a time, EMLINK as on one).
@@ -357,10 +363,18 @@ class Batch {
     const inodes = new Set<Inode>();
     const journal = opts.journal?.native;
     const pairs = this.pool.pairs;
+    let bytes = 0;
+    let lastDir: FileRec['dir'] | undefined;
+    let rel: Buffer = Buffer.alloc(0);
     for (let i = n; i < set.ops.length && this.ops.length < BATCH; i++) {
       const op = set.ops[i]!;
       if (canons.some((c) => c.inode === op.inode)) continue;
       if (inodes.has(op.inode)) break;
+      // One buffer per run of pairs in one directory: the plan keeps a directory's files together.
+      if (op.file.dir !== lastDir) (lastDir = op.file.dir), (rel = dirRel(op.file.dir));
+      const need = rel.length + op.file.name.length + 2;
+      if (this.ops.length > 0 && bytes + need > NAME_BYTES) break;
+      bytes += need;
       let at = 0;
       try {
         at = journal ? journal.at(op.file.dir) : 0;
@@ -375,7 +389,7 @@ class Batch {
       pairs[p + P_KNOWN] = compared.get(op.inode) === canon.inode ? 1 : 0;
       pairs[p + 4] = at;
       statDoubles(expected.get(op.inode) ?? op.file.stat, pairs, p + P_EXPECT);
-      this.names.push([dirRel(op.file.dir), op.file.name]);
+      this.names.push([rel, op.file.name]);
       this.ops.push(i);
     }
     this.count = this.ops.length;
@@ -539,6 +553,7 @@ function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, exp
           settle(dirFd, tmp, op.file.name, { fd: canon.fd, file: canon.file, before: canonStat }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal, known, lease }, aux & 8 ? undefined : {
             intoAt: doublesStat(out, o + 6 + 2 * LINK_STAT),
             outAt: doublesStat(out, o + 6 + 3 * LINK_STAT),
+            intoChanged: (aux & 32) !== 0,
           });
           break;
         case LINK.SETTLED_JOURNAL:

@@ -74,8 +74,11 @@ export function swap(dirFd: number, file: FileRec, into: Incoming, out: OpenedFi
     opts.journal?.record(journalEntry(file, tmp, into.before, out.stat));
     sys.linkAt(into.fd, dirFd, tmp);
   }
+  let intoPre: Stat;
   try {
-    if (!sameInode(sys.statAt(dirFd, tmp), into.before)) throw tempMoved();
+    // Also what `into` is just before the exchange: settle() tells a change after it by this ctime.
+    intoPre = sys.statAt(dirFd, tmp);
+    if (!sameInode(intoPre, into.before)) throw tempMoved();
     // The exchange sets both ctimes: the last moment a write to `out` shows in its ctime.
     if (opts.known && !sameFile(sys.fstat(out.fd), out.stat, { ctime: true, nlink: true })) throw changedWhileLinked();
     // A writer waiting on either inode: not exchanged at all.
@@ -85,7 +88,7 @@ export function swap(dirFd: number, file: FileRec, into: Incoming, out: OpenedFi
   } catch (er) {
     throw swapFailure(er, removeIfInode(dirFd, tmp, into.before));
   }
-  settle(dirFd, tmp, file.name, into, out, opts);
+  settle(dirFd, tmp, file.name, into, out, opts, undefined, intoPre);
 }
 
 /** The temporary name no longer holds the incoming inode, just before the exchange. */
@@ -116,7 +119,7 @@ export function swapFailure(er: unknown, left: { tmp: Buffer; why: string } | un
  * linking. Then the old inode's name goes; otherwise the exchange is undone
  * and the reason thrown.
  */
-export function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: OpenedFile, opts: SwapOptions, at?: { intoAt: Stat; outAt: Stat }): void {
+export function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming, out: OpenedFile, opts: SwapOptions, at?: { intoAt: Stat; outAt: Stat; intoChanged: boolean }, intoPre?: Stat): void {
   const meta = { ctime: false, nlink: false };
   // Taken first: from here on the guest's path shows `into`, and what it
   // does through that path is its own business, shared as with any link.
@@ -127,6 +130,11 @@ export function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming,
   const intoAt = at?.intoAt ?? sys.fstat(into.fd);
   const outAt = at?.outAt ?? sys.fstat(out.fd);
   const later = (a: Stat, b: Stat) => a.ctimeSec > b.ctimeSec || (a.ctimeSec === b.ctimeSec && a.ctimeNsec > b.ctimeNsec);
+  // Where the exchange stamps neither ctime (XFS), `into` keeps the ctime of
+  // our link, later than anything done to `out` before it: only a ctime
+  // later than `into`'s just before the exchange (`intoPre`) is a change
+  // after it. `at.intoChanged`: the addon's verdict, by the same rule.
+  const intoChanged = at ? at.intoChanged : later(intoAt, outAt) && (!intoPre || later(intoAt, intoPre));
   // A broken lease on `out`: a writer waits to write to the old inode (it
   // opened the name before the exchange, or another of its links), and
   // would write to a deleted file if it went: put it back at the name.
@@ -136,7 +144,7 @@ export function settle(dirFd: number, tmp: Buffer, name: Buffer, into: Incoming,
   if (!sameInode(sys.statAt(dirFd, tmp), out.stat)) why = codedError('ECHANGED', 'file was replaced while being linked; left as it was');
   else if (!sameFile(outAt, out.stat, meta)) why = codedError('ECHANGED', 'file was written or its owner or mode changed while being linked; left as it was');
   else if (broken?.duplicate) why = leaseError(broken, 'while it was being linked');
-  else if (later(intoAt, outAt)) why = undefined; // the guest has written to its file as linked: the link stands
+  else if (intoChanged) why = undefined; // the guest has written to its file as linked: the link stands
   else if (!sameFile(intoAt, into.before, meta)) why = codedError('ECHANGED', `${into.file ? displayPath(into.file) : 'the copy'} changed while being linked; left as it was`);
   else if (opts.known) why = undefined; // compared before, and unchanged up to the exchange (checked in swap())
   else if (lease && (!broken || lease.unwritten())) {

@@ -179,8 +179,10 @@ export const sys = {
     f ? native.setLinkFault(LINK_STEPS.indexOf(f.step), f.nth, f.when === 'after' ? 1 : 0, f.errno ?? 0, f.kill ? 1 : 0) : native.setLinkFault(-1),
   /**
    * Test-only: `fn(step, when, dirFd, name)` is called by the addon's
-   * linker just before each link (name: the temporary name), before and
-   * after each exchange (the guest's name) and just after each unlink of a
+   * linker just before each comparison ('compare', once the leases are
+   * taken; the guest's name), just before each link (name: the temporary
+   * name), before and after each exchange and before the checks that settle
+   * it ('settle'; the guest's name) and just after each unlink of a
    * temporary name, so a
    * test can act as a guest at that exact point; its batches then run on
    * one thread. null removes it.
@@ -209,8 +211,8 @@ export const sys = {
   },
 };
 
-/** The linker's steps, for the fault hook (STEP_* in native/link.c); `change` is any of link, exchange, unlink. */
-export const LINK_STEPS = ['open', 'compare', 'link', 'journal', 'exchange', 'settle', 'unlink', 'change'] as const;
+/** The linker's steps, for the fault hook (STEP_* in native/link.c); `change` is any of link, exchange, unlink; `lease` (with an errno) refuses the addon's leases on a pair. */
+export const LINK_STEPS = ['open', 'compare', 'link', 'journal', 'exchange', 'settle', 'unlink', 'change', 'lease'] as const;
 export type LinkStep = (typeof LINK_STEPS)[number];
 
 /**

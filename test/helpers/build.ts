@@ -21,6 +21,14 @@ export default function build(): void {
     });
     // What `npm run build` copies beside the JavaScript: the fleet merge's SQL.
     fs.cpSync(path.join(root, 'src/report/sql'), path.join(root, 'dist/report/sql'), { recursive: true });
+    // The CLI under test runs dist/ module by module, never the bundle `npm
+    // run build` makes (packaging/bundle.mjs): the hooks the scenarios
+    // preload (cli-hook.mjs, window-hook.mjs, journal-size.mjs) patch the
+    // sys seam of dist/os/sys.js, and the bundle has its own copy of it, so
+    // after a build with nothing for tsc to emit here they were silently
+    // bypassed. Without its list of inputs dist/bin.js takes dist/ (bin.test
+    // makes its own bundle on a copy of dist/).
+    fs.rmSync(path.join(root, 'dist', 'bundle', 'inputs.json'), { force: true });
   } catch (er) {
     const e = er as { stdout?: string; stderr?: string };
     throw new Error(`the TypeScript build failed, so no test would run the current sources:\n${e.stdout ?? ''}${e.stderr ?? ''}`);

@@ -105,6 +105,61 @@ describe('a linking run at depth 1,000', () => {
   }, 300_000);
 });
 
+// The linker's addon takes the sets in flight in one call (up to 16 sets of
+// up to 64 pairs), each pair with its directory's path relative to its
+// root: a guest that puts many duplicates in one deep directory must not
+// make that call's memory grow with pairs × depth.
+describe('a linking run with a thousand duplicates in one directory 3,000 deep', () => {
+  const DEPTH = 3000;
+  const SETS = 16;
+  const COPIES = 64;
+  let guests: string[];
+  beforeAll(() => {
+    guests = ['g1', 'g2'].map((g) => path.join(dir, 'wide', g));
+    for (const g of guests) fs.mkdirSync(g, { recursive: true });
+    // g1: one file per content, near its root; g2: 64 copies of each at the bottom of a chain.
+    for (let k = 0; k < SETS; k++) {
+      fs.writeFileSync(path.join(guests[0]!, `f${k}`), `content of set ${k}\n`);
+      fs.utimesSync(path.join(guests[0]!, `f${k}`), 1_700_000_000, 1_700_000_000);
+    }
+    const script = String.raw`
+import os, sys
+root, depth, sets, copies = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+for level in range(depth):
+  name = ('%04d' % level).ljust(255, 'd')
+  os.mkdir(name, 0o755, dir_fd=fd)
+  nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+  os.close(fd)
+  fd = nfd
+for k in range(sets):
+  for c in range(copies):
+    f = os.open('f%d-%d' % (k, c), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=fd)
+    os.write(f, b'content of set %d\n' % k)
+    os.utime(f, (1700000000, 1700000000))
+    os.close(f)
+os.close(fd)
+`;
+    execFileSync('python3', ['-c', script, guests[1]!, String(DEPTH), String(SETS), String(COPIES)], { stdio: 'inherit' });
+  }, 120_000);
+
+  it('peaks at about the memory of its dry run: the paths in flight are bounded, not pairs × depth', () => {
+    const dry = timed(['--dry-run', '--json', '--no-cache', '--no-default-excludes', ...guests]);
+    expect(dry.code).toBe(0);
+    expect(JSON.parse(dry.stdout).summary).toMatchObject({ linksPlanned: SETS * COPIES, errors: 0 });
+    const r = timed(['--json', '--no-cache', '--no-default-excludes', ...guests]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).summary).toMatchObject({ linksMade: SETS * COPIES, errors: 0 });
+    const nlinks = execFileSync('find', [guests[0]!, '-type', 'f', '-printf', '%n\\n'], { encoding: 'utf8' }).trim().split('\n');
+    expect(nlinks).toEqual(Array(SETS).fill(String(COPIES + 1)));
+    // Each pair's directory path is 3,000 × 256 bytes (750 KiB): all 1,024
+    // pairs in one call would hold 750 MiB of paths, twice over.
+    console.log(`peak RSS: ${(r.peak / 2 ** 20).toFixed(0)} MiB linking, ${(dry.peak / 2 ** 20).toFixed(0)} MiB dry run`);
+    expect(r.peak - dry.peak).toBeLessThan(128 * 2 ** 20);
+  }, 300_000);
+});
+
 it('recovers a temporary name from a compact journal left by a killed run, deep in a guest', async () => {
   const g = path.join(dir, 'recover', 'g1');
   fs.mkdirSync(g, { recursive: true });

@@ -22,6 +22,10 @@
 // no temporary name is left. The same cases run with leases refused through
 // the seam and with /proc/sys/fs/leases-enable at 0 (restored after): then
 // the run compares the bytes after the exchange again, as before leases.
+// Every case runs on both of the linker's paths: the addon's (native/link.c,
+// the production path; the hook acts from sys.setLinkHook, leases are
+// refused through sys.setLinkFault) and the JS path (link.ts/swap.ts, which
+// takes over what the addon hands back).
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -79,10 +83,21 @@ open(done, 'w').write('done')
 type Window = 'lease' | 'exchange' | 'settle';
 type Action = 'none' | 'write-new' | 'write-old-fd' | 'truncate' | 'chmod' | 'mmap-new' | 'mmap-old';
 type Mode = 'leases' | 'seam fault' | 'leases-enable=0';
+type Linker = 'native' | 'js';
 const WINDOWS: Window[] = ['lease', 'exchange', 'settle'];
 const ACTIONS: Action[] = ['write-new', 'write-old-fd', 'truncate', 'chmod', 'mmap-new', 'mmap-old'];
 
-interface HookLog { leasePair: number[]; acted: boolean; resumed: string | null; readsAfterExchange: number }
+interface HookLog {
+  /** JS path: sys.leasePair's results */
+  leasePair: number[];
+  /** native path: whether the addon held both leases at its comparison */
+  leased: boolean[];
+  acted: boolean;
+  resumed: string | null;
+  /** JS path: reads after the first exchange; native: bytes read after it, up to the unlink (null: no unlink) */
+  readsAfterExchange: number;
+  readBytesAfterExchange: number | null;
+}
 
 let top: string;
 let guestScript: string;
@@ -107,7 +122,7 @@ function expectedOf(action: Action): [Buffer, number] {
 }
 
 /** `target` 'a': the guest acts on the canonical's path (a's own file) instead, in the same windows of linking w's. */
-async function runCase(mode: Mode, window: Window, action: Action, target: 'w' | 'a' = 'w') {
+async function runCase(linker: Linker, mode: Mode, window: Window, action: Action, target: 'w' | 'a' = 'w') {
   const dir = fs.mkdtempSync(path.join(top, `${action}-${window}-`));
   const file = (g: string) => path.join(dir, g, 'f');
   for (const g of ['a', 'w']) {
@@ -129,7 +144,7 @@ async function runCase(mode: Mode, window: Window, action: Action, target: 'w' |
       guest!.once('exit', () => reject(new Error(`guest exited early: ${err}`)));
     });
   }
-  const hook = { sys: path.join(path.dirname(BIN), 'os', 'sys.js'), under: path.join(dir, 'w'), window: action === 'none' ? 'never' : window, trigger, done, log: logFile, noLease: mode === 'seam fault' };
+  const hook = { sys: path.join(path.dirname(BIN), 'os', 'sys.js'), native: linker === 'native', under: path.join(dir, 'w'), canon: file('a'), window: action === 'none' ? 'never' : window, trigger, done, log: logFile, noLease: mode === 'seam fault' };
   const cli = spawn(process.execPath, ['--import', HOOK, BIN, '--state-dir', path.join(dir, 'state'), '--json', path.join(dir, 'a'), path.join(dir, 'w')], {
     env: { ...process.env, VUNIFY_WINDOW_HOOK: JSON.stringify(hook) },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -144,7 +159,7 @@ async function runCase(mode: Mode, window: Window, action: Action, target: 'w' |
     expect(g, 'the guest never finished').not.toBe('timeout');
   }
   const log = JSON.parse(fs.readFileSync(logFile, 'utf8')) as HookLog;
-  const what = `${mode}, ${action} of ${target}'s file in window ${window}: exit ${code}, hook ${JSON.stringify(log)}\n${stderr}`;
+  const what = `${linker} path, ${mode}, ${action} of ${target}'s file in window ${window}: exit ${code}, hook ${JSON.stringify(log)}\n${stderr}`;
   expect([0, 1], what).toContain(code);
   expect(stderr, what).not.toMatch(/internal error/);
   expect(log.acted, what).toBe(action !== 'none');
@@ -196,7 +211,14 @@ async function runCase(mode: Mode, window: Window, action: Action, target: 'w' |
   return { log, linked: w.ino === a.ino, what, sameTick: false };
 }
 
-describe.each<Mode>(['leases', 'seam fault', 'leases-enable=0'])('with %s', (mode) => {
+describe.each<[Linker, Mode]>([
+  ['native', 'leases'],
+  ['native', 'seam fault'],
+  ['native', 'leases-enable=0'],
+  ['js', 'leases'],
+  ['js', 'seam fault'],
+  ['js', 'leases-enable=0'],
+])('%s path, with %s', (linker, mode) => {
   let restore: string | undefined;
   beforeAll(() => {
     if (mode !== 'leases-enable=0') return;
@@ -207,31 +229,42 @@ describe.each<Mode>(['leases', 'seam fault', 'leases-enable=0'])('with %s', (mod
     if (restore !== undefined) fs.writeFileSync(LEASES_ENABLE, restore);
   });
 
+  /** Whether the run held both leases at the pair's first comparison (and, on the JS path, leasePair's result). */
+  const expectLeased = (log: HookLog, what: string, leased: boolean, jsErrno: number) => {
+    if (linker === 'native') expect(log.leased, `${what}: the addon's comparison was never reached`).toEqual([leased]);
+    else expect(log.leasePair[0], what).toBe(leased ? 0 : jsErrno);
+  };
+
   it('a pair nobody touches is linked; the bytes are read after the exchange only without leases', async () => {
-    const { log, linked, what } = await runCase(mode, 'lease', 'none');
+    const { log, linked, what } = await runCase(linker, mode, 'lease', 'none');
     expect(linked, what).toBe(true);
-    if (mode === 'leases') {
+    expectLeased(log, what, mode === 'leases', 22); // EINVAL: leases refused
+    if (linker === 'native') {
+      // Both files read again in full after the exchange only without leases.
+      expect(log.readBytesAfterExchange, what).not.toBeNull();
+      if (mode === 'leases') expect(log.readBytesAfterExchange!, what).toBeLessThan(SIZE);
+      else expect(log.readBytesAfterExchange!, what).toBeGreaterThanOrEqual(2 * SIZE);
+    } else if (mode === 'leases') {
       expect(log.leasePair, what).toEqual([0]);
       expect(log.readsAfterExchange, what).toBe(0);
     } else {
-      expect(log.leasePair[0], what).toBe(22); // EINVAL: leases refused
       expect(log.readsAfterExchange, what).toBeGreaterThan(0);
     }
   }, 30_000);
 
   for (const window of WINDOWS) {
     it.each(ACTIONS)(`%s in the window "${window}": no guest byte lost, linked only when equal`, async (action) => {
-      const { log, linked, what } = await runCase(mode, window, action);
+      const { log, linked, what } = await runCase(linker, mode, window, action);
       if (mode !== 'leases') {
-        expect(log.leasePair[0], what).toBe(22);
+        expectLeased(log, what, false, 22);
         return;
       }
       if (action === 'write-old-fd' || action === 'mmap-old') {
         // A writer had the file open: the kernel refuses the lease, and the pair is compared twice.
-        expect(log.leasePair[0], what).toBe(11); // EAGAIN
+        expectLeased(log, what, false, 11); // EAGAIN
         expect(linked, what).toBe(false);
       } else {
-        expect(log.leasePair[0], what).toBe(0);
+        expectLeased(log, what, true, 0);
         // An open for writing or a truncate waits on the lease; a chmod does not.
         expect(log.resumed, what).toBe(action === 'chmod' ? 'done' : 'broken');
         // Before the exchange the guest's change keeps the files apart; after
@@ -243,9 +276,9 @@ describe.each<Mode>(['leases', 'seam fault', 'leases-enable=0'])('with %s', (mod
     }, 60_000);
 
     it.each<Action>(['write-new', 'truncate', 'chmod', 'mmap-new'])(`%s of the canonical (a's own file) in the window "${window}": a keeps its change, w is linked only after it`, async (action) => {
-      const { log, linked, what } = await runCase(mode, window, action, 'a');
+      const { log, linked, what } = await runCase(linker, mode, window, action, 'a');
       if (mode !== 'leases') return;
-      expect(log.leasePair[0], what).toBe(0);
+      expectLeased(log, what, true, 0);
       // A write held back until the link stands is a change to the shared
       // file; one noticed before the exchange keeps the pair apart.
       if (action !== 'chmod') expect(linked, what).toBe(window !== 'lease');

@@ -50,6 +50,7 @@ import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import type { JournalEntry } from '../../src/change/journal.js';
 import { budget, exited, findTemps, killChildren, rng, runVunify, SEED, startScript, SCRIPT_PRELUDE, type HookConfig } from '../helpers/hostile.js';
 import { rmTree, runUnify, setMtime, sh, tempDir, writeFile } from '../helpers/tree.js';
+import { loopFs, type LoopFs } from '../helpers/loopfs.js';
 
 const DIRS = 12;
 const FILES = 10;
@@ -576,6 +577,30 @@ describe('a guest acting between the last check and the exchange (in process, th
     expect(temps()).toEqual([]);
   });
 
+  // The same on the addon's linker (the production path): the guest acts at
+  // its hook just after the stats it takes after the exchange, before the
+  // checks and the comparison that settle the swap (files under 16 KiB: no
+  // leases, the bytes compared again).
+  it.each([
+    ['a chmod', () => fs.chmodSync(W(), 0o600), () => expect(fs.statSync(W()).mode & 0o777).toBe(0o600)],
+    ['a rewrite', () => fs.writeFileSync(W(), 'NEW CONTENT 123\n'), () => expect(fs.readFileSync(W(), 'utf8')).toBe('NEW CONTENT 123\n')],
+  ])('%s through the path while the addon compares after the exchange is kept, and the link stands', async (_what, act, check) => {
+    let acted = false;
+    hooks.push((step, when) => {
+      if (!acted && step === 'settle' && when === 'before') {
+        acted = true;
+        act();
+      }
+    });
+    const { errors } = await runUnify(['a', 'w'].map((g) => path.join(dir, g)));
+    expect(acted).toBe(true);
+    expect(errors).toEqual([]);
+    check();
+    expect(fs.statSync(W()).ino).toBe(fs.statSync(A()).ino);
+    expect(fs.readFileSync(A(), 'utf8')).toBe(fs.readFileSync(W(), 'utf8'));
+    expect(temps()).toEqual([]);
+  });
+
   // The same chmod, by a run killed after the exchange: recovery must compare
   // the guest's old inode with the canonical in full, not only size and
   // mtime, before it deletes it (state.ts, unchanged()).
@@ -607,5 +632,88 @@ describe('a guest acting between the last check and the exchange (in process, th
     }
     expect(errors).toEqual([]);
     expect(fs.statSync(W()).mode & 0o777).toBe(0o600);
+  });
+});
+
+// The comparison after the exchange is skipped when the canonical's ctime is
+// later than the old inode's ("the guest wrote to its file as linked"):
+// that holds only if the exchange itself gives both one ctime. On XFS it
+// does not always: a duplicate rewritten (same size, mtime put back) after
+// the comparison and before the link keeps a ctime older than the
+// canonical's from the link, and its bytes were lost with the old inode.
+describe('on XFS, a same-size rewrite with the mtime put back between the comparison and the link', () => {
+  let xfs: LoopFs;
+  let dir: string;
+  beforeAll(() => {
+    xfs = loopFs('xfs', 300 * 2 ** 20);
+  });
+  afterAll(() => xfs?.unmount());
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(xfs.dir, 'w-'));
+    for (const g of ['a', 'w']) writeFile(path.join(dir, g, 'f'), { content: 'original content\n' });
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    sys.setLinkHook(null);
+    sys.nativeLinker = true;
+  });
+
+  // And the other way round: a change through the path after the exchange
+  // (the guest's own change to its now shared file) keeps the link.
+  it.each([
+    ['a chmod', (W: string) => fs.chmodSync(W, 0o600), (W: string) => expect(fs.statSync(W).mode & 0o777).toBe(0o600)],
+    ['a rewrite', (W: string) => fs.writeFileSync(W, 'NEW CONTENT 123\n'), (W: string) => expect(fs.readFileSync(W, 'utf8')).toBe('NEW CONTENT 123\n')],
+  ])('(%s through the path after the exchange, on the addon\'s path, keeps the link)', async (_what, act, check) => {
+    const W = path.join(dir, 'w', 'f');
+    const A = path.join(dir, 'a', 'f');
+    let acted = false;
+    sys.setLinkHook((step, when) => {
+      if (!acted && step === 'settle' && when === 'before') {
+        acted = true;
+        act(W);
+      }
+    });
+    const { errors } = await runUnify(['a', 'w'].map((g) => path.join(dir, g)));
+    expect(acted).toBe(true);
+    expect(errors).toEqual([]);
+    check(W);
+    expect(fs.statSync(W).ino).toBe(fs.statSync(A).ino);
+    expect(findTemps(dir)).toEqual([]);
+  });
+
+  it.each(['native', 'js'])('is kept at the guest\'s path (%s path)', async (linker) => {
+    const W = path.join(dir, 'w', 'f');
+    const A = path.join(dir, 'a', 'f');
+    const { mtimeNs } = fs.statSync(W, { bigint: true });
+    let acted = false;
+    const act = () => {
+      acted = true;
+      const fd = fs.openSync(W, 'r+');
+      fs.writeSync(fd, 'ORIGINAL CONTENT\n', 0);
+      sys.futimens(fd, Number(mtimeNs / 1_000_000_000n), Number(mtimeNs % 1_000_000_000n)); // to the nanosecond
+      fs.closeSync(fd);
+      expect(fs.statSync(W, { bigint: true }).mtimeNs).toBe(mtimeNs);
+      // A clock tick or more before the link (a journal write that waited on the disk, a busy machine).
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    };
+    if (linker === 'native') {
+      sys.setLinkHook((step, when) => {
+        if (!acted && step === 'link' && when === 'before') act();
+      });
+    } else {
+      sys.nativeLinker = false;
+      const linkAt = sys.linkAt;
+      vi.spyOn(sys, 'linkAt').mockImplementation((fd, dirFd, name) => {
+        if (!acted && name.toString().startsWith('.vunify.')) act();
+        return linkAt(fd, dirFd, name);
+      });
+    }
+    const { errors } = await runUnify(['a', 'w'].map((g) => path.join(dir, g)));
+    expect(acted).toBe(true);
+    expect(fs.readFileSync(W, 'utf8'), "the guest's bytes").toBe('ORIGINAL CONTENT\n');
+    expect(fs.readFileSync(A, 'utf8')).toBe('original content\n');
+    expect(fs.statSync(W).ino).not.toBe(fs.statSync(A).ino);
+    expect(errors.map((e) => e.code)).toEqual(['EDIFFERENT']);
+    expect(findTemps(dir)).toEqual([]);
   });
 });
