@@ -223,13 +223,21 @@ static int xsink(void *ctx, const char *name, size_t name_len, const char *value
 
 /* 1 when both have the same xattrs, value by value; 0 when not; -1 when
  * either cannot be read whole (JS then says why). */
+static pthread_mutex_t xattrs_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static int same_xattrs(int a, int b) {
   xbuf x = {0}, y = {0};
   int failed, r = -1;
+  /* One comparison at a time across the threads: a guest's xattrs can take
+   * up to 64 MiB a file, and the README promises two such sets in memory at
+   * most, whatever the number of threads. Most files have none: two
+   * flistxattr calls under the lock. */
+  pthread_mutex_lock(&xattrs_mu);
   if (read_xattrs(a, xsink, &x, &failed) >= 0 && read_xattrs(b, xsink, &y, &failed) >= 0)
     r = x.len == y.len && (x.len == 0 || memcmp(x.data, y.data, x.len) == 0);
   free(x.data);
   free(y.data);
+  pthread_mutex_unlock(&xattrs_mu);
   return r;
 }
 
@@ -375,14 +383,32 @@ static __thread size_t journal_len;
 
 /* One journal line, written whole: 0, or the errno (-1 - bytes written when cut short). */
 static pthread_mutex_t journal_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Set (under journal_mu) once a journal write of this call failed: nothing is
+ * appended after it, on any thread, as journal.ts does (a line after a cut
+ * one would join it, and recovery would misread both); the pairs then end
+ * before anything changed. LinkBatch clears it; JavaScript marks the journal
+ * failed and runs no further batch. */
+static int journal_broken;
+
+static void journal_break(void) {
+  pthread_mutex_lock(&journal_mu);
+  journal_broken = 1;
+  pthread_mutex_unlock(&journal_mu);
+}
 
 static long journal_write(int fd, const char *line, size_t len) {
   journal_len = len;
   /* one line per write, one writer at a time: lines never interleave */
   pthread_mutex_lock(&journal_mu);
+  if (journal_broken) {
+    pthread_mutex_unlock(&journal_mu);
+    return ECANCELED; /* not written: an earlier line failed (link.ts says so) */
+  }
   ssize_t n = write(fd, line, len);
+  int err = errno;
+  if (n < 0 || (size_t)n != len) journal_broken = 1;
   pthread_mutex_unlock(&journal_mu);
-  if (n < 0) return errno;
+  if (n < 0) return err;
   if ((size_t)n != len) return -1 - n;
   return 0;
 }
@@ -527,6 +553,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
     if (!j) j = journal_entry(b->journal_fd, (long)p[P_AT], tmp, name, canon_before, dup_stat);
     if (!j) link_fault(STEP_JOURNAL, 1);
     if (j) {
+      journal_break();
       o[O_CODE] = R_JOURNAL, o[O_ERRNO] = (double)j, o[O_AUX] = (double)journal_len;
       tmp[0] = 0;
       goto handed;
@@ -603,6 +630,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
     if (!j) j = journal_settled(b->journal_fd, tmp, out_now);
     if (!j) link_fault(STEP_JOURNAL, 1);
     if (j) {
+      journal_break();
       if (leased) lease_release(b->canon_fd, dupfd);
       o[O_CODE] = R_SETTLED_J, o[O_ERRNO] = (double)j, o[O_AUX] = (double)journal_len;
       goto handed;
@@ -760,6 +788,7 @@ napi_value LinkBatch(napi_env env, napi_callback_info info) {
   }
   pthread_once(&dir_locks_once, dir_locks_init);
   file_flags_mask = (uint32_t)mask;
+  journal_broken = 0; /* no thread runs yet; a failure of an earlier call ended the native linker's batches */
   job j = {segs, ce, pairs, out, names, nl, tmps, nseg, (int)journal_fd, (int)flags, 0};
   int nt = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
   if ((size_t)nt > nseg) nt = nseg ? (int)nseg : 1;

@@ -528,6 +528,7 @@ function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, exp
   const left = leftErrno < 0 ? undefined : { tmp, why: fileError('', sys.errnoError(leftErrno, 'unlinkat')).message };
   const journalError = () => {
     opts.journal?.native?.fail();
+    if (errno === os.constants.errno.ECANCELED) return codedError('ENOSPC', 'the journal could not be written earlier in this run; nothing was changed');
     return errno > 0
       ? sys.errnoError(errno, 'write')
       : codedError('ENOSPC', `journal write cut short (${-1 - errno} of ${aux} bytes; is the state directory's filesystem full?); nothing was changed`);

@@ -54,6 +54,26 @@ describe('a journal write cut short', () => {
     expect(sh('find', dir, '-name', '.vunify.*')).toBe('');
   });
 
+  it('after a journal write the addon could not make, no later set of the same call is linked', async () => {
+    // Several sets go to the addon in one call; the first journal line fails
+    // (as on a full disk). journal.ts appends nothing after a failed write
+    // (a line after a cut one would join it); the addon must not either,
+    // whatever set comes next (the flag is shared by its threads).
+    const roots = ['g1', 'g2'].map((g) => path.join(dir, g));
+    const names = ['a', 'b', 'c', 'd', 'e', 'f'];
+    for (const r of roots) for (const n of names) writeFile(path.join(r, n), { content: `the same bytes of ${n}\n` });
+    const inodes = () => roots.flatMap((r) => names.map((n) => fs.statSync(path.join(r, n)).ino));
+    const before = inodes();
+    sys.setLinkFault({ step: 'journal', nth: 1, errno: os.constants.errno.ENOSPC });
+    const { report, errors } = await runUnify(roots, { cache: false });
+    expect(report.summary.linksMade).toBe(0);
+    expect(errors).toHaveLength(names.length);
+    expect(errors.every((e) => e.code === 'ENOSPC')).toBe(true);
+    expect(errors.filter((e) => e.message.includes('could not be written earlier'))).toHaveLength(names.length - 1);
+    expect(inodes()).toEqual(before);
+    expect(sh('find', dir, '-name', '.vunify.*')).toBe('');
+  });
+
   it('a journal entry the addon cannot write stops the swap before any temporary name exists', async () => {
     const roots = ['g1', 'g2'].map((g) => path.join(dir, g));
     for (const r of roots) writeFile(path.join(r, 'f'), { content: 'the same bytes\n' });
