@@ -707,6 +707,13 @@ typedef struct {
   size_t nseg;
   int journal_fd, flags;
   size_t next; /* the next segment to take (atomic) */
+  /* Set once a pair is handed back after its temporary link: the call ends
+   * as soon as every thread is done with the pair it is on. A handed pair
+   * may be exchanged but not settled (the canonical at the guest's name,
+   * the old inode beside it): swap.ts settles or undoes it only when the
+   * call returns, and until then a guest's write through its name goes to
+   * the canonical, which other guests share. */
+  int stop;
 } job;
 
 typedef struct {
@@ -720,6 +727,7 @@ static void run_segment(job *j, size_t g, char **bufs) {
   memcpy(b.canon_expect, j->canon_expect + g * S_N, sizeof b.canon_expect);
   size_t start = (size_t)seg[G_START], count = (size_t)seg[G_COUNT], done = 0;
   for (size_t i = start; i < start + count; i++) {
+    if (__atomic_load_n(&j->stop, __ATOMIC_ACQUIRE)) break;
     const double *p = j->pairs + i * P_N;
     size_t off = (size_t)p[P_NAMEOFF];
     const char *dir = j->names + off;
@@ -732,7 +740,9 @@ static void run_segment(job *j, size_t g, char **bufs) {
     link_pair(&b, p, dir, dz + 1, j->tmps + i * 24, o);
     pthread_mutex_unlock(mu);
     done++;
-    if (o[O_CODE] != R_LINKED) break;
+    if (o[O_CODE] == R_LINKED) continue;
+    if (o[O_CODE] != R_FALLBACK) __atomic_store_n(&j->stop, 1, __ATOMIC_RELEASE); /* nothing of it changed on a fallback */
+    break;
   }
   seg[G_DONE] = (double)done;
   memcpy(j->canon_expect + g * S_N, b.canon_expect, sizeof b.canon_expect);
@@ -742,6 +752,7 @@ static void *work(void *arg) {
   worker *w = arg;
   job *j = w->j;
   for (;;) {
+    if (__atomic_load_n(&j->stop, __ATOMIC_ACQUIRE)) break;
     size_t g = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
     if (g >= j->nseg) break;
     run_segment(j, g, worker_bufs[w->index]);
@@ -781,6 +792,7 @@ napi_value LinkBatch(napi_env env, napi_callback_info info) {
     for (size_t g = 0; g < nseg && !bad; g++) {
       double *seg = (double *)segs + g * G_N;
       bad = seg[G_START] < 0 || seg[G_COUNT] < 0 || seg[G_START] + seg[G_COUNT] > (double)n;
+      seg[G_DONE] = 0; /* a segment never started (the call stops early) did none */
     }
   if (bad || cel < nseg * S_N || ol < n * O_N || tl < n * 24) {
     napi_throw_type_error(env, NULL, "linkBatch(segs, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps, threads)");
@@ -789,7 +801,7 @@ napi_value LinkBatch(napi_env env, napi_callback_info info) {
   pthread_once(&dir_locks_once, dir_locks_init);
   file_flags_mask = (uint32_t)mask;
   journal_broken = 0; /* no thread runs yet; a failure of an earlier call ended the native linker's batches */
-  job j = {segs, ce, pairs, out, names, nl, tmps, nseg, (int)journal_fd, (int)flags, 0};
+  job j = {segs, ce, pairs, out, names, nl, tmps, nseg, (int)journal_fd, (int)flags, 0, 0};
   int nt = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
   if ((size_t)nt > nseg) nt = nseg ? (int)nseg : 1;
   if (fault.step >= 0 || hook_ref) nt = 1; /* the fault hook counts in order; the JS hook runs on this thread */

@@ -296,6 +296,7 @@ class Pool {
       this.segs[g * SEG] = b.canon!.fd;
       this.segs[g * SEG + 1] = b.at(0);
       this.segs[g * SEG + 2] = b.count;
+      this.segs[g * SEG + 3] = 0; // pairs done: a segment the addon never started (it stops early) did none
       statDoubles(b.canon!.expect, this.canonExpect, g * LINK_STAT);
     });
     const journal = opts.journal?.native;
