@@ -1,5 +1,6 @@
 // The command as an operator meets it: help, exit codes, output channels.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -103,15 +104,15 @@ describe('vunify command', () => {
 
   it('exits 1 when files were skipped, naming each path and reason on stderr', async () => {
     writeFile(G('g3', 'usr/lib/libc.so.6'), { content: 'libc' });
-    // A failure no plan can foresee: the disk fails the link into g3.
-    const real = sys.linkAt;
-    vi.spyOn(sys, 'linkAt').mockImplementation((fd, dirFd, name) => {
-      if (sys.fstat(dirFd).ino === inode(path.dirname(G('g3', 'usr/lib/libc.so.6')))) throw Object.assign(new Error('EIO: i/o error, linkat'), { code: 'EIO', syscall: 'linkat' });
-      real(fd, dirFd, name);
-    });
+    // A failure no plan can foresee: the disk fails the link into g3 (the second link; in the addon's linker).
+    sys.setLinkFault({ step: 'link', nth: 2, errno: os.constants.errno.EIO });
     const out = collect(), err = collect();
-    const code = await main(['--json', '--state-dir', testStateDir(), G('g1'), G('g2'), G('g3')], out.stream as never, err.stream as never);
-    vi.restoreAllMocks();
+    let code;
+    try {
+      code = await main(['--json', '--state-dir', testStateDir(), G('g1'), G('g2'), G('g3')], out.stream as never, err.stream as never);
+    } finally {
+      sys.setLinkFault();
+    }
     expect(code).toBe(1);
     expect(err.text()).toBe(`vunify: ${G('g3', 'usr/lib/libc.so.6')}: input/output error (EIO, linkat)\n`);
     const report = JSON.parse(out.text());

@@ -9,6 +9,7 @@ import { openState } from '../../src/state/run-state.js';
 import { recover } from '../../src/state/recovery.js';
 import type { JournalEntry } from '../../src/change/journal.js';
 import { killAtFirstUnlink } from '../helpers/killed-run.js';
+import { sys } from '../../src/os/sys.js';
 import { inode, rmTree, runUnify, sh, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
 
 let dir: string;
@@ -168,8 +169,13 @@ describe('recovery of a linking run killed after the exchange', () => {
     const conf = (g: number) => path.join(guests[g]!, 'etc/conf');
     for (const g of guests) writeFile(path.join(g, 'etc/conf'), { content: 'same\n', mtime: '1700000000' });
     const runState = testStateDir();
+    sys.nativeLinker = false; // the JS path: killed at its seam (the addon's kills are the crash scenario's)
     const restore = killAtFirstUnlink(runState);
-    await runUnify(guests, { cache: false });
+    try {
+      await runUnify(guests, { cache: false });
+    } finally {
+      sys.nativeLinker = true;
+    }
     expect(restore()).toBe(true);
     expect(inode(conf(0))).toBe(inode(conf(1)));
     fs.appendFileSync(conf(1), 'guest edit\n');
