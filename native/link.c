@@ -466,6 +466,8 @@ enum { P_ROOT, P_DIRDEV, P_DIRINO, P_KNOWN, P_AT, P_NAMEOFF, P_EXPECT, P_N = P_E
 enum { O_CODE, O_ERRNO, O_AUX, O_DIRFD, O_DUPFD, O_LEFT, O_CANON, O_DUP = O_CANON + S_N, O_INTO_AT = O_DUP + S_N,
        O_OUT_AT = O_INTO_AT + S_N, O_N = O_OUT_AT + S_N };
 
+/* Bytes per temporary name in linkBatch's `tmps` (NUL-ended). */
+#define TMP_LEN 24
 #define LEASE_MIN_SIZE (16 << 10)
 enum { F_IGNORE_MTIME = 1 };
 
@@ -737,7 +739,7 @@ static void run_segment(job *j, size_t g, char **bufs) {
     double *o = j->out + i * O_N;
     pthread_mutex_t *mu = dir_lock(p[P_DIRDEV], p[P_DIRINO]);
     pthread_mutex_lock(mu);
-    link_pair(&b, p, dir, dz + 1, j->tmps + i * 24, o);
+    link_pair(&b, p, dir, dz + 1, j->tmps + i * TMP_LEN, o);
     pthread_mutex_unlock(mu);
     done++;
     if (o[O_CODE] == R_LINKED) continue;
@@ -763,7 +765,7 @@ static void *work(void *arg) {
 /* linkBatch(segs: Float64Array(nseg * G_N), canonExpect: Float64Array(nseg * S_N),
  *           journalFd, flags, fileFlagsMask, pairs: Float64Array(n * P_N),
  *           names: Buffer (dir NUL name NUL, at each pair's P_NAMEOFF),
- *           out: Float64Array(n * O_N), tmps: Buffer(n * 24), threads)
+ *           out: Float64Array(n * O_N), tmps: Buffer(n * TMP_LEN), threads)
  * Each segment is one set's pairs with its canonical, linked in order on
  * one thread until the first pair not LINKED (included): its G_DONE. Its
  * canonExpect is updated to the canonical's stat after each link. Segments
@@ -794,7 +796,7 @@ napi_value LinkBatch(napi_env env, napi_callback_info info) {
       bad = seg[G_START] < 0 || seg[G_COUNT] < 0 || seg[G_START] + seg[G_COUNT] > (double)n;
       seg[G_DONE] = 0; /* a segment never started (the call stops early) did none */
     }
-  if (bad || cel < nseg * S_N || ol < n * O_N || tl < n * 24) {
+  if (bad || cel < nseg * S_N || ol < n * O_N || tl < n * TMP_LEN) {
     napi_throw_type_error(env, NULL, "linkBatch(segs, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps, threads)");
     return NULL;
   }
@@ -822,6 +824,51 @@ napi_value LinkBatch(napi_env env, napi_callback_info info) {
   napi_create_uint32(env, (uint32_t)nseg, &r);
   return r;
 }
+
+/* The linker's arrays, result codes and steps, for module.c's `layout.link`:
+ * src/os/native.ts checks it and src/os/sys.ts reads its offsets, so they
+ * are written down once, here. */
+static void put(napi_env env, napi_value o, const char *name, int v) {
+  napi_value x;
+  napi_create_int32(env, v, &x);
+  napi_set_named_property(env, o, name, x);
+}
+
+#define PUT(o, name, v) put(env, o, name, v);
+#define GROUP(name, ...)                         \
+  do {                                           \
+    napi_value g;                                \
+    napi_create_object(env, &g);                 \
+    __VA_ARGS__                                  \
+    napi_set_named_property(env, l, name, g);    \
+  } while (0)
+
+napi_value link_layout(napi_env env) {
+  napi_value l;
+  napi_create_object(env, &l);
+  GROUP("stat", PUT(g, "type", S_TYPE) PUT(g, "dev", S_DEV) PUT(g, "ino", S_INO) PUT(g, "size", S_SIZE) PUT(g, "mode", S_MODE)
+                    PUT(g, "uid", S_UID) PUT(g, "gid", S_GID) PUT(g, "nlink", S_NLINK) PUT(g, "mtimeSec", S_MSEC)
+                        PUT(g, "mtimeNsec", S_MNSEC) PUT(g, "ctimeSec", S_CSEC) PUT(g, "ctimeNsec", S_CNSEC)
+                            PUT(g, "mntId", S_MNT) PUT(g, "blocks", S_BLOCKS) PUT(g, "length", S_N));
+  GROUP("pair", PUT(g, "root", P_ROOT) PUT(g, "dirDev", P_DIRDEV) PUT(g, "dirIno", P_DIRINO) PUT(g, "known", P_KNOWN)
+                    PUT(g, "at", P_AT) PUT(g, "nameOff", P_NAMEOFF) PUT(g, "expect", P_EXPECT) PUT(g, "length", P_N));
+  GROUP("out", PUT(g, "code", O_CODE) PUT(g, "errno", O_ERRNO) PUT(g, "aux", O_AUX) PUT(g, "dirFd", O_DIRFD)
+                   PUT(g, "dupFd", O_DUPFD) PUT(g, "left", O_LEFT) PUT(g, "canon", O_CANON) PUT(g, "dup", O_DUP)
+                       PUT(g, "intoAt", O_INTO_AT) PUT(g, "outAt", O_OUT_AT) PUT(g, "length", O_N));
+  GROUP("seg", PUT(g, "canon", G_CANON) PUT(g, "start", G_START) PUT(g, "count", G_COUNT) PUT(g, "done", G_DONE)
+                   PUT(g, "length", G_N));
+  GROUP("results", PUT(g, "LINKED", R_LINKED) PUT(g, "FALLBACK", R_FALLBACK) PUT(g, "JOURNAL", R_JOURNAL)
+                       PUT(g, "LINK", R_LINK) PUT(g, "TMP", R_TMP) PUT(g, "KNOWN", R_KNOWN) PUT(g, "LEASE", R_LEASE)
+                           PUT(g, "RENAME", R_RENAME) PUT(g, "SETTLE", R_SETTLE) PUT(g, "SETTLED_JOURNAL", R_SETTLED_J)
+                               PUT(g, "UNLINK", R_UNLINK));
+  GROUP("steps", PUT(g, "open", STEP_OPEN) PUT(g, "compare", STEP_COMPARE) PUT(g, "link", STEP_LINK)
+                     PUT(g, "journal", STEP_JOURNAL) PUT(g, "exchange", STEP_EXCHANGE) PUT(g, "settle", STEP_SETTLE)
+                         PUT(g, "unlink", STEP_UNLINK) PUT(g, "change", STEP_CHANGE) PUT(g, "lease", STEP_LEASE));
+  put(env, l, "tmpLength", TMP_LEN);
+  return l;
+}
+#undef GROUP
+#undef PUT
 
 /* errnoError(errno, syscall) -> the Error the addon's calls throw for it,
  * for outcomes linkBatch reports by number. */

@@ -39,6 +39,7 @@ static napi_value make_layout(napi_env env) {
   napi_set_named_property(env, layout, "recordAlign", v);
   napi_set_named_property(env, layout, "stat", stat_layout(env));
   napi_set_named_property(env, layout, "fileTypes", file_types(env));
+  napi_set_named_property(env, layout, "link", link_layout(env));
   hash_layouts(env, layout);
   return layout;
 }

@@ -239,6 +239,7 @@ struct vu_dirent64 {
 /* The layouts, as JavaScript values, for module.c's `layout`. */
 napi_value stat_layout(napi_env env);
 napi_value file_types(napi_env env);
+napi_value link_layout(napi_env env);
 void hash_layouts(napi_env env, napi_value layout);
 
 /* Layout helpers: { headerSize, fields: { name: { offset, width } } }. */

@@ -69,7 +69,7 @@ import { dirRel, displayPath, relPath } from '../core/paths.js';
 import { FS_FILE_FLAGS, sameFile, type Stat } from '../core/stat.js';
 import type { FileRec, Inode } from '../core/types.js';
 import { openDir, openRegular, openScanned, type OpenedFile } from '../os/confine.js';
-import { doublesStat, LINK, LINK_OUT, LINK_PAIR, LINK_STAT, LINK_TMP, statDoubles, sys } from '../os/sys.js';
+import { doublesStat, LINK, LINK_ARRAY, LINK_TMP, statDoubles, sys } from '../os/sys.js';
 import type { LinkOp, PlanSet } from '../pipeline/plan.js';
 import { freeable } from '../pipeline/plan.js';
 import { checkNotLocked, difference, isContentDifference } from './compare.js';
@@ -267,19 +267,16 @@ const NAME_BYTES = 1 << 20;
 const ACTIVE = 16;
 /** Threads per call (native/link.c caps them at 8). */
 const THREADS = Math.max(1, Math.min(os.availableParallelism(), 8));
-/** Doubles per segment in linkBatch's `segs` (G_* in native/link.c), and where a pair's fields are (P_*). */
-const SEG = 4;
-const P_KNOWN = 3;
-const P_NAMEOFF = 5;
-const P_EXPECT = 6;
+/** linkBatch's arrays: where each field is, and the doubles each takes (native/link.c, through sys.ts). */
+const { stat: ST, pair: PR, out: OUT, seg: SG } = LINK_ARRAY;
 
 /** The arrays of linkBatch calls, reused: region r holds the pairs of the r-th set in flight. */
 class Pool {
-  readonly pairs = new Float64Array(ACTIVE * BATCH * LINK_PAIR);
-  readonly out = new Float64Array(ACTIVE * BATCH * LINK_OUT);
+  readonly pairs = new Float64Array(ACTIVE * BATCH * PR.length);
+  readonly out = new Float64Array(ACTIVE * BATCH * OUT.length);
   readonly tmps = Buffer.alloc(ACTIVE * BATCH * LINK_TMP);
-  readonly canonExpect = new Float64Array(ACTIVE * LINK_STAT);
-  readonly segs = new Float64Array(ACTIVE * SEG);
+  readonly canonExpect = new Float64Array(ACTIVE * ST.length);
+  readonly segs = new Float64Array(ACTIVE * SG.length);
 
   /** Run the prepared batches, one segment each, in one call. */
   run(batches: Batch[], opts: LinkOptions): void {
@@ -287,21 +284,22 @@ class Pool {
     let offset = 0;
     batches.forEach((b, g) => {
       for (let i = 0; i < b.count; i++) {
-        this.pairs[b.at(i) * LINK_PAIR + P_NAMEOFF] = offset;
+        this.pairs[b.at(i) * PR.length + PR.nameOff] = offset;
         for (const part of b.names[i]!) {
           names.push(part, NUL);
           offset += part.length + 1;
         }
       }
-      this.segs[g * SEG] = b.canon!.fd;
-      this.segs[g * SEG + 1] = b.at(0);
-      this.segs[g * SEG + 2] = b.count;
-      this.segs[g * SEG + 3] = 0; // pairs done: a segment the addon never started (it stops early) did none
-      statDoubles(b.canon!.expect, this.canonExpect, g * LINK_STAT);
+      const seg = g * SG.length;
+      this.segs[seg + SG.canon] = b.canon!.fd;
+      this.segs[seg + SG.start] = b.at(0);
+      this.segs[seg + SG.count] = b.count;
+      this.segs[seg + SG.done] = 0; // a segment the addon never started (it stops early) did none
+      statDoubles(b.canon!.expect, this.canonExpect, g * ST.length);
     });
     const journal = opts.journal?.native;
     sys.linkBatch(
-      this.segs.subarray(0, batches.length * SEG),
+      this.segs.subarray(0, batches.length * SG.length),
       this.canonExpect,
       journal ? journal.fd : -1,
       opts.ignoreMtime ? 1 : 0,
@@ -312,7 +310,7 @@ class Pool {
       this.tmps,
       THREADS,
     );
-    batches.forEach((b, g) => b.ran(this.segs[g * SEG + 3]!));
+    batches.forEach((b, g) => b.ran(this.segs[g * SG.length + SG.done]!));
   }
 }
 
@@ -383,13 +381,13 @@ class Batch {
         break; // failed: the JS path says so for this pair
       }
       inodes.add(op.inode);
-      const p = this.at(this.ops.length) * LINK_PAIR;
-      pairs[p] = op.file.dir.root.fd;
-      pairs[p + 1] = op.file.dir.dev;
-      pairs[p + 2] = op.file.dir.ino;
-      pairs[p + P_KNOWN] = compared.get(op.inode) === canon.inode ? 1 : 0;
-      pairs[p + 4] = at;
-      statDoubles(expected.get(op.inode) ?? op.file.stat, pairs, p + P_EXPECT);
+      const p = this.at(this.ops.length) * PR.length;
+      pairs[p + PR.root] = op.file.dir.root.fd;
+      pairs[p + PR.dirDev] = op.file.dir.dev;
+      pairs[p + PR.dirIno] = op.file.dir.ino;
+      pairs[p + PR.known] = compared.get(op.inode) === canon.inode ? 1 : 0;
+      pairs[p + PR.at] = at;
+      statDoubles(expected.get(op.inode) ?? op.file.stat, pairs, p + PR.expect);
       this.names.push([rel, op.file.name]);
       this.ops.push(i);
     }
@@ -410,7 +408,7 @@ class Batch {
   }
 
   known(slot: number): boolean {
-    return this.pool.pairs[this.at(slot) * LINK_PAIR + P_KNOWN] === 1;
+    return this.pool.pairs[this.at(slot) * PR.length + PR.known] === 1;
   }
 }
 
@@ -503,15 +501,15 @@ const NUL = Buffer.alloc(1);
 function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): boolean {
   const { b, slot } = done;
   const out = b.pool.out;
-  const o = b.at(slot) * LINK_OUT;
-  const code = out[o]!;
+  const o = b.at(slot) * OUT.length;
+  const code = out[o + OUT.code]!;
   if (code === LINK.FALLBACK) return linkOne(canon, op, opts, expected, compared);
   const known = b.known(slot);
   compared.delete(op.inode);
-  const errno = out[o + 1]!;
-  const aux = out[o + 2]!;
-  const canonStat = doublesStat(out, o + 6);
-  const dupStat = doublesStat(out, o + 6 + LINK_STAT);
+  const errno = out[o + OUT.errno]!;
+  const aux = out[o + OUT.aux]!;
+  const canonStat = doublesStat(out, o + OUT.canon);
+  const dupStat = doublesStat(out, o + OUT.dup);
   if (code === LINK.LINKED) {
     canon.expect = canonStat;
     expected.set(canon.inode, canonStat);
@@ -520,12 +518,12 @@ function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, exp
     if (!freed && aux & 16) compared.set(op.inode, canon.inode);
     return freed;
   }
-  const dirFd = out[o + 3]!;
-  const dup: OpenedFile = { fd: out[o + 4]!, stat: dupStat };
+  const dirFd = out[o + OUT.dirFd]!;
+  const dup: OpenedFile = { fd: out[o + OUT.dupFd]!, stat: dupStat };
   const tmps = b.pool.tmps;
   const end = tmps.indexOf(0, b.at(slot) * LINK_TMP);
   const tmp = Buffer.from(tmps.subarray(b.at(slot) * LINK_TMP, end));
-  const leftErrno = out[o + 5]!;
+  const leftErrno = out[o + OUT.left]!;
   const left = leftErrno < 0 ? undefined : { tmp, why: fileError('', sys.errnoError(leftErrno, 'unlinkat')).message };
   const journalError = () => {
     opts.journal?.native?.fail();
@@ -553,8 +551,8 @@ function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, exp
           throw swapFailure(sys.errnoError(errno, 'renameat2'), left);
         case LINK.SETTLE:
           settle(dirFd, tmp, op.file.name, { fd: canon.fd, file: canon.file, before: canonStat }, dup, { ignoreMtime: opts.ignoreMtime, journal: opts.journal, known, lease }, aux & 8 ? undefined : {
-            intoAt: doublesStat(out, o + 6 + 2 * LINK_STAT),
-            outAt: doublesStat(out, o + 6 + 3 * LINK_STAT),
+            intoAt: doublesStat(out, o + OUT.intoAt),
+            outAt: doublesStat(out, o + OUT.outAt),
             intoChanged: (aux & 32) !== 0,
           });
           break;

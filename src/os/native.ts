@@ -81,6 +81,19 @@ const RECORDS = {
   hashXattr: { nameLength: 4, valueLength: 4 },
 } as const;
 const CODES = { hashCodes: ['changed', 'shrank', 'elf'] } as const;
+/**
+ * The linker's arrays of doubles (native/link.c): the slot of each field in
+ * a stat, a pair in, a pair out and a segment, and each one's length.
+ */
+const LINK_ARRAYS = {
+  stat: ['type', 'dev', 'ino', 'size', 'mode', 'uid', 'gid', 'nlink', 'mtimeSec', 'mtimeNsec', 'ctimeSec', 'ctimeNsec', 'mntId', 'blocks'],
+  pair: ['root', 'dirDev', 'dirIno', 'known', 'at', 'nameOff', 'expect'],
+  out: ['code', 'errno', 'aux', 'dirFd', 'dupFd', 'left', 'canon', 'dup', 'intoAt', 'outAt'],
+  seg: ['canon', 'start', 'count', 'done'],
+} as const;
+type LinkArrays = typeof LINK_ARRAYS;
+/** One of the linker's arrays: each field's slot, and `length`, the doubles one takes. */
+export type LinkArray<K extends keyof LinkArrays> = { readonly length: number } & { readonly [F in LinkArrays[K][number]]: number };
 
 type Records = typeof RECORDS;
 /** One record: the size of its fixed header and each field's offset in it. */
@@ -103,6 +116,12 @@ export interface Layout {
   readonly xattrTotalMax: number;
   /** The block size of the content hash's zero runs (native/extents.c). */
   readonly zeroBlock: number;
+  /** The linker's batches (native/link.c): its arrays, result codes and fault-hook steps (checked in sys.ts), temporary name length. */
+  readonly link: { readonly [K in keyof LinkArrays]: LinkArray<K> } & {
+    readonly results: Readonly<Record<string, number>>;
+    readonly steps: Readonly<Record<string, number>>;
+    readonly tmpLength: number;
+  };
 }
 
 class LayoutError extends Error {
@@ -152,6 +171,29 @@ export function checkLayout(raw: unknown): Layout {
     throw new LayoutError('layout.hashCalls is missing');
   }
   out.hashCalls = Object.freeze([...calls]);
+  const rawLink = own(raw, 'link');
+  const link: Record<string, unknown> = {};
+  for (const [arr, fields] of Object.entries(LINK_ARRAYS)) {
+    const a = own(rawLink, arr);
+    const length = own(a, 'length');
+    if (!isCount(length)) throw new LayoutError(`layout.link.${arr}.length is missing`);
+    const flat: Record<string, number> = { length };
+    for (const f of fields) {
+      const slot = own(a, f);
+      if (!isCount(slot) || slot >= length) throw new LayoutError(`layout.link.${arr}.${f} is missing or past its ${length} doubles`);
+      flat[f] = slot;
+    }
+    link[arr] = Object.freeze(flat);
+  }
+  for (const codes of ['results', 'steps']) {
+    const c = own(rawLink, codes);
+    if (typeof c !== 'object' || c === null || !Object.values(c).every(isCount)) throw new LayoutError(`layout.link.${codes} is missing`);
+    link[codes] = Object.freeze({ ...c });
+  }
+  const tmpLength = own(rawLink, 'tmpLength');
+  if (!isCount(tmpLength) || tmpLength === 0) throw new LayoutError('layout.link.tmpLength is missing');
+  link.tmpLength = tmpLength;
+  out.link = Object.freeze(link);
   for (const name of ['xattrTotalMax', 'zeroBlock']) {
     const v = own(raw, name);
     if (!isCount(v) || v === 0) throw new LayoutError(`layout.${name} is missing`);

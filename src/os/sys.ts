@@ -176,7 +176,7 @@ export const sys = {
    * (link, exchange, unlink) the process has made so far.
    */
   setLinkFault: (f?: { step: LinkStep; nth: number; when?: 'before' | 'after'; errno?: number; kill?: boolean }): number =>
-    f ? native.setLinkFault(LINK_STEPS.indexOf(f.step), f.nth, f.when === 'after' ? 1 : 0, f.errno ?? 0, f.kill ? 1 : 0) : native.setLinkFault(-1),
+    f ? native.setLinkFault(layout.link.steps[f.step]!, f.nth, f.when === 'after' ? 1 : 0, f.errno ?? 0, f.kill ? 1 : 0) : native.setLinkFault(-1),
   /**
    * Test-only: `fn(step, when, dirFd, name)` is called by the addon's
    * linker just before each comparison ('compare', once the leases are
@@ -221,48 +221,54 @@ export type LinkStep = (typeof LINK_STEPS)[number];
  * hand the pair, its descriptors still open, back to swap.ts to finish.
  */
 export const LINK = { LINKED: 0, FALLBACK: 1, JOURNAL: 2, LINK: 3, TMP: 4, KNOWN: 5, LEASE: 6, RENAME: 7, SETTLE: 8, SETTLED_JOURNAL: 9, UNLINK: 10 } as const;
-/** Doubles per Stat in linkBatch's arrays (S_* in native/link.c), per pair in, and per pair out. */
-export const LINK_STAT = 14;
-export const LINK_PAIR = 6 + LINK_STAT;
-export const LINK_OUT = 6 + 4 * LINK_STAT;
-/** Bytes per temporary name in linkBatch's `tmps` (NUL-ended). */
-export const LINK_TMP = 24;
+checkCodes('link.results', LINK, layout.link.results);
+checkCodes('link.steps', Object.fromEntries(LINK_STEPS.map((step, i) => [step, i])), layout.link.steps);
+/**
+ * linkBatch's arrays of doubles, as the addon lays them out (layout.link):
+ * the slot of each field of a stat, a pair in, a pair out and a segment,
+ * and `length`, the doubles each takes; and the bytes per temporary name
+ * in its `tmps` (NUL-ended).
+ */
+export const LINK_ARRAY = { stat: layout.link.stat, pair: layout.link.pair, out: layout.link.out, seg: layout.link.seg };
+export const LINK_TMP = layout.link.tmpLength;
 
-/** A Stat as linkBatch's doubles (S_* order). */
+const S = layout.link.stat;
+
+/** A Stat as linkBatch's doubles. */
 export function statDoubles(st: Stat, into: Float64Array, at: number): void {
-  into[at] = st.type;
-  into[at + 1] = st.dev;
-  into[at + 2] = st.ino;
-  into[at + 3] = st.size;
-  into[at + 4] = st.mode;
-  into[at + 5] = st.uid;
-  into[at + 6] = st.gid;
-  into[at + 7] = st.nlink;
-  into[at + 8] = st.mtimeSec;
-  into[at + 9] = st.mtimeNsec;
-  into[at + 10] = st.ctimeSec;
-  into[at + 11] = st.ctimeNsec;
-  into[at + 12] = st.mntId;
-  into[at + 13] = st.blocks;
+  into[at + S.type] = st.type;
+  into[at + S.dev] = st.dev;
+  into[at + S.ino] = st.ino;
+  into[at + S.size] = st.size;
+  into[at + S.mode] = st.mode;
+  into[at + S.uid] = st.uid;
+  into[at + S.gid] = st.gid;
+  into[at + S.nlink] = st.nlink;
+  into[at + S.mtimeSec] = st.mtimeSec;
+  into[at + S.mtimeNsec] = st.mtimeNsec;
+  into[at + S.ctimeSec] = st.ctimeSec;
+  into[at + S.ctimeNsec] = st.ctimeNsec;
+  into[at + S.mntId] = st.mntId;
+  into[at + S.blocks] = st.blocks;
 }
 
 /** linkBatch's doubles as a Stat. */
 export function doublesStat(d: Float64Array, at: number): Stat {
   return {
-    type: d[at] as FileType,
-    dev: d[at + 1]!,
-    ino: d[at + 2]!,
-    size: d[at + 3]!,
-    mode: d[at + 4]!,
-    uid: d[at + 5]!,
-    gid: d[at + 6]!,
-    nlink: d[at + 7]!,
-    mtimeSec: d[at + 8]!,
-    mtimeNsec: d[at + 9]!,
-    ctimeSec: d[at + 10]!,
-    ctimeNsec: d[at + 11]!,
-    mntId: d[at + 12]!,
-    blocks: d[at + 13]!,
+    type: d[at + S.type] as FileType,
+    dev: d[at + S.dev]!,
+    ino: d[at + S.ino]!,
+    size: d[at + S.size]!,
+    mode: d[at + S.mode]!,
+    uid: d[at + S.uid]!,
+    gid: d[at + S.gid]!,
+    nlink: d[at + S.nlink]!,
+    mtimeSec: d[at + S.mtimeSec]!,
+    mtimeNsec: d[at + S.mtimeNsec]!,
+    ctimeSec: d[at + S.ctimeSec]!,
+    ctimeNsec: d[at + S.ctimeNsec]!,
+    mntId: d[at + S.mntId]!,
+    blocks: d[at + S.blocks]!,
   };
 }
 
