@@ -307,8 +307,9 @@ export { ELF_BIT, hashOf, READ, readColumns, setRead, type ReadColumns };
  * `attrsOnly`: the same opens and checks, xattrs, inode flags and project
  * ID, but no content read: hash 0 and no ELF bit (the caller fills both in).
  */
-export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number) => number, cols: ReadColumns, opts: HashOptions & { attrsOnly?: boolean }): Promise<void> {
+export async function hashRows(scan: Scan, candidates: Uint32Array, rowOf: (m: number) => number, cols: ReadColumns, opts: HashOptions & { attrsOnly?: boolean }): Promise<void> {
   const t = scan.tables;
+  const todo = inRowOrder(candidates, rowOf);
   const attrsOnly = !!opts.attrsOnly;
   const fail = (m: number, error: { code?: string; syscall?: string; message: string }) =>
     opts.onError(fileError(displayRow(scan, rowOf(m)), Object.assign(new Error(error.message), error)));
@@ -351,6 +352,30 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
   );
 }
 
+/** Candidates sorted in one window at a time: the scratch stays small whatever the count. */
+const ORDER_WINDOW = 1 << 16;
+
+/**
+ * A copy of `todo` in walk order (by the row each is opened by), a window
+ * of ORDER_WINDOW candidates at a time. Candidates come in group order (by
+ * size), so neighbours were in other guests and directories; in walk order
+ * most share their directory with the one before, which hashFiles then
+ * opens once for them (its directory cache, native/hash.c). The order is
+ * only the order of the reads: results go to each candidate's own slot.
+ */
+export function inRowOrder(todo: Uint32Array, rowOf: (m: number) => number): Uint32Array {
+  const out = new Uint32Array(todo.length);
+  // row * ORDER_WINDOW + index is exact in a double (rows < 2^32), and a Float64Array sorts natively without a comparator.
+  const keys = new Float64Array(Math.min(todo.length, ORDER_WINDOW));
+  for (let from = 0; from < todo.length; from += ORDER_WINDOW) {
+    const n = Math.min(ORDER_WINDOW, todo.length - from);
+    const k = keys.subarray(0, n);
+    for (let i = 0; i < n; i++) k[i] = rowOf(todo[from + i]!) * ORDER_WINDOW + i;
+    k.sort();
+    for (let i = 0; i < n; i++) out[from + i] = todo[from + (k[i]! % ORDER_WINDOW)]!;
+  }
+  return out;
+}
 
 /** A 64-bit little-endian integer (two's complement: the times may be negative) from a safe integer, without a BigInt. */
 function u64(buf: Buffer, v: number, at: number): void {

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { FileError } from '../../src/core/errors.js';
 import { groupFiles } from '../../src/pipeline/group.js';
-import { decodeResults, encodeJobs, splitByContent } from '../../src/pipeline/hash.js';
+import { CHUNK, decodeResults, encodeJobs, hashJob, inRowOrder, splitByContent, type HashResult } from '../../src/pipeline/hash.js';
+import { relPath } from '../../src/core/paths.js';
 import { FS_FILE_FLAGS } from '../../src/core/stat.js';
 import { sys } from '../../src/os/sys.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
@@ -155,5 +156,61 @@ describe('hashFiles', () => {
     expect(read).toBeLessThan(1 << 20);
     const [written] = await hashOne('small', () => fs.appendFileSync(path.join(dir, 'a', 'small'), 'y'), 0n, true);
     expect(written).toMatchObject({ error: { code: 'ECHANGED' } });
+  });
+});
+
+describe('hashFiles looks each file up from its directory, opened once for the files after it', () => {
+  it('gives what a lookup from the root gives, in any order, across roots and directories, and follows no symlink swapped in for a directory', async () => {
+    const deep = Array.from({ length: 24 }, (_, i) => `${i}`.padEnd(200, 'd')).join('/'); // over openat2's 4096 bytes
+    const files: [string, string][] = [
+      ['a/d/e/f1', 'one'], ['a/d/e/f2', 'two'], ['a/d/f3', 'three'], ['a/de/f4', 'four'], ['a/d/e/sub/f5', 'five'],
+      ['b/d/e/f1', 'other one'], ['b/d/e/f2', 'two'], ['a/d/e/gone', 'gone'],
+    ];
+    for (const [rel, content] of files) writeFile(path.join(dir, rel), { content });
+    // Too long for one path (ENAMETOOLONG): made a directory at a time.
+    sh('bash', '-c', `cd "$1" && for d in \${2//\\// }; do mkdir "$d" && cd "$d"; done && printf six > f6`, '-', path.join(dir, 'a'), deep);
+    const roots = openRoots(['a', 'b'].map((g) => path.join(dir, g)));
+    try {
+      const walked = await walk(roots, { rules: [], minSize: 0, maxSize: Infinity, onError: () => {} });
+      const all = groupFiles(walked.files, { ignoreMtime: true }).inodes;
+      const named = (rel: string) => all.find((i) => `${path.basename(i.paths[0]!.dir.root.path)}/${relPath(i.paths[0]!).toString()}` === rel)!;
+      // Interleaved: the cached directory changes root, depth and prefix ("d" against "de") between neighbours, and comes back.
+      const order = ['a/d/e/f1', 'b/d/e/f1', 'a/d/e/f2', 'a/d/e/sub/f5', 'a/d/f3', 'a/de/f4', 'a/d/e/gone', 'b/d/e/f2', `a/${deep}/f6`, 'a/d/e/f1', 'a/small'];
+      const inodes = order.map(named);
+      // After the scan: the file in d/e goes, and de becomes a symlink to a directory holding the very inode the scan saw.
+      fs.unlinkSync(path.join(dir, 'a/d/e/gone'));
+      fs.renameSync(path.join(dir, 'a/de'), path.join(dir, 'a/de.real'));
+      fs.symlinkSync('de.real', path.join(dir, 'a/de'));
+      const h = await getHasher();
+      const buf = Buffer.allocUnsafe(CHUNK);
+      const outcome = (r: HashResult) => ('hash' in r ? r.hash : r.error.code);
+      // openat2, and the lookup a component at a time of kernels before 5.6.
+      for (const legacy of [false, true]) {
+        sys.forceLegacyLookup(legacy);
+        const native = decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length), SEED));
+        const reference = inodes.map((i) => hashJob(h, { rootFd: i.paths[0]!.dir.root.fd, rel: relPath(i.paths[0]!), stat: i.stat }, buf, SEED));
+        expect(native.map(outcome)).toEqual(reference.map(outcome));
+        // Independently: each hashed file's bytes as read by fs, and the two refusals.
+        const expected = order.map((rel) =>
+          rel === 'a/d/e/gone' ? 'ENOENT' : rel === 'a/de/f4' ? (legacy ? 'ENOTDIR' : 'ELOOP') : h.h64Raw(rel.endsWith('f6') ? Buffer.from('six') : fs.readFileSync(path.join(dir, rel)), SEED),
+        );
+        expect(native.map(outcome)).toEqual(expected);
+        expect(native[5]).toMatchObject({ error: { syscall: 'openat2' } });
+      }
+    } finally {
+      sys.forceLegacyLookup(false);
+      closeRoots(roots);
+    }
+  });
+
+  it('inRowOrder sorts candidates by the row they are opened by, window by window, keeping every candidate once', () => {
+    const rows = new Map<number, number>();
+    const todo = Uint32Array.from({ length: 70000 }, (_, k) => k * 3);
+    todo.forEach((m, k) => rows.set(m, (k * 7919) % 70001));
+    const out = inRowOrder(todo, (m) => rows.get(m)!);
+    expect([...out].sort((x, y) => x - y)).toEqual([...todo]);
+    const first = [...out.subarray(0, 1 << 16)].map((m) => rows.get(m)!);
+    expect(first).toEqual([...first].sort((x, y) => x - y));
+    expect(new Set(out.subarray(0, 1 << 16))).toEqual(new Set(todo.subarray(0, 1 << 16)));
   });
 });
