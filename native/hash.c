@@ -131,26 +131,92 @@ static int unchanged(const struct statx *st, const struct hash_in *j) {
          st->stx_ctime.tv_nsec == j->ctime_nsec && st->stx_ctime.tv_sec == j->ctime_sec;
 }
 
-/* The directory the previous file of the batch was opened in: the caller
- * hands files over in walk order, so most files of a batch share their
- * directory with the one before. Looking a file up from its directory's
- * descriptor instead of from the root costs one path component instead of
- * the whole path (profiled on the fleet: path walks were ~7% of the run's
- * CPU). The directory is itself opened with open_beneath (beneath the root,
- * no symlink, no "..", no mount crossed), O_PATH|O_DIRECTORY, and the
- * file's last component beneath it with the same rules, so the file is
- * still reached only through names inside the root, on the root's mount. A
- * directory renamed meanwhile is still inside the guest (a guest cannot
- * move its directories out of its own root); and as before, what makes the
- * file the one the walk saw is the statx check against the scan (type,
- * dev, ino, size, mode, owner, times), not the path it was reached by. */
+/* The directories the previous file of the batch was opened in, one
+ * descriptor per path component: the caller hands files over in walk
+ * order, so most files of a batch share their directory with the one
+ * before, and the next directory is mostly a sibling or a child. A name
+ * lookup is the costly part of an open here (profiled on the fleet with
+ * the host's dentry cache full: ~3 us each, path walks 25-30% of the run's
+ * CPU), so a file is looked up from its directory's descriptor (one
+ * component instead of the whole path), and a directory from the deepest
+ * one it shares with the previous (the components that differ, only).
+ *
+ * Every component is opened with open_beneath beneath its parent's
+ * descriptor (no symlink, no "..", no mount crossed, O_PATH|O_DIRECTORY),
+ * the first beneath the root, so a file is still reached only through
+ * names inside the root, on the root's mount, as one open_beneath of its
+ * whole path from the root reached it. Each component is opened with a
+ * trailing slash: a symlink swapped in for a directory then fails as it
+ * does in the middle of a whole path (ELOOP), not as a last O_NOFOLLOW
+ * component would (ENOTDIR). A directory renamed meanwhile is still inside
+ * the guest (a guest cannot move its directories out of its own root);
+ * and as before, what makes the file the one the walk saw is the statx
+ * check against the scan (type, dev, ino, size, mode, owner, times), not
+ * the path it was reached by. Deeper than DIR_FDS components, the rest of
+ * a directory's path is opened in one open_beneath, as before. */
+enum { DIR_FDS = 32 };
 typedef struct {
   int root_fd;
-  int fd;      /* -1: none held */
-  size_t len;  /* bytes of path (the directory part and its slash) */
+  int depth;            /* components held: fd[0..depth) */
+  int fd[DIR_FDS];      /* fd[i]: path[0, end[i]), opened beneath fd[i - 1] (the root for i = 0) */
+  size_t end[DIR_FDS];  /* just after component i's slash */
+  int tail;             /* path[0, len) when deeper than DIR_FDS, else -1 */
+  size_t len;           /* bytes of path the descriptors stand for (directories and their slashes) */
   char *path;
   size_t cap;
 } dir_cache;
+
+static void dir_drop(dir_cache *dc, int keep) {
+  if (dc->tail >= 0) close(dc->tail);
+  dc->tail = -1;
+  while (dc->depth > keep) close(dc->fd[--dc->depth]);
+  dc->len = dc->depth ? dc->end[dc->depth - 1] : 0;
+}
+
+/* Whether path[0, dl) is all plain components, each followed by one slash (what the walk writes). */
+static int plain_dirs(const char *path, size_t dl) {
+  for (size_t a = 0; a < dl;) {
+    const char *q = memchr(path + a, '/', dl - a);
+    size_t n = (size_t)(q - (path + a));
+    if (n == 0 || (n == 1 && path[a] == '.') || (n == 2 && path[a] == '.' && path[a + 1] == '.')) return 0;
+    a += n + 1;
+  }
+  return 1;
+}
+
+/* The directory path[0, dl) (ending in its slash) through the cache: a descriptor the cache owns, or -1. */
+static int dir_open(dir_cache *dc, int root_fd, const char *path, size_t dl) {
+  if (dc->root_fd != root_fd) dir_drop(dc, 0), dc->root_fd = root_fd;
+  int keep = 0;
+  while (keep < dc->depth && dc->end[keep] <= dl && memcmp(dc->path, path, dc->end[keep]) == 0) keep++;
+  if (keep == dc->depth && dc->len == dl && memcmp(dc->path, path, dl) == 0)
+    return dc->tail >= 0 ? dc->tail : dc->fd[dc->depth - 1];
+  dir_drop(dc, keep);
+  if (dl + 1 > dc->cap) {
+    char *p = realloc(dc->path, dl + 1);
+    if (!p) return -1;
+    dc->path = p, dc->cap = dl + 1;
+  }
+  memcpy(dc->path, path, dl);
+  dc->path[dl] = 0;
+  size_t a = dc->len;
+  while (a < dl && dc->depth < DIR_FDS) {
+    size_t b = (size_t)((char *)memchr(dc->path + a, '/', dl - a) - dc->path) + 1;
+    char saved = dc->path[b];
+    dc->path[b] = 0; /* "name/" */
+    int fd = open_beneath(dc->depth ? dc->fd[dc->depth - 1] : root_fd, dc->path + a, O_PATH | O_DIRECTORY, 0);
+    dc->path[b] = saved;
+    if (fd < 0) return -1;
+    dc->fd[dc->depth] = fd, dc->end[dc->depth] = b, dc->depth++;
+    dc->len = a = b;
+  }
+  if (a < dl) {
+    int fd = open_beneath(dc->fd[dc->depth - 1], dc->path + a, O_PATH | O_DIRECTORY, 0);
+    if (fd < 0) return -1;
+    dc->tail = fd, dc->len = dl;
+  }
+  return dc->tail >= 0 ? dc->tail : dc->fd[dc->depth - 1];
+}
 
 /* open_beneath(root, path, O_PATH) through the directory cache. */
 static int open_cached(dir_cache *dc, int root_fd, const char *path, size_t path_len) {
@@ -160,26 +226,11 @@ static int open_cached(dir_cache *dc, int root_fd, const char *path, size_t path
       slash = path + i - 1;
       break;
     }
-  if (!slash || slash == path || slash[1] == 0) return open_beneath(root_fd, path, O_PATH, 0); /* in the root itself, or odd: as before */
-  /* With its slash: a symlink swapped in for the directory then fails as it
-   * does in the middle of a whole path (ELOOP, RESOLVE_NO_SYMLINKS), not as
-   * a trailing O_NOFOLLOW component (ENOTDIR). */
-  size_t dl = (size_t)(slash - path) + 1;
-  if (dc->fd < 0 || dc->root_fd != root_fd || dc->len != dl || memcmp(dc->path, path, dl) != 0) {
-    if (dc->fd >= 0) close(dc->fd);
-    dc->fd = -1;
-    if (dl + 1 > dc->cap) {
-      char *p = realloc(dc->path, dl + 1);
-      if (!p) return -1;
-      dc->path = p, dc->cap = dl + 1;
-    }
-    memcpy(dc->path, path, dl);
-    dc->path[dl] = 0;
-    int fd = open_beneath(root_fd, dc->path, O_PATH | O_DIRECTORY, 0);
-    if (fd < 0) return -1;
-    dc->fd = fd, dc->root_fd = root_fd, dc->len = dl;
-  }
-  return open_beneath(dc->fd, path + dl, O_PATH, 0);
+  size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
+  /* In the root itself, or not as the walk writes paths: one lookup from the root, as before. */
+  if (!slash || slash[1] == 0 || !plain_dirs(path, dl)) return open_beneath(root_fd, path, O_PATH, 0);
+  int dir = dir_open(dc, root_fd, path, dl);
+  return dir < 0 ? -1 : open_beneath(dir, path + dl, O_PATH, 0);
 }
 
 /* One file: open confined, check, reopen, xattrs, hash; appends its output
@@ -282,7 +333,7 @@ static void hash_execute(napi_env env, void *data) {
     b->err = ENOMEM;
     return;
   }
-  dir_cache dc = {.root_fd = -1, .fd = -1};
+  dir_cache dc = {.root_fd = -1, .tail = -1};
   for (size_t off = 0; off + sizeof(struct hash_in) <= b->in_len;) {
     struct hash_in j;
     memcpy(&j, b->in + off, sizeof j);
@@ -296,7 +347,7 @@ static void hash_execute(napi_env env, void *data) {
     }
     off += j.rec_len;
   }
-  if (dc.fd >= 0) close(dc.fd);
+  dir_drop(&dc, 0);
   free(dc.path);
   free(buf);
 }

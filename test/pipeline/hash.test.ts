@@ -161,21 +161,25 @@ describe('hashFiles', () => {
 
 describe('hashFiles looks each file up from its directory, opened once for the files after it', () => {
   it('gives what a lookup from the root gives, in any order, across roots and directories, and follows no symlink swapped in for a directory', async () => {
-    const deep = Array.from({ length: 24 }, (_, i) => `${i}`.padEnd(200, 'd')).join('/'); // over openat2's 4096 bytes
+    // Over openat2's 4096 bytes, and deeper than the directory descriptors hashFiles keeps (32): the two share 40 components.
+    const deep = Array.from({ length: 48 }, (_, i) => `${i}`.padEnd(150, 'd')).join('/');
+    const deep2 = deep.split('/').slice(0, 40).join('/') + '/other';
     const files: [string, string][] = [
       ['a/d/e/f1', 'one'], ['a/d/e/f2', 'two'], ['a/d/f3', 'three'], ['a/de/f4', 'four'], ['a/d/e/sub/f5', 'five'],
       ['b/d/e/f1', 'other one'], ['b/d/e/f2', 'two'], ['a/d/e/gone', 'gone'],
     ];
     for (const [rel, content] of files) writeFile(path.join(dir, rel), { content });
     // Too long for one path (ENAMETOOLONG): made a directory at a time.
-    sh('bash', '-c', `cd "$1" && for d in \${2//\\// }; do mkdir "$d" && cd "$d"; done && printf six > f6`, '-', path.join(dir, 'a'), deep);
+    for (const [d, name, content] of [[deep, 'f6', 'six'], [deep2, 'f7', 'seven']]) {
+      sh('bash', '-c', `cd "$1" && for d in \${2//\\// }; do mkdir -p "$d" && cd "$d"; done && printf "$4" > "$3"`, '-', path.join(dir, 'a'), d!, name!, content!);
+    }
     const roots = openRoots(['a', 'b'].map((g) => path.join(dir, g)));
     try {
       const walked = await walk(roots, { rules: [], minSize: 0, maxSize: Infinity, onError: () => {} });
       const all = groupFiles(walked.files, { ignoreMtime: true }).inodes;
       const named = (rel: string) => all.find((i) => `${path.basename(i.paths[0]!.dir.root.path)}/${relPath(i.paths[0]!).toString()}` === rel)!;
       // Interleaved: the cached directory changes root, depth and prefix ("d" against "de") between neighbours, and comes back.
-      const order = ['a/d/e/f1', 'b/d/e/f1', 'a/d/e/f2', 'a/d/e/sub/f5', 'a/d/f3', 'a/de/f4', 'a/d/e/gone', 'b/d/e/f2', `a/${deep}/f6`, 'a/d/e/f1', 'a/small'];
+      const order = ['a/d/e/f1', 'b/d/e/f1', 'a/d/e/f2', 'a/d/e/sub/f5', 'a/d/f3', 'a/de/f4', 'a/d/e/gone', 'b/d/e/f2', `a/${deep}/f6`, `a/${deep2}/f7`, `a/${deep}/f6`, 'a/d/e/f1', 'a/small'];
       const inodes = order.map(named);
       // After the scan: the file in d/e goes, and de becomes a symlink to a directory holding the very inode the scan saw.
       fs.unlinkSync(path.join(dir, 'a/d/e/gone'));
@@ -192,7 +196,7 @@ describe('hashFiles looks each file up from its directory, opened once for the f
         expect(native.map(outcome)).toEqual(reference.map(outcome));
         // Independently: each hashed file's bytes as read by fs, and the two refusals.
         const expected = order.map((rel) =>
-          rel === 'a/d/e/gone' ? 'ENOENT' : rel === 'a/de/f4' ? (legacy ? 'ENOTDIR' : 'ELOOP') : h.h64Raw(rel.endsWith('f6') ? Buffer.from('six') : fs.readFileSync(path.join(dir, rel)), SEED),
+          rel === 'a/d/e/gone' ? 'ENOENT' : rel === 'a/de/f4' ? (legacy ? 'ENOTDIR' : 'ELOOP') : h.h64Raw(rel.endsWith('f6') ? Buffer.from('six') : rel.endsWith('f7') ? Buffer.from('seven') : fs.readFileSync(path.join(dir, rel)), SEED),
         );
         expect(native.map(outcome)).toEqual(expected);
         expect(native[5]).toMatchObject({ error: { syscall: 'openat2' } });
