@@ -71,7 +71,7 @@ class U32List {
   length = 0;
   constructor(
     capacity: number,
-    private readonly counting = false,
+    readonly counting = false,
   ) {
     this.data = new Uint32Array(counting ? 0 : Math.max(16, capacity));
   }
@@ -229,14 +229,25 @@ class FastPlanner {
     // (stable: ties, which distinct paths never are, by position).
     const order = this.order;
     const cmp = this.canonicalFirst;
-    for (let k = 0; k < n; k++) order[k] = k;
-    if (n > 16) order.subarray(0, n).sort(cmp); // a guest's set of thousands: not quadratic
-    else
-      for (let k = 1; k < n; k++) {
-        let j = k;
-        for (; j > 0 && cmp(order[j - 1]!, k) > 0; j--) order[j] = order[j - 1]!;
-        order[j] = k;
-      }
+    const rowsKept = !this.items.counting;
+    if (!rowsKept) {
+      // A dry run keeps no rows: only the canonical (the first in that order,
+      // the least under cmp, a strict order) tells in its totals, so it is
+      // found in one pass; the others' order would show only in the rows.
+      let least = 0;
+      for (let k = 1; k < n; k++) if (cmp(k, least) < 0) least = k;
+      order[0] = least;
+      for (let k = 0, j = 1; k < n; k++) if (k !== least) order[j++] = k;
+    } else {
+      for (let k = 0; k < n; k++) order[k] = k;
+      if (n > 16) order.subarray(0, n).sort(cmp); // a guest's set of thousands: not quadratic
+      else
+        for (let k = 1; k < n; k++) {
+          let j = k;
+          for (; j > 0 && cmp(order[j - 1]!, k) > 0; j--) order[j] = order[j - 1]!;
+          order[j] = k;
+        }
+    }
     // byRoom: the canonical is not locked and has room for every other link (one part).
     const canon = order[0]!;
     const cm = members[from + canon]!;
@@ -261,10 +272,12 @@ class FastPlanner {
       const d = order[k]!, m = members[from + d]!;
       const id = c.groups.members[m]!;
       const a = ins.start[id]!, b = ins.start[id + 1]!;
-      const rows = this.sortedPaths(ins.paths, a, b);
-      for (let j = 0; j < b - a; j++) {
-        items.push(rows[j]!);
-        items.push(m);
+      if (rowsKept) {
+        const rows = this.sortedPaths(ins.paths, a, b);
+        for (let j = 0; j < b - a; j++) {
+          items.push(rows[j]!);
+          items.push(m);
+        }
       }
       if (this.free[d]) {
         const size = sizeOfRow(t, this.head[d]!);
