@@ -35,7 +35,7 @@ import { getHasher, type Hasher } from '../core/xxhash.js';
 import { openRegular } from '../os/confine.js';
 import { codedError, fileError, type FileError } from '../core/errors.js';
 import { splitGroups, type GroupRows } from './group.js';
-import { displayRow, ELF_BIT, hashOf, READ, readColumns, relPathLengthRow, relPathRow, rootIndexOf, setAttrs, setRead, statOfRow, writeRelPathRow, type ReadColumns, type Scan } from './rows.js';
+import { dirRelLength, displayRow, ELF_BIT, hashOf, READ, readColumns, relPathRow, rootIndexOf, setAttrs, setRead, statOfRow, writeDirRelRow, type ReadColumns, type Scan } from './rows.js';
 import { ctimeSecOf, inoOf, metaOf, mtimeSecOf, sizeOf } from './table.js';
 import { readFully, sys } from '../os/sys.js';
 import { layout } from '../os/native.js';
@@ -338,13 +338,10 @@ export async function hashRows(scan: Scan, candidates: Uint32Array, rowOf: (m: n
       const results = Buffer.allocUnsafeSlow(BATCH_FILES * (OUT_HDR + 32));
       while (next < todo.length) {
         const from = next;
-        let bytes = 0;
-        while (next < todo.length && next - from < BATCH_FILES && bytes < BATCH_BYTES) {
-          const row = rowOf(todo[next++]!);
-          bytes += (attrsOnly ? 0 : sizeOf(t, row)) + relPathLengthRow(t, row);
-        }
-        const input = encodeRows(scan, todo, from, next, rowOf, jobs);
-        if (input.buffer !== jobs.buffer) jobs = input; // grown for long paths: keep the larger one
+        const batch = encodeBatch(scan, todo, from, todo.length, rowOf, jobs, BATCH_FILES, BATCH_BYTES, !attrsOnly);
+        next = batch.next;
+        const input = batch.buf;
+        if (input.buffer !== jobs.buffer) jobs = Buffer.from(input.buffer); // grown for long paths: keep the larger one
         const out = await (attrsOnly ? sys.fileAttrsBatch(input) : sys.hashFiles(input, opts.seed, results));
         decodeInto(out, todo, from, cols, fail, (m) => progress?.(sizeOf(t, rowOf(m))));
       }
@@ -386,37 +383,86 @@ function u64(buf: Buffer, v: number, at: number): void {
 
 /** The input records of hashFiles (struct hash_in in native/hash.c) for candidates todo[from, to), in `into` when it is large enough. */
 export function encodeRows(scan: Scan, todo: Uint32Array, from: number, to: number, rowOf: (m: number) => number, into?: Buffer): Buffer {
-  const t = scan.tables, f = t.files, m = t.metas;
-  const pad = (n: number) => (n + ALIGN - 1) & -ALIGN;
-  let total = 0;
-  for (let k = from; k < to; k++) total += pad(IN_HDR + relPathLengthRow(t, rowOf(todo[k]!)));
-  const buf = into && into.length >= total ? into.subarray(0, total) : Buffer.allocUnsafeSlow(total);
-  // Zeros in the header's padding and after each path, as a fresh buffer had.
-  buf.fill(0);
-  let off = 0;
-  for (let k = from; k < to; k++) {
+  return encodeBatch(scan, todo, from, to, rowOf, into, Infinity, Infinity, false).buf;
+}
+
+/**
+ * The input records for candidates todo[from, next): as many as fit in
+ * `files` records and `bytes` (path bytes, and content bytes when
+ * `countSize`; a batch ends once either is reached, so it is never
+ * empty), written in `into` while it
+ * has room, else in a larger buffer. Hot: once per hashed file. Each row is
+ * looked up once, and a file in the directory of the one before takes that
+ * one's directory path (walk order makes that most of them) instead of
+ * walking its parents again.
+ */
+function encodeBatch(
+  scan: Scan,
+  todo: Uint32Array,
+  from: number,
+  to: number,
+  rowOf: (m: number) => number,
+  into: Buffer | undefined,
+  files: number,
+  bytes: number,
+  countSize: boolean,
+): { buf: Buffer; next: number } {
+  const t = scan.tables, f = t.files, m = t.metas, roots = scan.roots;
+  const { dir: dirOf, nameLen, nameOff, mtimeNsec, ctimeNsec } = f;
+  const names = t.names;
+  const { mode, uid, gid } = m;
+  let buf = into ?? Buffer.allocUnsafeSlow(BATCH_FILES * 128);
+  let off = 0, k = from, seen = 0;
+  let lastDir = -1, dirLen = 0, lastPath = 0;
+  while (k < to && k - from < files && seen < bytes) {
     const row = rowOf(todo[k]!);
-    const root = scan.roots[rootIndexOf(t, row)]!;
-    const pathLen = writeRelPathRow(t, row, buf, off + IN_HDR);
-    const len = pad(IN_HDR + pathLen);
+    const dir = dirOf[row]!;
+    const sameDir = dir === lastDir;
+    if (!sameDir) dirLen = dirRelLength(t, dir);
+    const nl = nameLen[row]!;
+    const pathLen = (dirLen ? dirLen + 1 : 0) + nl;
+    const len = (IN_HDR + pathLen + ALIGN - 1) & -ALIGN;
+    if (off + len > buf.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(2 * buf.length, off + len));
+      buf.copy(grown, 0, 0, off);
+      buf = grown;
+    }
+    const at = off + IN_HDR;
+    if (dirLen) {
+      if (sameDir) buf.copyWithin(at, lastPath, lastPath + dirLen);
+      else writeDirRelRow(t, dir, buf, at);
+      buf[at + dirLen] = SLASH;
+    }
+    const name = at + pathLen - nl, no = nameOff[row]!;
+    for (let i = 0; i < nl; i++) buf[name + i] = names[no + i]!;
+    // Zeros after the path, as a fresh buffer had.
+    for (let i = at + pathLen; i < off + len; i++) buf[i] = 0;
+    lastDir = dir;
+    lastPath = at;
+    const root = roots[rootIndexOf(t, row)]!;
     const meta = metaOf(t, row);
+    const size = sizeOf(t, row);
     buf.writeUInt32LE(len, off + IN_LEN);
     buf.writeInt32LE(root.fd, off + IN_ROOT_FD);
     buf.writeUInt32LE(pathLen, off + IN_PATH_LEN);
-    buf.writeUInt32LE(m.mode[meta]!, off + IN_MODE);
-    buf.writeUInt32LE(m.uid[meta]!, off + IN_UID);
-    buf.writeUInt32LE(m.gid[meta]!, off + IN_GID);
+    buf.writeUInt32LE(mode[meta]!, off + IN_MODE);
+    buf.writeUInt32LE(uid[meta]!, off + IN_UID);
+    buf.writeUInt32LE(gid[meta]!, off + IN_GID);
     u64(buf, inoOf(t, row), off + IN_INO);
     u64(buf, root.dev, off + IN_DEV);
-    u64(buf, sizeOf(t, row), off + IN_SIZE);
+    u64(buf, size, off + IN_SIZE);
     u64(buf, mtimeSecOf(t, row), off + IN_MTIME_SEC);
-    buf.writeUInt32LE(f.mtimeNsec[row]!, off + IN_MTIME_NSEC);
-    buf.writeUInt32LE(f.ctimeNsec[row]!, off + IN_CTIME_NSEC);
+    buf.writeUInt32LE(mtimeNsec[row]!, off + IN_MTIME_NSEC);
+    buf.writeUInt32LE(ctimeNsec[row]!, off + IN_CTIME_NSEC);
     u64(buf, ctimeSecOf(t, row), off + IN_CTIME_SEC);
     off += len;
+    k++;
+    seen += (countSize ? size : 0) + pathLen;
   }
-  return buf;
+  return { buf: buf.subarray(0, off), next: k };
 }
+
+const SLASH = 0x2f;
 
 /** hashFiles' output records for todo[from, ..), into the columns. */
 function decodeInto(

@@ -204,14 +204,26 @@ describe('hash batches from rows', () => {
       { ...base, ino: 2 ** 52 + 1, size: 0, mtimeSec: 0, ctimeSec: -1, uid: 4_000_000_000, gid: 7, mode: 0o104755 },
     ];
     stats.forEach((s, k) => b.addFile(k === 1 ? 0 : deep, Buffer.from(`name${k}`), s));
+    // Neighbours in one directory with names of other lengths: each takes the one before's directory path.
+    b.addFile(deep, Buffer.from('n'), { ...base, ino: 9 });
+    b.addFile(deep, Buffer.from('a much longer name, with \n in it'), { ...base, ino: 10 });
     const scan: Scan = { tables: b.build(), roots: roots.map((r) => ({ ...r, fd: 40 + r.index })) };
     const mat = new Materializer(scan);
-    const inodes = [0, 1, 2].map((row) => {
+    const inodes = [0, 1, 2, 3, 4].map((row) => {
       const f = mat.file(row);
       return { dev: f.stat.dev, ino: f.stat.ino, stat: f.stat, paths: [f] };
     });
     const todo = Uint32Array.from([2, 0, 1]);
     expect(encodeRows(scan, todo, 0, 3, (m) => m)).toEqual(encodeJobs([inodes[2]!, inodes[0]!, inodes[1]!], 0, 3));
+    const all = Uint32Array.from([3, 4, 0, 2, 1, 4]);
+    const want = encodeJobs([...all].map((k) => inodes[k]!), 0, all.length);
+    expect(encodeRows(scan, all, 0, all.length, (m) => m)).toEqual(want);
+    // Into a buffer too small for them (a larger one is made), and into one large enough (filled in place, stale bytes overwritten).
+    expect(encodeRows(scan, all, 0, all.length, (m) => m, Buffer.alloc(16))).toEqual(want);
+    const into = Buffer.alloc(want.length + 64, 0xee);
+    const out = encodeRows(scan, all, 0, all.length, (m) => m, into);
+    expect(out.buffer).toBe(into.buffer);
+    expect(out).toEqual(want);
   });
 });
 
