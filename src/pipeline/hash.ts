@@ -306,10 +306,11 @@ export { ELF_BIT, hashOf, READ, readColumns, setRead, type ReadColumns };
  * with it) and its results decoded straight into the columns.
  * `attrsOnly`: the same opens and checks, xattrs, inode flags and project
  * ID, but no content read: hash 0 and no ELF bit (the caller fills both in).
+ * `todo` is left sorted in walk order (inRowOrder).
  */
-export async function hashRows(scan: Scan, candidates: Uint32Array, rowOf: (m: number) => number, cols: ReadColumns, opts: HashOptions & { attrsOnly?: boolean }): Promise<void> {
+export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number) => number, cols: ReadColumns, opts: HashOptions & { attrsOnly?: boolean }): Promise<void> {
   const t = scan.tables;
-  const todo = inRowOrder(candidates, rowOf);
+  inRowOrder(todo, rowOf);
   const attrsOnly = !!opts.attrsOnly;
   const fail = (m: number, error: { code?: string; syscall?: string; message: string }) =>
     opts.onError(fileError(displayRow(scan, rowOf(m)), Object.assign(new Error(error.message), error)));
@@ -353,25 +354,28 @@ export async function hashRows(scan: Scan, candidates: Uint32Array, rowOf: (m: n
 const ORDER_WINDOW = 1 << 16;
 
 /**
- * A copy of `todo` in walk order (by the row each is opened by), a window
- * of ORDER_WINDOW candidates at a time. Candidates come in group order (by
- * size), so neighbours were in other guests and directories; in walk order
- * most share their directory with the one before, which hashFiles then
- * opens once for them (its directory cache, native/hash.c). The order is
- * only the order of the reads: results go to each candidate's own slot.
+ * Sort `todo` in walk order (by the row each is opened by), in place, a
+ * window of ORDER_WINDOW candidates at a time (so the scratch is a fixed
+ * 768 KiB, and no second list of every candidate is made). Candidates come
+ * in group order (by size), so neighbours were in other guests and
+ * directories; in walk order most share their directory with the one
+ * before, which hashFiles then opens once for them (its directory cache,
+ * native/hash.c). Only the order of the reads changes: results go to each
+ * candidate's own slot, and every caller reads its list in any order.
  */
 export function inRowOrder(todo: Uint32Array, rowOf: (m: number) => number): Uint32Array {
-  const out = new Uint32Array(todo.length);
   // row * ORDER_WINDOW + index is exact in a double (rows < 2^32), and a Float64Array sorts natively without a comparator.
   const keys = new Float64Array(Math.min(todo.length, ORDER_WINDOW));
+  const copy = new Uint32Array(keys.length);
   for (let from = 0; from < todo.length; from += ORDER_WINDOW) {
     const n = Math.min(ORDER_WINDOW, todo.length - from);
     const k = keys.subarray(0, n);
-    for (let i = 0; i < n; i++) k[i] = rowOf(todo[from + i]!) * ORDER_WINDOW + i;
+    copy.set(todo.subarray(from, from + n));
+    for (let i = 0; i < n; i++) k[i] = rowOf(copy[i]!) * ORDER_WINDOW + i;
     k.sort();
-    for (let i = 0; i < n; i++) out[from + i] = todo[from + (k[i]! % ORDER_WINDOW)]!;
+    for (let i = 0; i < n; i++) todo[from + i] = copy[k[i]! % ORDER_WINDOW]!;
   }
-  return out;
+  return todo;
 }
 
 /** A 64-bit little-endian integer (two's complement: the times may be negative) from a safe integer, without a BigInt. */
