@@ -7,7 +7,9 @@
  *
  * The checks are those of openRegular in src/os/confine.ts (the one policy
  * this file holds, see vunify.h): the file is looked up confined beneath
- * its root (open_beneath) and opened O_PATH, which never runs a device's
+ * its root (open_beneath, one path component at a time from the
+ * directories the previous file was opened in: see dir_cache) and opened
+ * O_PATH, which never runs a device's
  * open routine nor waits on a FIFO; only when statx says it is still the
  * regular file the job record describes (type, dev, ino, size, mode, owner,
  * mtime, ctime) is it reopened for reading through /proc/self/fd, with
