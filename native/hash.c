@@ -327,10 +327,40 @@ typedef struct {
 
 #define HASH_BUF (1 << 20)
 
+/* Read buffers, kept between batches: one malloc'd per batch came from a
+ * fresh mmap each time (340 on the fleet), its pages faulted in and zeroed
+ * again by every batch. At most one per batch in flight is kept; mallocTrim
+ * (memory.c), which the pipeline calls between stages, gives them back. */
+enum { HASH_BUFS_KEPT = 8 };
+static pthread_mutex_t bufs_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *bufs[HASH_BUFS_KEPT];
+static int bufs_kept;
+
+static char *buf_take(void) {
+  char *b = NULL;
+  pthread_mutex_lock(&bufs_lock);
+  if (bufs_kept) b = bufs[--bufs_kept];
+  pthread_mutex_unlock(&bufs_lock);
+  return b ? b : malloc(HASH_BUF);
+}
+
+static void buf_give(char *b) {
+  pthread_mutex_lock(&bufs_lock);
+  if (bufs_kept < HASH_BUFS_KEPT) bufs[bufs_kept++] = b, b = NULL;
+  pthread_mutex_unlock(&bufs_lock);
+  free(b);
+}
+
+void hash_release_buffers(void) {
+  pthread_mutex_lock(&bufs_lock);
+  while (bufs_kept) free(bufs[--bufs_kept]);
+  pthread_mutex_unlock(&bufs_lock);
+}
+
 static void hash_execute(napi_env env, void *data) {
   (void)env;
   hash_batch *b = data;
-  char *buf = malloc(HASH_BUF);
+  char *buf = buf_take();
   if (!buf) {
     b->err = ENOMEM;
     return;
@@ -351,7 +381,7 @@ static void hash_execute(napi_env env, void *data) {
   }
   dir_drop(&dc, 0);
   free(dc.path);
-  free(buf);
+  buf_give(buf);
 }
 
 static void hash_complete(napi_env env, napi_status status, void *data) {

@@ -58,9 +58,10 @@ napi_value PageSize(napi_env env, napi_callback_info info) {
  * mmap'd chunk raises the mmap threshold, so the next ones come from the
  * heap), where the next stage's V8 pages cannot use them: malloc_trim hands
  * the free pages of every arena back (MADV_DONTNEED), so resident memory
- * follows what is live. */
+ * follows what is live. The hash stage's read buffers (hash.c) go first. */
 napi_value MallocTrim(napi_env env, napi_callback_info info) {
   (void)info;
+  hash_release_buffers(); /* between stages: no batch is in flight */
   napi_value r;
   napi_get_boolean(env, malloc_trim(0) == 1, &r);
   return r;

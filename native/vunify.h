@@ -241,6 +241,7 @@ napi_value stat_layout(napi_env env);
 napi_value file_types(napi_env env);
 napi_value link_layout(napi_env env);
 void hash_layouts(napi_env env, napi_value layout);
+void hash_release_buffers(void); /* hash.c: the read buffers kept between batches, freed */
 
 /* Layout helpers: { headerSize, fields: { name: { offset, width } } }. */
 napi_value layout_new(napi_env env, size_t header_size);
