@@ -223,3 +223,27 @@ describe('hashFiles looks each file up from its directory, opened once for the f
     }
   });
 });
+
+describe('hashFiles read buffers', () => {
+  it('are kept between batches and given back by mallocTrim without changing a hash: a small file after a large one hashes its own bytes only', async () => {
+    writeFile(path.join(dir, 'a', 'tiny'), { content: 'xy' });
+    const roots = openRoots([path.join(dir, 'a')]);
+    try {
+      const walked = await walk(roots, { rules: [], minSize: 0, maxSize: Infinity, onError: () => {} });
+      const byName = (n: string) => groupFiles(walked.files, { ignoreMtime: true }).inodes.find((i) => i.paths[0]!.name.toString() === n)!;
+      // big (3 MiB of 1s) fills the buffer; tiny then small read over its first bytes.
+      const inodes = ['big', 'tiny', 'small', 'big', 'tiny'].map(byName);
+      const h = await getHasher();
+      const want = ['big', 'tiny', 'small', 'big', 'tiny'].map((n) => h.h64Raw(fs.readFileSync(path.join(dir, 'a', n)), SEED));
+      const jobs = encodeJobs(inodes, 0, inodes.length);
+      for (let round = 0; round < 3; round++) {
+        // More batches at once than buffers are kept, then all of them given back.
+        const all = await Promise.all(Array.from({ length: 12 }, () => sys.hashFiles(jobs, SEED)));
+        for (const out of all) expect(decodeResults(out).map((r) => ('hash' in r ? r.hash : r.error.code))).toEqual(want);
+        expect(typeof sys.mallocTrim()).toBe('boolean');
+      }
+    } finally {
+      closeRoots(roots);
+    }
+  });
+});
