@@ -15,7 +15,7 @@
  * that still work on objects (split, report).
  */
 import type { FileRec, Inode } from '../core/types.js';
-import { compareMetadataRows, metadataHashRow, metadataKey, mix, type PolicyOptions } from './policy.js';
+import { compareMetadataRows, metadataHashRow, metadataKey, type PolicyOptions } from './policy.js';
 import { classesOf, rootIndexOf, type Scan } from './rows.js';
 import { inoOf } from './table.js';
 
@@ -99,6 +99,10 @@ export interface GroupRows {
 
 /**
  * The rows' inodes, found by sorting (dev, ino), not by a Map entry per file.
+ * Inodes come by inode number (its low 32 bits, then device, then the rest):
+ * a root's rows taken in inode order are sorted by inode number as the
+ * hash cache's merge join wants them (session.ts fromCacheRows), unless an
+ * inode number of 2^32 or more is among them.
  * `keys`: scratch for the sort (classesOf), at least one number per file;
  * groupRows can be given the same one, so grouping makes one such array,
  * not two (8 bytes per file each, garbage until the collector runs).
@@ -112,7 +116,7 @@ export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
   let count = 0, at = 0;
   classesOf(
     n,
-    (row) => mix(mix(0x2545f491, devOf(row) | 0), inoOf(t, row) | 0) ^ ((inoOf(t, row) / 4294967296) | 0),
+    (row) => inoOf(t, row), // classesOf keeps its low 32 bits: buckets in inode-number order
     (a, b) => devOf(a) - devOf(b) || inoOf(t, a) - inoOf(t, b),
     1,
     (items, from, to) => {

@@ -343,6 +343,8 @@ class Shard {
   dead: number[] = [];
   /** Something to write: entries added or pruned, or the file was missing or bad. */
   dirty = false;
+  /** Entries in the file when load() checked its header (0 unless ok). */
+  count = 0;
 
   constructor(
     readonly root: Root,
@@ -632,6 +634,16 @@ export class HashCache {
     return true;
   }
 
+  /**
+   * Entries of the shard of the run's root `rootIndex` when load() read its
+   * header; 0 for a shard not read (missing, bad, none). A root whose shard
+   * has none needs no match(): it could give no hit and find nothing gone.
+   */
+  entries(rootIndex: number): number {
+    const sh = this.ofRoot[rootIndex];
+    return sh?.ok && this.dir ? sh.count : 0;
+  }
+
   /** A shard that did not check out on the way: a warning, and it is rebuilt at save. Errors of the caller's are not the shard's. */
   private discard(sh: Shard, er: unknown): false {
     if (!(er instanceof CacheError) && !errorCode(er)) throw er;
@@ -788,7 +800,9 @@ export class HashCache {
     for (const sh of this.shards) {
       const file = path.join(this.dir.path, sh.name);
       try {
-        openShard(this.dir.fd, sh, this.key).close();
+        const rd = openShard(this.dir.fd, sh, this.key);
+        rd.close();
+        sh.count = rd.count;
         sh.ok = true;
       } catch (er) {
         sh.dirty = true;
