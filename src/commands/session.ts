@@ -410,12 +410,20 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
   for (let r = 0; r < R; r++) start[r + 1]! += start[r]!;
   const at = start.slice(0, R);
   const perm = new Uint32Array(start[R]!);
+  // Whether each root's list came out in inode-number order (the last number listed in each).
+  const last = new Float64Array(R).fill(-1);
+  const unsorted = new Uint8Array(R);
   for (let k = 0; k < inodes.count; k++) {
     const c = candOf[k]!;
-    for (let j = inodes.start[k]!, end = inodes.start[k + 1]!; j < end; j++) {
+    const from = inodes.start[k]!, end = inodes.start[k + 1]!;
+    const ino = inoOf(t, P[from]!);
+    for (let j = from; j < end; j++) {
       const row = P[j]!;
       const r = rootIndexOf(t, row);
-      if (want[r]) perm[at[r]!++] = c >= 0 && j === inodes.start[k] ? CAND | c : row;
+      if (!want[r]) continue;
+      perm[at[r]!++] = c >= 0 && j === from ? CAND | c : row;
+      if (ino < last[r]!) unsorted[r] = 1;
+      last[r] = ino;
     }
   }
   const rowAt = (v: number) => (v & CAND ? rowOf(v & ~CAND) : v);
@@ -423,9 +431,7 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
   for (let r = 0; r < R; r++) {
     if (!want[r]) continue;
     const vals = perm.subarray(start[r]!, start[r + 1]!);
-    let sorted = true;
-    for (let i = 1; i < vals.length && sorted; i++) sorted = inoOf(t, rowAt(vals[i - 1]!)) <= inoOf(t, rowAt(vals[i]!));
-    if (!sorted) {
+    if (unsorted[r]) {
       if (!keys || keys.length < vals.length) keys = new Float64Array(vals.length);
       sortByIno(scan, vals, rowAt, keys);
     }

@@ -611,15 +611,18 @@ export class HashCache {
     const e = this.entry;
     const classes = rd.classes;
     const dead: number[] = [];
+    // inoAt(i), asked once per position (past the end: Infinity).
     let i = 0;
+    let cur = n > 0 ? inoAt(0) : Infinity;
     try {
       rd.each((dv, o, ino) => {
-        while (i < n && inoAt(i) < ino) i++;
-        if (i < n && inoAt(i) === ino) {
+        while (cur < ino) cur = ++i < n ? inoAt(i) : Infinity;
+        if (cur === ino) {
           e.dv = dv;
           e.o = o;
           e.cls = classes[dv.getUint16(o + F_CLASS, true)]!;
-          for (let j = i; j < n && inoAt(j) === ino; j++) hit(j, e);
+          hit(i, e);
+          for (let j = i + 1; j < n && inoAt(j) === ino; j++) hit(j, e);
         } else if (complete) dead.push(ino);
       });
     } catch (er) {
