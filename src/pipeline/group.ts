@@ -19,6 +19,8 @@ import { compareMetadataRows, metadataHashRow, metadataKey, type PolicyOptions }
 import { classesOf, rootIndexOf, type Scan } from './rows.js';
 import { inoOf } from './table.js';
 
+const TWO32 = 4294967296;
+
 export { metadataKey };
 export type GroupOptions = PolicyOptions;
 
@@ -110,6 +112,9 @@ export interface GroupRows {
 export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
   const t = scan.tables, f = t.files, n = f.count;
   const devs = scan.roots.map((r) => r.dev);
+  // One device and every inode number below 2^32 (ext4 always): the number
+  // is the whole key, so rows of one bucket are one inode, no comparison.
+  const exact = devs.every((d) => d === devs[0]) && t.dirs.ino.subarray(0, t.dirs.count).every((x) => x < TWO32) && t.wide.ino.subarray(0, t.wide.count).every((x) => x < TWO32);
   const devOf = (row: number) => devs[rootIndexOf(t, row)]!;
   const paths = new Uint32Array(n);
   const start = new Uint32Array(n + 1);
@@ -129,6 +134,7 @@ export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
       for (let k = from; k < to; k++) if (k !== first) paths[at++] = items[k]!;
     },
     keys,
+    exact,
   );
   start[count] = at;
   return { count, start: start.subarray(0, count + 1), paths };

@@ -122,6 +122,8 @@ const HI = 1 - LO;
  * class are in ascending order (`cmp` ties broken by item). `keyScratch`, when
  * it holds n or more numbers, is used (and overwritten) for the sort keys
  * instead of a new array: stages run one after another can share one.
+ * `exact`: the caller knows equal hashes mean equal items (the hash is the
+ * whole key), so each bucket is a class and `cmp` is never called.
  */
 export function classesOf(
   n: number,
@@ -130,6 +132,7 @@ export function classesOf(
   min: number,
   each: (items: Uint32Array, from: number, to: number) => void,
   keyScratch?: Float64Array,
+  exact = false,
 ): void {
   if (n === 0) return;
   const keys = keyScratch && keyScratch.length >= n ? new BigUint64Array(keyScratch.buffer, keyScratch.byteOffset, n) : new BigUint64Array(n);
@@ -149,6 +152,11 @@ export function classesOf(
       if (len > scratch.length) scratch = new Uint32Array(Math.max(len, scratch.length * 2));
       // Items come in ascending order (the keys' low halves): a stable sort by cmp keeps ties so.
       for (let k = 0; k < len; k++) scratch[k] = words[2 * (i + k) + LO]!;
+      if (exact) {
+        each(scratch, 0, len);
+        i = j;
+        continue;
+      }
       if (len > 1) sortRun(scratch, len, cmp);
       for (let a = 0; a < len; ) {
         let b = a + 1;
