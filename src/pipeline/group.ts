@@ -16,7 +16,7 @@
  */
 import type { FileRec, Inode } from '../core/types.js';
 import { compareMetadataRows, metadataHashRow, metadataKey, type PolicyOptions } from './policy.js';
-import { classesOf, rootIndexOf, type Scan } from './rows.js';
+import { classesOf, HASH, ITEM, rootIndexOf, sortByHash, type Scan } from './rows.js';
 import { inoOf } from './table.js';
 
 const TWO32 = 4294967296;
@@ -119,6 +119,31 @@ export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
   const paths = new Uint32Array(n);
   const start = new Uint32Array(n + 1);
   let count = 0, at = 0;
+  if (exact) {
+    // classesOf's sort, its buckets taken as they come, on the columns themselves:
+    // no call per row (a rerun's stages run mostly before the JIT has compiled them).
+    const fIno = f.ino, fDir = f.dir, dRoot = t.dirs.root;
+    // The column is the number itself: below 2^32 under directories below 2^32, only
+    // 2^32 - 1 (the sentinel's own value) goes to the wide table.
+    const words = sortByHash(n, fIno.subarray(0, n), keys);
+    for (let i = 0; i < n; ) {
+      const h = words[2 * i + HASH]!;
+      let j = i + 1;
+      while (j < n && words[2 * j + HASH] === h) j++;
+      start[count++] = at;
+      // The first path is one under the inode's earliest root (as below).
+      let first = i, firstRoot = dRoot[fDir[words[2 * i + ITEM]!]!]!;
+      for (let k = i + 1; k < j; k++) {
+        const r = dRoot[fDir[words[2 * k + ITEM]!]!]!;
+        if (r < firstRoot) (first = k), (firstRoot = r);
+      }
+      paths[at++] = words[2 * first + ITEM]!;
+      for (let k = i; k < j; k++) if (k !== first) paths[at++] = words[2 * k + ITEM]!;
+      i = j;
+    }
+    start[count] = at;
+    return { count, start: start.subarray(0, count + 1), paths };
+  }
   classesOf(
     n,
     (row) => inoOf(t, row), // classesOf keeps its low 32 bits: buckets in inode-number order
@@ -134,7 +159,6 @@ export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
       for (let k = from; k < to; k++) if (k !== first) paths[at++] = items[k]!;
     },
     keys,
-    exact,
   );
   start[count] = at;
   return { count, start: start.subarray(0, count + 1), paths };

@@ -18,7 +18,7 @@ function rng(seed: number) {
 
 const TWO32 = 2 ** 32;
 
-function world(seed: number, opts: { devs: number; wide: boolean }) {
+function world(seed: number, opts: { devs: number; wide: boolean; wideBelow?: boolean }) {
   const rand = rng(seed);
   const roots: Root[] = [0, 1, 2].map((index) => ({ index, path: `/g${index}`, fd: -1, dev: 5 + (index % opts.devs), ino: 2, mntId: 9 }));
   const b = new TableBuilder();
@@ -29,12 +29,14 @@ function world(seed: number, opts: { devs: number; wide: boolean }) {
   for (let k = 0; k < 40; k++) inos.push(opts.wide && rand() < 0.3 ? (1 + Math.floor(rand() * 3)) * TWO32 + Math.floor(rand() * 50) : Math.floor(rand() * 50));
   // Some numbers of 2^32 and more through the wide table (low bits all ones), and the largest 32-bit one.
   if (opts.wide) inos.push(2 * TWO32 - 1, TWO32 - 1);
+  // Rows in the wide table whose inode numbers are below 2^32: 2^32 - 1 (the sentinel's value), and a link count past 8 bits.
+  if (opts.wideBelow) inos.push(TWO32 - 1, TWO32 - 1, 77);
   let name = 0;
   for (const r of roots) {
     for (let k = 0; k < 60; k++) {
       const ino = inos[Math.floor(rand() * inos.length)]!;
       const inHigh = ino >= TWO32 && Math.floor(ino / TWO32) === 3 && rand() < 0.5;
-      const stat = { ino, size: 10, blocks: 8, uid: 0, gid: 0, mode: 0o100644, nlink: 1, mtimeSec: 1, mtimeNsec: 0, ctimeSec: 1, ctimeNsec: 0 };
+      const stat = { ino, size: 10, blocks: 8, uid: 0, gid: 0, mode: 0o100644, nlink: opts.wideBelow && ino === 77 ? 1000 : 1, mtimeSec: 1, mtimeNsec: 0, ctimeSec: 1, ctimeNsec: 0 };
       b.addFile(inHigh ? high[r.index]! : r.index, Buffer.from(`f${name++}`), stat);
     }
   }
@@ -47,10 +49,12 @@ describe('inodeRows', () => {
     ['two devices', { devs: 2, wide: false }],
     ['numbers of 2^32 and more', { devs: 1, wide: true }],
     ['both', { devs: 2, wide: true }],
+    ['one device, wide rows below 2^32', { devs: 1, wide: false, wideBelow: true }],
   ])('%s: one inode per (device, number), in (low bits, device, number) order', (_, opts) => {
     for (let seed = 1; seed <= 20; seed++) {
       const scan = world(seed, opts);
       const t = scan.tables;
+      if (opts.wideBelow) expect(t.wide.count).toBeGreaterThan(0);
       const devOf = (row: number) => scan.roots[rootIndexOf(t, row)]!.dev;
       const inodes = inodeRows(scan);
       const seen = new Set<string>();
