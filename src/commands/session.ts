@@ -16,7 +16,7 @@ import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
 import { hashRows, readColumns, splitByContent, type ReadColumns } from '../pipeline/hash.js';
 import type { GroupRows, InodeRows } from '../pipeline/group.js';
 import { ELF_BIT, flagsOf, hashOf, projidOf, READ, rootIndexOf, setAttrs, type Scan } from '../pipeline/rows.js';
-import { ctimeSecOf, inoOf, mtimeSecOf, sizeOf } from '../pipeline/table.js';
+import { ctimeSecOf, inoOf, inosFit32, mtimeSecOf, sizeOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
 import { fileFlags, isLocked, type PolicyOptions } from '../pipeline/policy.js';
@@ -404,7 +404,7 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
   const P = inodes.paths;
   const total = inodes.start[inodes.count]!;
   for (let j = 0; j < total; j++) {
-    const r = rootIndexOf(t, P[j]!);
+    const r = t.dirs.root[f.dir[P[j]!]!]!;
     if (want[r]) start[r + 1]!++;
   }
   for (let r = 0; r < R; r++) start[r + 1]! += start[r]!;
@@ -413,13 +413,16 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
   // Whether each root's list came out in inode-number order (the last number listed in each).
   const last = new Float64Array(R).fill(-1);
   const unsorted = new Uint8Array(R);
+  // The columns themselves, no call per row (these loops run before the JIT has compiled them).
+  const plain = inosFit32(t);
+  const fIno = f.ino, fDir = f.dir, dRoot = t.dirs.root;
   for (let k = 0; k < inodes.count; k++) {
     const c = candOf[k]!;
     const from = inodes.start[k]!, end = inodes.start[k + 1]!;
-    const ino = inoOf(t, P[from]!);
+    const ino = plain ? fIno[P[from]!]! : inoOf(t, P[from]!);
     for (let j = from; j < end; j++) {
       const row = P[j]!;
-      const r = rootIndexOf(t, row);
+      const r = dRoot[fDir[row]!]!;
       if (!want[r]) continue;
       perm[at[r]!++] = c >= 0 && j === from ? CAND | c : row;
       if (ino < last[r]!) unsorted[r] = 1;
@@ -438,7 +441,12 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
     const ok = cache.match(
       r,
       vals.length,
-      (i) => inoOf(t, rowAt(vals[i]!)),
+      plain
+        ? (i) => {
+            const v = vals[i]!;
+            return fIno[v & CAND ? rowOf(v & ~CAND) : v]!;
+          }
+        : (i) => inoOf(t, rowAt(vals[i]!)),
       (i, e) => {
         const v = vals[i]!;
         if (!(v & CAND)) return;

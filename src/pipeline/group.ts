@@ -17,9 +17,7 @@
 import type { FileRec, Inode } from '../core/types.js';
 import { compareMetadataRows, metadataHashRow, metadataKey, type PolicyOptions } from './policy.js';
 import { classesOf, HASH, ITEM, rootIndexOf, sortByHash, type Scan } from './rows.js';
-import { inoOf } from './table.js';
-
-const TWO32 = 4294967296;
+import { inoOf, inosFit32 } from './table.js';
 
 export { metadataKey };
 export type GroupOptions = PolicyOptions;
@@ -114,7 +112,7 @@ export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
   const devs = scan.roots.map((r) => r.dev);
   // One device and every inode number below 2^32 (ext4 always): the number
   // is the whole key, so rows of one bucket are one inode, no comparison.
-  const exact = devs.every((d) => d === devs[0]) && t.dirs.ino.subarray(0, t.dirs.count).every((x) => x < TWO32) && t.wide.ino.subarray(0, t.wide.count).every((x) => x < TWO32);
+  const exact = devs.every((d) => d === devs[0]) && inosFit32(t);
   const devOf = (row: number) => devs[rootIndexOf(t, row)]!;
   const paths = new Uint32Array(n);
   const start = new Uint32Array(n + 1);
@@ -123,8 +121,6 @@ export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
     // classesOf's sort, its buckets taken as they come, on the columns themselves:
     // no call per row (a rerun's stages run mostly before the JIT has compiled them).
     const fIno = f.ino, fDir = f.dir, dRoot = t.dirs.root;
-    // The column is the number itself: below 2^32 under directories below 2^32, only
-    // 2^32 - 1 (the sentinel's own value) goes to the wide table.
     const words = sortByHash(n, fIno.subarray(0, n), keys);
     for (let i = 0; i < n; ) {
       const h = words[2 * i + HASH]!;

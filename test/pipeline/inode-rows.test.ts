@@ -44,7 +44,7 @@ function world(seed: number, opts: { devs: number; wide: boolean; wideBelow?: bo
 }
 
 describe('inodeRows', () => {
-  it.each([
+  it.each<[string, { devs: number; wide: boolean; wideBelow?: boolean }]>([
     ['one device, numbers below 2^32', { devs: 1, wide: false }],
     ['two devices', { devs: 2, wide: false }],
     ['numbers of 2^32 and more', { devs: 1, wide: true }],
