@@ -32,10 +32,28 @@ try {
   process.exit(0);
 }
 
+// commander loads node:child_process (and with it net, dgram, stream
+// wraps: ~5 ms of every start) at the top of command.js, for executable
+// subcommands, which vunify has none of: the bundle asks for it on first
+// use. A commander without that line is bundled as it is, with a note.
+const CHILD_PROCESS = "const childProcess = require('node:child_process');";
+const lazyChildProcess = {
+  name: 'lazy-child-process',
+  transform(code, id) {
+    if (!id.replaceAll('\\', '/').endsWith('/commander/lib/command.js')) return null;
+    if (!code.includes(CHILD_PROCESS)) {
+      console.error('bundle: commander no longer loads node:child_process as expected; bundled as it is');
+      return null;
+    }
+    return code.replace(CHILD_PROCESS, "const childProcess = { spawn: (...args) => require('node:child_process').spawn(...args) };");
+  },
+};
+
 const build = await rolldown({
   input: { main: path.join(dist, 'cli', 'main.js') },
   platform: 'node',
   external: [/^node:/, 'cli-progress', 'fast-glob', 'xxhash-wasm', '@duckdb/node-api'],
+  plugins: [lazyChildProcess],
   logLevel: 'warn',
 });
 const { output } = await build.write({ dir: out, format: 'esm', entryFileNames: '[name].js', chunkFileNames: '[name]-[hash].js' });

@@ -88,12 +88,12 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const policy = { ignoreMtime: opts.ignoreMtime, iunlink: opts.iunlink };
     const { inodes, groups } = groupAll(scan, policy);
     // Grouping's sort keys and scratch are spent: gone before the hash columns are made.
-    collectGarbage();
+    collectGarbage(scan.tables.files.count);
     log.timed('group');
     const { read, hashed, assumed } = await hashRowGroups(s, session, scan, inodes, groups);
-    collectGarbage(); // the hash stage's batches, before the sets are made
+    collectGarbage(scan.tables.files.count); // the hash stage's batches, before the sets are made
     const sets = splitRowsByContent(groups, read, policy);
-    collectGarbage(); // the hash stage's batches and lists, before planning adds its own
+    collectGarbage(scan.tables.files.count); // the hash stage's batches and lists, before planning adds its own
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.
     s.budget.beforePlan(groups.members.length, largestSet(inodes, groups, sets), !!s.state);

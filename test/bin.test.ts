@@ -54,6 +54,16 @@ describe('dist/bin.js', () => {
     expect(bundled.opened).toContain('bundle/main.js');
     expect(bundled.opened.filter((f) => !f.startsWith('bundle/'))).toEqual(['bin.js']);
     expect(bundled.report.summary).toEqual(plain.report.summary);
+    // Node's own modules a run does not use are not loaded at start: commander's node:child_process
+    // (asked for on first use in the bundle), node:v8 and node:vm (only a run that collects garbage).
+    const list = path.join(top, 'modules');
+    const hook = path.join(top, 'modules.mjs');
+    fs.writeFileSync(hook, `import fs from 'node:fs';\nprocess.on('exit', () => fs.writeFileSync(${JSON.stringify(list)}, process.moduleLoadList.join('\\n')));\n`);
+    const run = spawnSync(process.execPath, ['--import', hook, path.join(dist, 'bin.js'), '--dry-run', '--json', '--no-default-excludes', '--state-dir', path.join(top, 'state'), path.join(top, 'guests/g1'), path.join(top, 'guests/g2')], { encoding: 'utf8' });
+    expect(run.status, run.stderr).toBe(0);
+    const loaded = fs.readFileSync(list, 'utf8').split('\n');
+    expect(loaded).toContain('NativeModule fs');
+    for (const m of ['child_process', 'v8', 'vm']) expect(loaded).not.toContain(`NativeModule ${m}`);
 
     // A build by tsc alone rewrites a module: same bytes, a new mtime, and the bundle is no longer trusted.
     const now = new Date();

@@ -16,7 +16,7 @@ import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
 import { hashRows, readColumns, splitByContent, type ReadColumns } from '../pipeline/hash.js';
 import type { GroupRows, InodeRows } from '../pipeline/group.js';
 import { ELF_BIT, flagsOf, hashOf, projidOf, READ, rootIndexOf, setAttrs, type Scan } from '../pipeline/rows.js';
-import { ctimeSecOf, inoOf, mtimeSecOf, sizeOf } from '../pipeline/table.js';
+import { ctimeSecOf, inoOf, inosFit32, mtimeSecOf, sizeOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
 import { fileFlags, isLocked, type PolicyOptions } from '../pipeline/policy.js';
@@ -378,38 +378,75 @@ function knownClassProbes(groups: GroupRows, read: ReadColumns, todo: Uint32Arra
  * inode number, so no entry is held: a candidate is looked up under the
  * root of its first path, and every row of a root tells its shard that
  * the inode is still there (the others' entries are dropped at save).
+ * The rows come sorted from `inodes` (group.ts inodeRows lists inodes by
+ * inode number): each root's rows are taken in inode order, by a counting
+ * sort on the root, and sorted again only if an inode number of 2^32 or
+ * more left them out of order. A root whose shard has no entry (after
+ * unifying, every root but the one each inode is filed under) is skipped.
  * Transient: one number per file (a row, or a candidate for its first
- * path: CAND | m), a bit per file, and a sort key (8 bytes) per file of the
- * largest root.
+ * path: CAND | m) and one per inode.
  */
 function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: GroupRows, read: ReadColumns): void {
   const t = scan.tables;
   const f = t.files;
-  const N = f.count;
   const R = scan.roots.length;
   const n = groups.members.length;
   const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
-  const first = new Uint8Array((N + 7) >>> 3);
-  for (let m = 0; m < n; m++) first[rowOf(m) >>> 3]! |= 1 << (rowOf(m) & 7);
-  // Rows by root (a counting sort), then each root's by inode number.
+  const want = new Uint8Array(R);
+  let any = false;
+  for (let r = 0; r < R; r++) if (cache.entries(r) > 0) (want[r] = 1), (any = true);
+  if (!any) return;
+  // Candidate of each inode (or -1), so its first row is listed as CAND | m.
+  const candOf = new Int32Array(inodes.count).fill(-1);
+  for (let m = 0; m < n; m++) candOf[groups.members[m]!] = m;
+  // Rows by root (a counting sort, stable: inode order within each root), of the roots with entries only.
   const start = new Uint32Array(R + 1);
-  for (let row = 0; row < N; row++) start[rootIndexOf(t, row) + 1]!++;
+  const P = inodes.paths;
+  const total = inodes.start[inodes.count]!;
+  for (let j = 0; j < total; j++) {
+    const r = t.dirs.root[f.dir[P[j]!]!]!;
+    if (want[r]) start[r + 1]!++;
+  }
   for (let r = 0; r < R; r++) start[r + 1]! += start[r]!;
   const at = start.slice(0, R);
-  const perm = new Uint32Array(N);
-  for (let row = 0; row < N; row++) if (!(first[row >>> 3]! & (1 << (row & 7)))) perm[at[rootIndexOf(t, row)]!++] = row;
-  for (let m = 0; m < n; m++) perm[at[rootIndexOf(t, rowOf(m))]!++] = CAND | m;
+  const perm = new Uint32Array(start[R]!);
+  // Whether each root's list came out in inode-number order (the last number listed in each).
+  const last = new Float64Array(R).fill(-1);
+  const unsorted = new Uint8Array(R);
+  // The columns themselves, no call per row (these loops run before the JIT has compiled them).
+  const plain = inosFit32(t);
+  const fIno = f.ino, fDir = f.dir, dRoot = t.dirs.root;
+  for (let k = 0; k < inodes.count; k++) {
+    const c = candOf[k]!;
+    const from = inodes.start[k]!, end = inodes.start[k + 1]!;
+    const ino = plain ? fIno[P[from]!]! : inoOf(t, P[from]!);
+    for (let j = from; j < end; j++) {
+      const row = P[j]!;
+      const r = dRoot[fDir[row]!]!;
+      if (!want[r]) continue;
+      perm[at[r]!++] = c >= 0 && j === from ? CAND | c : row;
+      if (ino < last[r]!) unsorted[r] = 1;
+      last[r] = ino;
+    }
+  }
   const rowAt = (v: number) => (v & CAND ? rowOf(v & ~CAND) : v);
-  let most = 0;
-  for (let r = 0; r < R; r++) most = Math.max(most, start[r + 1]! - start[r]!);
-  const keys = new Float64Array(most);
+  let keys: Float64Array | undefined;
   for (let r = 0; r < R; r++) {
+    if (!want[r]) continue;
     const vals = perm.subarray(start[r]!, start[r + 1]!);
-    sortByIno(scan, vals, rowAt, keys);
+    if (unsorted[r]) {
+      if (!keys || keys.length < vals.length) keys = new Float64Array(vals.length);
+      sortByIno(scan, vals, rowAt, keys);
+    }
     const ok = cache.match(
       r,
       vals.length,
-      (i) => inoOf(t, rowAt(vals[i]!)),
+      plain
+        ? (i) => {
+            const v = vals[i]!;
+            return fIno[v & CAND ? rowOf(v & ~CAND) : v]!;
+          }
+        : (i) => inoOf(t, rowAt(vals[i]!)),
       (i, e) => {
         const v = vals[i]!;
         if (!(v & CAND)) return;

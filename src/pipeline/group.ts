@@ -15,9 +15,9 @@
  * that still work on objects (split, report).
  */
 import type { FileRec, Inode } from '../core/types.js';
-import { compareMetadataRows, metadataHashRow, metadataKey, mix, type PolicyOptions } from './policy.js';
-import { classesOf, rootIndexOf, type Scan } from './rows.js';
-import { inoOf } from './table.js';
+import { compareMetadataRows, metadataHashRow, metadataKey, type PolicyOptions } from './policy.js';
+import { classesOf, HASH, ITEM, rootIndexOf, sortByHash, type Scan } from './rows.js';
+import { inoOf, inosFit32 } from './table.js';
 
 export { metadataKey };
 export type GroupOptions = PolicyOptions;
@@ -99,6 +99,10 @@ export interface GroupRows {
 
 /**
  * The rows' inodes, found by sorting (dev, ino), not by a Map entry per file.
+ * Inodes come by inode number (its low 32 bits, then device, then the rest):
+ * a root's rows taken in inode order are sorted by inode number as the
+ * hash cache's merge join wants them (session.ts fromCacheRows), unless an
+ * inode number of 2^32 or more is among them.
  * `keys`: scratch for the sort (classesOf), at least one number per file;
  * groupRows can be given the same one, so grouping makes one such array,
  * not two (8 bytes per file each, garbage until the collector runs).
@@ -106,13 +110,39 @@ export interface GroupRows {
 export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
   const t = scan.tables, f = t.files, n = f.count;
   const devs = scan.roots.map((r) => r.dev);
+  // One device and every inode number below 2^32 (ext4 always): the number
+  // is the whole key, so rows of one bucket are one inode, no comparison.
+  const exact = devs.every((d) => d === devs[0]) && inosFit32(t);
   const devOf = (row: number) => devs[rootIndexOf(t, row)]!;
   const paths = new Uint32Array(n);
   const start = new Uint32Array(n + 1);
   let count = 0, at = 0;
+  if (exact) {
+    // classesOf's sort, its buckets taken as they come, on the columns themselves:
+    // no call per row (a rerun's stages run mostly before the JIT has compiled them).
+    const fIno = f.ino, fDir = f.dir, dRoot = t.dirs.root;
+    const words = sortByHash(n, fIno.subarray(0, n), keys);
+    for (let i = 0; i < n; ) {
+      const h = words[2 * i + HASH]!;
+      let j = i + 1;
+      while (j < n && words[2 * j + HASH] === h) j++;
+      start[count++] = at;
+      // The first path is one under the inode's earliest root (as below).
+      let first = i, firstRoot = dRoot[fDir[words[2 * i + ITEM]!]!]!;
+      for (let k = i + 1; k < j; k++) {
+        const r = dRoot[fDir[words[2 * k + ITEM]!]!]!;
+        if (r < firstRoot) (first = k), (firstRoot = r);
+      }
+      paths[at++] = words[2 * first + ITEM]!;
+      for (let k = i; k < j; k++) if (k !== first) paths[at++] = words[2 * k + ITEM]!;
+      i = j;
+    }
+    start[count] = at;
+    return { count, start: start.subarray(0, count + 1), paths };
+  }
   classesOf(
     n,
-    (row) => mix(mix(0x2545f491, devOf(row) | 0), inoOf(t, row) | 0) ^ ((inoOf(t, row) / 4294967296) | 0),
+    (row) => inoOf(t, row), // classesOf keeps its low 32 bits: buckets in inode-number order
     (a, b) => devOf(a) - devOf(b) || inoOf(t, a) - inoOf(t, b),
     1,
     (items, from, to) => {

@@ -343,6 +343,8 @@ class Shard {
   dead: number[] = [];
   /** Something to write: entries added or pruned, or the file was missing or bad. */
   dirty = false;
+  /** Entries in the file when load() checked its header (0 unless ok). */
+  count = 0;
 
   constructor(
     readonly root: Root,
@@ -609,15 +611,18 @@ export class HashCache {
     const e = this.entry;
     const classes = rd.classes;
     const dead: number[] = [];
+    // inoAt(i), asked once per position (past the end: Infinity).
     let i = 0;
+    let cur = n > 0 ? inoAt(0) : Infinity;
     try {
       rd.each((dv, o, ino) => {
-        while (i < n && inoAt(i) < ino) i++;
-        if (i < n && inoAt(i) === ino) {
+        while (cur < ino) cur = ++i < n ? inoAt(i) : Infinity;
+        if (cur === ino) {
           e.dv = dv;
           e.o = o;
           e.cls = classes[dv.getUint16(o + F_CLASS, true)]!;
-          for (let j = i; j < n && inoAt(j) === ino; j++) hit(j, e);
+          hit(i, e);
+          for (let j = i + 1; j < n && inoAt(j) === ino; j++) hit(j, e);
         } else if (complete) dead.push(ino);
       });
     } catch (er) {
@@ -630,6 +635,16 @@ export class HashCache {
       sh.dirty = true;
     }
     return true;
+  }
+
+  /**
+   * Entries of the shard of the run's root `rootIndex` when load() read its
+   * header; 0 for a shard not read (missing, bad, none). A root whose shard
+   * has none needs no match(): it could give no hit and find nothing gone.
+   */
+  entries(rootIndex: number): number {
+    const sh = this.ofRoot[rootIndex];
+    return sh?.ok && this.dir ? sh.count : 0;
   }
 
   /** A shard that did not check out on the way: a warning, and it is rebuilt at save. Errors of the caller's are not the shard's. */
@@ -788,7 +803,9 @@ export class HashCache {
     for (const sh of this.shards) {
       const file = path.join(this.dir.path, sh.name);
       try {
-        openShard(this.dir.fd, sh, this.key).close();
+        const rd = openShard(this.dir.fd, sh, this.key);
+        rd.close();
+        sh.count = rd.count;
         sh.ok = true;
       } catch (er) {
         sh.dirty = true;

@@ -13,7 +13,9 @@ import { TableBuilder } from '../../src/pipeline/table-builder.js';
 import {
   cgroupLimit,
   cgroupMargin,
+  collectGarbage,
   FILE_BYTES,
+  GC_MIN_FILES,
   FILE_ROW_BYTES,
   LINK_BYTES,
   MemoryBudget,
@@ -190,5 +192,15 @@ describe('MemoryBudget', () => {
     expect((mapped as Error).message).toContain('--max-memory 200M');
     const other = Object.assign(new Error('x'), { code: 'EIO' });
     expect(b.fromWalk(other)).toBe(other);
+  });
+});
+
+describe('collectGarbage', () => {
+  it('from GC_MIN_FILES files on, runs a full collection (the collector loaded on first use): an unreachable object is gone', async () => {
+    const ref = (() => new WeakRef({ payload: new Array(1000).fill(7) }))();
+    await new Promise((r) => setTimeout(r, 0)); // a WeakRef's target is kept to the end of the job that made it
+    collectGarbage(GC_MIN_FILES);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(ref.deref()).toBeUndefined();
   });
 });
