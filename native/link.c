@@ -36,6 +36,7 @@
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -228,6 +229,9 @@ static pthread_mutex_t xattrs_mu = PTHREAD_MUTEX_INITIALIZER;
 static int same_xattrs(int a, int b) {
   xbuf x = {0}, y = {0};
   int failed, r = -1;
+  /* Neither has any (most files): no lock, no buffer, no futex between the
+   * threads; what the lists say is as good as read_xattrs' first call. */
+  if (flistxattr(a, NULL, 0) == 0 && flistxattr(b, NULL, 0) == 0) return 1;
   /* One comparison at a time across the threads: a guest's xattrs can take
    * up to 64 MiB a file, and the README promises two such sets in memory at
    * most, whatever the number of threads. Most files have none: two
@@ -303,15 +307,26 @@ static int same_bytes(int fa, int fb, off_t size, char **bufs) {
  * file's sharing key includes), so the rule is written down once. */
 static uint32_t file_flags_mask;
 
+/* What the caller has just read of both inodes (fstat, and the duplicate's
+ * inode flags), so differs() need not read it again: only where the caller
+ * checks afterwards, ctime included, that neither changed since (a chmod,
+ * chown, chattr, project or xattr change moves the ctime). */
+typedef struct {
+  const double *canon, *dup;
+  long dup_flags;
+} known_attrs;
+
 /* compare.ts difference(): 0 when `dup` may become a link to `canon`,
  * non-zero when anything differs or cannot be read (JS finds out what). */
-static int differs(int canon, int dup, int ignore_mtime, int bytes, char **bufs) {
-  double a[S_N], b[S_N];
-  if (fstat_d(canon, a) || fstat_d(dup, b)) return 1;
+static int differs(int canon, int dup, int ignore_mtime, int bytes, char **bufs, const known_attrs *k) {
+  double sa[S_N], sb[S_N];
+  const double *a = sa, *b = sb;
+  if (k) a = k->canon, b = k->dup;
+  else if (fstat_d(canon, sa) || fstat_d(dup, sb)) return 1;
   if (a[S_DEV] != b[S_DEV] || a[S_MNT] != b[S_MNT] || a[S_SIZE] != b[S_SIZE]) return 1;
   long pa = project_id(canon), pb = project_id(dup);
   if (pa < 0 || pb < 0 || pa != pb) return 1;
-  long fa = inode_flags(canon), fb = inode_flags(dup);
+  long fa = inode_flags(canon), fb = k ? k->dup_flags : inode_flags(dup);
   if (fa < 0 || fb < 0 || (fa & file_flags_mask) != (fb & file_flags_mask)) return 1;
   if (a[S_UID] != b[S_UID] || a[S_GID] != b[S_GID]) return 1;
   if (((long)a[S_MODE] & 07777) != ((long)b[S_MODE] & 07777)) return 1;
@@ -572,7 +587,9 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   /* 3. the comparison, and nothing written meanwhile */
   link_call(STEP_COMPARE, 0, dirfd, name); /* tests: a guest acting once the leases are taken */
   if (link_fault(STEP_COMPARE, 0)) goto fallback;
-  if (!known && differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, 1, b->bufs)) goto fallback;
+  /* the stats and flags just read; the two checks below (ctime included) prove they still hold */
+  known_attrs ka = {canon_before, dup_stat, fl};
+  if (!known && differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, 1, b->bufs, &ka)) goto fallback;
   if (fstat_d(b->canon_fd, st) || !same_file(st, canon_before, 1, 1)) goto fallback;
   if (fstat_d(dupfd, st) || !same_file(st, dup_stat, 1, 1)) goto fallback;
   if (link_fault(STEP_COMPARE, 1)) goto fallback;
@@ -647,7 +664,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   if (ok && !changed_after) {
     ok = same_file(into_at, canon_before, 0, 0);
     /* leases intact since the comparison: everything but the bytes */
-    if (ok && !known) ok = !differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, !leased, b->bufs);
+    if (ok && !known) ok = !differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, !leased, b->bufs, NULL);
   }
   double out_now[S_N];
   if (ok) ok = fstat_d(dupfd, out_now) == 0 && same_file(out_now, out_at, 1, 1);
