@@ -36,6 +36,7 @@
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -228,6 +229,9 @@ static pthread_mutex_t xattrs_mu = PTHREAD_MUTEX_INITIALIZER;
 static int same_xattrs(int a, int b) {
   xbuf x = {0}, y = {0};
   int failed, r = -1;
+  /* Neither has any (most files): no lock, no buffer, no futex between the
+   * threads; what the lists say is as good as read_xattrs' first call. */
+  if (flistxattr(a, NULL, 0) == 0 && flistxattr(b, NULL, 0) == 0) return 1;
   /* One comparison at a time across the threads: a guest's xattrs can take
    * up to 64 MiB a file, and the README promises two such sets in memory at
    * most, whatever the number of threads. Most files have none: two
@@ -303,15 +307,26 @@ static int same_bytes(int fa, int fb, off_t size, char **bufs) {
  * file's sharing key includes), so the rule is written down once. */
 static uint32_t file_flags_mask;
 
+/* What the caller has just read of both inodes (fstat, and the duplicate's
+ * inode flags), so differs() need not read it again: only where the caller
+ * checks afterwards, ctime included, that neither changed since (a chmod,
+ * chown, chattr, project or xattr change moves the ctime). */
+typedef struct {
+  const double *canon, *dup;
+  long dup_flags;
+} known_attrs;
+
 /* compare.ts difference(): 0 when `dup` may become a link to `canon`,
  * non-zero when anything differs or cannot be read (JS finds out what). */
-static int differs(int canon, int dup, int ignore_mtime, int bytes, char **bufs) {
-  double a[S_N], b[S_N];
-  if (fstat_d(canon, a) || fstat_d(dup, b)) return 1;
+static int differs(int canon, int dup, int ignore_mtime, int bytes, char **bufs, const known_attrs *k) {
+  double sa[S_N], sb[S_N];
+  const double *a = sa, *b = sb;
+  if (k) a = k->canon, b = k->dup;
+  else if (fstat_d(canon, sa) || fstat_d(dup, sb)) return 1;
   if (a[S_DEV] != b[S_DEV] || a[S_MNT] != b[S_MNT] || a[S_SIZE] != b[S_SIZE]) return 1;
   long pa = project_id(canon), pb = project_id(dup);
   if (pa < 0 || pb < 0 || pa != pb) return 1;
-  long fa = inode_flags(canon), fb = inode_flags(dup);
+  long fa = inode_flags(canon), fb = k ? k->dup_flags : inode_flags(dup);
   if (fa < 0 || fb < 0 || (fa & file_flags_mask) != (fb & file_flags_mask)) return 1;
   if (a[S_UID] != b[S_UID] || a[S_GID] != b[S_GID]) return 1;
   if (((long)a[S_MODE] & 07777) != ((long)b[S_MODE] & 07777)) return 1;
@@ -413,21 +428,50 @@ static long journal_write(int fd, const char *line, size_t len) {
   return 0;
 }
 
+/* A stat field as JSON.stringify writes it: every field here is an integer
+ * (from statx, or -1 - n), exact in a double. Written by hand: %.0f cost
+ * glibc's float formatting (printf_fp) 15 times a link, a few % of the
+ * linker's time. */
+static char *num(char *o, double v) {
+  long long x = (long long)v;
+  unsigned long long u = x < 0 ? 0ull - (unsigned long long)x : (unsigned long long)x;
+  char d[24];
+  int n = 0;
+  do d[n++] = (char)('0' + u % 10); while ((u /= 10));
+  if (x < 0) *o++ = '-';
+  while (n) *o++ = d[--n];
+  return o;
+}
+
+static char *str(char *o, const char *s) {
+  size_t n = strlen(s);
+  memcpy(o, s, n);
+  return o + n;
+}
+
 /* journal.ts CompactEntry, as JSON.stringify writes it. */
 static long journal_entry(int fd, long at, const char *tmp, const char *name, const double *into, const double *out) {
   size_t nl = strlen(name);
   char *line = malloc(2 * nl + 1024);
   if (!line) return ENOMEM;
   char *o = line;
-  o += sprintf(o, "{\"at\":%ld,\"tmp\":\"", at);
-  o = hex(o, tmp, strlen(tmp));
-  o += sprintf(o, "\",\"name\":\"");
-  o = hex(o, name, nl);
-  o += sprintf(o,
-               "\",\"canon\":{\"dev\":%.0f,\"ino\":%.0f,\"size\":%.0f,\"mtimeSec\":%.0f,\"mtimeNsec\":%.0f,\"mode\":%.0f,"
-               "\"uid\":%.0f,\"gid\":%.0f},\"dup\":{\"dev\":%.0f,\"ino\":%.0f,\"size\":%.0f,\"mtimeSec\":%.0f,\"mtimeNsec\":%.0f}}\n",
-               into[S_DEV], into[S_INO], into[S_SIZE], into[S_MSEC], into[S_MNSEC], into[S_MODE], into[S_UID], into[S_GID],
-               out[S_DEV], out[S_INO], out[S_SIZE], out[S_MSEC], out[S_MNSEC]);
+  o = num(str(o, "{\"at\":"), (double)at);
+  o = hex(str(o, ",\"tmp\":\""), tmp, strlen(tmp));
+  o = hex(str(o, "\",\"name\":\""), name, nl);
+  o = num(str(o, "\",\"canon\":{\"dev\":"), into[S_DEV]);
+  o = num(str(o, ",\"ino\":"), into[S_INO]);
+  o = num(str(o, ",\"size\":"), into[S_SIZE]);
+  o = num(str(o, ",\"mtimeSec\":"), into[S_MSEC]);
+  o = num(str(o, ",\"mtimeNsec\":"), into[S_MNSEC]);
+  o = num(str(o, ",\"mode\":"), into[S_MODE]);
+  o = num(str(o, ",\"uid\":"), into[S_UID]);
+  o = num(str(o, ",\"gid\":"), into[S_GID]);
+  o = num(str(o, "},\"dup\":{\"dev\":"), out[S_DEV]);
+  o = num(str(o, ",\"ino\":"), out[S_INO]);
+  o = num(str(o, ",\"size\":"), out[S_SIZE]);
+  o = num(str(o, ",\"mtimeSec\":"), out[S_MSEC]);
+  o = num(str(o, ",\"mtimeNsec\":"), out[S_MNSEC]);
+  o = str(o, "}}\n");
   long r = journal_write(fd, line, (size_t)(o - line));
   free(line);
   return r;
@@ -435,9 +479,10 @@ static long journal_entry(int fd, long at, const char *tmp, const char *name, co
 
 static long journal_settled(int fd, const char *tmp, const double *old) {
   char line[256], *o = line;
-  o += sprintf(o, "{\"settled\":\"");
-  o = hex(o, tmp, strlen(tmp));
-  o += sprintf(o, "\",\"ctimeSec\":%.0f,\"ctimeNsec\":%.0f}\n", old[S_CSEC], old[S_CNSEC]);
+  o = hex(str(o, "{\"settled\":\""), tmp, strlen(tmp));
+  o = num(str(o, "\",\"ctimeSec\":"), old[S_CSEC]);
+  o = num(str(o, ",\"ctimeNsec\":"), old[S_CNSEC]);
+  o = str(o, "}\n");
   return journal_write(fd, line, (size_t)(o - line));
 }
 
@@ -542,7 +587,9 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   /* 3. the comparison, and nothing written meanwhile */
   link_call(STEP_COMPARE, 0, dirfd, name); /* tests: a guest acting once the leases are taken */
   if (link_fault(STEP_COMPARE, 0)) goto fallback;
-  if (!known && differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, 1, b->bufs)) goto fallback;
+  /* the stats and flags just read; the two checks below (ctime included) prove they still hold */
+  known_attrs ka = {canon_before, dup_stat, fl};
+  if (!known && differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, 1, b->bufs, &ka)) goto fallback;
   if (fstat_d(b->canon_fd, st) || !same_file(st, canon_before, 1, 1)) goto fallback;
   if (fstat_d(dupfd, st) || !same_file(st, dup_stat, 1, 1)) goto fallback;
   if (link_fault(STEP_COMPARE, 1)) goto fallback;
@@ -617,7 +664,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   if (ok && !changed_after) {
     ok = same_file(into_at, canon_before, 0, 0);
     /* leases intact since the comparison: everything but the bytes */
-    if (ok && !known) ok = !differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, !leased, b->bufs);
+    if (ok && !known) ok = !differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, !leased, b->bufs, NULL);
   }
   double out_now[S_N];
   if (ok) ok = fstat_d(dupfd, out_now) == 0 && same_file(out_now, out_at, 1, 1);

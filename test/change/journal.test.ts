@@ -86,3 +86,49 @@ describe('a journal write cut short', () => {
     expect(sh('find', dir, '-name', '.vunify.*')).toBe('');
   });
 });
+
+describe("the addon's journal lines", () => {
+  // native/link.c writes its entries by hand (no printf of doubles): they
+  // must be the lines journal.ts writes, JSON.stringify's form, whatever the
+  // numbers (an mtime before 1970 is negative), and say what stat says.
+  let dir: string;
+  beforeEach(() => {
+    dir = tempDir();
+  });
+  afterEach(() => {
+    sys.setLinkHook(null);
+    rmTree(dir);
+  });
+
+  it('are JSON.stringify lines that name both inodes as stat has them, a negative mtime included', async () => {
+    const roots = ['g1', 'g2'].map((g) => path.join(dir, g));
+    for (const r of roots) {
+      writeFile(path.join(r, 'old'), { content: 'written before 1970\n' });
+      sh('touch', '-m', '-d', '1960-03-04 05:06:07.123456789', path.join(r, 'old'));
+    }
+    const st = roots.map((r) => fs.statSync(path.join(r, 'old'), { bigint: true }));
+    const stateDir = path.join(dir, 'state');
+    let text = '';
+    // Just after the exchange: the entry is written, the run not yet over (its journal is removed at the end).
+    sys.setLinkHook((step, when) => {
+      if (step !== 'exchange' || when !== 'after') return;
+      for (const f of fs.readdirSync(stateDir)) if (f.startsWith('journal.')) text += fs.readFileSync(path.join(stateDir, f), 'latin1');
+    });
+    const { report } = await runUnify(roots, { cache: false, stateDir });
+    expect(report.summary.linksMade).toBe(1);
+    const lines = text.split('\n').filter((l) => l.includes('"tmp"'));
+    expect(lines).toHaveLength(1);
+    expect(JSON.stringify(JSON.parse(lines[0]!))).toBe(lines[0]);
+    const { entries } = parseJournal(text);
+    expect(entries).toHaveLength(1);
+    const e = entries[0]!;
+    // g1 sorts first: its copy is the canonical, g2's the one replaced
+    const [canon, dup] = [st[0]!, st[1]!];
+    expect(e.canon.mtimeSec).toBe(Number(canon.mtimeNs / 1_000_000_000n) - (canon.mtimeNs % 1_000_000_000n === 0n ? 0 : 1));
+    expect(e.canon.mtimeSec).toBeLessThan(0);
+    expect(e.canon.mtimeNsec).toBe(123456789);
+    expect([e.canon.ino, e.canon.size, e.canon.mode, e.canon.uid, e.canon.gid]).toEqual([canon.ino, canon.size, canon.mode, canon.uid, canon.gid].map(Number));
+    expect([e.dup.ino, e.dup.size, e.dup.mtimeSec, e.dup.mtimeNsec]).toEqual([Number(dup.ino), Number(dup.size), e.canon.mtimeSec, 123456789]);
+    expect(e.canon.dev).toBe(e.dup.dev);
+  });
+});

@@ -351,6 +351,42 @@ describe('link', () => {
     expect(leftovers(dir)).toEqual([]);
   });
 
+  it("xattrs in the addon's comparison: a pair with the same ones is linked, one given an xattr just before it is compared is not", async () => {
+    // Most files have none, and the addon then compares no lists (no lock);
+    // these have some, or get one while the pair is being compared.
+    for (const g of ['g1', 'g2', 'g3']) {
+      writeFile(path.join(dir, g, 'same'), { content: 'with xattrs\n' });
+      sh('setfattr', '-n', 'user.k', '-v', 'v', path.join(dir, g, 'same'));
+      writeFile(path.join(dir, g, 'late'), { content: 'given one late\n' });
+    }
+    const late = path.join(dir, 'g3/late');
+    const before = inode(late);
+    let acted = false;
+    sys.setLinkHook((step, when, _dirFd, name) => {
+      if (step === 'compare' && when === 'before' && !acted && name.toString() === 'late' && inode(late) === before) {
+        const other = inode(path.join(dir, 'g2/late'));
+        // only when g3's own copy is the one being compared (g2's linked already, or not yet)
+        if (other === inode(path.join(dir, 'g1/late'))) {
+          acted = true;
+          sh('setfattr', '-n', 'user.late', '-v', 'x', late);
+        }
+      }
+    });
+    try {
+      await runUnify(['g1', 'g2', 'g3'].map((g) => path.join(dir, g)), { cache: false });
+    } finally {
+      sys.setLinkHook(null);
+    }
+    expect(new Set(['g1', 'g2', 'g3'].map((g) => inode(path.join(dir, g, 'same')))).size).toBe(1);
+    expect(sh('getfattr', '--only-values', '-n', 'user.k', path.join(dir, 'g3/same'))).toBe('v');
+    expect(acted).toBe(true);
+    expect(inode(late)).toBe(before);
+    expect(inode(path.join(dir, 'g2/late'))).toBe(inode(path.join(dir, 'g1/late')));
+    expect(sh('getfattr', '--only-values', '-n', 'user.late', late)).toBe('x');
+    expect(sh('getfattr', '-d', path.join(dir, 'g1/late'))).not.toContain('user.late');
+    expect(leftovers(dir)).toEqual([]);
+  });
+
   it('a pair the addon hands to settle() after its exchange is settled as on the JS path', async () => {
     for (const g of ['a', 'b', 'c']) writeFile(path.join(dir, g, 'f'), { content: Buffer.alloc(64 << 10, 'x') });
     // The addon's settle step refused for the first pair: swap.ts settle() decides it.
