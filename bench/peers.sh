@@ -50,6 +50,10 @@
 # 9 MB results.txt. A full run at BENCH_ROUNDS=3 takes ~10-12 minutes here,
 # half of it copying and deleting copies (the fleet's fs is mounted -o discard).
 set -uo pipefail
+# Node reads the CA bundle this names at every start (~50 ms of CPU here);
+# a shell may export it, a systemd unit or cron job does not, and vunify
+# makes no TLS connection: run every tool as the nightly job would.
+unset NODE_EXTRA_CA_CERTS
 here=$(cd "$(dirname "$0")/.." && pwd)
 FLEET=$(realpath -m "${1:-${FLEET:-/var/tmp/fleet}}")
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -148,6 +152,17 @@ rotate() { # rotate N items...: the items, starting at index N mod count
 
 log "fleet: $FLEET, ${#GUESTS[@]} guests, $(find "$FLEET" -type f | wc -l) regular files, $((fleet_kib / 1024)) MiB; $ROUNDS rounds; work dir $WORK"
 t0=$SECONDS
+# Every tool starts from one cache state: the kernel's clean caches dropped
+# (page cache, dentries and inodes), then the fleet read once. Without the
+# drop, what earlier work left (the scale bench's millions of files) decides
+# the run: on this VM the dentry hash table was sized at boot for a small
+# memory (131,072 buckets, dmesg) and millions of stale dentries make every
+# name lookup several times dearer; and a fresh copy goes onto the page
+# cache's inactive list behind gigabytes of other trees, so part of it is
+# read back from the disk. BENCH_NO_DROP=1 keeps the caches as they are.
+if [ "${BENCH_NO_DROP:-0}" != 1 ] && [ -w /proc/sys/vm/drop_caches ]; then
+  sync && echo 3 >/proc/sys/vm/drop_caches && log "dropped the page, dentry and inode caches ($(cut -f1 /proc/sys/fs/dentry-state) dentries left)"
+fi
 find "${G[@]}" -type f -print0 | xargs -0 -P2 cat >/dev/null 2>&1
 "${VUNIFY[@]}" --version >/dev/null || die "dist/bin.js does not run"
 log "warm-up: read every file once ($((SECONDS - t0)) s)"

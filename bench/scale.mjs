@@ -264,6 +264,9 @@ async function main() {
   for (const t of ['rdfind', 'xxh64sum']) if (spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0) throw new Error(`${t} not installed`);
   if (!fs.existsSync('/usr/bin/time')) throw new Error('/usr/bin/time not installed (apt-get install time)');
   const log = (s) => process.stderr.write(`${s}\n`);
+  // As bench/peers.sh: Node loads the CA bundle this names at every start; a
+  // systemd unit or cron job does not set it, and vunify makes no TLS connection.
+  delete process.env.NODE_EXTRA_CA_CERTS;
   process.umask(0o022); // workers share it; they cannot set it themselves
   const fmtInt = (n) => Math.round(n).toLocaleString('en-US');
   const MiB = (b) => (b / 2 ** 20).toFixed(0);
