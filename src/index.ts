@@ -54,7 +54,7 @@ function largestSet(inodes: InodeRows, groups: GroupRows, sets: SetRows): number
     let n = 0;
     for (let j = sets.start[k]!; j < sets.start[k + 1]!; j++) {
       const i = groups.members[sets.members[j]!]!;
-      n += inodes.start[i + 1]! - inodes.start[i]!;
+      n += inodes.pathCount(i);
     }
     most = Math.max(most, n);
   }
@@ -71,6 +71,7 @@ function groupAll(scan: Scan, policy: GroupOptions): { inodes: InodeRows; groups
   const inodes = inodeRows(scan, keys);
   return { inodes, groups: groupRows(scan, inodes, policy, keys) };
 }
+
 
 export async function unify(opts: UnifyOptions): Promise<Report> {
   const session: SessionOptions = {

@@ -256,7 +256,7 @@ export async function hashRowGroups(
   const devOf = (row: number) => scan.roots[rootIndexOf(t, row)]!.dev;
   const n = groups.members.length;
   const read = readColumns(n, reuse);
-  const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
+  const rowOf = (m: number) => inodes.head(groups.members[m]!);
   const policy = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
   const hashOpts = { seed: key.seed, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
   if (!cache) {
@@ -388,7 +388,7 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
   const N = f.count;
   const R = scan.roots.length;
   const n = groups.members.length;
-  const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
+  const rowOf = (m: number) => inodes.head(groups.members[m]!);
   const first = new Uint8Array((N + 7) >>> 3);
   for (let m = 0; m < n; m++) first[rowOf(m) >>> 3]! |= 1 << (rowOf(m) & 7);
   // Rows by root (a counting sort), then each root's by inode number.

@@ -81,13 +81,77 @@ export function splitGroups(groups: readonly Inode[][], key: (inode: Inode) => s
 
 /**
  * Inodes of table rows: rows naming the same (root's st_dev, ino) are one
- * inode. Inode k's paths are rows paths[start[k] .. start[k+1]), the first
- * being the one it is opened by; 4 bytes per file and per inode, no object.
+ * inode, numbered 0..count-1. Inode k's paths are rows paths[from(k) ..
+ * to(k)), the first being the one it is opened by; paths[k] is that first
+ * one too (head(k)). Nearly every inode has one path: its range is then
+ * [k, k+1), and it costs 4 bytes and no start entry (a start per inode was
+ * 4 more bytes per file, 7.4 MiB at 2,000,000). The paths of an inode with
+ * more than one are a block at the array's end (its first path again, then
+ * the others), found through a bit per inode and a short sorted list.
  */
-export interface InodeRows {
-  count: number;
-  start: Uint32Array;
-  paths: Uint32Array;
+export class InodeRows {
+  private lastK = -1;
+  private lastFrom = 0;
+  private lastTo = 0;
+  constructor(
+    readonly count: number,
+    readonly paths: Uint32Array,
+    /** Bit k: inode k has more than one path. */
+    private readonly many: Uint8Array,
+    /** The inodes with more than one path, ascending, and where each one's block starts; block j ends where block j-1 starts (block 0 at paths.length). */
+    private readonly manyId: Uint32Array,
+    private readonly manyFrom: Uint32Array,
+  ) {}
+
+  /** The row inode k is opened by (and its Stat is read from). */
+  head(k: number): number {
+    return this.paths[k]!;
+  }
+
+  from(k: number): number {
+    if ((this.many[k >>> 3]! & (1 << (k & 7))) === 0) return k;
+    this.find(k);
+    return this.lastFrom;
+  }
+
+  to(k: number): number {
+    if ((this.many[k >>> 3]! & (1 << (k & 7))) === 0) return k + 1;
+    this.find(k);
+    return this.lastTo;
+  }
+
+  pathCount(k: number): number {
+    return this.to(k) - this.from(k);
+  }
+
+  private find(k: number): void {
+    if (k === this.lastK) return;
+    const ids = this.manyId;
+    let lo = 0, hi = ids.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (ids[mid]! < k) lo = mid + 1;
+      else hi = mid;
+    }
+    if (ids[lo] !== k) throw new Error(`inodes: ${k} is marked as having several paths but has no block`);
+    this.lastK = k;
+    this.lastFrom = this.manyFrom[lo]!;
+    this.lastTo = lo === 0 ? this.paths.length : this.manyFrom[lo - 1]!;
+  }
+}
+
+/** A Uint32Array list that doubles (its length is rarely more than a few thousand). */
+class Growing {
+  data = new Uint32Array(16);
+  length = 0;
+  push(v: number): void {
+    if (this.length === this.data.length) {
+      const next = new Uint32Array(this.data.length * 2);
+      next.set(this.data);
+      this.data = next;
+    }
+    this.data[this.length++] = v;
+  }
 }
 
 /** Candidate groups of inodes (InodeRows indices): group g is members[start[g] .. start[g+1]). */
@@ -107,33 +171,65 @@ export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
   const t = scan.tables, f = t.files, n = f.count;
   const devs = scan.roots.map((r) => r.dev);
   const devOf = (row: number) => devs[rootIndexOf(t, row)]!;
-  const paths = new Uint32Array(n);
-  const start = new Uint32Array(n + 1);
-  let count = 0, at = 0;
+  // Room for a head per file and the blocks: a block holds its first path twice, and
+  // an inode has one only if two of its rows were listed, each with nlink 2 or more
+  // (unless its links changed during the walk: then the array grows).
+  let linked = 0;
+  for (let row = 0; row < n; row++) if (f.nlink[row] !== 1) linked++;
+  let paths = new Uint32Array(n + (linked >>> 1));
+  const many = new Uint8Array((n >>> 3) + 1);
+  const manyId = new Growing(), manyFrom = new Growing();
+  let count = 0, end = paths.length; // heads fill [0, count), blocks [end, paths.length)
+  let listed = 0; // rows of the classes so far: the heads to come are at most n - listed
   classesOf(
     n,
     (row) => mix(mix(0x2545f491, devOf(row) | 0), inoOf(t, row) | 0) ^ ((inoOf(t, row) / 4294967296) | 0),
     (a, b) => devOf(a) - devOf(b) || inoOf(t, a) - inoOf(t, b),
     1,
     (items, from, to) => {
-      start[count++] = at;
       // The first path is one under the inode's earliest root, whatever order the walk's
       // threads wrote the rows in: the hash cache files the inode under that root's shard.
       let first = from;
       for (let k = from + 1; k < to; k++) if (rootIndexOf(t, items[k]!) < rootIndexOf(t, items[first]!)) first = k;
-      paths[at++] = items[first]!;
-      for (let k = from; k < to; k++) if (k !== first) paths[at++] = items[k]!;
+      const k = count++;
+      listed += to - from;
+      if (to - from > 1) {
+        if (end - (to - from) < count + n - listed) {
+          const grown = new Uint32Array(paths.length + Math.max(to - from, paths.length >>> 3));
+          const tail = paths.length - end, shift = grown.length - paths.length;
+          grown.set(paths.subarray(0, k));
+          grown.set(paths.subarray(end), grown.length - tail);
+          for (let j = 0; j < manyFrom.length; j++) manyFrom.data[j]! += shift;
+          end += shift;
+          paths = grown;
+        }
+        end -= to - from;
+        let at = end;
+        paths[at++] = items[first]!;
+        for (let j = from; j < to; j++) if (j !== first) paths[at++] = items[j]!;
+        many[k >>> 3]! |= 1 << (k & 7);
+        manyId.push(k);
+        manyFrom.push(end);
+      }
+      paths[k] = items[first]!;
     },
     keys,
   );
-  start[count] = at;
-  return { count, start: start.subarray(0, count + 1), paths };
+  // The room left between heads and blocks (nearly none unless many rows have links the walk did not see) is cut out.
+  if (end - count > (n >>> 4)) {
+    const tight = new Uint32Array(count + paths.length - end);
+    tight.set(paths.subarray(0, count));
+    tight.set(paths.subarray(end), count);
+    for (let j = 0; j < manyFrom.length; j++) manyFrom.data[j]! -= end - count;
+    paths = tight;
+  }
+  return new InodeRows(count, paths, many, manyId.data.slice(0, manyId.length), manyFrom.data.slice(0, manyFrom.length));
 }
 
 /** Candidate groups on rows: inodes agreeing on policy.ts's metadata key (compareMetadataRows), two or more. */
 export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions, keys?: Float64Array): GroupRows {
   const t = scan.tables;
-  const head = (k: number) => inodes.paths[inodes.start[k]!]!;
+  const head = (k: number) => inodes.paths[k]!;
   const starts: number[] = [];
   const members = new Uint32Array(inodes.count);
   let at = 0;

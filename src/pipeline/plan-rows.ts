@@ -48,7 +48,7 @@ export interface CompactPlan extends PlanTotals {
 /** Candidate `m`'s object, with what the hash stage read of it. */
 function inodeOf(c: Candidates, mat: Materializer, m: number): Inode {
   const id = c.groups.members[m]!;
-  const inode = mat.inode(c.inodes.paths, c.inodes.start[id]!, c.inodes.start[id + 1]!);
+  const inode = mat.inode(c.inodes.paths, c.inodes.from(id), c.inodes.to(id));
   const r = c.read;
   if (r.state[m]! & READ) {
     inode.hash = hashOf(r, m);
@@ -98,7 +98,7 @@ function itemsBound(c: Candidates, members: Uint32Array, from: number, to: numbe
   let words = 4 + (to - from);
   for (let k = from; k < to; k++) {
     const id = c.groups.members[members[k]!]!;
-    words += 2 * (c.inodes.start[id + 1]! - c.inodes.start[id]!);
+    words += 2 * c.inodes.pathCount(id);
   }
   return words;
 }
@@ -132,7 +132,8 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits, opts:
       const m = sets.members[k]!;
       const inode = inodeOf(c, mat, m);
       const id = c.groups.members[m]!;
-      inode.paths.forEach((p, j) => rowOf.set(p, c.inodes.paths[c.inodes.start[id]! + j]!));
+      const from = c.inodes.from(id);
+      inode.paths.forEach((p, j) => rowOf.set(p, c.inodes.paths[from + j]!));
       candidate.set(inode, m);
       whole.push(inode);
     }
@@ -214,7 +215,7 @@ class FastPlanner {
       // planOne's filter: no candidate locked as a duplicate.
       if (limits.lockedByFlags && limits.lockedByFlags(flagsOf(r, m), 'duplicate') !== false) return false;
       const id = c.groups.members[m]!;
-      const a = ins.start[id]!, b = ins.start[id + 1]!;
+      const a = ins.from(id), b = ins.to(id);
       // No path refused (policy.ts refusal): every path accepts a link, none pins its inode.
       if (this.mayRefuse) for (let j = a; j < b; j++) if (this.refused(ins.paths[j]!, projidOf(r, m))) return false;
       let first = ins.paths[a]!;
@@ -260,7 +261,7 @@ class FastPlanner {
     for (let k = 1; k < n; k++) {
       const d = order[k]!, m = members[from + d]!;
       const id = c.groups.members[m]!;
-      const a = ins.start[id]!, b = ins.start[id + 1]!;
+      const a = ins.from(id), b = ins.to(id);
       const rows = this.sortedPaths(ins.paths, a, b);
       for (let j = 0; j < b - a; j++) {
         items.push(rows[j]!);
@@ -280,7 +281,7 @@ class FastPlanner {
 
   private pathCount(m: number): number {
     const id = this.c.groups.members[m]!;
-    return this.c.inodes.start[id + 1]! - this.c.inodes.start[id]!;
+    return this.c.inodes.pathCount(id);
   }
 
   private refused(row: number, projid: number): boolean {
@@ -397,7 +398,7 @@ function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Gener
     };
     const fileOf = (inode: Inode, m: number, row: number): FileRec => {
       const id = c.groups.members[m]!;
-      const from = c.inodes.start[id]!;
+      const from = c.inodes.from(id);
       for (let j = 0; j < inode.paths.length; j++) if (c.inodes.paths[from + j] === row) return inode.paths[j]!;
       throw new Error(`plan: row ${row} is no path of its inode`);
     };
@@ -441,7 +442,7 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
   for (let s = 0; s < sets.count; s++) reps[at++] = sets.members[sets.start[s]!]!;
   for (let m = 0; m < r.state.length; m++) if (alone(m)) reps[at++] = m;
   for (let k = 0; k < sets.members.length; k++) r.state[sets.members[k]!]! &= ~IN_SET;
-  const sizeOf = (m: number) => sizeOfRow(t, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!);
+  const sizeOf = (m: number) => sizeOfRow(t, c.inodes.head(c.groups.members[m]!));
   const mat = new Materializer(c.scan, c.projects);
   const onRows = new KeptApartRows(c, sets.count, sum, opts);
   const pinnable = mayRefuse(c.projects);
@@ -539,7 +540,7 @@ class KeptApartRows {
       const set = setOf[k]!;
       let p = set >= 0 ? this.slotOfSet[set]! : -1;
       const id = c.groups.members[m]!;
-      const a = ins.start[id]!, b = ins.start[id + 1]!;
+      const a = ins.from(id), b = ins.to(id);
       const head = ins.paths[a]!;
       const nlink = nlinkOf(t, head);
       const free = nlink <= b - a ? 1 : 0;
@@ -581,7 +582,7 @@ class KeptApartRows {
       const kept = this.head[p]!;
       const reason = firstDifference(this.attributes(kept), mainAttrs, this.opts);
       if (!reason || reason === 'size') continue;
-      const size = sizeOfRow(t, ins.paths[ins.start[c.groups.members[kept]!]!]!);
+      const size = sizeOfRow(t, ins.head(c.groups.members[kept]!));
       chargeKept(this.sum, reason, size, roots[rootIndexOf(t, this.first[p]!)]!.index, roots[rootIndexOf(t, this.first[main]!)]!.index);
     }
   }
@@ -589,7 +590,7 @@ class KeptApartRows {
   /** What firstDifference compares of candidate `m`: its Stat (its first row's, as Materializer.inode) and what the hash stage read. */
   private attributes(m: number): Attributes {
     const c = this.c, r = c.read;
-    return { stat: statOfRow(c.scan, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!), flags: flagsOf(r, m), projid: projidOf(r, m), xattrs: r.xattrs.get(m) ?? '' };
+    return { stat: statOfRow(c.scan, c.inodes.head(c.groups.members[m]!)), flags: flagsOf(r, m), projid: projidOf(r, m), xattrs: r.xattrs.get(m) ?? '' };
   }
 
   private reserve(n: number): void {
@@ -628,7 +629,7 @@ function anyPinned(c: Candidates, content: Uint32Array, n: number): boolean {
   for (let k = 0; k < n; k++) {
     const m = content[k]!;
     const id = c.groups.members[m]!;
-    for (let j = c.inodes.start[id]!; j < c.inodes.start[id + 1]!; j++) {
+    for (let j = c.inodes.from(id), b = c.inodes.to(id); j < b; j++) {
       const dir = f.dir[c.inodes.paths[j]!]!;
       if (p.known[dir] && dirRefusal(p.locked[dir] === 1, p.inherit[dir] === 1, p.projid[dir]!, projidOf(c.read, m)) !== undefined) return true;
     }
@@ -643,7 +644,7 @@ export function setDirs(c: Omit<Candidates, 'read' | 'projects'>, sets: SetRows)
   return (visit) => {
     for (let k = 0; k < sets.members.length; k++) {
       const id = c.groups.members[sets.members[k]!]!;
-      for (let j = c.inodes.start[id]!; j < c.inodes.start[id + 1]!; j++) visit(f.dir[c.inodes.paths[j]!]!);
+      for (let j = c.inodes.from(id), b = c.inodes.to(id); j < b; j++) visit(f.dir[c.inodes.paths[j]!]!);
     }
   };
 }

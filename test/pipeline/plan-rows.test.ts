@@ -113,7 +113,7 @@ describe('plan and kept-apart on rows', () => {
         const groups = groupRows(scan, inodes, opts);
         const cols = readColumns(groups.members.length);
         for (let m = 0; m < groups.members.length; m++) {
-          const row = inodes.paths[inodes.start[groups.members[m]!]!]!;
+          const row = inodes.head(groups.members[m]!);
           setRead(cols, m, read.get(inoOf(scan.tables, row))!);
         }
         const sets = splitRowsByContent(groups, cols, opts);

@@ -180,7 +180,7 @@ describe('grouping on rows', () => {
     ]);
     const inodes = inodeRows(scan);
     expect(inodes.count).toBe(5);
-    const pathsOf = (k: number) => [...inodes.paths.subarray(inodes.start[k], inodes.start[k + 1])];
+    const pathsOf = (k: number) => [...inodes.paths.subarray(inodes.from(k), inodes.to(k))];
     const byFirst = Array.from({ length: inodes.count }, (_, k) => pathsOf(k).join()).sort();
     expect(byFirst).toEqual(['0,1', '2', '3', '4', '5,6']);
     const groups = groupRows(scan, inodes, { ignoreMtime: false });
@@ -188,6 +188,40 @@ describe('grouping on rows', () => {
       [...groups.members.subarray(groups.start[g], groups.start[g + 1])].map((k) => pathsOf(k).join('+')).sort().join(' '),
     );
     expect(members).toEqual(['0+1 2 5+6']);
+  });
+
+  it('keeps every path of every inode, the first under its earliest root, however many paths and whatever nlink says', () => {
+    // Inodes of 1 to 6 paths over two roots of one device, in random row order; nlink true,
+    // too low (links made during the walk: the paths' array must grow) or too high (links
+    // outside the roots: the room left is cut out).
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    for (const nlinkOf of [(p: number) => p, () => 1, (p: number) => p + 5]) {
+      const files: { root?: number; over?: Partial<typeof base> }[] = [];
+      const want = new Map<number, number[]>();
+      for (let ino = 1; ino <= 400; ino++) {
+        const paths = ino % 3 === 0 ? 1 + rand(6) : 1;
+        for (let j = 0; j < paths; j++) files.push({ root: rand(2), over: { ino, nlink: nlinkOf(paths) } });
+      }
+      for (let k = files.length - 1; k > 0; k--) {
+        const j = rand(k + 1);
+        [files[k], files[j]] = [files[j]!, files[k]!];
+      }
+      const scan: Scan = { ...tablesOf(files), roots: [roots[0]!, { ...roots[1]!, dev: roots[0]!.dev }] };
+      files.forEach((f, row) => want.set(f.over!.ino!, [...(want.get(f.over!.ino!) ?? []), row]));
+      const inodes = inodeRows(scan);
+      expect(inodes.count).toBe(want.size);
+      const got = new Map<number, number[]>();
+      for (let k = 0; k < inodes.count; k++) {
+        const rows = [...inodes.paths.subarray(inodes.from(k), inodes.to(k))];
+        expect(rows[0]).toBe(inodes.head(k));
+        expect(inodes.pathCount(k)).toBe(rows.length);
+        // The first path is under the earliest root any of them is under.
+        expect(Math.min(...rows.map((r) => files[r]!.root ?? 0))).toBe(files[rows[0]!]!.root ?? 0);
+        got.set(files[rows[0]!]!.over!.ino!, rows.sort((a, b) => a - b));
+      }
+      expect(got).toEqual(want);
+    }
   });
 });
 
