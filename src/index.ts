@@ -53,8 +53,7 @@ function largestSet(inodes: InodeRows, groups: GroupRows, sets: SetRows): number
   for (let k = 0; k < sets.count; k++) {
     let n = 0;
     for (let j = sets.start[k]!; j < sets.start[k + 1]!; j++) {
-      const i = groups.members[sets.members[j]!]!;
-      n += inodes.pathCount(i);
+      n += inodes.pathCount(sets.members[j]!);
     }
     most = Math.max(most, n);
   }
@@ -97,7 +96,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     collectGarbage(); // the hash stage's batches and lists, before planning adds its own
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.
-    s.budget.beforePlan(groups.members.length, largestSet(inodes, groups, sets), !!s.state);
+    s.budget.beforePlan(groups.candidates, largestSet(inodes, groups, sets), !!s.state);
     const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets), walked.dirAttrs);
     const candidates = { scan, inodes, groups, read, projects };
     // A dry run needs the plan's totals, not its rows (only the linker iterates them).

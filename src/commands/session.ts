@@ -254,9 +254,9 @@ export async function hashRowGroups(
   const t = scan.tables;
   const f = t.files;
   const devOf = (row: number) => scan.roots[rootIndexOf(t, row)]!.dev;
-  const n = groups.members.length;
+  const n = groups.candidates;
   const read = readColumns(n, reuse);
-  const rowOf = (m: number) => inodes.head(groups.members[m]!);
+  const rowOf = (m: number) => inodes.head(m);
   const policy = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
   const hashOpts = { seed: key.seed, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
   if (!cache) {
@@ -387,8 +387,8 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
   const f = t.files;
   const N = f.count;
   const R = scan.roots.length;
-  const n = groups.members.length;
-  const rowOf = (m: number) => inodes.head(groups.members[m]!);
+  const n = groups.candidates;
+  const rowOf = (m: number) => inodes.head(m);
   const first = new Uint8Array((N + 7) >>> 3);
   for (let m = 0; m < n; m++) first[rowOf(m) >>> 3]! |= 1 << (rowOf(m) & 7);
   // Rows by root (a counting sort), then each root's by inode number.

@@ -16,7 +16,7 @@
  */
 import type { FileRec, Inode } from '../core/types.js';
 import { compareMetadataRows, metadataHashRow, metadataKey, mix, type PolicyOptions } from './policy.js';
-import { classesOf, rootIndexOf, type Scan } from './rows.js';
+import { classesOf, classList, rootIndexOf, type Scan } from './rows.js';
 import { inoOf } from './table.js';
 
 export { metadataKey };
@@ -97,10 +97,11 @@ export class InodeRows {
     readonly count: number,
     readonly paths: Uint32Array,
     /** Bit k: inode k has more than one path. */
-    private readonly many: Uint8Array,
-    /** The inodes with more than one path, ascending, and where each one's block starts; block j ends where block j-1 starts (block 0 at paths.length). */
-    private readonly manyId: Uint32Array,
-    private readonly manyFrom: Uint32Array,
+    private many: Uint8Array,
+    /** The inodes with more than one path, ascending, and the range of each one's block. */
+    private manyId: Uint32Array,
+    private manyFrom: Uint32Array,
+    private manyTo: Uint32Array,
   ) {}
 
   /** The row inode k is opened by (and its Stat is read from). */
@@ -124,6 +125,38 @@ export class InodeRows {
     return this.to(k) - this.from(k);
   }
 
+  /**
+   * Number the inodes anew: inode order[c] becomes c, for c < order.length
+   * (distinct inodes), and the others follow in their order. `scratch`:
+   * room for `count` numbers that no one reads meanwhile.
+   */
+  renumber(order: Uint32Array, scratch: Uint32Array): void {
+    const n = this.count, c = order.length;
+    const listed = new Uint8Array((n >>> 3) + 1);
+    for (let k = 0; k < c; k++) listed[order[k]! >>> 3]! |= 1 << (order[k]! & 7);
+    const heads = scratch.subarray(0, n);
+    const many = new Uint8Array(this.many.length);
+    const ids = new Uint32Array(this.manyId.length), from = new Uint32Array(ids.length), to = new Uint32Array(ids.length);
+    let j = 0, next = c;
+    const place = (old: number, k: number) => {
+      heads[k] = this.paths[old]!;
+      if ((this.many[old >>> 3]! & (1 << (old & 7))) === 0) return;
+      this.find(old);
+      many[k >>> 3]! |= 1 << (k & 7);
+      (ids[j] = k), (from[j] = this.lastFrom), (to[j++] = this.lastTo);
+    };
+    for (let k = 0; k < c; k++) place(order[k]!, k);
+    for (let old = 0; old < n; old++) if ((listed[old >>> 3]! & (1 << (old & 7))) === 0) place(old, next++);
+    if (next !== n) throw new Error('inodes: renumbered with an order that repeats an inode');
+    this.paths.set(heads);
+    // The blocks stay where they are; placed in ascending new numbers, their list is sorted.
+    this.manyId = ids;
+    this.manyFrom = from;
+    this.manyTo = to;
+    this.many = many;
+    this.lastK = -1;
+  }
+
   private find(k: number): void {
     if (k === this.lastK) return;
     const ids = this.manyId;
@@ -136,7 +169,7 @@ export class InodeRows {
     if (ids[lo] !== k) throw new Error(`inodes: ${k} is marked as having several paths but has no block`);
     this.lastK = k;
     this.lastFrom = this.manyFrom[lo]!;
-    this.lastTo = lo === 0 ? this.paths.length : this.manyFrom[lo - 1]!;
+    this.lastTo = this.manyTo[lo]!;
   }
 }
 
@@ -154,11 +187,17 @@ class Growing {
   }
 }
 
-/** Candidate groups of inodes (InodeRows indices): group g is members[start[g] .. start[g+1]). */
+/**
+ * Candidate groups of inodes. groupRows numbers the inodes so that the
+ * candidates come first, group by group: candidate m (the index of the
+ * hash stage's columns, rows.ts ReadColumns) is inode m, and group g is
+ * inodes start[g] .. start[g+1]. No list of members (4 bytes per candidate).
+ */
 export interface GroupRows {
   count: number;
   start: Uint32Array;
-  members: Uint32Array;
+  /** Candidates in all groups: start[count]. */
+  candidates: number;
 }
 
 /**
@@ -223,28 +262,31 @@ export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
     for (let j = 0; j < manyFrom.length; j++) manyFrom.data[j]! -= end - count;
     paths = tight;
   }
-  return new InodeRows(count, paths, many, manyId.data.slice(0, manyId.length), manyFrom.data.slice(0, manyFrom.length));
+  // Block j ends where block j-1 starts (blocks were placed from the array's end down).
+  const manyTo = new Uint32Array(manyFrom.length);
+  for (let j = 0; j < manyFrom.length; j++) manyTo[j] = j === 0 ? paths.length : manyFrom.data[j - 1]!;
+  return new InodeRows(count, paths, many, manyId.data.slice(0, manyId.length), manyFrom.data.slice(0, manyFrom.length), manyTo);
 }
 
-/** Candidate groups on rows: inodes agreeing on policy.ts's metadata key (compareMetadataRows), two or more. */
+/**
+ * Candidate groups on rows: inodes agreeing on policy.ts's metadata key
+ * (compareMetadataRows), two or more. Renumbers `inodes` (see GroupRows).
+ * `keys`: as inodeRows's; the order of the candidates is kept in it meanwhile.
+ */
 export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions, keys?: Float64Array): GroupRows {
   const t = scan.tables;
   const head = (k: number) => inodes.paths[k]!;
-  const starts: number[] = [];
-  const members = new Uint32Array(inodes.count);
-  let at = 0;
-  classesOf(
+  const scratch = keys && keys.length >= inodes.count ? keys : new Float64Array(inodes.count);
+  const { starts, items } = classList(
     inodes.count,
     (k) => metadataHashRow(t, scan.roots, head(k), opts),
     (a, b) => compareMetadataRows(t, scan.roots, head(a), head(b), opts),
     2,
-    (items, from, to) => {
-      starts.push(at);
-      for (let k = from; k < to; k++) members[at++] = items[k]!;
-    },
-    keys,
+    scratch,
   );
-  starts.push(at);
-  // A copy of the members' part: the array was sized for every inode, and held for the rest of the run.
-  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
+  const candidates = starts[starts.length - 1]!;
+  // The candidates' order is the scratch's first words; the new heads go in the words after them.
+  const words = new Uint32Array(scratch.buffer, scratch.byteOffset, 2 * inodes.count);
+  inodes.renumber(items.subarray(0, candidates), words.subarray(candidates));
+  return { count: starts.length - 1, start: Uint32Array.from(starts), candidates };
 }

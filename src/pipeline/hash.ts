@@ -454,7 +454,7 @@ export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy:
   };
   const take = (m: number) => (state[m]! & READ) !== 0 && (!!policy.iunlink || !isLocked(attrs.flags(m)));
   const starts: number[] = [];
-  const members = new Uint32Array(groups.members.length);
+  const members = new Uint32Array(groups.candidates);
   let at = 0;
   let scratch = new Uint32Array(64);
   for (let g = 0; g < groups.count; g++) {

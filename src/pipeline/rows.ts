@@ -161,6 +161,41 @@ export function classesOf(
   }
 }
 
+/**
+ * classesOf's classes as one list: class k is items[starts[k] .. starts[k+1]),
+ * each in ascending order. The list is written into `keyScratch` (as
+ * Uint32 words from its start) while classesOf sorts over it: a class is
+ * handed over only after every key up to its bucket's end has been read,
+ * and the list never holds more items than keys read, so each word written
+ * belongs to a key already read. `items` is a view over keyScratch: valid
+ * until the scratch is used again. No array per item besides the keys.
+ */
+export function classList(
+  n: number,
+  hash: (item: number) => number,
+  cmp: (a: number, b: number) => number,
+  min: number,
+  keyScratch: Float64Array,
+): { starts: number[]; items: Uint32Array } {
+  if (keyScratch.length < n) throw new Error('classList: the scratch holds fewer than n keys');
+  const items = new Uint32Array(keyScratch.buffer, keyScratch.byteOffset, 2 * n);
+  const starts: number[] = [];
+  let at = 0;
+  classesOf(
+    n,
+    hash,
+    cmp,
+    min,
+    (part, from, to) => {
+      starts.push(at);
+      for (let k = from; k < to; k++) items[at++] = part[k]!;
+    },
+    keyScratch,
+  );
+  starts.push(at);
+  return { starts, items: items.subarray(0, at) };
+}
+
 /** Sort items[0, len) by cmp, stably: insertion sort for the short runs most buckets are, else the built-in sort with ties by item. */
 function sortRun(items: Uint32Array, len: number, cmp: (a: number, b: number) => number): void {
   if (len > 16) {
@@ -177,7 +212,7 @@ function sortRun(items: Uint32Array, len: number, cmp: (a: number, b: number) =>
 
 /**
  * What the hash stage read, as columns indexed by candidate (a position in
- * the candidate groups' member list, group.ts GroupRows; filled by hash.ts): no object per file.
+ * the candidate groups, group.ts GroupRows: candidate m is inode m; filled by hash.ts): no object per file.
  * Xattrs are rare: a sparse map.
  */
 export interface ReadColumns {

@@ -111,9 +111,9 @@ describe('plan and kept-apart on rows', () => {
         // Rows.
         const inodes = inodeRows(scan);
         const groups = groupRows(scan, inodes, opts);
-        const cols = readColumns(groups.members.length);
-        for (let m = 0; m < groups.members.length; m++) {
-          const row = inodes.head(groups.members[m]!);
+        const cols = readColumns(groups.candidates);
+        for (let m = 0; m < groups.candidates; m++) {
+          const row = inodes.head(m);
           setRead(cols, m, read.get(inoOf(scan.tables, row))!);
         }
         const sets = splitRowsByContent(groups, cols, opts);
