@@ -52,9 +52,7 @@ function largestSet(inodes: InodeRows, groups: GroupRows, sets: SetRows): number
   let most = 0;
   for (let k = 0; k < sets.count; k++) {
     let n = 0;
-    for (let j = sets.start[k]!; j < sets.start[k + 1]!; j++) {
-      n += inodes.pathCount(sets.members[j]!);
-    }
+    for (let m = sets.start[k]!; m < sets.end[k]!; m++) n += inodes.pathCount(m);
     most = Math.max(most, n);
   }
   return most;
@@ -92,7 +90,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     log.timed('group');
     const { read, hashed, assumed } = await hashRowGroups(s, session, scan, inodes, groups);
     collectGarbage(); // the hash stage's batches, before the sets are made
-    const sets = splitRowsByContent(groups, read, policy);
+    const sets = splitRowsByContent(groups, read, policy, inodes);
     collectGarbage(); // the hash stage's batches and lists, before planning adds its own
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.

@@ -157,6 +157,37 @@ export class InodeRows {
     this.lastK = -1;
   }
 
+  /**
+   * Renumber inodes [from, from+n): inode from+k becomes what order[k] was
+   * (order: a permutation of that range), as rows.ts permuteRead renumbers
+   * the candidates' columns.
+   */
+  permute(from: number, order: Uint32Array, n: number): void {
+    const heads = this.paths.slice(from, from + n);
+    for (let k = 0; k < n; k++) this.paths[from + k] = heads[order[k]! - from]!;
+    // The inodes of several paths in the range are a run of the sorted list: renumbered, and that run sorted again.
+    const ids = this.manyId;
+    let lo = 0;
+    while (lo < ids.length && ids[lo]! < from) lo++;
+    let hi = lo;
+    while (hi < ids.length && ids[hi]! < from + n) hi++;
+    if (lo === hi) return;
+    const where = new Map<number, [number, number]>();
+    for (let j = lo; j < hi; j++) {
+      where.set(ids[j]!, [this.manyFrom[j]!, this.manyTo[j]!]);
+      this.many[ids[j]! >>> 3]! &= ~(1 << (ids[j]! & 7));
+    }
+    let j = lo;
+    for (let k = 0; k < n; k++) {
+      const block = where.get(order[k]!);
+      if (!block) continue;
+      const id = from + k;
+      this.many[id >>> 3]! |= 1 << (id & 7);
+      (ids[j] = id), (this.manyFrom[j] = block[0]), (this.manyTo[j++] = block[1]);
+    }
+    this.lastK = -1;
+  }
+
   private find(k: number): void {
     if (k === this.lastK) return;
     const ids = this.manyId;

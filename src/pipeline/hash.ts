@@ -34,8 +34,8 @@ import os from 'node:os';
 import { getHasher, type Hasher } from '../core/xxhash.js';
 import { openRegular } from '../os/confine.js';
 import { codedError, fileError, type FileError } from '../core/errors.js';
-import { splitGroups, type GroupRows } from './group.js';
-import { displayRow, ELF_BIT, hashOf, READ, readColumns, relPathLengthRow, relPathRow, rootIndexOf, setAttrs, setRead, statOfRow, writeRelPathRow, type ReadColumns, type Scan } from './rows.js';
+import { splitGroups, type GroupRows, type InodeRows } from './group.js';
+import { displayRow, ELF_BIT, hashOf, permuteRead, READ, readColumns, relPathLengthRow, relPathRow, rootIndexOf, setAttrs, setRead, statOfRow, writeRelPathRow, type ReadColumns, type Scan } from './rows.js';
 import { ctimeSecOf, inoOf, metaOf, mtimeSecOf, sizeOf } from './table.js';
 import { readFully, sys } from '../os/sys.js';
 import { layout } from '../os/native.js';
@@ -426,11 +426,15 @@ function decodeInto(
   }
 }
 
-/** Identical sets on rows: set s is candidates members[start[s] .. start[s+1]). */
+/**
+ * Identical sets on rows: set s is candidates start[s] .. end[s] - 1
+ * (splitRowsByContent numbers the candidates so that each set's are
+ * consecutive: no list of members, 4 bytes per candidate in a set).
+ */
 export interface SetRows {
   count: number;
   start: Uint32Array;
-  members: Uint32Array;
+  end: Uint32Array;
 }
 
 /**
@@ -438,9 +442,12 @@ export interface SetRows {
  * (policy.ts) says, parts of two or more kept. Candidates not read, or
  * locked (without --iunlink), take part in nothing, as readKey leaves them
  * out. Within a group, candidates are sorted by (hash, file flags,
- * project, xattrs) and cut where those change.
+ * project, xattrs) and cut where those change. Then the group's
+ * candidates are numbered anew, its sets first (each set's members in a
+ * row, in their order), the others after them in theirs: `cols` and
+ * `inodes` (candidate m is inode m) are renumbered alike.
  */
-export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy: PolicyOptions): SetRows {
+export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy: PolicyOptions, inodes: InodeRows): SetRows {
   const { hashHi, hashLo, attrs, state, xattrs } = cols;
   const cmp = (a: number, b: number): number => {
     if (hashHi[a] !== hashHi[b]) return hashHi[a]! < hashHi[b]! ? -1 : 1;
@@ -453,58 +460,36 @@ export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy:
     return xa < xb ? -1 : xa > xb ? 1 : 0;
   };
   const take = (m: number) => (state[m]! & READ) !== 0 && (!!policy.iunlink || !isLocked(attrs.flags(m)));
-  const starts: number[] = [];
-  const members = new Uint32Array(setBound(groups, hashHi, hashLo, take));
-  let at = 0;
-  let scratch = new Uint32Array(64);
+  const starts: number[] = [], ends: number[] = [];
+  let scratch = new Uint32Array(64), order = new Uint32Array(64), inSet = new Uint8Array(64);
   for (let g = 0; g < groups.count; g++) {
-    const from = groups.start[g]!, to = groups.start[g + 1]!;
-    if (to - from > scratch.length) scratch = new Uint32Array(Math.max(to - from, scratch.length * 2));
+    const from = groups.start[g]!, to = groups.start[g + 1]!, size = to - from;
+    if (size > scratch.length) {
+      scratch = new Uint32Array(Math.max(size, scratch.length * 2));
+      order = new Uint32Array(scratch.length);
+      inSet = new Uint8Array(scratch.length);
+    }
     let n = 0;
     for (let m = from; m < to; m++) if (take(m)) scratch[n++] = m;
     if (n < 2) continue;
     const part = scratch.subarray(0, n);
     part.sort((a, b) => cmp(a, b) || a - b);
+    inSet.fill(0, 0, size);
+    let at = 0;
     for (let a = 0; a < n; ) {
       let b = a + 1;
       while (b < n && cmp(part[a]!, part[b]!) === 0) b++;
       if (b - a >= 2) {
-        starts.push(at);
-        for (let k = a; k < b; k++) members[at++] = part[k]!;
+        starts.push(from + at);
+        for (let k = a; k < b; k++) (order[at++] = part[k]!), (inSet[part[k]! - from] = 1);
+        ends.push(from + at);
       }
       a = b;
     }
+    if (at === 0) continue;
+    for (let m = from; m < to; m++) if (!inSet[m - from]) order[at++] = m;
+    permuteRead(cols, from, order, size);
+    inodes.permute(from, order, size);
   }
-  starts.push(at);
-  if (at > members.length) throw new Error(`sets: ${at} members counted as at most ${members.length}`);
-  // Nearly always full: a copy only if flags, project or xattrs split many equal hashes.
-  return { count: starts.length - 1, start: Uint32Array.from(starts), members: at < members.length * 0.9 ? members.slice(0, at) : members.subarray(0, at) };
-}
-
-/**
- * How many candidates the sets can hold at most: those taken whose 64-bit
- * hash another one taken in their group has (found by a native sort of the
- * group's hashes, no comparator). An array for every candidate and its
- * trimmed copy were 10 MB at once at 2,000,000 files; this is the members'
- * own size, or a little more when flags, project or xattrs part equal hashes.
- */
-function setBound(groups: GroupRows, hashHi: Uint32Array, hashLo: Uint32Array, take: (m: number) => boolean): number {
-  let keys = new BigUint64Array(64);
-  let words = new Uint32Array(keys.buffer);
-  let bound = 0;
-  for (let g = 0; g < groups.count; g++) {
-    const from = groups.start[g]!, to = groups.start[g + 1]!;
-    if (to - from > keys.length) {
-      keys = new BigUint64Array(Math.max(to - from, keys.length * 2));
-      words = new Uint32Array(keys.buffer);
-    }
-    let n = 0;
-    for (let m = from; m < to; m++) if (take(m)) (words[2 * n] = hashHi[m]!), (words[2 * n++ + 1] = hashLo[m]!);
-    if (n < 2) continue;
-    keys.subarray(0, n).sort();
-    // Equal keys are adjacent; compared by their words, so no BigInt is made.
-    const same = (i: number, j: number) => words[2 * i] === words[2 * j] && words[2 * i + 1] === words[2 * j + 1];
-    for (let i = 0; i < n; i++) if ((i > 0 && same(i, i - 1)) || (i + 1 < n && same(i, i + 1))) bound++;
-  }
-  return bound;
+  return { count: starts.length, start: Uint32Array.from(starts), end: Uint32Array.from(ends) };
 }

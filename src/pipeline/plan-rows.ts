@@ -93,13 +93,10 @@ class U32List {
   }
 }
 
-/** Words a set of candidates members[from, to) takes in planRows's items when it is planned on rows, and at most when planOne plans it in one part: a header of 4, the duplicates, two per path. */
-function itemsBound(c: Candidates, members: Uint32Array, from: number, to: number): number {
+/** Words a set of candidates [from, to) takes in planRows's items when it is planned on rows, and at most when planOne plans it in one part: a header of 4, the duplicates, two per path. */
+function itemsBound(c: Candidates, from: number, to: number): number {
   let words = 4 + (to - from);
-  for (let k = from; k < to; k++) {
-    const id = members[k]!;
-    words += 2 * c.inodes.pathCount(id);
-  }
+  for (let m = from; m < to; m++) words += 2 * c.inodes.pathCount(m);
   return words;
 }
 
@@ -114,7 +111,7 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits, opts:
   const freeableByRoot = new Array<number>(c.scan.roots.length).fill(0);
   const only = !!opts.totalsOnly;
   let bound = 0;
-  if (!only) for (let s = 0; s < sets.count; s++) bound += itemsBound(c, sets.members, sets.start[s]!, sets.start[s + 1]!);
+  if (!only) for (let s = 0; s < sets.count; s++) bound += itemsBound(c, sets.start[s]!, sets.end[s]!);
   const items = new U32List(bound, only);
   const heads = new U32List(sets.count, only);
   const mat = new Materializer(c.scan, c.projects);
@@ -123,13 +120,12 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits, opts:
   const fast = new FastPlanner(c, limits, totals, freeableByRoot, items, heads);
   let objectSets = 0;
   for (let s = 0; s < sets.count; s++) {
-    if (fast.plan(sets.members, sets.start[s]!, sets.start[s + 1]!)) continue;
+    if (fast.plan(sets.start[s]!, sets.end[s]!)) continue;
     objectSets++;
     candidate.clear();
     rowOf.clear();
     const whole: Inode[] = [];
-    for (let k = sets.start[s]!; k < sets.start[s + 1]!; k++) {
-      const m = sets.members[k]!;
+    for (let m = sets.start[s]!; m < sets.end[s]!; m++) {
       const inode = inodeOf(c, mat, m);
       const from = c.inodes.from(m);
       inode.paths.forEach((p, j) => rowOf.set(p, c.inodes.paths[from + j]!));
@@ -200,7 +196,7 @@ class FastPlanner {
     this.free[x]! - this.free[y]! || this.nlink[y]! - this.nlink[x]! || comparePathRows(this.c.scan, this.first[x]!, this.first[y]!) || x - y;
   private readonly pathOrder = (x: number, y: number): number => comparePathRows(this.c.scan, x, y);
 
-  plan(members: Uint32Array, from: number, to: number): boolean {
+  plan(from: number, to: number): boolean {
     const { c, limits } = this;
     const n = to - from;
     if (n < 2) return true; // planOne: fewer than two, nothing (locked or not)
@@ -208,7 +204,7 @@ class FastPlanner {
     this.reserve(n);
     const t = c.scan.tables, r = c.read, ins = c.inodes;
     for (let k = 0; k < n; k++) {
-      const m = members[from + k]!;
+      const m = from + k;
       // Read: its flags and project are known (an unread inode's canonical role asks the disk).
       if (!(r.state[m]! & READ)) return false;
       // planOne's filter: no candidate locked as a duplicate.
@@ -238,11 +234,11 @@ class FastPlanner {
       }
     // byRoom: the canonical is not locked and has room for every other link (one part).
     const canon = order[0]!;
-    const cm = members[from + canon]!;
+    const cm = from + canon;
     if (limits.lockedByFlags && limits.lockedByFlags(flagsOf(r, cm), 'canonical') !== false) return false;
     if (limits.rootLinkLimit) {
       let others = 0;
-      for (let k = 1; k < n; k++) others += this.pathCount(members[from + order[k]!]!);
+      for (let k = 1; k < n; k++) others += this.pathCount(from + order[k]!);
       const root = c.scan.roots[rootIndexOf(t, this.head[canon]!)]!;
       if (others > limits.rootLinkLimit(root) - this.nlink[canon]!) return false;
     }
@@ -252,12 +248,12 @@ class FastPlanner {
     items.push(cm);
     items.push(this.first[canon]!);
     items.push(n - 1);
-    for (let k = 1; k < n; k++) items.push(members[from + order[k]!]!);
+    for (let k = 1; k < n; k++) items.push(from + order[k]!);
     let ops = 0;
-    for (let k = 1; k < n; k++) ops += this.pathCount(members[from + order[k]!]!);
+    for (let k = 1; k < n; k++) ops += this.pathCount(from + order[k]!);
     items.push(ops);
     for (let k = 1; k < n; k++) {
-      const d = order[k]!, m = members[from + d]!;
+      const d = order[k]!, m = from + d;
       const a = ins.from(m), b = ins.to(m);
       const rows = this.sortedPaths(ins.paths, a, b);
       for (let j = 0; j < b - a; j++) {
@@ -428,7 +424,10 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
   const r = c.read, t = c.scan.tables;
   // The candidates in no identical set: those left unmarked by a bit the state column has spare
   // (no array per candidate; a set's number is its item's, reps below).
-  for (let k = 0; k < sets.members.length; k++) r.state[sets.members[k]!]! |= IN_SET;
+  const mark = (on: boolean) => {
+    for (let s = 0; s < sets.count; s++) for (let m = sets.start[s]!; m < sets.end[s]!; m++) r.state[m] = on ? r.state[m]! | IN_SET : r.state[m]! & ~IN_SET;
+  };
+  mark(true);
   const alone = (m: number) => (r.state[m]! & (READ | IN_SET)) === READ;
   // A candidate alone keeps nothing apart unless another item has its hash: most have
   // none (410,000 of them at 2,000,000 files, 12 bytes each in the sort, held at the
@@ -450,15 +449,15 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
     const b = r.hashLo[m]! & mask;
     return (again[b >>> 3]! & (1 << (b & 7))) !== 0;
   };
-  for (let s = 0; s < sets.count; s++) note(sets.members[sets.start[s]!]!);
+  for (let s = 0; s < sets.count; s++) note(sets.start[s]!);
   for (let m = 0; m < r.state.length; m++) if (alone(m)) note(m);
   let count = sets.count;
   for (let m = 0; m < r.state.length; m++) if (alone(m) && mayShare(m)) count++;
   const reps = new Uint32Array(count);
   let at = 0;
-  for (let s = 0; s < sets.count; s++) reps[at++] = sets.members[sets.start[s]!]!;
+  for (let s = 0; s < sets.count; s++) reps[at++] = sets.start[s]!;
   for (let m = 0; m < r.state.length; m++) if (alone(m) && mayShare(m)) reps[at++] = m;
-  for (let k = 0; k < sets.members.length; k++) r.state[sets.members[k]!]! &= ~IN_SET;
+  mark(false);
   const sizeOf = (m: number) => sizeOfRow(t, c.inodes.head(m));
   const mat = new Materializer(c.scan, c.projects);
   const onRows = new KeptApartRows(c, sets.count, sum, opts);
@@ -484,10 +483,9 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
       let n = 0;
       for (let k = from; k < to; k++) {
         const m = reps[items[k]!]!, s = setOfItem(items[k]!);
-        const a = s < 0 ? 0 : sets.start[s]!, b = s < 0 ? 1 : sets.start[s + 1]!;
+        const a = s < 0 ? m : sets.start[s]!, b = s < 0 ? m + 1 : sets.end[s]!;
         if (n + b - a > content.length) (content = grow(content, n + b - a)), (contentSet = growInt(contentSet, content.length));
-        if (s < 0) (contentSet[n] = -1), (content[n++] = m);
-        else for (let j = a; j < b; j++) (contentSet[n] = s), (content[n++] = sets.members[j]!);
+        for (let j = a; j < b; j++) (contentSet[n] = s), (content[n++] = j);
       }
       const pinned = pinnable && anyPinned(c, content, n);
       if (one && !pinned) return;
@@ -657,9 +655,7 @@ function anyPinned(c: Candidates, content: Uint32Array, n: number): boolean {
 export function setDirs(c: Omit<Candidates, 'read' | 'projects'>, sets: SetRows): (visit: (dir: number) => void) => void {
   const f = c.scan.tables.files;
   return (visit) => {
-    for (let k = 0; k < sets.members.length; k++) {
-      const id = sets.members[k]!;
-      for (let j = c.inodes.from(id), b = c.inodes.to(id); j < b; j++) visit(f.dir[c.inodes.paths[j]!]!);
-    }
+    for (let s = 0; s < sets.count; s++)
+      for (let m = sets.start[s]!; m < sets.end[s]!; m++) for (let j = c.inodes.from(m), b = c.inodes.to(m); j < b; j++) visit(f.dir[c.inodes.paths[j]!]!);
   };
 }

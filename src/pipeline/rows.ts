@@ -299,6 +299,12 @@ export class AttrColumn {
     this.code[m] = pair;
   }
 
+  /** Values of [from, from+n) reordered: position from+k takes what order[k] held (order: a permutation of that range). */
+  permute(from: number, order: Uint32Array, n: number): void {
+    const cols = this.code ? [this.code] : [this.flagsCol!, this.projidCol!];
+    for (const col of cols) permuteRange(col, from, order, n);
+  }
+
   private widen(): void {
     const code = this.code!;
     this.flagsCol = new Uint32Array(this.length);
@@ -310,6 +316,32 @@ export class AttrColumn {
     this.code = undefined;
     this.pairOf.clear();
   }
+}
+
+/** Values of [from, from+n) of `col` reordered: position from+k takes what order[k] held. */
+function permuteRange(col: Uint8Array | Uint16Array | Uint32Array, from: number, order: Uint32Array, n: number): void {
+  const old = col.slice(from, from + n);
+  for (let k = 0; k < n; k++) col[from + k] = old[order[k]! - from]!;
+}
+
+/**
+ * Renumber candidates [from, from+n) in every column: candidate from+k
+ * becomes what order[k] was (order: a permutation of that range). What
+ * holds candidate numbers must be renumbered alike (group.ts InodeRows.permute).
+ */
+export function permuteRead(c: ReadColumns, from: number, order: Uint32Array, n: number): void {
+  permuteRange(c.hashHi, from, order, n);
+  permuteRange(c.hashLo, from, order, n);
+  permuteRange(c.state, from, order, n);
+  c.attrs.permute(from, order, n);
+  if (c.xattrs.size === 0) return;
+  const moved: [number, string][] = [];
+  for (let k = 0; k < n; k++) {
+    const x = c.xattrs.get(order[k]!);
+    if (x !== undefined) moved.push([from + k, x]);
+  }
+  for (let k = 0; k < n; k++) c.xattrs.delete(from + k);
+  for (const [m, x] of moved) c.xattrs.set(m, x);
 }
 
 /** Candidate `m`'s inode flags as read. */

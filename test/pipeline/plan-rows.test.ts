@@ -116,7 +116,7 @@ describe('plan and kept-apart on rows', () => {
           const row = inodes.head(m);
           setRead(cols, m, read.get(inoOf(scan.tables, row))!);
         }
-        const sets = splitRowsByContent(groups, cols, opts);
+        const sets = splitRowsByContent(groups, cols, opts, inodes);
         const c = { scan, inodes, groups, read: cols, projects: kernel ? w.projects : undefined };
         const compact = planRows(c, sets, kernel ? limits.rows : {});
         const stateBefore = cols.state.slice();
