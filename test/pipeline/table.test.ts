@@ -6,7 +6,7 @@ import { FileType, type Stat } from '../../src/core/stat.js';
 import type { Root } from '../../src/core/types.js';
 import { groupRows, inodeRows } from '../../src/pipeline/group.js';
 import { compareMetadataRows, metadataHashRow, metadataKey } from '../../src/pipeline/policy.js';
-import { AttrColumn, classesOf, classList, Materializer, readColumns, relPathRow, statOfRow, type Scan } from '../../src/pipeline/rows.js';
+import { AttrColumn, classesOf, classList, ELF_BIT, flagsOf, hashOf, Materializer, permuteRead, projidOf, READ, readColumns, setRead, relPathRow, statOfRow, type Scan } from '../../src/pipeline/rows.js';
 import { blocksOf, BLOCKS_BIAS, ctimeSecOf, inoOf, metaOf, modeOf, mtimeSecOf, nlinkOf, sizeOf, uidOf, WIDE16, WIDE32, WIDE8 } from '../../src/pipeline/table.js';
 import { TableBuilder, tablesFromWalk } from '../../src/pipeline/table-builder.js';
 import { relPath } from '../../src/core/paths.js';
@@ -145,6 +145,29 @@ function tablesOf(files: { root?: number; over?: Partial<typeof base> }[]): Scan
   files.forEach((f, k) => b.addFile(f.root ?? 0, Buffer.from(`f${k}`), { ...base, ino: 100 + k, ...f.over }));
   return { tables: b.build(), roots };
 }
+
+describe('permuteRead', () => {
+  it('moves every column of a range alike: hash, state, flags and project (coded, or widened past 65,536 pairs), xattrs', () => {
+    for (const pairs of [5, 70_000]) {
+      const n = 80_000;
+      const cols = readColumns(n);
+      const want = (m: number) => ({ hash: BigInt(m) * 0x1_0000_0001n + 7n, xattrs: m % 7 === 0 ? `x${m}` : '', elf: m % 3 === 0, flags: m % pairs, projid: (m % pairs) * 2 });
+      for (let m = 0; m < n; m++) setRead(cols, m, want(m));
+      const from = 1000, len = 75_000;
+      // A permutation of [from, from + len): reversed in blocks of 10.
+      const order = Uint32Array.from({ length: len }, (_, k) => from + (Math.floor(k / 10) * 10 + 9 - (k % 10) < len ? Math.floor(k / 10) * 10 + 9 - (k % 10) : k));
+      permuteRead(cols, from, order, len);
+      const wrong: number[] = [];
+      for (let m = 0; m < n; m++) {
+        const w = want(m >= from && m < from + len ? order[m - from]! : m);
+        const ok = hashOf(cols, m) === w.hash && cols.state[m] === (READ | (w.elf ? ELF_BIT : 0)) && flagsOf(cols, m) === w.flags && projidOf(cols, m) === w.projid && (cols.xattrs.get(m) ?? '') === w.xattrs;
+        if (!ok) wrong.push(m);
+      }
+      expect(wrong.slice(0, 5), `pairs ${pairs}`).toEqual([]);
+      expect(cols.xattrs.size).toBe(Math.ceil(n / 7));
+    }
+  });
+});
 
 describe('classList', () => {
   it('lists the classes classesOf hands over, in its scratch', () => {
