@@ -167,23 +167,22 @@ export class InodeRows {
     for (let k = 0; k < n; k++) this.paths[from + k] = heads[order[k]! - from]!;
     // The inodes of several paths in the range are a run of the sorted list: renumbered, and that run sorted again.
     const ids = this.manyId;
-    let lo = 0;
-    while (lo < ids.length && ids[lo]! < from) lo++;
-    let hi = lo;
-    while (hi < ids.length && ids[hi]! < from + n) hi++;
+    const lo = lowerBound(ids, from), hi = lowerBound(ids, from + n);
     if (lo === hi) return;
-    const where = new Map<number, [number, number]>();
-    for (let j = lo; j < hi; j++) {
-      where.set(ids[j]!, [this.manyFrom[j]!, this.manyTo[j]!]);
-      this.many[ids[j]! >>> 3]! &= ~(1 << (ids[j]! & 7));
-    }
-    let j = lo;
+    // Typed copies, not a map: a guest can make every inode of a group one of several paths.
+    const oldIds = ids.slice(lo, hi), oldFrom = this.manyFrom.slice(lo, hi), oldTo = this.manyTo.slice(lo, hi);
+    const isMany = (k: number) => (this.many[k >>> 3]! & (1 << (k & 7))) !== 0;
+    const newIds = new Uint32Array(hi - lo), was = new Uint32Array(hi - lo);
+    let j = 0;
     for (let k = 0; k < n; k++) {
-      const block = where.get(order[k]!);
-      if (!block) continue;
-      const id = from + k;
+      if (!isMany(order[k]!)) continue;
+      (newIds[j] = from + k), (was[j++] = lowerBound(oldIds, order[k]!));
+    }
+    for (const id of oldIds) this.many[id >>> 3]! &= ~(1 << (id & 7));
+    for (let x = 0; x < j; x++) {
+      const id = newIds[x]!;
       this.many[id >>> 3]! |= 1 << (id & 7);
-      (ids[j] = id), (this.manyFrom[j] = block[0]), (this.manyTo[j++] = block[1]);
+      (ids[lo + x] = id), (this.manyFrom[lo + x] = oldFrom[was[x]!]!), (this.manyTo[lo + x] = oldTo[was[x]!]!);
     }
     this.lastK = -1;
   }
@@ -202,6 +201,17 @@ export class InodeRows {
     this.lastFrom = this.manyFrom[lo]!;
     this.lastTo = this.manyTo[lo]!;
   }
+}
+
+/** The first index of sorted `a` whose value is `v` or more. */
+function lowerBound(a: Uint32Array, v: number): number {
+  let lo = 0, hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (a[mid]! < v) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** A Uint32Array list that doubles (its length is rarely more than a few thousand). */
