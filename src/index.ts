@@ -52,10 +52,7 @@ function largestSet(inodes: InodeRows, groups: GroupRows, sets: SetRows): number
   let most = 0;
   for (let k = 0; k < sets.count; k++) {
     let n = 0;
-    for (let j = sets.start[k]!; j < sets.start[k + 1]!; j++) {
-      const i = groups.members[sets.members[j]!]!;
-      n += inodes.start[i + 1]! - inodes.start[i]!;
-    }
+    for (let m = sets.start[k]!; m < sets.end[k]!; m++) n += inodes.pathCount(m);
     most = Math.max(most, n);
   }
   return most;
@@ -71,6 +68,7 @@ function groupAll(scan: Scan, policy: GroupOptions): { inodes: InodeRows; groups
   const inodes = inodeRows(scan, keys);
   return { inodes, groups: groupRows(scan, inodes, policy, keys) };
 }
+
 
 export async function unify(opts: UnifyOptions): Promise<Report> {
   const session: SessionOptions = {
@@ -92,11 +90,11 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     log.timed('group');
     const { read, hashed, assumed } = await hashRowGroups(s, session, scan, inodes, groups);
     collectGarbage(scan.tables.files.count); // the hash stage's batches, before the sets are made
-    const sets = splitRowsByContent(groups, read, policy);
+    const sets = splitRowsByContent(groups, read, policy, inodes);
     collectGarbage(scan.tables.files.count); // the hash stage's batches and lists, before planning adds its own
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.
-    s.budget.beforePlan(groups.members.length, largestSet(inodes, groups, sets), !!s.state);
+    s.budget.beforePlan(groups.candidates, largestSet(inodes, groups, sets), !!s.state);
     const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets), walked.dirAttrs);
     const candidates = { scan, inodes, groups, read, projects };
     // A dry run needs the plan's totals, not its rows (only the linker iterates them).

@@ -254,9 +254,9 @@ export async function hashRowGroups(
   const t = scan.tables;
   const f = t.files;
   const devOf = (row: number) => scan.roots[rootIndexOf(t, row)]!.dev;
-  const n = groups.members.length;
+  const n = groups.candidates;
   const read = readColumns(n, reuse);
-  const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
+  const rowOf = (m: number) => inodes.head(m);
   const policy = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
   const hashOpts = { seed: key.seed, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
   if (!cache) {
@@ -378,75 +378,56 @@ function knownClassProbes(groups: GroupRows, read: ReadColumns, todo: Uint32Arra
  * inode number, so no entry is held: a candidate is looked up under the
  * root of its first path, and every row of a root tells its shard that
  * the inode is still there (the others' entries are dropped at save).
- * The rows come sorted from `inodes` (group.ts inodeRows lists inodes by
- * inode number): each root's rows are taken in inode order, by a counting
- * sort on the root, and sorted again only if an inode number of 2^32 or
- * more left them out of order. A root whose shard has no entry (after
- * unifying, every root but the one each inode is filed under) is skipped.
- * Transient: one number per file (a row, or a candidate for its first
- * path: CAND | m) and one per inode.
+ * A root whose shard has no entry (after unifying, every root but the one
+ * each inode is filed under) is skipped. Transient: one number per file of
+ * the other roots (a row, or a candidate for its first path: CAND | m), a
+ * bit per file, and sort keys for the largest such root.
  */
 function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: GroupRows, read: ReadColumns): void {
   const t = scan.tables;
   const f = t.files;
+  const N = f.count;
   const R = scan.roots.length;
-  const n = groups.members.length;
-  const rowOf = (m: number) => inodes.paths[inodes.start[groups.members[m]!]!]!;
+  // Only the roots whose shard has entries (after unifying, every inode is
+  // filed under one root: the other roots' shards are empty).
   const want = new Uint8Array(R);
   let any = false;
   for (let r = 0; r < R; r++) if (cache.entries(r) > 0) (want[r] = 1), (any = true);
   if (!any) return;
-  // Candidate of each inode (or -1), so its first row is listed as CAND | m.
-  const candOf = new Int32Array(inodes.count).fill(-1);
-  for (let m = 0; m < n; m++) candOf[groups.members[m]!] = m;
-  // Rows by root (a counting sort, stable: inode order within each root), of the roots with entries only.
+  const n = groups.candidates;
+  const rowOf = (m: number) => inodes.head(m);
+  const first = new Uint8Array((N + 7) >>> 3);
+  for (let m = 0; m < n; m++) first[rowOf(m) >>> 3]! |= 1 << (rowOf(m) & 7);
+  // Rows by root (a counting sort), then each root's by inode number.
   const start = new Uint32Array(R + 1);
-  const P = inodes.paths;
-  const total = inodes.start[inodes.count]!;
-  for (let j = 0; j < total; j++) {
-    const r = t.dirs.root[f.dir[P[j]!]!]!;
+  for (let row = 0; row < N; row++) {
+    const r = rootIndexOf(t, row);
     if (want[r]) start[r + 1]!++;
   }
   for (let r = 0; r < R; r++) start[r + 1]! += start[r]!;
   const at = start.slice(0, R);
   const perm = new Uint32Array(start[R]!);
-  // Whether each root's list came out in inode-number order (the last number listed in each).
-  const last = new Float64Array(R).fill(-1);
-  const unsorted = new Uint8Array(R);
-  // The columns themselves, no call per row (these loops run before the JIT has compiled them).
-  const plain = inosFit32(t);
-  const fIno = f.ino, fDir = f.dir, dRoot = t.dirs.root;
-  for (let k = 0; k < inodes.count; k++) {
-    const c = candOf[k]!;
-    const from = inodes.start[k]!, end = inodes.start[k + 1]!;
-    const ino = plain ? fIno[P[from]!]! : inoOf(t, P[from]!);
-    for (let j = from; j < end; j++) {
-      const row = P[j]!;
-      const r = dRoot[fDir[row]!]!;
-      if (!want[r]) continue;
-      perm[at[r]!++] = c >= 0 && j === from ? CAND | c : row;
-      if (ino < last[r]!) unsorted[r] = 1;
-      last[r] = ino;
-    }
+  for (let row = 0; row < N; row++) {
+    if (first[row >>> 3]! & (1 << (row & 7))) continue;
+    const r = rootIndexOf(t, row);
+    if (want[r]) perm[at[r]!++] = row;
+  }
+  for (let m = 0; m < n; m++) {
+    const r = rootIndexOf(t, rowOf(m));
+    if (want[r]) perm[at[r]!++] = CAND | m;
   }
   const rowAt = (v: number) => (v & CAND ? rowOf(v & ~CAND) : v);
-  let keys: Float64Array | undefined;
+  let most = 0;
+  for (let r = 0; r < R; r++) if (want[r]) most = Math.max(most, start[r + 1]! - start[r]!);
+  const keys = new Float64Array(most);
   for (let r = 0; r < R; r++) {
     if (!want[r]) continue;
     const vals = perm.subarray(start[r]!, start[r + 1]!);
-    if (unsorted[r]) {
-      if (!keys || keys.length < vals.length) keys = new Float64Array(vals.length);
-      sortByIno(scan, vals, rowAt, keys);
-    }
+    sortByIno(scan, vals, rowAt, keys);
     const ok = cache.match(
       r,
       vals.length,
-      plain
-        ? (i) => {
-            const v = vals[i]!;
-            return fIno[v & CAND ? rowOf(v & ~CAND) : v]!;
-          }
-        : (i) => inoOf(t, rowAt(vals[i]!)),
+      (i) => inoOf(t, rowAt(vals[i]!)),
       (i, e) => {
         const v = vals[i]!;
         if (!(v & CAND)) return;
@@ -471,6 +452,7 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
     }
   }
 }
+
 /** Marks a candidate (its number below) rather than a row in fromCacheRows' per-root lists. */
 const CAND = 0x80000000;
 

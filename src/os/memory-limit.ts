@@ -41,11 +41,12 @@ export class MemoryLimitError extends UsageError {
  * Peak resident bytes per file a run keeps (walked regular file within the
  * size bounds), over what the process holds before it looks at a file
  * (~54 MiB: Node and vunify's modules). Measured (README "Memory") with dry
- * runs over bench/scale.mjs's trees: without a cache 73 bytes per file at
- * 1,000,000 files (969,271 scanned) and 67 at 2,000,000 (1,938,589); with a
- * warm hash cache 146 at 1,000,000; the run that fills the cache (every
- * candidate hashed and put, the shards written) 217 at 1,000,000. A budget
- * must hold for any of them, so the largest, plus 15 %, rounded up.
+ * runs over bench/scale.mjs's trees: without a cache 64 bytes per file at
+ * 1,000,000 files (969,271 scanned) and 58-60 at 2,000,000 (1,938,589); with
+ * a warm hash cache 73 at 1,000,000; the run that fills the cache (every
+ * candidate hashed and put, the shards written) 217 at 1,000,000 when this
+ * was set (178 measured since). A budget must hold for any of them, so the
+ * largest, plus 15 %, rounded up.
  */
 export const FILE_BYTES = 250;
 /**
@@ -59,7 +60,8 @@ export const FILE_ROW_BYTES = 37;
  * Planning, per candidate file, on top of what is resident after hashing,
  * in a dry run (the plan's totals, kept-apart): it rose 6.4 MiB over
  * 751,419 candidates of the 1,000,000-file tree (9 bytes each) and 8.5 MiB
- * over 1,503,667 at 2,000,000 (6); the larger, with room to spare.
+ * over 1,503,667 at 2,000,000 (6) when this was set, about 3 MiB at
+ * 2,000,000 (2) since kept-apart sorts fewer; the larger, with room to spare.
  */
 export const PLAN_BYTES = 16;
 /**
@@ -189,6 +191,11 @@ export const GC_MIN_FILES = 262_144;
  * runs on the heap's growth, would not look at them before the run's peak;
  * a collection of so small a heap takes a few milliseconds. Their memory,
  * once freed, stays in malloc's arenas, resident, unless trimmed.
+ * V8 frees a dead ArrayBuffer's memory on a background thread after the
+ * collection returns: the trim ran before most of it was free, and a stage
+ * started with the last one's arrays still resident (23 MiB at the end of
+ * grouping at 2,000,000 files). Swept during the collection, they are free
+ * when the trim runs.
  * `files`: the run's; below GC_MIN_FILES nothing is done.
  */
 export function collectGarbage(files: number): void {
@@ -196,7 +203,9 @@ export function collectGarbage(files: number): void {
   if (!gc) {
     // Loaded here, by the runs that collect: node:v8 alone is milliseconds of every start.
     const require = createRequire(import.meta.url);
-    (require('node:v8') as typeof import('node:v8')).setFlagsFromString('--expose-gc');
+    const v8 = require('node:v8') as typeof import('node:v8');
+    v8.setFlagsFromString('--no-concurrent-array-buffer-sweeping');
+    v8.setFlagsFromString('--expose-gc');
     gc = (require('node:vm') as typeof import('node:vm')).runInNewContext('gc') as () => void;
   }
   gc();

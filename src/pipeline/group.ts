@@ -15,9 +15,9 @@
  * that still work on objects (split, report).
  */
 import type { FileRec, Inode } from '../core/types.js';
-import { compareMetadataRows, metadataHashRow, metadataKey, type PolicyOptions } from './policy.js';
-import { classesOf, HASH, ITEM, rootIndexOf, sortByHash, type Scan } from './rows.js';
-import { inoOf, inosFit32 } from './table.js';
+import { compareMetadataRows, metadataHashRow, metadataKey, mix, type PolicyOptions } from './policy.js';
+import { classesOf, classList, rootIndexOf, type Scan } from './rows.js';
+import { inoOf } from './table.js';
 
 export { metadataKey };
 export type GroupOptions = PolicyOptions;
@@ -81,28 +81,168 @@ export function splitGroups(groups: readonly Inode[][], key: (inode: Inode) => s
 
 /**
  * Inodes of table rows: rows naming the same (root's st_dev, ino) are one
- * inode. Inode k's paths are rows paths[start[k] .. start[k+1]), the first
- * being the one it is opened by; 4 bytes per file and per inode, no object.
+ * inode, numbered 0..count-1. Inode k's paths are rows paths[from(k) ..
+ * to(k)), the first being the one it is opened by; paths[k] is that first
+ * one too (head(k)). Nearly every inode has one path: its range is then
+ * [k, k+1), and it costs 4 bytes and no start entry (a start per inode was
+ * 4 more bytes per file, 7.4 MiB at 2,000,000). The paths of an inode with
+ * more than one are a block at the array's end (its first path again, then
+ * the others), found through a bit per inode and a short sorted list.
  */
-export interface InodeRows {
-  count: number;
-  start: Uint32Array;
-  paths: Uint32Array;
+export class InodeRows {
+  private lastK = -1;
+  private lastFrom = 0;
+  private lastTo = 0;
+  constructor(
+    readonly count: number,
+    readonly paths: Uint32Array,
+    /** Bit k: inode k has more than one path. */
+    private many: Uint8Array,
+    /** The inodes with more than one path, ascending, and the range of each one's block. */
+    private manyId: Uint32Array,
+    private manyFrom: Uint32Array,
+    private manyTo: Uint32Array,
+  ) {}
+
+  /** The row inode k is opened by (and its Stat is read from). */
+  head(k: number): number {
+    return this.paths[k]!;
+  }
+
+  from(k: number): number {
+    if ((this.many[k >>> 3]! & (1 << (k & 7))) === 0) return k;
+    this.find(k);
+    return this.lastFrom;
+  }
+
+  to(k: number): number {
+    if ((this.many[k >>> 3]! & (1 << (k & 7))) === 0) return k + 1;
+    this.find(k);
+    return this.lastTo;
+  }
+
+  pathCount(k: number): number {
+    return this.to(k) - this.from(k);
+  }
+
+  /**
+   * Number the inodes anew: inode order[c] becomes c, for c < order.length
+   * (distinct inodes), and the others follow in their order. `scratch`:
+   * room for `count` numbers that no one reads meanwhile.
+   */
+  renumber(order: Uint32Array, scratch: Uint32Array): void {
+    const n = this.count, c = order.length;
+    const listed = new Uint8Array((n >>> 3) + 1);
+    for (let k = 0; k < c; k++) listed[order[k]! >>> 3]! |= 1 << (order[k]! & 7);
+    const heads = scratch.subarray(0, n);
+    const many = new Uint8Array(this.many.length);
+    const ids = new Uint32Array(this.manyId.length), from = new Uint32Array(ids.length), to = new Uint32Array(ids.length);
+    let j = 0, next = c;
+    const place = (old: number, k: number) => {
+      heads[k] = this.paths[old]!;
+      if ((this.many[old >>> 3]! & (1 << (old & 7))) === 0) return;
+      this.find(old);
+      many[k >>> 3]! |= 1 << (k & 7);
+      (ids[j] = k), (from[j] = this.lastFrom), (to[j++] = this.lastTo);
+    };
+    for (let k = 0; k < c; k++) place(order[k]!, k);
+    for (let old = 0; old < n; old++) if ((listed[old >>> 3]! & (1 << (old & 7))) === 0) place(old, next++);
+    if (next !== n) throw new Error('inodes: renumbered with an order that repeats an inode');
+    this.paths.set(heads);
+    // The blocks stay where they are; placed in ascending new numbers, their list is sorted.
+    this.manyId = ids;
+    this.manyFrom = from;
+    this.manyTo = to;
+    this.many = many;
+    this.lastK = -1;
+  }
+
+  /**
+   * Renumber inodes [from, from+n): inode from+k becomes what order[k] was
+   * (order: a permutation of that range), as rows.ts permuteRead renumbers
+   * the candidates' columns.
+   */
+  permute(from: number, order: Uint32Array, n: number): void {
+    const heads = this.paths.slice(from, from + n);
+    for (let k = 0; k < n; k++) this.paths[from + k] = heads[order[k]! - from]!;
+    // The inodes of several paths in the range are a run of the sorted list: renumbered, and that run sorted again.
+    const ids = this.manyId;
+    const lo = lowerBound(ids, from), hi = lowerBound(ids, from + n);
+    if (lo === hi) return;
+    // Typed copies, not a map: a guest can make every inode of a group one of several paths.
+    const oldIds = ids.slice(lo, hi), oldFrom = this.manyFrom.slice(lo, hi), oldTo = this.manyTo.slice(lo, hi);
+    const isMany = (k: number) => (this.many[k >>> 3]! & (1 << (k & 7))) !== 0;
+    const newIds = new Uint32Array(hi - lo), was = new Uint32Array(hi - lo);
+    let j = 0;
+    for (let k = 0; k < n; k++) {
+      if (!isMany(order[k]!)) continue;
+      (newIds[j] = from + k), (was[j++] = lowerBound(oldIds, order[k]!));
+    }
+    for (const id of oldIds) this.many[id >>> 3]! &= ~(1 << (id & 7));
+    for (let x = 0; x < j; x++) {
+      const id = newIds[x]!;
+      this.many[id >>> 3]! |= 1 << (id & 7);
+      (ids[lo + x] = id), (this.manyFrom[lo + x] = oldFrom[was[x]!]!), (this.manyTo[lo + x] = oldTo[was[x]!]!);
+    }
+    this.lastK = -1;
+  }
+
+  private find(k: number): void {
+    if (k === this.lastK) return;
+    const ids = this.manyId;
+    let lo = 0, hi = ids.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (ids[mid]! < k) lo = mid + 1;
+      else hi = mid;
+    }
+    if (ids[lo] !== k) throw new Error(`inodes: ${k} is marked as having several paths but has no block`);
+    this.lastK = k;
+    this.lastFrom = this.manyFrom[lo]!;
+    this.lastTo = this.manyTo[lo]!;
+  }
 }
 
-/** Candidate groups of inodes (InodeRows indices): group g is members[start[g] .. start[g+1]). */
+/** The first index of sorted `a` whose value is `v` or more. */
+function lowerBound(a: Uint32Array, v: number): number {
+  let lo = 0, hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (a[mid]! < v) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** A Uint32Array list that doubles (its length is rarely more than a few thousand). */
+class Growing {
+  data = new Uint32Array(16);
+  length = 0;
+  push(v: number): void {
+    if (this.length === this.data.length) {
+      const next = new Uint32Array(this.data.length * 2);
+      next.set(this.data);
+      this.data = next;
+    }
+    this.data[this.length++] = v;
+  }
+}
+
+/**
+ * Candidate groups of inodes. groupRows numbers the inodes so that the
+ * candidates come first, group by group: candidate m (the index of the
+ * hash stage's columns, rows.ts ReadColumns) is inode m, and group g is
+ * inodes start[g] .. start[g+1]. No list of members (4 bytes per candidate).
+ */
 export interface GroupRows {
   count: number;
   start: Uint32Array;
-  members: Uint32Array;
+  /** Candidates in all groups: start[count]. */
+  candidates: number;
 }
 
 /**
  * The rows' inodes, found by sorting (dev, ino), not by a Map entry per file.
- * Inodes come by inode number (its low 32 bits, then device, then the rest):
- * a root's rows taken in inode order are sorted by inode number as the
- * hash cache's merge join wants them (session.ts fromCacheRows), unless an
- * inode number of 2^32 or more is among them.
  * `keys`: scratch for the sort (classesOf), at least one number per file;
  * groupRows can be given the same one, so grouping makes one such array,
  * not two (8 bytes per file each, garbage until the collector runs).
@@ -110,75 +250,84 @@ export interface GroupRows {
 export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
   const t = scan.tables, f = t.files, n = f.count;
   const devs = scan.roots.map((r) => r.dev);
-  // One device and every inode number below 2^32 (ext4 always): the number
-  // is the whole key, so rows of one bucket are one inode, no comparison.
-  const exact = devs.every((d) => d === devs[0]) && inosFit32(t);
   const devOf = (row: number) => devs[rootIndexOf(t, row)]!;
-  const paths = new Uint32Array(n);
-  const start = new Uint32Array(n + 1);
-  let count = 0, at = 0;
-  if (exact) {
-    // classesOf's sort, its buckets taken as they come, on the columns themselves:
-    // no call per row (a rerun's stages run mostly before the JIT has compiled them).
-    const fIno = f.ino, fDir = f.dir, dRoot = t.dirs.root;
-    const words = sortByHash(n, fIno.subarray(0, n), keys);
-    for (let i = 0; i < n; ) {
-      const h = words[2 * i + HASH]!;
-      let j = i + 1;
-      while (j < n && words[2 * j + HASH] === h) j++;
-      start[count++] = at;
-      // The first path is one under the inode's earliest root (as below).
-      let first = i, firstRoot = dRoot[fDir[words[2 * i + ITEM]!]!]!;
-      for (let k = i + 1; k < j; k++) {
-        const r = dRoot[fDir[words[2 * k + ITEM]!]!]!;
-        if (r < firstRoot) (first = k), (firstRoot = r);
-      }
-      paths[at++] = words[2 * first + ITEM]!;
-      for (let k = i; k < j; k++) if (k !== first) paths[at++] = words[2 * k + ITEM]!;
-      i = j;
-    }
-    start[count] = at;
-    return { count, start: start.subarray(0, count + 1), paths };
-  }
+  // Room for a head per file and the blocks: a block holds its first path twice, and
+  // an inode has one only if two of its rows were listed, each with nlink 2 or more
+  // (unless its links changed during the walk: then the array grows).
+  let linked = 0;
+  for (let row = 0; row < n; row++) if (f.nlink[row] !== 1) linked++;
+  let paths = new Uint32Array(n + (linked >>> 1));
+  const many = new Uint8Array((n >>> 3) + 1);
+  const manyId = new Growing(), manyFrom = new Growing();
+  let count = 0, end = paths.length; // heads fill [0, count), blocks [end, paths.length)
+  let listed = 0; // rows of the classes so far: the heads to come are at most n - listed
   classesOf(
     n,
-    (row) => inoOf(t, row), // classesOf keeps its low 32 bits: buckets in inode-number order
+    (row) => mix(mix(0x2545f491, devOf(row) | 0), inoOf(t, row) | 0) ^ ((inoOf(t, row) / 4294967296) | 0),
     (a, b) => devOf(a) - devOf(b) || inoOf(t, a) - inoOf(t, b),
     1,
     (items, from, to) => {
-      start[count++] = at;
       // The first path is one under the inode's earliest root, whatever order the walk's
       // threads wrote the rows in: the hash cache files the inode under that root's shard.
       let first = from;
       for (let k = from + 1; k < to; k++) if (rootIndexOf(t, items[k]!) < rootIndexOf(t, items[first]!)) first = k;
-      paths[at++] = items[first]!;
-      for (let k = from; k < to; k++) if (k !== first) paths[at++] = items[k]!;
+      const k = count++;
+      listed += to - from;
+      if (to - from > 1) {
+        if (end - (to - from) < count + n - listed) {
+          const grown = new Uint32Array(paths.length + Math.max(to - from, paths.length >>> 3));
+          const tail = paths.length - end, shift = grown.length - paths.length;
+          grown.set(paths.subarray(0, k));
+          grown.set(paths.subarray(end), grown.length - tail);
+          for (let j = 0; j < manyFrom.length; j++) manyFrom.data[j]! += shift;
+          end += shift;
+          paths = grown;
+        }
+        end -= to - from;
+        let at = end;
+        paths[at++] = items[first]!;
+        for (let j = from; j < to; j++) if (j !== first) paths[at++] = items[j]!;
+        many[k >>> 3]! |= 1 << (k & 7);
+        manyId.push(k);
+        manyFrom.push(end);
+      }
+      paths[k] = items[first]!;
     },
     keys,
   );
-  start[count] = at;
-  return { count, start: start.subarray(0, count + 1), paths };
+  // The room left between heads and blocks (nearly none unless many rows have links the walk did not see) is cut out.
+  if (end - count > (n >>> 4)) {
+    const tight = new Uint32Array(count + paths.length - end);
+    tight.set(paths.subarray(0, count));
+    tight.set(paths.subarray(end), count);
+    for (let j = 0; j < manyFrom.length; j++) manyFrom.data[j]! -= end - count;
+    paths = tight;
+  }
+  // Block j ends where block j-1 starts (blocks were placed from the array's end down).
+  const manyTo = new Uint32Array(manyFrom.length);
+  for (let j = 0; j < manyFrom.length; j++) manyTo[j] = j === 0 ? paths.length : manyFrom.data[j - 1]!;
+  return new InodeRows(count, paths, many, manyId.data.slice(0, manyId.length), manyFrom.data.slice(0, manyFrom.length), manyTo);
 }
 
-/** Candidate groups on rows: inodes agreeing on policy.ts's metadata key (compareMetadataRows), two or more. */
+/**
+ * Candidate groups on rows: inodes agreeing on policy.ts's metadata key
+ * (compareMetadataRows), two or more. Renumbers `inodes` (see GroupRows).
+ * `keys`: as inodeRows's; the order of the candidates is kept in it meanwhile.
+ */
 export function groupRows(scan: Scan, inodes: InodeRows, opts: GroupOptions, keys?: Float64Array): GroupRows {
   const t = scan.tables;
-  const head = (k: number) => inodes.paths[inodes.start[k]!]!;
-  const starts: number[] = [];
-  const members = new Uint32Array(inodes.count);
-  let at = 0;
-  classesOf(
+  const head = (k: number) => inodes.paths[k]!;
+  const scratch = keys && keys.length >= inodes.count ? keys : new Float64Array(inodes.count);
+  const { starts, items } = classList(
     inodes.count,
     (k) => metadataHashRow(t, scan.roots, head(k), opts),
     (a, b) => compareMetadataRows(t, scan.roots, head(a), head(b), opts),
     2,
-    (items, from, to) => {
-      starts.push(at);
-      for (let k = from; k < to; k++) members[at++] = items[k]!;
-    },
-    keys,
+    scratch,
   );
-  starts.push(at);
-  // A copy of the members' part: the array was sized for every inode, and held for the rest of the run.
-  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
+  const candidates = starts[starts.length - 1]!;
+  // The candidates' order is the scratch's first words; the new heads go in the words after them.
+  const words = new Uint32Array(scratch.buffer, scratch.byteOffset, 2 * inodes.count);
+  inodes.renumber(items.subarray(0, candidates), words.subarray(candidates));
+  return { count: starts.length - 1, start: Uint32Array.from(starts), candidates };
 }

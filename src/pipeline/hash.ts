@@ -37,8 +37,8 @@ import os from 'node:os';
 import { getHasher, type Hasher } from '../core/xxhash.js';
 import { openRegular } from '../os/confine.js';
 import { codedError, fileError, type FileError } from '../core/errors.js';
-import { splitGroups, type GroupRows } from './group.js';
-import { dirRelLength, displayRow, ELF_BIT, hashOf, READ, readColumns, relPathRow, rootIndexOf, setAttrs, setRead, statOfRow, writeDirRelRow, type ReadColumns, type Scan } from './rows.js';
+import { splitGroups, type GroupRows, type InodeRows } from './group.js';
+import { dirRelLength, displayRow, ELF_BIT, hashOf, permuteRead, READ, readColumns, relPathLengthRow, relPathRow, rootIndexOf, setAttrs, setRead, statOfRow, writeDirRelRow, writeRelPathRow, type ReadColumns, type Scan } from './rows.js';
 import { ctimeSecOf, inoOf, metaOf, mtimeSecOf, sizeOf } from './table.js';
 import { readFully, sys } from '../os/sys.js';
 import { layout } from '../os/native.js';
@@ -504,11 +504,15 @@ function decodeInto(
   }
 }
 
-/** Identical sets on rows: set s is candidates members[start[s] .. start[s+1]). */
+/**
+ * Identical sets on rows: set s is candidates start[s] .. end[s] - 1
+ * (splitRowsByContent numbers the candidates so that each set's are
+ * consecutive: no list of members, 4 bytes per candidate in a set).
+ */
 export interface SetRows {
   count: number;
   start: Uint32Array;
-  members: Uint32Array;
+  end: Uint32Array;
 }
 
 /**
@@ -516,9 +520,12 @@ export interface SetRows {
  * (policy.ts) says, parts of two or more kept. Candidates not read, or
  * locked (without --iunlink), take part in nothing, as readKey leaves them
  * out. Within a group, candidates are sorted by (hash, file flags,
- * project, xattrs) and cut where those change.
+ * project, xattrs) and cut where those change. Then the group's
+ * candidates are numbered anew, its sets first (each set's members in a
+ * row, in their order), the others after them in theirs: `cols` and
+ * `inodes` (candidate m is inode m) are renumbered alike.
  */
-export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy: PolicyOptions): SetRows {
+export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy: PolicyOptions, inodes: InodeRows): SetRows {
   const { hashHi, hashLo, attrs, state, xattrs } = cols;
   const cmp = (a: number, b: number): number => {
     if (hashHi[a] !== hashHi[b]) return hashHi[a]! < hashHi[b]! ? -1 : 1;
@@ -531,29 +538,36 @@ export function splitRowsByContent(groups: GroupRows, cols: ReadColumns, policy:
     return xa < xb ? -1 : xa > xb ? 1 : 0;
   };
   const take = (m: number) => (state[m]! & READ) !== 0 && (!!policy.iunlink || !isLocked(attrs.flags(m)));
-  const starts: number[] = [];
-  const members = new Uint32Array(groups.members.length);
-  let at = 0;
-  let scratch = new Uint32Array(64);
+  const starts: number[] = [], ends: number[] = [];
+  let scratch = new Uint32Array(64), order = new Uint32Array(64), inSet = new Uint8Array(64);
   for (let g = 0; g < groups.count; g++) {
-    const from = groups.start[g]!, to = groups.start[g + 1]!;
-    if (to - from > scratch.length) scratch = new Uint32Array(Math.max(to - from, scratch.length * 2));
+    const from = groups.start[g]!, to = groups.start[g + 1]!, size = to - from;
+    if (size > scratch.length) {
+      scratch = new Uint32Array(Math.max(size, scratch.length * 2));
+      order = new Uint32Array(scratch.length);
+      inSet = new Uint8Array(scratch.length);
+    }
     let n = 0;
     for (let m = from; m < to; m++) if (take(m)) scratch[n++] = m;
     if (n < 2) continue;
     const part = scratch.subarray(0, n);
     part.sort((a, b) => cmp(a, b) || a - b);
+    inSet.fill(0, 0, size);
+    let at = 0;
     for (let a = 0; a < n; ) {
       let b = a + 1;
       while (b < n && cmp(part[a]!, part[b]!) === 0) b++;
       if (b - a >= 2) {
-        starts.push(at);
-        for (let k = a; k < b; k++) members[at++] = part[k]!;
+        starts.push(from + at);
+        for (let k = a; k < b; k++) (order[at++] = part[k]!), (inSet[part[k]! - from] = 1);
+        ends.push(from + at);
       }
       a = b;
     }
+    if (at === 0) continue;
+    for (let m = from; m < to; m++) if (!inSet[m - from]) order[at++] = m;
+    permuteRead(cols, from, order, size);
+    inodes.permute(from, order, size);
   }
-  starts.push(at);
-  // A copy of the part used: the array was sized for every candidate, and the sets are held to the end of the run.
-  return { count: starts.length - 1, start: Uint32Array.from(starts), members: members.slice(0, at) };
+  return { count: starts.length, start: Uint32Array.from(starts), end: Uint32Array.from(ends) };
 }

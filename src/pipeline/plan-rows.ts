@@ -47,8 +47,8 @@ export interface CompactPlan extends PlanTotals {
 
 /** Candidate `m`'s object, with what the hash stage read of it. */
 function inodeOf(c: Candidates, mat: Materializer, m: number): Inode {
-  const id = c.groups.members[m]!;
-  const inode = mat.inode(c.inodes.paths, c.inodes.start[id]!, c.inodes.start[id + 1]!);
+  // Candidate m is inode m (group.ts GroupRows).
+  const inode = mat.inode(c.inodes.paths, c.inodes.from(m), c.inodes.to(m));
   const r = c.read;
   if (r.state[m]! & READ) {
     inode.hash = hashOf(r, m);
@@ -93,13 +93,10 @@ class U32List {
   }
 }
 
-/** Words a set of candidates members[from, to) takes in planRows's items when it is planned on rows, and at most when planOne plans it in one part: a header of 4, the duplicates, two per path. */
-function itemsBound(c: Candidates, members: Uint32Array, from: number, to: number): number {
+/** Words a set of candidates [from, to) takes in planRows's items when it is planned on rows, and at most when planOne plans it in one part: a header of 4, the duplicates, two per path. */
+function itemsBound(c: Candidates, from: number, to: number): number {
   let words = 4 + (to - from);
-  for (let k = from; k < to; k++) {
-    const id = c.groups.members[members[k]!]!;
-    words += 2 * (c.inodes.start[id + 1]! - c.inodes.start[id]!);
-  }
+  for (let m = from; m < to; m++) words += 2 * c.inodes.pathCount(m);
   return words;
 }
 
@@ -114,7 +111,7 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits, opts:
   const freeableByRoot = new Array<number>(c.scan.roots.length).fill(0);
   const only = !!opts.totalsOnly;
   let bound = 0;
-  if (!only) for (let s = 0; s < sets.count; s++) bound += itemsBound(c, sets.members, sets.start[s]!, sets.start[s + 1]!);
+  if (!only) for (let s = 0; s < sets.count; s++) bound += itemsBound(c, sets.start[s]!, sets.end[s]!);
   const items = new U32List(bound, only);
   const heads = new U32List(sets.count, only);
   const mat = new Materializer(c.scan, c.projects);
@@ -123,16 +120,15 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits, opts:
   const fast = new FastPlanner(c, limits, totals, freeableByRoot, items, heads);
   let objectSets = 0;
   for (let s = 0; s < sets.count; s++) {
-    if (fast.plan(sets.members, sets.start[s]!, sets.start[s + 1]!)) continue;
+    if (fast.plan(sets.start[s]!, sets.end[s]!)) continue;
     objectSets++;
     candidate.clear();
     rowOf.clear();
     const whole: Inode[] = [];
-    for (let k = sets.start[s]!; k < sets.start[s + 1]!; k++) {
-      const m = sets.members[k]!;
+    for (let m = sets.start[s]!; m < sets.end[s]!; m++) {
       const inode = inodeOf(c, mat, m);
-      const id = c.groups.members[m]!;
-      inode.paths.forEach((p, j) => rowOf.set(p, c.inodes.paths[c.inodes.start[id]! + j]!));
+      const from = c.inodes.from(m);
+      inode.paths.forEach((p, j) => rowOf.set(p, c.inodes.paths[from + j]!));
       candidate.set(inode, m);
       whole.push(inode);
     }
@@ -200,7 +196,7 @@ class FastPlanner {
     this.free[x]! - this.free[y]! || this.nlink[y]! - this.nlink[x]! || comparePathRows(this.c.scan, this.first[x]!, this.first[y]!) || x - y;
   private readonly pathOrder = (x: number, y: number): number => comparePathRows(this.c.scan, x, y);
 
-  plan(members: Uint32Array, from: number, to: number): boolean {
+  plan(from: number, to: number): boolean {
     const { c, limits } = this;
     const n = to - from;
     if (n < 2) return true; // planOne: fewer than two, nothing (locked or not)
@@ -208,13 +204,12 @@ class FastPlanner {
     this.reserve(n);
     const t = c.scan.tables, r = c.read, ins = c.inodes;
     for (let k = 0; k < n; k++) {
-      const m = members[from + k]!;
+      const m = from + k;
       // Read: its flags and project are known (an unread inode's canonical role asks the disk).
       if (!(r.state[m]! & READ)) return false;
       // planOne's filter: no candidate locked as a duplicate.
       if (limits.lockedByFlags && limits.lockedByFlags(flagsOf(r, m), 'duplicate') !== false) return false;
-      const id = c.groups.members[m]!;
-      const a = ins.start[id]!, b = ins.start[id + 1]!;
+      const a = ins.from(m), b = ins.to(m);
       // No path refused (policy.ts refusal): every path accepts a link, none pins its inode.
       if (this.mayRefuse) for (let j = a; j < b; j++) if (this.refused(ins.paths[j]!, projidOf(r, m))) return false;
       let first = ins.paths[a]!;
@@ -250,11 +245,11 @@ class FastPlanner {
     }
     // byRoom: the canonical is not locked and has room for every other link (one part).
     const canon = order[0]!;
-    const cm = members[from + canon]!;
+    const cm = from + canon;
     if (limits.lockedByFlags && limits.lockedByFlags(flagsOf(r, cm), 'canonical') !== false) return false;
     if (limits.rootLinkLimit) {
       let others = 0;
-      for (let k = 1; k < n; k++) others += this.pathCount(members[from + order[k]!]!);
+      for (let k = 1; k < n; k++) others += this.pathCount(from + order[k]!);
       const root = c.scan.roots[rootIndexOf(t, this.head[canon]!)]!;
       if (others > limits.rootLinkLimit(root) - this.nlink[canon]!) return false;
     }
@@ -264,14 +259,13 @@ class FastPlanner {
     items.push(cm);
     items.push(this.first[canon]!);
     items.push(n - 1);
-    for (let k = 1; k < n; k++) items.push(members[from + order[k]!]!);
+    for (let k = 1; k < n; k++) items.push(from + order[k]!);
     let ops = 0;
-    for (let k = 1; k < n; k++) ops += this.pathCount(members[from + order[k]!]!);
+    for (let k = 1; k < n; k++) ops += this.pathCount(from + order[k]!);
     items.push(ops);
     for (let k = 1; k < n; k++) {
-      const d = order[k]!, m = members[from + d]!;
-      const id = c.groups.members[m]!;
-      const a = ins.start[id]!, b = ins.start[id + 1]!;
+      const d = order[k]!, m = from + d;
+      const a = ins.from(m), b = ins.to(m);
       if (rowsKept) {
         const rows = this.sortedPaths(ins.paths, a, b);
         for (let j = 0; j < b - a; j++) {
@@ -292,8 +286,7 @@ class FastPlanner {
   }
 
   private pathCount(m: number): number {
-    const id = this.c.groups.members[m]!;
-    return this.c.inodes.start[id + 1]! - this.c.inodes.start[id]!;
+    return this.c.inodes.pathCount(m);
   }
 
   private refused(row: number, projid: number): boolean {
@@ -409,8 +402,7 @@ function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Gener
       return inode;
     };
     const fileOf = (inode: Inode, m: number, row: number): FileRec => {
-      const id = c.groups.members[m]!;
-      const from = c.inodes.start[id]!;
+      const from = c.inodes.from(m);
       for (let j = 0; j < inode.paths.length; j++) if (c.inodes.paths[from + j] === row) return inode.paths[j]!;
       throw new Error(`plan: row ${row} is no path of its inode`);
     };
@@ -434,8 +426,8 @@ function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Gener
  * What keeps identical content apart (report/kept-apart.ts) over every
  * hashed candidate, by content class (same hash and size). The classes are
  * found among one item per identical set (its members share hash and size)
- * and one per hashed candidate in no set, so the sort holds a few items per
- * set rather than one per candidate. A class that is one identical set keeps
+ * and one per hashed candidate in no set whose hash may be another item's,
+ * so the sort holds a few items per set rather than one per candidate. A class that is one identical set keeps
  * nothing apart, unless a path of it lies in a directory that refuses links;
  * the others are charged on their rows (KeptApartRows), or, with a refused
  * path, on their objects as keptApart() charges them.
@@ -445,16 +437,41 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
   const r = c.read, t = c.scan.tables;
   // The candidates in no identical set: those left unmarked by a bit the state column has spare
   // (no array per candidate; a set's number is its item's, reps below).
-  for (let k = 0; k < sets.members.length; k++) r.state[sets.members[k]!]! |= IN_SET;
+  const mark = (on: boolean) => {
+    for (let s = 0; s < sets.count; s++) for (let m = sets.start[s]!; m < sets.end[s]!; m++) r.state[m] = on ? r.state[m]! | IN_SET : r.state[m]! & ~IN_SET;
+  };
+  mark(true);
   const alone = (m: number) => (r.state[m]! & (READ | IN_SET)) === READ;
+  // A candidate alone keeps nothing apart unless another item has its hash: most have
+  // none (410,000 of them at 2,000,000 files, 12 bytes each in the sort, held at the
+  // run's peak). Two bitmaps of the hashes' low bits, seen and seen again, find the
+  // ones that may share theirs; a false match only costs it its place in the sort.
+  let items = sets.count;
+  for (let m = 0; m < r.state.length; m++) if (alone(m)) items++;
+  // 4 bits or more per item: a fifth of those alone pass (and cost 12 bytes each) while the bitmaps cost 0.25 bytes.
+  let bits = 1 << 16;
+  while (bits < 4 * items && bits < 1 << 30) bits *= 2;
+  const mask = bits - 1;
+  const seen = new Uint8Array(bits >>> 3), again = new Uint8Array(bits >>> 3);
+  const note = (m: number) => {
+    const b = r.hashLo[m]! & mask, byte = b >>> 3, bit = 1 << (b & 7);
+    if (seen[byte]! & bit) again[byte]! |= bit;
+    else seen[byte]! |= bit;
+  };
+  const mayShare = (m: number) => {
+    const b = r.hashLo[m]! & mask;
+    return (again[b >>> 3]! & (1 << (b & 7))) !== 0;
+  };
+  for (let s = 0; s < sets.count; s++) note(sets.start[s]!);
+  for (let m = 0; m < r.state.length; m++) if (alone(m)) note(m);
   let count = sets.count;
-  for (let m = 0; m < r.state.length; m++) if (alone(m)) count++;
+  for (let m = 0; m < r.state.length; m++) if (alone(m) && mayShare(m)) count++;
   const reps = new Uint32Array(count);
   let at = 0;
-  for (let s = 0; s < sets.count; s++) reps[at++] = sets.members[sets.start[s]!]!;
-  for (let m = 0; m < r.state.length; m++) if (alone(m)) reps[at++] = m;
-  for (let k = 0; k < sets.members.length; k++) r.state[sets.members[k]!]! &= ~IN_SET;
-  const sizeOf = (m: number) => sizeOfRow(t, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!);
+  for (let s = 0; s < sets.count; s++) reps[at++] = sets.start[s]!;
+  for (let m = 0; m < r.state.length; m++) if (alone(m) && mayShare(m)) reps[at++] = m;
+  mark(false);
+  const sizeOf = (m: number) => sizeOfRow(t, c.inodes.head(m));
   const mat = new Materializer(c.scan, c.projects);
   const onRows = new KeptApartRows(c, sets.count, sum, opts);
   const pinnable = mayRefuse(c.projects);
@@ -479,10 +496,9 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
       let n = 0;
       for (let k = from; k < to; k++) {
         const m = reps[items[k]!]!, s = setOfItem(items[k]!);
-        const a = s < 0 ? 0 : sets.start[s]!, b = s < 0 ? 1 : sets.start[s + 1]!;
+        const a = s < 0 ? m : sets.start[s]!, b = s < 0 ? m + 1 : sets.end[s]!;
         if (n + b - a > content.length) (content = grow(content, n + b - a)), (contentSet = growInt(contentSet, content.length));
-        if (s < 0) (contentSet[n] = -1), (content[n++] = m);
-        else for (let j = a; j < b; j++) (contentSet[n] = s), (content[n++] = sets.members[j]!);
+        for (let j = a; j < b; j++) (contentSet[n] = s), (content[n++] = j);
       }
       const pinned = pinnable && anyPinned(c, content, n);
       if (one && !pinned) return;
@@ -551,8 +567,7 @@ class KeptApartRows {
       const m = content[k]!;
       const set = setOf[k]!;
       let p = set >= 0 ? this.slotOfSet[set]! : -1;
-      const id = c.groups.members[m]!;
-      const a = ins.start[id]!, b = ins.start[id + 1]!;
+      const a = ins.from(m), b = ins.to(m);
       const head = ins.paths[a]!;
       const nlink = nlinkOf(t, head);
       const free = nlink <= b - a ? 1 : 0;
@@ -594,7 +609,7 @@ class KeptApartRows {
       const kept = this.head[p]!;
       const reason = firstDifference(this.attributes(kept), mainAttrs, this.opts);
       if (!reason || reason === 'size') continue;
-      const size = sizeOfRow(t, ins.paths[ins.start[c.groups.members[kept]!]!]!);
+      const size = sizeOfRow(t, ins.head(kept));
       chargeKept(this.sum, reason, size, roots[rootIndexOf(t, this.first[p]!)]!.index, roots[rootIndexOf(t, this.first[main]!)]!.index);
     }
   }
@@ -602,7 +617,7 @@ class KeptApartRows {
   /** What firstDifference compares of candidate `m`: its Stat (its first row's, as Materializer.inode) and what the hash stage read. */
   private attributes(m: number): Attributes {
     const c = this.c, r = c.read;
-    return { stat: statOfRow(c.scan, c.inodes.paths[c.inodes.start[c.groups.members[m]!]!]!), flags: flagsOf(r, m), projid: projidOf(r, m), xattrs: r.xattrs.get(m) ?? '' };
+    return { stat: statOfRow(c.scan, c.inodes.head(m)), flags: flagsOf(r, m), projid: projidOf(r, m), xattrs: r.xattrs.get(m) ?? '' };
   }
 
   private reserve(n: number): void {
@@ -640,8 +655,7 @@ function anyPinned(c: Candidates, content: Uint32Array, n: number): boolean {
   const f = c.scan.tables.files;
   for (let k = 0; k < n; k++) {
     const m = content[k]!;
-    const id = c.groups.members[m]!;
-    for (let j = c.inodes.start[id]!; j < c.inodes.start[id + 1]!; j++) {
+    for (let j = c.inodes.from(m), b = c.inodes.to(m); j < b; j++) {
       const dir = f.dir[c.inodes.paths[j]!]!;
       if (p.known[dir] && dirRefusal(p.locked[dir] === 1, p.inherit[dir] === 1, p.projid[dir]!, projidOf(c.read, m)) !== undefined) return true;
     }
@@ -654,9 +668,7 @@ function anyPinned(c: Candidates, content: Uint32Array, n: number): boolean {
 export function setDirs(c: Omit<Candidates, 'read' | 'projects'>, sets: SetRows): (visit: (dir: number) => void) => void {
   const f = c.scan.tables.files;
   return (visit) => {
-    for (let k = 0; k < sets.members.length; k++) {
-      const id = c.groups.members[sets.members[k]!]!;
-      for (let j = c.inodes.start[id]!; j < c.inodes.start[id + 1]!; j++) visit(f.dir[c.inodes.paths[j]!]!);
-    }
+    for (let s = 0; s < sets.count; s++)
+      for (let m = sets.start[s]!; m < sets.end[s]!; m++) for (let j = c.inodes.from(m), b = c.inodes.to(m); j < b; j++) visit(f.dir[c.inodes.paths[j]!]!);
   };
 }

@@ -182,6 +182,41 @@ export function sortByHash(n: number, hash: ((item: number) => number) | Uint32A
 export const HASH = HI;
 export const ITEM = LO;
 
+/**
+ * classesOf's classes as one list: class k is items[starts[k] .. starts[k+1]),
+ * each in ascending order. The list is written into `keyScratch` (as
+ * Uint32 words from its start) while classesOf sorts over it: a class is
+ * handed over only after every key up to its bucket's end has been read,
+ * and the list never holds more items than keys read, so each word written
+ * belongs to a key already read. `items` is a view over keyScratch: valid
+ * until the scratch is used again. No array per item besides the keys.
+ */
+export function classList(
+  n: number,
+  hash: (item: number) => number,
+  cmp: (a: number, b: number) => number,
+  min: number,
+  keyScratch: Float64Array,
+): { starts: number[]; items: Uint32Array } {
+  if (keyScratch.length < n) throw new Error('classList: the scratch holds fewer than n keys');
+  const items = new Uint32Array(keyScratch.buffer, keyScratch.byteOffset, 2 * n);
+  const starts: number[] = [];
+  let at = 0;
+  classesOf(
+    n,
+    hash,
+    cmp,
+    min,
+    (part, from, to) => {
+      starts.push(at);
+      for (let k = from; k < to; k++) items[at++] = part[k]!;
+    },
+    keyScratch,
+  );
+  starts.push(at);
+  return { starts, items: items.subarray(0, at) };
+}
+
 /** Sort items[0, len) by cmp, stably: insertion sort for the short runs most buckets are, else the built-in sort with ties by item. */
 function sortRun(items: Uint32Array, len: number, cmp: (a: number, b: number) => number): void {
   if (len > 16) {
@@ -198,7 +233,7 @@ function sortRun(items: Uint32Array, len: number, cmp: (a: number, b: number) =>
 
 /**
  * What the hash stage read, as columns indexed by candidate (a position in
- * the candidate groups' member list, group.ts GroupRows; filled by hash.ts): no object per file.
+ * the candidate groups, group.ts GroupRows: candidate m is inode m; filled by hash.ts): no object per file.
  * Xattrs are rare: a sparse map.
  */
 export interface ReadColumns {
@@ -285,6 +320,12 @@ export class AttrColumn {
     this.code[m] = pair;
   }
 
+  /** Values of [from, from+n) reordered: position from+k takes what order[k] held (order: a permutation of that range). */
+  permute(from: number, order: Uint32Array, n: number): void {
+    const cols = this.code ? [this.code] : [this.flagsCol!, this.projidCol!];
+    for (const col of cols) permuteRange(col, from, order, n);
+  }
+
   private widen(): void {
     const code = this.code!;
     this.flagsCol = new Uint32Array(this.length);
@@ -296,6 +337,32 @@ export class AttrColumn {
     this.code = undefined;
     this.pairOf.clear();
   }
+}
+
+/** Values of [from, from+n) of `col` reordered: position from+k takes what order[k] held. */
+function permuteRange(col: Uint8Array | Uint16Array | Uint32Array, from: number, order: Uint32Array, n: number): void {
+  const old = col.slice(from, from + n);
+  for (let k = 0; k < n; k++) col[from + k] = old[order[k]! - from]!;
+}
+
+/**
+ * Renumber candidates [from, from+n) in every column: candidate from+k
+ * becomes what order[k] was (order: a permutation of that range). What
+ * holds candidate numbers must be renumbered alike (group.ts InodeRows.permute).
+ */
+export function permuteRead(c: ReadColumns, from: number, order: Uint32Array, n: number): void {
+  permuteRange(c.hashHi, from, order, n);
+  permuteRange(c.hashLo, from, order, n);
+  permuteRange(c.state, from, order, n);
+  c.attrs.permute(from, order, n);
+  if (c.xattrs.size === 0) return;
+  const moved: [number, string][] = [];
+  for (let k = 0; k < n; k++) {
+    const x = c.xattrs.get(order[k]!);
+    if (x !== undefined) moved.push([from + k, x]);
+  }
+  for (let k = 0; k < n; k++) c.xattrs.delete(from + k);
+  for (const [m, x] of moved) c.xattrs.set(m, x);
 }
 
 /** Candidate `m`'s inode flags as read. */

@@ -98,8 +98,8 @@ export function scanTotals(scan: Scan, inodes: InodeRows): ScanTotals {
     bytes += size;
   }
   for (let k = 0; k < inodes.count; k++) {
-    const paths = inodes.start[k + 1]! - inodes.start[k]!;
-    if (paths > 1) shared += sizeOf(t, inodes.paths[inodes.start[k]!]!) * (paths - 1);
+    const paths = inodes.pathCount(k);
+    if (paths > 1) shared += sizeOf(t, inodes.head(k)) * (paths - 1);
   }
   return { files: f.count, bytes, inodes: inodes.count, shared, rootFiles, rootBytes };
 }

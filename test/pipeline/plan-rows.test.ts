@@ -111,12 +111,12 @@ describe('plan and kept-apart on rows', () => {
         // Rows.
         const inodes = inodeRows(scan);
         const groups = groupRows(scan, inodes, opts);
-        const cols = readColumns(groups.members.length);
-        for (let m = 0; m < groups.members.length; m++) {
-          const row = inodes.paths[inodes.start[groups.members[m]!]!]!;
+        const cols = readColumns(groups.candidates);
+        for (let m = 0; m < groups.candidates; m++) {
+          const row = inodes.head(m);
           setRead(cols, m, read.get(inoOf(scan.tables, row))!);
         }
-        const sets = splitRowsByContent(groups, cols, opts);
+        const sets = splitRowsByContent(groups, cols, opts, inodes);
         const c = { scan, inodes, groups, read: cols, projects: kernel ? w.projects : undefined };
         const compact = planRows(c, sets, kernel ? limits.rows : {});
         const stateBefore = cols.state.slice();

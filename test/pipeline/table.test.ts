@@ -6,7 +6,7 @@ import { FileType, type Stat } from '../../src/core/stat.js';
 import type { Root } from '../../src/core/types.js';
 import { groupRows, inodeRows } from '../../src/pipeline/group.js';
 import { compareMetadataRows, metadataHashRow, metadataKey } from '../../src/pipeline/policy.js';
-import { AttrColumn, classesOf, Materializer, readColumns, relPathRow, statOfRow, type Scan } from '../../src/pipeline/rows.js';
+import { AttrColumn, classesOf, classList, ELF_BIT, flagsOf, hashOf, Materializer, permuteRead, projidOf, READ, readColumns, setRead, relPathRow, statOfRow, type Scan } from '../../src/pipeline/rows.js';
 import { blocksOf, BLOCKS_BIAS, ctimeSecOf, inoOf, metaOf, modeOf, mtimeSecOf, nlinkOf, sizeOf, uidOf, WIDE16, WIDE32, WIDE8 } from '../../src/pipeline/table.js';
 import { TableBuilder, tablesFromWalk } from '../../src/pipeline/table-builder.js';
 import { relPath } from '../../src/core/paths.js';
@@ -146,6 +146,47 @@ function tablesOf(files: { root?: number; over?: Partial<typeof base> }[]): Scan
   return { tables: b.build(), roots };
 }
 
+describe('permuteRead', () => {
+  it('moves every column of a range alike: hash, state, flags and project (coded, or widened past 65,536 pairs), xattrs', () => {
+    for (const pairs of [5, 70_000]) {
+      const n = 80_000;
+      const cols = readColumns(n);
+      const want = (m: number) => ({ hash: BigInt(m) * 0x1_0000_0001n + 7n, xattrs: m % 7 === 0 ? `x${m}` : '', elf: m % 3 === 0, flags: m % pairs, projid: (m % pairs) * 2 });
+      for (let m = 0; m < n; m++) setRead(cols, m, want(m));
+      const from = 1000, len = 75_000;
+      // A permutation of [from, from + len): reversed in blocks of 10.
+      const order = Uint32Array.from({ length: len }, (_, k) => from + (Math.floor(k / 10) * 10 + 9 - (k % 10) < len ? Math.floor(k / 10) * 10 + 9 - (k % 10) : k));
+      permuteRead(cols, from, order, len);
+      const wrong: number[] = [];
+      for (let m = 0; m < n; m++) {
+        const w = want(m >= from && m < from + len ? order[m - from]! : m);
+        const ok = hashOf(cols, m) === w.hash && cols.state[m] === (READ | (w.elf ? ELF_BIT : 0)) && flagsOf(cols, m) === w.flags && projidOf(cols, m) === w.projid && (cols.xattrs.get(m) ?? '') === w.xattrs;
+        if (!ok) wrong.push(m);
+      }
+      expect(wrong.slice(0, 5), `pairs ${pairs}`).toEqual([]);
+      expect(cols.xattrs.size).toBe(Math.ceil(n / 7));
+    }
+  });
+});
+
+describe('classList', () => {
+  it('lists the classes classesOf hands over, in its scratch', () => {
+    let seed = 11;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    for (const [n, values, buckets, min] of [[1, 1, 1, 1], [500, 40, 7, 2], [500, 500, 500, 1], [2000, 300, 3, 2], [64, 1, 1, 2]] as const) {
+      const v = Array.from({ length: n }, () => rand(values));
+      const hash = (i: number) => v[i]! % buckets; // buckets shared by several values: the comparison splits them
+      const cmp = (a: number, b: number) => v[a]! - v[b]!;
+      const want: number[][] = [];
+      classesOf(n, hash, cmp, min, (items, from, to) => want.push([...items.subarray(from, to)]));
+      const scratch = new Float64Array(n);
+      const { starts, items } = classList(n, hash, cmp, min, scratch);
+      expect(items.buffer).toBe(scratch.buffer);
+      expect(Array.from({ length: starts.length - 1 }, (_, k) => [...items.subarray(starts[k], starts[k + 1])])).toEqual(want);
+    }
+  });
+});
+
 describe('grouping on rows', () => {
   it('agrees with metadataKey on every pair: equal keys compare 0 and hash alike', () => {
     const variants: { root?: number; over?: Partial<typeof base> }[] = [
@@ -180,14 +221,64 @@ describe('grouping on rows', () => {
     ]);
     const inodes = inodeRows(scan);
     expect(inodes.count).toBe(5);
-    const pathsOf = (k: number) => [...inodes.paths.subarray(inodes.start[k], inodes.start[k + 1])];
+    const pathsOf = (k: number) => [...inodes.paths.subarray(inodes.from(k), inodes.to(k))];
     const byFirst = Array.from({ length: inodes.count }, (_, k) => pathsOf(k).join()).sort();
     expect(byFirst).toEqual(['0,1', '2', '3', '4', '5,6']);
     const groups = groupRows(scan, inodes, { ignoreMtime: false });
     const members = Array.from({ length: groups.count }, (_, g) =>
-      [...groups.members.subarray(groups.start[g], groups.start[g + 1])].map((k) => pathsOf(k).join('+')).sort().join(' '),
+      Array.from({ length: groups.start[g + 1]! - groups.start[g]! }, (_, j) => groups.start[g]! + j).map((k) => pathsOf(k).join('+')).sort().join(' '),
     );
     expect(members).toEqual(['0+1 2 5+6']);
+  });
+
+  it('keeps every path of every inode, the first under its earliest root, however many paths and whatever nlink says, and after grouping numbers them anew', () => {
+    // Inodes of 1 to 6 paths over two roots of one device, in random row order; nlink true,
+    // too low (links made during the walk: the paths' array must grow) or too high (links
+    // outside the roots: the room left is cut out).
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    for (const nlinkOf of [(p: number) => p, () => 1, (p: number) => p + 5]) {
+      const files: { root?: number; over?: Partial<typeof base> }[] = [];
+      const want = new Map<number, number[]>();
+      for (let ino = 1; ino <= 400; ino++) {
+        const paths = ino % 3 === 0 ? 1 + rand(6) : 1;
+        // Sizes of 1000 and more are one inode's alone: no candidate.
+        const size = ino % 5 === 0 ? 1000 + ino : 100 + (ino % 4);
+        for (let j = 0; j < paths; j++) files.push({ root: rand(2), over: { ino, nlink: nlinkOf(paths), size } });
+      }
+      for (let k = files.length - 1; k > 0; k--) {
+        const j = rand(k + 1);
+        [files[k], files[j]] = [files[j]!, files[k]!];
+      }
+      const scan: Scan = { ...tablesOf(files), roots: [roots[0]!, { ...roots[1]!, dev: roots[0]!.dev }] };
+      files.forEach((f, row) => want.set(f.over!.ino!, [...(want.get(f.over!.ino!) ?? []), row]));
+      const inodes = inodeRows(scan);
+      const check = () => {
+        expect(inodes.count).toBe(want.size);
+        const got = new Map<number, number[]>();
+        for (let k = 0; k < inodes.count; k++) {
+          const rows = [...inodes.paths.subarray(inodes.from(k), inodes.to(k))];
+          expect(rows[0]).toBe(inodes.head(k));
+          expect(inodes.pathCount(k)).toBe(rows.length);
+          // The first path is under the earliest root any of them is under.
+          expect(Math.min(...rows.map((r) => files[r]!.root ?? 0))).toBe(files[rows[0]!]!.root ?? 0);
+          got.set(files[rows[0]!]!.over!.ino!, rows.sort((a, b) => a - b));
+        }
+        expect(got).toEqual(want);
+      };
+      check();
+      // Grouping numbers the inodes anew, candidates first, group by group: the same paths per inode.
+      const groups = groupRows(scan, inodes, { ignoreMtime: false });
+      check();
+      const sizeOfInode = (k: number) => files[inodes.head(k)]!.over!.size!;
+      expect(groups.candidates).toBe([...want.keys()].filter((ino) => ino % 5 !== 0).length);
+      expect(groups.start[groups.count]).toBe(groups.candidates);
+      for (let g = 0; g < groups.count; g++) {
+        expect(groups.start[g + 1]! - groups.start[g]!).toBeGreaterThan(1);
+        for (let k = groups.start[g]!; k < groups.start[g + 1]!; k++) expect(sizeOfInode(k)).toBe(sizeOfInode(groups.start[g]!));
+      }
+      for (let k = groups.candidates; k < inodes.count; k++) expect(sizeOfInode(k)).toBeGreaterThanOrEqual(1000);
+    }
   });
 });
 
