@@ -12,7 +12,7 @@
  */
 import { REASONS, type CapacityReport } from '../capacity-model.js';
 import { percent, shortName } from './table.js';
-import { formatBytes } from './text.js';
+import { formatBytes, formatCount } from './text.js';
 
 const esc = (s: string | number): string =>
   String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -84,7 +84,7 @@ export function formatCapacityHtml(r: CapacityReport, generated = new Date(), ex
     `table{border-collapse:collapse}td,th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}`,
     `svg text{font:12px system-ui,sans-serif}.legend i{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}</style></head><body>`,
     `<h1>vunify capacity report</h1>`,
-    `<p>${t.guests} guests, ${t.files.toLocaleString('en-US')} files, ${b(t.bytes)}. <b>Freeable now: ${b(t.freeableBytes)}</b> (${b(t.freeableDiskBytes)} on disk) in ${t.freeableInodes.toLocaleString('en-US')} inodes; already shared by hardlinks ${b(t.alreadySharedBytes)}.`,
+    `<p>${t.guests} guests, ${formatCount(t.files)} files, ${b(t.bytes)}. <b>Freeable now: ${b(t.freeableBytes)}</b> (${b(t.freeableDiskBytes)} on disk) in ${formatCount(t.freeableInodes)} inodes; already shared by hardlinks ${b(t.alreadySharedBytes)}.`,
     ` Identical content kept apart by policy: ${REASONS.map((k) => `${k} ${b(t.keptApart[k])}`).join(', ')}.`,
     ` Links outside the roots: ${t.outsideLinks.inodes} inodes, ${b(t.outsideLinks.bytes)}. Page cache shared after unifying: ${b(t.memory.sharedBytes)}, ELF ${b(t.memory.sharedElfBytes)}.</p>`,
     `<p class="meta">Generated ${esc(generated.toISOString())}. Nothing was changed.</p>`,

@@ -7,10 +7,9 @@
  * confine.printable (already applied by the model) and, in HTML, esc().
  */
 import type { MemoryReport } from '../memory.js';
-import { formatBytes as b } from './text.js';
+import { formatBytes as b, formatCount as num } from './text.js';
 import { table } from './table.js';
 
-const num = (n: number) => n.toLocaleString('en-US');
 /** Most processes listed in full; the rest are counted (JSON has them all). */
 const LIST = 30;
 const clip = (s: string, n = 60) => (s.length > n ? s.slice(0, n - 1) + '…' : s);
