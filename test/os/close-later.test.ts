@@ -42,17 +42,18 @@ const held = () =>
 describe('closeLater and closeLaterDrain', () => {
   it('drain waits for every close, slow ones and more than the queue holds; no close hits a descriptor opened meanwhile', async () => {
     const empty = used();
-    const big = Buffer.alloc(32 << 20, 'b');
+    const big = Buffer.alloc(64 << 20, 'b');
     const handed: number[] = [];
     const keep: { fd: number; file: string }[] = [];
-    // 12 large files (their close frees 32 MiB of pages each) among 3,000 small ones.
-    for (let i = 0; i < 3000; i++) {
+    // 3,000 small files, then 8 large ones last (their close frees 64 MiB of pages each), so
+    // that the queue drains while several closers are still in their slow closes.
+    for (let i = 0; i < 3008; i++) {
       const f = path.join(mnt, `f${i}`);
-      fs.writeFileSync(f, i % 250 === 0 ? big : 'x');
+      fs.writeFileSync(f, i >= 3000 ? big : 'x');
       handed.push(sys.open(f, O.RDONLY | O.CLOEXEC));
       fs.unlinkSync(f);
     }
-    expect(used() - empty).toBeGreaterThanOrEqual(12 * (32 << 20));
+    expect(used() - empty).toBeGreaterThanOrEqual(8 * (64 << 20));
     for (const [i, fd] of handed.entries()) {
       sys.closeLater(fd);
       // Opened while the closers run: numbers freed by the closes are taken again.
