@@ -64,14 +64,19 @@ describe('closeLater and closeLaterDrain', () => {
       }
     }
     await sys.closeLaterDrain();
-    // Every handed-over descriptor closed and its space free, at once after the drain.
-    const still = held().filter((n) => !keep.some((k) => String(k.fd) === n));
-    expect(still).toEqual([]);
-    const keptBytes = keep.length * 4096;
-    expect(used() - empty).toBeLessThanOrEqual(keptBytes);
-    // The descriptors opened meanwhile are all open, each on its own file.
-    for (const k of keep) expect(fs.readlinkSync(`/proc/self/fd/${k.fd}`)).toBe(k.file);
-    for (const k of keep) sys.close(k.fd);
+    try {
+      // Every handed-over descriptor closed and its space free, at once after the drain.
+      const still = held().filter((n) => !keep.some((k) => String(k.fd) === n));
+      expect(still).toEqual([]);
+      const keptBytes = keep.length * 4096;
+      expect(used() - empty).toBeLessThanOrEqual(keptBytes);
+      // The descriptors opened meanwhile are all open, each on its own file.
+      for (const k of keep) expect(fs.readlinkSync(`/proc/self/fd/${k.fd}`)).toBe(k.file);
+    } finally {
+      // Closed whatever the outcome, so that the tmpfs can be unmounted; the drain again for a failed one.
+      for (const k of keep) sys.close(k.fd);
+      await sys.closeLaterDrain();
+    }
   }, 120_000);
 
   it('a linking run returns only once the space of every inode it freed is free (statfs right after it)', async () => {
