@@ -240,12 +240,23 @@ function isTemp(x: unknown): x is string {
   return tmp.length > TEMP.length && tmp.subarray(0, TEMP.length).equals(TEMP) && !tmp.includes(0x2f) && !tmp.includes(0);
 }
 
+/**
+ * An mtime's seconds: any integer. A guest can give a file one past 2^53
+ * (tmpfs and btrfs take any 64-bit time); both writers put the exact value
+ * of the double stat gave, which JSON.parse gives back, and recovery only
+ * compares it with stat's double of the same time. Refused as a safe
+ * integer, such an entry was malformed: a run killed while linking that
+ * file left its temporary name in the guest for good.
+ */
+const isTime = (x: unknown): x is number => Number.isInteger(x);
+const fieldOk = (k: string, v: unknown) => (k === 'mtimeSec' ? isTime(v) : isInt(v));
+
 /** The two inodes of an entry, each field of its type. */
 function hasInodes(x: Record<string, unknown>): boolean {
   const c = x.canon, d = x.dup;
   if (!isObj(c) || !isInt(c.dev) || !isInt(c.ino)) return false;
-  for (const k of ['size', 'mtimeSec', 'mtimeNsec', 'mode', 'uid', 'gid']) if (c[k] !== undefined && !isInt(c[k])) return false;
-  return isObj(d) && ['dev', 'ino', 'size', 'mtimeSec', 'mtimeNsec'].every((k) => isInt(d[k]));
+  for (const k of ['size', 'mtimeSec', 'mtimeNsec', 'mode', 'uid', 'gid']) if (c[k] !== undefined && !fieldOk(k, c[k])) return false;
+  return isObj(d) && ['dev', 'ino', 'size', 'mtimeSec', 'mtimeNsec'].every((k) => fieldOk(k, d[k]));
 }
 
 /** A directory declaration: a root by path and identity, or a plain name under an already declared directory. */

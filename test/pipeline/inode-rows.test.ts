@@ -74,3 +74,43 @@ describe('inodeRows', () => {
     }
   });
 });
+
+describe('InodeRows.permute', () => {
+  // The content split renumbers each group's candidates (its sets first):
+  // every inode's paths must move with it, whatever the range and order, and
+  // whatever mix of one-path and many-path inodes is in it.
+  it('moves each inode with all its paths and its head, for random ranges and orders, again and again', () => {
+    for (let seed = 1; seed <= 10; seed++) {
+      const rand = rng(seed * 7919);
+      const scan = world(seed, { devs: 1, wide: false });
+      const inodes = inodeRows(scan);
+      const n = inodes.count;
+      const pathsOf = (k: number) => Array.from(inodes.paths.subarray(inodes.from(k), inodes.to(k)));
+      // The model: inode k's head and its set of paths, as plain arrays.
+      let model = Array.from({ length: n }, (_, k) => ({ head: inodes.head(k), rows: pathsOf(k).sort((a, b) => a - b) }));
+      expect(model.some((m) => m.rows.length > 2)).toBe(true);
+      for (let round = 0; round < 200; round++) {
+        const from = Math.floor(rand() * n);
+        const len = 1 + Math.floor(rand() * Math.min(n - from, 30));
+        const order = Uint32Array.from({ length: len }, (_, k) => from + k);
+        for (let k = len - 1; k > 0; k--) {
+          const j = Math.floor(rand() * (k + 1));
+          [order[k], order[j]] = [order[j]!, order[k]!];
+        }
+        inodes.permute(from, order, len);
+        const next = model.slice();
+        for (let k = 0; k < len; k++) next[from + k] = model[order[k]!]!;
+        model = next;
+        // Looked up in a random order (the last lookup is cached inside).
+        const ks = Array.from({ length: n }, (_, k) => k).sort(() => rand() - 0.5);
+        for (const k of ks) {
+          expect(inodes.head(k)).toBe(model[k]!.head);
+          const rows = pathsOf(k);
+          expect(rows[0]).toBe(model[k]!.head);
+          expect(inodes.pathCount(k)).toBe(model[k]!.rows.length);
+          expect(rows.sort((a, b) => a - b)).toEqual(model[k]!.rows);
+        }
+      }
+    }
+  });
+});
