@@ -151,11 +151,11 @@ describe('xattrs, links, renames, flags, locks', () => {
     sys.close(fd);
   });
 
-  it('closes descriptors later, on another thread, and drains them all, also past its queue', async () => {
+  it('closes descriptors later, on another thread, and drains them all, also past its queue (1,024: native/lookup.c CLOSE_QUEUE)', async () => {
     const d = path.join(dir, 'root/later');
     fs.mkdirSync(d);
     const fds: number[] = [];
-    for (let i = 0; i < 300; i++) {
+    for (let i = 0; i < 1200; i++) {
       writeFile(path.join(d, `f${i}`), { content: 'x'.repeat(4096) });
       fds.push(sys.openBeneath(rootFd, B(`later/f${i}`), O.RDONLY));
       fs.unlinkSync(path.join(d, `f${i}`));
@@ -168,7 +168,7 @@ describe('xattrs, links, renames, flags, locks', () => {
           return false;
         }
       }).length;
-    expect(heldDeleted()).toBe(300);
+    expect(heldDeleted()).toBe(1200);
     for (const fd of fds) sys.closeLater(fd);
     await sys.closeLaterDrain();
     expect(heldDeleted()).toBe(0);
