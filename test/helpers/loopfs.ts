@@ -33,3 +33,18 @@ export function loopFs(type: 'xfs' | 'ext4' | 'btrfs', sizeBytes: number): LoopF
     },
   };
 }
+
+/** A tmpfs (mount options such as "size=64m") in a fresh temp directory, whose parent holds nothing else: room for the test's own files. */
+export function tmpFs(options: string): LoopFs {
+  const base = tempDir('vunify-tmpfs-');
+  const dir = path.join(base, 'mnt');
+  fs.mkdirSync(dir);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir]);
+  return {
+    dir,
+    unmount() {
+      if (spawnSync('umount', [dir]).status !== 0) spawnSync('umount', ['-l', dir]);
+      fs.rmSync(base, { recursive: true, force: true });
+    },
+  };
+}

@@ -9,20 +9,17 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { tmpFs, type LoopFs } from '../helpers/loopfs.js';
 import { O, sys } from '../../src/os/sys.js';
-import { inode, rmTree, runUnify, sh, tempDir, writeFile } from '../helpers/tree.js';
+import { inode, runUnify, writeFile } from '../helpers/tree.js';
 
-let base: string, mnt: string;
+let tmp: LoopFs, base: string, mnt: string;
 beforeEach(() => {
-  base = tempDir();
-  mnt = path.join(base, 'mnt');
-  fs.mkdirSync(mnt);
-  sh('mount', '-t', 'tmpfs', '-o', 'size=1g', 'tmpfs', mnt);
+  tmp = tmpFs('size=1g');
+  mnt = tmp.dir;
+  base = path.dirname(mnt);
 });
-afterEach(() => {
-  sh('umount', mnt);
-  rmTree(base);
-});
+afterEach(() => tmp.unmount());
 
 const used = () => {
   const s = fs.statfsSync(mnt);

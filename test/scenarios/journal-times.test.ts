@@ -8,20 +8,17 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { tmpFs, type LoopFs } from '../helpers/loopfs.js';
 import { cliArgs } from '../helpers/hostile.js';
-import { rmTree, sh, tempDir } from '../helpers/tree.js';
+import { sh } from '../helpers/tree.js';
 
-let base: string, mnt: string;
+let tmp: LoopFs, base: string, mnt: string;
 beforeEach(() => {
-  base = tempDir();
-  mnt = path.join(base, 'mnt');
-  fs.mkdirSync(mnt);
-  sh('mount', '-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', mnt);
+  tmp = tmpFs('size=64m');
+  mnt = tmp.dir;
+  base = path.dirname(mnt);
 });
-afterEach(() => {
-  sh('umount', mnt);
-  rmTree(base);
-});
+afterEach(() => tmp.unmount());
 
 describe('journal entries of files with mtimes far from 1970', () => {
   it.each(['1152921504606846976', '-1152921504606846976', '4611686018427387904', '1700000000'])(
