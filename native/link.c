@@ -449,6 +449,15 @@ static char *str(char *o, const char *s) {
   return o + n;
 }
 
+/* An entry's inode fields that canon and dup both carry, from "dev" on (its key written by the caller). */
+static char *inode_fields(char *o, const double *s) {
+  o = num(o, s[S_DEV]);
+  o = num(str(o, ",\"ino\":"), s[S_INO]);
+  o = num(str(o, ",\"size\":"), s[S_SIZE]);
+  o = num(str(o, ",\"mtimeSec\":"), s[S_MSEC]);
+  return num(str(o, ",\"mtimeNsec\":"), s[S_MNSEC]);
+}
+
 /* journal.ts CompactEntry, as JSON.stringify writes it. */
 static long journal_entry(int fd, long at, const char *tmp, const char *name, const double *into, const double *out) {
   size_t nl = strlen(name);
@@ -458,19 +467,11 @@ static long journal_entry(int fd, long at, const char *tmp, const char *name, co
   o = num(str(o, "{\"at\":"), (double)at);
   o = hex(str(o, ",\"tmp\":\""), tmp, strlen(tmp));
   o = hex(str(o, "\",\"name\":\""), name, nl);
-  o = num(str(o, "\",\"canon\":{\"dev\":"), into[S_DEV]);
-  o = num(str(o, ",\"ino\":"), into[S_INO]);
-  o = num(str(o, ",\"size\":"), into[S_SIZE]);
-  o = num(str(o, ",\"mtimeSec\":"), into[S_MSEC]);
-  o = num(str(o, ",\"mtimeNsec\":"), into[S_MNSEC]);
+  o = inode_fields(str(o, "\",\"canon\":{\"dev\":"), into);
   o = num(str(o, ",\"mode\":"), into[S_MODE]);
   o = num(str(o, ",\"uid\":"), into[S_UID]);
   o = num(str(o, ",\"gid\":"), into[S_GID]);
-  o = num(str(o, "},\"dup\":{\"dev\":"), out[S_DEV]);
-  o = num(str(o, ",\"ino\":"), out[S_INO]);
-  o = num(str(o, ",\"size\":"), out[S_SIZE]);
-  o = num(str(o, ",\"mtimeSec\":"), out[S_MSEC]);
-  o = num(str(o, ",\"mtimeNsec\":"), out[S_MNSEC]);
+  o = inode_fields(str(o, "},\"dup\":{\"dev\":"), out);
   o = str(o, "}}\n");
   long r = journal_write(fd, line, (size_t)(o - line));
   free(line);
