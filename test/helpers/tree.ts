@@ -97,6 +97,17 @@ function unescapeOctal(s: string): string {
 }
 
 let stateDir: string | undefined;
+/** This process's descriptors (their numbers, as /proc/self/fd names them) that name a file under `dir`. */
+export function fdsUnder(dir: string): string[] {
+  return fs.readdirSync('/proc/self/fd').filter((n) => {
+    try {
+      return fs.readlinkSync(`/proc/self/fd/${n}`).startsWith(dir + '/');
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** One state directory per test process, so tests never touch /var/lib/vunify. */
 export function testStateDir(): string {
   return (stateDir ??= tempDir('vunify-state-'));

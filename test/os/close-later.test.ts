@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { tmpFs, type LoopFs } from '../helpers/loopfs.js';
 import { O, sys } from '../../src/os/sys.js';
-import { inode, runUnify, writeFile } from '../helpers/tree.js';
+import { fdsUnder, inode, runUnify, writeFile } from '../helpers/tree.js';
 
 let tmp: LoopFs, base: string, mnt: string;
 beforeEach(() => {
@@ -27,14 +27,7 @@ const used = () => {
 };
 
 /** Descriptors of this process that name a file under the tmpfs. */
-const held = () =>
-  fs.readdirSync('/proc/self/fd').filter((n) => {
-    try {
-      return fs.readlinkSync(`/proc/self/fd/${n}`).startsWith(mnt + '/');
-    } catch {
-      return false;
-    }
-  });
+const held = () => fdsUnder(mnt);
 
 describe('closeLater and closeLaterDrain', () => {
   it('drain waits for every close, slow ones and more than the queue holds; no close hits a descriptor opened meanwhile', async () => {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOCK_EX, LOCK_NB, O, RENAME_EXCHANGE, sys } from '../../src/os/sys.js';
-import { rmTree, sh, tempDir, writeFile } from '../helpers/tree.js';
+import { fdsUnder, rmTree, sh, tempDir, writeFile } from '../helpers/tree.js';
 import { FileType } from '../../src/core/stat.js';
 
 let dir: string;
@@ -160,14 +160,7 @@ describe('xattrs, links, renames, flags, locks', () => {
       fds.push(sys.openBeneath(rootFd, B(`later/f${i}`), O.RDONLY));
       fs.unlinkSync(path.join(d, `f${i}`));
     }
-    const heldDeleted = () =>
-      fs.readdirSync('/proc/self/fd').filter((n) => {
-        try {
-          return fs.readlinkSync(`/proc/self/fd/${n}`).startsWith(d + '/');
-        } catch {
-          return false;
-        }
-      }).length;
+    const heldDeleted = () => fdsUnder(d).length;
     expect(heldDeleted()).toBe(1200);
     for (const fd of fds) sys.closeLater(fd);
     await sys.closeLaterDrain();
