@@ -5,16 +5,13 @@
 // a directory's high bits or the wide table); each inode's first path is
 // under its earliest root (the shard the hash cache files it under).
 import { describe, expect, it } from 'vitest';
+import { rng } from '../helpers/hostile.js';
 import type { Root } from '../../src/core/types.js';
 import { inodeRows } from '../../src/pipeline/group.js';
 import { rootIndexOf } from '../../src/pipeline/rows.js';
 import { TableBuilder } from '../../src/pipeline/table-builder.js';
 import { inoOf } from '../../src/pipeline/table.js';
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-}
 
 const TWO32 = 2 ** 32;
 

@@ -6,6 +6,7 @@
 // Some sets are decided on rows (plan-rows.ts FastPlanner), the others on
 // objects (planOne); the last test checks the worlds hold both kinds.
 import { describe, expect, it } from 'vitest';
+import { rng } from '../helpers/hostile.js';
 import { displayPath } from '../../src/core/paths.js';
 import { FS_IMMUTABLE_FL, FS_NOCOW_FL } from '../../src/core/stat.js';
 import type { FileRec, Inode, Root } from '../../src/core/types.js';
@@ -20,10 +21,6 @@ import { TableBuilder } from '../../src/pipeline/table-builder.js';
 import { inoOf } from '../../src/pipeline/table.js';
 import { keptApart } from '../../src/report/kept-apart.js';
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-}
 
 interface Read { hash: bigint; xattrs: string; flags: number; projid: number }
 

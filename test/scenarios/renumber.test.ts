@@ -14,6 +14,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { rng } from '../helpers/hostile.js';
 import { rmTree, runUnify, sh, snapshot, tempDir } from '../helpers/tree.js';
 
 let dir: string;
@@ -22,16 +23,6 @@ beforeEach(() => {
 });
 afterEach(() => rmTree(dir));
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const GUESTS = 6;
 const MTIME = '1700000000.123456789';
