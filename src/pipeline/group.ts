@@ -190,12 +190,7 @@ export class InodeRows {
   private find(k: number): void {
     if (k === this.lastK) return;
     const ids = this.manyId;
-    let lo = 0, hi = ids.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (ids[mid]! < k) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = lowerBound(ids, k);
     if (ids[lo] !== k) throw new Error(`inodes: ${k} is marked as having several paths but has no block`);
     this.lastK = k;
     this.lastFrom = this.manyFrom[lo]!;
