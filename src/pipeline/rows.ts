@@ -132,7 +132,13 @@ export function classesOf(
   keyScratch?: Float64Array,
 ): void {
   if (n === 0) return;
-  const words = sortByHash(n, hash, keyScratch);
+  const keys = keyScratch && keyScratch.length >= n ? new BigUint64Array(keyScratch.buffer, keyScratch.byteOffset, n) : new BigUint64Array(n);
+  const words = new Uint32Array(keys.buffer, keys.byteOffset, 2 * n);
+  for (let i = 0; i < n; i++) {
+    words[2 * i + HI] = hash(i) >>> 0;
+    words[2 * i + LO] = i;
+  }
+  keys.sort();
   let scratch = new Uint32Array(64);
   for (let i = 0; i < n; ) {
     const h = words[2 * i + HI]!;
@@ -154,33 +160,6 @@ export function classesOf(
     i = j;
   }
 }
-
-/**
- * classesOf's sort: items 0..n-1 by (hash, item), one native sort of
- * unsigned 64-bit keys. The k-th item is words[2k + ITEM], its hash
- * words[2k + HASH]. `hash`: a function of the item, or a column of hashes
- * (read as unsigned 32-bit) copied without a call per item.
- */
-export function sortByHash(n: number, hash: ((item: number) => number) | Uint32Array, keyScratch?: Float64Array): Uint32Array {
-  const keys = keyScratch && keyScratch.length >= n ? new BigUint64Array(keyScratch.buffer, keyScratch.byteOffset, n) : new BigUint64Array(n);
-  const words = new Uint32Array(keys.buffer, keys.byteOffset, 2 * n);
-  if (typeof hash === 'function') {
-    for (let i = 0; i < n; i++) {
-      words[2 * i + HI] = hash(i) >>> 0;
-      words[2 * i + LO] = i;
-    }
-  } else {
-    for (let i = 0; i < n; i++) {
-      words[2 * i + HI] = hash[i]!;
-      words[2 * i + LO] = i;
-    }
-  }
-  keys.sort();
-  return words;
-}
-/** Where sortByHash's words put each key's hash and item. */
-export const HASH = HI;
-export const ITEM = LO;
 
 /**
  * classesOf's classes as one list: class k is items[starts[k] .. starts[k+1]),

@@ -134,18 +134,6 @@ export const inoOf = (t: Tables, row: number): number => {
   const d = t.dirs.ino[t.files.dir[row]!]!;
   return d < TWO32 ? v : Math.floor(d / TWO32) * TWO32 + v;
 };
-/**
- * Whether every file's inode number is its `files.ino` value, so the column
- * can be read for inoOf: all numbers below 2^32 under directories below
- * 2^32 (ext4 always), where only 2^32 - 1, the sentinel's own value, goes
- * to the wide table.
- */
-export function inosFit32(t: Tables): boolean {
-  const d = t.dirs.ino, w = t.wide.ino;
-  for (let i = 0; i < t.dirs.count; i++) if (d[i]! >= TWO32) return false;
-  for (let i = 0; i < t.wide.count; i++) if (w[i]! >= TWO32) return false;
-  return true;
-}
 export const blocksOf = (t: Tables, row: number): number => {
   const v = t.files.blocks[row]!;
   return v !== WIDE8 ? usualBlocks(sizeOf(t, row)) + v - BLOCKS_BIAS : t.wide.blocks[wideIndex(t, row)]!;
