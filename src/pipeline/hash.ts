@@ -36,9 +36,9 @@
 import os from 'node:os';
 import { getHasher, type Hasher } from '../core/xxhash.js';
 import { openRegular } from '../os/confine.js';
-import { codedError, fileError, type FileError } from '../core/errors.js';
+import { fileError, type FileError } from '../core/errors.js';
 import { splitGroups, type GroupRows, type InodeRows } from './group.js';
-import { dirRelLength, displayRow, ELF_BIT, hashOf, permuteRead, READ, readColumns, relPathLengthRow, relPathRow, rootIndexOf, setAttrs, setRead, statOfRow, writeDirRelRow, writeRelPathRow, type ReadColumns, type Scan } from './rows.js';
+import { dirRelLength, displayRow, ELF_BIT, hashOf, permuteRead, READ, readColumns, relPathRow, rootIndexOf, setAttrs, setRead, statOfRow, writeDirRelRow, type ReadColumns, type Scan } from './rows.js';
 import { ctimeSecOf, inoOf, metaOf, mtimeSecOf, sizeOf } from './table.js';
 import { readFully, sys } from '../os/sys.js';
 import { layout } from '../os/native.js';
