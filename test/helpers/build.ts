@@ -5,13 +5,19 @@
 // deleting dist/ forces a full build.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 const root = path.join(import.meta.dirname, '..', '..');
 
-export default function build(): void {
+export default function build(): (() => void) | void {
   // Both test projects name this setup; build once per vitest process.
   if (process.env.VUNIFY_TEST_BUILT === String(process.pid)) return;
+  // Test processes put their state directories (tree.ts testStateDir) in
+  // this one, removed when the run ends: vitest ends its workers without
+  // letting them clean up after themselves.
+  const states = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-states-'));
+  process.env.VUNIFY_TEST_STATES = states;
   const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
   try {
     execFileSync(process.execPath, [tsc, '-p', 'tsconfig.json', '--incremental', '--tsBuildInfoFile', 'dist/.tsbuildinfo'], {
@@ -34,4 +40,5 @@ export default function build(): void {
     throw new Error(`the TypeScript build failed, so no test would run the current sources:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
   }
   process.env.VUNIFY_TEST_BUILT = String(process.pid);
+  return () => fs.rmSync(states, { recursive: true, force: true });
 }

@@ -110,7 +110,10 @@ export function fdsUnder(dir: string): string[] {
 
 /** One state directory per test process, so tests never touch /var/lib/vunify. */
 export function testStateDir(): string {
-  return (stateDir ??= tempDir('vunify-state-'));
+  const parent = process.env.VUNIFY_TEST_STATES;
+  if (!parent) return (stateDir ??= tempDir('vunify-state-'));
+  fs.mkdirSync(parent, { recursive: true });
+  return (stateDir ??= fs.mkdtempSync(path.join(parent, 'state-')));
 }
 
 /** Run the built CLI (dist/bin.js) with a test state directory, and capture everything. */
