@@ -54,7 +54,7 @@ describe('manifest', () => {
     const a = await manifestOf([path.join(dir, 'A/a1')]);
     const key = fs.readFileSync(path.join(testStateDir(), KEY_FILE));
     const text = formatManifest(a);
-    expect(text).toMatch(new RegExp(`^#hash\txxh64-keyed$`, 'm'));
+    expect(text).toMatch(new RegExp(`^#hash\txxh3-keyed$`, 'm'));
     expect(text).toMatch(new RegExp(`^#key\t${loadHashKey(path.join(testStateDir(), KEY_FILE), { create: false }).fingerprint}$`, 'm'));
     expect(text).not.toContain(key.toString('hex'));
     expect(text).not.toContain(key.toString('hex').slice(0, 16));
