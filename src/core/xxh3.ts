@@ -4,7 +4,7 @@
  * the reference the addon's content hash is tested against, and the hash
  * of the in-thread path (hash.ts, `inFlight: 0`). It shares no code with
  * the C: BigInt for the per-input steps, 32-bit halves for the hot stripe
- * loop (about 100 MB/s, enough for tests). Pure: loads without the addon.
+ * loop (about 50 MB/s here, enough for tests). Pure: loads without the addon.
  */
 
 const M64 = (1n << 64n) - 1n;
