@@ -101,8 +101,12 @@ static volatile int hash_noatime = 1;
 /* Reopen an O_PATH descriptor for reading: same inode, no second lookup. */
 static int reopen_for_reading(int pathfd) {
   pthread_once(&proc_once, open_proc_fd);
-  char name[16];
-  snprintf(name, sizeof name, "%d", pathfd);
+  char name[16]; /* the decimal number, by hand: snprintf was a visible part of the per-file cost */
+  char *e = name + sizeof name;
+  *--e = 0;
+  unsigned v = (unsigned)pathfd;
+  do *--e = (char)('0' + v % 10); while (v /= 10);
+  memmove(name, e, (size_t)(name + sizeof name - e));
   int base = proc_fd >= 0 ? proc_fd : AT_FDCWD;
   char full[40];
   if (proc_fd < 0) snprintf(full, sizeof full, "/proc/self/fd/%d", pathfd);
@@ -249,12 +253,14 @@ static int hash_one(const char *in, char *buf, size_t cap, const uint8_t *secret
   long nx = 0;
   uint64_t hash = 0;
   uint32_t iflags = 0, projid = 0;
-  char *path = malloc(j.path_len + 1);
+  /* NUL-terminated for the kernel: on the stack unless long (up to ~1 MiB, walk.ts MAX_DEPTH). */
+  char small[512];
+  char *path = j.path_len < sizeof small ? small : malloc(j.path_len + 1);
   if (!path) return -1;
   memcpy(path, in + sizeof j, j.path_len);
   path[j.path_len] = 0;
   int pfd = memchr(path, 0, j.path_len) ? (errno = EINVAL, -1) : open_cached(dc, j.root_fd, path, j.path_len);
-  free(path);
+  if (path != small) free(path);
   struct statx st;
   if (pfd < 0) {
     err = errno, call = CALL_OPENAT2;
