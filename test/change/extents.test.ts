@@ -91,6 +91,17 @@ describe('the content hash by data extents', () => {
     expect(got.get('holes')).toBe(got.get('zeros'));
     expect(got.get('holes')).not.toBe(got.get('all-hole'));
     expect(got.get('dense')).toBe(xxh3(dense));
+    // The memory report's hash of a mapped file (sys.hashFd: the same C, in this thread) is the same function.
+    for (const [name, hash] of got) {
+      const fd = fs.openSync(path.join(dir, name), 'r');
+      try {
+        expect([name, sys.hashFd(fd, fs.fstatSync(fd).size, Buffer.from(DEFAULT_SECRET))]).toEqual([name, hash]);
+        // A file that ends before the size it was taken for is no hash of it.
+        expect(() => sys.hashFd(fd, fs.fstatSync(fd).size + 1, Buffer.from(DEFAULT_SECRET))).toThrow(expect.objectContaining({ code: 'ECHANGED' }));
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
   });
 
   it('reads no hole: a 1 TiB sparse file with two data blocks costs a few MiB of reads', async () => {
