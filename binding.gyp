@@ -10,6 +10,7 @@
         "native/xattr.c",
         "native/copy.c",
         "native/hash.c",
+        "native/xxh3.c",
         "native/sha256.c",
         "native/extents.c",
         "native/memory.c",

@@ -4,18 +4,19 @@
  * a guest's 1 PiB file with no blocks costs a few lseek calls to hash, not
  * a pebibyte of reads.
  *
- * The content hash (hash_data, used by hashFiles) is XXH64, under the seed
- * of the host's hash key (src/state/hash-key.ts), of a stream S
- * that is a function of the file's logical bytes only, whatever is a hole
- * and whatever is written zeros:
+ * The content hash (hash_data, used by hashFiles and by the memory report's
+ * hashFd) is XXH3-64 (xxh3.c), under the secret derived from the host's
+ * hash key (src/state/hash-key.ts), of a stream S that is a function of
+ * the file's logical bytes only, whatever is a hole and whatever is
+ * written zeros:
  *   the file is cut into ZERO_BLOCK (1 MiB) blocks at multiples of
  *   ZERO_BLOCK; each maximal run of k >= 1 consecutive *full* blocks that
  *   are all zero bytes is replaced in S by a 16-byte marker: the 8 bytes
  *   "\0vunify\0", then k as a little-endian u64; every other byte is in
  *   S as it is (a partial last block never counts as a zero block).
  * So a file with no all-zero aligned MiB (almost every file, and every
- * file under 1 MiB) hashes to plain (seeded) XXH64 of its bytes, as before and as
- * the reference path (src/pipeline/hash.ts hashFd) computes it; a file with
+ * file under 1 MiB) hashes to plain (keyed) XXH3-64 of its bytes, as the
+ * reference path (src/pipeline/hash.ts hashFd) computes it; a file with
  * such runs hashes the same whether they are holes or written zeros, and a
  * hole costs no read. The marker can collide with real bytes: the hash only
  * nominates, the linker compares every byte (extent by extent as well).
@@ -23,10 +24,11 @@
 #include "vunify.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "xxh64.h"
+#include "xxh3.h"
 
 static const char MARKER_TAG[8] = {0, 'v', 'u', 'n', 'i', 'f', 'y', 0};
 
@@ -43,12 +45,12 @@ static int all_zero(const char *p, size_t len) {
   return 1;
 }
 
-static void emit_run(xxh64_state *s, uint64_t *run) {
+static void emit_run(xxh3_state *s, uint64_t *run) {
   if (!*run) return;
   unsigned char m[16];
   memcpy(m, MARKER_TAG, 8);
   for (int i = 0; i < 8; i++) m[8 + i] = (unsigned char)(*run >> (8 * i));
-  xxh64_update(s, m, sizeof m);
+  xxh3_update(s, m, sizeof m);
   *run = 0;
 }
 
@@ -64,10 +66,10 @@ static int read_at(int fd, char *buf, size_t len, uint64_t pos) {
   return 0;
 }
 
-int hash_data(int fd, uint64_t size, char *buf, size_t cap, uint64_t seed, uint64_t *out, int *elf) {
+int hash_data(int fd, uint64_t size, char *buf, size_t cap, const uint8_t *secret, uint64_t *out, int *elf) {
   if (cap < ZERO_BLOCK) return EINVAL;
-  xxh64_state s;
-  xxh64_init_seed(&s, seed);
+  xxh3_state s;
+  xxh3_init(&s, secret);
   *elf = 0;
   uint64_t run = 0;                   /* zero blocks not yet in the stream */
   uint64_t next_data = 0, next_hole = 0; /* [next_data, next_hole): data, from pos on */
@@ -102,7 +104,7 @@ int hash_data(int fd, uint64_t size, char *buf, size_t cap, uint64_t seed, uint6
       run++;
     } else {
       emit_run(&s, &run);
-      xxh64_update(&s, buf, len);
+      xxh3_update(&s, buf, len);
     }
     pos += len;
   }
@@ -114,7 +116,7 @@ int hash_data(int fd, uint64_t size, char *buf, size_t cap, uint64_t seed, uint6
     if (fd_statx(fd, &st)) return errno;
     if (st.stx_size != size) return DATA_SHRANK;
   }
-  *out = xxh64_digest(&s);
+  *out = xxh3_digest(&s);
   return 0;
 }
 
@@ -136,4 +138,39 @@ napi_value SeekData(napi_env env, napi_callback_info info) {
   napi_value v;
   napi_create_double(env, r < 0 ? -1 : (double)r, &v);
   return v;
+}
+
+/* hashFd(fd, size, secret: Buffer(192)) -> bigint: the content hash of
+ * hashFiles (hash_data) for a descriptor already open, in this thread: the
+ * memory report hashes mapped files with it, so they match the inodes the
+ * hash stage hashed. Throws the errno of a failed read; a file that ended
+ * before `size` throws ECHANGED. */
+napi_value HashFd(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t fd, size;
+  void *secret;
+  size_t secret_len;
+  if (argc < 3 || arg_int(env, argv[0], &fd) || arg_int(env, argv[1], &size) || size < 0 || arg_buffer(env, argv[2], &secret, &secret_len) ||
+      secret_len != XXH3_SECRET_SIZE) {
+    napi_throw_type_error(env, NULL, "hashFd(fd, size, secret: Buffer of 192 bytes)");
+    return NULL;
+  }
+  uint8_t key[XXH3_SECRET_SIZE];
+  memcpy(key, secret, sizeof key);
+  char *buf = malloc(ZERO_BLOCK);
+  if (!buf) return throw_errno(env, ENOMEM, "hashFd");
+  uint64_t h = 0;
+  int elf;
+  int err = hash_data((int)fd, (uint64_t)size, buf, ZERO_BLOCK, key, &h, &elf);
+  free(buf);
+  if (err == DATA_SHRANK) {
+    napi_throw_error(env, "ECHANGED", "file shrank while being read");
+    return NULL;
+  }
+  if (err) return throw_errno(env, err, "read");
+  napi_value r;
+  napi_create_bigint_uint64(env, h, &r);
+  return r;
 }

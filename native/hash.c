@@ -15,8 +15,9 @@
  * mtime, ctime) is it reopened for reading through /proc/self/fd, with
  * O_NONBLOCK and O_NOATIME (when permitted). Its xattrs are read through
  * that descriptor (xattr.c), then its inode flags and project ID
- * (fsattr.c), then its bytes, hashed with XXH64 under the seed hashFiles is
- * given (derived from the host's hash key, src/state/hash-key.ts).
+ * (fsattr.c), then its bytes, hashed with XXH3-64 (xxh3.c) under the secret
+ * hashFiles is given (derived from the host's hash key,
+ * src/state/hash-key.ts).
  *
  * Input, one record per file, RECORD_ALIGN-aligned (src/pipeline/hash.ts
  * encodes it): struct hash_in, then the path bytes, relative to the root.
@@ -27,7 +28,7 @@
  * digest_xattr). Not the names and values themselves: a guest can give a
  * file hundreds of MiB of them. The offsets are exported as layout.hashIn,
  * layout.hashOut and layout.hashXattr; the content hash is defined in
- * extents.c (XXH64 of the bytes, except for files with long zero runs).
+ * extents.c (XXH3-64 of the bytes, except for files with long zero runs).
  *
  * Attributes only (hashFiles' third argument): the same opens, checks,
  * xattrs, inode flags and project ID, but no byte of content is read (hash
@@ -45,6 +46,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "xxh3.h"
 #include "xxh64.h"
 
 struct hash_in {
@@ -69,7 +71,7 @@ struct hash_out {
   int32_t error;   /* 0, an errno, or HASH_CHANGED / HASH_SHRANK */
   uint32_t detail; /* on error, the failing call (HASH_CALLS); on success, flags (HASH_ELF) */
   uint32_t xattr_count;
-  uint64_t hash;   /* XXH64 under the seed hashFiles was given */
+  uint64_t hash;   /* the content hash (extents.c) under the secret hashFiles was given */
   uint32_t flags;  /* inode flags (FS_IOC_GETFLAGS), 0 where the filesystem has none */
   uint32_t projid; /* project ID (FS_IOC_FSGETXATTR fsx_projid), 0 where none */
 }; /* then, when xattr_count > 0, the 32-byte digest of the xattr set */
@@ -99,8 +101,12 @@ static volatile int hash_noatime = 1;
 /* Reopen an O_PATH descriptor for reading: same inode, no second lookup. */
 static int reopen_for_reading(int pathfd) {
   pthread_once(&proc_once, open_proc_fd);
-  char name[16];
-  snprintf(name, sizeof name, "%d", pathfd);
+  char name[16]; /* the decimal number, by hand: snprintf was a visible part of the per-file cost */
+  char *e = name + sizeof name;
+  *--e = 0;
+  unsigned v = (unsigned)pathfd;
+  do *--e = (char)('0' + v % 10); while (v /= 10);
+  memmove(name, e, (size_t)(name + sizeof name - e));
   int base = proc_fd >= 0 ? proc_fd : AT_FDCWD;
   char full[40];
   if (proc_fd < 0) snprintf(full, sizeof full, "/proc/self/fd/%d", pathfd);
@@ -237,7 +243,7 @@ static int open_cached(dir_cache *dc, int root_fd, const char *path, size_t path
 
 /* One file: open confined, check, reopen, xattrs, hash; appends its output
  * record. -1 only when out of memory (the whole batch fails). */
-static int hash_one(const char *in, char *buf, size_t cap, uint64_t seed, int attrs_only, dir_cache *dc, outbuf *o) {
+static int hash_one(const char *in, char *buf, size_t cap, const uint8_t *secret, int attrs_only, dir_cache *dc, outbuf *o) {
   struct hash_in j;
   memcpy(&j, in, sizeof j);
   size_t start = o->len;
@@ -247,12 +253,14 @@ static int hash_one(const char *in, char *buf, size_t cap, uint64_t seed, int at
   long nx = 0;
   uint64_t hash = 0;
   uint32_t iflags = 0, projid = 0;
-  char *path = malloc(j.path_len + 1);
+  /* NUL-terminated for the kernel: on the stack unless long (up to ~1 MiB, walk.ts MAX_DEPTH). */
+  char small[512];
+  char *path = j.path_len < sizeof small ? small : malloc(j.path_len + 1);
   if (!path) return -1;
   memcpy(path, in + sizeof j, j.path_len);
   path[j.path_len] = 0;
   int pfd = memchr(path, 0, j.path_len) ? (errno = EINVAL, -1) : open_cached(dc, j.root_fd, path, j.path_len);
-  free(path);
+  if (path != small) free(path);
   struct statx st;
   if (pfd < 0) {
     err = errno, call = CALL_OPENAT2;
@@ -288,7 +296,7 @@ static int hash_one(const char *in, char *buf, size_t cap, uint64_t seed, int at
       } else if ((err = vunify_fsattr(fd, &iflags, &projid))) {
         call = CALL_IOCTL;
       } else if (!attrs_only) {
-        err = hash_data(fd, st.stx_size, buf, cap, seed, &hash, &elf);
+        err = hash_data(fd, st.stx_size, buf, cap, secret, &hash, &elf);
         if (err > 0) call = CALL_READ;
       }
       close(fd);
@@ -318,7 +326,7 @@ typedef struct {
   napi_deferred deferred;
   char *in;
   size_t in_len;
-  uint64_t seed;
+  uint8_t secret[XXH3_SECRET_SIZE];
   int attrs_only; /* open, check, xattrs, flags, project; no content read */
   int err;
   outbuf out;
@@ -373,7 +381,7 @@ static void hash_execute(napi_env env, void *data) {
       b->err = EINVAL;
       break;
     }
-    if (hash_one(b->in + off, buf, HASH_BUF, b->seed, b->attrs_only, &dc, &b->out)) {
+    if (hash_one(b->in + off, buf, HASH_BUF, b->secret, b->attrs_only, &dc, &b->out)) {
       b->err = ENOMEM;
       break;
     }
@@ -415,9 +423,9 @@ static void hash_complete(napi_env env, napi_status status, void *data) {
   free(b);
 }
 
-/* hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean, into?: Buffer)
- * -> Promise<Buffer | number>: see the layout above. The seed comes from the
- * host's hash key (src/state/hash-key.ts). attrsOnly: the same opens and
+/* hashFiles(jobs: Buffer, secret: Buffer, attrsOnly?: boolean, into?: Buffer)
+ * -> Promise<Buffer | number>: see the layout above. The secret (192 bytes)
+ * comes from the host's hash key (src/state/hash-key.ts). attrsOnly: the same opens and
  * checks, xattrs, flags and project; no content read. With `into`, results
  * that fit are copied there (on the JavaScript thread, at completion) and the
  * promise gets their length: a caller that reuses one buffer per batch in
@@ -428,18 +436,17 @@ napi_value HashFiles(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *data;
   size_t len;
-  bool lossless = false;
-  uint64_t seed = 0;
-  if (argc < 2 || arg_buffer(env, argv[0], &data, &len) ||
-      napi_get_value_bigint_uint64(env, argv[1], &seed, &lossless) != napi_ok || !lossless) {
-    napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean, into?: Buffer)");
+  void *secret;
+  size_t secret_len;
+  if (argc < 2 || arg_buffer(env, argv[0], &data, &len) || arg_buffer(env, argv[1], &secret, &secret_len) || secret_len != XXH3_SECRET_SIZE) {
+    napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, secret: Buffer of 192 bytes, attrsOnly?: boolean, into?: Buffer)");
     return NULL;
   }
   bool attrs_only = false;
   if (argc >= 3) {
     napi_valuetype t;
     if (napi_typeof(env, argv[2], &t) != napi_ok || (t != napi_undefined && (t != napi_boolean || napi_get_value_bool(env, argv[2], &attrs_only) != napi_ok))) {
-      napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean, into?: Buffer)");
+      napi_throw_type_error(env, NULL, "hashFiles(jobs: Buffer, secret: Buffer of 192 bytes, attrsOnly?: boolean, into?: Buffer)");
       return NULL;
     }
   }
@@ -456,12 +463,12 @@ napi_value HashFiles(napi_env env, napi_callback_info info) {
   if (argc > 3 && napi_is_buffer(env, argv[3], &is_buf) == napi_ok && is_buf) napi_create_reference(env, argv[3], 1, &b->into);
   b->in = in;
   b->in_len = len;
-  b->seed = seed;
+  memcpy(b->secret, secret, XXH3_SECRET_SIZE);
   b->attrs_only = attrs_only;
   return queue_work(env, "vunify.hashFiles", hash_execute, hash_complete, b, &b->deferred, &b->work);
 }
 
-/* xxh64(data: Buffer) -> bigint: the same XXH64 as hashFiles, for tests and benchmarks. */
+/* xxh64(data: Buffer) -> bigint: XXH64 with seed 0, the hash cache's checksums (src/state/cache.ts). */
 napi_value Xxh64(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -477,6 +484,85 @@ napi_value Xxh64(napi_env env, napi_callback_info info) {
   xxh64_update(&s, data, len);
   napi_value r;
   napi_create_bigint_uint64(env, xxh64_digest(&s), &r);
+  return r;
+}
+
+/* The secret argument of xxh3 and xxh3Stream: a 192-byte Buffer, or undefined for the default. */
+static int secret_arg(napi_env env, napi_value v, const uint8_t **secret) {
+  napi_valuetype t;
+  void *p;
+  size_t n;
+  if (napi_typeof(env, v, &t) == napi_ok && t == napi_undefined) return *secret = xxh3_default_secret, 0;
+  if (arg_buffer(env, v, &p, &n) || n != XXH3_SECRET_SIZE) return -1;
+  *secret = p;
+  return 0;
+}
+
+/* The impl argument: 0 (or undefined) as the CPU allows, 1 scalar, 2 AVX2. */
+static const xxh3_impl *impl_arg(napi_env env, napi_value v) {
+  napi_valuetype t;
+  int32_t which = XXH3_AUTO;
+  if (napi_typeof(env, v, &t) != napi_ok || (t != napi_undefined && napi_get_value_int32(env, v, &which) != napi_ok)) return NULL;
+  return xxh3_impl_get(which);
+}
+
+/* xxh3(data: Buffer, secret?: Buffer, impl?: 0 | 1 | 2) -> bigint | null:
+ * XXH3-64 in one shot, under the default secret unless one is given; null
+ * when the impl asked for is not available on this CPU. For tests and
+ * benchmarks: the hash stage hashes files with hash_data (extents.c). */
+napi_value Xxh3(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data;
+  size_t len;
+  const uint8_t *secret;
+  if (argc < 1 || arg_buffer(env, argv[0], &data, &len) || secret_arg(env, argv[1], &secret)) {
+    napi_throw_type_error(env, NULL, "xxh3(data: Buffer, secret?: Buffer of 192 bytes, impl?: number)");
+    return NULL;
+  }
+  const xxh3_impl *im = impl_arg(env, argv[2]);
+  napi_value r;
+  if (!im) return napi_get_null(env, &r), r;
+  napi_create_bigint_uint64(env, xxh3_64_with(im, data, len, secret), &r);
+  return r;
+}
+
+/* xxh3Stream(data: Buffer, cuts: number[], secret?: Buffer, impl?) -> bigint | null:
+ * the same through the streaming form, data fed in pieces ending at each
+ * cut (ascending offsets), then the rest. */
+napi_value Xxh3Stream(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data;
+  size_t len;
+  const uint8_t *secret;
+  bool is_array = false;
+  if (argc < 2 || arg_buffer(env, argv[0], &data, &len) || napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
+      secret_arg(env, argv[2], &secret)) {
+    napi_throw_type_error(env, NULL, "xxh3Stream(data: Buffer, cuts: number[], secret?: Buffer of 192 bytes, impl?: number)");
+    return NULL;
+  }
+  const xxh3_impl *im = impl_arg(env, argv[3]);
+  napi_value r;
+  if (!im) return napi_get_null(env, &r), r;
+  xxh3_state s;
+  xxh3_init_with(&s, im, secret);
+  uint32_t n;
+  napi_get_array_length(env, argv[1], &n);
+  size_t at = 0;
+  for (uint32_t k = 0; k <= n; k++) {
+    int64_t cut = (int64_t)len;
+    napi_value v;
+    if (k < n && (napi_get_element(env, argv[1], k, &v) != napi_ok || arg_int(env, v, &cut) || cut < (int64_t)at || cut > (int64_t)len)) {
+      napi_throw_range_error(env, NULL, "xxh3Stream: cuts must be ascending offsets within the data");
+      return NULL;
+    }
+    xxh3_update(&s, (const char *)data + at, (size_t)cut - at);
+    at = (size_t)cut;
+  }
+  napi_create_bigint_uint64(env, xxh3_digest(&s), &r);
   return r;
 }
 
@@ -526,6 +612,8 @@ void hash_layouts(napi_env env, napi_value layout) {
   napi_set_named_property(env, layout, "xattrTotalMax", v);
   napi_create_double(env, (double)ZERO_BLOCK, &v);
   napi_set_named_property(env, layout, "zeroBlock", v);
+  napi_create_double(env, (double)XXH3_SECRET_SIZE, &v);
+  napi_set_named_property(env, layout, "hashSecretSize", v);
 
   napi_value calls;
   size_t n = sizeof hash_call_names / sizeof *hash_call_names;

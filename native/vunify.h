@@ -159,10 +159,11 @@ long read_xattrs(int fd, xattr_sink sink, void *ctx, int *failed);
 #define ZERO_BLOCK ((uint64_t)1 << 20)
 /* A file that ended before its size: hash.c's HASH_SHRANK. */
 enum { DATA_SHRANK = -2 };
-/* The content hash of `size` bytes of fd (extents.c), reading with `buf`
+/* The content hash of `size` bytes of fd (extents.c) under the 192-byte
+ * XXH3 secret (xxh3.h), reading with `buf`
  * (at least ZERO_BLOCK bytes); 0, an errno or DATA_SHRANK. *elf: the bytes
  * start with the ELF magic. */
-int hash_data(int fd, uint64_t size, char *buf, size_t cap, uint64_t seed, uint64_t *out, int *elf);
+int hash_data(int fd, uint64_t size, char *buf, size_t cap, const uint8_t *secret, uint64_t *out, int *elf);
 
 /* ---- SHA-256 (sha256.c): the digest of a file's xattr set ---------------- */
 typedef struct {
@@ -204,11 +205,11 @@ DECLARE(GetXattrs)
 /* copy.c */
 DECLARE(SetXattr) DECLARE(RemoveXattr) DECLARE(CopyData) DECLARE(Futimens) DECLARE(Fstatvfs)
 /* hash.c */
-DECLARE(HashFiles) DECLARE(Xxh64)
+DECLARE(HashFiles) DECLARE(Xxh64) DECLARE(Xxh3) DECLARE(Xxh3Stream)
 /* sha256.c */
 DECLARE(Sha256)
 /* extents.c */
-DECLARE(SeekData)
+DECLARE(SeekData) DECLARE(HashFd)
 /* memory.c */
 DECLARE(ResidentPages) DECLARE(PageSize) DECLARE(MallocTrim)
 /* fsattr.c */

@@ -1,10 +1,9 @@
 /*
  * XXH64 (Yann Collet's xxHash, 64-bit variant, seed 0), streaming, in plain
- * C. Included by hash.c so the hash stage can open, check, read and hash a
- * whole batch of files in one call on libuv's thread pool, without a trip
- * into JavaScript per file (see hashFiles there and src/hash.ts). The values
- * are the same as xxhash-wasm's h64 (test/hash.test.ts checks both against
- * each other and against published vectors).
+ * C: the checksums of the hash cache's shards (src/state/cache.ts, through
+ * the addon's xxh64()). Content is hashed with XXH3 (xxh3.c). The values
+ * are the same as xxhash-wasm's h64 (test/pipeline/hash.test.ts checks both
+ * against each other and against published vectors).
  */
 #ifndef VUNIFY_XXH64_H
 #define VUNIFY_XXH64_H

@@ -138,7 +138,7 @@ export async function reportMain(argv: readonly string[], out: NodeJS.WritableSt
       onWarning: (m) => !o.quiet && err.write(`vunify: warning: ${m}\n`),
       ...(o.memory && {
         beforeHash: (inodes) => void (residency = takeResidency(inodes)),
-        inspect: async (roots, inodes, key) => void (memory = await readMemory({ roots, inodes, ignoreMtime: !!o.ignoreMtime, seed: key.seed, residency })),
+        inspect: async (roots, inodes, key) => void (memory = await readMemory({ roots, inodes, ignoreMtime: !!o.ignoreMtime, secret: key.secret, residency })),
       }),
     });
     const r = memory ? { ...scan.report, memory } : scan.report;

@@ -211,7 +211,7 @@ export async function hashGroups(
   const hashed = { files: toHash.length, bytes: toHash.reduce((sum, i) => sum + i.stat.size, 0), cacheHits: all.length - toHash.length };
   s.progress.stage('hashing', hashed.bytes, 'bytes');
   const policy: PolicyOptions = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
-  const identical = await splitByContent(groups, { seed: key.seed, policy, onError: s.log.onError, onProgress: (n) => s.progress.tick(n) });
+  const identical = await splitByContent(groups, { secret: key.secret, policy, onError: s.log.onError, onProgress: (n) => s.progress.tick(n) });
   if (cache) {
     for (const i of toHash) {
       if (i.hash === undefined) continue;
@@ -258,7 +258,7 @@ export async function hashRowGroups(
   const read = readColumns(n, reuse);
   const rowOf = (m: number) => inodes.head(m);
   const policy = { ignoreMtime: !!opts.ignoreMtime, iunlink: opts.iunlink };
-  const hashOpts = { seed: key.seed, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
+  const hashOpts = { secret: key.secret, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
   if (!cache) {
     // Every candidate is read, in order: no list of them (4 bytes each, held through the stage).
     let bytes = 0;

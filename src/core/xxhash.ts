@@ -1,8 +1,8 @@
 /*
  * XXH64 in WebAssembly (xxhash-wasm), for the little hashing done outside
- * the addon: checksums of the hash cache, manifest policy digests, and the
- * reference path the addon's hash is tested against. Pure: loads without
- * the native addon.
+ * the addon: the manifests' policy digests, and the reference the addon's
+ * XXH64 (the cache checksums) is tested against. The content hash is XXH3
+ * (core/xxh3.ts, native/xxh3.c). Pure: loads without the native addon.
  */
 import type xxhash from 'xxhash-wasm';
 

@@ -35,11 +35,14 @@ export interface Native {
   copyData(srcFd: number, dstFd: number, size: number): void;
   futimens(fd: number, mtimeSec: number, mtimeNsec: number): void;
   fstatvfs(fd: number): [number, number];
-  hashFiles(jobs: Buffer, seed: bigint, attrsOnly?: boolean, into?: Buffer): Promise<Buffer | number>;
+  hashFiles(jobs: Buffer, secret: Buffer, attrsOnly?: boolean, into?: Buffer): Promise<Buffer | number>;
   fsGetXattr(fd: number): [number, number];
   dirXattrsSync(rootFd: number, paths: Buffer, expect: Float64Array, out: Uint32Array): void;
   setProject(fd: number, projid: number): void;
   xxh64(data: Buffer): bigint;
+  xxh3(data: Buffer, secret?: Buffer, impl?: number): bigint | null;
+  xxh3Stream(data: Buffer, cuts: number[], secret?: Buffer, impl?: number): bigint | null;
+  hashFd(fd: number, size: number, secret: Buffer): bigint;
   sha256(data: Buffer): Buffer;
   seekData(fd: number, pos: number, hole: boolean): number;
   residentPages(fd: number, size: number): Buffer;
@@ -116,6 +119,8 @@ export interface Layout {
   readonly xattrTotalMax: number;
   /** The block size of the content hash's zero runs (native/extents.c). */
   readonly zeroBlock: number;
+  /** The bytes of the content hash's XXH3 secret (native/xxh3.h; derived from the hash key). */
+  readonly hashSecretSize: number;
   /** The linker's batches (native/link.c): its arrays, result codes and fault-hook steps (checked in sys.ts), temporary name length. */
   readonly link: { readonly [K in keyof LinkArrays]: LinkArray<K> } & {
     readonly results: Readonly<Record<string, number>>;
@@ -194,7 +199,7 @@ export function checkLayout(raw: unknown): Layout {
   if (!isCount(tmpLength) || tmpLength === 0) throw new LayoutError('layout.link.tmpLength is missing');
   link.tmpLength = tmpLength;
   out.link = Object.freeze(link);
-  for (const name of ['xattrTotalMax', 'zeroBlock']) {
+  for (const name of ['xattrTotalMax', 'zeroBlock', 'hashSecretSize']) {
     const v = own(raw, name);
     if (!isCount(v) || v === 0) throw new LayoutError(`layout.${name} is missing`);
     out[name] = v;

@@ -84,6 +84,9 @@ export const O = {
 /** Status of each directory from sys.dirXattrs (DX_* in native/fsattr.c). */
 export const DIR_XATTRS = { ok: 0, gone: 1, unsupported: 2, failed: 3 } as const;
 
+/** The secret argument of an attributes-only batch, which hashes nothing. */
+const NO_SECRET = Buffer.alloc(layout.hashSecretSize);
+
 export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
 export const LOCK_SH = 1;
@@ -118,12 +121,12 @@ export const sys = {
   closeLater: (fd: number): void => native.closeLater(fd),
   closeLaterDrain: (): Promise<void> => native.closeLaterDrain(),
   /** Open, check, read xattrs of and hash a batch of files on the thread pool (layout: hashFiles in the addon, encoded by hash.ts). */
-  hashFiles: async (jobs: Buffer, seed: bigint, into?: Buffer): Promise<Buffer> => {
-    const r = await native.hashFiles(jobs, seed, false, into);
+  hashFiles: async (jobs: Buffer, secret: Buffer, into?: Buffer): Promise<Buffer> => {
+    const r = await native.hashFiles(jobs, secret, false, into);
     return typeof r === 'number' ? into!.subarray(0, r) : r;
   },
   /** hashFiles without reading content: the same opens and checks, xattrs, inode flags and project ID; hash 0, no ELF bit. */
-  fileAttrsBatch: async (jobs: Buffer): Promise<Buffer> => (await native.hashFiles(jobs, 0n, true)) as Buffer,
+  fileAttrsBatch: async (jobs: Buffer): Promise<Buffer> => (await native.hashFiles(jobs, NO_SECRET, true)) as Buffer,
   /** FS_IOC_FSGETXATTR: the extended flags (fsx_xflags) and project ID (fsx_projid) of an open file or directory. */
   fsGetXattr: (fd: number): { xflags: number; projid: number } => {
     const [xflags, projid] = native.fsGetXattr(fd);
@@ -138,8 +141,18 @@ export const sys = {
   dirXattrs: (rootFd: number, paths: Buffer, expect: Float64Array, out: Uint32Array): void => native.dirXattrsSync(rootFd, paths, expect, out),
   /** FS_IOC_FSSETXATTR with a new fsx_projid (split's private copies keep their original's project). */
   setProject: (fd: number, projid: number): void => native.setProject(fd, projid),
-  /** XXH64 of bytes in memory: the addon's hash, for tests and benchmarks. */
+  /** XXH64 (seed 0) of bytes in memory: the hash cache's checksums. */
   xxh64: (data: Buffer): bigint => native.xxh64(data),
+  /**
+   * XXH3-64 of bytes in memory under `secret` (192 bytes; the default secret
+   * when omitted): the content hash's function, for tests and benchmarks.
+   * `impl` forces the scalar (1) or AVX2 (2) loop; null when this CPU lacks it.
+   */
+  xxh3: (data: Buffer, secret?: Buffer, impl?: number): bigint | null => native.xxh3(data, secret, impl),
+  /** The same through the streaming form, fed in pieces that end at each of `cuts`. */
+  xxh3Stream: (data: Buffer, cuts: number[], secret?: Buffer, impl?: number): bigint | null => native.xxh3Stream(data, cuts, secret, impl),
+  /** The content hash of hashFiles (native/extents.c: holes unread, zero runs as markers) of an open file, in this thread. */
+  hashFd: (fd: number, size: number, secret: Buffer): bigint => native.hashFd(fd, size, secret),
   /** SHA-256 of bytes in memory: the addon's xattr digest, for tests. */
   sha256: (data: Buffer): Buffer => native.sha256(data),
   /** lseek SEEK_DATA (or SEEK_HOLE with `hole`) from `pos`; -1 when no data follows (ENXIO). */

@@ -1,12 +1,12 @@
 /*
- * Hash: one keyed XXH64 per candidate inode, with its xattrs, inode flags
+ * Hash: one keyed XXH3-64 per candidate inode, with its xattrs, inode flags
  * and project ID, to split groups by everything the sharing policy reads
  * through a descriptor (policy.ts readKey).
  *
- * XXH64 is fast, not collision resistant: with the public seed 0 a guest can
- * forge a file with another file's hash in microseconds. So it is seeded
- * from the host's secret key (state/hash-key.ts), which guests cannot read:
- * a keyed nomination, not a MAC (XXH64 is no cryptographic function), so a
+ * XXH3 is fast, not collision resistant: under its public default secret a
+ * guest can forge a file with another file's hash. So its 192-byte secret
+ * is derived from the host's secret key (state/hash-key.ts), which guests
+ * cannot read: a keyed nomination, not a MAC (XXH3 is no cryptographic function), so a
  * hash match still only nominates files, and the linker compares bytes
  * before any link and splits a set that holds more than one content. Each inode is read once, through a descriptor opened confined
  * beneath its root and checked against the scan (O_PATH and fstat first, so
@@ -26,15 +26,15 @@
  * fstat, reopen, xattrs, reads, two closes) plus a message to a worker
  * thread, which cost more than reading and hashing a typical small file:
  * on the fleet the hash stage went from 3.0 s to ~1 s (bench/README.md).
- * So the addon hashes with its own XXH64 (native/xxh64.h) rather than
- * xxhash-wasm, which JavaScript would have to call per chunk. `inFlight: 0`
- * keeps the xxhash-wasm path in this thread: it is the reference the
- * native hash is tested against (test/hash.test.ts), and for small files
- * it uses the one-shot h64Raw, since the streaming object costs several
- * times more per call.
+ * The addon hashes with its own XXH3 (native/xxh3.c: AVX2 where the CPU
+ * has it: 2.5x XXH64 on 1 MiB in cache, bench/xxh3.mjs). `inFlight: 0` keeps a path
+ * in this thread: it is the reference the native hash is tested against
+ * (test/pipeline/hash.test.ts), hashing with the TypeScript XXH3 of
+ * core/xxh3.ts, written apart from the C, one shot over the file's whole
+ * stream (so it holds a file's data in memory: tests only).
  */
 import os from 'node:os';
-import { getHasher, type Hasher } from '../core/xxhash.js';
+import { SECRET_SIZE, xxh3 } from '../core/xxh3.js';
 import { openRegular } from '../os/confine.js';
 import { fileError, type FileError } from '../core/errors.js';
 import { splitGroups, type GroupRows, type InodeRows } from './group.js';
@@ -52,39 +52,42 @@ import { fileFlags, isLocked, readKey, type PolicyOptions } from './policy.js';
 export const CHUNK = 1 << 20;
 
 export interface HashOptions {
-  /** XXH64 seed, derived from the host's hash key (state/hash-key.ts). */
-  seed: bigint;
+  /** The XXH3 secret (SECRET_SIZE bytes), derived from the host's hash key (state/hash-key.ts). */
+  secret: Buffer;
   /** What makes inodes of identical content shareable (--ignore-mtime, --iunlink). */
   policy: PolicyOptions;
-  /** Native batches in flight on libuv's thread pool (default: two per core); 0 hashes in this thread with xxhash-wasm, the reference path. */
+  /** Native batches in flight on libuv's thread pool (default: two per core); 0 hashes in this thread with core/xxh3.ts, the reference path. */
   inFlight?: number;
   onError(e: FileError): void;
   onProgress?(bytes: number): void;
 }
 
 const ZERO_BLOCK = layout.zeroBlock;
+if (layout.hashSecretSize !== SECRET_SIZE) throw new Error(`vunify: the addon's hash secret is ${layout.hashSecretSize} bytes, not ${SECRET_SIZE}; rebuild it (npm ci)`);
 const ZEROS = Buffer.alloc(ZERO_BLOCK);
 const MARKER_TAG = Buffer.from('\0vunify\0', 'latin1');
 
 /**
  * Hash the open file `fd` of `size` bytes with `buf` (at least
  * layout.zeroBlock bytes) as scratch: the reference for the addon's
- * content hash (native/extents.c). XXH64 under `seed` of the bytes, except that each run
- * of k whole, aligned, all-zero 1 MiB blocks counts as a 16-byte marker
- * ("\0vunify\0", k as u64 LE): so a hole and written zeros hash alike,
- * and the addon need not read holes. Files under 1 MiB, and files without
- * such a block, hash to plain XXH64. This path reads every byte.
+ * content hash (native/extents.c). XXH3-64 under `secret` of the bytes,
+ * except that each run of k whole, aligned, all-zero 1 MiB blocks counts
+ * as a 16-byte marker ("\0vunify\0", k as u64 LE): so a hole and written
+ * zeros hash alike, and the addon need not read holes. Files under 1 MiB,
+ * and files without such a block, hash to plain XXH3-64. This path reads
+ * every byte, and hashes the stream in one shot (core/xxh3.ts has no
+ * streaming form): it holds the file's data, less its zero runs, in memory.
  */
-export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer, seed: bigint): bigint {
-  if (size < ZERO_BLOCK) return h.h64Raw(buf.subarray(0, readFully(fd, buf, size, 0)), seed);
-  const stream = h.create64(seed);
+export function hashFd(fd: number, size: number, buf: Buffer, secret: Buffer): bigint {
+  if (size < ZERO_BLOCK) return xxh3(buf.subarray(0, readFully(fd, buf, size, 0)), secret);
+  const parts: Buffer[] = [];
   let run = 0;
   const flush = () => {
     if (!run) return;
     const marker = Buffer.alloc(16);
     MARKER_TAG.copy(marker);
     marker.writeBigUInt64LE(BigInt(run), 8);
-    stream.update(marker);
+    parts.push(marker);
     run = 0;
   };
   for (let pos = 0; pos < size; ) {
@@ -93,12 +96,12 @@ export function hashFd(h: Hasher, fd: number, size: number, buf: Buffer, seed: b
     if (len === ZERO_BLOCK && buf.subarray(0, len).equals(ZEROS)) run++;
     else {
       flush();
-      stream.update(buf.subarray(0, len));
+      parts.push(Buffer.from(buf.subarray(0, len)));
     }
     pos += len;
   }
   flush();
-  return stream.digest();
+  return xxh3(Buffer.concat(parts), secret);
 }
 
 /** One file to hash on the reference path: its root, its path under it, and what the scan saw. */
@@ -115,7 +118,7 @@ export type HashResult = { hash: bigint; xattrs: string; elf: boolean; flags: nu
  * xattrs. `attrsOnly`: no content read (hash 0, not ELF); the reference for
  * hashFiles' attributes-only mode.
  */
-export function hashJob(h: Hasher, job: HashJob, buf: Buffer, seed: bigint, attrsOnly = false): HashResult {
+export function hashJob(job: HashJob, buf: Buffer, secret: Buffer, attrsOnly = false): HashResult {
   try {
     const rel = Buffer.from(job.rel.buffer, job.rel.byteOffset, job.rel.byteLength);
     const file = openRegular(job.rootFd, rel, job.stat);
@@ -123,7 +126,7 @@ export function hashJob(h: Hasher, job: HashJob, buf: Buffer, seed: bigint, attr
       const xattrs = xattrKey(file.fd);
       const { flags, projid } = fileAttrs(file.fd);
       if (attrsOnly) return { xattrs, hash: 0n, elf: false, flags, projid };
-      const hash = hashFd(h, file.fd, file.stat.size, buf, seed);
+      const hash = hashFd(file.fd, file.stat.size, buf, secret);
       return { xattrs, hash, elf: isElf(file.fd, file.stat.size, buf), flags, projid };
     } finally {
       sys.close(file.fd);
@@ -181,20 +184,19 @@ export async function splitByContent(groups: readonly Inode[][], opts: HashOptio
     }
   };
   if (opts.inFlight === 0) {
-    const h = await getHasher();
     const buf = Buffer.allocUnsafe(CHUNK);
     inodes.forEach((inode, k) => {
       const job = { rootFd: inode.paths[0]!.dir.root.fd, rel: relPath(inode.paths[0]!), stat: inode.stat };
-      settle(k, hashJob(h, job, buf, opts.seed));
+      settle(k, hashJob(job, buf, opts.secret));
     });
   } else {
-    await inBatches(inodes, opts.inFlight ?? BATCHES_IN_FLIGHT, opts.seed, settle);
+    await inBatches(inodes, opts.inFlight ?? BATCHES_IN_FLIGHT, opts.secret, settle);
   }
   return splitGroups(groups, (inode) => readKey(inode, opts.policy));
 }
 
 /** Keep `inFlight` native batches going until every inode is settled. */
-async function inBatches(inodes: readonly Inode[], inFlight: number, seed: bigint, settle: (k: number, r: HashResult) => void): Promise<void> {
+async function inBatches(inodes: readonly Inode[], inFlight: number, secret: Buffer, settle: (k: number, r: HashResult) => void): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.max(1, inFlight) }, async () => {
@@ -206,7 +208,7 @@ async function inBatches(inodes: readonly Inode[], inFlight: number, seed: bigin
           const inode = inodes[next++]!;
           bytes += inode.stat.size + relPathLength(inode.paths[0]!);
         }
-        const out = await sys.hashFiles(encodeJobs(inodes, start, next), seed);
+        const out = await sys.hashFiles(encodeJobs(inodes, start, next), secret);
         decodeResults(out).forEach((r, k) => settle(start + k, r));
       }
     }),
@@ -319,12 +321,11 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
     opts.onError(fileError(displayRow(scan, rowOf(m)), Object.assign(new Error(error.message), error)));
   const progress = attrsOnly ? undefined : opts.onProgress;
   if (opts.inFlight === 0) {
-    const h = await getHasher();
     const buf = Buffer.allocUnsafe(CHUNK);
     for (const m of todo) {
       const row = rowOf(m);
       const job = { rootFd: scan.roots[rootIndexOf(t, row)]!.fd, rel: relPathRow(t, row), stat: statOfRow(scan, row) };
-      const r = hashJob(h, job, buf, opts.seed, attrsOnly);
+      const r = hashJob(job, buf, opts.secret, attrsOnly);
       if ('hash' in r) {
         setRead(cols, m, r);
         progress?.(sizeOf(t, row));
@@ -346,7 +347,7 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
         next = batch.next;
         const input = batch.buf;
         if (input.buffer !== jobs.buffer) jobs = Buffer.from(input.buffer); // grown for long paths: keep the larger one
-        const out = await (attrsOnly ? sys.fileAttrsBatch(input) : sys.hashFiles(input, opts.seed, results));
+        const out = await (attrsOnly ? sys.fileAttrsBatch(input) : sys.hashFiles(input, opts.secret, results));
         decodeInto(out, todo, from, cols, fail, (m) => progress?.(sizeOf(t, rowOf(m))));
       }
     }),

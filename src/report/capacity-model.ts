@@ -3,7 +3,7 @@
  * never touches the disk, so every number can be checked on hand-built trees.
  *
  * Two partitions of the scanned inodes drive everything:
- *   content class = same size and XXH64 (identical bytes, as far as the hash
+ *   content class = same size and keyed XXH3-64 (identical bytes, as far as the hash
  *     can tell);
  *   policy class  = a content class split by the sharing policy's key
  *     (pipeline/policy.ts shareKey: filesystem and mount, owner and group,

@@ -128,7 +128,7 @@ async function check(db: Engine, paths: readonly string[], names: Map<string, st
     }
     if (by.size > 1) {
       const parts = [...by].map(([v, fs]) => `${listOf(fs)} use ${v}`);
-      throw new UsageError(`manifests disagree on the ${what}: ${parts.join('; ')}; write them with the same ${key === KV_KEYS.hashKey ? 'key' : 'options'}`);
+      throw new UsageError(`manifests disagree on the ${what}: ${parts.join('; ')}; write them with the same ${key === KV_KEYS.hashKey ? 'key and the same content hash (xxh64-keyed: written before vunify hashed with XXH3; write those again)' : 'options'}`);
     }
   }
   const per = await db.rows(`

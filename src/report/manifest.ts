@@ -3,14 +3,14 @@
  * estimate of consolidating several hosts' guests onto one.
  *
  * A manifest line stands for every file of one guest with the same content
- * (size + keyed XXH64) and the same policy key (a digest of size, owner,
+ * (size + keyed XXH3-64) and the same policy key (a digest of size, owner,
  * group, permission bits, mtime in ns unless --ignore-mtime, inode flags and
  * every xattr): what must agree for two files to become one inode
  * (pipeline/policy.ts). The filesystem, mount and project ID are left out on
  * purpose: consolidation moves guests onto one filesystem, and projects are
  * a host's quota bookkeeping.
  *
- * Hashes are seeded with the hash key (state/hash-key.ts), so they match
+ * Hashes are keyed with the hash key (state/hash-key.ts), so they match
  * across hosts only under the same key: a fleet copies one key file to
  * every host (--hash-key). The manifest records the key's fingerprint
  * (never the key) and the merge refuses manifests of different keys. Lines carry
@@ -35,8 +35,14 @@ import { getHasher } from '../core/xxhash.js';
 import { fileFlags } from '../pipeline/policy.js';
 import { UNKEYED, type HashKey } from '../state/hash-key.js';
 
-/** What the content hash is: XXH64 seeded from the hash key. */
-export const MANIFEST_HASH = 'xxh64-keyed';
+/**
+ * What the content hash is: XXH3-64 under the secret derived from the hash
+ * key. Manifests written before it name 'xxh64-keyed' (XXH64 seeded from
+ * the key): the same key, another function, so never merged with these.
+ */
+export const MANIFEST_HASH = 'xxh3-keyed';
+/** What a manifest without a #hash line was hashed with (none was written without one). */
+const OLDEST_HASH = 'xxh64-keyed';
 
 export const MANIFEST_MAGIC = '#vunify-manifest\t1';
 
@@ -53,6 +59,8 @@ export interface Manifest {
   host: string;
   /** The fingerprint of the hash key its hashes were made under ('unkeyed' for manifests from before keys). */
   key: string;
+  /** The function that made its content hashes (MANIFEST_HASH for manifests this vunify writes). */
+  hash: string;
   created: string;
   ignoreMtime: boolean;
   guests: string[];
@@ -81,22 +89,23 @@ export async function buildManifest(roots: readonly Root[], inodes: readonly Ino
     touch(owner).inodes++;
     for (const p of inode.paths) touch(p.dir.root.index).paths++;
   }
-  return { host: os.hostname(), key: key.fingerprint, created: new Date().toISOString(), ignoreMtime, guests: roots.map((r) => r.path), entries: [...entries.values()] };
+  return { host: os.hostname(), key: key.fingerprint, hash: MANIFEST_HASH, created: new Date().toISOString(), ignoreMtime, guests: roots.map((r) => r.path), entries: [...entries.values()] };
 }
 
 /**
  * Which hash made a manifest's content hashes, as Parquet manifests name it
- * (vunify_hash_key_id; the merge refuses to mix them): the keyed XXH64 and
- * the key's fingerprint, or XXH64 with seed 0 for manifests from before keys.
+ * (vunify_hash_key_id; the merge refuses to mix them): the hash function
+ * (MANIFEST_HASH, or xxh64-keyed for manifests written before XXH3) and the
+ * key's fingerprint, or XXH64 with seed 0 for manifests from before keys.
  */
-export const hashKeyIdOf = (m: Pick<Manifest, 'key'>): string => (m.key === UNKEYED ? 'xxh64-seed0' : `${MANIFEST_HASH}:${m.key}`);
+export const hashKeyIdOf = (m: Pick<Manifest, 'key' | 'hash'>): string => (m.key === UNKEYED ? 'xxh64-seed0' : `${m.hash}:${m.key}`);
 
 /** What the policy key digests, as the manifests' headers name it. */
 export const policyFields = (ignoreMtime: boolean): string => (ignoreMtime ? 'size,uid,gid,mode,flags,xattrs' : 'size,uid,gid,mode,mtime,flags,xattrs');
 
 export function formatManifest(m: Manifest): string {
   const head = [MANIFEST_MAGIC, `#host\t${m.host}`, `#created\t${m.created}`, `#policy\t${policyFields(m.ignoreMtime)}`];
-  head.push(`#hash\t${MANIFEST_HASH}`, `#key\t${m.key}`);
+  head.push(`#hash\t${m.hash}`, `#key\t${m.key}`);
   head.push(...m.guests.map((g, i) => `#guest\t${i}\t${encodeURI(g)}`));
   const lines = m.entries.map((e) => `${e.hash}\t${e.size}\t${e.policy}\t${e.guest}\t${e.inodes}\t${e.paths}`);
   return [...head, ...lines].join('\n') + '\n';
@@ -121,7 +130,7 @@ export function readManifest(file: string): Manifest {
 export function parseManifest(text: string, file: string): Manifest {
   const lines = text.split('\n');
   if (lines[0] !== MANIFEST_MAGIC) throw new UsageError(`${file}: not a vunify manifest (version 1): first line is not '${MANIFEST_MAGIC.replace('\t', '\\t')}'`);
-  const m: Manifest = { host: file, key: UNKEYED, created: '', ignoreMtime: false, guests: [], entries: [] };
+  const m: Manifest = { host: file, key: UNKEYED, hash: OLDEST_HASH, created: '', ignoreMtime: false, guests: [], entries: [] };
   for (const [n, line] of lines.entries()) {
     if (n === 0 || !line) continue;
     const f = line.split('\t');
@@ -129,6 +138,7 @@ export function parseManifest(text: string, file: string): Manifest {
     if (f[0] === '#host') m.host = f[1] ?? file;
     else if (f[0] === '#created') m.created = f[1] ?? '';
     else if (f[0] === '#key') m.key = f[1] || UNKEYED;
+    else if (f[0] === '#hash') m.hash = f[1] || OLDEST_HASH;
     else if (f[0] === '#policy') m.ignoreMtime = !(f[1] ?? '').split(',').includes('mtime');
     else if (f[0] === '#guest') m.guests[Number(f[1])] = decodeURI(f[2] ?? '');
     else if (f[0]!.startsWith('#')) continue; // a later minor addition: ignore

@@ -40,7 +40,6 @@
  */
 import { shareKey } from '../pipeline/policy.js';
 import { errorCode } from '../core/errors.js';
-import { hashFd } from '../pipeline/hash.js';
 import { plan as makePlan, type Plan } from '../pipeline/plan.js';
 import { O, sys } from '../os/sys.js';
 import type { Inode, Root } from '../core/types.js';
@@ -48,7 +47,6 @@ import { measurePageCache, type PageCacheNow, type Residency } from './page-cach
 import * as proc from './proc.js';
 import { printable, relPath } from '../core/paths.js';
 import type { Stat } from '../core/stat.js';
-import { getHasher } from '../core/xxhash.js';
 
 export type StaleReason = 'duplicate' | 'replaced' | 'deleted';
 
@@ -102,8 +100,8 @@ export interface MemoryInput {
   roots: readonly Root[];
   inodes: readonly Inode[];
   ignoreMtime: boolean;
-  /** The seed the inodes were hashed with (state/hash-key.ts): mapped files are hashed alike to be matched with them. */
-  seed: bigint;
+  /** The secret the inodes were hashed with (state/hash-key.ts): mapped files are hashed alike to be matched with them. */
+  secret: Buffer;
   /** Page-cache residency taken before hashing (page-cache.ts takeResidency). */
   residency: Residency;
 }
@@ -154,20 +152,18 @@ export async function readMemory(input: MemoryInput): Promise<MemoryReport> {
   const guestDevs = new Set([...roots.map((r) => r.dev), ...inodes.map((i) => i.dev)]);
   const rootIds = new Map(roots.map((r) => [idOf(r), r.index]));
   const hostRoot = proc.statPath('/');
-  const hasher = await getHasher();
-  const buf = Buffer.allocUnsafe(1 << 20);
 
   const files = new Map<string, MappedFile>(); // by the kernel's "maj:min:ino"
   const pages = new Map<string, Map<number, Map<string, Set<number>>>>(); // target -> page -> member -> pids
   const processes: GuestProcess[] = [];
   const unreadable: MemoryReport['unreadable'] = [];
 
-  /** XXH64 of a mapped file, read through the mapping's own file; undefined if it cannot be read whole. */
+  /** The content hash of a mapped file (the hash stage's own, sys.hashFd), read through the mapping's own file; undefined if it cannot be read whole. */
   const hashMapped = (pathFd: number, size: number): bigint | undefined => {
     try {
       const rfd = proc.reopenForReading(pathFd);
       try {
-        return hashFd(hasher, rfd, size, buf, input.seed);
+        return sys.hashFd(rfd, size, input.secret);
       } finally {
         sys.close(rfd);
       }

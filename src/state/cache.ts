@@ -2,7 +2,7 @@
  * Hash cache: what earlier runs learned about each inode's content, so the
  * next run reads only what changed, and pays only for the roots it covers.
  *
- * An entry maps an inode to the keyed XXH64 of the content, the encoded
+ * An entry maps an inode to the keyed XXH3-64 of the content, the encoded
  * xattrs (a digest), the inode flags, the project ID and whether the content
  * is ELF, and is valid only while size, mtime (ns) and ctime (ns) are what
  * they were when the file was read: a write changes mtime and ctime, an
@@ -41,7 +41,7 @@
  * warning and rebuilt by the next save: never trusted, never a crash. A
  * shard of an older format is replaced (a note with -v).
  *
- * Shard (format 7), little-endian:
+ * Shard (format 8), little-endian:
  *   header   "VUNIFYHS", u32 format, u32 header length (48 + root key,
  *            padded to 8, + 8), 8 bytes key fingerprint, u32 entry count,
  *            u32 class count, u32 class table length, u32 root key length,
@@ -49,7 +49,9 @@
  *            zero padding, u64 XXH64 (seed 0) of the header before it
  *   entries  count × 40 bytes, sorted by inode number, no two alike, in
  *            blocks of (entries per block) each followed by its u64 XXH64:
- *            ino u64, size u48, class u16, mtime u64, ctime u64, hash u64;
+ *            ino u64, size u48, class u16, mtime u64, ctime u64, hash u64
+ *            (the content hash, native/extents.c: keyed XXH3-64 since format
+ *            8, keyed XXH64 before, so a format 7 shard is not read);
  *            a time is (sec << 30 | nsec) as a signed 64-bit number (exact,
  *            whatever the nanoseconds; seconds within ±2^33, about 272 years
  *            of 1970: a file outside that, or of 2^48 bytes or more, is not
@@ -73,8 +75,8 @@ import type { Inode, Root } from '../core/types.js';
 import type { Stat } from '../core/stat.js';
 import { openStateFile } from './state-dir.js';
 
-/** 7: 40-byte entries without the device, classes in a side table, checksummed blocks read as a stream (6: 72-byte entries read whole; 5: one file, hashes.cache). */
-export const CACHE_FORMAT = 7;
+/** 8: the content hash is XXH3-64 (7: XXH64, 40-byte entries without the device, classes in a side table, checksummed blocks read as a stream; 6: 72-byte entries read whole; 5: one file, hashes.cache). */
+export const CACHE_FORMAT = 8;
 /** The roots file's own format (unchanged since shards came, format 6). */
 const ROOTS_FORMAT = 6;
 /** The cache directory's name in the state directory. */

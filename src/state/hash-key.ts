@@ -1,15 +1,17 @@
 /*
- * The host's hash key: 32 random bytes that seed the XXH64 which nominates
+ * The host's hash key: 32 random bytes that key the XXH3-64 which nominates
  * identical files, so a guest cannot compute collisions it cannot see.
  *
- * XXH64 with the public seed 0 is easily inverted: its lane rounds are
- * bijections, so a guest can write, in microseconds, a file with the same
- * size and hash as any file it can read (another guest's libc, say) and
- * make that hash set hold two contents. Seeded with a secret, the lanes
- * start from values the guest does not know. This is a keyed nomination,
- * not a MAC: XXH64 is no cryptographic function and 64 bits are few, so
- * the linker still compares every byte, and a set that turns out to hold
- * two contents is split (change/link.ts), never linked across.
+ * XXH3 under its public default secret is easily forged (its stripe loop
+ * multiplies 32-bit halves of data xor secret: known secret bytes let a
+ * guest cancel a product and make two contents of one size hash alike).
+ * So the key derives the whole 192-byte secret (not a 64-bit seed over
+ * the default secret: with that, fixed pairs of 32-byte inputs collide
+ * for about 2^-10.5 of all seeds, xxHash issue #1127; under a random
+ * secret about 2^-27 per key). This is a keyed nomination, not a MAC:
+ * XXH3 is no cryptographic function and 64 bits are few, so the linker
+ * still compares every byte, and a set that turns out to hold two
+ * contents is split (change/link.ts), never linked across.
  *
  * The key is created on first use as STATE_DIR/hash.key (mode 0600, owner
  * root, never in a guest), or named with --hash-key FILE (config
@@ -20,30 +22,33 @@
  *
  * From the key, two values with separate purposes (HMAC-SHA-256 with
  * distinct labels), so showing one reveals nothing of the other: the
- * 64-bit XXH64 seed, and a fingerprint that the hash cache and manifests
- * record to tell which key their hashes were made under.
+ * 192-byte XXH3 secret (six HMAC blocks, counter mode), and a fingerprint
+ * that the hash cache and manifests record to tell which key their hashes
+ * were made under.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { errorCode, UsageError } from '../core/errors.js';
+import { SECRET_SIZE } from '../core/xxh3.js';
 
 export const KEY_FILE = 'hash.key';
 export const KEY_BYTES = 32;
 
 export interface HashKey {
   file: string;
-  /** The XXH64 seed every hash of this run uses. */
-  seed: bigint;
+  /** The XXH3 secret (SECRET_SIZE bytes) every content hash of this run uses. */
+  secret: Buffer;
   /** 16 hex digits naming the key (not the key, nor the seed). */
   fingerprint: string;
 }
 
-/** Seed and fingerprint of raw key bytes. */
+/** Secret and fingerprint of raw key bytes. */
 export function deriveKey(key: Buffer, file = ''): HashKey {
-  const seed = createHmac('sha256', key).update('vunify xxh64 seed 1').digest().readBigUInt64LE(0);
+  const blocks = Array.from({ length: SECRET_SIZE / 32 }, (_, i) => createHmac('sha256', key).update(`vunify xxh3 secret 1 block ${i}`).digest());
+  const secret = Buffer.concat(blocks);
   const fingerprint = createHmac('sha256', key).update('vunify key fingerprint 1').digest().subarray(0, 8).toString('hex');
-  return { file, seed, fingerprint };
+  return { file, secret, fingerprint };
 }
 
 /**

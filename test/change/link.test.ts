@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type FileError, codedError } from '../../src/core/errors.js';
 import { groupFiles } from '../../src/pipeline/group.js';
 import { splitByContent } from '../../src/pipeline/hash.js';
+import { DEFAULT_SECRET } from '../../src/core/xxh3.js';
 import { link } from '../../src/change/link.js';
 import { plan } from '../../src/pipeline/plan.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
@@ -44,7 +45,7 @@ async function planFor(guests: string[], opts: { trustSize?: boolean } = {}) {
   const onError = (e: FileError) => errors.push(e);
   const walked = await walk(roots, { rules: [], minSize: 1, maxSize: Infinity, onError });
   const { groups } = groupFiles(walked.files, { ignoreMtime: false });
-  const sets = opts.trustSize ? groups : await splitByContent(groups, { seed: 0n, policy: { ignoreMtime: false }, onError });
+  const sets = opts.trustSize ? groups : await splitByContent(groups, { secret: Buffer.from(DEFAULT_SECRET), policy: { ignoreMtime: false }, onError });
   return { roots, plan: plan(sets), errors, onError };
 }
 

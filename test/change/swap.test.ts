@@ -15,6 +15,7 @@ import type { JournalLine } from '../../src/change/journal.js';
 import { printable } from '../../src/core/paths.js';
 import { groupFiles } from '../../src/pipeline/group.js';
 import { splitByContent } from '../../src/pipeline/hash.js';
+import { DEFAULT_SECRET } from '../../src/core/xxh3.js';
 import { plan } from '../../src/pipeline/plan.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { walk } from '../../src/pipeline/walk.js';
@@ -191,7 +192,7 @@ describe('settle: the settled mark cannot be written', () => {
     const onError = (e: FileError) => errors.push(e);
     const walked = await walk(roots, { rules: [], minSize: 1, maxSize: Infinity, onError });
     const { groups } = groupFiles(walked.files, { ignoreMtime: false });
-    const thePlan = plan(await splitByContent(groups, { seed: 0n, policy: { ignoreMtime: false }, onError }));
+    const thePlan = plan(await splitByContent(groups, { secret: Buffer.from(DEFAULT_SECRET), policy: { ignoreMtime: false }, onError }));
     expect(thePlan.linksPlanned).toBe(1);
 
     const lines: JournalLine[] = [];

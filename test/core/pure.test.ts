@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 const DIST = path.join(import.meta.dirname, '..', '..', 'dist');
 const PURE = [
-  'core/errors.js', 'core/paths.js', 'core/progress.js', 'core/stat.js', 'core/types.js', 'core/xxhash.js',
+  'core/errors.js', 'core/paths.js', 'core/progress.js', 'core/stat.js', 'core/types.js', 'core/xxhash.js', 'core/xxh3.js',
   'pipeline/group.js', 'pipeline/plan.js', 'pipeline/table.js', 'pipeline/table-builder.js', 'pipeline/rows.js', 'pipeline/plan-rows.js',
   'report/report.js', 'report/capacity-model.js', 'report/manifest.js', 'report/placement.js',
   'report/render/text.js', 'report/render/html.js', 'report/render/csv.js', 'report/render/table.js', 'report/render/fleet.js',

@@ -12,7 +12,8 @@ import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { walk } from '../../src/pipeline/walk.js';
 import { rmTree, sh, tempDir, writeFile } from '../helpers/tree.js';
 import { FileType, type Stat } from '../../src/core/stat.js';
-import { getHasher } from '../../src/core/xxhash.js';
+import { DEFAULT_SECRET } from '../../src/core/xxh3.js';
+import { xxhsumH3 } from '../helpers/xxh3.js';
 import { relPath } from '../../src/core/paths.js';
 
 const B = (s: string) => Buffer.from(s);
@@ -178,23 +179,23 @@ describe('hash job records', () => {
     ).trim();
   }
 
-  it('round-trip: every job comes back hashed as xxhash-wasm hashes the bytes, with the xattrs the kernel lists', async () => {
+  it('round-trip: every job comes back hashed as xxhsum -H3 hashes the bytes, with the xattrs the kernel lists', async () => {
     const roots = openRoots([dir]);
     try {
       const walked = await walk(roots, { rules: [], minSize: 0, maxSize: Infinity, onError: () => {} });
       const inodes = collectInodes(walked.files);
       expect(inodes.length).toBe(6);
-      const results = decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length), 0n));
-      const h = await getHasher();
+      const results = decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length), Buffer.from(DEFAULT_SECRET)));
+      const sums = xxhsumH3(dir, inodes.map((inode) => fs.readFileSync(Buffer.concat([B(dir + '/'), relPath(inode.paths[0]!)]))));
       const got = inodes.map((inode, k) => {
         const f = inode.paths[0]!;
         return [relPath(f).toString('hex'), results[k]];
       });
-      const want = inodes.map((inode) => {
+      const want = inodes.map((inode, k) => {
         const f = inode.paths[0]!;
         const rel = relPath(f);
         const file = Buffer.concat([B(dir + '/'), rel]);
-        return [rel.toString('hex'), { hash: h.h64Raw(fs.readFileSync(file)), xattrs: kernelXattrs(file), elf: false, flags: expect.any(Number), projid: 0 }];
+        return [rel.toString('hex'), { hash: sums[k], xattrs: kernelXattrs(file), elf: false, flags: expect.any(Number), projid: 0 }];
       });
       expect(got).toEqual(want);
       expect(results.filter((r) => 'xattrs' in r && r.xattrs !== '').length).toBe(2);

@@ -1,4 +1,4 @@
-// The hash stage: the addon's batches against the xxhash-wasm reference in this thread; same hashes, same errors.
+// The hash stage: the addon's batches against the TypeScript XXH3 reference in this thread (core/xxh3.ts); same hashes, same errors.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,6 +12,7 @@ import { sys } from '../../src/os/sys.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { walk } from '../../src/pipeline/walk.js';
 import { rmTree, sh, tempDir, writeFile } from '../helpers/tree.js';
+import { DEFAULT_SECRET, xxh3 } from '../../src/core/xxh3.js';
 import { getHasher } from '../../src/core/xxhash.js';
 
 let dir: string;
@@ -33,7 +34,7 @@ async function hashAll(inFlight: number) {
     const walked = await walk(roots, { rules: [], minSize: 1, maxSize: Infinity, onError: () => {} });
     const { groups } = groupFiles(walked.files, { ignoreMtime: false });
     fs.unlinkSync(path.join(dir, 'b', 'gone')); // after the scan, before hashing
-    const sets = await splitByContent(groups, { inFlight, seed: SEED, policy: { ignoreMtime: false }, onError: (e) => errors.push(e) });
+    const sets = await splitByContent(groups, { inFlight, secret: SECRET, policy: { ignoreMtime: false }, onError: (e) => errors.push(e) });
     const hashes = Object.fromEntries(groups.flat().map((i) => [`${i.paths[0]!.dir.root.path}/${i.paths[0]!.name}`, i.hash]));
     return { sets: sets.map((s) => s.length).sort(), hashes, errors };
   } finally {
@@ -41,25 +42,25 @@ async function hashAll(inFlight: number) {
   }
 }
 
-/** A seed with every byte set, so a seed dropped anywhere shows. */
-const SEED = 0x8badf00ddeadbeefn;
+/** A secret with every byte set and none alike in a row, so a secret dropped or misread anywhere shows. */
+const SECRET = Buffer.from(Array.from({ length: 192 }, (_, i) => (i * 131 + 7) & 0xff | 1));
+const DEFAULT = Buffer.from(DEFAULT_SECRET);
 
 describe('splitByContent', () => {
   it('gives the same hashes and errors in native batches as in this thread', async () => {
     const here = await hashAll(0);
     const threads = await hashAll(2);
     expect(threads).toEqual(here);
-    // Independent check of one value: XXH64 of 200 'x' bytes under the seed, via xxhash-wasm directly.
-    const h = await getHasher();
-    expect(here.hashes[path.join(dir, 'a') + '/small']).toBe(h.h64Raw(Buffer.alloc(200, 'x'), SEED));
-    expect(here.hashes[path.join(dir, 'a') + '/small']).not.toBe(h.h64Raw(Buffer.alloc(200, 'x')));
+    // Independent check of one value: XXH3 of 200 'x' bytes under the secret, by the TypeScript XXH3 directly.
+    expect(here.hashes[path.join(dir, 'a') + '/small']).toBe(xxh3(Buffer.alloc(200, 'x'), SECRET));
+    expect(here.hashes[path.join(dir, 'a') + '/small']).not.toBe(xxh3(Buffer.alloc(200, 'x')));
     // small: 3 alike; big: a and b alike (c differs); gone: a and c alike, b vanished.
     expect(here.sets).toEqual([2, 2, 3]);
     expect(here.errors.map((e) => [e.path, e.code])).toEqual([[path.join(dir, 'b', 'gone'), 'ENOENT']]);
   });
 });
 
-describe('the native XXH64', () => {
+describe('the native XXH64 (the hash cache checksums)', () => {
   it('matches the published vectors and xxhash-wasm at every tail length and across chunks', async () => {
     expect(sys.xxh64(Buffer.alloc(0))).toBe(0xef46db3751d8e999n);
     expect(sys.xxh64(Buffer.from('a'))).toBe(0xd24ec4f1a98c6e5bn);
@@ -71,14 +72,14 @@ describe('the native XXH64', () => {
 });
 
 describe('hashFiles', () => {
-  async function hashOne(file: string, change?: () => void, seed = 0n, attrsOnly = false) {
+  async function hashOne(file: string, change?: () => void, secret = DEFAULT, attrsOnly = false) {
     const roots = openRoots([path.join(dir, 'a')]);
     try {
       const walked = await walk(roots, { rules: [], minSize: 0, maxSize: Infinity, onError: () => {} });
       const inodes = groupFiles(walked.files, { ignoreMtime: true }).inodes.filter((i) => i.paths[0]!.name.toString() === file);
       change?.();
       const jobs = encodeJobs(inodes, 0, inodes.length);
-      return decodeResults(await (attrsOnly ? sys.fileAttrsBatch(jobs) : sys.hashFiles(jobs, seed)));
+      return decodeResults(await (attrsOnly ? sys.fileAttrsBatch(jobs) : sys.hashFiles(jobs, secret)));
     } finally {
       closeRoots(roots);
     }
@@ -93,15 +94,15 @@ describe('hashFiles', () => {
       Buffer.from([6, 0, 0, 0, 1, 0, 0, 0]), Buffer.from('user.a'), Buffer.from('x'),
       Buffer.from([6, 0, 0, 0, 2, 0, 0, 0]), Buffer.from('user.b'), Buffer.from([0, 0xff]),
     ]);
-    expect(r).toMatchObject({ hash: sys.xxh64(Buffer.alloc(200, 'x')), xattrs: createHash('sha256').update(encoding).digest('hex'), elf: false, projid: 0 });
+    expect(r).toMatchObject({ hash: xxh3(Buffer.alloc(200, 'x')), xattrs: createHash('sha256').update(encoding).digest('hex'), elf: false, projid: 0 });
   });
 
-  it('hashes under the seed it is given, as xxhash-wasm does at every length', async () => {
-    const h = await getHasher();
-    for (const [name, content] of [['s', 'x'.repeat(31)], ['m', 'y'.repeat(33)], ['l', Buffer.alloc(2 ** 20 + 3, 7)]] as const) {
+  it('hashes under the secret it is given, as the TypeScript XXH3 does in each of its forms', async () => {
+    for (const [name, content] of [['s', 'x'.repeat(3)], ['m', 'y'.repeat(33)], ['n', 'z'.repeat(200)], ['l', Buffer.alloc(2 ** 20 + 3, 7)]] as const) {
       writeFile(path.join(dir, 'a', name), { content });
-      const [r] = await hashOne(name, undefined, SEED);
-      expect(r).toMatchObject({ hash: h.h64Raw(Buffer.from(content), SEED) });
+      const [r] = await hashOne(name, undefined, SECRET);
+      expect(r).toMatchObject({ hash: xxh3(Buffer.from(content), SECRET) });
+      expect(r).not.toMatchObject({ hash: xxh3(Buffer.from(content)) });
     }
   });
 
@@ -147,14 +148,14 @@ describe('hashFiles', () => {
     const rchar = () => Number(/^rchar: (\d+)$/m.exec(fs.readFileSync('/proc/self/io', 'latin1'))![1]);
     const [hashed] = await hashOne('big');
     const before = rchar();
-    const [attrs] = await hashOne('big', undefined, 0n, true);
+    const [attrs] = await hashOne('big', undefined, DEFAULT, true);
     const read = rchar() - before;
-    expect(hashed).toMatchObject({ hash: sys.xxh64(fs.readFileSync(big)) });
+    expect(hashed).toMatchObject({ hash: xxh3(fs.readFileSync(big)) });
     expect(attrs).toEqual({ hash: 0n, elf: false, xattrs: (hashed as { xattrs: string }).xattrs, flags: (hashed as { flags: number }).flags, projid: 0 });
     expect((attrs as { xattrs: string }).xattrs).toMatch(/^[0-9a-f]{64}$/);
     // The walk's getdents and /proc reads, not the 3 MiB file.
     expect(read).toBeLessThan(1 << 20);
-    const [written] = await hashOne('small', () => fs.appendFileSync(path.join(dir, 'a', 'small'), 'y'), 0n, true);
+    const [written] = await hashOne('small', () => fs.appendFileSync(path.join(dir, 'a', 'small'), 'y'), DEFAULT, true);
     expect(written).toMatchObject({ error: { code: 'ECHANGED' } });
   });
 });
@@ -185,18 +186,17 @@ describe('hashFiles looks each file up from its directory, opened once for the f
       fs.unlinkSync(path.join(dir, 'a/d/e/gone'));
       fs.renameSync(path.join(dir, 'a/de'), path.join(dir, 'a/de.real'));
       fs.symlinkSync('de.real', path.join(dir, 'a/de'));
-      const h = await getHasher();
       const buf = Buffer.allocUnsafe(CHUNK);
       const outcome = (r: HashResult) => ('hash' in r ? r.hash : r.error.code);
       // openat2, and the lookup a component at a time of kernels before 5.6.
       for (const legacy of [false, true]) {
         sys.forceLegacyLookup(legacy);
-        const native = decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length), SEED));
-        const reference = inodes.map((i) => hashJob(h, { rootFd: i.paths[0]!.dir.root.fd, rel: relPath(i.paths[0]!), stat: i.stat }, buf, SEED));
+        const native = decodeResults(await sys.hashFiles(encodeJobs(inodes, 0, inodes.length), SECRET));
+        const reference = inodes.map((i) => hashJob({ rootFd: i.paths[0]!.dir.root.fd, rel: relPath(i.paths[0]!), stat: i.stat }, buf, SECRET));
         expect(native.map(outcome)).toEqual(reference.map(outcome));
         // Independently: each hashed file's bytes as read by fs, and the two refusals.
         const expected = order.map((rel) =>
-          rel === 'a/d/e/gone' ? 'ENOENT' : rel === 'a/de/f4' ? (legacy ? 'ENOTDIR' : 'ELOOP') : h.h64Raw(rel.endsWith('f6') ? Buffer.from('six') : rel.endsWith('f7') ? Buffer.from('seven') : fs.readFileSync(path.join(dir, rel)), SEED),
+          rel === 'a/d/e/gone' ? 'ENOENT' : rel === 'a/de/f4' ? (legacy ? 'ENOTDIR' : 'ELOOP') : xxh3(rel.endsWith('f6') ? Buffer.from('six') : rel.endsWith('f7') ? Buffer.from('seven') : fs.readFileSync(path.join(dir, rel)), SECRET),
         );
         expect(native.map(outcome)).toEqual(expected);
         expect(native[5]).toMatchObject({ error: { syscall: 'openat2' } });
@@ -233,12 +233,11 @@ describe('hashFiles read buffers', () => {
       const byName = (n: string) => groupFiles(walked.files, { ignoreMtime: true }).inodes.find((i) => i.paths[0]!.name.toString() === n)!;
       // big (3 MiB of 1s) fills the buffer; tiny then small read over its first bytes.
       const inodes = ['big', 'tiny', 'small', 'big', 'tiny'].map(byName);
-      const h = await getHasher();
-      const want = ['big', 'tiny', 'small', 'big', 'tiny'].map((n) => h.h64Raw(fs.readFileSync(path.join(dir, 'a', n)), SEED));
+      const want = ['big', 'tiny', 'small', 'big', 'tiny'].map((n) => xxh3(fs.readFileSync(path.join(dir, 'a', n)), SECRET));
       const jobs = encodeJobs(inodes, 0, inodes.length);
       for (let round = 0; round < 3; round++) {
         // More batches at once than buffers are kept, then all of them given back.
-        const all = await Promise.all(Array.from({ length: 12 }, () => sys.hashFiles(jobs, SEED)));
+        const all = await Promise.all(Array.from({ length: 12 }, () => sys.hashFiles(jobs, SECRET)));
         for (const out of all) expect(decodeResults(out).map((r) => ('hash' in r ? r.hash : r.error.code))).toEqual(want);
         expect(typeof sys.mallocTrim()).toBe('boolean');
       }

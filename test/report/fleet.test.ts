@@ -3,7 +3,7 @@
 // checked against sums computed here from the files this test wrote.
 import fs from 'node:fs';
 import path from 'node:path';
-import xxhash from 'xxhash-wasm';
+import { xxh3 } from '../../src/core/xxh3.js';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rmTree, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
@@ -76,22 +76,21 @@ describe('Parquet manifests', () => {
       ['policy_key', 'UBIGINT'], ['inodes', 'INTEGER'], ['paths', 'INTEGER'],
     ]);
     const kv = Object.fromEntries((await q(`SELECT decode(key) k, decode(value) v FROM parquet_kv_metadata('${manifest('h1')}')`)).map((r) => [r.k, r.v]));
-    // The hash is XXH64 keyed with the test state directory's key, named by its fingerprint (never the key).
+    // The hash is XXH3 keyed with the test state directory's key, named by its fingerprint (never the key).
     const { fingerprint } = loadHashKey(path.join(testStateDir(), KEY_FILE), { create: false });
-    expect(kv).toMatchObject({ vunify_manifest_version: '1', vunify_hash_key_id: `xxh64-keyed:${fingerprint}`, vunify_policy: 'size,uid,gid,mode,mtime,flags,xattrs', vunify_host: 'h1', vunify_guests: '2' });
+    expect(kv).toMatchObject({ vunify_manifest_version: '1', vunify_hash_key_id: `xxh3-keyed:${fingerprint}`, vunify_policy: 'size,uid,gid,mode,mtime,flags,xattrs', vunify_host: 'h1', vunify_guests: '2' });
     expect(Date.parse(String(kv.vunify_created))).toBeGreaterThan(Date.parse('2020-01-01'));
   });
 
-  it('one row per guest and content, content_hash = XXH64 of the bytes under the key\'s seed, inodes and paths counted', async () => {
-    const { seed } = loadHashKey(path.join(testStateDir(), KEY_FILE), { create: false });
+  it('one row per guest and content, content_hash = XXH3 of the bytes under the key\'s secret, inodes and paths counted', async () => {
+    const { secret } = loadHashKey(path.join(testStateDir(), KEY_FILE), { create: false });
     const rows = await q(`SELECT * FROM read_parquet('${manifest('h1')}') ORDER BY guest, size`);
     const h1 = of('h1');
     expect(rows).toHaveLength(new Set(h1.map((s) => `${s.guest}:${key(s)}`)).size);
-    const { h64Raw } = await xxhash();
     for (const s of inodes(h1)) {
       const row = rows.find((r) => r.guest === guestDir(s) && r.size === BigInt(s.size))!;
       expect(row.host).toBe('h1');
-      expect(row.content_hash).toBe(h64Raw(Buffer.alloc(s.size, s.fill), seed));
+      expect(row.content_hash).toBe(xxh3(Buffer.alloc(s.size, s.fill), secret));
       const names = h1.filter((t) => t.guest === s.guest && key(t) === key(s));
       expect([row.inodes, row.paths]).toEqual([1, names.length]);
     }

@@ -54,7 +54,7 @@ describe('manifest', () => {
     const a = await manifestOf([path.join(dir, 'A/a1')]);
     const key = fs.readFileSync(path.join(testStateDir(), KEY_FILE));
     const text = formatManifest(a);
-    expect(text).toMatch(new RegExp(`^#hash\txxh64-keyed$`, 'm'));
+    expect(text).toMatch(new RegExp(`^#hash\txxh3-keyed$`, 'm'));
     expect(text).toMatch(new RegExp(`^#key\t${loadHashKey(path.join(testStateDir(), KEY_FILE), { create: false }).fingerprint}$`, 'm'));
     expect(text).not.toContain(key.toString('hex'));
     expect(text).not.toContain(key.toString('hex').slice(0, 16));
@@ -77,6 +77,15 @@ describe('manifest', () => {
     const same = await manifestOf([path.join(dir, 'B/b1')]);
     writeManifest(files[1]!, { ...same, host: 'hostB' });
     expect((await mergeFleet(files)).totals.consolidatedBytes).toBe(1000 + 700 + 50 + 300);
+    // A manifest of the same key written before XXH3 (its #hash line says xxh64-keyed): another function, never merged with this one.
+    const before = formatManifest({ ...same, host: 'hostB' }).replace(/^#hash\txxh3-keyed$/m, '#hash\txxh64-keyed');
+    expect(before).toMatch(/^#hash\txxh64-keyed$/m);
+    fs.writeFileSync(files[1]!, before);
+    expect(readManifest(files[1]!).hash).toBe('xxh64-keyed');
+    const mixed = await mergeFleet(files).then(() => undefined, (e: unknown) => e);
+    expect(mixed).toBeInstanceOf(UsageError);
+    expect((mixed as Error).message).toMatch(/xxh3-keyed:[0-9a-f]{16}.*xxh64-keyed:[0-9a-f]{16}|xxh64-keyed:[0-9a-f]{16}.*xxh3-keyed:[0-9a-f]{16}/);
+    expect((mixed as Error).message).toMatch(/write those again/);
   });
 
   it('refuses what is not a manifest and a malformed line (the merge: test/report/fleet.test.ts)', async () => {

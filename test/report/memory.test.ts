@@ -178,7 +178,7 @@ describe('report --memory with running guest processes', () => {
     await scanCapacity({
       roots: guests(), candidates: [], ignoreMtime: false, minSize: 1, maxSize: Number.MAX_SAFE_INTEGER, rules: [], noDefaultExcludes: true, top: 3, stateDir: testStateDir(),
       beforeHash: (inodes) => void (residency = takeResidency(inodes)),
-      inspect: async (roots, inodes, key) => void (memory = await readMemory({ roots, inodes, ignoreMtime: false, seed: key.seed, residency })),
+      inspect: async (roots, inodes, key) => void (memory = await readMemory({ roots, inodes, ignoreMtime: false, secret: key.secret, residency })),
     });
     return memory!;
   }

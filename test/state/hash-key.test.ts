@@ -29,7 +29,9 @@ describe('hash key', () => {
     // Another key, other values.
     const other = path.join(dir, 'other', KEY_FILE);
     const c = loadHashKey(other, { create: true });
-    expect([c.seed === a.seed, c.fingerprint === a.fingerprint]).toEqual([false, false]);
+    expect([c.secret.equals(a.secret), c.fingerprint === a.fingerprint]).toEqual([false, false]);
+    expect(a.secret.length).toBe(192);
+    expect(a.secret.includes(key)).toBe(false);
   });
 
   it.each([

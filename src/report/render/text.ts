@@ -78,7 +78,7 @@ export function formatCapacity(r: CapacityReport): string {
 export function formatMerge(m: MergeReport): string {
   const t = m.totals;
   return [
-    `Consolidation estimate for ${m.hosts.length} hosts, ${t.guests} guests (from manifests; content matched by XXH64, not compared byte by byte)`,
+    `Consolidation estimate for ${m.hosts.length} hosts, ${t.guests} guests (from manifests; content matched by keyed XXH3, not compared byte by byte)`,
     `disk today ${b(t.diskBytes)}; unified per host ${b(t.unifiedBytes)}; consolidated on one host ${b(t.consolidatedBytes)}`,
     `saving vs today ${b(t.savingBytes)} (${percent(t.savingBytes, t.diskBytes)}); beyond unifying each host alone ${b(t.extraSavingBytes)}`,
     '',
