@@ -15,7 +15,7 @@ import { withDefaults, type Rule } from '../pipeline/excludes.js';
 import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
 import { hashRows, readColumns, splitByContent, type ReadColumns } from '../pipeline/hash.js';
 import type { GroupRows, InodeRows } from '../pipeline/group.js';
-import { ELF_BIT, flagsOf, hashOf, projidOf, READ, rootIndexOf, setAttrs, type Scan } from '../pipeline/rows.js';
+import { ELF_BIT, flagsOf, hashOf, HI, LO, projidOf, READ, rootIndexOf, setAttrs, sortKeys, type Scan } from '../pipeline/rows.js';
 import { ctimeSecOf, inoOf, mtimeSecOf, sizeOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
@@ -456,20 +456,40 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
 /** Marks a candidate (its number below) rather than a row in fromCacheRows' per-root lists. */
 const CAND = 0x80000000;
 
-/** Sort one root's values (rows, through rowAt) by inode number: one numeric sort of (ino, position) keys when they fit a double, else by comparison. */
+/**
+ * Sort one root's values (rows, through rowAt) by inode number: one native
+ * sort of unsigned 64-bit (ino, position) keys while inode numbers fit 32
+ * bits (rows.ts sortKeys: no BigInt made), else of (ino, position) doubles
+ * when they fit 53 bits, else by comparison.
+ */
 function sortByIno(scan: Scan, vals: Uint32Array, rowAt: (v: number) => number, keys: Float64Array): void {
   const t = scan.tables;
   const n = vals.length;
+  const inos = new Float64Array(keys.buffer, keys.byteOffset, n);
+  let most = 0;
+  for (let i = 0; i < n; i++) most = Math.max(most, (inos[i] = inoOf(t, rowAt(vals[i]!))));
+  if (most < 2 ** 32) {
+    // The keys are laid over the inode numbers: key i is written after inos[i] is read.
+    const { keys: k64, words } = sortKeys(n, keys);
+    for (let i = 0; i < n; i++) {
+      const ino = inos[i]!;
+      words[2 * i + HI] = ino;
+      words[2 * i + LO] = i;
+    }
+    k64.sort();
+    // The values in their new order, through the keys' high words (spent once sorted).
+    for (let i = 0; i < n; i++) words[2 * i + HI] = vals[words[2 * i + LO]!]!;
+    for (let i = 0; i < n; i++) vals[i] = words[2 * i + HI]!;
+    return;
+  }
   const bits = Math.max(1, Math.ceil(Math.log2(n + 1)));
   const P = 2 ** bits;
-  let most = 0;
-  for (let i = 0; i < n; i++) most = Math.max(most, inoOf(t, rowAt(vals[i]!)));
   if (most >= 2 ** (53 - bits)) {
     vals.sort((a, b) => inoOf(t, rowAt(a)) - inoOf(t, rowAt(b)));
     return;
   }
-  const k = keys.subarray(0, n);
-  for (let i = 0; i < n; i++) k[i] = inoOf(t, rowAt(vals[i]!)) * P + i;
+  const k = inos;
+  for (let i = 0; i < n; i++) k[i] = k[i]! * P + i;
   k.sort();
   // The values in their new order, through the keys (vals is read whole before it is written).
   for (let i = 0; i < n; i++) k[i] = vals[k[i]! % P]!;
