@@ -16,7 +16,7 @@
  */
 import type { FileRec, Inode } from '../core/types.js';
 import { compareMetadataRows, metadataHashRow, metadataKey, mix, type PolicyOptions } from './policy.js';
-import { classesIn, classList, HI, LO, rootIndexOf, sortKeys, type Scan } from './rows.js';
+import { classesIn, classList, HI, isIdentity, LO, rootIndexOf, sortKeys, type Scan } from './rows.js';
 import { inoOf } from './table.js';
 
 export { metadataKey };
@@ -163,6 +163,7 @@ export class InodeRows {
    * the candidates' columns.
    */
   permute(from: number, order: Uint32Array, n: number): void {
+    if (isIdentity(from, order, n)) return;
     const heads = this.paths.slice(from, from + n);
     for (let k = 0; k < n; k++) this.paths[from + k] = heads[order[k]! - from]!;
     // The inodes of several paths in the range are a run of the sorted list: renumbered, and that run sorted again.

@@ -372,6 +372,12 @@ export class AttrColumn {
   }
 }
 
+/** Whether order[0, n) is from, from+1, ...: a renumbering that moves nothing. */
+export function isIdentity(from: number, order: Uint32Array, n: number): boolean {
+  for (let k = 0; k < n; k++) if (order[k] !== from + k) return false;
+  return true;
+}
+
 /** Values of [from, from+n) of `col` reordered: position from+k takes what order[k] held. */
 function permuteRange(col: Uint8Array | Uint16Array | Uint32Array, from: number, order: Uint32Array, n: number): void {
   const old = col.slice(from, from + n);
@@ -384,6 +390,7 @@ function permuteRange(col: Uint8Array | Uint16Array | Uint32Array, from: number,
  * holds candidate numbers must be renumbered alike (group.ts InodeRows.permute).
  */
 export function permuteRead(c: ReadColumns, from: number, order: Uint32Array, n: number): void {
+  if (isIdentity(from, order, n)) return; // most groups: one set of all their members, already in order
   permuteRange(c.hashHi, from, order, n);
   permuteRange(c.hashLo, from, order, n);
   permuteRange(c.state, from, order, n);
