@@ -93,7 +93,10 @@ try {
   try {
     for (const g of ['a', 'b']) {
       fs.mkdirSync(path.join(tmp, g, 'usr', 'lib'), { recursive: true });
-      fs.writeFileSync(path.join(tmp, g, 'usr', 'lib', 'same'), 'the same bytes in both roots\n');
+      // Same size, owner, mode and mtime in both roots: a candidate group, hashed and planned (a set of two).
+      const same = path.join(tmp, g, 'usr', 'lib', 'same');
+      fs.writeFileSync(same, 'the same bytes in both roots\n');
+      fs.utimesSync(same, 1577836800, 1577836800);
       fs.writeFileSync(path.join(tmp, g, 'usr', 'lib', `own-${g}`), `bytes of ${g} alone\n`);
     }
     // Its exit code does not matter (a build that is not root's cannot use the state directory): what ran is compiled.
