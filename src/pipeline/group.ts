@@ -125,6 +125,12 @@ export class InodeRows {
     return this.to(k) - this.from(k);
   }
 
+  /** Every inode with more than one path, ascending, with its number of paths (the others have one): no search per inode. */
+  forEachSeveral(visit: (k: number, paths: number) => void): void {
+    const ids = this.manyId, from = this.manyFrom, to = this.manyTo;
+    for (let j = 0; j < ids.length; j++) visit(ids[j]!, to[j]! - from[j]!);
+  }
+
   /**
    * Number the inodes anew: inode order[c] becomes c, for c < order.length
    * (distinct inodes), and the others follow in their order. `scratch`:

@@ -98,10 +98,10 @@ export function scanTotals(scan: Scan, inodes: InodeRows): ScanTotals {
     rootBytes[r]! += size;
     bytes += size;
   }
-  for (let k = 0; k < inodes.count; k++) {
-    const paths = inodes.pathCount(k);
-    if (paths > 1) shared += sizeOf(t, inodes.head(k)) * (paths - 1);
-  }
+  // Integer sums (below 2^53): exact in any order.
+  inodes.forEachSeveral((k, paths) => {
+    shared += sizeOf(t, inodes.head(k)) * (paths - 1);
+  });
   return { files: f.count, bytes, inodes: inodes.count, shared, rootFiles: Array.from(rootFiles), rootBytes: Array.from(rootBytes) };
 }
 
