@@ -316,7 +316,13 @@ export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
         const len = j - i;
         if (len > scratch.length) scratch = new Uint32Array(Math.max(len, scratch.length * 2));
         for (let k = 0; k < len; k++) scratch[k] = words[2 * (i + k) + LO]!;
-        classesIn(scratch, len, sameInode, 1, several);
+        // Nearly always the paths of one inode (after unifying, most buckets): checked here, one
+        // comparison per row; only a bucket of several inodes goes through classesIn's sort.
+        const dev = devOf(scratch[0]!), ino = inoOf(t, scratch[0]!);
+        let same = 1;
+        while (same < len && devOf(scratch[same]!) === dev && inoOf(t, scratch[same]!) === ino) same++;
+        if (same === len) several(scratch, 0, len);
+        else classesIn(scratch, len, sameInode, 1, several);
       }
       i = j;
     }
