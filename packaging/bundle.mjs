@@ -73,6 +73,21 @@ const build = await rolldown({
 const { output } = await build.write({ dir: out, format: 'cjs', entryFileNames: '[name].cjs', chunkFileNames: '[name]-[hash].cjs' });
 await build.close();
 
+// A chunk runs as a vm.Script (src/load-bundle.ts), whose own import() fails
+// without a callback Node 20 has only behind a flag: the few import() of
+// packages left external (xxhash-wasm, DuckDB) call the loader's instead.
+// Each import(" of a package name (not a method .import(, not a relative
+// path, which the chunks load with require) is renamed; the loader's name
+// must not appear in the chunks before that.
+const { IMPORT } = await import(pathToFileURL(path.join(dist, 'load-bundle.js')).href);
+for (const chunk of output) {
+  if (chunk.type !== 'chunk') continue;
+  const file = path.join(out, chunk.fileName);
+  const code = fs.readFileSync(file, 'utf8');
+  if (code.includes(IMPORT)) throw new Error(`bundle: ${chunk.fileName} already uses the name ${IMPORT}`);
+  fs.writeFileSync(file, code.replace(/(?<![.\w$])import\((?=["'][^."'])/g, `${IMPORT}(`));
+}
+
 const inputs = new Set();
 for (const chunk of output) if (chunk.type === 'chunk') for (const id of chunk.moduleIds) if (path.isAbsolute(id)) inputs.add(id);
 const list = [...inputs].sort().map((file) => {

@@ -34,6 +34,19 @@ export interface LoadedChunk {
 type Loader = (module: { exports: unknown }, filename: string) => void;
 
 /**
+ * The name the bundle's chunks call instead of import() (packaging/bundle.mjs
+ * renames it): a vm.Script's own import() needs a callback that Node 20 has
+ * only behind an experimental flag or with a warning on stderr. The chunks
+ * import only packages by name (xxhash-wasm, DuckDB), which resolve from
+ * here as from dist/bundle/: the same node_modules above dist/.
+ */
+export const IMPORT = '__vunifyImport';
+const dynamicImport = (specifier: string): Promise<unknown> => import(specifier);
+
+/** Node's CommonJS wrapper, with the import function as one more parameter. */
+const wrap = (source: string): string => `(function (exports, require, module, __filename, __dirname, ${IMPORT}) { ${source}\n});`;
+
+/**
  * `dir`/main.cjs, its chunks compiled with their caches. `compiled`: the
  * build's warm-up, which collects every chunk it loads (no cache read) to
  * write their caches once it has run.
@@ -66,10 +79,10 @@ export function loadBundle(dir: string, compiled?: LoadedChunk[]): unknown {
         }
       }
     }
-    const script = new vm.Script(Module.wrap(source), { filename, cachedData });
+    const script = new vm.Script(wrap(source), { filename, cachedData });
     compiled?.push({ file: filename, script });
-    const wrapper = script.runInThisContext() as (exports: unknown, require: NodeJS.Require, module: unknown, filename: string, dirname: string) => void;
-    wrapper.call(module.exports, module.exports, createRequire(filename), module, filename, dir);
+    const wrapper = script.runInThisContext() as (exports: unknown, require: NodeJS.Require, module: unknown, filename: string, dirname: string, load: typeof dynamicImport) => void;
+    wrapper.call(module.exports, module.exports, createRequire(filename), module, filename, dir, dynamicImport);
   };
   return createRequire(path.join(dir, 'main.cjs'))('./main.cjs');
 }

@@ -6,6 +6,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rmTree, tempDir, writeFile } from './helpers/tree.js';
 
@@ -67,6 +68,18 @@ describe('dist/bin.js', () => {
     const loaded = fs.readFileSync(list, 'utf8').split('\n');
     expect(loaded).toContain('NativeModule fs');
     for (const m of ['child_process', 'v8']) expect(loaded).not.toContain(`NativeModule ${m}`);
+
+    // The chunks run as vm.Scripts: the packages they import() on demand load all the same
+    // (xxhash-wasm for a manifest, DuckDB for Parquet), through the loader's import.
+    for (const manifest of ['m.manifest.gz', 'm.parquet']) {
+      const out = path.join(top, manifest);
+      const rep = spawnSync(process.execPath, [path.join(dist, 'bin.js'), 'report', '-q', '--manifest', out, '--host', 'h1', '--no-default-excludes', '--state-dir', path.join(top, 'state'), path.join(top, 'guests/g1'), path.join(top, 'guests/g2')], { encoding: 'utf8' });
+      expect(rep.status, rep.stderr).toBe(0);
+      expect(fs.statSync(out).size).toBeGreaterThan(0);
+    }
+    const text = zlib.gunzipSync(fs.readFileSync(path.join(top, 'm.manifest.gz'))).toString();
+    expect(text).toMatch(/^#guest\t1\t/m);
+    expect(text).toMatch(/^[0-9a-f]{16}\t/m); // entries, hashed with xxhash-wasm
 
     // A cache V8 rejects (not one: garbage) costs only the compile; a chunk whose mtime is not the one
     // the build recorded is compiled from source, its cache not even read; the report is the same.
