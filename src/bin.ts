@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // Entry point of the `vunify` command; everything else starts in cli/main.ts.
-// `npm run build` also bundles cli/main.ts and its imports into one module
-// (packaging/bundle.mjs): loading ~60 ES modules one by one was a third of
-// a rerun's start-up. The bundle runs only while every file it was made
-// from is unchanged (size and mtime, one stat each), else cli/main.js:
-// never a bundle older than the last build.
+// `npm run build` also bundles cli/main.ts and its imports into a few
+// CommonJS chunks with V8 code caches (packaging/bundle.mjs, load-bundle.ts):
+// loading ~60 ES modules one by one was a third of a rerun's start-up, and
+// compiling the bundle from source at every start another ~30 ms. The
+// bundle runs only while every file it was made from is unchanged (size and
+// mtime, one stat each), else cli/main.js: never a bundle older than the
+// last build.
 import { readFileSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 function bundleIsFresh(): boolean {
   try {
@@ -21,8 +24,10 @@ function bundleIsFresh(): boolean {
   }
 }
 
-const entry = bundleIsFresh() ? './bundle/main.js' : './cli/main.js';
-const { main } = (await import(entry)) as typeof import('./cli/main.js');
+type Cli = typeof import('./cli/main.js');
+const { main } = bundleIsFresh()
+  ? ((await import('./load-bundle.js')).loadBundle(fileURLToPath(new URL('./bundle', import.meta.url))) as Cli)
+  : ((await import('./cli/main.js')) as Cli);
 
 main(process.argv.slice(2)).then(
   (code) => {

@@ -112,6 +112,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
         onError: log.onError,
         onLink: (file, canonical, canonicalStat) => {
           s.cache?.refresh(canonicalStat);
+          s.cache?.replaced(file.stat);
           opts.onLink?.(file, canonical);
         },
         onContentSplit: (file, canonical, guessed) =>

@@ -6,6 +6,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rmTree, tempDir, writeFile } from './helpers/tree.js';
 
@@ -51,11 +52,14 @@ describe('dist/bin.js', () => {
 
     execFileSync(process.execPath, [path.join(REPO, 'packaging', 'bundle.mjs'), dist], { stdio: 'pipe' });
     const bundled = dryRun();
-    expect(bundled.opened).toContain('bundle/main.js');
-    expect(bundled.opened.filter((f) => !f.startsWith('bundle/'))).toEqual(['bin.js']);
+    expect(bundled.opened).toContain('bundle/main.cjs');
+    // Its chunks with their code caches, through the loader (src/load-bundle.ts): nothing else of dist/.
+    expect(bundled.opened).toContain('bundle/main.cjs.cache');
+    expect(bundled.opened.filter((f) => !f.startsWith('bundle/'))).toEqual(['bin.js', 'load-bundle.js']);
     expect(bundled.report.summary).toEqual(plain.report.summary);
     // Node's own modules a run does not use are not loaded at start: commander's node:child_process
-    // (asked for on first use in the bundle), node:v8 and node:vm (only a run that collects garbage).
+    // (asked for on first use in the bundle), node:v8 (only a run that collects garbage); node:vm is
+    // the bundle loader's (code caches).
     const list = path.join(top, 'modules');
     const hook = path.join(top, 'modules.mjs');
     fs.writeFileSync(hook, `import fs from 'node:fs';\nprocess.on('exit', () => fs.writeFileSync(${JSON.stringify(list)}, process.moduleLoadList.join('\\n')));\n`);
@@ -63,14 +67,41 @@ describe('dist/bin.js', () => {
     expect(run.status, run.stderr).toBe(0);
     const loaded = fs.readFileSync(list, 'utf8').split('\n');
     expect(loaded).toContain('NativeModule fs');
-    for (const m of ['child_process', 'v8', 'vm']) expect(loaded).not.toContain(`NativeModule ${m}`);
+    for (const m of ['child_process', 'v8']) expect(loaded).not.toContain(`NativeModule ${m}`);
+
+    // The chunks run as vm.Scripts: the packages they import() on demand load all the same
+    // (xxhash-wasm for a manifest, DuckDB for Parquet), through the loader's import.
+    for (const manifest of ['m.manifest.gz', 'm.parquet']) {
+      const out = path.join(top, manifest);
+      const rep = spawnSync(process.execPath, [path.join(dist, 'bin.js'), 'report', '-q', '--manifest', out, '--host', 'h1', '--no-default-excludes', '--state-dir', path.join(top, 'state'), path.join(top, 'guests/g1'), path.join(top, 'guests/g2')], { encoding: 'utf8' });
+      expect(rep.status, rep.stderr).toBe(0);
+      expect(fs.statSync(out).size).toBeGreaterThan(0);
+    }
+    const text = zlib.gunzipSync(fs.readFileSync(path.join(top, 'm.manifest.gz'))).toString();
+    expect(text).toMatch(/^#guest\t1\t/m);
+    expect(text).toMatch(/^[0-9a-f]{16}\t/m); // entries, hashed with xxhash-wasm
+
+    // A cache V8 rejects (not one: garbage) costs only the compile; a chunk whose mtime is not the one
+    // the build recorded is compiled from source, its cache not even read; the report is the same.
+    const main = path.join(dist, 'bundle', 'main.cjs');
+    fs.writeFileSync(`${main}.cache`, Buffer.alloc(5000, 7));
+    const garbage = dryRun();
+    expect(garbage.opened).toContain('bundle/main.cjs.cache');
+    expect(garbage.report.summary).toEqual(plain.report.summary);
+    const later = new Date(Date.now() + 5000);
+    fs.utimesSync(main, later, later);
+    const touched = dryRun();
+    expect(touched.opened).toContain('bundle/main.cjs');
+    expect(touched.opened).not.toContain('bundle/main.cjs.cache');
+    expect(touched.opened.some((f) => /^bundle\/progress-.*\.cjs\.cache$/.test(f))).toBe(true);
+    expect(touched.report.summary).toEqual(plain.report.summary);
 
     // A build by tsc alone rewrites a module: same bytes, a new mtime, and the bundle is no longer trusted.
     const now = new Date();
     fs.utimesSync(path.join(dist, 'pipeline', 'walk.js'), now, now);
     const after = dryRun();
     expect(after.opened).toContain('index.js');
-    expect(after.opened.some((f) => f.startsWith('bundle/') && f.endsWith('.js'))).toBe(false);
+    expect(after.opened.some((f) => f.startsWith('bundle/') && f.endsWith('.cjs'))).toBe(false);
     expect(after.report.summary).toEqual(plain.report.summary);
   });
 });

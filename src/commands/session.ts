@@ -15,7 +15,7 @@ import { withDefaults, type Rule } from '../pipeline/excludes.js';
 import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
 import { hashRows, readColumns, splitByContent, type ReadColumns } from '../pipeline/hash.js';
 import type { GroupRows, InodeRows } from '../pipeline/group.js';
-import { ELF_BIT, flagsOf, hashOf, projidOf, READ, rootIndexOf, setAttrs, type Scan } from '../pipeline/rows.js';
+import { ELF_BIT, flagsOf, hashOf, HI, LO, projidOf, READ, rootIndexOf, setAttrs, sortKeys, type Scan } from '../pipeline/rows.js';
 import { ctimeSecOf, inoOf, mtimeSecOf, sizeOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
@@ -423,11 +423,11 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
   for (let r = 0; r < R; r++) {
     if (!want[r]) continue;
     const vals = perm.subarray(start[r]!, start[r + 1]!);
-    sortByIno(scan, vals, rowAt, keys);
+    const sorted = sortByIno(scan, vals, inodes, keys);
     const ok = cache.match(
       r,
       vals.length,
-      (i) => inoOf(t, rowAt(vals[i]!)),
+      sorted ? (i) => sorted[2 * i + HI]! : (i) => inoOf(t, rowAt(vals[i]!)),
       (i, e) => {
         const v = vals[i]!;
         if (!(v & CAND)) return;
@@ -456,24 +456,55 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
 /** Marks a candidate (its number below) rather than a row in fromCacheRows' per-root lists. */
 const CAND = 0x80000000;
 
-/** Sort one root's values (rows, through rowAt) by inode number: one numeric sort of (ino, position) keys when they fit a double, else by comparison. */
-function sortByIno(scan: Scan, vals: Uint32Array, rowAt: (v: number) => number, keys: Float64Array): void {
+/**
+ * Sort one root's values (rows, or CAND | candidate for the candidate's
+ * first row) by inode number: one native sort of unsigned 64-bit (ino,
+ * position) keys while inode numbers fit 32 bits (rows.ts sortKeys: no
+ * BigInt made), which then hold the sorted inode numbers in their high
+ * words (returned: match() reads them there rather than through the
+ * tables again); else of (ino, position) doubles when they fit 53 bits,
+ * else by comparison (returns undefined).
+ */
+function sortByIno(scan: Scan, vals: Uint32Array, inodes: InodeRows, keys: Float64Array): Uint32Array | undefined {
   const t = scan.tables;
   const n = vals.length;
+  const inos = new Float64Array(keys.buffer, keys.byteOffset, n);
+  const heads = inodes.paths; // candidate m's first row is heads[m] (InodeRows.head)
+  let most = 0;
+  for (let i = 0; i < n; i++) {
+    const v = vals[i]!;
+    const ino = inoOf(t, v >= CAND ? heads[v - CAND]! : v);
+    inos[i] = ino;
+    if (ino > most) most = ino;
+  }
+  if (most < 2 ** 32) {
+    // The keys are laid over the inode numbers: key i is written after inos[i] is read.
+    const { keys: k64, words } = sortKeys(n, keys);
+    for (let i = 0; i < n; i++) {
+      const ino = inos[i]!;
+      words[2 * i + HI] = ino;
+      words[2 * i + LO] = i;
+    }
+    k64.sort();
+    // The values in their new order, each through its key's low word (vals is not written before all are read).
+    for (let i = 0; i < n; i++) words[2 * i + LO] = vals[words[2 * i + LO]!]!;
+    for (let i = 0; i < n; i++) vals[i] = words[2 * i + LO]!;
+    return words;
+  }
   const bits = Math.max(1, Math.ceil(Math.log2(n + 1)));
   const P = 2 ** bits;
-  let most = 0;
-  for (let i = 0; i < n; i++) most = Math.max(most, inoOf(t, rowAt(vals[i]!)));
+  const rowAt = (v: number) => (v >= CAND ? heads[v - CAND]! : v);
   if (most >= 2 ** (53 - bits)) {
     vals.sort((a, b) => inoOf(t, rowAt(a)) - inoOf(t, rowAt(b)));
-    return;
+    return undefined;
   }
-  const k = keys.subarray(0, n);
-  for (let i = 0; i < n; i++) k[i] = inoOf(t, rowAt(vals[i]!)) * P + i;
+  const k = inos;
+  for (let i = 0; i < n; i++) k[i] = k[i]! * P + i;
   k.sort();
   // The values in their new order, through the keys (vals is read whole before it is written).
   for (let i = 0; i < n; i++) k[i] = vals[k[i]! % P]!;
   vals.set(k);
+  return undefined;
 }
 
 /** Fill in hashes, xattrs, flags and project of inodes from still-valid cache entries (one pass over each root's shard); the inodes filled. */

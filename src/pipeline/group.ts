@@ -16,7 +16,7 @@
  */
 import type { FileRec, Inode } from '../core/types.js';
 import { compareMetadataRows, metadataHashRow, metadataKey, mix, type PolicyOptions } from './policy.js';
-import { classesOf, classList, rootIndexOf, type Scan } from './rows.js';
+import { classesIn, classList, HI, isIdentity, LO, rootIndexOf, sortKeys, type Scan } from './rows.js';
 import { inoOf } from './table.js';
 
 export { metadataKey };
@@ -125,6 +125,12 @@ export class InodeRows {
     return this.to(k) - this.from(k);
   }
 
+  /** Every inode with more than one path, ascending, with its number of paths (the others have one): no search per inode. */
+  forEachSeveral(visit: (k: number, paths: number) => void): void {
+    const ids = this.manyId, from = this.manyFrom, to = this.manyTo;
+    for (let j = 0; j < ids.length; j++) visit(ids[j]!, to[j]! - from[j]!);
+  }
+
   /**
    * Number the inodes anew: inode order[c] becomes c, for c < order.length
    * (distinct inodes), and the others follow in their order. `scratch`:
@@ -163,6 +169,7 @@ export class InodeRows {
    * the candidates' columns.
    */
   permute(from: number, order: Uint32Array, n: number): void {
+    if (isIdentity(from, order, n)) return;
     const heads = this.paths.slice(from, from + n);
     for (let k = 0; k < n; k++) this.paths[from + k] = heads[order[k]! - from]!;
     // The inodes of several paths in the range are a run of the sorted list: renumbered, and that run sorted again.
@@ -238,7 +245,7 @@ export interface GroupRows {
 
 /**
  * The rows' inodes, found by sorting (dev, ino), not by a Map entry per file.
- * `keys`: scratch for the sort (classesOf), at least one number per file;
+ * `keys`: scratch for the sort (rows.ts sortKeys), at least one number per file;
  * groupRows can be given the same one, so grouping makes one such array,
  * not two (8 bytes per file each, garbage until the collector runs).
  */
@@ -256,40 +263,70 @@ export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
   const manyId = new Growing(), manyFrom = new Growing();
   let count = 0, end = paths.length; // heads fill [0, count), blocks [end, paths.length)
   let listed = 0; // rows of the classes so far: the heads to come are at most n - listed
-  classesOf(
-    n,
-    (row) => mix(mix(0x2545f491, devOf(row) | 0), inoOf(t, row) | 0) ^ ((inoOf(t, row) / 4294967296) | 0),
-    (a, b) => devOf(a) - devOf(b) || inoOf(t, a) - inoOf(t, b),
-    1,
-    (items, from, to) => {
-      // The first path is one under the inode's earliest root, whatever order the walk's
-      // threads wrote the rows in: the hash cache files the inode under that root's shard.
-      let first = from;
-      for (let k = from + 1; k < to; k++) if (rootIndexOf(t, items[k]!) < rootIndexOf(t, items[first]!)) first = k;
-      const k = count++;
-      listed += to - from;
-      if (to - from > 1) {
-        if (end - (to - from) < count + n - listed) {
-          const grown = new Uint32Array(paths.length + Math.max(to - from, paths.length >>> 3));
-          const tail = paths.length - end, shift = grown.length - paths.length;
-          grown.set(paths.subarray(0, k));
-          grown.set(paths.subarray(end), grown.length - tail);
-          for (let j = 0; j < manyFrom.length; j++) manyFrom.data[j]! += shift;
-          end += shift;
-          paths = grown;
-        }
-        end -= to - from;
-        let at = end;
-        paths[at++] = items[first]!;
-        for (let j = from; j < to; j++) if (j !== first) paths[at++] = items[j]!;
-        many[k >>> 3]! |= 1 << (k & 7);
-        manyId.push(k);
-        manyFrom.push(end);
+  // An inode of several paths: its first path (one under its earliest root,
+  // whatever order the walk's threads wrote the rows in: the hash cache
+  // files the inode under that root's shard) as its head, all of them as a block.
+  const several = (items: Uint32Array, from: number, to: number) => {
+    let first = from;
+    for (let k = from + 1; k < to; k++) if (rootIndexOf(t, items[k]!) < rootIndexOf(t, items[first]!)) first = k;
+    const k = count++;
+    listed += to - from;
+    if (to - from > 1) {
+      if (end - (to - from) < count + n - listed) {
+        const grown = new Uint32Array(paths.length + Math.max(to - from, paths.length >>> 3));
+        const tail = paths.length - end, shift = grown.length - paths.length;
+        grown.set(paths.subarray(0, k));
+        grown.set(paths.subarray(end), grown.length - tail);
+        for (let j = 0; j < manyFrom.length; j++) manyFrom.data[j]! += shift;
+        end += shift;
+        paths = grown;
       }
-      paths[k] = items[first]!;
-    },
-    keys,
-  );
+      end -= to - from;
+      let at = end;
+      paths[at++] = items[first]!;
+      for (let j = from; j < to; j++) if (j !== first) paths[at++] = items[j]!;
+      many[k >>> 3]! |= 1 << (k & 7);
+      manyId.push(k);
+      manyFrom.push(end);
+    }
+    paths[k] = items[first]!;
+  };
+  const sameInode = (a: number, b: number) => devOf(a) - devOf(b) || inoOf(t, a) - inoOf(t, b);
+  // Rows bucketed by a hash of (dev, ino) with one sort (rows.ts classesOf), the keys
+  // filled and the buckets scanned here rather than through its callbacks: nearly
+  // every bucket is one row of one path, taken on the spot; this loop's calls stay
+  // monomorphic (classesOf's, shared with the other stages, are not).
+  if (n > 0) {
+    const sorted = sortKeys(n, keys), words = sorted.words;
+    for (let row = 0; row < n; row++) {
+      const ino = inoOf(t, row);
+      words[2 * row + HI] = (mix(mix(0x2545f491, devs[rootIndexOf(t, row)]! | 0), ino | 0) ^ ((ino / 4294967296) | 0)) >>> 0;
+      words[2 * row + LO] = row;
+    }
+    sorted.keys.sort();
+    let scratch = new Uint32Array(64);
+    for (let i = 0; i < n; ) {
+      const h = words[2 * i + HI]!;
+      let j = i + 1;
+      while (j < n && words[2 * j + HI] === h) j++;
+      if (j - i === 1) {
+        paths[count++] = words[2 * i + LO]!;
+        listed++;
+      } else {
+        const len = j - i;
+        if (len > scratch.length) scratch = new Uint32Array(Math.max(len, scratch.length * 2));
+        for (let k = 0; k < len; k++) scratch[k] = words[2 * (i + k) + LO]!;
+        // Nearly always the paths of one inode (after unifying, most buckets): checked here, one
+        // comparison per row; only a bucket of several inodes goes through classesIn's sort.
+        const dev = devOf(scratch[0]!), ino = inoOf(t, scratch[0]!);
+        let same = 1;
+        while (same < len && devOf(scratch[same]!) === dev && inoOf(t, scratch[same]!) === ino) same++;
+        if (same === len) several(scratch, 0, len);
+        else classesIn(scratch, len, sameInode, 1, several);
+      }
+      i = j;
+    }
+  }
   // The room left between heads and blocks (nearly none unless many rows have links the walk did not see) is cut out.
   if (end - count > (n >>> 4)) {
     const tight = new Uint32Array(count + paths.length - end);

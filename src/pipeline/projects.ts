@@ -109,6 +109,10 @@ const PENDING: DirProject = Object.freeze({ projid: 0, inherit: false, locked: f
 export function readDirProjectRows(scan: Scan, dirsOf: (visit: (dir: number) => void) => void, listed?: DirAttrs): DirProjects {
   const t = scan.tables, n = t.dirs.count;
   const out: DirProjects = { known: new Uint8Array(n), projid: new Uint32Array(n), inherit: new Uint8Array(n), locked: new Uint8Array(n) };
+  // No directory the walk listed is project-inherit, immutable or append-only (most hosts):
+  // then none refuses a link to any inode (policy.ts dirRefusal), known or not, and what each
+  // says changes no decision of the plan, kept-apart or the linker. Nothing is looked up.
+  if (listed && !anyRefusing(listed)) return out;
   const seen = new Uint8Array(n);
   const order: number[] = [];
   dirsOf((dir) => {
@@ -133,6 +137,13 @@ export function readDirProjectRows(scan: Scan, dirsOf: (visit: (dir: number) => 
     }
   }
   return out;
+}
+
+/** Whether a directory the walk listed may refuse a link (XS.inherit or XS.locked). */
+function anyRefusing(listed: DirAttrs): boolean {
+  const st = listed.state;
+  for (let d = 0; d < st.length; d++) if (st[d]! & (XS.inherit | XS.locked)) return true;
+  return false;
 }
 
 /** The walk's columns as sys.dirXattrs' results (status, xflags, projid) for the directories of `order`. */

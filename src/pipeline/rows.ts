@@ -106,22 +106,33 @@ export function statOfRow(scan: Scan, row: number): Stat {
 }
 
 /** Which 32-bit half of a 64-bit word is the low one (classesOf's keys), on this machine. */
-const LO = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1 ? 0 : 1;
-const HI = 1 - LO;
+export const LO = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1 ? 0 : 1;
+export const HI = 1 - LO;
+
+/**
+ * Room for the sort keys of n items: unsigned 64-bit words (keys, for the
+ * sort) and the same memory as 32-bit halves (words: word 2i + HI is key
+ * i's hash, 2i + LO its item). `keyScratch`, when it holds n or more
+ * numbers, is used (and overwritten) instead of a new array: stages run one
+ * after another can share one. A caller fills the words and sorts the keys
+ * (no BigInt is made: a BigUint64Array sorts in ~60% of the time a
+ * Float64Array of hash * 2^bits + item took, ~0.4 s less per call at 2M
+ * files).
+ */
+export function sortKeys(n: number, keyScratch?: Float64Array): { keys: BigUint64Array; words: Uint32Array } {
+  const keys = keyScratch && keyScratch.length >= n ? new BigUint64Array(keyScratch.buffer, keyScratch.byteOffset, n) : new BigUint64Array(n);
+  return { keys, words: new Uint32Array(keys.buffer, keys.byteOffset, 2 * n) };
+}
 
 /**
  * Classes of the items 0..n-1: items whose `cmp` is 0. Items are bucketed
  * by `hash` (32 bits; equal items must hash alike) with one native sort of
- * unsigned 64-bit (hash, item) keys, and only items sharing a bucket are
- * compared: no comparator call for the items alone in theirs (most).
- * (A BigUint64Array written through a Uint32Array over it: no BigInt is
- * made; it sorts in ~60% of the time a Float64Array of hash * 2^bits + item
- * took, ~0.4 s less per call at 2M files.)
- * `each` gets every class of `min` or more items, in a scratch array whose
- * [from, to) it may read (and reorder) during the call only; items of a
- * class are in ascending order (`cmp` ties broken by item). `keyScratch`, when
- * it holds n or more numbers, is used (and overwritten) for the sort keys
- * instead of a new array: stages run one after another can share one.
+ * unsigned 64-bit (hash, item) keys (sortKeys), and only items sharing a
+ * bucket are compared: no comparator call for the items alone in theirs
+ * (most). `each` gets every class of `min` or more items, in a scratch
+ * array whose [from, to) it may read (and reorder) during the call only;
+ * items of a class are in ascending order (`cmp` ties broken by item).
+ * `keyScratch`: see sortKeys.
  */
 export function classesOf(
   n: number,
@@ -132,8 +143,7 @@ export function classesOf(
   keyScratch?: Float64Array,
 ): void {
   if (n === 0) return;
-  const keys = keyScratch && keyScratch.length >= n ? new BigUint64Array(keyScratch.buffer, keyScratch.byteOffset, n) : new BigUint64Array(n);
-  const words = new Uint32Array(keys.buffer, keys.byteOffset, 2 * n);
+  const { keys, words } = sortKeys(n, keyScratch);
   for (let i = 0; i < n; i++) {
     words[2 * i + HI] = hash(i) >>> 0;
     words[2 * i + LO] = i;
@@ -147,28 +157,56 @@ export function classesOf(
     const len = j - i;
     if (len >= min) {
       if (len > scratch.length) scratch = new Uint32Array(Math.max(len, scratch.length * 2));
-      // Items come in ascending order (the keys' low halves): a stable sort by cmp keeps ties so.
       for (let k = 0; k < len; k++) scratch[k] = words[2 * (i + k) + LO]!;
-      if (len > 1) sortRun(scratch, len, cmp);
-      for (let a = 0; a < len; ) {
-        let b = a + 1;
-        while (b < len && cmp(scratch[a]!, scratch[b]!) === 0) b++;
-        if (b - a >= min) each(scratch, a, b);
-        a = b;
-      }
+      classesIn(scratch, len, cmp, min, each);
     }
     i = j;
   }
 }
 
 /**
+ * The classes among the items of one bucket, items[0, len) in ascending
+ * order (the sort keys' low halves), as classesOf passes them to `each`.
+ * For callers that scan their own sorted keys (group.ts inodeRows).
+ */
+export function classesIn(
+  items: Uint32Array,
+  len: number,
+  cmp: (a: number, b: number) => number,
+  min: number,
+  each: (items: Uint32Array, from: number, to: number) => void,
+): void {
+  // Nearly every bucket is one class (a 32-bit hash of the very fields cmp compares):
+  // one comparison per item tells, where sorting and then scanning took two or more.
+  let same = 1;
+  while (same < len && cmp(items[0]!, items[same]!) === 0) same++;
+  if (same === len) {
+    if (len >= min) each(items, 0, len);
+    return;
+  }
+  // A stable sort by cmp keeps ties in ascending order.
+  sortRun(items, len, cmp);
+  for (let a = 0; a < len; ) {
+    let b = a + 1;
+    while (b < len && cmp(items[a]!, items[b]!) === 0) b++;
+    if (b - a >= min) each(items, a, b);
+    a = b;
+  }
+}
+
+/**
  * classesOf's classes as one list: class k is items[starts[k] .. starts[k+1]),
  * each in ascending order. The list is written into `keyScratch` (as
- * Uint32 words from its start) while classesOf sorts over it: a class is
- * handed over only after every key up to its bucket's end has been read,
- * and the list never holds more items than keys read, so each word written
- * belongs to a key already read. `items` is a view over keyScratch: valid
- * until the scratch is used again. No array per item besides the keys.
+ * Uint32 words from its start) over the sorted keys: a class is added only
+ * after every key up to its bucket's end has been read, and the list never
+ * holds more items than keys read, so each word written belongs to a key
+ * already read. `items` is a view over keyScratch: valid until the scratch
+ * is used again. No array per item besides the keys.
+ *
+ * Its own loop, not classesOf's: grouping is its one caller, so `hash` and
+ * `cmp` are called from sites that only ever see grouping's functions
+ * (TurboFan inlines them; classesOf's sites, shared, deoptimized each time
+ * another stage's functions came through them).
  */
 export function classList(
   n: number,
@@ -181,17 +219,33 @@ export function classList(
   const items = new Uint32Array(keyScratch.buffer, keyScratch.byteOffset, 2 * n);
   const starts: number[] = [];
   let at = 0;
-  classesOf(
-    n,
-    hash,
-    cmp,
-    min,
-    (part, from, to) => {
-      starts.push(at);
-      for (let k = from; k < to; k++) items[at++] = part[k]!;
-    },
-    keyScratch,
-  );
+  const add = (part: Uint32Array, from: number, to: number) => {
+    starts.push(at);
+    for (let k = from; k < to; k++) items[at++] = part[k]!;
+  };
+  const { keys, words } = sortKeys(n, keyScratch);
+  for (let i = 0; i < n; i++) {
+    words[2 * i + HI] = hash(i) >>> 0;
+    words[2 * i + LO] = i;
+  }
+  keys.sort();
+  let scratch = new Uint32Array(64);
+  for (let i = 0; i < n; ) {
+    const h = words[2 * i + HI]!;
+    let j = i + 1;
+    while (j < n && words[2 * j + HI] === h) j++;
+    const len = j - i;
+    if (len >= min) {
+      if (len > scratch.length) scratch = new Uint32Array(Math.max(len, scratch.length * 2));
+      for (let k = 0; k < len; k++) scratch[k] = words[2 * (i + k) + LO]!;
+      // classesIn's first step, here: nearly every bucket is one class.
+      let same = 1;
+      while (same < len && cmp(scratch[0]!, scratch[same]!) === 0) same++;
+      if (same === len) add(scratch, 0, len);
+      else classesIn(scratch, len, cmp, min, add);
+    }
+    i = j;
+  }
   starts.push(at);
   return { starts, items: items.subarray(0, at) };
 }
@@ -318,6 +372,12 @@ export class AttrColumn {
   }
 }
 
+/** Whether order[0, n) is from, from+1, ...: a renumbering that moves nothing. */
+export function isIdentity(from: number, order: Uint32Array, n: number): boolean {
+  for (let k = 0; k < n; k++) if (order[k] !== from + k) return false;
+  return true;
+}
+
 /** Values of [from, from+n) of `col` reordered: position from+k takes what order[k] held. */
 function permuteRange(col: Uint8Array | Uint16Array | Uint32Array, from: number, order: Uint32Array, n: number): void {
   const old = col.slice(from, from + n);
@@ -330,6 +390,7 @@ function permuteRange(col: Uint8Array | Uint16Array | Uint32Array, from: number,
  * holds candidate numbers must be renumbered alike (group.ts InodeRows.permute).
  */
 export function permuteRead(c: ReadColumns, from: number, order: Uint32Array, n: number): void {
+  if (isIdentity(from, order, n)) return; // most groups: one set of all their members, already in order
   permuteRange(c.hashHi, from, order, n);
   permuteRange(c.hashLo, from, order, n);
   permuteRange(c.state, from, order, n);

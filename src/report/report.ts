@@ -88,8 +88,9 @@ export interface ScanTotals {
 
 export function scanTotals(scan: Scan, inodes: InodeRows): ScanTotals {
   const t = scan.tables, f = t.files;
-  const rootFiles = new Array<number>(scan.roots.length).fill(0);
-  const rootBytes = new Array<number>(scan.roots.length).fill(0);
+  // Typed sums: an array of small integers that grows past them changes its kind mid-loop, and the loop is deoptimized.
+  const rootFiles = new Float64Array(scan.roots.length);
+  const rootBytes = new Float64Array(scan.roots.length);
   let bytes = 0, shared = 0;
   for (let row = 0; row < f.count; row++) {
     const r = rootIndexOf(t, row), size = sizeOf(t, row);
@@ -97,11 +98,11 @@ export function scanTotals(scan: Scan, inodes: InodeRows): ScanTotals {
     rootBytes[r]! += size;
     bytes += size;
   }
-  for (let k = 0; k < inodes.count; k++) {
-    const paths = inodes.pathCount(k);
-    if (paths > 1) shared += sizeOf(t, inodes.head(k)) * (paths - 1);
-  }
-  return { files: f.count, bytes, inodes: inodes.count, shared, rootFiles, rootBytes };
+  // Integer sums (below 2^53): exact in any order.
+  inodes.forEachSeveral((k, paths) => {
+    shared += sizeOf(t, inodes.head(k)) * (paths - 1);
+  });
+  return { files: f.count, bytes, inodes: inodes.count, shared, rootFiles: Array.from(rootFiles), rootBytes: Array.from(rootBytes) };
 }
 
 export function buildReport(args: {

@@ -726,6 +726,32 @@ export class HashCache {
     this.refreshRow(stat.dev, stat.ino, stat.size, stat.mtimeSec, stat.mtimeNsec, stat.ctimeSec, stat.ctimeNsec);
   }
 
+  /** Links of each duplicate inode the linker replaced so far, by device and inode number (replaced()). */
+  private readonly replacedLinks = new Map<number, Map<number, number>>();
+
+  /**
+   * The linker replaced one path of the inode `stat` describes (as the walk
+   * saw it, its link count included) with a link to the canonical. Once as
+   * many paths are replaced as it had links, the inode is gone: its entries
+   * are dropped at save (forget()), as the next run would drop them (it
+   * finds the inode under no root), so that run need neither read the
+   * shards that held them nor write them again (the first rerun after a
+   * linking run did both for every root). A link the walk did not see
+   * (nlink higher) leaves the entries to the next run, as before; a link a
+   * guest added since only costs that inode a read.
+   */
+  replaced(stat: Pick<Stat, 'dev' | 'ino' | 'nlink'>): void {
+    let byIno = this.replacedLinks.get(stat.dev);
+    if (!byIno) this.replacedLinks.set(stat.dev, (byIno = new Map()));
+    const n = (byIno.get(stat.ino) ?? 0) + 1;
+    if (n < stat.nlink) {
+      byIno.set(stat.ino, n);
+      return;
+    }
+    byIno.delete(stat.ino);
+    this.forget(stat);
+  }
+
   // ---- the object API (vunify report, and tests) ----
 
   /**

@@ -107,6 +107,10 @@ describe('InodeRows.permute', () => {
           expect(inodes.pathCount(k)).toBe(model[k]!.rows.length);
           expect(rows.sort((a, b) => a - b)).toEqual(model[k]!.rows);
         }
+        // forEachSeveral: exactly the inodes of more than one path, ascending, with their counts.
+        const several: [number, number][] = [];
+        inodes.forEachSeveral((k, paths) => several.push([k, paths]));
+        expect(several).toEqual(model.flatMap((m, k) => (m.rows.length > 1 ? [[k, m.rows.length]] : [])));
       }
     }
   });

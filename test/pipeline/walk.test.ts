@@ -8,6 +8,7 @@ import type { FileError } from '../../src/core/errors.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { dirPath, MAX_DEPTH, walk, walkTables, XS, type WalkOptions } from '../../src/pipeline/walk.js';
 import { readDirProjectRows } from '../../src/pipeline/projects.js';
+import { dirRefusal } from '../../src/pipeline/policy.js';
 import { blocksOf, BLOCKS_BIAS, ctimeSecOf, fileName, gidOf, inoOf, modeOf, mtimeSecOf, nlinkOf, sizeOf, uidOf, WIDE32, WIDE8 } from '../../src/pipeline/table.js';
 import { makeChain } from '../helpers/deep.js';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -242,6 +243,28 @@ describe('walkTables', () => {
       }
     } finally {
       sh('chattr', '-i', '-a', path.join(g, 'immutable'), path.join(g, 'append'));
+    }
+  });
+
+  it('with no project-inherit, immutable or append-only directory, the plan gets no directory projects, and none would refuse a link', async () => {
+    const g = path.join(dir, 'g');
+    for (const d of ['plain/deep', 'other']) writeFile(path.join(g, d, 'f'));
+    const roots = openRoots([g]);
+    try {
+      const r = await walkTables(roots, { rules: [], minSize: 1, maxSize: Infinity, onError: () => {}, threads: 2 });
+      const scan = { tables: r.tables, roots };
+      const all = (visit: (dir: number) => void) => {
+        for (let d = 0; d < r.tables.dirs.count; d++) visit(d);
+      };
+      const fromWalk = readDirProjectRows(scan, all, r.dirAttrs);
+      expect(Array.from(fromWalk.known).every((x) => x === 0)).toBe(true);
+      // What opening each directory reads: known, and refusing no inode of any project.
+      const read = readDirProjectRows(scan, all);
+      expect(Array.from(read.known).filter((x) => x).length).toBe(r.tables.dirs.count);
+      for (let d = 0; d < r.tables.dirs.count; d++)
+        for (const projid of [0, read.projid[d]!, read.projid[d]! + 1]) expect(dirRefusal(read.locked[d] === 1, read.inherit[d] === 1, read.projid[d]!, projid)).toBeUndefined();
+    } finally {
+      closeRoots(roots);
     }
   });
 

@@ -195,6 +195,36 @@ describe('hash cache', () => {
     expect(canon.nlink).toBe(3);
   });
 
+  it('a linking run drops the entries of the inodes it freed: the rerun after it reads and rewrites no shard', async () => {
+    const first = await run(guests);
+    expect(first.report.summary.linksMade).toBe(6);
+    const count = (root: string) => { const c = openCacheOf([root]); try { return c.size; } finally { c.close(); } };
+    // Every file of g2 and g3 now names g1's inode: their own inodes are gone, and so are their entries.
+    for (const g of guests.slice(1)) for (const f of FILES) expect(inode(path.join(g, f))).toBe(inode(path.join(guests[0]!, f)));
+    expect(guests.map(count)).toEqual([FILES.length, 0, 0]);
+    const before = guests.map((g) => ({ bytes: fs.readFileSync(shardOf(g)), mtime: fs.statSync(shardOf(g)).mtimeMs }));
+    const again = await run(guests);
+    expect(again.report.summary.linksMade).toBe(0);
+    expect(guests.map((g) => ({ bytes: fs.readFileSync(shardOf(g)), mtime: fs.statSync(shardOf(g)).mtimeMs }))).toEqual(before);
+  });
+
+  it('a duplicate with a link outside the roots keeps its entry after linking (the inode still exists)', async () => {
+    const outside = path.join(dir, 'outside');
+    fs.mkdirSync(outside);
+    fs.linkSync(path.join(guests[2]!, FILES[1]!), path.join(outside, 'ls'));
+    await new Promise((r) => setTimeout(r, 1100));
+    const kept = statOf(path.join(outside, 'ls'));
+    expect((await run(guests)).report.summary.linksMade).toBe(6);
+    // g3's ls was replaced, but its inode lives on outside: its entry stays until a run finds it under no root.
+    const c = openCacheOf([guests[2]!]);
+    try {
+      expect(c.lookup(statOf(path.join(outside, 'ls')))?.size).toBe(kept.size);
+      expect(c.size).toBe(1);
+    } finally {
+      c.close();
+    }
+  });
+
   it('a temporary file left by a run killed while saving is removed by the next save', async () => {
     await run(guests, { dryRun: true });
     const leftover = `${shardOf(guests[0]!)}.tmp.99999.deadbeef`;
