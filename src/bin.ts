@@ -24,6 +24,14 @@ function bundleIsFresh(): boolean {
   }
 }
 
+// A reader that goes away (`vunify --help | head -1`) must not end the run
+// half-way with an unhandled EPIPE: Node ignores SIGPIPE, so the write fails
+// instead. Output to a closed pipe is dropped and the run finishes as it
+// would have; a linking run is never stopped by its reader.
+process.stdout.on('error', (er: NodeJS.ErrnoException) => {
+  if (er.code !== 'EPIPE') throw er;
+});
+
 type Cli = typeof import('./cli/main.js');
 const { main } = bundleIsFresh()
   ? ((await import('./load-bundle.js')).loadBundle(fileURLToPath(new URL('./bundle', import.meta.url))) as Cli)

@@ -105,3 +105,28 @@ describe('dist/bin.js', () => {
     expect(after.report.summary).toEqual(plain.report.summary);
   });
 });
+
+describe('a reader that goes away', () => {
+  it('drops the output and lets the linking run finish: every link made, exit 0, no error', () => {
+    const dir = tempDir();
+    try {
+      // 300 duplicate pairs: -v prints a line per link, far more than one write.
+      for (const g of ['g1', 'g2'])
+        for (let i = 0; i < 300; i++) writeFile(path.join(dir, g, `d${i % 7}`, `f${i}`), { content: `content ${i}\n`.repeat(50) });
+      // The reader exits at once, so the CLI's writes to the pipe fail with EPIPE.
+      const cmd = `"$0" "$1" -v --no-default-excludes --state-dir "$2" "$3" "$4" | true; echo "\${PIPESTATUS[0]}"`;
+      const r = spawnSync('bash', ['-c', cmd, process.execPath, path.join(REPO, 'dist', 'bin.js'), path.join(dir, 'state'), path.join(dir, 'g1'), path.join(dir, 'g2')], { encoding: 'utf8' });
+      // Only vunify's own notes (-v: no hash cache yet), no stack of an unhandled error.
+      expect(r.stderr).not.toMatch(/EPIPE|Error|at /);
+      expect(r.stderr).toMatch(/^(vunify: [^\n]*\n)*$/);
+      expect(r.stdout.trim()).toBe('0');
+      for (let i = 0; i < 300; i++) {
+        const a = fs.statSync(path.join(dir, 'g1', `d${i % 7}`, `f${i}`));
+        const b = fs.statSync(path.join(dir, 'g2', `d${i % 7}`, `f${i}`));
+        expect(b.ino).toBe(a.ino);
+      }
+    } finally {
+      rmTree(dir);
+    }
+  });
+});
