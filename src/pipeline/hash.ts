@@ -382,11 +382,28 @@ export function inRowOrder(todo: Uint32Array, rowOf: (m: number) => number): Uin
   return todo;
 }
 
-/** A 64-bit little-endian integer (two's complement: the times may be negative) from a safe integer, without a BigInt. */
-function u64(buf: Buffer, v: number, at: number): void {
+/**
+ * 32-bit views of a record buffer, so that the hot loops write and read
+ * words by index rather than through Buffer's checked writeUInt32LE and
+ * readUInt32LE (a call each, ~15 per file). Every field of hash_in and
+ * hash_out is 4-aligned and records are RECORD_ALIGN (8) aligned, so word
+ * index (off + FIELD) >> 2 is exact once the buffer itself starts 4-aligned.
+ */
+function words(buf: Buffer): { u32: Uint32Array; i32: Int32Array } {
+  const n = buf.length >>> 2;
+  return { u32: new Uint32Array(buf.buffer, buf.byteOffset, n), i32: new Int32Array(buf.buffer, buf.byteOffset, n) };
+}
+
+/** A 64-bit little-endian integer (two's complement: the times may be negative) from a safe integer, at word w, without a BigInt. */
+function u64(u32: Uint32Array, i32: Int32Array, w: number, v: number): void {
+  if (v >= 0 && v < 4294967296) {
+    u32[w] = v;
+    u32[w + 1] = 0;
+    return;
+  }
   const hi = Math.floor(v / 4294967296);
-  buf.writeUInt32LE(v - hi * 4294967296, at);
-  buf.writeInt32LE(hi, at + 4);
+  u32[w] = v - hi * 4294967296;
+  i32[w + 1] = hi;
 }
 
 /** The input records of hashFiles (struct hash_in in native/hash.c) for candidates todo[from, to), in `into` when it is large enough. */
@@ -419,7 +436,8 @@ function encodeBatch(
   const { dir: dirOf, nameLen, nameOff, mtimeNsec, ctimeNsec } = f;
   const names = t.names;
   const { mode, uid, gid } = m;
-  let buf = into ?? Buffer.allocUnsafeSlow(BATCH_FILES * 128);
+  let buf = into && (into.byteOffset & 3) === 0 ? into : Buffer.allocUnsafeSlow(Math.max(BATCH_FILES * 128, into?.length ?? 0));
+  let { u32, i32 } = words(buf);
   let off = 0, k = from, seen = 0;
   let lastDir = -1, dirLen = 0, lastPath = 0;
   while (k < to && k - from < files && seen < bytes) {
@@ -434,6 +452,7 @@ function encodeBatch(
       const grown = Buffer.allocUnsafeSlow(Math.max(2 * buf.length, off + len));
       buf.copy(grown, 0, 0, off);
       buf = grown;
+      ({ u32, i32 } = words(buf));
     }
     const at = off + IN_HDR;
     if (dirLen) {
@@ -450,19 +469,20 @@ function encodeBatch(
     const root = roots[rootIndexOf(t, row)]!;
     const meta = metaOf(t, row);
     const size = sizeOf(t, row);
-    buf.writeUInt32LE(len, off + IN_LEN);
-    buf.writeInt32LE(root.fd, off + IN_ROOT_FD);
-    buf.writeUInt32LE(pathLen, off + IN_PATH_LEN);
-    buf.writeUInt32LE(mode[meta]!, off + IN_MODE);
-    buf.writeUInt32LE(uid[meta]!, off + IN_UID);
-    buf.writeUInt32LE(gid[meta]!, off + IN_GID);
-    u64(buf, inoOf(t, row), off + IN_INO);
-    u64(buf, root.dev, off + IN_DEV);
-    u64(buf, size, off + IN_SIZE);
-    u64(buf, mtimeSecOf(t, row), off + IN_MTIME_SEC);
-    buf.writeUInt32LE(mtimeNsec[row]!, off + IN_MTIME_NSEC);
-    buf.writeUInt32LE(ctimeNsec[row]!, off + IN_CTIME_NSEC);
-    u64(buf, ctimeSecOf(t, row), off + IN_CTIME_SEC);
+    const w = off >>> 2;
+    u32[w + W_LEN] = len;
+    i32[w + W_ROOT_FD] = root.fd;
+    u32[w + W_PATH_LEN] = pathLen;
+    u32[w + W_MODE] = mode[meta]!;
+    u32[w + W_UID] = uid[meta]!;
+    u32[w + W_GID] = gid[meta]!;
+    u64(u32, i32, w + W_INO, inoOf(t, row));
+    u64(u32, i32, w + W_DEV, root.dev);
+    u64(u32, i32, w + W_SIZE, size);
+    u64(u32, i32, w + W_MTIME_SEC, mtimeSecOf(t, row));
+    u32[w + W_MTIME_NSEC] = mtimeNsec[row]!;
+    u32[w + W_CTIME_NSEC] = ctimeNsec[row]!;
+    u64(u32, i32, w + W_CTIME_SEC, ctimeSecOf(t, row));
     off += len;
     k++;
     seen += (countSize ? size : 0) + pathLen;
@@ -471,6 +491,18 @@ function encodeBatch(
 }
 
 const SLASH = 0x2f;
+/** The fields of hash_in and hash_out as word indices from a record's start (all 4-aligned: checked at load). */
+const word = (at: number): number => {
+  if (at & 3) throw new Error(`vunify: a hashFiles record field at byte ${at} is not 4-aligned; rebuild the addon (npm ci)`);
+  return at >>> 2;
+};
+const [W_LEN, W_ROOT_FD, W_PATH_LEN, W_MODE, W_UID, W_GID, W_INO, W_DEV, W_SIZE, W_MTIME_SEC, W_MTIME_NSEC, W_CTIME_NSEC, W_CTIME_SEC] = [
+  IN_LEN, IN_ROOT_FD, IN_PATH_LEN, IN_MODE, IN_UID, IN_GID, IN_INO, IN_DEV, IN_SIZE, IN_MTIME_SEC, IN_MTIME_NSEC, IN_CTIME_NSEC, IN_CTIME_SEC,
+].map(word) as [number, number, number, number, number, number, number, number, number, number, number, number, number];
+const [WO_LEN, WO_ERROR, WO_DETAIL, WO_XATTRS, WO_HASH, WO_FLAGS, WO_PROJID] = [OUT_LEN, OUT_ERROR, OUT_DETAIL, OUT_XATTRS, OUT_HASH, OUT_FLAGS, OUT_PROJID].map(word) as [
+  number, number, number, number, number, number, number,
+];
+if (ALIGN & 3 || IN_HDR & 3 || OUT_HDR & 3) throw new Error('vunify: hashFiles records are not 4-aligned; rebuild the addon (npm ci)');
 
 /** hashFiles' output records for todo[from, ..), into the columns. */
 function decodeInto(
@@ -481,24 +513,28 @@ function decodeInto(
   fail: (m: number, e: { code?: string; syscall?: string; message: string }) => void,
   done: (m: number) => void,
 ): void {
+  if (out.byteOffset & 3) out = Buffer.from(out); // a copy starts aligned
+  const { u32, i32 } = words(out);
+  const xattrs = cols.xattrs;
   for (let off = 0, k = from; off < out.length; k++) {
     const m = todo[k]!;
-    const len = out.readUInt32LE(off + OUT_LEN);
-    const err = out.readInt32LE(off + OUT_ERROR);
+    const w = off >>> 2;
+    const len = u32[w + WO_LEN]!;
+    const err = i32[w + WO_ERROR]!;
     if (err === HASH_CHANGED || err === HASH_SHRANK) {
       fail(m, { code: 'ECHANGED', message: err === HASH_CHANGED ? 'file changed since it was scanned' : 'file shrank while being read' });
     } else if (err !== 0) {
       const code = getSystemErrorName(-err);
-      const syscall = HASH_CALLS[out.readUInt32LE(off + OUT_DETAIL)];
+      const syscall = HASH_CALLS[u32[w + WO_DETAIL]!];
       const big = code === 'E2BIG' && (syscall === 'flistxattr' || syscall === 'fgetxattr');
       fail(m, { code, syscall, message: big ? tooLarge() : `${code}, ${syscall}` });
     } else {
-      if (out.readUInt32LE(off + OUT_XATTRS) > 0) cols.xattrs.set(m, out.toString('hex', off + OUT_HDR, off + OUT_HDR + 32));
-      else cols.xattrs.delete(m);
-      cols.state[m] = READ | ((out.readUInt32LE(off + OUT_DETAIL) & HASH_ELF) !== 0 ? ELF_BIT : 0);
-      setAttrs(cols, m, out.readUInt32LE(off + OUT_FLAGS), out.readUInt32LE(off + OUT_PROJID));
-      cols.hashLo[m] = out.readUInt32LE(off + OUT_HASH);
-      cols.hashHi[m] = out.readUInt32LE(off + OUT_HASH + 4);
+      if (u32[w + WO_XATTRS]! > 0) xattrs.set(m, out.toString('hex', off + OUT_HDR, off + OUT_HDR + 32));
+      else if (xattrs.size) xattrs.delete(m);
+      cols.state[m] = READ | ((u32[w + WO_DETAIL]! & HASH_ELF) !== 0 ? ELF_BIT : 0);
+      setAttrs(cols, m, u32[w + WO_FLAGS]!, u32[w + WO_PROJID]!);
+      cols.hashLo[m] = u32[w + WO_HASH]!;
+      cols.hashHi[m] = u32[w + WO_HASH + 1]!;
       done(m);
     }
     off += len;
