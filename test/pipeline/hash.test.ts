@@ -222,6 +222,20 @@ describe('hashFiles looks each file up from its directory, opened once for the f
       expect(new Set(out.subarray(a, b))).toEqual(new Set(before.subarray(a, b)));
     }
   });
+
+  it('inRowOrder orders rows of any width (up to 2^32 - 1) and keeps candidates of one row in their order', () => {
+    // Rows from a seeded generator: small, near 2^22 and 2^32, and repeats (two candidates, one row).
+    let seed = 12345;
+    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0), seed);
+    const widths = [0xff, 0x3fffff, 0x400000, 0xffffffff];
+    const todo = Uint32Array.from({ length: 1000 }, (_, k) => k);
+    const rowOf = new Uint32Array(1000).map((_, k) => (k % 10 === 9 ? 0 : rand() % widths[k % 4]!) + (k % 7 === 0 ? 0xffffffff - widths[k % 4]! : 0));
+    rowOf[1] = 0xffffffff;
+    rowOf[2] = 0xffffffff;
+    // The reference: a comparison sort by (row, position).
+    const want = [...todo].sort((x, y) => rowOf[x]! - rowOf[y]! || x - y);
+    expect([...inRowOrder(todo, (m) => rowOf[m]!)]).toEqual(want);
+  });
 });
 
 describe('hashFiles read buffers', () => {
