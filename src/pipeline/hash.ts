@@ -356,9 +356,6 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
 
 /** Candidates sorted in one window at a time: the scratch stays small whatever the count. */
 const ORDER_WINDOW = 1 << 16;
-/** Bits of the row sorted per pass: rows under 2^22 (4M files) take two passes. */
-const RADIX_BITS = 11;
-const RADIX = 1 << RADIX_BITS;
 
 /**
  * Sort `todo` in walk order (by the row each is opened by), in place, a
@@ -369,49 +366,18 @@ const RADIX = 1 << RADIX_BITS;
  * before, which hashFiles then opens once for them (its directory cache,
  * native/hash.c). Only the order of the reads changes: results go to each
  * candidate's own slot, and every caller reads its list in any order.
- *
- * A least-significant-digit radix sort of (row, position) pairs, RADIX_BITS
- * of the row per pass and only as many passes as the window's largest row
- * needs: stable, so ties keep their order, as the sort of row * 2^16 +
- * position it replaces did. That sort (a native sort of doubles, then a
- * floating-point modulo per candidate to find each one's position) was
- * ~10 ms of the fleet's serial main-thread time; this is a few linear passes.
  */
 export function inRowOrder(todo: Uint32Array, rowOf: (m: number) => number): Uint32Array {
-  const w = Math.min(todo.length, ORDER_WINDOW);
-  // 12 bytes per slot, as before: rows twice, positions (< 2^16) twice.
-  let rows = new Uint32Array(w), rowsTo = new Uint32Array(w);
-  let pos = new Uint16Array(w), posTo = new Uint16Array(w);
-  const count = new Uint32Array(RADIX);
+  // row * ORDER_WINDOW + index is exact in a double (rows < 2^32), and a Float64Array sorts natively without a comparator.
+  const keys = new Float64Array(Math.min(todo.length, ORDER_WINDOW));
+  const copy = new Uint32Array(keys.length);
   for (let from = 0; from < todo.length; from += ORDER_WINDOW) {
     const n = Math.min(ORDER_WINDOW, todo.length - from);
-    let max = 0;
-    for (let i = 0; i < n; i++) {
-      const r = rowOf(todo[from + i]!) >>> 0;
-      rows[i] = r;
-      pos[i] = i;
-      if (r > max) max = r;
-    }
-    for (let shift = 0; shift === 0 || (shift < 32 && max >>> shift !== 0); shift += RADIX_BITS) {
-      count.fill(0);
-      for (let i = 0; i < n; i++) count[(rows[i]! >>> shift) & (RADIX - 1)]!++;
-      for (let d = 0, sum = 0; d < RADIX; d++) {
-        const c = count[d]!;
-        count[d] = sum;
-        sum += c;
-      }
-      for (let i = 0; i < n; i++) {
-        const at = count[(rows[i]! >>> shift) & (RADIX - 1)]!++;
-        rowsTo[at] = rows[i]!;
-        posTo[at] = pos[i]!;
-      }
-      [rows, rowsTo] = [rowsTo, rows];
-      [pos, posTo] = [posTo, pos];
-    }
-    // rowsTo is spare now: the window's candidates, then each put at its sorted place.
-    const copy = rowsTo;
+    const k = keys.subarray(0, n);
     copy.set(todo.subarray(from, from + n));
-    for (let i = 0; i < n; i++) todo[from + i] = copy[pos[i]!]!;
+    for (let i = 0; i < n; i++) k[i] = rowOf(copy[i]!) * ORDER_WINDOW + i;
+    k.sort();
+    for (let i = 0; i < n; i++) todo[from + i] = copy[k[i]! % ORDER_WINDOW]!;
   }
   return todo;
 }
