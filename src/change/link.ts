@@ -52,8 +52,10 @@
  * with the path and the run goes on.
  *
  * Steps 1-4 of the pair with the canonical tried first run in the addon
- * (native/link.c), for up to 64 pairs of each of up to 16 sets in flight
- * per call, the sets shared out between min(CPUs, 8) threads. The addon
+ * (native/link.c), for up to 64 pairs of each of up to 64 sets per call,
+ * the sets shared out between min(CPUs, 8) threads of the thread pool,
+ * while this thread takes in the last call of another 64 sets and prepares
+ * their next one (linkBatched()). The addon
  * decides only the ordinary outcome: a pair that does not check out before
  * anything was changed is redone here (linkOne), and after its temporary
  * link any other outcome comes back with its descriptors open, for swap.ts
@@ -256,13 +258,15 @@ const BATCH = 64;
 /**
  * Bytes of directory paths and names per set and call (one pair's own may
  * pass it): a guest's directory deep down (a path up to ~1 MiB) full of
- * duplicates must not make a call's memory pairs × depth.
+ * duplicates must not make a call's memory pairs × depth. GROUPS × ACTIVE
+ * sets of it at most: 16 MiB.
  */
-const NAME_BYTES = 1 << 20;
+const NAME_BYTES = 1 << 17;
 /**
- * Sets in flight at once: each gives the call one run of pairs (its
- * segment), and the addon shares the segments out between its threads,
- * each set on one thread (one canonical at a time, EMLINK as on one).
+ * Sets per call: each gives the call one run of pairs (its segment), and
+ * the addon shares the segments out between its threads, each set on one
+ * thread (one canonical at a time, EMLINK as on one). 64 rather than 16:
+ * a quarter of the calls, each waited for and taken in by this thread.
  */
 const ACTIVE = 64;
 /** Threads per call (native/link.c caps them at 8). */
