@@ -810,22 +810,14 @@ static void *work(void *arg) {
   return NULL;
 }
 
-/* linkBatch(segs: Float64Array(nseg * G_N), canonExpect: Float64Array(nseg * S_N),
- *           journalFd, flags, fileFlagsMask, pairs: Float64Array(n * P_N),
- *           names: Buffer (dir NUL name NUL, at each pair's P_NAMEOFF),
- *           out: Float64Array(n * O_N), tmps: Buffer(n * TMP_LEN), threads)
- * Each segment is one set's pairs with its canonical, linked in order on
- * one thread until the first pair not LINKED (included): its G_DONE. Its
- * canonExpect is updated to the canonical's stat after each link. Segments
- * are shared out between up to `threads` threads (one while the fault hook
- * is set). Returns the number of segments. */
-napi_value LinkBatch(napi_env env, napi_callback_info info) {
+/* The arguments of linkBatch and linkBatchStart, checked: 0, or -1 with a TypeError thrown. */
+static int job_args(napi_env env, napi_callback_info info, job *j, int *threads_out, napi_value *arrays) {
   size_t argc = 10;
   napi_value argv[10];
   int64_t journal_fd, flags, mask, threads;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return -1;
   void *segs, *ce, *pairs, *names, *out, *tmps;
-  size_t sl, cel, pl, nl, ol, tl;
+  size_t sl = 0, cel = 0, pl = 0, nl = 0, ol = 0, tl = 0;
   napi_typedarray_type t;
   napi_value ab;
   size_t off;
@@ -842,34 +834,163 @@ napi_value LinkBatch(napi_env env, napi_callback_info info) {
     for (size_t g = 0; g < nseg && !bad; g++) {
       double *seg = (double *)segs + g * G_N;
       bad = seg[G_START] < 0 || seg[G_COUNT] < 0 || seg[G_START] + seg[G_COUNT] > (double)n;
-      seg[G_DONE] = 0; /* a segment never started (the call stops early) did none */
     }
   if (bad || cel < nseg * S_N || ol < n * O_N || tl < n * TMP_LEN) {
     napi_throw_type_error(env, NULL, "linkBatch(segs, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps, threads)");
-    return NULL;
+    return -1;
   }
-  pthread_once(&dir_locks_once, dir_locks_init);
+  for (size_t g = 0; g < nseg; g++) ((double *)segs)[g * G_N + G_DONE] = 0; /* a segment never started (the call stops early) did none */
   file_flags_mask = (uint32_t)mask;
-  journal_broken = 0; /* no thread runs yet; a failure of an earlier call ended the native linker's batches */
-  job j = {segs, ce, pairs, out, names, nl, tmps, nseg, (int)journal_fd, (int)flags, 0, 0};
+  *j = (job){segs, ce, pairs, out, names, nl, tmps, nseg, (int)journal_fd, (int)flags, 0, 0};
   int nt = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
   if ((size_t)nt > nseg) nt = nseg ? (int)nseg : 1;
-  if (fault.step >= 0 || hook_ref) nt = 1; /* the fault hook counts in order; the JS hook runs on this thread */
-  hook_env = env;
+  *threads_out = nt;
+  if (arrays) arrays[0] = argv[0], arrays[1] = argv[1], arrays[2] = argv[5], arrays[3] = argv[6], arrays[4] = argv[7], arrays[5] = argv[8];
+  return 0;
+}
+
+/* Run a job on `nt` threads: this one and nt - 1 started for it. */
+static void run_job(job *j, int nt) {
+  pthread_once(&dir_locks_once, dir_locks_init);
+  journal_broken = 0; /* no thread runs yet; a failure of an earlier call ended the native linker's batches */
   worker w[MAX_THREADS];
   pthread_t th[MAX_THREADS];
   int started = 0;
   for (int i = 1; i < nt; i++) {
-    w[i] = (worker){&j, i};
+    w[i] = (worker){j, i};
     if (pthread_create(&th[i], NULL, work, &w[i])) break;
     started = i;
   }
-  w[0] = (worker){&j, 0};
+  w[0] = (worker){j, 0};
   work(&w[0]); /* this thread is a worker too */
   for (int i = 1; i <= started; i++) pthread_join(th[i], NULL);
+}
+
+/* At most one job runs at a time (linkBatchStart refuses a second): the
+ * directory locks keep its threads apart, and JavaScript, which changes
+ * guest files and writes the journal only between jobs, waits for it
+ * (linkBatchWait) before it does either. */
+static pthread_mutex_t running_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t running_cv = PTHREAD_COND_INITIALIZER;
+static int running;
+
+static int running_now(void) {
+  pthread_mutex_lock(&running_mu);
+  int r = running;
+  pthread_mutex_unlock(&running_mu);
+  return r;
+}
+
+static void running_set(int v) {
+  pthread_mutex_lock(&running_mu);
+  running = v;
+  if (!v) pthread_cond_broadcast(&running_cv);
+  pthread_mutex_unlock(&running_mu);
+}
+
+/* linkBatch(segs: Float64Array(nseg * G_N), canonExpect: Float64Array(nseg * S_N),
+ *           journalFd, flags, fileFlagsMask, pairs: Float64Array(n * P_N),
+ *           names: Buffer (dir NUL name NUL, at each pair's P_NAMEOFF),
+ *           out: Float64Array(n * O_N), tmps: Buffer(n * TMP_LEN), threads)
+ * Each segment is one set's pairs with its canonical, linked in order on
+ * one thread until the first pair not LINKED (included): its G_DONE. Its
+ * canonExpect is updated to the canonical's stat after each link. Segments
+ * are shared out between up to `threads` threads (one while the fault hook
+ * is set). Returns the number of segments. */
+napi_value LinkBatch(napi_env env, napi_callback_info info) {
+  job j;
+  int nt;
+  if (running_now()) {
+    napi_throw_error(env, NULL, "linkBatch: a linkBatchStart call is still running");
+    return NULL;
+  }
+  if (job_args(env, info, &j, &nt, NULL)) return NULL;
+  if (fault.step >= 0 || hook_ref) nt = 1; /* the fault hook counts in order; the JS hook runs on this thread */
+  hook_env = env;
+  run_job(&j, nt);
   hook_env = NULL;
   napi_value r;
-  napi_create_uint32(env, (uint32_t)nseg, &r);
+  napi_create_uint32(env, (uint32_t)j.nseg, &r);
+  return r;
+}
+
+typedef struct {
+  job j;
+  int nt;
+  napi_ref refs[6]; /* the arrays the threads use, alive until the job is done */
+  napi_async_work work;
+  napi_deferred deferred;
+} async_job;
+
+static void async_execute(napi_env env, void *data) {
+  (void)env;
+  async_job *a = data;
+  run_job(&a->j, a->nt);
+  running_set(0);
+}
+
+static void async_complete(napi_env env, napi_status status, void *data) {
+  async_job *a = data;
+  napi_value r;
+  napi_create_uint32(env, (uint32_t)a->j.nseg, &r);
+  for (int i = 0; i < 6; i++) napi_delete_reference(env, a->refs[i]);
+  if (status == napi_ok) napi_resolve_deferred(env, a->deferred, r);
+  else {
+    napi_value msg, err;
+    napi_create_string_utf8(env, "linkBatchStart: the job was cancelled", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, a->deferred, err);
+  }
+  napi_delete_async_work(env, a->work);
+  free(a);
+}
+
+/* linkBatchStart(the arguments of linkBatch) -> Promise<number>: the same
+ * job on libuv's thread pool (`threads` threads: a pool thread and
+ * threads - 1 more), so that the JavaScript thread prepares the next one
+ * meanwhile. While the fault hook or the JS hook is set, the job runs here
+ * and now on this thread, as linkBatch, and the promise is already settled. */
+napi_value LinkBatchStart(napi_env env, napi_callback_info info) {
+  if (running_now()) {
+    napi_throw_error(env, NULL, "linkBatchStart: another call is still running");
+    return NULL;
+  }
+  async_job *a = calloc(1, sizeof *a);
+  if (!a) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  napi_value arrays[6];
+  if (job_args(env, info, &a->j, &a->nt, arrays)) {
+    free(a);
+    return NULL;
+  }
+  napi_value promise, r;
+  if (fault.step >= 0 || hook_ref) {
+    hook_env = env;
+    run_job(&a->j, 1);
+    hook_env = NULL;
+    napi_create_promise(env, &a->deferred, &promise);
+    napi_create_uint32(env, (uint32_t)a->j.nseg, &r);
+    napi_resolve_deferred(env, a->deferred, r);
+    free(a);
+    return promise;
+  }
+  for (int i = 0; i < 6; i++) napi_create_reference(env, arrays[i], 1, &a->refs[i]);
+  running_set(1);
+  return queue_work(env, "vunify.linkBatch", async_execute, async_complete, a, &a->deferred, &a->work);
+}
+
+/* linkBatchWait(): returns once no linkBatchStart job runs any more (its
+ * promise may not have settled yet). -> whether one was running. */
+napi_value LinkBatchWait(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_mutex_lock(&running_mu);
+  int was = running;
+  while (running) pthread_cond_wait(&running_cv, &running_mu);
+  pthread_mutex_unlock(&running_mu);
+  napi_value r;
+  napi_get_boolean(env, was, &r);
   return r;
 }
 

@@ -97,6 +97,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("leaseHeld", LeaseHeld),
       FN("leaseRelease", LeaseRelease),
       FN("linkBatch", LinkBatch),
+      FN("linkBatchStart", LinkBatchStart),
+      FN("linkBatchWait", LinkBatchWait),
       FN("setLinkFault", SetLinkFault),
       FN("setLinkHook", SetLinkHook),
       FN("errnoError", ErrnoError),

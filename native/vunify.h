@@ -220,7 +220,7 @@ DECLARE(Walk)
 DECLARE(GlobExcluded)
 /* lease.c */
 DECLARE(LeasePair) DECLARE(LeaseHeld) DECLARE(LeaseRelease)
-DECLARE(LinkBatch) DECLARE(SetLinkFault) DECLARE(SetLinkHook) DECLARE(ErrnoError)
+DECLARE(LinkBatch) DECLARE(LinkBatchStart) DECLARE(LinkBatchWait) DECLARE(SetLinkFault) DECLARE(SetLinkHook) DECLARE(ErrnoError)
 #undef DECLARE
 
 /* Inode flags and project ID of fd, 0 each where the filesystem has none;

@@ -77,10 +77,14 @@ export interface Journal {
   readonly failed?: boolean;
   /**
    * For entries the addon writes itself (native/link.c, the same lines):
-   * the journal's descriptor, `at()` declares a directory now (when not yet
-   * declared) and returns its number, `fail()` records that a write failed.
+   * the journal's descriptor, `at()` declares a directory (when not yet
+   * declared) and returns its number, `flush()` writes the declarations
+   * `at()` made since the last write (before the addon writes entries that
+   * name them; a JS line writes them first too), `fail()` records that a
+   * write failed. So declarations are written only where this thread
+   * writes: linkBatched prepares batches while the addon's threads write.
    */
-  readonly native?: { fd: number; at(dir: DirNode): number; fail(): void };
+  readonly native?: { fd: number; at(dir: DirNode): number; flush(): void; fail(): void };
 }
 
 /** The entry for putting the inode `into` at `file`'s name by way of `tmp`, replacing the inode `out`. */
@@ -140,30 +144,37 @@ export function journalWriter(fd: number): Journal {
       throw codedError('ENOSPC', `journal write cut short (${n} of ${bytes.length} bytes; is the state directory's filesystem full?); nothing was changed`);
     }
   };
+  /** Declarations at() made, not written yet. */
+  let pending = '';
   const journal: Journal & { failed: boolean } = {
     failed: false,
     native: {
       fd,
       at(dir) {
-        const text = declare(dir);
-        if (text) write(text);
+        pending += declare(dir);
         return numbers.get(dir)!;
+      },
+      flush() {
+        const text = pending;
+        pending = '';
+        if (text) write(text);
       },
       fail() {
         journal.failed = true;
       },
     },
     record(line) {
-      let text: string;
+      let text = pending;
+      pending = '';
       const dir = (line as WithDir)[DIR];
       if (dir) {
         const e = line as JournalEntry;
         const compact: CompactEntry = { at: 0, tmp: e.tmp, name: e.name, canon: e.canon, dup: e.dup };
-        text = declare(dir);
+        text += declare(dir);
         compact.at = numbers.get(dir)!;
         text += JSON.stringify(compact) + '\n';
       } else {
-        text = JSON.stringify(line) + '\n';
+        text += JSON.stringify(line) + '\n';
       }
       // One write per event, declarations first: a kill between the two
       // could leave a declaration without its entry, never the reverse.

@@ -52,8 +52,10 @@
  * with the path and the run goes on.
  *
  * Steps 1-4 of the pair with the canonical tried first run in the addon
- * (native/link.c), for up to 64 pairs of each of up to 16 sets in flight
- * per call, the sets shared out between min(CPUs, 8) threads. The addon
+ * (native/link.c), for up to 64 pairs of each of up to 64 sets per call,
+ * the sets shared out between min(CPUs, 8) threads of the thread pool,
+ * while this thread takes in the last call of another 64 sets and prepares
+ * their next one (linkBatched()). The addon
  * decides only the ordinary outcome: a pair that does not check out before
  * anything was changed is redone here (linkOne), and after its temporary
  * link any other outcome comes back with its descriptors open, for swap.ts
@@ -146,7 +148,7 @@ export async function link(plan: { sets: Iterable<PlanSet> }, opts: LinkOptions)
   const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, freedDiskBytes: 0, skipped: 0, contentSplits: { sets: 0, parts: 0, bytes: 0 } };
   const expected: Expected = new WeakMap();
   try {
-    if (useNative(opts)) linkBatched(plan.sets, opts, result, expected);
+    if (useNative(opts)) await linkBatched(plan.sets, opts, result, expected);
     else for (const set of plan.sets) for (const _ of linkSet(set, opts, result, expected)); // never yields without a batch
   } finally {
     // The space is free when the run says so.
@@ -256,33 +258,57 @@ const BATCH = 64;
 /**
  * Bytes of directory paths and names per set and call (one pair's own may
  * pass it): a guest's directory deep down (a path up to ~1 MiB) full of
- * duplicates must not make a call's memory pairs × depth.
+ * duplicates must not make a call's memory pairs × depth. GROUPS × ACTIVE
+ * sets of it at most: 16 MiB.
  */
-const NAME_BYTES = 1 << 20;
+const NAME_BYTES = 1 << 17;
 /**
- * Sets in flight at once: each gives the call one run of pairs (its
- * segment), and the addon shares the segments out between its threads,
- * each set on one thread (one canonical at a time, EMLINK as on one).
+ * Sets per call: each gives the call one run of pairs (its segment), and
+ * the addon shares the segments out between its threads, each set on one
+ * thread (one canonical at a time, EMLINK as on one). 64 rather than 16:
+ * a quarter of the calls, each waited for and taken in by this thread.
  */
-const ACTIVE = 16;
+const ACTIVE = 64;
 /** Threads per call (native/link.c caps them at 8). */
 const THREADS = Math.max(1, Math.min(os.availableParallelism(), 8));
+/**
+ * Groups of up to ACTIVE sets: while one group's call runs on the thread
+ * pool, this thread takes the other group's results and prepares its next
+ * batches, so the linker's threads do not wait for JavaScript between calls.
+ */
+const GROUPS = 2;
 /** linkBatch's arrays: where each field is, and the doubles each takes (native/link.c, through sys.ts). */
 const { stat: ST, pair: PR, out: OUT, seg: SG } = LINK_ARRAY;
 
-/** The arrays of linkBatch calls, reused: region r holds the pairs of the r-th set in flight. */
-class Pool {
-  readonly pairs = new Float64Array(ACTIVE * BATCH * PR.length);
-  readonly out = new Float64Array(ACTIVE * BATCH * OUT.length);
-  readonly tmps = Buffer.alloc(ACTIVE * BATCH * LINK_TMP);
-  readonly canonExpect = new Float64Array(ACTIVE * ST.length);
-  readonly segs = new Float64Array(ACTIVE * SG.length);
+/**
+ * A linkBatchStart call is running: until it is done, this thread changes
+ * no guest file and writes nothing to the journal (the call's threads do
+ * both; its directory locks do not cover this thread). quiet() waits for it.
+ */
+let inFlight = false;
+function quiet(): void {
+  if (inFlight) sys.linkBatchWait();
+}
 
-  /** Run the prepared batches, one segment each, in one call. */
-  run(batches: Batch[], opts: LinkOptions): void {
+/** The arrays of linkBatch calls, reused: region r holds the pairs of the r-th set in flight (regions of group g: g * ACTIVE ...). */
+class Pool {
+  readonly pairs = new Float64Array(GROUPS * ACTIVE * BATCH * PR.length);
+  readonly out = new Float64Array(GROUPS * ACTIVE * BATCH * OUT.length);
+  readonly tmps = Buffer.alloc(GROUPS * ACTIVE * BATCH * LINK_TMP);
+  readonly canonExpect = Array.from({ length: GROUPS }, () => new Float64Array(ACTIVE * ST.length));
+  readonly segs = Array.from({ length: GROUPS }, () => new Float64Array(ACTIVE * SG.length));
+
+  /**
+   * Start the prepared batches of group `g`, one segment each, in one call
+   * on the thread pool; the promise settles once each batch knows how far
+   * it got (ran()), with whether every pair of every batch was LINKED.
+   */
+  async run(g: number, batches: Batch[], opts: LinkOptions): Promise<boolean> {
+    const segs = this.segs[g]!;
+    const canonExpect = this.canonExpect[g]!;
     const names: Buffer[] = [];
     let offset = 0;
-    batches.forEach((b, g) => {
+    batches.forEach((b, k) => {
       for (let i = 0; i < b.count; i++) {
         this.pairs[b.at(i) * PR.length + PR.nameOff] = offset;
         for (const part of b.names[i]!) {
@@ -290,27 +316,49 @@ class Pool {
           offset += part.length + 1;
         }
       }
-      const seg = g * SG.length;
-      this.segs[seg + SG.canon] = b.canon!.fd;
-      this.segs[seg + SG.start] = b.at(0);
-      this.segs[seg + SG.count] = b.count;
-      this.segs[seg + SG.done] = 0; // a segment the addon never started (it stops early) did none
-      statDoubles(b.canon!.expect, this.canonExpect, g * ST.length);
+      const seg = k * SG.length;
+      segs[seg + SG.canon] = b.canon!.fd;
+      segs[seg + SG.start] = b.at(0);
+      segs[seg + SG.count] = b.count;
+      segs[seg + SG.done] = 0; // a segment the addon never started (it stops early) did none
+      statDoubles(b.canon!.expect, canonExpect, k * ST.length);
     });
     const journal = opts.journal?.native;
-    sys.linkBatch(
-      this.segs.subarray(0, batches.length * SG.length),
-      this.canonExpect,
-      journal ? journal.fd : -1,
-      opts.ignoreMtime ? 1 : 0,
-      FS_FILE_FLAGS,
-      this.pairs,
-      Buffer.concat(names),
-      this.out,
-      this.tmps,
-      THREADS,
-    );
-    batches.forEach((b, g) => b.ran(this.segs[g * SG.length + SG.done]!));
+    try {
+      journal?.flush(); // the directories the batches name: declared before any entry (no call runs now)
+    } catch {
+      // failed: the journal says so
+    }
+    // A journal write failed (this thread's): no line may follow it, so
+    // none of these runs here; the JS path says why.
+    if (opts.journal?.failed) {
+      for (const b of batches) b.ran(0);
+      return false;
+    }
+    inFlight = true;
+    try {
+      await sys.linkBatchStart(
+        segs.subarray(0, batches.length * SG.length),
+        canonExpect,
+        journal ? journal.fd : -1,
+        opts.ignoreMtime ? 1 : 0,
+        FS_FILE_FLAGS,
+        this.pairs,
+        Buffer.concat(names),
+        this.out,
+        this.tmps,
+        THREADS,
+      );
+    } finally {
+      inFlight = false;
+    }
+    let clean = true;
+    batches.forEach((b, k) => {
+      const done = segs[k * SG.length + SG.done]!;
+      if (done !== b.count || this.out[b.at(b.count - 1) * OUT.length + OUT.code] !== LINK.LINKED) clean = false;
+      b.ran(done);
+    });
+    return clean;
   }
 }
 
@@ -438,55 +486,77 @@ class Held {
 let pools: Pool | undefined;
 
 /**
- * Link the sets through the addon: up to ACTIVE sets in flight, each
- * linkSet() run until it has prepared its next batch, then one call for all
- * of them (on THREADS threads), and again. What each set reports is passed
- * on in plan order, and no outcome depends on which thread ran a set or
- * when: the sets share no inode, and no two threads work in one directory
- * at a time (native/link.c).
+ * Link the sets through the addon: two groups of up to ACTIVE sets in
+ * flight, each linkSet() run until it has prepared its next batch, then
+ * one call for the group (on THREADS threads of the thread pool); while it
+ * runs, the other group's last call is taken in and its next one prepared.
+ * One call runs at a time, and this thread changes nothing in a guest and
+ * writes no journal line while it does (quiet()); a call with any pair not
+ * LINKED (a pair handed back mid-swap, a journal failure, anything for
+ * swap.ts or the JS path to finish) is taken in before the next call
+ * starts. What each set reports is passed on in plan order, and no outcome
+ * depends on which thread ran a set or when: the sets share no inode, and
+ * no two threads work in one directory at a time (native/link.c).
  */
-function linkBatched(sets: Iterable<PlanSet>, opts: LinkOptions, result: LinkResult, expected: Expected): void {
+async function linkBatched(sets: Iterable<PlanSet>, opts: LinkOptions, result: LinkResult, expected: Expected): Promise<void> {
   const pool = (pools ??= new Pool());
-  type Flying = { gen: Generator<void, void, void>; batch: Batch; held: Held; done: boolean };
-  const free = Array.from({ length: ACTIVE }, (_, r) => ACTIVE - 1 - r);
-  let flying: Flying[] = [];
+  type Flying = { gen: Generator<void, void, void>; batch: Batch; held: Held; done: boolean; group: number };
+  const free = Array.from({ length: GROUPS }, (_, g) => Array.from({ length: ACTIVE }, (_, r) => g * ACTIVE + ACTIVE - 1 - r));
+  const flying: Flying[][] = Array.from({ length: GROUPS }, () => []);
   const order: Flying[] = [];
   const step = (f: Flying) => {
     if (f.gen.next().done) {
       f.done = true;
-      free.push(f.batch.region);
-    } else flying.push(f);
+      free[f.group]!.push(f.batch.region);
+    } else flying[f.group]!.push(f);
   };
   const iter = sets[Symbol.iterator]();
   let more = true;
-  try {
-    for (;;) {
-      while (more && free.length) {
-        const next = iter.next();
-        if (next.done) {
-          more = false;
-          break;
-        }
-        const held = new Held(opts);
-        const batch = new Batch(pool, free.pop()!);
-        const f: Flying = { gen: linkSet(next.value, held.opts, result, expected, batch), batch, held, done: false };
-        order.push(f);
-        step(f);
+  const fill = (g: number) => {
+    while (more && free[g]!.length) {
+      const next = iter.next();
+      if (next.done) {
+        more = false;
+        break;
       }
-      // In plan order, the sets done so far report.
-      while (order.length && order[0]!.done) order.shift()!.held.flush();
-      if (!flying.length) break;
-      const ready = flying;
-      flying = [];
-      pool.run(
-        ready.map((f) => f.batch),
-        opts,
-      );
-      for (const f of ready) step(f);
+      const held = new Held(opts);
+      const batch = new Batch(pool, free[g]!.pop()!);
+      const f: Flying = { gen: linkSet(next.value, held.opts, result, expected, batch), batch, held, done: false, group: g };
+      order.push(f);
+      step(f);
+    }
+  };
+  // In plan order, the sets done so far report.
+  const report = () => {
+    while (order.length && order[0]!.done) order.shift()!.held.flush();
+  };
+  type Call = { ready: Flying[]; clean: Promise<boolean> };
+  let running: Call | undefined;
+  try {
+    for (let g = 0; ; g = (g + 1) % GROUPS) {
+      fill(g);
+      report();
+      const last = running;
+      running = undefined;
+      let taken = false;
+      if (last && !(await last.clean)) {
+        // Something to finish or redo here: before any other call starts.
+        for (const f of last.ready) step(f);
+        taken = true;
+        report();
+      }
+      const ready = flying[g]!;
+      flying[g] = [];
+      if (ready.length) running = { ready, clean: pool.run(g, ready.map((f) => f.batch), opts) };
+      if (last && !taken) for (const f of last.ready) step(f);
+      report();
+      if (!running && !more && flying.every((l) => !l.length)) break;
     }
   } finally {
-    // After a throw (an internal error): each set's generator closes its canonicals.
-    for (const f of flying) f.gen.return();
+    // After a throw (an internal error): the call's threads are done with
+    // the canonicals before each set's generator closes its own.
+    if (running) await running.clean.catch(() => false);
+    for (const f of order) if (!f.done) f.gen.return();
     for (const f of order) f.held.flush();
   }
 }
@@ -518,6 +588,7 @@ function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, exp
     if (!freed && aux & 16) compared.set(op.inode, canon.inode);
     return freed;
   }
+  quiet(); // swap.ts finishes it (never while a call runs: see linkBatched)
   const dirFd = out[o + OUT.dirFd]!;
   const dup: OpenedFile = { fd: out[o + OUT.dupFd]!, stat: dupStat };
   const tmps = b.pool.tmps;
@@ -603,6 +674,7 @@ function linkOne(
   expected: Expected,
   compared: Map<Inode, Inode>,
 ): boolean {
+  quiet(); // changes a guest file, and writes the journal
   const dirFd = openDir(op.file.dir);
   try {
     const expectDup = expected.get(op.inode) ?? op.file.stat;

@@ -57,6 +57,8 @@ export interface Native {
   leaseHeld(fdA: number, fdB: number): number;
   leaseRelease(fdA: number, fdB: number): void;
   linkBatch(segs: Float64Array, canonExpect: Float64Array, journalFd: number, flags: number, fileFlagsMask: number, pairs: Float64Array, names: Buffer, out: Float64Array, tmps: Buffer, threads: number): number;
+  linkBatchStart(segs: Float64Array, canonExpect: Float64Array, journalFd: number, flags: number, fileFlagsMask: number, pairs: Float64Array, names: Buffer, out: Float64Array, tmps: Buffer, threads: number): Promise<number>;
+  linkBatchWait(): boolean;
   setLinkFault(step?: number, nth?: number, after?: number, errno?: number, kill?: number): number;
   errnoError(errno: number, syscall: string): Error;
   setLinkHook(fn: ((step: string, when: string, dirFd: number, name: Buffer) => void) | null): void;

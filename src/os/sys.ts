@@ -180,6 +180,11 @@ export const sys = {
    */
   linkBatch: (segs: Float64Array, canonExpect: Float64Array, journalFd: number, flags: number, fileFlagsMask: number, pairs: Float64Array, names: Buffer, out: Float64Array, tmps: Buffer, threads: number): number =>
     native.linkBatch(segs, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps, threads),
+  /** linkBatch on the thread pool: the JS thread is free until the promise settles (one call at a time). */
+  linkBatchStart: (segs: Float64Array, canonExpect: Float64Array, journalFd: number, flags: number, fileFlagsMask: number, pairs: Float64Array, names: Buffer, out: Float64Array, tmps: Buffer, threads: number): Promise<number> =>
+    native.linkBatchStart(segs, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps, threads),
+  /** Block until no linkBatchStart job runs (its promise may settle later); whether one ran. */
+  linkBatchWait: (): boolean => native.linkBatchWait(),
   nativeLinker: true,
   /**
    * Test-only: fail the n-th occurrence (1-based, counted before the step)

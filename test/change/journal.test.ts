@@ -54,6 +54,35 @@ describe('a journal write cut short', () => {
     expect(sh('find', dir, '-name', '.vunify.*')).toBe('');
   });
 
+  it('a directory declaration written short, with the addon: no pair of its call runs, no temporary name exists', async () => {
+    // The addon's batches name directories the JS thread declares in the
+    // journal just before their call; cut that write short and nothing of
+    // the call may run (its entries would follow the cut line).
+    const roots = ['g1', 'g2'].map((g) => path.join(dir, g));
+    const names = ['a', 'b', 'c'];
+    for (const r of roots) for (const n of names) writeFile(path.join(r, 'd', n), { content: `the same bytes of ${n}\n` });
+    const inodes = () => roots.flatMap((r) => names.map((n) => fs.statSync(path.join(r, 'd', n)).ino));
+    const before = inodes();
+    const real = fs.writeSync;
+    let cut: string | undefined;
+    vi.spyOn(fs, 'writeSync').mockImplementation(((fd: number, data: unknown, ...rest: unknown[]) => {
+      const text = Buffer.isBuffer(data) ? data.toString() : typeof data === 'string' ? data : undefined;
+      if (cut === undefined && text?.includes('"node"')) {
+        cut = text.slice(0, text.length >> 1);
+        return real(fd, cut); // what a full disk lets through
+      }
+      return (real as (...a: unknown[]) => number)(fd, data, ...rest);
+    }) as typeof fs.writeSync);
+    const { report, errors } = await runUnify(roots, { cache: false });
+    vi.restoreAllMocks();
+    expect(cut).toBeDefined();
+    expect(report.summary.linksMade).toBe(0);
+    expect(errors).toHaveLength(names.length);
+    expect(errors.every((e) => e.code === 'ENOSPC')).toBe(true);
+    expect(inodes()).toEqual(before);
+    expect(sh('find', dir, '-name', '.vunify.*')).toBe('');
+  });
+
   it('after a journal write the addon could not make, no later set of the same call is linked', async () => {
     // Several sets go to the addon in one call; the first journal line fails
     // (as on a full disk). journal.ts appends nothing after a failed write

@@ -323,6 +323,43 @@ describe('link', () => {
     expect(leftovers(dir)).toEqual([]);
   });
 
+  it('the addon, more sets than two calls hold (one runs while the next is prepared): links what the JS path links, in the same order', async () => {
+    // 300 contents, each in 3 guests, in 30 directories a guest: five calls
+    // of up to 64 sets, a group's call running while the other is taken in.
+    const build = (top: string) => {
+      for (const g of ['g1', 'g2', 'g3'])
+        for (let d = 0; d < 30; d++)
+          for (let k = 0; k < 10; k++)
+            writeFile(path.join(top, g, `d${d}`, `f${k}`), { content: `content ${d}.${k}\n`.repeat(k === 9 ? 3000 : 1), mtime: '1700000000' });
+    };
+    const a = path.join(dir, 'a');
+    const b = path.join(dir, 'b');
+    build(a);
+    build(b);
+    const run = async (top: string) => {
+      const links: string[] = [];
+      const r = await runUnify(['g1', 'g2', 'g3'].map((g) => path.join(top, g)), {
+        cache: false,
+        onLink: (f, c) => links.push(`${path.relative(top, displayPath(f))} => ${path.relative(top, displayPath(c))}`),
+      });
+      const byIno = new Map<number, string[]>();
+      for (const p of sh('find', top, '-type', 'f').split('\n').filter(Boolean).sort()) {
+        const i = inode(p);
+        byIno.set(i, [...(byIno.get(i) ?? []), path.relative(top, p)]);
+      }
+      return { links, errors: r.errors, summary: r.report.summary, shared: [...byIno.values()].map((v) => v.join(' ')).sort() };
+    };
+    jsPath();
+    const js = await run(a);
+    sys.nativeLinker = true;
+    const native = await run(b);
+    expect(js.errors).toEqual([]);
+    expect(js.links).toHaveLength(600);
+    expect(js.shared).toHaveLength(300);
+    expect(native).toEqual(js);
+    expect(leftovers(dir)).toEqual([]);
+  });
+
   it('a write to a duplicate inode through its other path just after the addon linked one: that path is compared again, and keeps its bytes', async () => {
     // The canonical has the most links; the duplicate inode two paths.
     writeFile(path.join(dir, 'g1/c'), { content: 'same bytes\n', mtime: '1700000000' });
