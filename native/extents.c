@@ -11,10 +11,9 @@
  * written zeros:
  *   the file is cut into ZERO_BLOCK (1 MiB) blocks at multiples of
  *   ZERO_BLOCK; each maximal run of k >= 1 consecutive *full* blocks that
- *   are all zero bytes is replaced in S by a 16-byte marker: a keyed tag,
- *   XXH3-64 of the 8 bytes "\0vunify\0" under the same secret, as a
- *   little-endian u64, then k as a little-endian u64; every other byte is
- *   in S as it is (a partial last block never counts as a zero block).
+ *   are all zero bytes is replaced in S by a 16-byte marker: a keyed tag
+ *   (marker_tag), then k, both little-endian u64; every other byte is in
+ *   S as it is (a partial last block never counts as a zero block).
  *   The tag is keyed because a public one could be written as data: "a
  *   zero MiB, P, the marker" and "the marker, P, a zero MiB" (P any
  *   MiB - 16 bytes) would give one stream, one hash under every key
@@ -51,6 +50,15 @@ static int all_zero(const char *p, size_t len) {
   return 1;
 }
 
+/* The marker's tag: XXH3-64 of "\0vunify\0" under the secret, xor the
+ * secret's last 8 bytes, so that it is not the hash of any file either (a
+ * manifest or cache that leaks holds hashes of files, never the secret). */
+static uint64_t marker_tag(const uint8_t *secret) {
+  uint64_t last;
+  memcpy(&last, secret + XXH3_SECRET_SIZE - 8, 8);
+  return xxh3_64(MARKER_TAG, sizeof MARKER_TAG, secret) ^ last;
+}
+
 static void emit_run(xxh3_state *s, uint64_t tag, uint64_t *run) {
   if (!*run) return;
   unsigned char m[16];
@@ -76,7 +84,7 @@ int hash_data(int fd, uint64_t size, char *buf, size_t cap, const uint8_t *secre
   if (cap < ZERO_BLOCK) return EINVAL;
   xxh3_state s;
   xxh3_init(&s, secret);
-  const uint64_t tag = xxh3_64(MARKER_TAG, sizeof MARKER_TAG, secret);
+  const uint64_t tag = marker_tag(secret);
   *elf = 0;
   uint64_t run = 0;                   /* zero blocks not yet in the stream */
   uint64_t next_data = 0, next_hole = 0; /* [next_data, next_hole): data, from pos on */

@@ -9,9 +9,12 @@
 // Real files on a real filesystem, run through the built CLI; the contents
 // are told apart with sha256sum, the result with stat.
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { sys } from '../../src/os/sys.js';
+import { hashFd } from '../../src/pipeline/hash.js';
 import { rmTree, runCli, setMtime, tempDir } from '../helpers/tree.js';
 
 const MiB = 2 ** 20;
@@ -59,5 +62,36 @@ describe('zero-run markers', () => {
     expect(lr.summary.freedBytes).toBe(0);
     expect(dr.summary.freeableBytes).toBe(lr.summary.freedBytes);
     expect(dr.summary.duplicateSets).toBe(0);
+  });
+
+  it('the addon and the reference path give one hash under a random key, for holes, written zeros and the public marker as data', () => {
+    const secret = randomBytes(192);
+    const files: [string, Buffer | number][] = [
+      ['zeros', Buffer.concat([Buffer.alloc(3 * MiB), Buffer.from('end')])],
+      ['marker', Buffer.concat([PUBLIC_MARKER, Buffer.alloc(MiB - 16, 'p'), Buffer.alloc(MiB), Buffer.from('end')])],
+      ['holes', 3 * MiB + 3],
+    ];
+    const hashes = new Map<string, [bigint, bigint]>();
+    for (const [name, data] of files) {
+      const file = path.join(dir, name);
+      if (typeof data === 'number') {
+        fs.writeFileSync(file, '');
+        fs.truncateSync(file, data);
+        const fd = fs.openSync(file, 'r+');
+        fs.writeSync(fd, Buffer.from('end'), 0, 3, data - 3);
+        fs.closeSync(fd);
+      } else fs.writeFileSync(file, data);
+      const fd = fs.openSync(file, 'r');
+      try {
+        const size = fs.fstatSync(fd).size;
+        hashes.set(name, [sys.hashFd(fd, size, secret), hashFd(fd, size, Buffer.alloc(MiB), secret)]);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    for (const [name, [native, reference]] of hashes) expect([name, native]).toEqual([name, reference]);
+    // Holes and written zeros are one content; the marker written as data is another.
+    expect(hashes.get('holes')![0]).toBe(hashes.get('zeros')![0]);
+    expect(hashes.get('marker')![0]).not.toBe(hashes.get('zeros')![0]);
   });
 });
