@@ -11,15 +11,20 @@
  * written zeros:
  *   the file is cut into ZERO_BLOCK (1 MiB) blocks at multiples of
  *   ZERO_BLOCK; each maximal run of k >= 1 consecutive *full* blocks that
- *   are all zero bytes is replaced in S by a 16-byte marker: the 8 bytes
- *   "\0vunify\0", then k as a little-endian u64; every other byte is in
+ *   are all zero bytes is replaced in S by a 16-byte marker: a keyed tag
+ *   (marker_tag), then k, both little-endian u64; every other byte is in
  *   S as it is (a partial last block never counts as a zero block).
+ *   The tag is keyed because a public one could be written as data: "a
+ *   zero MiB, P, the marker" and "the marker, P, a zero MiB" (P any
+ *   MiB - 16 bytes) would give one stream, one hash under every key
+ *   (test/scenarios/marker-forgery.test.ts). A guest that cannot read the
+ *   key cannot write the tag.
  * So a file with no all-zero aligned MiB (almost every file, and every
  * file under 1 MiB) hashes to plain (keyed) XXH3-64 of its bytes, as the
  * reference path (src/pipeline/hash.ts hashFd) computes it; a file with
  * such runs hashes the same whether they are holes or written zeros, and a
- * hole costs no read. The marker can collide with real bytes: the hash only
- * nominates, the linker compares every byte (extent by extent as well).
+ * hole costs no read. The hash only nominates: the linker still compares
+ * every byte (extent by extent as well).
  */
 #include "vunify.h"
 
@@ -45,10 +50,19 @@ static int all_zero(const char *p, size_t len) {
   return 1;
 }
 
-static void emit_run(xxh3_state *s, uint64_t *run) {
+/* The marker's tag: XXH3-64 of "\0vunify\0" under the secret, xor the
+ * secret's last 8 bytes, so that it is not the hash of any file either (a
+ * manifest or cache that leaks holds hashes of files, never the secret). */
+static uint64_t marker_tag(const uint8_t *secret) {
+  uint64_t last;
+  memcpy(&last, secret + XXH3_SECRET_SIZE - 8, 8);
+  return xxh3_64(MARKER_TAG, sizeof MARKER_TAG, secret) ^ last;
+}
+
+static void emit_run(xxh3_state *s, uint64_t tag, uint64_t *run) {
   if (!*run) return;
   unsigned char m[16];
-  memcpy(m, MARKER_TAG, 8);
+  for (int i = 0; i < 8; i++) m[i] = (unsigned char)(tag >> (8 * i));
   for (int i = 0; i < 8; i++) m[8 + i] = (unsigned char)(*run >> (8 * i));
   xxh3_update(s, m, sizeof m);
   *run = 0;
@@ -70,6 +84,7 @@ int hash_data(int fd, uint64_t size, char *buf, size_t cap, const uint8_t *secre
   if (cap < ZERO_BLOCK) return EINVAL;
   xxh3_state s;
   xxh3_init(&s, secret);
+  const uint64_t tag = marker_tag(secret);
   *elf = 0;
   uint64_t run = 0;                   /* zero blocks not yet in the stream */
   uint64_t next_data = 0, next_hole = 0; /* [next_data, next_hole): data, from pos on */
@@ -103,12 +118,12 @@ int hash_data(int fd, uint64_t size, char *buf, size_t cap, const uint8_t *secre
     if (len == ZERO_BLOCK && all_zero(buf, len)) {
       run++;
     } else {
-      emit_run(&s, &run);
+      emit_run(&s, tag, &run);
       xxh3_update(&s, buf, len);
     }
     pos += len;
   }
-  emit_run(&s, &run);
+  emit_run(&s, tag, &run);
   if (skipped) {
     /* A hole skipped is a read not made: a file that shrank meanwhile must
      * not pass as hashed. */

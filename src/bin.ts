@@ -27,10 +27,16 @@ function bundleIsFresh(): boolean {
 // A reader that goes away (`vunify --help | head -1`) must not end the run
 // half-way with an unhandled EPIPE: Node ignores SIGPIPE, so the write fails
 // instead. Output to a closed pipe is dropped and the run finishes as it
-// would have; a linking run is never stopped by its reader.
-process.stdout.on('error', (er: NodeJS.ErrnoException) => {
+// would have; a linking run is never stopped by its reader. The same for
+// stderr (`vunify ... 2>&1 | head`): its first error message would
+// otherwise end the run before its journal is removed and its report and
+// cache written (test/scenarios/stderr-pipe.test.ts); the exit code still
+// says that files were skipped.
+const dropEpipe = (er: NodeJS.ErrnoException) => {
   if (er.code !== 'EPIPE') throw er;
-});
+};
+process.stdout.on('error', dropEpipe);
+process.stderr.on('error', dropEpipe);
 
 type Cli = typeof import('./cli/main.js');
 const { main } = bundleIsFresh()

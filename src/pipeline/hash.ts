@@ -72,7 +72,10 @@ const MARKER_TAG = Buffer.from('\0vunify\0', 'latin1');
  * layout.zeroBlock bytes) as scratch: the reference for the addon's
  * content hash (native/extents.c). XXH3-64 under `secret` of the bytes,
  * except that each run of k whole, aligned, all-zero 1 MiB blocks counts
- * as a 16-byte marker ("\0vunify\0", k as u64 LE): so a hole and written
+ * as a 16-byte marker (a keyed tag, XXH3-64 of "\0vunify\0" under the
+ * same secret xor the secret's last 8 bytes, then k, both u64 LE; keyed so
+ * that a guest cannot write a marker as data, native/extents.c
+ * marker_tag): so a hole and written
  * zeros hash alike, and the addon need not read holes. Files under 1 MiB,
  * and files without such a block, hash to plain XXH3-64. This path reads
  * every byte, and hashes the stream in one shot (core/xxh3.ts has no
@@ -81,11 +84,12 @@ const MARKER_TAG = Buffer.from('\0vunify\0', 'latin1');
 export function hashFd(fd: number, size: number, buf: Buffer, secret: Buffer): bigint {
   if (size < ZERO_BLOCK) return xxh3(buf.subarray(0, readFully(fd, buf, size, 0)), secret);
   const parts: Buffer[] = [];
+  const tag = xxh3(MARKER_TAG, secret) ^ secret.readBigUInt64LE(secret.length - 8);
   let run = 0;
   const flush = () => {
     if (!run) return;
     const marker = Buffer.alloc(16);
-    MARKER_TAG.copy(marker);
+    marker.writeBigUInt64LE(tag, 0);
     marker.writeBigUInt64LE(BigInt(run), 8);
     parts.push(marker);
     run = 0;

@@ -41,7 +41,7 @@
  * warning and rebuilt by the next save: never trusted, never a crash. A
  * shard of an older format is replaced (a note with -v).
  *
- * Shard (format 8), little-endian:
+ * Shard (format 9), little-endian:
  *   header   "VUNIFYHS", u32 format, u32 header length (48 + root key,
  *            padded to 8, + 8), 8 bytes key fingerprint, u32 entry count,
  *            u32 class count, u32 class table length, u32 root key length,
@@ -50,8 +50,9 @@
  *   entries  count × 40 bytes, sorted by inode number, no two alike, in
  *            blocks of (entries per block) each followed by its u64 XXH64:
  *            ino u64, size u48, class u16, mtime u64, ctime u64, hash u64
- *            (the content hash, native/extents.c: keyed XXH3-64 since format
- *            8, keyed XXH64 before, so a format 7 shard is not read);
+ *            (the content hash, native/extents.c: keyed XXH3-64 with a
+ *            keyed zero-run marker since format 9; format 8 had a public
+ *            marker, 7 and before keyed XXH64, so neither is read);
  *            a time is (sec << 30 | nsec) as a signed 64-bit number (exact,
  *            whatever the nanoseconds; seconds within ±2^33, about 272 years
  *            of 1970: a file outside that, or of 2^48 bytes or more, is not
@@ -75,8 +76,8 @@ import type { Inode, Root } from '../core/types.js';
 import type { Stat } from '../core/stat.js';
 import { openStateFile } from './state-dir.js';
 
-/** 8: the content hash is XXH3-64 (7: XXH64, 40-byte entries without the device, classes in a side table, checksummed blocks read as a stream; 6: 72-byte entries read whole; 5: one file, hashes.cache). */
-export const CACHE_FORMAT = 8;
+/** 9: the zero-run marker of the content hash is keyed (8: XXH3-64 with a public marker; 7: XXH64, 40-byte entries without the device, classes in a side table, checksummed blocks read as a stream; 6: 72-byte entries read whole; 5: one file, hashes.cache). */
+export const CACHE_FORMAT = 9;
 /** The roots file's own format (unchanged since shards came, format 6). */
 const ROOTS_FORMAT = 6;
 /** The cache directory's name in the state directory. */

@@ -263,7 +263,7 @@ describe('hash cache', () => {
     c.close();
   });
 
-  it.each([6, 7])('a shard of an earlier format (%i; 7 held XXH64 hashes) is replaced, with a note rather than a warning', async (old) => {
+  it.each([6, 7, 8])('a shard of an earlier format (%i; 7 held XXH64 hashes, 8 a public zero-run marker) is replaced, with a note rather than a warning', async (old) => {
     await run(guests, { dryRun: true });
     const shard = shardOf(guests[1]!);
     const c = Buffer.from(fs.readFileSync(shard));
@@ -273,9 +273,9 @@ describe('hash cache', () => {
     const notes: string[] = [];
     const { report } = await run(guests, { dryRun: true, onNote: (m) => notes.push(m) });
     expect(warnings).toEqual([]);
-    expect(notes).toEqual([`${shard}: hash cache of ${guests[1]} written by an older vunify (format ${old}, this one reads 8): not read, replaced at save; its candidate files are read`]);
+    expect(notes).toEqual([`${shard}: hash cache of ${guests[1]} written by an older vunify (format ${old}, this one reads 9): not read, replaced at save; its candidate files are read`]);
     expect(report.hashed).toMatchObject({ files: 3, cacheHits: 6 });
-    expect(fs.readFileSync(shard).readUInt32LE(8)).toBe(8);
+    expect(fs.readFileSync(shard).readUInt32LE(8)).toBe(9);
   });
 
   it('a shard of another root renamed over this root\'s is discarded (the header names the root)', async () => {
