@@ -192,6 +192,30 @@ describe('a roomy limit', () => {
   });
 });
 
+describe('a linking run the listing lets through', () => {
+  // 4 guests of 10,000 small files, 5,000 contents each in 8 places: small
+  // enough that the listing passes, and a link stage whose fixed costs (the
+  // linker's buffers, its threads' comparison buffers) are a large part of
+  // its peak; before they were counted (os/memory-limit.ts LINK_FIXED) the
+  // plan check let it through under --max-memory 96M and it peaked at
+  // ~106 MiB.
+  it('either stops with exit 2 before changing anything or stays under --max-memory (peak RSS by GNU time)', () => {
+    const base = tmpfs('linker', '512m');
+    const guests = makeGuests(base, 4, 10_000);
+    const before = fingerprint(base);
+    const rss = path.join(work, 'linker.rss');
+    const r = spawnSync('/usr/bin/time', ['-f', '%M', '-o', rss, process.execPath, BIN, '--state-dir', stateDir('state-linker'), '--max-memory', '96M', ...guests], { encoding: 'utf8' });
+    const peakKiB = Number(readFileSync(rss, 'utf8').trim().split('\n').pop());
+    if (r.status === 2) {
+      expect(r.stderr).toMatch(/memory limit: the link plan for [\d,]+ files would need about [\d,]+ MiB/);
+      expect(fingerprint(base)).toBe(before);
+    } else {
+      expect([r.status, r.stderr]).toEqual([0, '']);
+      expect(peakKiB * 1024).toBeLessThanOrEqual(96 * M);
+    }
+  });
+});
+
 describe('a hostile guest: one directory of 1,000,000 empty files', () => {
   it('is listed within a modest cgroup limit (empty files are never candidates; the walk holds nothing per entry it does not keep)', () => {
     const base = tmpfs('million', '1g');
