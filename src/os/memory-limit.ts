@@ -85,6 +85,8 @@ export const SET_BYTES = 600;
 export const LINK_FIXED = 24 * 2 ** 20;
 /** Per linker thread (link.ts THREADS: one per CPU, at most 8), its two 1 MiB comparison buffers (native/link.c CHUNK). */
 export const LINK_THREAD_BYTES = 2 * 2 ** 20;
+/** What a run that links holds besides its per-file costs, on this host. */
+export const linkerBytes = (): number => LINK_FIXED + LINK_THREAD_BYTES * Math.min(os.availableParallelism(), 8);
 
 /**
  * Taken off a cgroup's limit: what vunify's checks cannot see coming
@@ -256,8 +258,7 @@ export class MemoryBudget {
   /** Before planning and linking: resident now plus what they need, for `candidates` files and a largest set of `largest`; `links`: the run goes on to link (a dry run only plans). */
   beforePlan(candidates: number, largest: number, links = true): void {
     if (this.limit === undefined) return;
-    const linker = links ? LINK_FIXED + LINK_THREAD_BYTES * Math.min(os.availableParallelism(), 8) : 0;
-    const need = this.rss() + candidates * (links ? LINK_BYTES : PLAN_BYTES) + largest * SET_BYTES + linker;
+    const need = this.rss() + candidates * (links ? LINK_BYTES : PLAN_BYTES) + largest * SET_BYTES + (links ? linkerBytes() : 0);
     if (need > this.limit.bytes) this.fail('the link plan', candidates, need, 'after hashing');
   }
 

@@ -18,6 +18,7 @@ import {
   GC_MIN_FILES,
   FILE_ROW_BYTES,
   LINK_BYTES,
+  linkerBytes,
   MemoryBudget,
   MemoryLimitError,
   memoryLimit,
@@ -113,7 +114,7 @@ describe('MemoryBudget', () => {
 
   it('lets a run go on while its estimate fits, and stops it with exit-2 error naming limit, source, count and remedy', () => {
     const b = new MemoryBudget(limit, fixed(60 * M));
-    const fits = Math.floor((140 * M) / LINK_BYTES) - 10;
+    const fits = Math.floor((140 * M - linkerBytes()) / LINK_BYTES) - 10;
     expect(() => b.beforePlan(fits, 0)).not.toThrow();
     let er: unknown;
     try {
@@ -150,6 +151,11 @@ describe('MemoryBudget', () => {
     expect(() => b.beforePlan(n, 0, false)).not.toThrow();
     expect(() => b.beforePlan(n, 0, true)).toThrow(MemoryLimitError);
     expect(() => b.beforePlan(Math.floor((140 * M) / PLAN_BYTES) + 1000, 0, false)).toThrow(MemoryLimitError);
+    // The linker's own buffers, whatever the count: 1 MiB short of them stops a linking run of no candidates.
+    const short = new MemoryBudget(limit, fixed(200 * M - linkerBytes() + M));
+    expect(() => short.beforePlan(0, 0, false)).not.toThrow();
+    expect(() => short.beforePlan(0, 0, true)).toThrow(MemoryLimitError);
+    expect(linkerBytes()).toBeGreaterThanOrEqual(24 * M);
   });
 
   it('passes everything without a limit, and hands the native walk what is left', () => {
