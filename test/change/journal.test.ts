@@ -13,6 +13,25 @@ afterEach(() => {
   sys.setLinkFault();
 });
 
+
+/**
+ * Cut the first journal write whose text holds `marker` to half its length,
+ * as a full disk would let it through; returns what was written of it.
+ */
+function cutFirstWrite(marker: string): () => string | undefined {
+  const real = fs.writeSync;
+  let cut: string | undefined;
+  vi.spyOn(fs, 'writeSync').mockImplementation(((fd: number, data: unknown, ...rest: unknown[]) => {
+    const text = Buffer.isBuffer(data) ? data.toString() : typeof data === 'string' ? data : undefined;
+    if (cut === undefined && text?.includes(marker)) {
+      cut = text.slice(0, text.length >> 1);
+      return real(fd, cut);
+    }
+    return (real as (...a: unknown[]) => number)(fd, data, ...rest);
+  }) as typeof fs.writeSync);
+  return () => cut;
+}
+
 describe('a journal write cut short', () => {
   // A journal entry the state directory's filesystem could take only part of
   // (disk full: write(2) returns a short count): recovery would read the cut
@@ -32,21 +51,12 @@ describe('a journal write cut short', () => {
     const roots = ['g1', 'g2'].map((g) => path.join(dir, g));
     for (const r of roots) writeFile(path.join(r, 'f'), { content: 'the same bytes\n' });
     const inodes = roots.map((r) => fs.statSync(path.join(r, 'f')).ino);
-    const real = fs.writeSync;
-    let cut: string | undefined;
-    vi.spyOn(fs, 'writeSync').mockImplementation(((fd: number, data: unknown, ...rest: unknown[]) => {
-      const text = Buffer.isBuffer(data) ? data.toString() : typeof data === 'string' ? data : undefined;
-      if (cut === undefined && text?.includes('"tmp"')) {
-        cut = text.slice(0, text.length >> 1);
-        return real(fd, cut); // what a full disk lets through
-      }
-      return (real as (...a: unknown[]) => number)(fd, data, ...rest);
-    }) as typeof fs.writeSync);
+    const cut = cutFirstWrite('"tmp"');
     const { report, errors } = await runUnify(roots, { cache: false });
     vi.restoreAllMocks();
-    expect(cut).toBeDefined();
+    expect(cut()).toBeDefined();
     // What recovery would make of the journal as written: nothing to act on.
-    expect(parseJournal(cut!).entries).toEqual([]);
+    expect(parseJournal(cut()!).entries).toEqual([]);
     // So nothing was done: both names hold their own inodes, no temporary name anywhere.
     expect(report.summary.linksMade).toBe(0);
     expect(errors.length).toBeGreaterThan(0);
@@ -63,19 +73,10 @@ describe('a journal write cut short', () => {
     for (const r of roots) for (const n of names) writeFile(path.join(r, 'd', n), { content: `the same bytes of ${n}\n` });
     const inodes = () => roots.flatMap((r) => names.map((n) => fs.statSync(path.join(r, 'd', n)).ino));
     const before = inodes();
-    const real = fs.writeSync;
-    let cut: string | undefined;
-    vi.spyOn(fs, 'writeSync').mockImplementation(((fd: number, data: unknown, ...rest: unknown[]) => {
-      const text = Buffer.isBuffer(data) ? data.toString() : typeof data === 'string' ? data : undefined;
-      if (cut === undefined && text?.includes('"node"')) {
-        cut = text.slice(0, text.length >> 1);
-        return real(fd, cut); // what a full disk lets through
-      }
-      return (real as (...a: unknown[]) => number)(fd, data, ...rest);
-    }) as typeof fs.writeSync);
+    const cut = cutFirstWrite('"node"');
     const { report, errors } = await runUnify(roots, { cache: false });
     vi.restoreAllMocks();
-    expect(cut).toBeDefined();
+    expect(cut()).toBeDefined();
     expect(report.summary.linksMade).toBe(0);
     expect(errors).toHaveLength(names.length);
     expect(errors.every((e) => e.code === 'ENOSPC')).toBe(true);

@@ -53,6 +53,22 @@ function leftovers(root: string): string[] {
   return sh('find', root, '-name', `${TEMP_PREFIX}*`).split('\n').filter(Boolean);
 }
 
+
+/** Unify guests g1..g3 of `top` (no cache): the links made, errors, summary, and which paths share an inode, named relative to the tree. */
+async function unifyThree(top: string) {
+  const links: string[] = [];
+  const r = await runUnify(['g1', 'g2', 'g3'].map((g) => path.join(top, g)), {
+    cache: false,
+    onLink: (f, c) => links.push(`${path.relative(top, displayPath(f))} => ${path.relative(top, displayPath(c))}`),
+  });
+  const byIno = new Map<number, string[]>();
+  for (const p of sh('find', top, '-type', 'f').split('\n').filter(Boolean).sort()) {
+    const i = inode(p);
+    byIno.set(i, [...(byIno.get(i) ?? []), path.relative(top, p)]);
+  }
+  return { links, errors: r.errors, summary: r.report.summary, shared: [...byIno.values()].map((v) => v.join(' ')).sort() };
+}
+
 describe('link', () => {
   it('never links on a hash match alone: differing bytes split the set by content, with no error', async () => {
     writeFile(path.join(dir, 'a/f'), { content: 'AAAA' });
@@ -299,24 +315,10 @@ describe('link', () => {
     const b = path.join(dir, 'b');
     build(a);
     build(b);
-    const run = async (top: string) => {
-      const links: string[] = [];
-      const r = await runUnify(['g1', 'g2', 'g3'].map((g) => path.join(top, g)), {
-        cache: false,
-        onLink: (f, c) => links.push(`${path.relative(top, displayPath(f))} => ${path.relative(top, displayPath(c))}`),
-      });
-      // Which paths share an inode, named relative to the tree.
-      const byIno = new Map<number, string[]>();
-      for (const p of sh('find', top, '-type', 'f').split('\n').filter(Boolean).sort()) {
-        const i = inode(p);
-        byIno.set(i, [...(byIno.get(i) ?? []), path.relative(top, p)]);
-      }
-      return { links, errors: r.errors, summary: r.report.summary, shared: [...byIno.values()].map((v) => v.join(' ')).sort() };
-    };
     jsPath();
-    const js = await run(a);
+    const js = await unifyThree(a);
     sys.nativeLinker = true;
-    const native = await run(b);
+    const native = await unifyThree(b);
     expect(js.errors).toEqual([]);
     expect(js.links.length).toBeGreaterThan(100);
     expect(native).toEqual(js);
@@ -336,23 +338,10 @@ describe('link', () => {
     const b = path.join(dir, 'b');
     build(a);
     build(b);
-    const run = async (top: string) => {
-      const links: string[] = [];
-      const r = await runUnify(['g1', 'g2', 'g3'].map((g) => path.join(top, g)), {
-        cache: false,
-        onLink: (f, c) => links.push(`${path.relative(top, displayPath(f))} => ${path.relative(top, displayPath(c))}`),
-      });
-      const byIno = new Map<number, string[]>();
-      for (const p of sh('find', top, '-type', 'f').split('\n').filter(Boolean).sort()) {
-        const i = inode(p);
-        byIno.set(i, [...(byIno.get(i) ?? []), path.relative(top, p)]);
-      }
-      return { links, errors: r.errors, summary: r.report.summary, shared: [...byIno.values()].map((v) => v.join(' ')).sort() };
-    };
     jsPath();
-    const js = await run(a);
+    const js = await unifyThree(a);
     sys.nativeLinker = true;
-    const native = await run(b);
+    const native = await unifyThree(b);
     expect(js.errors).toEqual([]);
     expect(js.links).toHaveLength(600);
     expect(js.shared).toHaveLength(300);
