@@ -5,7 +5,7 @@
  * read through the two descriptors as they are now (never by name) and
  * judged by the sharing policy (pipeline/policy.ts firstDifference): owner,
  * group, mode, size, mtime (unless ignored), project ID, the per-file inode
- * flags; then every xattr and every byte. A hash match alone never links: XXH64 collisions
+ * flags; then every xattr and every byte. A hash match alone never links: hash collisions
  * can be forged. The module owns its two read buffers; it is synchronous,
  * so one pair serves every caller.
  *

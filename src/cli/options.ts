@@ -76,7 +76,7 @@ export function withSelection(cmd: Command): Command {
     .addOption(new Option('--max-size <size>', 'leave files larger than this alone'))
     .option('--cache <dir>', 'hash cache directory, one file per root: rehash only files changed since an earlier run (default STATE_DIR/cache)')
     .option('--no-cache', 'neither read nor write a hash cache')
-    .option('--hash-key <file>', 'secret key seeding the content hash (default STATE_DIR/hash.key, created on first use; a fleet copies one to every host)');
+    .option('--hash-key <file>', 'secret key the content hash is keyed with (default STATE_DIR/hash.key, created on first use; a fleet copies one to every host)');
 }
 
 /** The options of `vunify` itself that no other command has. */
