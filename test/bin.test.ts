@@ -36,12 +36,48 @@ function dryRun(): { report: { summary: Record<string, unknown> }; opened: strin
   const args = [path.join(dist, 'bin.js'), '--dry-run', '--json', '--no-default-excludes', '--state-dir', path.join(top, 'state'), path.join(top, 'guests/g1'), path.join(top, 'guests/g2')];
   const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=openat', '-o', trace, process.execPath, ...args], { encoding: 'utf8' });
   expect(r.status, r.stderr).toBe(0);
-  const opened = [...fs.readFileSync(trace, 'utf8').matchAll(/openat\([^"]*"([^"]+)", [^)]*\) = \d+/g)]
-    .map((m) => m[1]!)
+  const opened = openedFiles(fs.readFileSync(trace, 'utf8'))
     .filter((f) => f.startsWith(dist + '/'))
     .map((f) => path.relative(dist, f));
   return { report: JSON.parse(r.stdout), opened };
 }
+
+/**
+ * The files `strace -f -e trace=openat` saw opened with success. With
+ * several threads, strace splits a call another thread's call interrupts
+ * into `openat(..., "name", ... <unfinished ...>` and, later,
+ * `<... openat resumed>...) = fd` under the same pid: both halves count.
+ */
+function openedFiles(trace: string): string[] {
+  const opened: string[] = [];
+  const pending = new Map<string, string>();
+  for (const line of trace.split('\n')) {
+    const pid = line.slice(0, line.indexOf(' '));
+    const whole = /openat\([^"]*"([^"]+)", [^)]*\) = \d+/.exec(line);
+    const start = /openat\([^"]*"([^"]+)".*<unfinished \.\.\.>$/.exec(line);
+    if (whole) opened.push(whole[1]!);
+    else if (start) pending.set(pid, start[1]!);
+    else if (line.includes('<... openat resumed>')) {
+      if (/\) = \d+/.test(line) && pending.has(pid)) opened.push(pending.get(pid)!);
+      pending.delete(pid);
+    }
+  }
+  return opened;
+}
+
+describe('openedFiles (how these tests read strace)', () => {
+  it('counts a call strace split across another thread\'s, and only opens that succeeded', () => {
+    const trace = [
+      '123 openat(AT_FDCWD, "/d/index.js", O_RDONLY|O_CLOEXEC <unfinished ...>',
+      '124 openat(AT_FDCWD, "/d/a.js", O_RDONLY) = 5',
+      '123 <... openat resumed>) = 7',
+      '125 openat(AT_FDCWD, "/d/bundle/inputs.json", O_RDONLY <unfinished ...>',
+      '125 <... openat resumed>) = -1 ENOENT (No such file or directory)',
+      '126 openat(AT_FDCWD, "/d/b.js", O_RDONLY) = -1 ENOENT (No such file or directory)',
+    ].join('\n');
+    expect(openedFiles(trace).sort()).toEqual(['/d/a.js', '/d/index.js']);
+  });
+});
 
 describe('dist/bin.js', () => {
   it('runs the bundle while its inputs are unchanged, dist/ module by module otherwise, with the same report', () => {
