@@ -32,11 +32,19 @@ function bundleIsFresh(): boolean {
 // otherwise end the run before its journal is removed and its report and
 // cache written (test/scenarios/stderr-pipe.test.ts); the exit code still
 // says that files were skipped.
-const dropEpipe = (er: NodeJS.ErrnoException) => {
-  if (er.code !== 'EPIPE') throw er;
+// Any other write error (`vunify -v > /dev/full`: ENOSPC, EIO) is the same
+// for the run: its output is dropped and it finishes its links, journal and
+// cache; but its report is lost, so it is said once on stderr and the exit
+// status is at least 1 (test/bin.test.ts).
+let outputLost = false;
+const dropOutput = (stream: string) => (er: NodeJS.ErrnoException) => {
+  // ERR_STREAM_DESTROYED: a write after the first error, already dealt with
+  if (er.code === 'EPIPE' || er.code === 'ERR_STREAM_DESTROYED' || outputLost) return;
+  outputLost = true;
+  if (stream === 'stdout') process.stderr.write(`vunify: standard output: ${er.message}\n`);
 };
-process.stdout.on('error', dropEpipe);
-process.stderr.on('error', dropEpipe);
+process.stdout.on('error', dropOutput('stdout'));
+process.stderr.on('error', dropOutput('stderr'));
 
 type Cli = typeof import('./cli/main.js');
 const { main } = bundleIsFresh()
@@ -45,7 +53,7 @@ const { main } = bundleIsFresh()
 
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    process.exitCode = outputLost ? Math.max(code, 1) : code;
   },
   (er: unknown) => {
     process.stderr.write(`vunify: internal error: ${er instanceof Error ? er.stack : String(er)}\n`);

@@ -146,6 +146,28 @@ describe('dist/bin.js', () => {
   });
 });
 
+describe('output that cannot be written', () => {
+  it('says so once, lets the linking run finish, and exits 1', () => {
+    const dir = tempDir();
+    try {
+      for (const g of ['g1', 'g2'])
+        for (let i = 0; i < 50; i++) writeFile(path.join(dir, g, 'd', `f${i}`), { content: `content ${i}\n`.repeat(50) });
+      // /dev/full fails every write with ENOSPC (a full disk under a redirect).
+      const cmd = `"$0" "$1" -v --no-default-excludes --state-dir "$2" "$3" "$4" > /dev/full; echo "$?"`;
+      const r = spawnSync('bash', ['-c', cmd, process.execPath, path.join(REPO, 'dist', 'bin.js'), path.join(dir, 'state'), path.join(dir, 'g1'), path.join(dir, 'g2')], { encoding: 'utf8' });
+      expect(r.stdout.trim()).toBe('1');
+      const said = r.stderr.split('\n').filter((l) => l.includes('standard output'));
+      expect(said).toEqual(['vunify: standard output: ENOSPC: no space left on device, write']);
+      expect(r.stderr).not.toMatch(/ at |internal error/);
+      for (let i = 0; i < 50; i++) expect(fs.statSync(path.join(dir, 'g2', 'd', `f${i}`)).ino).toBe(fs.statSync(path.join(dir, 'g1', 'd', `f${i}`)).ino);
+      // the journal was removed: the run ended as it would have
+      expect(fs.readdirSync(path.join(dir, 'state')).filter((f) => f.includes('journal'))).toEqual([]);
+    } finally {
+      rmTree(dir);
+    }
+  });
+});
+
 describe('a reader that goes away', () => {
   it('drops the output and lets the linking run finish: every link made, exit 0, no error', () => {
     const dir = tempDir();

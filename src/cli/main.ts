@@ -41,8 +41,8 @@ Examples:
   vunify split /vservers/web1           give web1 private copies (before moving it away)
   vunify --max-memory 2G '/vservers/*'  stop with exit 2, before changing anything, rather than pass 2 GiB
 
-Exit status: 0 done, 1 done but some files were skipped (errors on stderr),
-2 bad usage or input (nothing changed).
+Exit status: 0 done, 1 done but some files were skipped (errors on stderr)
+or the output could not be written, 2 bad usage or input (nothing changed).
 
 Patterns match paths relative to each guest root ("/etc/passwd"). The default
 list keeps mutable and private data out (/etc, /var, /home, /tmp, /root, ...);
@@ -52,9 +52,10 @@ A config file holds the same options, one per line without the dashes
 ("exclude /usr/local", "root /vservers/*"); options and ROOTs given on the
 command line win (ROOTs replace the file's).
 
-Memory: about 1.2 KB per file (README "Memory"). Under a cgroup limit
-(systemd's MemoryMax=) vunify stays below it, or stops with exit 2 before it
-changes anything; --max-memory sets the limit yourself.`;
+Memory: about 54 MiB plus 60 bytes per file for a dry run, more when
+linking (README "Memory"). Under a cgroup limit (systemd's MemoryMax=)
+vunify stays below it, or stops with exit 2 before it changes anything;
+--max-memory sets the limit yourself.`;
 
 interface UnifyCli {
   dryRun?: boolean; json?: boolean; iunlink?: boolean; verbose?: boolean; quiet?: boolean; ignoreMtime?: boolean;
