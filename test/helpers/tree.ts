@@ -154,3 +154,19 @@ export function fileContents(d: string): Buffer[] {
   }
   return out;
 }
+
+/**
+ * The same grid of files under every base: DIR/FILE for each of `dirs` x
+ * `files`, with content(d, f) (indices into both) and mtime 1700000000, so
+ * the bases' files are duplicates of each other name by name.
+ */
+export function writeGrid(bases: string[], dirs: string[], files: string[], content: (d: number, f: number) => Buffer): void {
+  for (const base of bases)
+    for (const [d, dn] of dirs.entries())
+      for (const [f, fn] of files.entries()) {
+        const file = path.join(base, dn, fn);
+        fs.mkdirSync(path.dirname(file), { recursive: true });
+        fs.writeFileSync(file, content(d, f));
+        fs.utimesSync(file, 1700000000, 1700000000);
+      }
+}

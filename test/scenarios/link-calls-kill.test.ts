@@ -12,8 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { budget, cliArgs, exited, findTemps, journals, killChildren, rng, runVunify } from '../helpers/hostile.js';
-import { rmTree, tempDir } from '../helpers/tree.js';
-import { execFileSync } from 'node:child_process';
+import { rmTree, snapshot, tempDir, writeGrid } from '../helpers/tree.js';
 
 const GUESTS = ['g1', 'g2', 'g3'];
 const DIRS = Array.from({ length: 50 }, (_, i) => `d${String(i).padStart(2, '0')}`);
@@ -23,17 +22,6 @@ const KILLS = budget(12, 100);
 let top: string, guests: string, state: string;
 const roots = () => GUESTS.map((g) => path.join(guests, g));
 const content = (d: number, f: number) => Buffer.from(`${DIRS[d]}/${FILES[f]}: the same in every guest\n`.repeat(20 + ((d * 7 + f * 3) % 20) * 40));
-
-/** Every file below `dir`: path -> "sha256 mode uid gid size mtime". */
-function fingerprint(dir: string): Map<string, string> {
-  const out = execFileSync('find', [dir, '-type', 'f', '-printf', '%p\\t%m %U %G %s %T@\\n'], { encoding: 'utf8' });
-  const sums = execFileSync('bash', ['-c', 'find "$1" -type f -print0 | xargs -0 -r sha256sum', 'x', dir], { encoding: 'utf8' });
-  const sum = new Map(sums.trim().split('\n').filter(Boolean).map((l) => [l.slice(66), l.slice(0, 64)]));
-  return new Map(out.trim().split('\n').filter(Boolean).map((l) => {
-    const [p, meta] = l.split('\t') as [string, string];
-    return [path.relative(dir, p), `${sum.get(p)} ${meta}`];
-  }));
-}
 
 /** Break every link between the guests: each path gets an inode of its own again (same bytes, mode and times). */
 function unlinkAll(): void {
@@ -53,14 +41,7 @@ beforeAll(() => {
   guests = path.join(top, 'guests');
   state = path.join(top, 'state');
   fs.mkdirSync(state, { mode: 0o700 });
-  for (const g of GUESTS)
-    for (const [d, dn] of DIRS.entries())
-      for (const [f, fn] of FILES.entries()) {
-        const file = path.join(guests, g, dn, fn);
-        fs.mkdirSync(path.dirname(file), { recursive: true });
-        fs.writeFileSync(file, content(d, f));
-        fs.utimesSync(file, 1700000000, 1700000000);
-      }
+  writeGrid(roots(), DIRS, FILES, content);
 });
 afterAll(async () => {
   await killChildren();
@@ -69,7 +50,7 @@ afterAll(async () => {
 
 describe('SIGKILL during linker calls on the thread pool', () => {
   it('leaves nothing the next run does not put right', async () => {
-    const before = new Map(GUESTS.map((g) => [g, fingerprint(path.join(guests, g))]));
+    const before = new Map(GUESTS.map((g) => [g, snapshot(path.join(guests, g), { dirTimes: false })]));
     // How long a whole linking run takes here, to kill within it.
     const t0 = Date.now();
     const probe = await runVunify(state, ['--json', '--no-cache', '--no-default-excludes', ...roots()], 60_000);
@@ -94,7 +75,7 @@ describe('SIGKILL during linker calls on the thread pool', () => {
       expect(journals(state)).toEqual([]);
       for (const g of GUESTS) {
         expect(findTemps(path.join(guests, g))).toEqual([]);
-        expect(fingerprint(path.join(guests, g))).toEqual(before.get(g));
+        expect(snapshot(path.join(guests, g), { dirTimes: false })).toEqual(before.get(g));
       }
       for (const dn of DIRS) for (const fn of FILES) expect(new Set(GUESTS.map((g) => fs.statSync(path.join(guests, g, dn, fn)).ino)).size).toBe(1);
     }

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exited, findTemps, journals, killChildren, runVunify, SCRIPT_PRELUDE, startScript } from '../helpers/hostile.js';
-import { rmTree, tempDir } from '../helpers/tree.js';
+import { rmTree, snapshot, tempDir, writeGrid } from '../helpers/tree.js';
 
 const GUESTS = ['g1', 'g2', 'g3'];
 const DIRS = Array.from({ length: 48 }, (_, i) => `d${String(i).padStart(2, '0')}`);
@@ -24,31 +24,13 @@ let top: string, guests: string, decoy: string, state: string;
 const roots = () => GUESTS.map((g) => path.join(guests, g));
 const content = (d: number, f: number) => Buffer.from(`${DIRS[d]}/${FILES[f]}: the same in every guest\n`.repeat(1 + ((d * 7 + f * 3) % 20) * 9));
 
-/** Every file below `dir`: path -> "sha256 mode uid gid size mtime" (and the inode and link count when `inodes`). */
-function fingerprint(dir: string, inodes = false): Map<string, string> {
-  const out = execFileSync('find', [dir, '-type', 'f', '-printf', inodes ? '%p\\t%m %U %G %s %T@ %i %n\\n' : '%p\\t%m %U %G %s %T@\\n'], { encoding: 'utf8' });
-  const sums = execFileSync('bash', ['-c', 'find "$1" -type f -print0 | xargs -0 -r sha256sum', 'x', dir], { encoding: 'utf8' });
-  const sum = new Map(sums.trim().split('\n').filter(Boolean).map((l) => [l.slice(66), l.slice(0, 64)]));
-  return new Map(out.trim().split('\n').filter(Boolean).map((l) => {
-    const [p, meta] = l.split('\t') as [string, string];
-    return [path.relative(dir, p), `${sum.get(p)} ${meta}`];
-  }));
-}
-
 beforeAll(() => {
   top = tempDir('vunify-link-calls-');
   guests = path.join(top, 'guests');
   decoy = path.join(top, 'host');
   state = path.join(top, 'state');
   fs.mkdirSync(state, { mode: 0o700 });
-  for (const base of [...GUESTS.map((g) => path.join(guests, g)), decoy])
-    for (const [d, dn] of DIRS.entries())
-      for (const [f, fn] of FILES.entries()) {
-        const file = path.join(base, dn, fn);
-        fs.mkdirSync(path.dirname(file), { recursive: true });
-        fs.writeFileSync(file, content(d, f));
-        fs.utimesSync(file, 1700000000, 1700000000);
-      }
+  writeGrid([...roots(), decoy], DIRS, FILES, content);
 });
 afterAll(async () => {
   await killChildren();
@@ -83,8 +65,8 @@ while (!fs.existsSync(stop)) {
 
 describe('linker calls overlapping JavaScript, against a racing guest', () => {
   it('touch nothing outside the roots and leave every guest path its own bytes', async () => {
-    const guestBefore = new Map(GUESTS.map((g) => [g, fingerprint(path.join(guests, g))]));
-    const decoyBefore = fingerprint(decoy, true);
+    const guestBefore = new Map(GUESTS.map((g) => [g, snapshot(path.join(guests, g), { dirTimes: false })]));
+    const decoyBefore = snapshot(decoy, { inodes: true });
     const stop = path.join(top, 'stop');
     const hostile = startScript(HOSTILE, { seed: 8, root: path.join(guests, 'g3'), decoy, dirs: DIRS, files: FILES, stop });
     const codes: (number | null)[] = [];
@@ -116,10 +98,10 @@ describe('linker calls overlapping JavaScript, against a racing guest', () => {
     for (const c of codes) expect([0, 1]).toContain(c);
     const last = await runVunify(state, ['--json', '--no-default-excludes', ...roots()], 60_000);
     expect(last.code, last.stderr).toBe(0);
-    expect(fingerprint(decoy, true)).toEqual(decoyBefore);
+    expect(snapshot(decoy, { inodes: true })).toEqual(decoyBefore);
     for (const g of GUESTS) {
       expect(findTemps(path.join(guests, g))).toEqual([]);
-      const now = fingerprint(path.join(guests, g));
+      const now = snapshot(path.join(guests, g), { dirTimes: false });
       // Same names, bytes and metadata: only link counts and inodes moved.
       expect(now).toEqual(guestBefore.get(g));
     }
@@ -130,7 +112,7 @@ describe('linker calls overlapping JavaScript, against a racing guest', () => {
       expect(inos.size).toBe(1);
     }
     // No guest path names a decoy inode.
-    const decoyInos = new Set([...fingerprint(decoy, true).values()].map((v) => v.split(' ').at(-2)));
+    const decoyInos = new Set([...snapshot(decoy, { inodes: true }).values()].map((v) => v.split('|')[1]));
     for (const g of GUESTS) for (const dn of DIRS) for (const fn of FILES) expect(decoyInos.has(String(fs.statSync(path.join(guests, g, dn, fn)).ino))).toBe(false);
   });
 });
