@@ -138,29 +138,48 @@ export class InodeRows {
    */
   renumber(order: Uint32Array, scratch: Uint32Array): void {
     const n = this.count, c = order.length;
-    const listed = new Uint8Array((n >>> 3) + 1);
-    for (let k = 0; k < c; k++) listed[order[k]! >>> 3]! |= 1 << (order[k]! & 7);
-    const heads = scratch.subarray(0, n);
-    const many = new Uint8Array(this.many.length);
-    const ids = new Uint32Array(this.manyId.length), from = new Uint32Array(ids.length), to = new Uint32Array(ids.length);
-    let j = 0, next = c;
-    const place = (old: number, k: number) => {
-      heads[k] = this.paths[old]!;
-      if ((this.many[old >>> 3]! & (1 << (old & 7))) === 0) return;
-      this.find(old);
-      many[k >>> 3]! |= 1 << (k & 7);
-      (ids[j] = k), (from[j] = this.lastFrom), (to[j++] = this.lastTo);
+    const listed = listedBits(order, n);
+    const to: Renumbered = {
+      heads: scratch.subarray(0, n),
+      many: new Uint8Array(this.many.length),
+      ids: new Uint32Array(this.manyId.length),
+      from: new Uint32Array(this.manyId.length),
+      to: new Uint32Array(this.manyId.length),
+      j: 0,
     };
-    for (let k = 0; k < c; k++) place(order[k]!, k);
-    for (let old = 0; old < n; old++) if ((listed[old >>> 3]! & (1 << (old & 7))) === 0) place(old, next++);
+    // Each loop a method of its own (see inodeRows): optimized in the middle of one,
+    // the code after it no longer deoptimizes when it first runs.
+    this.placeListed(to, order);
+    const next = this.placeOthers(to, listed, c);
     if (next !== n) throw new Error('inodes: renumbered with an order that repeats an inode');
-    this.paths.set(heads);
+    this.paths.set(to.heads);
     // The blocks stay where they are; placed in ascending new numbers, their list is sorted.
-    this.manyId = ids;
-    this.manyFrom = from;
-    this.manyTo = to;
-    this.many = many;
+    this.manyId = to.ids;
+    this.manyFrom = to.from;
+    this.manyTo = to.to;
+    this.many = to.many;
     this.lastK = -1;
+  }
+
+  /** Inode order[k] becomes k. */
+  private placeListed(to: Renumbered, order: Uint32Array): void {
+    for (let k = 0; k < order.length; k++) this.place(to, order[k]!, k);
+  }
+
+  /** The inodes not in the order, in theirs, from `next` on; returns the number after the last. */
+  private placeOthers(to: Renumbered, listed: Uint8Array, next: number): number {
+    for (let old = 0; old < this.count; old++) if ((listed[old >>> 3]! & (1 << (old & 7))) === 0) this.place(to, old, next++);
+    return next;
+  }
+
+  /** Inode `old` becomes k in `to`. */
+  private place(to: Renumbered, old: number, k: number): void {
+    to.heads[k] = this.paths[old]!;
+    if ((this.many[old >>> 3]! & (1 << (old & 7))) === 0) return;
+    this.find(old);
+    to.many[k >>> 3]! |= 1 << (k & 7);
+    const j = to.j++;
+    (to.ids[j] = k), (to.from[j] = this.lastFrom), (to.to[j] = this.lastTo);
   }
 
   /**
@@ -203,6 +222,24 @@ export class InodeRows {
     this.lastFrom = this.manyFrom[lo]!;
     this.lastTo = this.manyTo[lo]!;
   }
+}
+
+/** InodeRows.renumber's new arrays as they are filled. */
+interface Renumbered {
+  heads: Uint32Array;
+  many: Uint8Array;
+  ids: Uint32Array;
+  from: Uint32Array;
+  to: Uint32Array;
+  /** Blocks placed so far. */
+  j: number;
+}
+
+/** A bit per inode of n: set for those in `order`. */
+function listedBits(order: Uint32Array, n: number): Uint8Array {
+  const listed = new Uint8Array((n >>> 3) + 1);
+  for (let k = 0; k < order.length; k++) listed[order[k]! >>> 3]! |= 1 << (order[k]! & 7);
+  return listed;
 }
 
 /** The first index of sorted `a` whose value is `v` or more. */
@@ -396,14 +433,22 @@ class InodeBuilder {
       const tight = new Uint32Array(count + paths.length - end);
       tight.set(paths.subarray(0, count));
       tight.set(paths.subarray(end), count);
-      for (let j = 0; j < manyFrom.length; j++) manyFrom.data[j]! -= end - count;
+      shiftDown(manyFrom, end - count);
       paths = tight;
     }
-    // Block j ends where block j-1 starts (blocks were placed from the array's end down).
-    const manyTo = new Uint32Array(manyFrom.length);
-    for (let j = 0; j < manyFrom.length; j++) manyTo[j] = j === 0 ? paths.length : manyFrom.data[j - 1]!;
-    return new InodeRows(count, paths, this.many, manyId.data.slice(0, manyId.length), manyFrom.data.slice(0, manyFrom.length), manyTo);
+    return new InodeRows(count, paths, this.many, manyId.data.slice(0, manyId.length), manyFrom.data.slice(0, manyFrom.length), blockEnds(manyFrom, paths.length));
   }
+}
+
+function shiftDown(list: Growing, by: number): void {
+  for (let j = 0; j < list.length; j++) list.data[j]! -= by;
+}
+
+/** Block j ends where block j-1 starts (blocks were placed from the array's end down). */
+function blockEnds(starts: Growing, length: number): Uint32Array {
+  const ends = new Uint32Array(starts.length);
+  for (let j = 0; j < starts.length; j++) ends[j] = j === 0 ? length : starts.data[j - 1]!;
+  return ends;
 }
 
 /**
