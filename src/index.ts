@@ -94,7 +94,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     collectGarbage(scan.tables.files.count); // the hash stage's batches and lists, before planning adds its own
     log.timed('hash');
     // Before the plan and the first link: a run that could not finish stops here, nothing changed.
-    s.budget.beforePlan(groups.candidates, largestSet(inodes, groups, sets), !!s.state);
+    s.budget.beforePlan(groups.candidates, () => largestSet(inodes, groups, sets), !!s.state);
     const projects = readDirProjectRows(scan, setDirs({ scan, inodes, groups }, sets), walked.dirAttrs);
     const candidates = { scan, inodes, groups, read, projects };
     // A dry run needs the plan's totals, not its rows (only the linker iterates them).

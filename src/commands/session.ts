@@ -261,14 +261,14 @@ export async function hashRowGroups(
   const hashOpts = { secret: key.secret, policy, onError: s.log.onError, onProgress: (b: number) => s.progress.tick(b) };
   if (!cache) {
     // Every candidate is read, in order: no list of them (4 bytes each, held through the stage).
-    let bytes = 0;
-    for (let m = 0; m < n; m++) bytes += sizeOf(t, rowOf(m));
-    const hashed = { files: n, bytes, cacheHits: 0 };
+    // Loops in functions of their own (see group.ts inodeRows): optimized mid-loop, this one
+    // was deoptimized by the code after each (and by its small-integer sum passing 2^31).
+    const hashed = { files: n, bytes: candidateBytes(t, n, rowOf)[0]!, cacheHits: 0 };
     s.progress.stage('hashing', hashed.bytes, 'bytes');
     const part = new Uint32Array(Math.min(n, IDENTITY_CHUNK));
     for (let from = 0; from < n; from += part.length) {
       const todo = part.subarray(0, Math.min(part.length, n - from));
-      for (let k = 0; k < todo.length; k++) todo[k] = from + k;
+      countFrom(todo, from);
       await hashRows(scan, todo, rowOf, read, hashOpts);
     }
     return { read, hashed, assumed: new Map() };
@@ -319,6 +319,23 @@ export async function hashRowGroups(
     }
   }
   return { read, hashed, assumed };
+}
+
+/**
+ * Bytes of candidates 0..n-1, as the one number of the array returned: a
+ * double from the start (a small-integer sum deoptimized at 2^31), and
+ * read by the caller (optimized mid-loop, a read here after the loop had
+ * no type feedback yet and deoptimized this function on its way out).
+ */
+function candidateBytes(t: Scan['tables'], n: number, rowOf: (m: number) => number): Float64Array {
+  const sum = new Float64Array(1);
+  for (let m = 0; m < n; m++) sum[0]! += sizeOf(t, rowOf(m));
+  return sum;
+}
+
+/** todo[k] = from + k. */
+function countFrom(todo: Uint32Array, from: number): void {
+  for (let k = 0; k < todo.length; k++) todo[k] = from + k;
 }
 
 /** Candidates hashed per hashRows call without a cache: enough that the batches in flight drain rarely. */
@@ -386,7 +403,6 @@ function knownClassProbes(groups: GroupRows, read: ReadColumns, todo: Uint32Arra
 function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: GroupRows, read: ReadColumns): void {
   const t = scan.tables;
   const f = t.files;
-  const N = f.count;
   const R = scan.roots.length;
   // Only the roots whose shard has entries (after unifying, every inode is
   // filed under one root: the other roots' shards are empty).
@@ -396,26 +412,11 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
   if (!any) return;
   const n = groups.candidates;
   const rowOf = (m: number) => inodes.head(m);
-  const first = new Uint8Array((N + 7) >>> 3);
-  for (let m = 0; m < n; m++) first[rowOf(m) >>> 3]! |= 1 << (rowOf(m) & 7);
-  // Rows by root (a counting sort), then each root's by inode number.
-  const start = new Uint32Array(R + 1);
-  for (let row = 0; row < N; row++) {
-    const r = rootIndexOf(t, row);
-    if (want[r]) start[r + 1]!++;
-  }
-  for (let r = 0; r < R; r++) start[r + 1]! += start[r]!;
-  const at = start.slice(0, R);
-  const perm = new Uint32Array(start[R]!);
-  for (let row = 0; row < N; row++) {
-    if (first[row >>> 3]! & (1 << (row & 7))) continue;
-    const r = rootIndexOf(t, row);
-    if (want[r]) perm[at[r]!++] = row;
-  }
-  for (let m = 0; m < n; m++) {
-    const r = rootIndexOf(t, rowOf(m));
-    if (want[r]) perm[at[r]!++] = CAND | m;
-  }
+  // Rows by root (a counting sort), then each root's by inode number. Each pass over the rows
+  // or candidates a function of its own (see group.ts inodeRows): optimized in the middle of
+  // its loop, this one was deoptimized by the next loop's first run.
+  const start = rowsPerRoot(t, want, R);
+  const perm = rootOrder(t, want, start, inodes, n);
   const rowAt = (v: number) => (v & CAND ? rowOf(v & ~CAND) : v);
   let most = 0;
   for (let r = 0; r < R; r++) if (want[r]) most = Math.max(most, start[r + 1]! - start[r]!);
@@ -453,6 +454,86 @@ function fromCacheRows(cache: HashCache, scan: Scan, inodes: InodeRows, groups: 
   }
 }
 
+/** start[r] .. start[r + 1]: where root r's rows go in fromCacheRows' list (only the roots wanted have any). */
+function rowsPerRoot(t: Scan['tables'], want: Uint8Array, R: number): Uint32Array {
+  const start = countPerRoot(t, want, R);
+  for (let r = 0; r < R; r++) start[r + 1]! += start[r]!;
+  return start;
+}
+
+/** Rows of root r at start[r + 1] (a loop alone: see candidateBytes). */
+function countPerRoot(t: Scan['tables'], want: Uint8Array, R: number): Uint32Array {
+  const start = new Uint32Array(R + 1);
+  for (let row = 0; row < t.files.count; row++) {
+    const r = rootIndexOf(t, row);
+    if (want[r]) start[r + 1]!++;
+  }
+  return start;
+}
+
+/** The rows of the wanted roots, by root: each candidate's first row as CAND | candidate, every other row as itself. */
+function rootOrder(t: Scan['tables'], want: Uint8Array, start: Uint32Array, inodes: InodeRows, n: number): Uint32Array {
+  const R = start.length - 1;
+  const first = firstRows(inodes, n, t.files.count);
+  const at = start.slice(0, R);
+  const perm = new Uint32Array(start[R]!);
+  placeRows(t, want, first, at, perm);
+  placeCandidates(t, want, inodes, n, at, perm);
+  return perm;
+}
+
+/** A bit per row: the first row of some candidate. */
+function firstRows(inodes: InodeRows, n: number, N: number): Uint8Array {
+  const first = new Uint8Array((N + 7) >>> 3);
+  for (let m = 0; m < n; m++) {
+    const row = inodes.head(m);
+    first[row >>> 3]! |= 1 << (row & 7);
+  }
+  return first;
+}
+
+function placeRows(t: Scan['tables'], want: Uint8Array, first: Uint8Array, at: Uint32Array, perm: Uint32Array): void {
+  for (let row = 0; row < t.files.count; row++) {
+    if (first[row >>> 3]! & (1 << (row & 7))) continue;
+    const r = rootIndexOf(t, row);
+    if (want[r]) perm[at[r]!++] = row;
+  }
+}
+
+function placeCandidates(t: Scan['tables'], want: Uint8Array, inodes: InodeRows, n: number, at: Uint32Array, perm: Uint32Array): void {
+  for (let m = 0; m < n; m++) {
+    const r = rootIndexOf(t, inodes.head(m));
+    if (want[r]) perm[at[r]!++] = CAND | m;
+  }
+}
+
+/** Each value's inode number into inos; the largest. */
+function readInos(t: Scan['tables'], vals: Uint32Array, heads: Uint32Array, inos: Float64Array): number {
+  let most = 0;
+  for (let i = 0; i < vals.length; i++) {
+    const v = vals[i]!;
+    const ino = inoOf(t, v >= CAND ? heads[v - CAND]! : v);
+    inos[i] = ino;
+    if (ino > most) most = ino;
+  }
+  return most;
+}
+
+/** Key i: (ino, i), the inode numbers below 2^32; written after inos[i] is read (the keys lie over them). */
+function inoKeys(inos: Float64Array, words: Uint32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const ino = inos[i]!;
+    words[2 * i + HI] = ino;
+    words[2 * i + LO] = i;
+  }
+}
+
+/** The values in their sorted keys' order, each through its key's low word (vals is not written before all are read). */
+function reorderByKeys(vals: Uint32Array, words: Uint32Array, n: number): void {
+  for (let i = 0; i < n; i++) words[2 * i + LO] = vals[words[2 * i + LO]!]!;
+  for (let i = 0; i < n; i++) vals[i] = words[2 * i + LO]!;
+}
+
 /** Marks a candidate (its number below) rather than a row in fromCacheRows' per-root lists. */
 const CAND = 0x80000000;
 
@@ -470,25 +551,14 @@ function sortByIno(scan: Scan, vals: Uint32Array, inodes: InodeRows, keys: Float
   const n = vals.length;
   const inos = new Float64Array(keys.buffer, keys.byteOffset, n);
   const heads = inodes.paths; // candidate m's first row is heads[m] (InodeRows.head)
-  let most = 0;
-  for (let i = 0; i < n; i++) {
-    const v = vals[i]!;
-    const ino = inoOf(t, v >= CAND ? heads[v - CAND]! : v);
-    inos[i] = ino;
-    if (ino > most) most = ino;
-  }
+  // Each loop in a function of its own (see fromCacheRows).
+  const most = readInos(t, vals, heads, inos);
   if (most < 2 ** 32) {
     // The keys are laid over the inode numbers: key i is written after inos[i] is read.
     const { keys: k64, words } = sortKeys(n, keys);
-    for (let i = 0; i < n; i++) {
-      const ino = inos[i]!;
-      words[2 * i + HI] = ino;
-      words[2 * i + LO] = i;
-    }
+    inoKeys(inos, words, n);
     k64.sort();
-    // The values in their new order, each through its key's low word (vals is not written before all are read).
-    for (let i = 0; i < n; i++) words[2 * i + LO] = vals[words[2 * i + LO]!]!;
-    for (let i = 0; i < n; i++) vals[i] = words[2 * i + LO]!;
+    reorderByKeys(vals, words, n);
     return words;
   }
   const bits = Math.max(1, Math.ceil(Math.log2(n + 1)));

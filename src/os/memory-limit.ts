@@ -255,10 +255,18 @@ export class MemoryBudget {
     return this.limit === undefined ? undefined : FILE_BYTES - FILE_ROW_BYTES;
   }
 
-  /** Before planning and linking: resident now plus what they need, for `candidates` files and a largest set of `largest`; `links`: the run goes on to link (a dry run only plans). */
-  beforePlan(candidates: number, largest: number, links = true): void {
+  /**
+   * Before planning and linking: resident now plus what they need, for
+   * `candidates` files and a largest set of `largest` paths (or a function
+   * that counts them, called only when there is a limit: a pass over every
+   * set member, ~5 ms of a fleet dry run's single-threaded plan stage, for
+   * nothing on a host without one); `links`: the run goes on to link (a
+   * dry run only plans).
+   */
+  beforePlan(candidates: number, largest: number | (() => number), links = true): void {
     if (this.limit === undefined) return;
-    const need = this.rss() + candidates * (links ? LINK_BYTES : PLAN_BYTES) + largest * SET_BYTES + (links ? linkerBytes() : 0);
+    const most = typeof largest === 'function' ? largest() : largest;
+    const need = this.rss() + candidates * (links ? LINK_BYTES : PLAN_BYTES) + most * SET_BYTES + (links ? linkerBytes() : 0);
     if (need > this.limit.bytes) this.fail('the link plan', candidates, need, 'after hashing');
   }
 

@@ -17,7 +17,7 @@
 import type { FileRec, Inode } from '../core/types.js';
 import { compareMetadataRows, metadataHashRow, metadataKey, mix, type PolicyOptions } from './policy.js';
 import { classesIn, classList, HI, isIdentity, LO, rootIndexOf, sortKeys, type Scan } from './rows.js';
-import { inoOf } from './table.js';
+import { inoOf, type Tables } from './table.js';
 
 export { metadataKey };
 export type GroupOptions = PolicyOptions;
@@ -138,29 +138,48 @@ export class InodeRows {
    */
   renumber(order: Uint32Array, scratch: Uint32Array): void {
     const n = this.count, c = order.length;
-    const listed = new Uint8Array((n >>> 3) + 1);
-    for (let k = 0; k < c; k++) listed[order[k]! >>> 3]! |= 1 << (order[k]! & 7);
-    const heads = scratch.subarray(0, n);
-    const many = new Uint8Array(this.many.length);
-    const ids = new Uint32Array(this.manyId.length), from = new Uint32Array(ids.length), to = new Uint32Array(ids.length);
-    let j = 0, next = c;
-    const place = (old: number, k: number) => {
-      heads[k] = this.paths[old]!;
-      if ((this.many[old >>> 3]! & (1 << (old & 7))) === 0) return;
-      this.find(old);
-      many[k >>> 3]! |= 1 << (k & 7);
-      (ids[j] = k), (from[j] = this.lastFrom), (to[j++] = this.lastTo);
+    const listed = listedBits(order, n);
+    const to: Renumbered = {
+      heads: scratch.subarray(0, n),
+      many: new Uint8Array(this.many.length),
+      ids: new Uint32Array(this.manyId.length),
+      from: new Uint32Array(this.manyId.length),
+      to: new Uint32Array(this.manyId.length),
+      j: 0,
     };
-    for (let k = 0; k < c; k++) place(order[k]!, k);
-    for (let old = 0; old < n; old++) if ((listed[old >>> 3]! & (1 << (old & 7))) === 0) place(old, next++);
+    // Each loop a method of its own (see inodeRows): optimized in the middle of one,
+    // the code after it no longer deoptimizes when it first runs.
+    this.placeListed(to, order);
+    const next = this.placeOthers(to, listed, c);
     if (next !== n) throw new Error('inodes: renumbered with an order that repeats an inode');
-    this.paths.set(heads);
+    this.paths.set(to.heads);
     // The blocks stay where they are; placed in ascending new numbers, their list is sorted.
-    this.manyId = ids;
-    this.manyFrom = from;
-    this.manyTo = to;
-    this.many = many;
+    this.manyId = to.ids;
+    this.manyFrom = to.from;
+    this.manyTo = to.to;
+    this.many = to.many;
     this.lastK = -1;
+  }
+
+  /** Inode order[k] becomes k. */
+  private placeListed(to: Renumbered, order: Uint32Array): void {
+    for (let k = 0; k < order.length; k++) this.place(to, order[k]!, k);
+  }
+
+  /** The inodes not in the order, in theirs, from `next` on; returns the number after the last. */
+  private placeOthers(to: Renumbered, listed: Uint8Array, next: number): number {
+    for (let old = 0; old < this.count; old++) if ((listed[old >>> 3]! & (1 << (old & 7))) === 0) this.place(to, old, next++);
+    return next;
+  }
+
+  /** Inode `old` becomes k in `to`. */
+  private place(to: Renumbered, old: number, k: number): void {
+    to.heads[k] = this.paths[old]!;
+    if ((this.many[old >>> 3]! & (1 << (old & 7))) === 0) return;
+    this.find(old);
+    to.many[k >>> 3]! |= 1 << (k & 7);
+    const j = to.j++;
+    (to.ids[j] = k), (to.from[j] = this.lastFrom), (to.to[j] = this.lastTo);
   }
 
   /**
@@ -203,6 +222,24 @@ export class InodeRows {
     this.lastFrom = this.manyFrom[lo]!;
     this.lastTo = this.manyTo[lo]!;
   }
+}
+
+/** InodeRows.renumber's new arrays as they are filled. */
+interface Renumbered {
+  heads: Uint32Array;
+  many: Uint8Array;
+  ids: Uint32Array;
+  from: Uint32Array;
+  to: Uint32Array;
+  /** Blocks placed so far. */
+  j: number;
+}
+
+/** A bit per inode of n: set for those in `order`. */
+function listedBits(order: Uint32Array, n: number): Uint8Array {
+  const listed = new Uint8Array((n >>> 3) + 1);
+  for (let k = 0; k < order.length; k++) listed[order[k]! >>> 3]! |= 1 << (order[k]! & 7);
+  return listed;
 }
 
 /** The first index of sorted `a` whose value is `v` or more. */
@@ -248,97 +285,170 @@ export interface GroupRows {
  * `keys`: scratch for the sort (rows.ts sortKeys), at least one number per file;
  * groupRows can be given the same one, so grouping makes one such array,
  * not two (8 bytes per file each, garbage until the collector runs).
+ *
+ * Each pass over the rows is a function of its own (countLinked,
+ * fillInodeKeys, InodeBuilder.scan): every pass runs once, over every row,
+ * so V8 optimizes it in the middle of its loop (on-stack replacement), and
+ * code after that loop in the same function had run no time yet: reaching
+ * it deoptimized the whole function back to the interpreter, once per
+ * later pass, each time until another compilation on the (busy) compiler
+ * thread was done (three deoptimizations per run on the fleet).
  */
 export function inodeRows(scan: Scan, keys?: Float64Array): InodeRows {
-  const t = scan.tables, f = t.files, n = f.count;
+  const t = scan.tables, n = t.files.count;
   const devs = scan.roots.map((r) => r.dev);
-  const devOf = (row: number) => devs[rootIndexOf(t, row)]!;
   // Room for a head per file and the blocks: a block holds its first path twice, and
   // an inode has one only if two of its rows were listed, each with nlink 2 or more
   // (unless its links changed during the walk: then the array grows).
-  let linked = 0;
-  for (let row = 0; row < n; row++) if (f.nlink[row] !== 1) linked++;
-  let paths = new Uint32Array(n + (linked >>> 1));
-  const many = new Uint8Array((n >>> 3) + 1);
-  const manyId = new Growing(), manyFrom = new Growing();
-  let count = 0, end = paths.length; // heads fill [0, count), blocks [end, paths.length)
-  let listed = 0; // rows of the classes so far: the heads to come are at most n - listed
-  // An inode of several paths: its first path (one under its earliest root,
-  // whatever order the walk's threads wrote the rows in: the hash cache
-  // files the inode under that root's shard) as its head, all of them as a block.
-  const several = (items: Uint32Array, from: number, to: number) => {
-    let first = from;
-    for (let k = from + 1; k < to; k++) if (rootIndexOf(t, items[k]!) < rootIndexOf(t, items[first]!)) first = k;
-    const k = count++;
-    listed += to - from;
-    if (to - from > 1) {
-      if (end - (to - from) < count + n - listed) {
-        const grown = new Uint32Array(paths.length + Math.max(to - from, paths.length >>> 3));
-        const tail = paths.length - end, shift = grown.length - paths.length;
-        grown.set(paths.subarray(0, k));
-        grown.set(paths.subarray(end), grown.length - tail);
-        for (let j = 0; j < manyFrom.length; j++) manyFrom.data[j]! += shift;
-        end += shift;
-        paths = grown;
-      }
-      end -= to - from;
-      let at = end;
-      paths[at++] = items[first]!;
-      for (let j = from; j < to; j++) if (j !== first) paths[at++] = items[j]!;
-      many[k >>> 3]! |= 1 << (k & 7);
-      manyId.push(k);
-      manyFrom.push(end);
-    }
-    paths[k] = items[first]!;
-  };
-  const sameInode = (a: number, b: number) => devOf(a) - devOf(b) || inoOf(t, a) - inoOf(t, b);
+  const b = new InodeBuilder(t, devs, n, countLinked(t.files.nlink, n));
   // Rows bucketed by a hash of (dev, ino) with one sort (rows.ts classesOf), the keys
   // filled and the buckets scanned here rather than through its callbacks: nearly
-  // every bucket is one row of one path, taken on the spot; this loop's calls stay
+  // every bucket is one row of one path, taken on the spot; these loops' calls stay
   // monomorphic (classesOf's, shared with the other stages, are not).
   if (n > 0) {
-    const sorted = sortKeys(n, keys), words = sorted.words;
-    for (let row = 0; row < n; row++) {
-      const ino = inoOf(t, row);
-      words[2 * row + HI] = (mix(mix(0x2545f491, devs[rootIndexOf(t, row)]! | 0), ino | 0) ^ ((ino / 4294967296) | 0)) >>> 0;
-      words[2 * row + LO] = row;
-    }
+    const sorted = sortKeys(n, keys);
+    fillInodeKeys(t, devs, sorted.words, n);
     sorted.keys.sort();
-    let scratch = new Uint32Array(64);
+    b.scan(sorted.words, n);
+  }
+  return b.finish();
+}
+
+/** Rows whose nlink is not 1 (each may share its inode with another row). */
+function countLinked(nlink: Uint8Array, n: number): number {
+  let linked = 0;
+  for (let row = 0; row < n; row++) if (nlink[row] !== 1) linked++;
+  return linked;
+}
+
+/** Sort key of each row: a 32-bit hash of (dev, ino) and the row (rows.ts sortKeys). */
+function fillInodeKeys(t: Tables, devs: readonly number[], words: Uint32Array, n: number): void {
+  for (let row = 0; row < n; row++) {
+    const ino = inoOf(t, row);
+    words[2 * row + HI] = (mix(mix(0x2545f491, devs[rootIndexOf(t, row)]! | 0), ino | 0) ^ ((ino / 4294967296) | 0)) >>> 0;
+    words[2 * row + LO] = row;
+  }
+}
+
+/** inodeRows' arrays as the buckets of rows are taken, inode by inode. */
+class InodeBuilder {
+  paths: Uint32Array;
+  readonly many: Uint8Array;
+  readonly manyId = new Growing();
+  readonly manyFrom = new Growing();
+  /** Heads fill [0, count), blocks [end, paths.length). */
+  count = 0;
+  end: number;
+  /** Rows of the classes so far: the heads to come are at most n - listed. */
+  listed = 0;
+  private scratch = new Uint32Array(64);
+  constructor(
+    private readonly t: Tables,
+    private readonly devs: readonly number[],
+    private readonly n: number,
+    linked: number,
+  ) {
+    this.paths = new Uint32Array(n + (linked >>> 1));
+    this.many = new Uint8Array((n >>> 3) + 1);
+    this.end = this.paths.length;
+  }
+
+  private devOf(row: number): number {
+    return this.devs[rootIndexOf(this.t, row)]!;
+  }
+
+  /** The sorted keys' buckets: one row is an inode of one path; a bucket of several rows, one inode or (rarely) several. */
+  scan(words: Uint32Array, n: number): void {
+    const t = this.t;
     for (let i = 0; i < n; ) {
       const h = words[2 * i + HI]!;
       let j = i + 1;
       while (j < n && words[2 * j + HI] === h) j++;
       if (j - i === 1) {
-        paths[count++] = words[2 * i + LO]!;
-        listed++;
+        this.paths[this.count++] = words[2 * i + LO]!;
+        this.listed++;
       } else {
         const len = j - i;
-        if (len > scratch.length) scratch = new Uint32Array(Math.max(len, scratch.length * 2));
+        if (len > this.scratch.length) this.scratch = new Uint32Array(Math.max(len, this.scratch.length * 2));
+        const scratch = this.scratch;
         for (let k = 0; k < len; k++) scratch[k] = words[2 * (i + k) + LO]!;
         // Nearly always the paths of one inode (after unifying, most buckets): checked here, one
         // comparison per row; only a bucket of several inodes goes through classesIn's sort.
-        const dev = devOf(scratch[0]!), ino = inoOf(t, scratch[0]!);
+        const dev = this.devOf(scratch[0]!), ino = inoOf(t, scratch[0]!);
         let same = 1;
-        while (same < len && devOf(scratch[same]!) === dev && inoOf(t, scratch[same]!) === ino) same++;
-        if (same === len) several(scratch, 0, len);
-        else classesIn(scratch, len, sameInode, 1, several);
+        while (same < len && this.devOf(scratch[same]!) === dev && inoOf(t, scratch[same]!) === ino) same++;
+        if (same === len) this.several(scratch, 0, len);
+        else
+          classesIn(
+            scratch,
+            len,
+            (a, b) => this.devOf(a) - this.devOf(b) || inoOf(t, a) - inoOf(t, b),
+            1,
+            (items, from, to) => this.several(items, from, to),
+          );
       }
       i = j;
     }
   }
-  // The room left between heads and blocks (nearly none unless many rows have links the walk did not see) is cut out.
-  if (end - count > (n >>> 4)) {
-    const tight = new Uint32Array(count + paths.length - end);
-    tight.set(paths.subarray(0, count));
-    tight.set(paths.subarray(end), count);
-    for (let j = 0; j < manyFrom.length; j++) manyFrom.data[j]! -= end - count;
-    paths = tight;
+
+  /**
+   * An inode of several paths: its first path (one under its earliest root,
+   * whatever order the walk's threads wrote the rows in: the hash cache
+   * files the inode under that root's shard) as its head, all of them as a block.
+   */
+  several(items: Uint32Array, from: number, to: number): void {
+    const t = this.t, n = this.n;
+    let first = from;
+    for (let k = from + 1; k < to; k++) if (rootIndexOf(t, items[k]!) < rootIndexOf(t, items[first]!)) first = k;
+    const k = this.count++;
+    this.listed += to - from;
+    if (to - from > 1) {
+      if (this.end - (to - from) < this.count + n - this.listed) {
+        const paths = this.paths;
+        const grown = new Uint32Array(paths.length + Math.max(to - from, paths.length >>> 3));
+        const tail = paths.length - this.end, shift = grown.length - paths.length;
+        grown.set(paths.subarray(0, k));
+        grown.set(paths.subarray(this.end), grown.length - tail);
+        for (let j = 0; j < this.manyFrom.length; j++) this.manyFrom.data[j]! += shift;
+        this.end += shift;
+        this.paths = grown;
+      }
+      const paths = this.paths;
+      this.end -= to - from;
+      let at = this.end;
+      paths[at++] = items[first]!;
+      for (let j = from; j < to; j++) if (j !== first) paths[at++] = items[j]!;
+      this.many[k >>> 3]! |= 1 << (k & 7);
+      this.manyId.push(k);
+      this.manyFrom.push(this.end);
+    }
+    this.paths[k] = items[first]!;
   }
-  // Block j ends where block j-1 starts (blocks were placed from the array's end down).
-  const manyTo = new Uint32Array(manyFrom.length);
-  for (let j = 0; j < manyFrom.length; j++) manyTo[j] = j === 0 ? paths.length : manyFrom.data[j - 1]!;
-  return new InodeRows(count, paths, many, manyId.data.slice(0, manyId.length), manyFrom.data.slice(0, manyFrom.length), manyTo);
+
+  finish(): InodeRows {
+    let paths = this.paths;
+    const { count, end, n, manyFrom, manyId } = this;
+    // The room left between heads and blocks (nearly none unless many rows have links the walk did not see) is cut out.
+    if (end - count > (n >>> 4)) {
+      const tight = new Uint32Array(count + paths.length - end);
+      tight.set(paths.subarray(0, count));
+      tight.set(paths.subarray(end), count);
+      shiftDown(manyFrom, end - count);
+      paths = tight;
+    }
+    return new InodeRows(count, paths, this.many, manyId.data.slice(0, manyId.length), manyFrom.data.slice(0, manyFrom.length), blockEnds(manyFrom, paths.length));
+  }
+}
+
+function shiftDown(list: Growing, by: number): void {
+  for (let j = 0; j < list.length; j++) list.data[j]! -= by;
+}
+
+/** Block j ends where block j-1 starts (blocks were placed from the array's end down). */
+function blockEnds(starts: Growing, length: number): Uint32Array {
+  const ends = new Uint32Array(starts.length);
+  for (let j = 0; j < starts.length; j++) ends[j] = j === 0 ? length : starts.data[j - 1]!;
+  return ends;
 }
 
 /**

@@ -166,6 +166,16 @@ export const BATCHES_IN_FLIGHT = 2 * os.availableParallelism();
 /** A batch ends at this many files or bytes, whichever comes first: small enough to spread big files over the cores. */
 const BATCH_FILES = 256;
 const BATCH_BYTES = 32 << 20;
+/**
+ * Bytes per file of a batch's input buffer as first made: a record is the
+ * 72-byte header and the path (~60 bytes on the fleet's guests). At 128 a
+ * batch of 256 such files outgrew it on the first batch; the first growth
+ * came after V8 had optimized encodeBatch, whose growth branch had not run
+ * yet: it deoptimized, ran in the interpreter meanwhile and was compiled
+ * again (~50 ms of the compiler thread, taken from the hash threads on 2
+ * cores). 64 KiB per batch in flight.
+ */
+const JOB_BYTES = 256;
 
 /**
  * Hash every inode of the groups and read its xattrs, then split the groups
@@ -343,7 +353,7 @@ export async function hashRows(scan: Scan, todo: Uint32Array, rowOf: (m: number)
       // One input and one output buffer per batch in flight, reused: a new
       // pair per batch was ~40 KiB of garbage each, and the collector let
       // tens of MiB of it pile up before it ran.
-      let jobs: Buffer = Buffer.allocUnsafeSlow(BATCH_FILES * 128);
+      let jobs: Buffer = Buffer.allocUnsafeSlow(BATCH_FILES * JOB_BYTES);
       const results = Buffer.allocUnsafeSlow(BATCH_FILES * (OUT_HDR + 32));
       while (next < todo.length) {
         const from = next;
@@ -379,11 +389,21 @@ export function inRowOrder(todo: Uint32Array, rowOf: (m: number) => number): Uin
     const n = Math.min(ORDER_WINDOW, todo.length - from);
     const k = keys.subarray(0, n);
     copy.set(todo.subarray(from, from + n));
-    for (let i = 0; i < n; i++) k[i] = rowOf(copy[i]!) * ORDER_WINDOW + i;
+    // Each loop in a function of its own: optimized in the middle of one, the sort
+    // after it no longer deoptimizes this one when first reached.
+    windowKeys(k, copy, n, rowOf);
     k.sort();
-    for (let i = 0; i < n; i++) todo[from + i] = copy[k[i]! % ORDER_WINDOW]!;
+    windowPlace(todo, from, copy, k, n);
   }
   return todo;
+}
+
+function windowKeys(k: Float64Array, copy: Uint32Array, n: number, rowOf: (m: number) => number): void {
+  for (let i = 0; i < n; i++) k[i] = rowOf(copy[i]!) * ORDER_WINDOW + i;
+}
+
+function windowPlace(todo: Uint32Array, from: number, copy: Uint32Array, k: Float64Array, n: number): void {
+  for (let i = 0; i < n; i++) todo[from + i] = copy[k[i]! % ORDER_WINDOW]!;
 }
 
 /**
@@ -440,7 +460,7 @@ function encodeBatch(
   const { dir: dirOf, nameLen, nameOff, mtimeNsec, ctimeNsec } = f;
   const names = t.names;
   const { mode, uid, gid } = m;
-  let buf = into && (into.byteOffset & 3) === 0 ? into : Buffer.allocUnsafeSlow(Math.max(BATCH_FILES * 128, into?.length ?? 0));
+  let buf = into && (into.byteOffset & 3) === 0 ? into : Buffer.allocUnsafeSlow(Math.max(BATCH_FILES * JOB_BYTES, into?.length ?? 0));
   let { u32, i32 } = words(buf);
   let off = 0, k = from, seen = 0;
   let lastDir = -1, dirLen = 0, lastPath = 0;

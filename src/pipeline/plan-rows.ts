@@ -435,42 +435,7 @@ function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Gener
 export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions): KeptApart {
   const sum = keptApartSum(c.scan.roots.length);
   const r = c.read, t = c.scan.tables;
-  // The candidates in no identical set: those left unmarked by a bit the state column has spare
-  // (no array per candidate; a set's number is its item's, reps below).
-  const mark = (on: boolean) => {
-    for (let s = 0; s < sets.count; s++) for (let m = sets.start[s]!; m < sets.end[s]!; m++) r.state[m] = on ? r.state[m]! | IN_SET : r.state[m]! & ~IN_SET;
-  };
-  mark(true);
-  const alone = (m: number) => (r.state[m]! & (READ | IN_SET)) === READ;
-  // A candidate alone keeps nothing apart unless another item has its hash: most have
-  // none (410,000 of them at 2,000,000 files, 12 bytes each in the sort, held at the
-  // run's peak). Two bitmaps of the hashes' low bits, seen and seen again, find the
-  // ones that may share theirs; a false match only costs it its place in the sort.
-  let items = sets.count;
-  for (let m = 0; m < r.state.length; m++) if (alone(m)) items++;
-  // 4 bits or more per item: a fifth of those alone pass (and cost 12 bytes each) while the bitmaps cost 0.25 bytes.
-  let bits = 1 << 16;
-  while (bits < 4 * items && bits < 1 << 30) bits *= 2;
-  const mask = bits - 1;
-  const seen = new Uint8Array(bits >>> 3), again = new Uint8Array(bits >>> 3);
-  const note = (m: number) => {
-    const b = r.hashLo[m]! & mask, byte = b >>> 3, bit = 1 << (b & 7);
-    if (seen[byte]! & bit) again[byte]! |= bit;
-    else seen[byte]! |= bit;
-  };
-  const mayShare = (m: number) => {
-    const b = r.hashLo[m]! & mask;
-    return (again[b >>> 3]! & (1 << (b & 7))) !== 0;
-  };
-  for (let s = 0; s < sets.count; s++) note(sets.start[s]!);
-  for (let m = 0; m < r.state.length; m++) if (alone(m)) note(m);
-  let count = sets.count;
-  for (let m = 0; m < r.state.length; m++) if (alone(m) && mayShare(m)) count++;
-  const reps = new Uint32Array(count);
-  let at = 0;
-  for (let s = 0; s < sets.count; s++) reps[at++] = sets.start[s]!;
-  for (let m = 0; m < r.state.length; m++) if (alone(m) && mayShare(m)) reps[at++] = m;
-  mark(false);
+  const { reps, count } = classItems(r, sets);
   const sizeOf = (m: number) => sizeOfRow(t, c.inodes.head(m));
   const mat = new Materializer(c.scan, c.projects);
   const onRows = new KeptApartRows(c, sets.count, sum, opts);
@@ -509,6 +474,90 @@ export function keptApartRows(c: Candidates, sets: SetRows, opts: PolicyOptions)
     },
   );
   return keptApartOf(sum);
+}
+
+/**
+ * keptApartRows' items: one per identical set (its first member), then
+ * the hashed candidates in no set whose hash may be another item's (reps;
+ * count of them). Each pass over the candidates is a function of its own:
+ * every one runs once, so V8 optimizes it in the middle of its loop, and
+ * code after the loop in the same function, not run yet, deoptimized it
+ * (three times per fleet run, back to the interpreter each time).
+ */
+function classItems(r: ReadColumns, sets: SetRows): { reps: Uint32Array; count: number } {
+  // The candidates in no identical set: those left unmarked by a bit the state column has spare
+  // (no array per candidate; a set's number is its item's, reps below).
+  markSets(r.state, sets);
+  // A candidate alone keeps nothing apart unless another item has its hash: most have
+  // none (410,000 of them at 2,000,000 files, 12 bytes each in the sort, held at the
+  // run's peak). Two bitmaps of the hashes' low bits, seen and seen again, find the
+  // ones that may share theirs; a false match only costs it its place in the sort.
+  const items = sets.count + countAlone(r.state);
+  // 4 bits or more per item: a fifth of those alone pass (and cost 12 bytes each) while the bitmaps cost 0.25 bytes.
+  let bits = 1 << 16;
+  while (bits < 4 * items && bits < 1 << 30) bits *= 2;
+  const seen = new Uint8Array(bits >>> 3), again = new Uint8Array(bits >>> 3);
+  noteHashes(r, sets, bits - 1, seen, again);
+  const count = sets.count + countMayShare(r, bits - 1, again);
+  const reps = new Uint32Array(count);
+  for (let s = 0; s < sets.count; s++) reps[s] = sets.start[s]!;
+  listMayShare(r, bits - 1, again, reps, sets.count);
+  unmarkSets(r.state, sets);
+  return { reps, count };
+}
+
+/** Set IN_SET on every member of an identical set. */
+function markSets(state: Uint8Array, sets: SetRows): void {
+  for (let s = 0; s < sets.count; s++) for (let m = sets.start[s]!; m < sets.end[s]!; m++) state[m] = state[m]! | IN_SET;
+}
+
+/** Clear it again (a function apart from markSets: one optimized for setting deoptimized at its first clearing). */
+function unmarkSets(state: Uint8Array, sets: SetRows): void {
+  for (let s = 0; s < sets.count; s++) for (let m = sets.start[s]!; m < sets.end[s]!; m++) state[m] = state[m]! & ~IN_SET;
+}
+
+/** Hashed and in no set (markSets has run). */
+const isAlone = (state: Uint8Array, m: number): boolean => (state[m]! & (READ | IN_SET)) === READ;
+
+function countAlone(state: Uint8Array): number {
+  let n = 0;
+  for (let m = 0; m < state.length; m++) if (isAlone(state, m)) n++;
+  return n;
+}
+
+/** Each item's hash (low bits, `mask`) in `seen`, and in `again` when seen before. */
+function noteHashes(r: ReadColumns, sets: SetRows, mask: number, seen: Uint8Array, again: Uint8Array): void {
+  noteSets(r, sets, mask, seen, again);
+  noteAlone(r, mask, seen, again);
+}
+
+function note(r: ReadColumns, m: number, mask: number, seen: Uint8Array, again: Uint8Array): void {
+  const b = r.hashLo[m]! & mask, byte = b >>> 3, bit = 1 << (b & 7);
+  if (seen[byte]! & bit) again[byte]! |= bit;
+  else seen[byte]! |= bit;
+}
+
+function noteSets(r: ReadColumns, sets: SetRows, mask: number, seen: Uint8Array, again: Uint8Array): void {
+  for (let s = 0; s < sets.count; s++) note(r, sets.start[s]!, mask, seen, again);
+}
+
+function noteAlone(r: ReadColumns, mask: number, seen: Uint8Array, again: Uint8Array): void {
+  for (let m = 0; m < r.state.length; m++) if (isAlone(r.state, m)) note(r, m, mask, seen, again);
+}
+
+const mayShare = (r: ReadColumns, mask: number, again: Uint8Array, m: number): boolean => {
+  const b = r.hashLo[m]! & mask;
+  return (again[b >>> 3]! & (1 << (b & 7))) !== 0;
+};
+
+function countMayShare(r: ReadColumns, mask: number, again: Uint8Array): number {
+  let n = 0;
+  for (let m = 0; m < r.state.length; m++) if (isAlone(r.state, m) && mayShare(r, mask, again, m)) n++;
+  return n;
+}
+
+function listMayShare(r: ReadColumns, mask: number, again: Uint8Array, reps: Uint32Array, at: number): void {
+  for (let m = 0; m < r.state.length; m++) if (isAlone(r.state, m) && mayShare(r, mask, again, m)) reps[at++] = m;
 }
 
 /** A bit of ReadColumns.state (rows.ts READ, ELF_BIT) that keptApartRows sets on the members of identical sets while it picks the others, and clears. */

@@ -144,11 +144,22 @@ export function classesOf(
 ): void {
   if (n === 0) return;
   const { keys, words } = sortKeys(n, keyScratch);
+  // Each loop in a function of its own (see classList).
+  bucketKeys(words, n, hash);
+  keys.sort();
+  eachBucket(words, n, cmp, min, each);
+}
+
+/** classesOf's keys: item i's hash, then i. */
+function bucketKeys(words: Uint32Array, n: number, hash: (item: number) => number): void {
   for (let i = 0; i < n; i++) {
     words[2 * i + HI] = hash(i) >>> 0;
     words[2 * i + LO] = i;
   }
-  keys.sort();
+}
+
+/** classesOf's scan of the sorted keys. */
+function eachBucket(words: Uint32Array, n: number, cmp: (a: number, b: number) => number, min: number, each: (items: Uint32Array, from: number, to: number) => void): void {
   let scratch = new Uint32Array(64);
   for (let i = 0; i < n; ) {
     const h = words[2 * i + HI]!;
@@ -217,18 +228,38 @@ export function classList(
 ): { starts: number[]; items: Uint32Array } {
   if (keyScratch.length < n) throw new Error('classList: the scratch holds fewer than n keys');
   const items = new Uint32Array(keyScratch.buffer, keyScratch.byteOffset, 2 * n);
+  const { keys, words } = sortKeys(n, keyScratch);
+  // Each pass in a function of its own: optimized in the middle of its one loop, a
+  // pass no longer deoptimizes when the code after it runs for the first time.
+  hashKeys(words, n, hash);
+  keys.sort();
   const starts: number[] = [];
+  const at = listClasses(words, n, cmp, min, items, starts);
+  starts.push(at);
+  return { starts, items: items.subarray(0, at) };
+}
+
+/** Key i: item i's hash, then i (sortKeys' words). */
+function hashKeys(words: Uint32Array, n: number, hash: (item: number) => number): void {
+  for (let i = 0; i < n; i++) {
+    words[2 * i + HI] = hash(i) >>> 0;
+    words[2 * i + LO] = i;
+  }
+}
+
+/**
+ * classList's scan of the sorted keys: each bucket's classes of `min` or
+ * more items, appended to `items` (over the keys already read), each
+ * one's start to `starts`; returns the items listed. Nothing after the
+ * loop but the return: optimized in its middle, code after it that had not
+ * run yet deoptimized it on its way out.
+ */
+function listClasses(words: Uint32Array, n: number, cmp: (a: number, b: number) => number, min: number, items: Uint32Array, starts: number[]): number {
   let at = 0;
   const add = (part: Uint32Array, from: number, to: number) => {
     starts.push(at);
     for (let k = from; k < to; k++) items[at++] = part[k]!;
   };
-  const { keys, words } = sortKeys(n, keyScratch);
-  for (let i = 0; i < n; i++) {
-    words[2 * i + HI] = hash(i) >>> 0;
-    words[2 * i + LO] = i;
-  }
-  keys.sort();
   let scratch = new Uint32Array(64);
   for (let i = 0; i < n; ) {
     const h = words[2 * i + HI]!;
@@ -246,8 +277,7 @@ export function classList(
     }
     i = j;
   }
-  starts.push(at);
-  return { starts, items: items.subarray(0, at) };
+  return at;
 }
 
 /** Sort items[0, len) by cmp, stably: insertion sort for the short runs most buckets are, else the built-in sort with ties by item. */

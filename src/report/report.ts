@@ -91,18 +91,33 @@ export function scanTotals(scan: Scan, inodes: InodeRows): ScanTotals {
   // Typed sums: an array of small integers that grows past them changes its kind mid-loop, and the loop is deoptimized.
   const rootFiles = new Float64Array(scan.roots.length);
   const rootBytes = new Float64Array(scan.roots.length);
-  let bytes = 0, shared = 0;
-  for (let row = 0; row < f.count; row++) {
-    const r = rootIndexOf(t, row), size = sizeOf(t, row);
-    rootFiles[r]!++;
-    rootBytes[r]! += size;
-    bytes += size;
-  }
+  // Each pass a function of its own: the first, optimized in the middle of its loop, deoptimized
+  // when the code after it first ran (and a small-integer sum past 2^31 deoptimized it too).
+  sumRows(scan, rootFiles, rootBytes);
   // Integer sums (below 2^53): exact in any order.
+  let bytes = 0;
+  for (const b of rootBytes) bytes += b;
+  return { files: f.count, bytes, inodes: inodes.count, shared: sharedBytes(scan, inodes), rootFiles: Array.from(rootFiles), rootBytes: Array.from(rootBytes) };
+}
+
+/** Files and bytes of each root. */
+function sumRows(scan: Scan, rootFiles: Float64Array, rootBytes: Float64Array): void {
+  const t = scan.tables, n = t.files.count;
+  for (let row = 0; row < n; row++) {
+    const r = rootIndexOf(t, row);
+    rootFiles[r]!++;
+    rootBytes[r]! += sizeOf(t, row);
+  }
+}
+
+/** Bytes of the paths past the first of each inode of several (already shared). */
+function sharedBytes(scan: Scan, inodes: InodeRows): number {
+  const t = scan.tables;
+  const sum = new Float64Array(1);
   inodes.forEachSeveral((k, paths) => {
-    shared += sizeOf(t, inodes.head(k)) * (paths - 1);
+    sum[0]! += sizeOf(t, inodes.head(k)) * (paths - 1);
   });
-  return { files: f.count, bytes, inodes: inodes.count, shared, rootFiles: Array.from(rootFiles), rootBytes: Array.from(rootBytes) };
+  return sum[0]!;
 }
 
 export function buildReport(args: {

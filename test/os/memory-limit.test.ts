@@ -24,6 +24,7 @@ import {
   memoryLimit,
   parseMemory,
   PLAN_BYTES,
+  SET_BYTES,
 } from '../../src/os/memory-limit.js';
 
 const M = 2 ** 20;
@@ -141,6 +142,20 @@ describe('MemoryBudget', () => {
     rss = 199 * M;
     expect(() => b.beforePlan(100_000, 10)).toThrow(/the link plan for 100,000 files/);
     expect(100_000 * PLAN_BYTES).toBeGreaterThan(M);
+  });
+
+  it('counts the largest set only when there is a limit, and charges what the count says', () => {
+    let calls = 0;
+    const count = (n: number) => () => (calls++, n);
+    new MemoryBudget(undefined, fixed(60 * M)).beforePlan(10, count(1_000_000), true);
+    expect(calls).toBe(0);
+    // 140 MiB left for a dry run's plan: a largest set of a tenth of `paths` fits in it, one of `paths` does not.
+    const b = new MemoryBudget(limit, fixed(60 * M));
+    const paths = Math.ceil((140 * M) / SET_BYTES);
+    expect(() => b.beforePlan(0, count(Math.floor(paths / 10)), false)).not.toThrow();
+    expect(() => b.beforePlan(0, count(paths), false)).toThrow(MemoryLimitError);
+    expect(() => b.beforePlan(0, paths, false)).toThrow(MemoryLimitError);
+    expect(calls).toBe(2);
   });
 
   it('charges a dry run the plan only, a linking run the plan and the linker', () => {
