@@ -15,7 +15,7 @@ import { withDefaults, type Rule } from '../pipeline/excludes.js';
 import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
 import { hashRows, readColumns, splitByContent, type ReadColumns } from '../pipeline/hash.js';
 import type { GroupRows, InodeRows } from '../pipeline/group.js';
-import { ELF_BIT, flagsOf, hashOf, HI, LO, projidOf, READ, rootIndexOf, setAttrs, sortKeys, type Scan } from '../pipeline/rows.js';
+import { ELF_BIT, flagsOf, HI, LO, projidOf, READ, rootIndexOf, setAttrs, sortKeys, type Scan } from '../pipeline/rows.js';
 import { ctimeSecOf, inoOf, mtimeSecOf, sizeOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
@@ -315,7 +315,7 @@ export async function hashRowGroups(
       if (!(read.state[m]! & READ)) continue;
       const row = rowOf(m);
       const elf = read.state[m]! & ELF_BIT ? ELF_YES : ELF_NO;
-      cache.put(rootIndexOf(t, row), devOf(row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', flagsOf(read, m), projidOf(read, m), elf);
+      cache.putRow(rootIndexOf(t, row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, read.hashHi[m]!, read.hashLo[m]!, read.xattrs.get(m) ?? '', flagsOf(read, m), projidOf(read, m), elf);
     }
   }
   return { read, hashed, assumed };
