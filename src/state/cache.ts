@@ -894,7 +894,7 @@ export class HashCache {
   private contents(sh: Shard, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): number {
     const out = new Writer(-1, 0);
     try {
-      this.merge(sh, out, visit);
+      this.fill(sh, out, visit);
     } catch (er) {
       this.discard(sh, er);
       return this.contents(sh, visit);
@@ -939,6 +939,19 @@ export class HashCache {
   }
 
   /**
+   * What merge() writes, through writeDelta() when the shard has no file to
+   * merge with and no refresh or forget on its device (a root's first save:
+   * merge() is then not even compiled).
+   */
+  private fill(sh: Shard, out: Writer, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): boolean {
+    if (LITTLE && !(sh.ok && this.dir) && !this.edits.has(sh.root.dev)) {
+      writeDelta(sh.delta, sh.delta.sorted(), out, visit);
+      return true;
+    }
+    return this.merge(sh, out, visit);
+  }
+
+  /**
    * The shard as a save writes it, into `out`: the file's entries (but for
    * those of inodes the run found gone) and the delta's, by inode number,
    * the delta's replacing the file's, the run's refreshes and forgets
@@ -952,10 +965,6 @@ export class HashCache {
     const ed = this.edits;
     const edits = ed.of(sh.root.dev);
     const rd = sh.ok && this.dir ? openShard(this.dir.fd, sh, this.key) : undefined;
-    if (!rd && edits.length === 0 && LITTLE) {
-      writeDelta(d, order, out, visit);
-      return true;
-    }
     let changed = order.length > 0 || !rd;
     let j = 0;
     let di = 0;
@@ -1142,7 +1151,7 @@ export class HashCache {
     const write = () =>
       writeTemp(dirFd, sh.name, (fd) => {
         const out = new Writer(fd, headLenOf(Buffer.byteLength(sh.key)));
-        this.merge(sh, out);
+        this.fill(sh, out);
         out.finish(sh, this.key);
       });
     try {
