@@ -23,7 +23,9 @@
  * the run adds (put), refreshes or forgets goes to a delta; a save merges
  * the old shard, read the same way, with the delta into a new file written
  * block by block to a temporary name, fsynced, renamed over the old one,
- * and the directory fsynced. The entries of inodes the run no longer found
+ * and the directory fsynced. A root's first shard (no file yet, nothing
+ * refreshed or forgotten on its device) is written from the delta alone,
+ * the same bytes without the merge's steps per entry (writeDelta). The entries of inodes the run no longer found
  * under a root are noted during match() (only their inode numbers) and
  * left out by that merge. No hash table anywhere: the keys are inode
  * numbers and times a guest controls, and nothing it does may make a lookup
