@@ -135,6 +135,8 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     }
     progress.stop();
     await saveSessionCache(s, session);
+    // Its own figure: beside a large cache, a run over new roots pays for their shards here.
+    if (s.cache) log.timed('save');
     log.finish();
     return buildReport({ roots: s.roots, inodes: scanTotals(scan, inodes), plan: thePlan, linked, errors: log.errors, earlySkips, durations: log.durations, hashed, keptApart: apart.total });
   });

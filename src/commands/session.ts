@@ -15,7 +15,7 @@ import { withDefaults, type Rule } from '../pipeline/excludes.js';
 import { MemoryBudget, memoryLimit } from '../os/memory-limit.js';
 import { hashRows, readColumns, splitByContent, type ReadColumns } from '../pipeline/hash.js';
 import type { GroupRows, InodeRows } from '../pipeline/group.js';
-import { ELF_BIT, flagsOf, hashOf, HI, LO, projidOf, READ, rootIndexOf, setAttrs, sortKeys, type Scan } from '../pipeline/rows.js';
+import { ELF_BIT, flagsOf, HI, LO, projidOf, READ, rootIndexOf, setAttrs, sortKeys, type Scan } from '../pipeline/rows.js';
 import { ctimeSecOf, inoOf, mtimeSecOf, sizeOf } from '../pipeline/table.js';
 import { closeRoots, openRoots } from '../pipeline/roots.js';
 import type { Hashed } from '../report/report.js';
@@ -305,18 +305,22 @@ export async function hashRowGroups(
       todo = todo.filter((m) => !probed.has(m) || again.has(m));
     }
   }
+  // Indexed loops, each candidate's first row read from its column: these run
+  // once per process, over every new file of a run beside a cache.
+  const heads = inodes.paths;
   let bytes = 0;
-  for (const m of todo) bytes += sizeOf(t, rowOf(m));
+  for (let k = 0; k < todo.length; k++) bytes += sizeOf(t, heads[todo[k]!]!);
   const hashed = { files: todo.length, bytes, cacheHits: n - count };
   s.progress.stage('hashing', hashed.bytes, 'bytes');
   await hashRows(scan, todo, rowOf, read, hashOpts);
-  if (cache) {
-    for (const m of todo) {
-      if (!(read.state[m]! & READ)) continue;
-      const row = rowOf(m);
-      const elf = read.state[m]! & ELF_BIT ? ELF_YES : ELF_NO;
-      cache.put(rootIndexOf(t, row), devOf(row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, hashOf(read, m), read.xattrs.get(m) ?? '', flagsOf(read, m), projidOf(read, m), elf);
-    }
+  const xattrs = read.xattrs;
+  for (let k = 0; k < todo.length; k++) {
+    const m = todo[k]!;
+    const state = read.state[m]!;
+    if (!(state & READ)) continue;
+    const row = heads[m]!;
+    const x = xattrs.size > 0 ? (xattrs.get(m) ?? '') : '';
+    cache.putRow(rootIndexOf(t, row), inoOf(t, row), sizeOf(t, row), mtimeSecOf(t, row), f.mtimeNsec[row]!, ctimeSecOf(t, row), f.ctimeNsec[row]!, read.hashHi[m]!, read.hashLo[m]!, x, flagsOf(read, m), projidOf(read, m), state & ELF_BIT ? ELF_YES : ELF_NO);
   }
   return { read, hashed, assumed };
 }

@@ -23,7 +23,9 @@
  * the run adds (put), refreshes or forgets goes to a delta; a save merges
  * the old shard, read the same way, with the delta into a new file written
  * block by block to a temporary name, fsynced, renamed over the old one,
- * and the directory fsynced. The entries of inodes the run no longer found
+ * and the directory fsynced. A root's first shard (no file yet, nothing
+ * refreshed or forgotten on its device) is written from the delta alone,
+ * the same bytes without the merge's steps per entry (writeDelta). The entries of inodes the run no longer found
  * under a root are noted during match() (only their inode numbers) and
  * left out by that merge. No hash table anywhere: the keys are inode
  * numbers and times a guest controls, and nothing it does may make a lookup
@@ -93,6 +95,10 @@ const REC = 40;
 /** Entries per block: what a reader or writer holds at once (40 KiB). */
 const BLOCK = 1024;
 const MAX_CLASSES = 0x10000;
+/** Classes a writer compares field by field before it makes a key string to look one up. */
+const FEW_CLASSES = 8;
+/** Records are little-endian: a host of that order can write their words as they are in memory. */
+const LITTLE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 const RACY_SECONDS = 1;
 const TWO32 = 2 ** 32;
 const TWO30 = 2 ** 30;
@@ -249,10 +255,24 @@ class Delta {
 
   sorted(): Uint32Array {
     if (this.order) return this.order;
-    const all = new Uint32Array(this.n);
-    for (let i = 0; i < this.n; i++) all[i] = i;
+    const n = this.n;
+    const all = new Uint32Array(n);
     // Ties by row, so the last put of an inode is the last of its run of equal keys.
-    all.sort((a, b) => this.ino[a]! - this.ino[b]! || a - b);
+    // One numeric sort of (ino, row) keys, the row in the low bits, when they
+    // fit a double exactly: no comparator called per pair, in code that runs
+    // once per process (a new root's save sorts thousands of puts).
+    const P = 2 ** Math.max(1, Math.ceil(Math.log2(n + 1)));
+    let most = 0;
+    for (let r = 0; r < n; r++) if (this.ino[r]! > most) most = this.ino[r]!;
+    if (most < 2 ** 53 / P) {
+      const keys = new Float64Array(n);
+      for (let r = 0; r < n; r++) keys[r] = this.ino[r]! * P + r;
+      keys.sort();
+      for (let i = 0; i < n; i++) all[i] = keys[i]! % P;
+    } else {
+      for (let i = 0; i < n; i++) all[i] = i;
+      all.sort((a, b) => this.ino[a]! - this.ino[b]! || a - b);
+    }
     let k = 0;
     for (let i = 0; i < all.length; i++) {
       const r = all[i]!;
@@ -466,6 +486,8 @@ function openShard(dirFd: number, sh: Shard, key: string): Reader {
 class Writer {
   readonly buf = Buffer.allocUnsafeSlow(BLOCK * REC + 8);
   readonly dv = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
+  /** The block as 32-bit words, in the host's order (writeDelta() uses it on little-endian hosts only). */
+  readonly words = new Uint32Array(this.buf.buffer, this.buf.byteOffset, this.buf.length >>> 2);
   /** Entries in the current block, and in all. */
   n = 0;
   count = 0;
@@ -482,13 +504,22 @@ class Writer {
 
   /** The class index of `c` in this file, or -1 when the table is full. */
   classOf(c: Klass): number {
-    const k = classKey(c);
-    let i = this.classIndex.get(k);
-    if (i === undefined) {
-      if (this.classes.length >= MAX_CLASSES) return -1;
-      this.classIndex.set(k, (i = this.classes.length));
-      this.classes.push(c);
+    // A shard mostly has a few classes: found by their fields, no key string made.
+    const few = Math.min(this.classes.length, FEW_CLASSES);
+    for (let i = 0; i < few; i++) {
+      const k = this.classes[i]!;
+      if (k.flags === c.flags && k.projid === c.projid && k.elf === c.elf && k.xattrs === c.xattrs) return i;
     }
+    if (few === this.classes.length) return this.add(c, classKey(c));
+    const k = classKey(c);
+    return this.classIndex.get(k) ?? this.add(c, k);
+  }
+
+  private add(c: Klass, k: string): number {
+    if (this.classes.length >= MAX_CLASSES) return -1;
+    const i = this.classes.length;
+    this.classIndex.set(k, i);
+    this.classes.push(c);
     return i;
   }
 
@@ -542,6 +573,45 @@ class Writer {
     keyBytes.copy(head, HEAD);
     head.writeBigUInt64LE(sys.xxh64(head.subarray(0, this.headLen - 8)), this.headLen - 8);
     writeAt(this.fd, head, head.length, 0);
+  }
+}
+
+/**
+ * What merge() writes when there is no file to merge with and no refresh or
+ * forget on the shard's device (a root's first save, a rebuilt shard): the
+ * delta's entries by inode number, each as its ten little-endian words,
+ * without merge()'s steps and closures per entry (they were most of a new
+ * root's save, in code that runs once per process). The same bytes.
+ */
+function writeDelta(d: Delta, order: Uint32Array, out: Writer, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): void {
+  const w = out.words;
+  // Runs of entries mostly share their class: one lookup per change of class.
+  let cls = -1, flags = -1, projid = -1, elf = -1, x = '';
+  for (let k = 0; k < order.length; k++) {
+    const r = order[k]!;
+    if (cls < 0 || d.flags[r] !== flags || d.projid[r] !== projid || d.elf[r] !== elf || d.xattrs[r] !== x) {
+      flags = d.flags[r]!;
+      projid = d.projid[r]!;
+      elf = d.elf[r]!;
+      x = d.xattrs[r]!;
+      cls = out.classOf({ flags, projid, elf, xattrs: x });
+    }
+    if (cls < 0) continue; // the class table is full: not cached, as in merge()
+    // put() let in only sizes below 2^48 and storable times.
+    const ino = d.ino[r]!, size = d.size[r]!, ms = d.msec[r]!, cs = d.csec[r]!;
+    const o = out.n * (REC / 4);
+    w[o] = ino % TWO32;
+    w[o + 1] = Math.floor(ino / TWO32);
+    w[o + 2] = size % TWO32;
+    w[o + 3] = Math.floor(size / TWO32) + cls * 0x10000; // size's high 16 bits, then the class (F_SIZE_HI, F_CLASS)
+    w[o + 4] = timeLo(ms, d.mns[r]!);
+    w[o + 5] = timeHi(ms); // a negative high word is stored as its two's complement, as setInt32 does
+    w[o + 6] = timeLo(cs, d.cns[r]!);
+    w[o + 7] = timeHi(cs);
+    w[o + 8] = d.hashLo[r]!;
+    w[o + 9] = d.hashHi[r]!;
+    visit?.(ino, out.dv, o * 4, out.classes[cls]!);
+    out.done();
   }
 }
 
@@ -681,6 +751,25 @@ export class HashCache {
     projid: number,
     elf: number,
   ): void {
+    this.putRow(rootIndex, ino, size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec, Number(hash >> 32n) >>> 0, Number(hash & 0xffffffffn) >>> 0, xattrs, flags, projid, elf);
+  }
+
+  /** put() with the hash as its high and low 32 bits (the hash stage's columns: no BigInt per entry). */
+  putRow(
+    rootIndex: number,
+    ino: number,
+    size: number,
+    mtimeSec: number,
+    mtimeNsec: number,
+    ctimeSec: number,
+    ctimeNsec: number,
+    hashHi: number,
+    hashLo: number,
+    xattrs: string,
+    flags: number,
+    projid: number,
+    elf: number,
+  ): void {
     if (ctimeSec + ctimeNsec / 1e9 > this.readAtSec - RACY_SECONDS) return;
     if (xattrs.length > MAX_XATTRS_LEN) return; // a digest is 64 digits: anything else is not ours to keep
     if (!(size >= 0 && size < MAX_SIZE) || !storable(mtimeSec, mtimeNsec) || !storable(ctimeSec, ctimeNsec)) return;
@@ -694,8 +783,8 @@ export class HashCache {
     d.mns[r] = mtimeNsec;
     d.csec[r] = ctimeSec;
     d.cns[r] = ctimeNsec;
-    d.hashHi[r] = Number(hash >> 32n) >>> 0;
-    d.hashLo[r] = Number(hash & 0xffffffffn) >>> 0;
+    d.hashHi[r] = hashHi;
+    d.hashLo[r] = hashLo;
     d.flags[r] = flags >>> 0;
     d.projid[r] = projid >>> 0;
     d.elf[r] = elf === ELF_YES || elf === ELF_NO ? elf : ELF_UNKNOWN;
@@ -807,7 +896,7 @@ export class HashCache {
   private contents(sh: Shard, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): number {
     const out = new Writer(-1, 0);
     try {
-      this.merge(sh, out, visit);
+      this.fill(sh, out, visit);
     } catch (er) {
       this.discard(sh, er);
       return this.contents(sh, visit);
@@ -849,6 +938,19 @@ export class HashCache {
       note(`${this.dir.path}: no hash cache yet for ${missing.length === this.shards.length ? 'any' : `${missing.length}`} of the ${this.shards.length} roots (${missing[0]!.root.path}, ...); their candidate files are read`);
     if (old.length === 1) note(`${path.join(this.dir.path, old[0]!.name)}: hash cache of ${old[0]!.root.path} ${why}: not read, replaced at save; its candidate files are read`);
     else if (old.length > 1) note(`${this.dir.path}: the hash cache of ${old.length} roots (${old[0]!.root.path}, ...) was ${why}: not read, replaced at save; their candidate files are read`);
+  }
+
+  /**
+   * What merge() writes, through writeDelta() when the shard has no file to
+   * merge with and no refresh or forget on its device (a root's first save:
+   * merge() is then not even compiled).
+   */
+  private fill(sh: Shard, out: Writer, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): boolean {
+    if (LITTLE && !(sh.ok && this.dir) && !this.edits.has(sh.root.dev)) {
+      writeDelta(sh.delta, sh.delta.sorted(), out, visit);
+      return true;
+    }
+    return this.merge(sh, out, visit);
   }
 
   /**
@@ -1051,7 +1153,7 @@ export class HashCache {
     const write = () =>
       writeTemp(dirFd, sh.name, (fd) => {
         const out = new Writer(fd, headLenOf(Buffer.byteLength(sh.key)));
-        this.merge(sh, out);
+        this.fill(sh, out);
         out.finish(sh, this.key);
       });
     try {
@@ -1103,8 +1205,9 @@ function rootStillThere(key: string): boolean {
   const m = /^(\d+):(\d+):/.exec(key);
   if (!m) return false;
   try {
-    const st = fs.lstatSync(key.slice(m[0].length));
-    return st.isDirectory() && String(st.dev) === m[1] && String(st.ino) === m[2];
+    // No exception made for a root that is gone (the usual answer is "there" anyway).
+    const st = fs.lstatSync(key.slice(m[0].length), { throwIfNoEntry: false });
+    return !!st && st.isDirectory() && String(st.dev) === m[1] && String(st.ino) === m[2];
   } catch {
     return false;
   }
@@ -1129,15 +1232,21 @@ function readStateFile(dirFd: number, name: string): Buffer {
 }
 
 function encodeRoots(keys: readonly string[]): Buffer {
-  const parts: Buffer[] = [ROOTS_MAGIC, u32(ROOTS_FORMAT), u32(keys.length)];
+  // One buffer, written in place (a Buffer per key and a concatenation of them all cost more than the file's checks).
+  let len = 16 + 8;
+  for (const k of keys) len += 4 + Buffer.byteLength(k);
+  const buf = Buffer.alloc(len);
+  ROOTS_MAGIC.copy(buf, 0);
+  buf.writeUInt32LE(ROOTS_FORMAT, 8);
+  buf.writeUInt32LE(keys.length, 12);
+  let off = 16;
   for (const k of keys) {
-    const b = Buffer.from(k);
-    parts.push(u32(b.length), b);
+    const n = buf.write(k, off + 4);
+    buf.writeUInt32LE(n, off);
+    off += 4 + n;
   }
-  const body = Buffer.concat(parts);
-  const sum = Buffer.alloc(8);
-  sum.writeBigUInt64LE(sys.xxh64(body));
-  return Buffer.concat([body, sum]);
+  buf.writeBigUInt64LE(sys.xxh64(buf.subarray(0, off)), off);
+  return buf;
 }
 
 function decodeRoots(buf: Buffer): string[] {
@@ -1155,12 +1264,6 @@ function decodeRoots(buf: Buffer): string[] {
     off += len;
   }
   return out;
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
 }
 
 /** A file written under a temporary name, to be fsynced and renamed to `name`. */
