@@ -245,7 +245,13 @@ static int same_xattrs(int a, int b) {
   return r;
 }
 
+/* Files this large are compared by data extents (compare.ts's rule). */
 #define CHUNK (1 << 20)
+/* Bytes read per file per step: a quarter of CHUNK, so that both pieces
+ * are still in the CPU's cache when memcmp reads them (1 MiB pieces were
+ * not: comparing 476 MB of identical fleet files, page-cached, 10 times,
+ * took 0.20-0.25 s a round in 1 MiB pieces and 0.17-0.18 s in 256 KiB). */
+#define READ_CHUNK (CHUNK / 4)
 
 static int read_fully(int fd, char *buf, size_t len, off_t pos) {
   size_t got = 0;
@@ -277,8 +283,8 @@ static int all_zero(const char *p, size_t n) {
 
 /* compare.ts sameBytes: 1 same, 0 differ, -1 read error or shrank. */
 static int same_bytes(int fa, int fb, off_t size, char **bufs) {
-  if (!bufs[0] && !(bufs[0] = malloc(CHUNK))) return -1;
-  if (!bufs[1] && !(bufs[1] = malloc(CHUNK))) return -1;
+  if (!bufs[0] && !(bufs[0] = malloc(READ_CHUNK))) return -1;
+  if (!bufs[1] && !(bufs[1] = malloc(READ_CHUNK))) return -1;
   int sparse = size >= CHUNK;
   off_t as = 0, ae = sparse ? 0 : size, bs = 0, be = sparse ? 0 : size;
   for (off_t pos = 0; pos < size;) {
@@ -289,7 +295,7 @@ static int same_bytes(int fa, int fb, off_t size, char **bufs) {
       pos = as < bs ? as : bs;
       continue;
     }
-    off_t end = pos + CHUNK;
+    off_t end = pos + READ_CHUNK;
     off_t lim[3] = {ad ? ae : as, bd ? be : bs, size};
     for (int k = 0; k < 3; k++)
       if (lim[k] < end) end = lim[k];
@@ -545,18 +551,12 @@ typedef struct {
   int leasable; /* canon_leasable()'s answer for canon_fd, -1 until asked */
 } batch;
 
-static int reopen(int pathfd) {
-  static int noatime = 1;
-  char proc[64];
-  snprintf(proc, sizeof proc, "/proc/self/fd/%d", pathfd);
-  int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC;
-  if (noatime) {
-    int fd = open(proc, flags | O_NOATIME);
-    if (fd >= 0 || errno != EPERM) return fd;
-    noatime = 0;
-  }
-  return open(proc, flags);
-}
+/* The O_PATH descriptor reopened for reading through its /proc/self/fd
+ * link, looked up beneath a descriptor of /proc/self/fd kept open (hash.c),
+ * not walked from / each time: one component to look up instead of four
+ * and a symlink. The same magic link, so the same inode, whatever its
+ * names are by now. */
+static int reopen(int pathfd) { return reopen_for_reading(pathfd); }
 
 /* swap.ts removeIfInode(): -1 when nothing of ours is left, else the errno that kept it. */
 static int remove_if_inode(int dirfd, const char *tmp, const double *inode) {
