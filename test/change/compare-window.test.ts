@@ -76,9 +76,9 @@ describe("the addon's comparison: a guest changing either file in each window be
   });
 });
 
-// The addon takes the canonical's project, flags and xattr list for a pair
-// from the previous pair's settle, while the canonical's ctime proves them
-// (native/link.c canon_cache). A guest changing the canonical between two
+// A linker may be tempted to take the canonical's project, flags and xattr
+// list for a pair from the previous pair's settle while the canonical's
+// ctime proves them (tried in session 9, not kept). A guest changing the canonical between two
 // pairs of one set (after the first pair's unlink, or once the second's
 // leases are taken, just before its comparison) must keep the second pair
 // apart all the same.
