@@ -98,8 +98,9 @@ static pthread_once_t proc_once = PTHREAD_ONCE_INIT;
 static void open_proc_fd(void) { proc_fd = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC); }
 static volatile int hash_noatime = 1;
 
-/* Reopen an O_PATH descriptor for reading: same inode, no second lookup. */
-static int reopen_for_reading(int pathfd) {
+/* Reopen an O_PATH descriptor for reading: same inode, no second lookup
+ * (the linker's reopen too, native/link.c). */
+int reopen_for_reading(int pathfd) {
   pthread_once(&proc_once, open_proc_fd);
   char name[16]; /* the decimal number, by hand: snprintf was a visible part of the per-file cost */
   char *e = name + sizeof name;

@@ -78,8 +78,12 @@ int lease_local_filesystem(int fd) {
   }
 }
 
+/* The signal a break on this open file sends: kept by the open file until it is closed. */
+int lease_set_signal(int fd) { return fcntl(fd, F_SETSIG, LEASE_SIGNAL) ? errno : 0; }
+
 int lease_one(int fd) {
-  if (fcntl(fd, F_SETSIG, LEASE_SIGNAL)) return errno;
+  int err = lease_set_signal(fd);
+  if (err) return err;
   if (fcntl(fd, F_SETLEASE, F_RDLCK)) return errno;
   return 0;
 }

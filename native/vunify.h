@@ -182,6 +182,9 @@ void sha256_final(sha256_ctx *c, uint8_t out[32]);
 int lease_signal_safe(void);
 int lease_local_filesystem(int fd);
 int lease_one(int fd);
+int lease_set_signal(int fd);
+/* hash.c, for link.c: an O_PATH descriptor reopened O_RDONLY | O_NONBLOCK through /proc/self/fd */
+int reopen_for_reading(int pathfd);
 
 /* lookup.c: close on the background closer thread */
 void close_later(int fd);

@@ -75,3 +75,44 @@ describe("the addon's comparison: a guest changing either file in each window be
     expect(sh('find', dir, '-name', '.vunify.*')).toBe('');
   });
 });
+
+// A linker may be tempted to take the canonical's project, flags and xattr
+// list for a pair from the previous pair's settle while the canonical's
+// ctime proves them (tried in session 9, not kept). A guest changing the canonical between two
+// pairs of one set (after the first pair's unlink, or once the second's
+// leases are taken, just before its comparison) must keep the second pair
+// apart all the same.
+describe("the addon's comparison: a guest changing the canonical between two pairs of one set", () => {
+  const cases: [string, string, number][] = [];
+  for (const step of ['unlink', 'compare'])
+    for (const action of ['chattr +d', 'chmod 600', 'chown 1:1', 'setfattr user.late'])
+      for (const size of [4096, 64 << 10]) cases.push([step, action, size]);
+
+  it.each(cases)('before the second %s: %s on the canonical (%d bytes): the third copy kept apart, as its guest left it', async (step, action, size) => {
+    const [a, b, c] = ['a', 'b', 'c'].map((g) => path.join(dir, g, 'f'));
+    for (const f of [a!, b!, c!]) writeFile(f, { content: Buffer.alloc(size, 'q') });
+    const inoC = inode(c!);
+    const showsC = ACTIONS[action]!.shows(c!);
+    // 'unlink after' fires once per pair: the first pair's (b's); 'compare before' of the second pair (c's).
+    const want = step === 'unlink' ? ['unlink', 'after', 1] : ['compare', 'before', 2];
+    const seen: Record<string, number> = {};
+    let acted = 0;
+    sys.setLinkHook((s, when) => {
+      const k = `${s} ${when}`;
+      seen[k] = (seen[k] ?? 0) + 1;
+      if (s !== want[0] || when !== want[1] || seen[k] !== want[2] || acted) return;
+      acted++;
+      ACTIONS[action]!.act(a!);
+    });
+    const { report } = await runUnify([path.join(dir, 'a'), path.join(dir, 'b'), path.join(dir, 'c')], { cache: false });
+    sys.setLinkHook(null);
+    expect(acted).toBe(1);
+    // b was linked before the change; c not after it: its inode, and what it showed, are its own.
+    expect(inode(b!)).toBe(inode(a!));
+    expect(inode(c!)).toBe(inoC);
+    expect(ACTIONS[action]!.shows(c!)).toBe(showsC);
+    expect(ACTIONS[action]!.shows(a!)).not.toBe(showsC);
+    expect(report.summary.linksMade).toBe(1);
+    expect(sh('find', dir, '-name', '.vunify.*')).toBe('');
+  });
+});

@@ -16,15 +16,16 @@ export interface LoopFs {
   unmount(): void;
 }
 
-export function loopFs(type: 'xfs' | 'ext4' | 'btrfs', sizeBytes: number): LoopFs {
+export function loopFs(type: 'xfs' | 'ext4' | 'btrfs' | 'ext2', sizeBytes: number): LoopFs {
   const base = tempDir(`vunify-${type}-`);
   const image = path.join(base, 'image');
   const dir = path.join(base, 'mnt');
   fs.mkdirSync(dir);
   fs.writeFileSync(image, '');
   fs.truncateSync(image, sizeBytes);
-  execFileSync(`mkfs.${type}`, type === 'ext4' ? ['-q', '-F', image] : ['-q', '-f', image], { stdio: 'ignore' });
-  execFileSync('mount', ['-o', 'loop', image, dir]);
+  execFileSync(`mkfs.${type}`, type.startsWith('ext') ? ['-q', '-F', image] : ['-q', '-f', image], { stdio: 'ignore' });
+  // -t: ext2 by its own name (coarse, once-a-tick ctime on this kernel, as every filesystem had before Linux 6.13)
+  execFileSync('mount', ['-t', type, '-o', 'loop', image, dir]);
   return {
     dir,
     unmount() {
