@@ -9,7 +9,9 @@
  *   node bench/scale.mjs --files 20000 --guests 10 --dir /var/tmp/x --runs 2 --isolation   (a quick try)
  *
  * For each size it builds (or reuses) a tree D/n<files>-g<guests>-s<seed>/guests/g000..,
- * reads every file once to warm the page cache, times the read floor
+ * drops the host's dentry and inode caches and the other sizes' file pages
+ * (so each size runs with only its own tree cached; BENCH_NO_DROP=1 keeps the
+ * host's caches), reads every file once to warm the page cache, times the read floor
  * (find -print0 | xargs -0 -P2 xxh64sum), fills a fresh state dir's hash cache
  * with one run over the tree, then --runs N rounds, the order rotating each round, of
  *   - node dist/bin.js --dry-run --no-cache --json --no-default-excludes --state-dir T GUESTS...
@@ -441,6 +443,25 @@ for p in sys.stdin.buffer.read().split(b"\\0"):
         os.close(fd)'`,
       roots,
     );
+  // The same for names: this VM boots with a small dentry hash table
+  // (dhash_entries=131072 on its kernel command line), so every name lookup
+  // costs in proportion to the dentries cached. With the other size's
+  // dentries still cached, the 2M runs looked names up among ~3M dentries
+  // and the 1M runs among ~1M (__d_lookup_rcu: 17 % of a 1M dry run's
+  // samples with only its tree's 1.0M dentries cached, 29 % of a 2M run's
+  // with its 2.0M, up to 34 % with both trees'). So before a size is warmed
+  // the dentry and inode caches are dropped (echo 2 > drop_caches: host-wide,
+  // as peers.sh drops every cache; BENCH_NO_DROP=1 leaves them).
+  const dropNames = () => {
+    if (process.env.BENCH_NO_DROP === '1') return 'left (BENCH_NO_DROP=1)';
+    try {
+      sh('sync');
+      fs.writeFileSync('/proc/sys/vm/drop_caches', '2');
+      return `dropped (${fs.readFileSync('/proc/sys/fs/dentry-state', 'utf8').split('\t')[0]} dentries left)`;
+    } catch (er) {
+      return `left (${er.code ?? er.message})`;
+    }
+  };
   /** Share of a sample of the tree's files' pages that are in the page cache (fincore), in %. */
   const resident = (roots) => {
     const r = spawnSync(
@@ -472,6 +493,7 @@ for p in sys.stdin.buffer.read().split(b"\\0"):
     const { roots, want } = t;
     sh('sync');
     for (const other of trees) if (other !== t) log(`dropped ${other.dir}'s pages from the page cache in ${evict(other.roots).toFixed(1)} s`);
+    log(`dentry and inode caches: ${dropNames()}`);
     const warmSecs = warm(roots);
     const floor = sh(`find "$@" -type f -print0 | xargs -0 -P2 xxh64sum >/dev/null 2>&1`, roots);
     log(`warm-up read ${warmSecs.toFixed(1)} s; read floor (xargs -P2 xxh64sum) ${floor.toFixed(1)} s; page cache holds ${resident(roots).toFixed(1)} % of a 1-in-97 sample of the tree's pages`);
