@@ -53,7 +53,6 @@ function leftovers(root: string): string[] {
   return sh('find', root, '-name', `${TEMP_PREFIX}*`).split('\n').filter(Boolean);
 }
 
-
 /** Unify guests g1..g3 of `top` (no cache): the links made, errors, summary, and which paths share an inode, named relative to the tree. */
 async function unifyThree(top: string) {
   const links: string[] = [];
@@ -67,6 +66,19 @@ async function unifyThree(top: string) {
     byIno.set(i, [...(byIno.get(i) ?? []), path.relative(top, p)]);
   }
   return { links, errors: r.errors, summary: r.report.summary, shared: [...byIno.values()].map((v) => v.join(' ')).sort() };
+}
+
+/** Two copies of one tree (`build` makes each): unifyThree() of copy a on the JS path, of copy b with the addon's linker. */
+async function jsThenNative(build: (top: string) => void) {
+  const a = path.join(dir, 'a');
+  const b = path.join(dir, 'b');
+  build(a);
+  build(b);
+  jsPath();
+  const js = await unifyThree(a);
+  sys.nativeLinker = true;
+  const native = await unifyThree(b);
+  return { js, native };
 }
 
 describe('link', () => {
@@ -311,14 +323,7 @@ describe('link', () => {
             if (k === 4 && d % 3 === 0) fs.linkSync(f, path.join(top, g, `d${d}`, 'also'));
           }
     };
-    const a = path.join(dir, 'a');
-    const b = path.join(dir, 'b');
-    build(a);
-    build(b);
-    jsPath();
-    const js = await unifyThree(a);
-    sys.nativeLinker = true;
-    const native = await unifyThree(b);
+    const { js, native } = await jsThenNative(build);
     expect(js.errors).toEqual([]);
     expect(js.links.length).toBeGreaterThan(100);
     expect(native).toEqual(js);
@@ -334,14 +339,7 @@ describe('link', () => {
           for (let k = 0; k < 10; k++)
             writeFile(path.join(top, g, `d${d}`, `f${k}`), { content: `content ${d}.${k}\n`.repeat(k === 9 ? 3000 : 1), mtime: '1700000000' });
     };
-    const a = path.join(dir, 'a');
-    const b = path.join(dir, 'b');
-    build(a);
-    build(b);
-    jsPath();
-    const js = await unifyThree(a);
-    sys.nativeLinker = true;
-    const native = await unifyThree(b);
+    const { js, native } = await jsThenNative(build);
     expect(js.errors).toEqual([]);
     expect(js.links).toHaveLength(600);
     expect(js.shared).toHaveLength(300);
