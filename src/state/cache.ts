@@ -615,6 +615,171 @@ function writeDelta(d: Delta, order: Uint32Array, out: Writer, visit?: (ino: num
   }
 }
 
+/**
+ * One merge() of a shard: its steps are methods of one class rather than
+ * closures made per shard, so V8's optimized code for them keeps one call
+ * target from shard to shard (the closures deoptimized the per-entry step
+ * on "wrong call target" at every shard after the first: ~75 deopts and 5
+ * recompiles per linking run on the fleet).
+ */
+class Merge {
+  private readonly d: Delta;
+  private readonly order: Uint32Array;
+  private readonly dead: Float64Array;
+  private readonly edits: Uint32Array;
+  changed: boolean;
+  private j = 0;
+  private di = 0;
+  private ei = 0;
+  // The entry being written.
+  private size = 0;
+  private ms = 0;
+  private mns = 0;
+  private cs = 0;
+  private cns = 0;
+  private hashLo = 0;
+  private hashHi = 0;
+  // The class of the entry being written, found only once it is known to be written
+  // (a dropped entry leaves no class behind): the file's (oldClass) or the delta row's.
+  private oldClass = -1;
+  private row = -1;
+  // Runs of delta entries mostly share their class: one lookup per change of class.
+  private lastCls = -1;
+  private lastFlags = -1;
+  private lastProj = -1;
+  private lastElf = -1;
+  private lastX = '';
+  private readonly remap: Int32Array;
+
+  constructor(
+    sh: Shard,
+    private readonly ed: Edits,
+    private readonly rd: Reader | undefined,
+    private readonly out: Writer,
+    private readonly visit: ((ino: number, dv: DataView, o: number, cls: Klass) => void) | undefined,
+  ) {
+    this.d = sh.delta;
+    this.order = this.d.sorted();
+    this.dead = Float64Array.from(sh.dead).sort();
+    this.edits = ed.of(sh.root.dev);
+    this.changed = this.order.length > 0 || !rd;
+    this.remap = new Int32Array(rd?.classes.length ?? 0).fill(-2);
+  }
+
+  run(): boolean {
+    const rd = this.rd;
+    if (rd) {
+      try {
+        rd.each((dv, o, ino) => this.fromFile(dv, o, ino));
+      } finally {
+        rd.close();
+      }
+    }
+    this.deltaBelow(Infinity);
+    return this.changed;
+  }
+
+  private fromFile(dv: DataView, o: number, ino: number): void {
+    const d = this.d, order = this.order, dead = this.dead;
+    this.deltaBelow(ino);
+    if (this.j < order.length && d.ino[order[this.j]!] === ino) {
+      this.fromDelta(order[this.j++]!); // the run's entry of an inode replaces the file's
+      return;
+    }
+    while (this.di < dead.length && dead[this.di]! < ino) this.di++;
+    if (this.di < dead.length && dead[this.di] === ino) {
+      this.changed = true;
+      return;
+    }
+    this.size = dv.getUint32(o + F_SIZE, true) + dv.getUint16(o + F_SIZE_HI, true) * TWO32;
+    this.ms = secAt(dv, o + F_MTIME);
+    this.mns = nsecAt(dv, o + F_MTIME);
+    this.cs = secAt(dv, o + F_CTIME);
+    this.cns = nsecAt(dv, o + F_CTIME);
+    this.hashLo = dv.getUint32(o + F_HASH, true);
+    this.hashHi = dv.getUint32(o + F_HASH + 4, true);
+    this.oldClass = dv.getUint16(o + F_CLASS, true);
+    this.emit(ino);
+  }
+
+  private deltaBelow(limit: number): void {
+    const d = this.d, order = this.order;
+    while (this.j < order.length && d.ino[order[this.j]!]! < limit) this.fromDelta(order[this.j++]!);
+  }
+
+  private fromDelta(r: number): void {
+    const d = this.d;
+    this.size = d.size[r]!;
+    this.ms = d.msec[r]!;
+    this.mns = d.mns[r]!;
+    this.cs = d.csec[r]!;
+    this.cns = d.cns[r]!;
+    this.hashLo = d.hashLo[r]!;
+    this.hashHi = d.hashHi[r]!;
+    this.oldClass = -1;
+    this.row = r;
+    this.emit(d.ino[r]!);
+  }
+
+  private emit(ino: number): void {
+    const ed = this.ed, edits = this.edits;
+    while (this.ei < edits.length && ed.ino[edits[this.ei]!]! < ino) this.ei++;
+    let alive = true;
+    for (; this.ei < edits.length && ed.ino[edits[this.ei]!] === ino; this.ei++) {
+      const r = edits[this.ei]!;
+      if (!alive) continue;
+      if (ed.kind[r] === REFRESH && ed.size[r] === this.size && ed.msec[r] === this.ms && ed.mns[r] === this.mns) {
+        if (ed.csec[r] !== this.cs || ed.cns[r] !== this.cns) {
+          this.cs = ed.csec[r]!;
+          this.cns = ed.cns[r]!;
+          this.changed = true;
+        }
+      } else {
+        alive = false;
+        this.changed = true;
+      }
+    }
+    const cls = !alive || !storable(this.cs, this.cns) ? -1 : this.oldClass >= 0 ? this.oldClassOf(this.oldClass) : this.deltaClassOf(this.row);
+    if (cls < 0) {
+      this.changed = true;
+      return;
+    }
+    const out = this.out;
+    const w = out.dv;
+    const o = out.next();
+    setU64(w, o, ino);
+    w.setUint32(o + F_SIZE, this.size % TWO32, true);
+    w.setUint16(o + F_SIZE_HI, Math.floor(this.size / TWO32), true);
+    w.setUint16(o + F_CLASS, cls, true);
+    w.setUint32(o + F_MTIME, timeLo(this.ms, this.mns), true);
+    w.setInt32(o + F_MTIME + 4, timeHi(this.ms), true);
+    w.setUint32(o + F_CTIME, timeLo(this.cs, this.cns), true);
+    w.setInt32(o + F_CTIME + 4, timeHi(this.cs), true);
+    w.setUint32(o + F_HASH, this.hashLo, true);
+    w.setUint32(o + F_HASH + 4, this.hashHi, true);
+    this.visit?.(ino, w, o, out.classes[cls]!);
+    out.done();
+  }
+
+  private deltaClassOf(r: number): number {
+    const d = this.d;
+    const x = d.xattrs[r]!;
+    if (this.lastCls < 0 || d.flags[r] !== this.lastFlags || d.projid[r] !== this.lastProj || d.elf[r] !== this.lastElf || x !== this.lastX) {
+      this.lastFlags = d.flags[r]!;
+      this.lastProj = d.projid[r]!;
+      this.lastElf = d.elf[r]!;
+      this.lastX = x;
+      this.lastCls = this.out.classOf({ flags: this.lastFlags, projid: this.lastProj, elf: this.lastElf, xattrs: x });
+    }
+    return this.lastCls;
+  }
+
+  private oldClassOf(c: number): number {
+    const remap = this.remap;
+    return remap[c] === -2 ? (remap[c] = this.out.classOf(this.rd!.classes[c]!)) : remap[c]!;
+  }
+}
+
 function writeAt(fd: number, buf: Buffer, len: number, pos: number): void {
   let off = 0;
   while (off < len) off += fs.writeSync(fd, buf, off, len - off, pos + off);
@@ -961,118 +1126,8 @@ export class HashCache {
    * CacheError when the file turns out bad on the way.
    */
   private merge(sh: Shard, out: Writer, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): boolean {
-    const d = sh.delta;
-    const order = d.sorted();
-    const dead = Float64Array.from(sh.dead).sort();
-    const ed = this.edits;
-    const edits = ed.of(sh.root.dev);
     const rd = sh.ok && this.dir ? openShard(this.dir.fd, sh, this.key) : undefined;
-    let changed = order.length > 0 || !rd;
-    let j = 0;
-    let di = 0;
-    let ei = 0;
-    // The entry being written.
-    let size = 0, ms = 0, mns = 0, cs = 0, cns = 0, hashLo = 0, hashHi = 0;
-    // The class of the entry being written, found only once it is known to be written
-    // (a dropped entry leaves no class behind): the file's (oldClass) or the delta row's.
-    let oldClass = -1;
-    let row = -1;
-    const emit = (ino: number) => {
-      while (ei < edits.length && ed.ino[edits[ei]!]! < ino) ei++;
-      let alive = true;
-      for (; ei < edits.length && ed.ino[edits[ei]!] === ino; ei++) {
-        const r = edits[ei]!;
-        if (!alive) continue;
-        if (ed.kind[r] === REFRESH && ed.size[r] === size && ed.msec[r] === ms && ed.mns[r] === mns) {
-          if (ed.csec[r] !== cs || ed.cns[r] !== cns) {
-            cs = ed.csec[r]!;
-            cns = ed.cns[r]!;
-            changed = true;
-          }
-        } else {
-          alive = false;
-          changed = true;
-        }
-      }
-      const cls = !alive || !storable(cs, cns) ? -1 : oldClass >= 0 ? oldClassOf(oldClass) : deltaClassOf(row);
-      if (cls < 0) {
-        changed = true;
-        return;
-      }
-      const w = out.dv;
-      const o = out.next();
-      setU64(w, o, ino);
-      w.setUint32(o + F_SIZE, size % TWO32, true);
-      w.setUint16(o + F_SIZE_HI, Math.floor(size / TWO32), true);
-      w.setUint16(o + F_CLASS, cls, true);
-      w.setUint32(o + F_MTIME, timeLo(ms, mns), true);
-      w.setInt32(o + F_MTIME + 4, timeHi(ms), true);
-      w.setUint32(o + F_CTIME, timeLo(cs, cns), true);
-      w.setInt32(o + F_CTIME + 4, timeHi(cs), true);
-      w.setUint32(o + F_HASH, hashLo, true);
-      w.setUint32(o + F_HASH + 4, hashHi, true);
-      visit?.(ino, w, o, out.classes[cls]!);
-      out.done();
-    };
-    // Runs of delta entries mostly share their class: one lookup per change of class.
-    let lastCls = -1, lastFlags = -1, lastProj = -1, lastElf = -1, lastX = '';
-    const deltaClassOf = (r: number): number => {
-      const x = d.xattrs[r]!;
-      if (lastCls < 0 || d.flags[r] !== lastFlags || d.projid[r] !== lastProj || d.elf[r] !== lastElf || x !== lastX) {
-        lastFlags = d.flags[r]!;
-        lastProj = d.projid[r]!;
-        lastElf = d.elf[r]!;
-        lastX = x;
-        lastCls = out.classOf({ flags: lastFlags, projid: lastProj, elf: lastElf, xattrs: x });
-      }
-      return lastCls;
-    };
-    const fromDelta = (r: number) => {
-      size = d.size[r]!;
-      ms = d.msec[r]!;
-      mns = d.mns[r]!;
-      cs = d.csec[r]!;
-      cns = d.cns[r]!;
-      hashLo = d.hashLo[r]!;
-      hashHi = d.hashHi[r]!;
-      oldClass = -1;
-      row = r;
-      emit(d.ino[r]!);
-    };
-    const deltaBelow = (limit: number) => {
-      while (j < order.length && d.ino[order[j]!]! < limit) fromDelta(order[j++]!);
-    };
-    const remap = new Int32Array(rd?.classes.length ?? 0).fill(-2);
-    const oldClassOf = (c: number): number => (remap[c] === -2 ? (remap[c] = out.classOf(rd!.classes[c]!)) : remap[c]!);
-    if (rd) {
-      try {
-        rd.each((dv, o, ino) => {
-          deltaBelow(ino);
-          if (j < order.length && d.ino[order[j]!] === ino) {
-            fromDelta(order[j++]!); // the run's entry of an inode replaces the file's
-            return;
-          }
-          while (di < dead.length && dead[di]! < ino) di++;
-          if (di < dead.length && dead[di] === ino) {
-            changed = true;
-            return;
-          }
-          size = dv.getUint32(o + F_SIZE, true) + dv.getUint16(o + F_SIZE_HI, true) * TWO32;
-          ms = secAt(dv, o + F_MTIME);
-          mns = nsecAt(dv, o + F_MTIME);
-          cs = secAt(dv, o + F_CTIME);
-          cns = nsecAt(dv, o + F_CTIME);
-          hashLo = dv.getUint32(o + F_HASH, true);
-          hashHi = dv.getUint32(o + F_HASH + 4, true);
-          oldClass = dv.getUint16(o + F_CLASS, true);
-          emit(ino);
-        });
-      } finally {
-        rd.close();
-      }
-    }
-    deltaBelow(Infinity);
-    return changed;
+    return new Merge(sh, this.edits, rd, out, visit).run();
   }
 
   /**
