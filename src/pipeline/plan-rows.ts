@@ -402,8 +402,10 @@ function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Gener
       return inode;
     };
     const fileOf = (inode: Inode, m: number, row: number): FileRec => {
+      // A search, not a loop whose step most sets never take (it deoptimized planSets at the first that did).
       const from = c.inodes.from(m);
-      for (let j = 0; j < inode.paths.length; j++) if (c.inodes.paths[from + j] === row) return inode.paths[j]!;
+      const j = c.inodes.paths.indexOf(row, from) - from;
+      if (j >= 0 && j < inode.paths.length) return inode.paths[j]!;
       throw new Error(`plan: row ${row} is no path of its inode`);
     };
     let at = head;
