@@ -180,7 +180,7 @@ function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected:
     for (const [n, op] of set.ops.entries()) {
       opts.onProgress?.(1);
       if (canons.some((c) => c.inode === op.inode)) continue; // became a canonical (EMLINK, or its own content)
-      const order = [last, ...canons.keys()].filter((k, i, all) => all.indexOf(k) === i);
+      const order = canons.length === 1 ? ONLY_CANON : [last, ...canons.keys()].filter((k, i, all) => all.indexOf(k) === i);
       // The pair with the canonical tried first, done by the addon in a batch with the next ones.
       if (batch && !batch.has(n, canons[last]!) && batch.prepare(set, n, canons[last]!, canons, opts, expected, compared)) yield;
       let error: unknown;
@@ -245,6 +245,9 @@ function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected:
   }
 }
 
+/** The order of canonicals to try while a set has one (nearly every set): no array built per path. */
+const ONLY_CANON: readonly number[] = [0];
+
 /**
  * The per-pair sequence in the addon (native/link.c), for runs where every
  * rule it keeps applies: not --iunlink (its attributes are set here), and a
@@ -297,6 +300,28 @@ class Pool {
   readonly tmps = Buffer.alloc(GROUPS * ACTIVE * BATCH * LINK_TMP);
   readonly canonExpect = Array.from({ length: GROUPS }, () => new Float64Array(ACTIVE * ST.length));
   readonly segs = Array.from({ length: GROUPS }, () => new Float64Array(ACTIVE * SG.length));
+  /** The directories and names of a call's pairs, each `dir NUL name NUL`: one buffer for every call (one runs at a time), grown as needed. */
+  private names = Buffer.alloc(0);
+
+  /** The names of `batches`' pairs written into this.names, each pair's offset into its pairs entry; the bytes written. */
+  private writeNames(batches: Batch[]): number {
+    let size = 0;
+    for (const b of batches) for (let i = 0; i < b.count; i++) size += b.names[i]![0].length + b.names[i]![1].length + 2;
+    if (this.names.length < size) this.names = Buffer.allocUnsafe(size + (size >> 1));
+    const buf = this.names;
+    let offset = 0;
+    for (const b of batches) {
+      for (let i = 0; i < b.count; i++) {
+        this.pairs[b.at(i) * PR.length + PR.nameOff] = offset;
+        for (const part of b.names[i]!) {
+          buf.set(part, offset);
+          offset += part.length;
+          buf[offset++] = 0;
+        }
+      }
+    }
+    return offset;
+  }
 
   /**
    * Start the prepared batches of group `g`, one segment each, in one call
@@ -306,16 +331,8 @@ class Pool {
   async run(g: number, batches: Batch[], opts: LinkOptions): Promise<boolean> {
     const segs = this.segs[g]!;
     const canonExpect = this.canonExpect[g]!;
-    const names: Buffer[] = [];
-    let offset = 0;
+    const namesLength = this.writeNames(batches);
     batches.forEach((b, k) => {
-      for (let i = 0; i < b.count; i++) {
-        this.pairs[b.at(i) * PR.length + PR.nameOff] = offset;
-        for (const part of b.names[i]!) {
-          names.push(part, NUL);
-          offset += part.length + 1;
-        }
-      }
       const seg = k * SG.length;
       segs[seg + SG.canon] = b.canon!.fd;
       segs[seg + SG.start] = b.at(0);
@@ -344,7 +361,7 @@ class Pool {
         opts.ignoreMtime ? 1 : 0,
         FS_FILE_FLAGS,
         this.pairs,
-        Buffer.concat(names),
+        this.names.subarray(0, namesLength),
         this.out,
         this.tmps,
         THREADS,
@@ -462,12 +479,13 @@ class Batch {
 
 /** What a set in flight reports, held back until every earlier set has reported: the order of one set at a time. */
 class Held {
-  private calls: (() => void)[] = [];
+  /** Each call held as its function and its arguments, one after the other (no closure per call: two per path linked). */
+  private calls: unknown[] = [];
   readonly opts: LinkOptions;
   constructor(base: LinkOptions) {
     const hold =
       <A extends unknown[]>(f: ((...a: A) => void) | undefined) =>
-      (f ? (...a: A) => void this.calls.push(() => f(...a)) : undefined);
+      (f ? (...a: A) => void this.calls.push(f, a) : undefined);
     this.opts = {
       ...base,
       onError: hold(base.onError)!,
@@ -479,7 +497,8 @@ class Held {
     };
   }
   flush(): void {
-    for (const c of this.calls.splice(0)) c();
+    const calls = this.calls.splice(0);
+    for (let i = 0; i < calls.length; i += 2) (calls[i] as (...a: unknown[]) => void)(...(calls[i + 1] as unknown[]));
   }
 }
 
@@ -561,8 +580,6 @@ async function linkBatched(sets: Iterable<PlanSet>, opts: LinkOptions, result: L
   }
 }
 
-const NUL = Buffer.alloc(1);
-
 /**
  * What linkOne() does after its own steps, for a pair the addon went
  * through: the same bookkeeping when it linked, its JS path when it changed
@@ -585,7 +602,9 @@ function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, exp
     expected.set(canon.inode, canonStat);
     expected.set(op.inode, dupStat);
     const freed = dupStat.nlink === 0;
-    if (!freed && aux & 16) compared.set(op.inode, canon.inode);
+    // Read for every pair: a test run only for an inode that keeps a link deoptimized finish() at the first such inode.
+    const unchanged = (aux & 16) !== 0;
+    if (!freed && unchanged) compared.set(op.inode, canon.inode);
     return freed;
   }
   quiet(); // swap.ts finishes it (never while a call runs: see linkBatched)
