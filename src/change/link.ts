@@ -71,6 +71,7 @@ import { dirRel, displayPath, relPath } from '../core/paths.js';
 import { FS_FILE_FLAGS, sameFile, type Stat } from '../core/stat.js';
 import type { FileRec, Inode } from '../core/types.js';
 import { openDir, openRegular, openScanned, type OpenedFile } from '../os/confine.js';
+import { noPretenuring } from '../os/memory-limit.js';
 import { doublesStat, LINK, LINK_ARRAY, LINK_TMP, statDoubles, sys } from '../os/sys.js';
 import type { LinkOp, PlanSet } from '../pipeline/plan.js';
 import { freeable } from '../pipeline/plan.js';
@@ -147,6 +148,7 @@ type Expected = WeakMap<Inode, Stat>;
 export async function link(plan: { sets: Iterable<PlanSet> }, opts: LinkOptions): Promise<LinkResult> {
   const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, freedDiskBytes: 0, skipped: 0, contentSplits: { sets: 0, parts: 0, bytes: 0 } };
   const expected: Expected = new WeakMap();
+  noPretenuring(); // see there: the link stage's code is compiled once
   try {
     if (useNative(opts)) await linkBatched(plan.sets, opts, result, expected);
     else for (const set of plan.sets) for (const _ of linkSet(set, opts, result, expected)); // never yields without a batch
