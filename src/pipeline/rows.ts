@@ -502,8 +502,9 @@ export class Materializer {
 
   /** An Inode from the rows of its paths (paths[from, to) of `rows`; the first is its stat's). */
   inode(rows: Uint32Array, from: number, to: number): Inode {
-    const paths: FileRec[] = [];
-    for (let k = from; k < to; k++) paths.push(this.file(rows[k]!));
+    // Nearly every inode has one path: an array of one, not an empty one grown by push (room for 17).
+    const paths: FileRec[] = [this.file(rows[from]!)];
+    for (let k = from + 1; k < to; k++) paths.push(this.file(rows[k]!));
     const stat = paths[0]!.stat;
     // Every field from the start: one object shape for the plan's reads.
     return { dev: stat.dev, ino: stat.ino, stat, paths, hash: undefined, xattrs: undefined, flags: undefined, projid: undefined, elf: undefined };
