@@ -583,19 +583,38 @@ class Writer {
  * without merge()'s steps and closures per entry (they were most of a new
  * root's save, in code that runs once per process). The same bytes.
  */
+/** The class of each delta row written: runs of rows mostly share their class, so one lookup per change of class. */
+class DeltaClasses {
+  private cls = -1;
+  private flags = -1;
+  private projid = -1;
+  private elf = -1;
+  private x = '';
+  constructor(
+    private readonly d: Delta,
+    private readonly out: Writer,
+  ) {}
+
+  of(r: number): number {
+    const d = this.d;
+    const x = d.xattrs[r]!;
+    if (this.cls < 0 || d.flags[r] !== this.flags || d.projid[r] !== this.projid || d.elf[r] !== this.elf || x !== this.x) {
+      this.flags = d.flags[r]!;
+      this.projid = d.projid[r]!;
+      this.elf = d.elf[r]!;
+      this.x = x;
+      this.cls = this.out.classOf({ flags: this.flags, projid: this.projid, elf: this.elf, xattrs: x });
+    }
+    return this.cls;
+  }
+}
+
 function writeDelta(d: Delta, order: Uint32Array, out: Writer, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): void {
   const w = out.words;
-  // Runs of entries mostly share their class: one lookup per change of class.
-  let cls = -1, flags = -1, projid = -1, elf = -1, x = '';
+  const classes = new DeltaClasses(d, out);
   for (let k = 0; k < order.length; k++) {
     const r = order[k]!;
-    if (cls < 0 || d.flags[r] !== flags || d.projid[r] !== projid || d.elf[r] !== elf || d.xattrs[r] !== x) {
-      flags = d.flags[r]!;
-      projid = d.projid[r]!;
-      elf = d.elf[r]!;
-      x = d.xattrs[r]!;
-      cls = out.classOf({ flags, projid, elf, xattrs: x });
-    }
+    const cls = classes.of(r);
     if (cls < 0) continue; // the class table is full: not cached, as in merge()
     // put() let in only sizes below 2^48 and storable times.
     const ino = d.ino[r]!, size = d.size[r]!, ms = d.msec[r]!, cs = d.csec[r]!;
@@ -643,12 +662,7 @@ class Merge {
   // (a dropped entry leaves no class behind): the file's (oldClass) or the delta row's.
   private oldClass = -1;
   private row = -1;
-  // Runs of delta entries mostly share their class: one lookup per change of class.
-  private lastCls = -1;
-  private lastFlags = -1;
-  private lastProj = -1;
-  private lastElf = -1;
-  private lastX = '';
+  private readonly deltaClasses: DeltaClasses;
   private readonly remap: Int32Array;
 
   constructor(
@@ -664,6 +678,7 @@ class Merge {
     this.edits = ed.of(sh.root.dev);
     this.changed = this.order.length > 0 || !rd;
     this.remap = new Int32Array(rd?.classes.length ?? 0).fill(-2);
+    this.deltaClasses = new DeltaClasses(this.d, out);
   }
 
   run(): boolean {
@@ -739,7 +754,7 @@ class Merge {
         this.changed = true;
       }
     }
-    const cls = !alive || !storable(this.cs, this.cns) ? -1 : this.oldClass >= 0 ? this.oldClassOf(this.oldClass) : this.deltaClassOf(this.row);
+    const cls = !alive || !storable(this.cs, this.cns) ? -1 : this.oldClass >= 0 ? this.oldClassOf(this.oldClass) : this.deltaClasses.of(this.row);
     if (cls < 0) {
       this.changed = true;
       return;
@@ -759,19 +774,6 @@ class Merge {
     w.setUint32(o + F_HASH + 4, this.hashHi, true);
     this.visit?.(ino, w, o, out.classes[cls]!);
     out.done();
-  }
-
-  private deltaClassOf(r: number): number {
-    const d = this.d;
-    const x = d.xattrs[r]!;
-    if (this.lastCls < 0 || d.flags[r] !== this.lastFlags || d.projid[r] !== this.lastProj || d.elf[r] !== this.lastElf || x !== this.lastX) {
-      this.lastFlags = d.flags[r]!;
-      this.lastProj = d.projid[r]!;
-      this.lastElf = d.elf[r]!;
-      this.lastX = x;
-      this.lastCls = this.out.classOf({ flags: this.lastFlags, projid: this.lastProj, elf: this.lastElf, xattrs: x });
-    }
-    return this.lastCls;
   }
 
   private oldClassOf(c: number): number {
