@@ -53,7 +53,8 @@
  *
  * Steps 1-4 of the pair with the canonical tried first run in the addon
  * (native/link.c), for up to 64 pairs of each of up to 64 sets per call,
- * the sets shared out between min(CPUs, 8) threads of the thread pool,
+ * the sets shared out between min(CPUs, 8) threads of the thread pool
+ * (costliest first: a call lasts until its last set is done),
  * while this thread takes in the last call of another 64 sets and prepares
  * their next one (linkBatched()). The addon
  * decides only the ordinary outcome: a pair that does not check out before
