@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { sys, O } from '../../src/os/sys.js';
 import type { Root } from '../../src/core/types.js';
+import { rng } from './hostile.js';
 
 export interface Entry {
   ino: number;
@@ -219,18 +220,6 @@ function encode(root: Root, entries: [Entry, number][], classes: string[], xxh64
   sum.writeBigUInt64LE(xxh64(table));
   parts.push(table, sum);
   return Buffer.concat(parts);
-}
-
-/** A small seeded generator (mulberry32): the same script for every build compared. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Inode numbers a guest's filesystem can give, and the edges of their encoding: below 2^32, across it, past 2^53 (doubles' exact integers). */
