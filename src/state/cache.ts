@@ -483,11 +483,14 @@ function openShard(dirFd: number, sh: Shard, key: string): Reader {
 }
 
 /** Entries written block by block to a shard file (or only counted: no descriptor). */
+/** Sees each entry as written: its inode, the block, its offset there, its class. */
+type Visit = (ino: number, dv: DataView, o: number, cls: Klass) => void;
+
 class Writer {
   readonly buf = Buffer.allocUnsafeSlow(BLOCK * REC + 8);
   readonly dv = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
-  /** The block as 32-bit words, in the host's order (writeDelta() uses it on little-endian hosts only). */
-  readonly words = new Uint32Array(this.buf.buffer, this.buf.byteOffset, this.buf.length >>> 2);
+  /** The block as 32-bit words, in the host's order (put() writes through it on little-endian hosts). */
+  private readonly words = new Uint32Array(this.buf.buffer, this.buf.byteOffset, this.buf.length >>> 2);
   /** Entries in the current block, and in all. */
   n = 0;
   count = 0;
@@ -523,11 +526,40 @@ class Writer {
     return i;
   }
 
-  /** The offset of the next entry in buf (filled by the caller, then done()). */
-  next(): number {
-    return this.n * REC;
-  }
-  done(): void {
+  /**
+   * One entry, its ten little-endian words (the format above): through the
+   * block's words on a little-endian host (no DataView call per field),
+   * else through the DataView. Sizes below 2^48 and storable times only
+   * (put() and the file's own entries are so). `visit` sees it in the block.
+   */
+  put(ino: number, size: number, cls: number, ms: number, mns: number, cs: number, cns: number, hashLo: number, hashHi: number, visit?: Visit): void {
+    const o = this.n * REC;
+    if (LITTLE) {
+      const w = this.words, i = o >>> 2;
+      w[i] = ino % TWO32;
+      w[i + 1] = Math.floor(ino / TWO32);
+      w[i + 2] = size % TWO32;
+      w[i + 3] = Math.floor(size / TWO32) + cls * 0x10000; // size's high 16 bits, then the class (F_SIZE_HI, F_CLASS)
+      w[i + 4] = timeLo(ms, mns);
+      w[i + 5] = timeHi(ms); // a negative high word is stored as its two's complement, as setInt32 does
+      w[i + 6] = timeLo(cs, cns);
+      w[i + 7] = timeHi(cs);
+      w[i + 8] = hashLo;
+      w[i + 9] = hashHi;
+    } else {
+      const dv = this.dv;
+      setU64(dv, o, ino);
+      dv.setUint32(o + F_SIZE, size % TWO32, true);
+      dv.setUint16(o + F_SIZE_HI, Math.floor(size / TWO32), true);
+      dv.setUint16(o + F_CLASS, cls, true);
+      dv.setUint32(o + F_MTIME, timeLo(ms, mns), true);
+      dv.setInt32(o + F_MTIME + 4, timeHi(ms), true);
+      dv.setUint32(o + F_CTIME, timeLo(cs, cns), true);
+      dv.setInt32(o + F_CTIME + 4, timeHi(cs), true);
+      dv.setUint32(o + F_HASH, hashLo, true);
+      dv.setUint32(o + F_HASH + 4, hashHi, true);
+    }
+    visit?.(ino, this.dv, o, this.classes[cls]!);
     this.count++;
     if (++this.n === BLOCK) this.flush();
   }
@@ -576,13 +608,6 @@ class Writer {
   }
 }
 
-/**
- * What merge() writes when there is no file to merge with and no refresh or
- * forget on the shard's device (a root's first save, a rebuilt shard): the
- * delta's entries by inode number, each as its ten little-endian words,
- * without merge()'s steps and closures per entry (they were most of a new
- * root's save, in code that runs once per process). The same bytes.
- */
 /** The class of each delta row written: runs of rows mostly share their class, so one lookup per change of class. */
 class DeltaClasses {
   private cls = -1;
@@ -609,28 +634,20 @@ class DeltaClasses {
   }
 }
 
-function writeDelta(d: Delta, order: Uint32Array, out: Writer, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): void {
-  const w = out.words;
+/**
+ * What merge() writes when there is no file to merge with and no refresh or
+ * forget on the shard's device (a root's first save, a rebuilt shard): the
+ * delta's entries by inode number, without merge()'s steps per entry (they
+ * were most of a new root's save, in code that runs once per process). The
+ * same bytes.
+ */
+function writeDelta(d: Delta, order: Uint32Array, out: Writer, visit?: Visit): void {
   const classes = new DeltaClasses(d, out);
   for (let k = 0; k < order.length; k++) {
     const r = order[k]!;
     const cls = classes.of(r);
     if (cls < 0) continue; // the class table is full: not cached, as in merge()
-    // put() let in only sizes below 2^48 and storable times.
-    const ino = d.ino[r]!, size = d.size[r]!, ms = d.msec[r]!, cs = d.csec[r]!;
-    const o = out.n * (REC / 4);
-    w[o] = ino % TWO32;
-    w[o + 1] = Math.floor(ino / TWO32);
-    w[o + 2] = size % TWO32;
-    w[o + 3] = Math.floor(size / TWO32) + cls * 0x10000; // size's high 16 bits, then the class (F_SIZE_HI, F_CLASS)
-    w[o + 4] = timeLo(ms, d.mns[r]!);
-    w[o + 5] = timeHi(ms); // a negative high word is stored as its two's complement, as setInt32 does
-    w[o + 6] = timeLo(cs, d.cns[r]!);
-    w[o + 7] = timeHi(cs);
-    w[o + 8] = d.hashLo[r]!;
-    w[o + 9] = d.hashHi[r]!;
-    visit?.(ino, out.dv, o * 4, out.classes[cls]!);
-    out.done();
+    out.put(d.ino[r]!, d.size[r]!, cls, d.msec[r]!, d.mns[r]!, d.csec[r]!, d.cns[r]!, d.hashLo[r]!, d.hashHi[r]!, visit);
   }
 }
 
@@ -670,7 +687,7 @@ class Merge {
     private readonly ed: Edits,
     private readonly rd: Reader | undefined,
     private readonly out: Writer,
-    private readonly visit: ((ino: number, dv: DataView, o: number, cls: Klass) => void) | undefined,
+    private readonly visit: Visit | undefined,
   ) {
     this.d = sh.delta;
     this.order = this.d.sorted();
@@ -759,21 +776,7 @@ class Merge {
       this.changed = true;
       return;
     }
-    const out = this.out;
-    const w = out.dv;
-    const o = out.next();
-    setU64(w, o, ino);
-    w.setUint32(o + F_SIZE, this.size % TWO32, true);
-    w.setUint16(o + F_SIZE_HI, Math.floor(this.size / TWO32), true);
-    w.setUint16(o + F_CLASS, cls, true);
-    w.setUint32(o + F_MTIME, timeLo(this.ms, this.mns), true);
-    w.setInt32(o + F_MTIME + 4, timeHi(this.ms), true);
-    w.setUint32(o + F_CTIME, timeLo(this.cs, this.cns), true);
-    w.setInt32(o + F_CTIME + 4, timeHi(this.cs), true);
-    w.setUint32(o + F_HASH, this.hashLo, true);
-    w.setUint32(o + F_HASH + 4, this.hashHi, true);
-    this.visit?.(ino, w, o, out.classes[cls]!);
-    out.done();
+    this.out.put(ino, this.size, cls, this.ms, this.mns, this.cs, this.cns, this.hashLo, this.hashHi, this.visit);
   }
 
   private oldClassOf(c: number): number {
@@ -1060,7 +1063,7 @@ export class HashCache {
   }
 
   /** What the next save would write to a shard, entry by entry; the count. */
-  private contents(sh: Shard, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): number {
+  private contents(sh: Shard, visit?: Visit): number {
     const out = new Writer(-1, 0);
     try {
       this.fill(sh, out, visit);
@@ -1112,8 +1115,8 @@ export class HashCache {
    * merge with and no refresh or forget on its device (a root's first save:
    * merge() is then not even compiled).
    */
-  private fill(sh: Shard, out: Writer, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): boolean {
-    if (LITTLE && !(sh.ok && this.dir) && !this.edits.has(sh.root.dev)) {
+  private fill(sh: Shard, out: Writer, visit?: Visit): boolean {
+    if (!(sh.ok && this.dir) && !this.edits.has(sh.root.dev)) {
       writeDelta(sh.delta, sh.delta.sorted(), out, visit);
       return true;
     }
@@ -1127,7 +1130,7 @@ export class HashCache {
    * applied in order. Returns whether that differs from the file. Throws
    * CacheError when the file turns out bad on the way.
    */
-  private merge(sh: Shard, out: Writer, visit?: (ino: number, dv: DataView, o: number, cls: Klass) => void): boolean {
+  private merge(sh: Shard, out: Writer, visit?: Visit): boolean {
     const rd = sh.ok && this.dir ? openShard(this.dir.fd, sh, this.key) : undefined;
     return new Merge(sh, this.edits, rd, out, visit).run();
   }
