@@ -214,12 +214,8 @@ export const GC_MIN_FILES = 262_144;
 export function collectGarbage(files: number): void {
   if (files < GC_MIN_FILES) return;
   if (!gc) {
-    // Loaded here, by the runs that collect: node:v8 alone is milliseconds of every start.
-    const require = createRequire(import.meta.url);
-    const v8 = require('node:v8') as typeof import('node:v8');
-    v8.setFlagsFromString('--no-concurrent-array-buffer-sweeping');
-    v8.setFlagsFromString('--expose-gc');
-    gc = (require('node:vm') as typeof import('node:vm')).runInNewContext('gc') as () => void;
+    setV8Flags('--no-concurrent-array-buffer-sweeping', '--expose-gc');
+    gc = (createRequire(import.meta.url)('node:vm') as typeof import('node:vm')).runInNewContext('gc') as () => void;
   }
   gc();
   native.mallocTrim();
@@ -239,8 +235,13 @@ export function collectGarbage(files: number): void {
  * scavenger, which costs less. Changes no result.
  */
 export function noPretenuring(): void {
-  const require = createRequire(import.meta.url);
-  (require('node:v8') as typeof import('node:v8')).setFlagsFromString('--no-allocation-site-pretenuring');
+  setV8Flags('--no-allocation-site-pretenuring');
+}
+
+/** V8 flags set at run time; node:v8 is loaded here, by the runs that set one: it alone is milliseconds of every start. */
+function setV8Flags(...flags: string[]): void {
+  const v8 = createRequire(import.meta.url)('node:v8') as typeof import('node:v8');
+  for (const f of flags) v8.setFlagsFromString(f);
 }
 
 /** Resident set size of this process now. */
