@@ -323,9 +323,23 @@ typedef struct {
   long dup_flags;
 } known_attrs;
 
+/* same_bytes() where the canonical's bytes are already in memory
+ * (`canon`, all `size` of them: under CHUNK, so no data extents): only the
+ * duplicate is read. */
+static int same_as_held(const char *canon, int fb, off_t size, char *buf) {
+  for (off_t pos = 0; pos < size; pos += READ_CHUNK) {
+    size_t len = (size_t)(size - pos < READ_CHUNK ? size - pos : READ_CHUNK);
+    if (read_fully(fb, buf, len, pos)) return -1;
+    if (memcmp(canon + pos, buf, len)) return 0;
+  }
+  return 1;
+}
+
 /* compare.ts difference(): 0 when `dup` may become a link to `canon`,
- * non-zero when anything differs or cannot be read (JS finds out what). */
-static int differs(int canon, int dup, int ignore_mtime, int bytes, char **bufs, const known_attrs *k) {
+ * non-zero when anything differs or cannot be read (JS finds out what).
+ * `held`: the canonical's bytes, read while its lease was held and intact
+ * since (see batch), compared instead of reading it again; NULL reads both. */
+static int differs(int canon, int dup, int ignore_mtime, int bytes, char **bufs, const known_attrs *k, const char *held) {
   double sa[S_N], sb[S_N];
   const double *a = sa, *b = sb;
   if (k) a = k->canon, b = k->dup;
@@ -340,8 +354,22 @@ static int differs(int canon, int dup, int ignore_mtime, int bytes, char **bufs,
   if (!ignore_mtime && (a[S_MSEC] != b[S_MSEC] || a[S_MNSEC] != b[S_MNSEC])) return 1;
   if (same_xattrs(dup, canon) != 1) return 1;
   if (!bytes) return 0;
+  if (held) return (!bufs[1] && !(bufs[1] = malloc(READ_CHUNK))) || same_as_held(held, dup, (off_t)a[S_SIZE], bufs[1]) != 1;
   return same_bytes(canon, dup, (off_t)a[S_SIZE], bufs) != 1;
 }
+
+/* One segment's state on its thread (run_segment). */
+typedef struct {
+  int canon_fd;
+  double canon_expect[S_N];
+  int journal_fd;
+  int flags;
+  char **bufs; /* the comparison's two buffers and the canonical's bytes (CHUNK): one set per thread */
+  int leasable; /* canon_leasable()'s answer for canon_fd, -1 until asked */
+  int canon_held; /* the canonical's lease is held (from an earlier pair of the segment, see canon_unlease) */
+  int held_ok;    /* bufs[2] holds the canonical's bytes (held_size of them), read since canon_held was taken */
+  off_t held_size;
+} batch;
 
 /* ---- leases (lease.c) --------------------------------------------------- */
 
@@ -363,21 +391,60 @@ static int canon_leasable(int canon_fd, int *state) {
   return *state;
 }
 
-static int lease_pair(int a, int b, int *a_state) {
-  if (link_fault(STEP_LEASE, 0)) return -1; /* tests: leases refused */
-  if (!canon_leasable(a, a_state) || fcntl(a, F_SETLEASE, F_RDLCK)) return -1;
-  if (lease_one(b)) {
-    fcntl(a, F_SETLEASE, F_UNLCK);
+static int lease_intact(int fd) { return fcntl(fd, F_GETLEASE) == F_RDLCK; }
+
+/* The canonical's lease is not given up between the pairs of a segment:
+ * taken at its first leased pair, it is held until the segment ends, or
+ * until it is found broken (a writer opened the canonical, or truncated it:
+ * the writer waits until it is released here, at the next pair's start at
+ * the latest), or a pair is handed back. While it is held and intact the
+ * canonical's bytes are the ones read after it was taken, so they are read
+ * once (held_canonical) and each leased pair reads its duplicate only. The
+ * checks that prove a pair (lease_intact at the exchange and at settle)
+ * are the same as when the lease was taken per pair: a lease once broken
+ * is never intact again. */
+static void canon_unlease(batch *b) {
+  if (b->canon_held) fcntl(b->canon_fd, F_SETLEASE, F_UNLCK);
+  b->canon_held = 0, b->held_ok = 0;
+}
+
+/* Both leases for one pair: 0, or -1 with neither held (a pair without
+ * leases goes as it always did: compared again after the exchange, and
+ * nobody waits on a lease of ours meanwhile). */
+static int lease_pair(batch *b, int dup) {
+  if (b->canon_held && !lease_intact(b->canon_fd)) canon_unlease(b); /* broken since: let the writer go, forget its bytes */
+  if (link_fault(STEP_LEASE, 0)) { /* tests: leases refused */
+    canon_unlease(b);
+    return -1;
+  }
+  if (!b->canon_held) {
+    if (!canon_leasable(b->canon_fd, &b->leasable) || fcntl(b->canon_fd, F_SETLEASE, F_RDLCK)) return -1;
+    b->canon_held = 1;
+  }
+  if (lease_one(dup)) {
+    canon_unlease(b);
     return -1;
   }
   return 0;
 }
 
-static int lease_intact(int fd) { return fcntl(fd, F_GETLEASE) == F_RDLCK; }
+/* A pair ends: its duplicate's lease goes; the canonical's too unless
+ * `keep_canon` (the pair was LINKED: kept for the next pair). */
+static void unlease(batch *b, int dup, int leased, int keep_canon) {
+  if (leased) fcntl(dup, F_SETLEASE, F_UNLCK);
+  if (!keep_canon) canon_unlease(b);
+}
 
-static void lease_release(int a, int b) {
-  fcntl(a, F_SETLEASE, F_UNLCK);
-  fcntl(b, F_SETLEASE, F_UNLCK);
+/* The canonical's bytes in memory (its size below CHUNK), read once while
+ * its lease is held (see canon_unlease); NULL when they cannot be (the
+ * pair reads both files, as without a lease). */
+static const char *held_canonical(batch *b, off_t size) {
+  if (!b->canon_held) return NULL;
+  if (b->held_ok) return b->held_size == size ? b->bufs[2] : NULL;
+  if (!b->bufs[2] && !(b->bufs[2] = malloc(CHUNK))) return NULL;
+  if (read_fully(b->canon_fd, b->bufs[2], (size_t)size, 0)) return NULL;
+  b->held_ok = 1, b->held_size = size;
+  return b->bufs[2];
 }
 
 /* ---- temporary names and the journal ------------------------------------ */
@@ -542,15 +609,6 @@ enum { O_CODE, O_ERRNO, O_AUX, O_DIRFD, O_DUPFD, O_LEFT, O_CANON, O_DUP = O_CANO
 #define LEASE_MIN_SIZE (16 << 10)
 enum { F_IGNORE_MTIME = 1 };
 
-typedef struct {
-  int canon_fd;
-  double canon_expect[S_N];
-  int journal_fd;
-  int flags;
-  char **bufs; /* the comparison's two buffers: one pair per thread */
-  int leasable; /* canon_leasable()'s answer for canon_fd, -1 until asked */
-} batch;
-
 /* The O_PATH descriptor reopened for reading through its /proc/self/fd
  * link, looked up beneath a descriptor of /proc/self/fd kept open (hash.c),
  * not walked from / each time: one component to look up instead of four
@@ -602,7 +660,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   /* 2. neither immutable nor append-only; the canonical unchanged */
   long fl = inode_flags(dupfd);
   if (fl < 0 || (fl & (FS_IMMUTABLE_FL | FS_APPEND_FL))) goto fallback;
-  if (!known && dup_stat[S_SIZE] >= LEASE_MIN_SIZE) leased = lease_pair(b->canon_fd, dupfd, &b->leasable) == 0;
+  if (!known && dup_stat[S_SIZE] >= LEASE_MIN_SIZE) leased = lease_pair(b, dupfd) == 0;
   if (fstat_d(b->canon_fd, canon_before) || !same_file(canon_before, b->canon_expect, 1, 1)) goto fallback;
 
   /* 3. the comparison, and nothing written meanwhile */
@@ -610,7 +668,9 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   if (link_fault(STEP_COMPARE, 0)) goto fallback;
   /* the stats and flags just read; the two checks below (ctime included) prove they still hold */
   known_attrs ka = {canon_before, dup_stat, 1, fl};
-  if (!known && differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, 1, b->bufs, &ka)) goto fallback;
+  /* canon_before's size is the canonical's (checked against canon_expect), and every pair of a segment has it */
+  const char *held = leased && canon_before[S_SIZE] < CHUNK ? held_canonical(b, (off_t)canon_before[S_SIZE]) : NULL;
+  if (!known && differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, 1, b->bufs, &ka, held)) goto fallback;
   if (fstat_d(b->canon_fd, st) || !same_file(st, canon_before, 1, 1)) goto fallback;
   if (fstat_d(dupfd, st) || !same_file(st, dup_stat, 1, 1)) goto fallback;
   if (link_fault(STEP_COMPARE, 1)) goto fallback;
@@ -662,7 +722,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
     else link_call(STEP_EXCHANGE, 1, dirfd, name);
   }
   if (code) {
-    if (leased) lease_release(b->canon_fd, dupfd), leased = 0;
+    unlease(b, dupfd, leased, 0), leased = 0;
     o[O_CODE] = code;
     o[O_LEFT] = remove_if_inode(dirfd, tmp, canon_before);
     goto handed;
@@ -698,7 +758,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
      * anything done to it before the exchange shows in into_at. Its flags,
      * project and xattrs, and the duplicate's, are read now. */
     known_attrs at_exchange = {into_at, out_at, 0, 0};
-    if (ok && !known) ok = !differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, !leased, b->bufs, &at_exchange);
+    if (ok && !known) ok = !differs(b->canon_fd, dupfd, b->flags & F_IGNORE_MTIME, !leased, b->bufs, &at_exchange, NULL);
   }
   double out_now[S_N];
   if (ok) ok = fstat_d(dupfd, out_now) == 0 && same_file(out_now, out_at, 1, 1);
@@ -714,7 +774,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
     if (!j) link_fault(STEP_JOURNAL, 1);
     if (j) {
       journal_break();
-      if (leased) lease_release(b->canon_fd, dupfd);
+      unlease(b, dupfd, leased, 0), leased = 0;
       o[O_CODE] = R_SETTLED_J, o[O_ERRNO] = (double)j, o[O_AUX] = (double)journal_len;
       goto handed;
     }
@@ -722,7 +782,7 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   err = link_fault(STEP_UNLINK, 0);
   if (!err && unlinkat(dirfd, tmp, 0) < 0) err = errno;
   if (!err) err = link_fault(STEP_UNLINK, 1);
-  if (leased) lease_release(b->canon_fd, dupfd);
+  unlease(b, dupfd, leased, !err), leased = 0; /* linked: the canonical's lease stays for the next pair */
   if (!err) link_call(STEP_UNLINK, 1, dirfd, tmp);
   if (err) {
     o[O_CODE] = R_UNLINK, o[O_ERRNO] = err;
@@ -745,12 +805,13 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
   return;
 
 handed:
-  /* only settle() goes on with the leases; a writer waits on none else */
-  if (leased && o[O_CODE] != R_SETTLE) lease_release(b->canon_fd, dupfd);
+  /* only settle() goes on with the leases (both are its own now); a writer waits on none else */
+  if (leased && o[O_CODE] == R_SETTLE) b->canon_held = 0, b->held_ok = 0;
+  else unlease(b, dupfd, leased, 0);
   o[O_DIRFD] = dirfd, o[O_DUPFD] = dupfd;
   return;
 fallback:
-  if (leased) lease_release(b->canon_fd, dupfd);
+  unlease(b, dupfd, leased, 0);
   if (pathfd >= 0) close(pathfd);
   if (dupfd >= 0) close(dupfd);
   if (dirfd >= 0) close(dirfd);
@@ -780,7 +841,7 @@ static pthread_mutex_t *dir_lock(double dev, double ino) {
 }
 
 /* The comparison buffers of each worker, kept for the next batch. */
-static char *worker_bufs[MAX_THREADS][2];
+static char *worker_bufs[MAX_THREADS][3];
 
 typedef struct {
   double *segs, *canon_expect, *pairs, *out;
@@ -807,7 +868,7 @@ typedef struct {
 
 static void run_segment(job *j, size_t g, char **bufs) {
   double *seg = j->segs + g * G_N;
-  batch b = {(int)seg[G_CANON], {0}, j->journal_fd, j->flags, bufs, -1};
+  batch b = {(int)seg[G_CANON], {0}, j->journal_fd, j->flags, bufs, -1, 0, 0, 0};
   memcpy(b.canon_expect, j->canon_expect + g * S_N, sizeof b.canon_expect);
   size_t start = (size_t)seg[G_START], count = (size_t)seg[G_COUNT], done = 0;
   for (size_t i = start; i < start + count; i++) {
@@ -828,6 +889,7 @@ static void run_segment(job *j, size_t g, char **bufs) {
     if (o[O_CODE] != R_FALLBACK) __atomic_store_n(&j->stop, 1, __ATOMIC_RELEASE); /* nothing of it changed on a fallback */
     break;
   }
+  canon_unlease(&b); /* held from its last LINKED pair, if any */
   seg[G_DONE] = (double)done;
   memcpy(j->canon_expect + g * S_N, b.canon_expect, sizeof b.canon_expect);
 }
@@ -1112,6 +1174,51 @@ napi_value link_layout(napi_env env) {
 }
 #undef GROUP
 #undef PUT
+
+/* openChecked(dirFd, name: Buffer, expect: Float64Array(S_N), how, out: Float64Array(S_N))
+ * -> a descriptor open for reading, or -1: src/os/confine.ts openChecked()
+ * in one call instead of five (openBeneath O_PATH, fstat, the check, the
+ * reopen through /proc/self/fd, close). The O_PATH descriptor's fstat goes
+ * into `out`; unless it is a regular file and the inode `expect` describes
+ * (how: OC_INODE dev and ino only, core/stat.ts sameInode; else sameFile,
+ * ctime with OC_CTIME, nlink with OC_NLINK) it returns -1 having opened
+ * nothing for reading (confine.ts says why). A failed system call throws. */
+enum { OC_CTIME = 1, OC_NLINK = 2, OC_INODE = 4 };
+napi_value OpenChecked(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  int64_t dirfd, how;
+  void *expect, *out;
+  size_t el = 0, ol = 0, off;
+  napi_typedarray_type t;
+  napi_value ab;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int bad = argc < 5 || arg_int(env, argv[0], &dirfd) || arg_int(env, argv[3], &how);
+  if (!bad) bad = napi_get_typedarray_info(env, argv[2], &t, &el, &expect, &ab, &off) != napi_ok || t != napi_float64_array || el < S_N;
+  if (!bad) bad = napi_get_typedarray_info(env, argv[4], &t, &ol, &out, &ab, &off) != napi_ok || t != napi_float64_array || ol < S_N;
+  if (bad) {
+    napi_throw_type_error(env, NULL, "openChecked(dirFd, name, expect, how, out)");
+    return NULL;
+  }
+  char *name = arg_bytes(env, argv[1], NULL);
+  if (!name) return NULL;
+  int pathfd = open_beneath((int)dirfd, name, O_PATH, 0), err = errno;
+  free(name);
+  if (pathfd < 0) return throw_errno(env, err, "openat2");
+  double *st = out, *e = expect;
+  int fd = -1;
+  const char *call = NULL;
+  if (fstat_d(pathfd, st)) err = errno, call = "statx";
+  else if (st[S_TYPE] == T_REG && ((how & OC_INODE) ? same_inode(st, e) : same_file(st, e, (how & OC_CTIME) != 0, (how & OC_NLINK) != 0))) {
+    fd = reopen(pathfd);
+    if (fd < 0) err = errno, call = "open";
+  }
+  close(pathfd);
+  if (call) return throw_errno(env, err, call);
+  napi_value r;
+  napi_create_int32(env, fd, &r);
+  return r;
+}
 
 /* errnoError(errno, syscall) -> the Error the addon's calls throw for it,
  * for outcomes linkBatch reports by number. */

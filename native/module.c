@@ -102,6 +102,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("setLinkFault", SetLinkFault),
       FN("setLinkHook", SetLinkHook),
       FN("errnoError", ErrnoError),
+      FN("openChecked", OpenChecked),
       {"layout", NULL, NULL, NULL, NULL, make_layout(env), napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);

@@ -224,6 +224,7 @@ DECLARE(GlobExcluded)
 /* lease.c */
 DECLARE(LeasePair) DECLARE(LeaseHeld) DECLARE(LeaseRelease)
 DECLARE(LinkBatch) DECLARE(LinkBatchStart) DECLARE(LinkBatchWait) DECLARE(SetLinkFault) DECLARE(SetLinkHook) DECLARE(ErrnoError)
+DECLARE(OpenChecked)
 #undef DECLARE
 
 /* Inode flags and project ID of fd, 0 each where the filesystem has none;

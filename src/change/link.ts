@@ -16,7 +16,9 @@
  *      link, exchange, comparison after it, settle or undo).
  * Read leases on both inodes (lease.ts), taken before step 3 and released
  * once the swap is settled or undone, prove no byte of either was written
- * meanwhile, so the comparison after the exchange reads no bytes; a pair
+ * meanwhile, so the comparison after the exchange reads no bytes (the
+ * addon keeps the canonical's lease from one pair of a set to the next and
+ * reads its bytes once while it holds, see native/link.c); a pair
  * that cannot be leased (a writer has a file open, leases unsupported, a
  * small file) is compared in full again after the exchange, as before.
  * A duplicate inode is compared with its canonical once per pair, not once

@@ -61,6 +61,7 @@ export interface Native {
   linkBatchWait(): boolean;
   setLinkFault(step?: number, nth?: number, after?: number, errno?: number, kill?: number): number;
   errnoError(errno: number, syscall: string): Error;
+  openChecked(dirFd: number, name: Buffer, expect: Float64Array, how: number, out: Float64Array): number;
   setLinkHook(fn: ((step: string, when: string, dirFd: number, name: Buffer) => void) | null): void;
   /** The record layouts, as the addon defines them; read through `layout` below. */
   layout: unknown;

@@ -185,6 +185,14 @@ export const sys = {
     native.linkBatchStart(segs, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps, threads),
   /** Block until no linkBatchStart job runs (its promise may settle later); whether one ran. */
   linkBatchWait: (): boolean => native.linkBatchWait(),
+  /**
+   * confine.ts openChecked() in one call: `name` opened O_PATH beneath
+   * `dirFd`, its fstat written to `out` (LINK_ARRAY.stat order) and checked
+   * against `expect` (OPEN_CHECKED: sameFile with ctime and/or nlink, or
+   * sameInode), then reopened for reading; -1 when it is not that regular file.
+   */
+  openChecked: (dirFd: number, name: Buffer, expect: Float64Array, how: number, out: Float64Array): number =>
+    native.openChecked(dirFd, name, expect, how, out),
   nativeLinker: true,
   /**
    * Test-only: fail the n-th occurrence (1-based, counted before the step)
@@ -247,6 +255,9 @@ checkCodes('link.steps', Object.fromEntries(LINK_STEPS.map((step, i) => [step, i
  * and `length`, the doubles each takes; and the bytes per temporary name
  * in its `tmps` (NUL-ended).
  */
+/** openChecked's `how` bits (native/link.c OC_*). */
+export const OPEN_CHECKED = { ctime: 1, nlink: 2, inode: 4 } as const;
+
 export const LINK_ARRAY = { stat: layout.link.stat, pair: layout.link.pair, out: layout.link.out, seg: layout.link.seg };
 export const LINK_TMP = layout.link.tmpLength;
 

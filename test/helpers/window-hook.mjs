@@ -22,7 +22,8 @@
 //            when `done` exists, or when a lease the run holds is broken
 //            (the guest is then waiting in open(2) or truncate(2) until
 //            the run releases it), or after 20 s (the test then fails)
-//   noLease  sys.leasePair fails with EINVAL without asking the kernel
+//   noLease  sys.leasePair fails with EINVAL without asking the kernel; on
+//            the native path, the noLease-th pair's leases (1: the first)
 //   log      JSON written here at exit: leasePair's results (JS path),
 //            whether the addon held both leases at its comparison (native),
 //            whether and how the hook resumed, and how many reads (JS) or
@@ -92,7 +93,7 @@ if (raw) {
     return realRead(...a);
   };
   if (cfg.native) {
-    if (cfg.noLease) sys.setLinkFault({ step: 'lease', nth: 1, errno: 22 });
+    if (cfg.noLease) sys.setLinkFault({ step: 'lease', nth: cfg.noLease, errno: 22 });
     const rchar = () => Number(/rchar: (\d+)/.exec(fs.readFileSync('/proc/self/io', 'utf8'))[1]);
     let rcharAtExchange;
     // The pair's descriptors, found by what they name: the addon does not hand them out.

@@ -121,11 +121,16 @@ function expectedOf(action: Action): [Buffer, number] {
   return [Buffer.concat([TOKEN, ORIGINAL.subarray(TOKEN.length)]), 0o644];
 }
 
-/** `target` 'a': the guest acts on the canonical's path (a's own file) instead, in the same windows of linking w's. */
-async function runCase(linker: Linker, mode: Mode, window: Window, action: Action, target: 'w' | 'a' = 'w') {
+/**
+ * `target` 'a': the guest acts on the canonical's path (a's own file) instead, in the same windows of linking w's.
+ * `v`: a third guest v between a and w, so that w's is the set's second pair: on the addon's path the
+ * canonical's lease is then held since v's pair, and its bytes were read there (native/link.c canon_unlease).
+ */
+async function runCase(linker: Linker, mode: Mode, window: Window, action: Action, target: 'w' | 'a' = 'w', v = false) {
   const dir = fs.mkdtempSync(path.join(top, `${action}-${window}-`));
   const file = (g: string) => path.join(dir, g, 'f');
-  for (const g of ['a', 'w']) {
+  const guests = v ? ['a', 'v', 'w'] : ['a', 'w'];
+  for (const g of guests) {
     fs.mkdirSync(path.join(dir, g));
     fs.writeFileSync(file(g), ORIGINAL);
     fs.chmodSync(file(g), 0o644);
@@ -144,8 +149,8 @@ async function runCase(linker: Linker, mode: Mode, window: Window, action: Actio
       guest!.once('exit', () => reject(new Error(`guest exited early: ${err}`)));
     });
   }
-  const hook = { sys: path.join(path.dirname(BIN), 'os', 'sys.js'), native: linker === 'native', under: path.join(dir, 'w'), canon: file('a'), window: action === 'none' ? 'never' : window, trigger, done, log: logFile, noLease: mode === 'seam fault' };
-  const cli = spawn(process.execPath, ['--import', HOOK, BIN, '--state-dir', path.join(dir, 'state'), '--json', path.join(dir, 'a'), path.join(dir, 'w')], {
+  const hook = { sys: path.join(path.dirname(BIN), 'os', 'sys.js'), native: linker === 'native', under: path.join(dir, 'w'), canon: file('a'), window: action === 'none' ? 'never' : window, trigger, done, log: logFile, noLease: mode === 'seam fault' ? (v ? 2 : 1) : 0 };
+  const cli = spawn(process.execPath, ['--import', HOOK, BIN, '--state-dir', path.join(dir, 'state'), '--json', ...guests.map((g) => path.join(dir, g))], {
     env: { ...process.env, VUNIFY_WINDOW_HOOK: JSON.stringify(hook) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -159,7 +164,7 @@ async function runCase(linker: Linker, mode: Mode, window: Window, action: Actio
     expect(g, 'the guest never finished').not.toBe('timeout');
   }
   const log = JSON.parse(fs.readFileSync(logFile, 'utf8')) as HookLog;
-  const what = `${linker} path, ${mode}, ${action} of ${target}'s file in window ${window}: exit ${code}, hook ${JSON.stringify(log)}\n${stderr}`;
+  const what = `${linker} path, ${mode}, ${action} of ${target}'s file in window ${window}${v ? ' (second pair)' : ''}: exit ${code}, hook ${JSON.stringify(log)}\n${stderr}`;
   expect([0, 1], what).toContain(code);
   expect(stderr, what).not.toMatch(/internal error/);
   expect(log.acted, what).toBe(action !== 'none');
@@ -181,6 +186,8 @@ async function runCase(linker: Linker, mode: Mode, window: Window, action: Actio
     const mayLink = window === 'settle' || (mode === 'leases' && window === 'exchange' && action !== 'chmod');
     if (linked) expect(mayLink, `${what}: w linked to a canonical a changed before the link`).toBe(true);
     expect(fs.readdirSync(path.join(dir, 'w')).filter((n) => n.startsWith('.vunify.')), what).toEqual([]);
+    // v's pair came first, before the guest acted: linked to a, and what v shows is a's (their shared file).
+    if (v) expect(fs.statSync(file('v')).ino, `${what}: v not linked`).toBe(a.ino);
     return { log, linked, what, sameTick: false };
   }
   // README, "What vunify cannot protect against": a change through the path
@@ -283,5 +290,16 @@ describe.each<[Linker, Mode]>([
       // file; one noticed before the exchange keeps the pair apart.
       if (action !== 'chmod') expect(linked, what).toBe(window !== 'lease');
     }, 60_000);
+
+    // The same in the set's second pair: on the addon's path the canonical's
+    // lease is held since the first pair and its bytes were read there; the
+    // guest's change must be seen as in a pair of its own.
+    if (linker === 'native')
+      it.each<Action>(['write-new', 'truncate', 'chmod', 'mmap-new'])(`%s of the canonical in the window "${window}" of the set's second pair: the same`, async (action) => {
+        const { log, linked, what } = await runCase(linker, mode, window, action, 'a', true);
+        if (mode !== 'leases') return;
+        expectLeased(log, what, true, 0);
+        if (action !== 'chmod') expect(linked, what).toBe(window !== 'lease');
+      }, 60_000);
   }
 });
