@@ -182,11 +182,9 @@ function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected:
   // Duplicate inode -> the canonical it was compared with in full, while both are unchanged since.
   const compared = new Map<Inode, Inode>();
   try {
-    // Indexed, with no closure per path: this loop runs once a path, ~70,000 times in a fleet's run.
-    for (let n = 0; n < set.ops.length; n++) {
-      const op = set.ops[n]!;
+    for (const [n, op] of set.ops.entries()) {
       opts.onProgress?.(1);
-      if (isCanonical(canons, op.inode)) continue; // became a canonical (EMLINK, or its own content)
+      if (canons.some((c) => c.inode === op.inode)) continue; // became a canonical (EMLINK, or its own content)
       const order = canons.length === 1 ? ONLY_CANON : [last, ...canons.keys()].filter((k, i, all) => all.indexOf(k) === i);
       // The pair with the canonical tried first, done by the addon in a batch with the next ones.
       if (batch && !batch.has(n, canons[last]!) && batch.prepare(set, n, canons[last]!, canons, opts, expected, compared)) yield;
@@ -194,8 +192,8 @@ function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected:
       for (const k of order) {
         const canon = canons[k]!;
         try {
-          const slot = batch ? batch.take(n, canon) : -1;
-          const freed = slot >= 0 ? finish(batch!, slot, canon, op, opts, expected, compared) : linkOne(canon, op, opts, expected, compared);
+          const done = batch?.take(n, canon);
+          const freed = done ? finish(done, canon, op, opts, expected, compared) : linkOne(canon, op, opts, expected, compared);
           result.linksMade++;
           if (freed) {
             result.freedInodes++;
@@ -252,12 +250,6 @@ function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected:
   }
 }
 
-/** Whether `inode` is one of the set's canonicals. */
-function isCanonical(canons: Canonical[], inode: Inode): boolean {
-  for (let k = 0; k < canons.length; k++) if (canons[k]!.inode === inode) return true;
-  return false;
-}
-
 /** The order of canonicals to try while a set has one (nearly every set): no array built per path. */
 const ONLY_CANON: readonly number[] = [0];
 
@@ -306,13 +298,6 @@ function quiet(): void {
   if (inFlight) sys.linkBatchWait();
 }
 
-/** `part` and a NUL written into `buf` at `offset`; the offset after them. */
-function put(buf: Buffer, offset: number, part: Buffer): number {
-  buf.set(part, offset);
-  buf[offset + part.length] = 0;
-  return offset + part.length + 1;
-}
-
 /** The arrays of linkBatch calls, reused: region r holds the pairs of the r-th set in flight (regions of group g: g * ACTIVE ...). */
 class Pool {
   readonly pairs = new Float64Array(GROUPS * ACTIVE * BATCH * PR.length);
@@ -326,15 +311,18 @@ class Pool {
   /** The names of `batches`' pairs written into this.names, each pair's offset into its pairs entry; the bytes written. */
   private writeNames(batches: Batch[]): number {
     let size = 0;
-    for (const b of batches) for (let i = 0; i < b.count; i++) size += b.dirs[i]!.length + b.files[i]!.length + 2;
+    for (const b of batches) for (let i = 0; i < b.count; i++) size += b.names[i]![0].length + b.names[i]![1].length + 2;
     if (this.names.length < size) this.names = Buffer.allocUnsafe(size + (size >> 1));
     const buf = this.names;
     let offset = 0;
     for (const b of batches) {
       for (let i = 0; i < b.count; i++) {
         this.pairs[b.at(i) * PR.length + PR.nameOff] = offset;
-        offset = put(buf, offset, b.dirs[i]!);
-        offset = put(buf, offset, b.files[i]!);
+        for (const part of b.names[i]!) {
+          buf.set(part, offset);
+          offset += part.length;
+          buf[offset++] = 0;
+        }
       }
     }
     return offset;
@@ -396,15 +384,20 @@ class Pool {
   }
 }
 
+/** One pair's result in the batch arrays. */
+interface Done {
+  b: Batch;
+  slot: number;
+}
+
 /** One set's run of pairs for the addon, and which ops of the set it holds results for. */
 class Batch {
   /** The op index of each pair (-1 once its result is taken), and the canonical they are linked to. */
   private ops: number[] = [];
   canon: Canonical | undefined;
-  /** Pairs prepared for the next call, and their directory (relative to the root) and name (two arrays, no pair made per path). */
+  /** Pairs prepared for the next call, and their directory and name. */
   count = 0;
-  dirs: Buffer[] = [];
-  files: Buffer[] = [];
+  names: [Buffer, Buffer][] = [];
 
   constructor(
     readonly pool: Pool,
@@ -415,12 +408,13 @@ class Batch {
     return this.canon === canon && this.ops.includes(n);
   }
 
-  /** The slot of the result for op `n` linked to `canon`, once; -1 when there is none. */
-  take(n: number, canon: Canonical): number {
-    if (this.canon !== canon) return -1;
+  /** The result for op `n` linked to `canon`, once. */
+  take(n: number, canon: Canonical): Done | undefined {
+    if (this.canon !== canon) return undefined;
     const slot = this.ops.indexOf(n);
-    if (slot >= 0) this.ops[slot] = -1;
-    return slot;
+    if (slot < 0) return undefined;
+    this.ops[slot] = -1;
+    return { b: this, slot };
   }
 
   /**
@@ -434,8 +428,7 @@ class Batch {
   prepare(set: PlanSet, n: number, canon: Canonical, canons: Canonical[], opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): boolean {
     this.canon = canon;
     this.ops = [];
-    this.dirs = [];
-    this.files = [];
+    this.names = [];
     const inodes = new Set<Inode>();
     const journal = opts.journal?.native;
     const pairs = this.pool.pairs;
@@ -444,7 +437,7 @@ class Batch {
     let rel: Buffer = Buffer.alloc(0);
     for (let i = n; i < set.ops.length && this.ops.length < BATCH; i++) {
       const op = set.ops[i]!;
-      if (isCanonical(canons, op.inode)) continue;
+      if (canons.some((c) => c.inode === op.inode)) continue;
       if (inodes.has(op.inode)) break;
       // One buffer per run of pairs in one directory: the plan keeps a directory's files together.
       if (op.file.dir !== lastDir) (lastDir = op.file.dir), (rel = dirRel(op.file.dir));
@@ -465,8 +458,7 @@ class Batch {
       pairs[p + PR.known] = compared.get(op.inode) === canon.inode ? 1 : 0;
       pairs[p + PR.at] = at;
       statDoubles(expected.get(op.inode) ?? op.file.stat, pairs, p + PR.expect);
-      this.dirs.push(rel);
-      this.files.push(op.file.name);
+      this.names.push([rel, op.file.name]);
       this.ops.push(i);
     }
     this.count = this.ops.length;
@@ -477,8 +469,7 @@ class Batch {
   ran(done: number): void {
     this.ops.length = done;
     this.count = 0;
-    this.dirs = [];
-    this.files = [];
+    this.names = [];
   }
 
   /** Where slot `slot`'s pair is in the pool's arrays. */
@@ -495,10 +486,8 @@ class Batch {
 class Held {
   /** Each call held as its function and its arguments, one after the other (no closure per call: two per path linked). */
   private calls: unknown[] = [];
-  /** Progress is a count: summed, and passed on with the rest (one call per path held was an array per path). */
-  private ticks = 0;
   readonly opts: LinkOptions;
-  constructor(private readonly base: LinkOptions) {
+  constructor(base: LinkOptions) {
     const hold =
       <A extends unknown[]>(f: ((...a: A) => void) | undefined) =>
       (f ? (...a: A) => void this.calls.push(f, a) : undefined);
@@ -508,16 +497,13 @@ class Held {
       onDiffer: hold(base.onDiffer),
       onDoubt: hold(base.onDoubt),
       onLink: hold(base.onLink),
-      onProgress: base.onProgress ? (n: number) => void (this.ticks += n) : undefined,
+      onProgress: hold(base.onProgress),
       onContentSplit: hold(base.onContentSplit),
     };
   }
   flush(): void {
     const calls = this.calls.splice(0);
     for (let i = 0; i < calls.length; i += 2) (calls[i] as (...a: unknown[]) => void)(...(calls[i + 1] as unknown[]));
-    const ticks = this.ticks;
-    this.ticks = 0;
-    if (ticks) this.base.onProgress?.(ticks);
   }
 }
 
@@ -604,7 +590,8 @@ async function linkBatched(sets: Iterable<PlanSet>, opts: LinkOptions, result: L
  * through: the same bookkeeping when it linked, its JS path when it changed
  * nothing, and swap.ts's words and endings (settle(), undo()) for the rest.
  */
-function finish(b: Batch, slot: number, canon: Canonical, op: LinkOp, opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): boolean {
+function finish(done: Done, canon: Canonical, op: LinkOp, opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): boolean {
+  const { b, slot } = done;
   const out = b.pool.out;
   const o = b.at(slot) * OUT.length;
   const code = out[o + OUT.code]!;
