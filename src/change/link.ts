@@ -144,22 +144,17 @@ interface Canonical {
   iunlinked: boolean;
 }
 
-/**
- * What fstat of each inode should say, after vunify's own changes to it:
- * one per set (sets share no inode), dropped with it. A WeakMap for the
- * whole run held an entry for every inode linked until a full GC, and
- * every young-generation GC went through that table (~7 % of a fleet's
- * linking run when it held the freed duplicates too).
- */
-type Expected = Map<Inode, Stat>;
+/** What fstat of each inode should say, after vunify's own changes to it (weak: the main path builds a set's objects for that set only). */
+type Expected = WeakMap<Inode, Stat>;
 
 /** `plan.sets` may be built one set at a time as they are linked (pipeline/plan-rows.ts). */
 export async function link(plan: { sets: Iterable<PlanSet> }, opts: LinkOptions): Promise<LinkResult> {
   const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, freedDiskBytes: 0, skipped: 0, contentSplits: { sets: 0, parts: 0, bytes: 0 } };
+  const expected: Expected = new WeakMap();
   noPretenuring(); // see there: the link stage's code is compiled once
   try {
-    if (useNative(opts)) await linkBatched(plan.sets, opts, result);
-    else for (const set of plan.sets) for (const _ of linkSet(set, opts, result)); // never yields without a batch
+    if (useNative(opts)) await linkBatched(plan.sets, opts, result, expected);
+    else for (const set of plan.sets) for (const _ of linkSet(set, opts, result, expected)); // never yields without a batch
   } finally {
     // The space is free when the run says so.
     await sys.closeLaterDrain();
@@ -173,8 +168,7 @@ export async function link(plan: { sets: Iterable<PlanSet> }, opts: LinkOptions)
  * the generator yields once its batch is prepared, and goes on when the
  * batch has run (linkBatched()).
  */
-function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, batch?: Batch): Generator<void, void, void> {
-  const expected: Expected = new Map();
+function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected: Expected, batch?: Batch): Generator<void, void, void> {
   // One canonical per content found in the set; the plan's comes first.
   const canons: Canonical[] = [];
   try {
@@ -528,7 +522,7 @@ let pools: Pool | undefined;
  * depends on which thread ran a set or when: the sets share no inode, and
  * no two threads work in one directory at a time (native/link.c).
  */
-async function linkBatched(sets: Iterable<PlanSet>, opts: LinkOptions, result: LinkResult): Promise<void> {
+async function linkBatched(sets: Iterable<PlanSet>, opts: LinkOptions, result: LinkResult, expected: Expected): Promise<void> {
   const pool = (pools ??= new Pool());
   type Flying = { gen: Generator<void, void, void>; batch: Batch; held: Held; done: boolean; group: number };
   const free = Array.from({ length: GROUPS }, (_, g) => Array.from({ length: ACTIVE }, (_, r) => g * ACTIVE + ACTIVE - 1 - r));
@@ -551,7 +545,7 @@ async function linkBatched(sets: Iterable<PlanSet>, opts: LinkOptions, result: L
       }
       const held = new Held(opts);
       const batch = new Batch(pool, free[g]!.pop()!);
-      const f: Flying = { gen: linkSet(next.value, held.opts, result, batch), batch, held, done: false, group: g };
+      const f: Flying = { gen: linkSet(next.value, held.opts, result, expected, batch), batch, held, done: false, group: g };
       order.push(f);
       step(f);
     }
