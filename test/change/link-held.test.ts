@@ -22,6 +22,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FS_FILE_FLAGS } from '../../src/core/stat.js';
 import { LINK, LINK_ARRAY, LINK_TMP, O, statDoubles, sys } from '../../src/os/sys.js';
+import { writePair } from '../helpers/link-pairs.js';
 import { rmTree, tempDir } from '../helpers/tree.js';
 
 const { stat: ST, pair: PR, out: OUT, seg: SG } = LINK_ARRAY;
@@ -53,19 +54,9 @@ function build(name: string, size: number, dups: number) {
   segs[SG.count] = dups;
   const pairs = new Float64Array(dups * PR.length);
   const names: Buffer[] = [];
-  const dirSt = fs.statSync(root);
   let offset = 0;
   for (let i = 0; i < dups; i++) {
-    const o = i * PR.length;
-    pairs[o + PR.root] = rootFd;
-    pairs[o + PR.dirDev] = dirSt.dev;
-    pairs[o + PR.dirIno] = dirSt.ino;
-    pairs[o + PR.known] = 0;
-    pairs[o + PR.at] = 0;
-    pairs[o + PR.nameOff] = offset;
-    const fd = sys.open(file(`d${i}`), O.RDONLY | O.CLOEXEC);
-    statDoubles(sys.fstat(fd), pairs, o + PR.expect);
-    sys.close(fd);
+    writePair(pairs, i, rootFd, root, file(`d${i}`), offset);
     const b = Buffer.from(`.\0d${i}\0`);
     names.push(b);
     offset += b.length;

@@ -17,6 +17,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LINK, LINK_ARRAY, LINK_TMP, O, statDoubles, sys } from '../../src/os/sys.js';
 import { FS_FILE_FLAGS } from '../../src/core/stat.js';
+import { writePair } from '../helpers/link-pairs.js';
 import { rmTree, tempDir } from '../helpers/tree.js';
 
 const { stat: ST, pair: PR, out: OUT, seg: SG } = LINK_ARRAY;
@@ -76,18 +77,7 @@ function build(root: string, sets: SetSpec[]) {
       fs.mkdirSync(path.dirname(p), { recursive: true });
       fs.writeFileSync(p, content);
       fs.utimesSync(p, 1_700_000_000, 1_700_000_000);
-      const fd = sys.open(p, O.RDONLY | O.CLOEXEC);
-      const st = sys.fstat(fd);
-      sys.close(fd);
-      const ds = fs.statSync(path.dirname(p));
-      const o = at * PR.length;
-      pairs[o + PR.root] = rootFd;
-      pairs[o + PR.dirDev] = ds.dev;
-      pairs[o + PR.dirIno] = ds.ino;
-      pairs[o + PR.known] = 0;
-      pairs[o + PR.at] = 0;
-      pairs[o + PR.nameOff] = offset;
-      statDoubles(st, pairs, o + PR.expect);
+      const st = writePair(pairs, at, rootFd, path.dirname(p), p, offset);
       const b = Buffer.from(`${rel}\0${name}\0`);
       names.push(b);
       offset += b.length;
