@@ -227,6 +227,39 @@ describe('the held canonical bytes (4bf28d4)', () => {
   });
 });
 
+describe('a truncate that leaves the held lease intact (4bf28d4)', () => {
+  // open(2) with O_RDONLY|O_TRUNC truncates a file the caller may write to without breaking a read lease
+  // (the break asks for a read open; handle_truncate() then truncates): the lease is no proof against it, the
+  // canonical's stat (size) is. Between two pairs of a segment, the held lease stays intact and held_canonical's
+  // bytes (the file's before the truncate) would still be used: the next pair must still not link.
+  it("a guest's O_RDONLY|O_TRUNC of the just linked canonical between two pairs: the next pair is not linked", () => {
+    const size = 64 << 10;
+    const c = pattern(size, 21);
+    const sets: SetSpec[] = [{ canon: c, dups: [{ dir: 'g', name: 'd0', content: c }, { dir: 'h', name: 'd1', content: c }, { dir: 'i', name: 'd2', content: c }] }];
+    const root = path.join(top, 'otrunc');
+    const b = build(root, sets);
+    const seen: { heldAfter: number; size: number }[] = [];
+    sys.setLinkHook((step, when, _dirFd, name) => {
+      // After the first pair's unlink: the guest (d0's path names the canonical now) truncates it through its name.
+      if (step !== 'unlink' || when !== 'after' || seen.length || !name.toString().startsWith('.vunify.')) return;
+      fs.closeSync(fs.openSync(path.join(root, 'g', 'd0'), fs.constants.O_RDONLY | fs.constants.O_TRUNC | fs.constants.O_NONBLOCK));
+      seen.push({ heldAfter: sys.leaseHeld(b.canons[0]!.fd, b.canons[0]!.fd) & 1, size: fs.statSync(path.join(root, 'g', 'd0')).size });
+    });
+    try {
+      b.call(1);
+    } finally {
+      sys.setLinkHook(null);
+    }
+    // The kernel's behaviour this relies on not mattering: truncated, and the lease still intact.
+    expect(seen).toEqual([{ heldAfter: 1, size: 0 }]);
+    expect([b.code(0), b.code(1), b.code(2)]).toEqual([LINK.LINKED, LINK.FALLBACK, -7]);
+    expect(fs.statSync(b.dups[1]!.path).ino).toBe(b.dups[1]!.ino);
+    expect(sha(b.dups[1]!.path)).toBe(b.dups[1]!.sum);
+    expect(fs.statSync(b.canons[0]!.path).size).toBe(0); // the guest's own change to its (shared) file
+    b.finish();
+  });
+});
+
 describe('a guest writer and the lease kept between pairs (4bf28d4)', () => {
   // Python: wait until `victim` names the canonical and the pair that linked it is done (no temporary name beside it),
   // then open it for writing (as a guest updating its file in place would) and report how long open(2) took.
