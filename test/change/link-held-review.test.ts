@@ -240,6 +240,64 @@ describe('the held canonical bytes (4bf28d4)', () => {
   });
 });
 
+describe('a pair handed back to settle() with the held lease (4bf28d4)', () => {
+  // The set's second pair, its canonical lease held since the first: handed back R_SETTLE with its leases
+  // (O_AUX bit 2), the call returns with both still held, once (settle() adopts them and releases them itself:
+  // released here by the addon too, settle() would read a break that never was; kept after settle() released
+  // them, a writer would wait on a lease nobody holds any more).
+  it('R_SETTLE: both leases held when the call returns, and gone after one release', () => {
+    const size = 64 << 10;
+    const c = pattern(size, 33);
+    const sets: SetSpec[] = [{ canon: c, dups: [{ dir: 'g', name: 'd0', content: c }, { dir: 'h', name: 'd1', content: c }, { dir: 'i', name: 'd2', content: c }] }];
+    const root = path.join(top, 'settle');
+    const b = build(root, sets);
+    // A second name of d1's inode, through which the guest changes it once it is out of the path.
+    fs.linkSync(path.join(root, 'h', 'd1'), path.join(root, 'h', 'd1-link'));
+    const d1fd = sys.open(path.join(root, 'h', 'd1'), O.RDONLY | O.CLOEXEC);
+    statDoubles(sys.fstat(d1fd), b.args(1)[5], 1 * PR.length + PR.expect); // its scan saw the link (ctime, nlink)
+    sys.close(d1fd);
+    let acted = false;
+    sys.setLinkHook((step, when, _dirFd, name) => {
+      if (step !== 'settle' || when !== 'before' || name.toString() !== 'd1' || acted) return;
+      acted = true;
+      fs.chmodSync(path.join(root, 'h', 'd1-link'), 0o600); // the old inode's mode and ctime: settle() must weigh it
+    });
+    try {
+      b.call(1);
+    } finally {
+      sys.setLinkHook(null);
+    }
+    expect(acted).toBe(true);
+    const o = 1 * OUT.length;
+    const out = b.args(1)[7];
+    expect([b.code(0), b.code(1), b.code(2)]).toEqual([LINK.LINKED, LINK.SETTLE, -7]);
+    expect(out[o + OUT.aux]! & 4).toBe(4);
+    const dirFd = out[o + OUT.dirFd]!, dupFd = out[o + OUT.dupFd]!;
+    expect(dirFd).toBeGreaterThanOrEqual(0);
+    expect(dupFd).toBeGreaterThanOrEqual(0);
+    const canonFd = b.canons[0]!.fd;
+    expect(sys.leaseHeld(canonFd, dupFd)).toBe(3);
+    // What settle() would do with them: one release lets every writer go.
+    sys.leaseRelease(canonFd, dupFd);
+    expect(sys.leaseHeld(canonFd, dupFd)).toBe(0);
+    fs.closeSync(fs.openSync(b.canons[0]!.path, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+    fs.closeSync(fs.openSync(path.join(root, 'h', 'd1-link'), fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+    // Undo the swap as settle() would (the old inode changed after the exchange): the guest's path gets its inode back.
+    const tmp = b.args(1)[8].subarray(1 * LINK_TMP, 2 * LINK_TMP);
+    const tmpName = tmp.subarray(0, tmp.indexOf(0)).toString();
+    expect(tmpName).toMatch(/^\.vunify\./);
+    sys.renameAt(dirFd, Buffer.from(tmpName), dirFd, Buffer.from('d1'), 2 /* RENAME_EXCHANGE */);
+    sys.unlinkAt(dirFd, Buffer.from(tmpName));
+    expect(fs.statSync(path.join(root, 'h', 'd1')).ino).toBe(b.dups[1]!.ino);
+    expect(sha(path.join(root, 'h', 'd1'))).toBe(b.dups[1]!.sum);
+    sys.close(dirFd);
+    sys.close(dupFd);
+    out[o + OUT.dirFd] = -1;
+    out[o + OUT.dupFd] = -1;
+    b.finish();
+  });
+});
+
 describe('a truncate that leaves the held lease intact (4bf28d4)', () => {
   // open(2) with O_RDONLY|O_TRUNC truncates a file the caller may write to without breaking a read lease
   // (the break asks for a read open; handle_truncate() then truncates): the lease is no proof against it, the
