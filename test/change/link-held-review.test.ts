@@ -11,6 +11,12 @@
 //     same metadata, another canonical) is not linked to its canonical;
 //   - no lease is left after a call returns, whatever its last pair came
 //     to (linked, fallback, a `known` pair run with the lease held);
+//   - a second pair handed back R_SETTLE: the held canonical lease and the
+//     duplicate's are both held when the call returns (settle() adopts
+//     them), once: one release frees every writer;
+//   - open(O_RDONLY|O_TRUNC) truncates the just linked canonical without
+//     breaking the held lease (the kernel's break asks for a read open):
+//     the next pair is still not linked (its size is checked);
 //   - a guest's writer on a file the call has just linked is not kept
 //     waiting while the segment waits for a directory lock held by another
 //     thread's long pair (another set, a hostile guest's large files in the
