@@ -881,7 +881,16 @@ static void run_segment(job *j, size_t g, char **bufs) {
     if (!nz) break;
     double *o = j->out + i * O_N;
     pthread_mutex_t *mu = dir_lock(p[P_DIRDEV], p[P_DIRINO]);
-    pthread_mutex_lock(mu);
+    /* The canonical's lease kept from the last pair is let go before this
+     * thread waits: another thread's pair may hold this directory's lock for
+     * as long as its comparison takes, and a guest's writer on the canonical
+     * would wait as long (found by review11). A broken one is let go here
+     * too, before a `known` pair, which takes no lease. */
+    if (b.canon_held && !lease_intact(b.canon_fd)) canon_unlease(&b);
+    if (pthread_mutex_trylock(mu)) {
+      canon_unlease(&b);
+      pthread_mutex_lock(mu);
+    }
     link_pair(&b, p, dir, dz + 1, j->tmps + i * TMP_LEN, o);
     pthread_mutex_unlock(mu);
     done++;
