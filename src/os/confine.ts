@@ -2,8 +2,9 @@
  * Confined access to a guest's files.
  *
  * Every lookup on behalf of a guest path starts at that guest's root
- * descriptor and goes through sys.openBeneath (openat2 with RESOLVE_BENEATH,
- * RESOLVE_NO_SYMLINKS and RESOLVE_NO_XDEV), so a guest that swaps a directory
+ * descriptor and goes through sys.openBeneath or sys.openChecked (the addon's
+ * openat2 with RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS and RESOLVE_NO_XDEV,
+ * both), so a guest that swaps a directory
  * for a symlink to the host's "/" makes the lookup fail instead of escape.
  * After opening, the descriptor is compared with what the scan recorded
  * (dev, ino, and for files the metadata that grouped it); a mismatch is
