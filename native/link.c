@@ -616,6 +616,34 @@ enum { F_IGNORE_MTIME = 1 };
  * names are by now. */
 static int reopen(int pathfd) { return reopen_for_reading(pathfd); }
 
+/* How open_checked() compares the file with `expect` (src/os/sys.ts OPEN_CHECKED, through link_layout). */
+enum { OC_CTIME = 1, OC_NLINK = 2, OC_INODE = 4 };
+
+/* confine.ts openChecked(): `name` opened O_PATH beneath `dirfd` (so a
+ * device's open routine never runs, nor a FIFO blocks), its fstat into
+ * `st`, and only if it is a regular file and the inode `expect` describes
+ * (how: OC_INODE dev and ino only, core/stat.ts sameInode; else sameFile,
+ * ctime with OC_CTIME, nlink with OC_NLINK) reopened for reading. The
+ * descriptor; else -1, with *call naming the system call that failed
+ * (errno says why) or NULL when the file is not that one. */
+static int open_checked(int dirfd, const char *name, const double *expect, int how, double *st, const char **call) {
+  *call = NULL;
+  int pathfd = open_beneath(dirfd, name, O_PATH, 0), fd = -1;
+  if (pathfd < 0) {
+    *call = "openat2";
+    return -1;
+  }
+  if (fstat_d(pathfd, st)) *call = "statx";
+  else if (st[S_TYPE] == T_REG && ((how & OC_INODE) ? same_inode(st, expect) : same_file(st, expect, (how & OC_CTIME) != 0, (how & OC_NLINK) != 0))) {
+    fd = reopen(pathfd);
+    if (fd < 0) *call = "open";
+  }
+  int err = errno;
+  close(pathfd);
+  errno = err;
+  return fd;
+}
+
 /* swap.ts removeIfInode(): -1 when nothing of ours is left, else the errno that kept it. */
 static int remove_if_inode(int dirfd, const char *tmp, const double *inode) {
   double st[S_N];
@@ -637,7 +665,7 @@ static int later(const double *a, const double *b) {
 }
 
 static void link_pair(batch *b, const double *p, const char *dir, const char *name, char *tmp, double *o) {
-  int dirfd = -1, pathfd = -1, dupfd = -1, leased = 0, err;
+  int dirfd = -1, dupfd = -1, leased = 0, err;
   double *canon_before = o + O_CANON, *dup_stat = o + O_DUP, st[S_N], into_pre[S_N];
   int known = p[P_KNOWN] != 0;
   const double *expect = p + P_EXPECT;
@@ -650,10 +678,8 @@ static void link_pair(batch *b, const double *p, const char *dir, const char *na
    * through it, where swap.ts reopens it; O_DIRECTORY fails on anything else */
   dirfd = open_beneath((int)p[P_ROOT], dir, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
   if (dirfd < 0 || fstat_d(dirfd, st) || st[S_DEV] != p[P_DIRDEV] || st[S_INO] != p[P_DIRINO]) goto fallback;
-  pathfd = open_beneath(dirfd, name, O_PATH, 0);
-  if (pathfd < 0 || fstat_d(pathfd, dup_stat) || dup_stat[S_TYPE] != T_REG || !same_file(dup_stat, expect, 1, 0)) goto fallback;
-  dupfd = reopen(pathfd);
-  close(pathfd), pathfd = -1;
+  const char *call;
+  dupfd = open_checked(dirfd, name, expect, OC_CTIME, dup_stat, &call);
   if (dupfd < 0) goto fallback;
   if (link_fault(STEP_OPEN, 1)) goto fallback;
 
@@ -812,7 +838,6 @@ handed:
   return;
 fallback:
   unlease(b, dupfd, leased, 0);
-  if (pathfd >= 0) close(pathfd);
   if (dupfd >= 0) close(dupfd);
   if (dirfd >= 0) close(dirfd);
   o[O_CODE] = R_FALLBACK;
@@ -1178,6 +1203,7 @@ napi_value link_layout(napi_env env) {
   GROUP("steps", PUT(g, "open", STEP_OPEN) PUT(g, "compare", STEP_COMPARE) PUT(g, "link", STEP_LINK)
                      PUT(g, "journal", STEP_JOURNAL) PUT(g, "exchange", STEP_EXCHANGE) PUT(g, "settle", STEP_SETTLE)
                          PUT(g, "unlink", STEP_UNLINK) PUT(g, "change", STEP_CHANGE) PUT(g, "lease", STEP_LEASE));
+  GROUP("openChecked", PUT(g, "ctime", OC_CTIME) PUT(g, "nlink", OC_NLINK) PUT(g, "inode", OC_INODE));
   put(env, l, "tmpLength", TMP_LEN);
   return l;
 }
@@ -1185,14 +1211,11 @@ napi_value link_layout(napi_env env) {
 #undef PUT
 
 /* openChecked(dirFd, name: Buffer, expect: Float64Array(S_N), how, out: Float64Array(S_N))
- * -> a descriptor open for reading, or -1: src/os/confine.ts openChecked()
- * in one call instead of five (openBeneath O_PATH, fstat, the check, the
- * reopen through /proc/self/fd, close). The O_PATH descriptor's fstat goes
- * into `out`; unless it is a regular file and the inode `expect` describes
- * (how: OC_INODE dev and ino only, core/stat.ts sameInode; else sameFile,
- * ctime with OC_CTIME, nlink with OC_NLINK) it returns -1 having opened
- * nothing for reading (confine.ts says why). A failed system call throws. */
-enum { OC_CTIME = 1, OC_NLINK = 2, OC_INODE = 4 };
+ * -> a descriptor open for reading, or -1: open_checked() for
+ * src/os/confine.ts, in one call instead of five (openBeneath O_PATH,
+ * fstat, the check, the reopen through /proc/self/fd, close). The fstat
+ * goes into `out`; -1 when the file is not the one expected (confine.ts
+ * says why). A failed system call throws. */
 napi_value OpenChecked(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -1211,18 +1234,9 @@ napi_value OpenChecked(napi_env env, napi_callback_info info) {
   }
   char *name = arg_bytes(env, argv[1], NULL);
   if (!name) return NULL;
-  int pathfd = open_beneath((int)dirfd, name, O_PATH, 0), err = errno;
+  const char *call;
+  int fd = open_checked((int)dirfd, name, expect, (int)how, out, &call), err = errno;
   free(name);
-  if (pathfd < 0) return throw_errno(env, err, "openat2");
-  double *st = out, *e = expect;
-  int fd = -1;
-  const char *call = NULL;
-  if (fstat_d(pathfd, st)) err = errno, call = "statx";
-  else if (st[S_TYPE] == T_REG && ((how & OC_INODE) ? same_inode(st, e) : same_file(st, e, (how & OC_CTIME) != 0, (how & OC_NLINK) != 0))) {
-    fd = reopen(pathfd);
-    if (fd < 0) err = errno, call = "open";
-  }
-  close(pathfd);
   if (call) return throw_errno(env, err, call);
   napi_value r;
   napi_create_int32(env, fd, &r);

@@ -128,6 +128,7 @@ export interface Layout {
   readonly link: { readonly [K in keyof LinkArrays]: LinkArray<K> } & {
     readonly results: Readonly<Record<string, number>>;
     readonly steps: Readonly<Record<string, number>>;
+    readonly openChecked: Readonly<Record<string, number>>;
     readonly tmpLength: number;
   };
 }
@@ -193,7 +194,7 @@ export function checkLayout(raw: unknown): Layout {
     }
     link[arr] = Object.freeze(flat);
   }
-  for (const codes of ['results', 'steps']) {
+  for (const codes of ['results', 'steps', 'openChecked']) {
     const c = own(rawLink, codes);
     if (typeof c !== 'object' || c === null || !Object.values(c).every(isCount)) throw new LayoutError(`layout.link.${codes} is missing`);
     link[codes] = Object.freeze({ ...c });

@@ -249,15 +249,15 @@ export type LinkStep = (typeof LINK_STEPS)[number];
 export const LINK = { LINKED: 0, FALLBACK: 1, JOURNAL: 2, LINK: 3, TMP: 4, KNOWN: 5, LEASE: 6, RENAME: 7, SETTLE: 8, SETTLED_JOURNAL: 9, UNLINK: 10 } as const;
 checkCodes('link.results', LINK, layout.link.results);
 checkCodes('link.steps', Object.fromEntries(LINK_STEPS.map((step, i) => [step, i])), layout.link.steps);
+/** sys.openChecked's `how` bits (OC_* in native/link.c). */
+export const OPEN_CHECKED = { ctime: 1, nlink: 2, inode: 4 } as const;
+checkCodes('link.openChecked', OPEN_CHECKED, layout.link.openChecked);
 /**
  * linkBatch's arrays of doubles, as the addon lays them out (layout.link):
  * the slot of each field of a stat, a pair in, a pair out and a segment,
  * and `length`, the doubles each takes; and the bytes per temporary name
  * in its `tmps` (NUL-ended).
  */
-/** openChecked's `how` bits (native/link.c OC_*). */
-export const OPEN_CHECKED = { ctime: 1, nlink: 2, inode: 4 } as const;
-
 export const LINK_ARRAY = { stat: layout.link.stat, pair: layout.link.pair, out: layout.link.out, seg: layout.link.seg };
 export const LINK_TMP = layout.link.tmpLength;
 
