@@ -35,6 +35,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FS_FILE_FLAGS } from '../../src/core/stat.js';
 import { LINK, LINK_ARRAY, LINK_TMP, O, statDoubles, sys } from '../../src/os/sys.js';
+import { writePair } from '../helpers/link-pairs.js';
 import { rmTree, tempDir } from '../helpers/tree.js';
 
 const { stat: ST, pair: PR, out: OUT, seg: SG } = LINK_ARRAY;
@@ -88,18 +89,7 @@ function build(root: string, sets: SetSpec[]) {
     segs[k * SG.length + SG.count] = s.dups.length;
     for (const d of s.dups) {
       const p = path.join(root, d.dir, d.name);
-      const fd = sys.open(p, O.RDONLY | O.CLOEXEC);
-      const st = sys.fstat(fd);
-      sys.close(fd);
-      const ds = fs.statSync(path.dirname(p));
-      const o = at * PR.length;
-      pairs[o + PR.root] = rootFd;
-      pairs[o + PR.dirDev] = ds.dev;
-      pairs[o + PR.dirIno] = ds.ino;
-      pairs[o + PR.known] = d.known ? 1 : 0;
-      pairs[o + PR.at] = 0;
-      pairs[o + PR.nameOff] = offset;
-      statDoubles(st, pairs, o + PR.expect);
+      const st = writePair(pairs, at, rootFd, path.dirname(p), p, offset, d.known);
       const b = Buffer.from(`${d.dir}\0${d.name}\0`);
       names.push(b);
       offset += b.length;
@@ -157,6 +147,14 @@ function pattern(size: number, seed: number): Buffer {
     b[i] = x & 0xff;
   }
   return b;
+}
+
+/** One set of a 64 KiB canonical and three copies, d0, d1 and d2 in g, h and i, under top/`name`. */
+function threeCopies(name: string, seed: number) {
+  const c = pattern(64 << 10, seed);
+  const root = path.join(top, name);
+  const b = build(root, [{ canon: c, dups: [{ dir: 'g', name: 'd0', content: c }, { dir: 'h', name: 'd1', content: c }, { dir: 'i', name: 'd2', content: c }] }]);
+  return { root, b };
 }
 
 function flipped(b: Buffer, at: number): Buffer {
@@ -252,11 +250,7 @@ describe('a pair handed back to settle() with the held lease (4bf28d4)', () => {
   // released here by the addon too, settle() would read a break that never was; kept after settle() released
   // them, a writer would wait on a lease nobody holds any more).
   it('R_SETTLE: both leases held when the call returns, and gone after one release', () => {
-    const size = 64 << 10;
-    const c = pattern(size, 33);
-    const sets: SetSpec[] = [{ canon: c, dups: [{ dir: 'g', name: 'd0', content: c }, { dir: 'h', name: 'd1', content: c }, { dir: 'i', name: 'd2', content: c }] }];
-    const root = path.join(top, 'settle');
-    const b = build(root, sets);
+    const { root, b } = threeCopies('settle', 33);
     // A second name of d1's inode, through which the guest changes it once it is out of the path.
     fs.linkSync(path.join(root, 'h', 'd1'), path.join(root, 'h', 'd1-link'));
     const d1fd = sys.open(path.join(root, 'h', 'd1'), O.RDONLY | O.CLOEXEC);
@@ -310,11 +304,7 @@ describe('a truncate that leaves the held lease intact (4bf28d4)', () => {
   // canonical's stat (size) is. Between two pairs of a segment, the held lease stays intact and held_canonical's
   // bytes (the file's before the truncate) would still be used: the next pair must still not link.
   it("a guest's O_RDONLY|O_TRUNC of the just linked canonical between two pairs: the next pair is not linked", () => {
-    const size = 64 << 10;
-    const c = pattern(size, 21);
-    const sets: SetSpec[] = [{ canon: c, dups: [{ dir: 'g', name: 'd0', content: c }, { dir: 'h', name: 'd1', content: c }, { dir: 'i', name: 'd2', content: c }] }];
-    const root = path.join(top, 'otrunc');
-    const b = build(root, sets);
+    const { root, b } = threeCopies('otrunc', 21);
     const seen: { heldAfter: number; size: number }[] = [];
     sys.setLinkHook((step, when, _dirFd, name) => {
       // After the first pair's unlink: the guest (d0's path names the canonical now) truncates it through its name.

@@ -10,10 +10,11 @@ const PR = LINK_ARRAY.pair;
 /**
  * Pair `at` of `pairs`: the regular file `file` (its stat read now, through
  * a descriptor, and returned) in the directory `dir`, looked up beneath
- * `rootFd`; its directory and name at `nameOff` of the call's names; not
- * `known`, no journal directory.
+ * `rootFd`; its directory and name at `nameOff` of the call's names;
+ * `known` as asked (compared with its canonical before: link.ts), no
+ * journal directory.
  */
-export function writePair(pairs: Float64Array, at: number, rootFd: number, dir: string, file: string, nameOff: number): Stat {
+export function writePair(pairs: Float64Array, at: number, rootFd: number, dir: string, file: string, nameOff: number, known = false): Stat {
   const fd = sys.open(file, O.RDONLY | O.CLOEXEC);
   const st = sys.fstat(fd);
   sys.close(fd);
@@ -22,7 +23,7 @@ export function writePair(pairs: Float64Array, at: number, rootFd: number, dir: 
   pairs[o + PR.root] = rootFd;
   pairs[o + PR.dirDev] = ds.dev;
   pairs[o + PR.dirIno] = ds.ino;
-  pairs[o + PR.known] = 0;
+  pairs[o + PR.known] = known ? 1 : 0;
   pairs[o + PR.at] = 0;
   pairs[o + PR.nameOff] = nameOff;
   statDoubles(st, pairs, o + PR.expect);
