@@ -410,9 +410,10 @@ static void canon_unlease(batch *b) {
 
 /* Both leases for one pair: 0, or -1 with neither held (a pair without
  * leases goes as it always did: compared again after the exchange, and
- * nobody waits on a lease of ours meanwhile). */
+ * nobody waits on a lease of ours meanwhile). A canonical's lease still
+ * held from the last pair is intact or was let go with its bytes just
+ * before this pair began (run_segment). */
 static int lease_pair(batch *b, int dup) {
-  if (b->canon_held && !lease_intact(b->canon_fd)) canon_unlease(b); /* broken since: let the writer go, forget its bytes */
   if (link_fault(STEP_LEASE, 0)) { /* tests: leases refused */
     canon_unlease(b);
     return -1;
@@ -909,8 +910,8 @@ static void run_segment(job *j, size_t g, char **bufs) {
     /* The canonical's lease kept from the last pair is let go before this
      * thread waits: another thread's pair may hold this directory's lock for
      * as long as its comparison takes, and a guest's writer on the canonical
-     * would wait as long (found by review11). A broken one is let go here
-     * too, before a `known` pair, which takes no lease. */
+     * would wait as long (found by review11). A broken one is let go here,
+     * before every pair (the writer goes on; its bytes are forgotten). */
     if (b.canon_held && !lease_intact(b.canon_fd)) canon_unlease(&b);
     if (pthread_mutex_trylock(mu)) {
       canon_unlease(&b);
