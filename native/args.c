@@ -59,6 +59,18 @@ int arg_buffer(napi_env env, napi_value v, void **data, size_t *len) {
   return 0;
 }
 
+/* A Float64Array argument's doubles, in place, and how many: 0, or -1 for
+ * anything else (nothing thrown, as arg_buffer). */
+int arg_doubles(napi_env env, napi_value v, double **data, size_t *len) {
+  napi_typedarray_type t;
+  napi_value ab;
+  size_t off;
+  void *d;
+  if (napi_get_typedarray_info(env, v, &t, len, &d, &ab, &off) != napi_ok || t != napi_float64_array) return -1;
+  *data = d;
+  return 0;
+}
+
 /* A Buffer argument as a NUL-terminated heap string (the kernel wants C
  * strings); NULL with a TypeError thrown for anything else. */
 char *arg_bytes(napi_env env, napi_value v, size_t *len_out) {

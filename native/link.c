@@ -947,30 +947,28 @@ static int job_args(napi_env env, napi_callback_info info, job *j, int *threads_
   napi_value argv[10];
   int64_t journal_fd, flags, mask, threads;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return -1;
-  void *segs, *ce, *pairs, *names, *out, *tmps;
+  double *segs, *ce, *pairs, *out;
+  void *names, *tmps;
   size_t sl = 0, cel = 0, pl = 0, nl = 0, ol = 0, tl = 0;
-  napi_typedarray_type t;
-  napi_value ab;
-  size_t off;
   int bad = argc < 10 || arg_int(env, argv[2], &journal_fd) || arg_int(env, argv[3], &flags) || arg_int(env, argv[4], &mask) ||
             arg_int(env, argv[9], &threads);
-  if (!bad) bad = napi_get_typedarray_info(env, argv[0], &t, &sl, &segs, &ab, &off) != napi_ok || t != napi_float64_array || sl % G_N;
-  if (!bad) bad = napi_get_typedarray_info(env, argv[1], &t, &cel, &ce, &ab, &off) != napi_ok || t != napi_float64_array;
-  if (!bad) bad = napi_get_typedarray_info(env, argv[5], &t, &pl, &pairs, &ab, &off) != napi_ok || t != napi_float64_array || pl % P_N;
+  if (!bad) bad = arg_doubles(env, argv[0], &segs, &sl) || sl % G_N;
+  if (!bad) bad = arg_doubles(env, argv[1], &ce, &cel);
+  if (!bad) bad = arg_doubles(env, argv[5], &pairs, &pl) || pl % P_N;
   if (!bad) bad = arg_buffer(env, argv[6], &names, &nl);
-  if (!bad) bad = napi_get_typedarray_info(env, argv[7], &t, &ol, &out, &ab, &off) != napi_ok || t != napi_float64_array;
+  if (!bad) bad = arg_doubles(env, argv[7], &out, &ol);
   if (!bad) bad = arg_buffer(env, argv[8], &tmps, &tl);
   size_t n = bad ? 0 : pl / P_N, nseg = bad ? 0 : sl / G_N;
   if (!bad)
     for (size_t g = 0; g < nseg && !bad; g++) {
-      double *seg = (double *)segs + g * G_N;
+      double *seg = segs + g * G_N;
       bad = seg[G_START] < 0 || seg[G_COUNT] < 0 || seg[G_START] + seg[G_COUNT] > (double)n;
     }
   if (bad || cel < nseg * S_N || ol < n * O_N || tl < n * TMP_LEN) {
     napi_throw_type_error(env, NULL, "linkBatch(segs, canonExpect, journalFd, flags, fileFlagsMask, pairs, names, out, tmps, threads)");
     return -1;
   }
-  for (size_t g = 0; g < nseg; g++) ((double *)segs)[g * G_N + G_DONE] = 0; /* a segment never started (the call stops early) did none */
+  for (size_t g = 0; g < nseg; g++) segs[g * G_N + G_DONE] = 0; /* a segment never started (the call stops early) did none */
   file_flags_mask = (uint32_t)mask;
   *j = (job){segs, ce, pairs, out, names, nl, tmps, nseg, (int)journal_fd, (int)flags, 0, NULL, 0};
   int nt = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : (int)threads;
@@ -1221,14 +1219,12 @@ napi_value OpenChecked(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   int64_t dirfd, how;
-  void *expect, *out;
-  size_t el = 0, ol = 0, off;
-  napi_typedarray_type t;
-  napi_value ab;
+  double *expect, *out;
+  size_t el = 0, ol = 0;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int bad = argc < 5 || arg_int(env, argv[0], &dirfd) || arg_int(env, argv[3], &how);
-  if (!bad) bad = napi_get_typedarray_info(env, argv[2], &t, &el, &expect, &ab, &off) != napi_ok || t != napi_float64_array || el < S_N;
-  if (!bad) bad = napi_get_typedarray_info(env, argv[4], &t, &ol, &out, &ab, &off) != napi_ok || t != napi_float64_array || ol < S_N;
+  if (!bad) bad = arg_doubles(env, argv[2], &expect, &el) || el < S_N;
+  if (!bad) bad = arg_doubles(env, argv[4], &out, &ol) || ol < S_N;
   if (bad) {
     napi_throw_type_error(env, NULL, "openChecked(dirFd, name, expect, how, out)");
     return NULL;

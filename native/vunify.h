@@ -68,6 +68,7 @@ napi_value throw_errno(napi_env env, int err, const char *syscall_name);
 int arg_int(napi_env env, napi_value v, int64_t *out);
 int fd_arg(napi_env env, napi_callback_info info, const char *usage, int *fd);
 int arg_buffer(napi_env env, napi_value v, void **data, size_t *len);
+int arg_doubles(napi_env env, napi_value v, double **data, size_t *len);
 char *arg_bytes(napi_env env, napi_value v, size_t *len_out);
 
 /* A growing byte buffer the packed records are appended to. */
