@@ -110,11 +110,11 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       linked = await link(thePlan, {
         ignoreMtime: opts.ignoreMtime,
         onError: log.onError,
-        onLink: (file, canonical, canonicalStat) => {
-          s.cache?.refresh(canonicalStat);
-          s.cache?.replaced(file.stat);
-          opts.onLink?.(file, canonical);
+        onLinked: (canonical, dev, ino, nlink) => {
+          s.cache?.refresh(canonical);
+          s.cache?.replaced({ dev, ino, nlink });
         },
+        onLink: opts.onLink,
         onContentSplit: (file, canonical, guessed) =>
           opts.onNote?.(
             guessed

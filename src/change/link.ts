@@ -67,17 +67,29 @@
  * what each set reports is passed on in plan order, whatever thread ran it.
  * --iunlink, and a journal the addon cannot write to, take this file's own
  * path for every pair (as does sys.nativeLinker = false).
+ *
+ * A plan kept as rows (pipeline/plan-rows.ts) is linked on them while it
+ * can (linkRows): each set's pairs go to the addon straight from the rows,
+ * and a LINKED pair is counted with no object made for its path or inode.
+ * The set's objects are built, and linkSet goes on from that pair, at its
+ * first pair the addon did not link, or for the whole set when one inode
+ * has two of its paths or the canonical cannot be opened as scanned. So
+ * every outcome but the ordinary one is decided by the code above, on
+ * objects, as before. -v (onLink) keeps every set on objects.
  */
 import os from 'node:os';
 import { codedError, errorCode, fileError, type FileError } from '../core/errors.js';
-import { dirRel, displayPath, relPath } from '../core/paths.js';
+import { displayPath, relPath, writeDirRel } from '../core/paths.js';
 import { FS_FILE_FLAGS, sameFile, type Stat } from '../core/stat.js';
-import type { FileRec, Inode } from '../core/types.js';
+import type { DirNode, FileRec, Inode } from '../core/types.js';
 import { openDir, openRegular, openScanned, type OpenedFile } from '../os/confine.js';
 import { noPretenuring } from '../os/memory-limit.js';
-import { doublesStat, LINK, LINK_ARRAY, LINK_TMP, statDoubles, sys } from '../os/sys.js';
+import { doublesStat, LINK, LINK_ARRAY, LINK_TMP, OPEN_CHECKED, statDoubles, sys } from '../os/sys.js';
 import type { LinkOp, PlanSet } from '../pipeline/plan.js';
 import { freeable } from '../pipeline/plan.js';
+import { RowSet } from '../pipeline/plan-rows.js';
+import { relPathRow, rootIndexOf, writeStatOfRow } from '../pipeline/rows.js';
+import { blocksOf, inoOf, nlinkOf, sizeOf } from '../pipeline/table.js';
 import { checkNotLocked, difference, isContentDifference } from './compare.js';
 import { isIunlinked, setIunlink } from './iunlink.js';
 import type { Journal } from './journal.js';
@@ -91,8 +103,13 @@ export interface LinkOptions {
   onDiffer?(canonical: Inode, duplicate: Inode): void;
   /** Called when a canonical's ctime moved during a failed swap, perhaps by the guest (the hash cache forgets it). */
   onDoubt?(canonical: Inode): void;
-  /** Called after each link made (for -v), with what fstat says of the canonical now (for the cache). */
-  onLink?(file: FileRec, canonical: FileRec, canonicalStat: Stat): void;
+  /** Called after each link made (for -v). Given, every set takes the objects' path (linkSet). */
+  onLink?(file: FileRec, canonical: FileRec): void;
+  /**
+   * Called after each link made (for the cache), with what fstat says of
+   * the canonical now and the replaced path's inode as the walk saw it.
+   */
+  onLinked?(canonical: Stat, dev: number, ino: number, nlink: number): void;
   onProgress?(ops: number): void;
   /**
    * Called when a duplicate turned out to hold another content than its
@@ -147,15 +164,20 @@ interface Canonical {
 /** What fstat of each inode should say, after vunify's own changes to it (weak: the main path builds a set's objects for that set only). */
 type Expected = WeakMap<Inode, Stat>;
 
-/** `plan.sets` may be built one set at a time as they are linked (pipeline/plan-rows.ts). */
-export async function link(plan: { sets: Iterable<PlanSet> }, opts: LinkOptions): Promise<LinkResult> {
+/**
+ * `plan.sets` may be built one set at a time as they are linked; a plan
+ * that has them as rows too (pipeline/plan-rows.ts) is linked on its rows
+ * through the addon (linkRows), each set's objects built only if needed.
+ */
+export async function link(plan: { sets: Iterable<PlanSet>; rowSets?: Iterable<RowSet> }, opts: LinkOptions): Promise<LinkResult> {
   const result: LinkResult = { linksMade: 0, freedInodes: 0, freedBytes: 0, freedDiskBytes: 0, skipped: 0, contentSplits: { sets: 0, parts: 0, bytes: 0 } };
   const expected: Expected = new WeakMap();
   noPretenuring(); // see there: the link stage's code is compiled once
   try {
-    if (useNative(opts)) await linkBatched(plan.sets, opts, result, expected);
+    if (useNative(opts)) await linkBatched((!opts.onLink && plan.rowSets) || plan.sets, opts, result, expected);
     else for (const set of plan.sets) for (const _ of linkSet(set, opts, result, expected)); // never yields without a batch
   } finally {
+    seen = new Uint32Array(0); // distinctOps' stamps: not kept past the run
     // The space is free when the run says so.
     await sys.closeLaterDrain();
   }
@@ -168,21 +190,25 @@ export async function link(plan: { sets: Iterable<PlanSet> }, opts: LinkOptions)
  * the generator yields once its batch is prepared, and goes on when the
  * batch has run (linkBatched()).
  */
-function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected: Expected, batch?: Batch): Generator<void, void, void> {
+function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected: Expected, batch?: Batch, start?: Resume): Generator<void, void, void> {
   // One canonical per content found in the set; the plan's comes first.
   const canons: Canonical[] = [];
-  try {
-    canons.push(openCanonical(set.source, set.canonical, expected, opts));
-  } catch (er) {
-    opts.onError(fileError(displayPath(set.source), er));
-    result.skipped += set.ops.length;
-    return;
+  if (start) canons.push(start.canon);
+  else {
+    try {
+      canons.push(openCanonical(set.source, set.canonical, expected, opts));
+    } catch (er) {
+      opts.onError(fileError(displayPath(set.source), er));
+      result.skipped += set.ops.length;
+      return;
+    }
   }
   let last = 0; // the canonical that matched last: tried first
   // Duplicate inode -> the canonical it was compared with in full, while both are unchanged since.
   const compared = new Map<Inode, Inode>();
   try {
-    for (const [n, op] of set.ops.entries()) {
+    for (let n = start ? start.from : 0; n < set.ops.length; n++) {
+      const op = set.ops[n]!;
       opts.onProgress?.(1);
       if (canons.some((c) => c.inode === op.inode)) continue; // became a canonical (EMLINK, or its own content)
       const order = canons.length === 1 ? ONLY_CANON : [last, ...canons.keys()].filter((k, i, all) => all.indexOf(k) === i);
@@ -200,7 +226,8 @@ function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected:
             result.freedBytes += op.inode.stat.size;
             result.freedDiskBytes += op.inode.stat.blocks * 512;
           }
-          opts.onLink?.(op.file, canon.file, canon.expect);
+          opts.onLinked?.(canon.expect, op.file.stat.dev, op.file.stat.ino, op.file.stat.nlink);
+          opts.onLink?.(op.file, canon.file);
           last = k;
           error = undefined;
           break;
@@ -248,6 +275,112 @@ function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected:
   } finally {
     for (const c of canons) sys.close(c.fd);
   }
+}
+
+/**
+ * A set through the addon on the plan's rows (the path of every set while
+ * all its pairs link): linkSet's steps with no object per path. It takes a
+ * set whose ops are distinct inodes, none of them the canonical (no op is
+ * skipped, none is `known`, and no inode of it was changed before: sets
+ * share no inode); anything else goes to linkSet whole. Each pair the
+ * addon LINKED is counted as finish() counts it; at the first that it did
+ * not, the set's objects are built and linkSet goes on from that op, with
+ * the canonical as it is now and that pair's result (Resume). A canonical
+ * that cannot be opened or is locked leaves the whole set to linkSet, which
+ * opens it again and says why.
+ */
+function* linkRows(set: RowSet, opts: LinkOptions, result: LinkResult, expected: Expected, batch: Batch): Generator<void, void, void> {
+  const fd = distinctOps(set) ? openRowCanonical(set, batch.canonExpect) : -1;
+  if (fd < 0) return yield* linkSet(set.objects(), opts, result, expected, batch);
+  const t = set.scan.tables;
+  let resume: Resume | undefined;
+  try {
+    for (let n = 0; n < set.count; ) {
+      if (batch.prepareRows(set, n, fd, opts)) yield;
+      let linked = 0;
+      if (batch.done > 0) {
+        const out = batch.pool.out;
+        for (let slot = 0; slot < batch.done && out[batch.at(slot) * OUT.length + OUT.code] === LINK.LINKED; slot++) {
+          batch.taken(slot);
+          result.linksMade++;
+          if (out[batch.at(slot) * OUT.length + OUT.dup + ST.nlink] === 0) {
+            const row = set.inodeRow(set.inode(n + slot));
+            result.freedInodes++;
+            result.freedBytes += sizeOf(t, row);
+            result.freedDiskBytes += blocksOf(t, row) * 512;
+          }
+          linked++;
+        }
+      }
+      if (linked > 0) {
+        opts.onProgress?.(linked);
+        if (opts.onLinked) {
+          const canonNow = doublesStat(batch.canonExpect, 0);
+          for (let k = n; k < n + linked; k++) {
+            const row = set.row(k);
+            opts.onLinked(canonNow, set.scan.roots[rootIndexOf(t, row)]!.dev, inoOf(t, row), nlinkOf(t, row));
+          }
+        }
+        n += linked;
+      }
+      // A pair not LINKED (its result is the batch's to finish), or none prepared (journal): linkSet goes on from it.
+      if (linked < batch.done || batch.done === 0) {
+        const objects = set.objects();
+        const canon: Canonical = { file: objects.source, inode: objects.canonical, fd, expect: doublesStat(batch.canonExpect, 0), iunlinked: false };
+        if (n > 0) expected.set(canon.inode, canon.expect);
+        batch.adopt(canon);
+        resume = { from: n, canon };
+        return yield* linkSet(objects, opts, result, expected, batch, resume);
+      }
+    }
+  } finally {
+    if (!resume) sys.close(fd); // else linkSet's
+  }
+}
+
+/** Generation stamps of candidates, for distinctOps (one array for the run, grown as needed). */
+let seen = new Uint32Array(0);
+let generation = 0;
+
+/** Whether every op of `set` is its own inode, and none is the canonical. */
+function distinctOps(set: RowSet): boolean {
+  if (seen.length < set.candidates) seen = new Uint32Array(set.candidates + (set.candidates >> 1));
+  if (++generation === 0xffffffff) seen.fill(0), (generation = 1);
+  seen[set.canonical] = generation;
+  for (let k = 0; k < set.count; k++) {
+    const m = set.inode(k);
+    if (seen[m] === generation) return false;
+    seen[m] = generation;
+  }
+  return true;
+}
+
+/**
+ * openCanonical() of a set's canonical on its rows: opened through its
+ * source path, checked against what the walk saw (openScanned: ctime,
+ * not nlink) and not locked; its fstat in `stat`. -1 for anything else
+ * (linkSet does it again with the objects, and reports it).
+ */
+function openRowCanonical(set: RowSet, stat: Float64Array): number {
+  const t = set.scan.tables;
+  const expect = (rowExpect ??= new Float64Array(ST.length));
+  writeStatOfRow(set.scan, set.source, ST, expect, 0);
+  let fd = -1;
+  try {
+    fd = sys.openChecked(set.scan.roots[rootIndexOf(t, set.source)]!.fd, relPathRow(t, set.source), expect, OPEN_CHECKED.ctime, stat);
+    if (fd >= 0) checkNotLocked(fd, 'canonical copy');
+    return fd;
+  } catch {
+    if (fd >= 0) sys.close(fd);
+    return -1;
+  }
+}
+let rowExpect: Float64Array | undefined;
+
+/** Where linkSet takes over a set from linkRows: at op `from`, with the canonical linkRows opened. */
+interface Resume {
+  from: number;
+  canon: Canonical;
 }
 
 /** The order of canonicals to try while a set has one (nearly every set): no array built per path. */
@@ -311,18 +444,21 @@ class Pool {
   /** The names of `batches`' pairs written into this.names, each pair's offset into its pairs entry; the bytes written. */
   private writeNames(batches: Batch[]): number {
     let size = 0;
-    for (const b of batches) for (let i = 0; i < b.count; i++) size += b.names[i]![0].length + b.names[i]![1].length + 2;
+    for (const b of batches) size += b.nameBytes;
     if (this.names.length < size) this.names = Buffer.allocUnsafe(size + (size >> 1));
     const buf = this.names;
     let offset = 0;
     for (const b of batches) {
       for (let i = 0; i < b.count; i++) {
         this.pairs[b.at(i) * PR.length + PR.nameOff] = offset;
-        for (const part of b.names[i]!) {
-          buf.set(part, offset);
-          offset += part.length;
-          buf[offset++] = 0;
-        }
+        const dir = b.dirs[i]!;
+        writeDirRel(dir, buf, offset);
+        offset += dir.relLength;
+        buf[offset++] = 0;
+        const from = b.nameAt[i]!, to = from + b.nameLength[i]!;
+        b.nameIn[i]!.copy(buf, offset, from, to);
+        offset += to - from;
+        buf[offset++] = 0;
       }
     }
     return offset;
@@ -339,11 +475,11 @@ class Pool {
     const namesLength = this.writeNames(batches);
     batches.forEach((b, k) => {
       const seg = k * SG.length;
-      segs[seg + SG.canon] = b.canon!.fd;
+      segs[seg + SG.canon] = b.canonFd;
       segs[seg + SG.start] = b.at(0);
       segs[seg + SG.count] = b.count;
       segs[seg + SG.done] = 0; // a segment the addon never started (it stops early) did none
-      statDoubles(b.canon!.expect, canonExpect, k * ST.length);
+      canonExpect.set(b.canonExpect, k * ST.length);
     });
     const journal = opts.journal?.native;
     try {
@@ -376,6 +512,8 @@ class Pool {
     }
     let clean = true;
     batches.forEach((b, k) => {
+      // What fstat said of the canonical after the segment's last link (linkRows' expectation for the next)
+      b.canonExpect.set(canonExpect.subarray(k * ST.length, (k + 1) * ST.length));
       const done = segs[k * SG.length + SG.done]!;
       if (done !== b.count || this.out[b.at(b.count - 1) * OUT.length + OUT.code] !== LINK.LINKED) clean = false;
       b.ran(done);
@@ -392,12 +530,19 @@ interface Done {
 
 /** One set's run of pairs for the addon, and which ops of the set it holds results for. */
 class Batch {
-  /** The op index of each pair (-1 once its result is taken), and the canonical they are linked to. */
+  /** The op index of each pair (-1 once its result is taken), and the canonical they are linked to (linkRows: none until linkSet takes over). */
   private ops: number[] = [];
   canon: Canonical | undefined;
-  /** Pairs prepared for the next call, and their directory and name. */
+  /** The canonical's descriptor and what fstat must say of it, as the addon takes them (and leaves the latter after the call). */
+  canonFd = -1;
+  readonly canonExpect = new Float64Array(ST.length);
+  /** Pairs prepared for the next call; each one's directory and name (bytes nameAt.. of nameIn), and the bytes they take in the call. */
   count = 0;
-  names: [Buffer, Buffer][] = [];
+  readonly dirs: DirNode[] = [];
+  readonly nameIn: Buffer[] = [];
+  readonly nameAt: number[] = [];
+  readonly nameLength: number[] = [];
+  nameBytes = 0;
 
   constructor(
     readonly pool: Pool,
@@ -426,50 +571,107 @@ class Batch {
    * there is nothing to run (op n takes the JS path).
    */
   prepare(set: PlanSet, n: number, canon: Canonical, canons: Canonical[], opts: LinkOptions, expected: Expected, compared: Map<Inode, Inode>): boolean {
+    this.begin(canon.fd);
     this.canon = canon;
-    this.ops = [];
-    this.names = [];
+    statDoubles(canon.expect, this.canonExpect, 0);
     const inodes = new Set<Inode>();
-    const journal = opts.journal?.native;
     const pairs = this.pool.pairs;
-    let bytes = 0;
-    let lastDir: FileRec['dir'] | undefined;
-    let rel: Buffer = Buffer.alloc(0);
-    for (let i = n; i < set.ops.length && this.ops.length < BATCH; i++) {
+    for (let i = n; i < set.ops.length && this.count < BATCH; i++) {
       const op = set.ops[i]!;
       if (canons.some((c) => c.inode === op.inode)) continue;
       if (inodes.has(op.inode)) break;
-      // One buffer per run of pairs in one directory: the plan keeps a directory's files together.
-      if (op.file.dir !== lastDir) (lastDir = op.file.dir), (rel = dirRel(op.file.dir));
-      const need = rel.length + op.file.name.length + 2;
-      if (this.ops.length > 0 && bytes + need > NAME_BYTES) break;
-      bytes += need;
-      let at = 0;
-      try {
-        at = journal ? journal.at(op.file.dir) : 0;
-      } catch {
-        break; // failed: the JS path says so for this pair
-      }
+      const p = this.add(i, op.file.dir, op.file.name, 0, op.file.name.length, opts);
+      if (p < 0) break;
       inodes.add(op.inode);
-      const p = this.at(this.ops.length) * PR.length;
-      pairs[p + PR.root] = op.file.dir.root.fd;
-      pairs[p + PR.dirDev] = op.file.dir.dev;
-      pairs[p + PR.dirIno] = op.file.dir.ino;
       pairs[p + PR.known] = compared.get(op.inode) === canon.inode ? 1 : 0;
-      pairs[p + PR.at] = at;
       statDoubles(expected.get(op.inode) ?? op.file.stat, pairs, p + PR.expect);
-      this.names.push([rel, op.file.name]);
-      this.ops.push(i);
     }
-    this.count = this.ops.length;
     return this.count > 0;
+  }
+
+  /**
+   * prepare() for linkRows: ops n, n+1, ... of `set` linked to the
+   * canonical open at `canonFd`, whose expected stat is in canonExpect. Its
+   * ops are distinct inodes, none the canonical (linkRows checks), none
+   * linked before (sets share no inode): each expects what the walk saw,
+   * and none is `known`.
+   */
+  prepareRows(set: RowSet, n: number, canonFd: number, opts: LinkOptions): boolean {
+    this.begin(canonFd);
+    const t = set.scan.tables;
+    const pairs = this.pool.pairs;
+    for (let i = n; i < set.count && this.count < BATCH; i++) {
+      const row = set.row(i);
+      const p = this.add(i, set.dir(t.files.dir[row]!), t.names, t.files.nameOff[row]!, t.files.nameLen[row]!, opts);
+      if (p < 0) break;
+      pairs[p + PR.known] = 0;
+      writeStatOfRow(set.scan, row, ST, pairs, p + PR.expect);
+    }
+    return this.count > 0;
+  }
+
+  private begin(canonFd: number): void {
+    this.canon = undefined;
+    this.canonFd = canonFd;
+    this.ops = [];
+    this.count = 0;
+    this.nameBytes = 0;
+  }
+
+  /**
+   * Op `i`, in `dir` with the name at bytes [at, at + length) of `name`,
+   * as the next pair: its place in the pool's pairs, root, directory and
+   * journal entry written (the caller writes `known` and `expect`); -1 when
+   * it does not fit this call or its directory cannot be journaled (the JS
+   * path says why for that pair).
+   */
+  private add(i: number, dir: DirNode, name: Buffer, at: number, length: number, opts: LinkOptions): number {
+    const need = dir.relLength + length + 2;
+    if (this.count > 0 && this.nameBytes + need > NAME_BYTES) return -1;
+    let entry = 0;
+    try {
+      const journal = opts.journal?.native;
+      entry = journal ? journal.at(dir) : 0;
+    } catch {
+      return -1; // failed: the JS path says so for this pair
+    }
+    const slot = this.count++;
+    this.nameBytes += need;
+    this.ops.push(i);
+    this.dirs[slot] = dir;
+    this.nameIn[slot] = name;
+    this.nameAt[slot] = at;
+    this.nameLength[slot] = length;
+    const p = this.at(slot) * PR.length;
+    const pairs = this.pool.pairs;
+    pairs[p + PR.root] = dir.root.fd;
+    pairs[p + PR.dirDev] = dir.dev;
+    pairs[p + PR.dirIno] = dir.ino;
+    pairs[p + PR.at] = entry;
+    return p;
   }
 
   /** The call went through `done` of the prepared pairs. */
   ran(done: number): void {
     this.ops.length = done;
     this.count = 0;
-    this.names = [];
+    // no references kept to a set's directories and names past its call
+    this.dirs.length = this.nameIn.length = this.nameAt.length = this.nameLength.length = 0;
+  }
+
+  /** Pairs the last call went through (ran()). */
+  get done(): number {
+    return this.ops.length;
+  }
+
+  /** Slot `slot`'s result taken by linkRows (it linked). */
+  taken(slot: number): void {
+    this.ops[slot] = -1;
+  }
+
+  /** linkSet takes over from linkRows: the results left are for `canon`. */
+  adopt(canon: Canonical): void {
+    this.canon = canon;
   }
 
   /** Where slot `slot`'s pair is in the pool's arrays. */
@@ -497,6 +699,7 @@ class Held {
       onDiffer: hold(base.onDiffer),
       onDoubt: hold(base.onDoubt),
       onLink: hold(base.onLink),
+      onLinked: hold(base.onLinked),
       onProgress: hold(base.onProgress),
       onContentSplit: hold(base.onContentSplit),
     };
@@ -522,7 +725,7 @@ let pools: Pool | undefined;
  * depends on which thread ran a set or when: the sets share no inode, and
  * no two threads work in one directory at a time (native/link.c).
  */
-async function linkBatched(sets: Iterable<PlanSet>, opts: LinkOptions, result: LinkResult, expected: Expected): Promise<void> {
+async function linkBatched(sets: Iterable<PlanSet | RowSet>, opts: LinkOptions, result: LinkResult, expected: Expected): Promise<void> {
   const pool = (pools ??= new Pool());
   type Flying = { gen: Generator<void, void, void>; batch: Batch; held: Held; done: boolean; group: number };
   const free = Array.from({ length: GROUPS }, (_, g) => Array.from({ length: ACTIVE }, (_, r) => g * ACTIVE + ACTIVE - 1 - r));
@@ -545,7 +748,9 @@ async function linkBatched(sets: Iterable<PlanSet>, opts: LinkOptions, result: L
       }
       const held = new Held(opts);
       const batch = new Batch(pool, free[g]!.pop()!);
-      const f: Flying = { gen: linkSet(next.value, held.opts, result, expected, batch), batch, held, done: false, group: g };
+      const set = next.value;
+      const gen = set instanceof RowSet ? linkRows(set, held.opts, result, expected, batch) : linkSet(set, held.opts, result, expected, batch);
+      const f: Flying = { gen, batch, held, done: false, group: g };
       order.push(f);
       step(f);
     }

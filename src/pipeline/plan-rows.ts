@@ -16,7 +16,7 @@
  *
  * Pure: loads without the addon (the limits passed in may read the disk).
  */
-import type { FileRec, Inode } from '../core/types.js';
+import type { DirNode, FileRec, Inode } from '../core/types.js';
 import { addContentClass, chargeKept, keptApartOf, keptApartSum, type KeptApart, type KeptApartSum } from '../report/kept-apart.js';
 import { classesOf, ELF_BIT, flagsOf, hashOf, Materializer, projidOf, READ, dirRelLength, rootIndexOf, statOfRow, writeDirRelRow, type DirProjects, type ReadColumns, type Scan } from './rows.js';
 import { blocksOf, nlinkOf, sizeOf as sizeOfRow, type Tables } from './table.js';
@@ -41,6 +41,8 @@ export interface CompactPlan extends PlanTotals {
   /** freeableBytes charged to the root of each freed inode's first path (the report's per-root figure). */
   freeableByRoot: number[];
   sets: Iterable<PlanSet>;
+  /** The same sets as rows, each able to build its objects (absent with totalsOnly). */
+  rowSets?: Iterable<RowSet>;
   /** Sets that needed their objects to be planned (the rest were decided on rows). */
   objectSets: number;
 }
@@ -162,7 +164,14 @@ export function planRows(c: Candidates, sets: SetRows, limits: PlanLimits, opts:
   }
   const data = items.take();
   const starts = heads.take();
-  return { ...totals, setCount, freeableByRoot, objectSets, sets: { [Symbol.iterator]: () => planSets(c, data, starts) } };
+  return {
+    ...totals,
+    setCount,
+    freeableByRoot,
+    objectSets,
+    sets: { [Symbol.iterator]: () => planSets(c, data, starts) },
+    rowSets: { [Symbol.iterator]: () => rowSets(c, data, starts) },
+  };
 }
 
 /**
@@ -394,34 +403,94 @@ function writtenOut(t: Tables, a: number, b: number): number {
 /** The planned sets' objects, built one set at a time from the plan's rows. */
 function* planSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Generator<PlanSet> {
   const mat = new Materializer(c.scan, c.projects);
-  for (const head of starts) {
-    const byCandidate = new Map<number, Inode>();
-    const get = (m: number) => {
-      let inode = byCandidate.get(m);
-      if (!inode) byCandidate.set(m, (inode = inodeOf(c, mat, m)));
-      return inode;
-    };
-    const fileOf = (inode: Inode, m: number, row: number): FileRec => {
-      // A search, not a loop whose step most sets never take (it deoptimized planSets at the first that did).
-      const from = c.inodes.from(m);
-      const j = c.inodes.paths.indexOf(row, from) - from;
-      if (j >= 0 && j < inode.paths.length) return inode.paths[j]!;
-      throw new Error(`plan: row ${row} is no path of its inode`);
-    };
-    let at = head;
-    const canonM = data[at++]!;
-    const canonical = get(canonM);
-    const source = fileOf(canonical, canonM, data[at++]!);
-    const duplicates: Inode[] = [];
-    for (let n = data[at++]!; n > 0; n--) duplicates.push(get(data[at++]!));
-    const ops: PlanSet['ops'] = [];
-    for (let n = data[at++]!; n > 0; n--) {
-      const row = data[at++]!, m = data[at++]!;
-      const inode = get(m);
-      ops.push({ file: fileOf(inode, m, row), inode });
-    }
-    yield { canonical, source, duplicates, ops };
+  for (const head of starts) yield setObjects(c, mat, data, head);
+}
+
+/** The objects of the set whose rows start at data[head]. */
+function setObjects(c: Candidates, mat: Materializer, data: Uint32Array, head: number): PlanSet {
+  const byCandidate = new Map<number, Inode>();
+  const get = (m: number) => {
+    let inode = byCandidate.get(m);
+    if (!inode) byCandidate.set(m, (inode = inodeOf(c, mat, m)));
+    return inode;
+  };
+  const fileOf = (inode: Inode, m: number, row: number): FileRec => {
+    // A search, not a loop whose step most sets never take (it deoptimized planSets at the first that did).
+    const from = c.inodes.from(m);
+    const j = c.inodes.paths.indexOf(row, from) - from;
+    if (j >= 0 && j < inode.paths.length) return inode.paths[j]!;
+    throw new Error(`plan: row ${row} is no path of its inode`);
+  };
+  let at = head;
+  const canonM = data[at++]!;
+  const canonical = get(canonM);
+  const source = fileOf(canonical, canonM, data[at++]!);
+  const duplicates: Inode[] = [];
+  for (let n = data[at++]!; n > 0; n--) duplicates.push(get(data[at++]!));
+  const ops: PlanSet['ops'] = [];
+  for (let n = data[at++]!; n > 0; n--) {
+    const row = data[at++]!, m = data[at++]!;
+    const inode = get(m);
+    ops.push({ file: fileOf(inode, m, row), inode });
   }
+  return { canonical, source, duplicates, ops };
+}
+
+/**
+ * One planned set as the plan's rows, for the linker's path that needs no
+ * objects while every pair links (change/link.ts linkRows): its canonical
+ * and each op's path row and candidate (candidate m is inode m, group.ts),
+ * and objects(), the set as `sets` yields it, for anything else.
+ */
+export class RowSet {
+  /** The canonical's candidate and the path row it is opened through (PlanSet.source). */
+  readonly canonical: number;
+  readonly source: number;
+  /** Ops: op k is path row(k) of candidate inode(k). */
+  readonly count: number;
+  private readonly at: number;
+  constructor(
+    private readonly c: Candidates,
+    private readonly mat: Materializer,
+    private readonly data: Uint32Array,
+    private readonly head: number,
+  ) {
+    let at = head;
+    this.canonical = data[at++]!;
+    this.source = data[at++]!;
+    at += 1 + data[at]!; // the duplicates
+    this.count = data[at++]!;
+    this.at = at;
+  }
+  get scan(): Candidates['scan'] {
+    return this.c.scan;
+  }
+  /** Candidates of the plan (an upper bound of inode()). */
+  get candidates(): number {
+    return this.c.inodes.count;
+  }
+  row(k: number): number {
+    return this.data[this.at + 2 * k]!;
+  }
+  inode(k: number): number {
+    return this.data[this.at + 2 * k + 1]!;
+  }
+  /** The row whose stat is candidate m's inode's (Materializer.inode: its first path). */
+  inodeRow(m: number): number {
+    return this.c.inodes.paths[this.c.inodes.from(m)]!;
+  }
+  /** Directory row `d`'s node: the one objects() gives its files (one Materializer for the whole plan). */
+  dir(d: number): DirNode {
+    return this.mat.dir(d);
+  }
+  objects(): PlanSet {
+    return setObjects(this.c, this.mat, this.data, this.head);
+  }
+}
+
+function* rowSets(c: Candidates, data: Uint32Array, starts: Uint32Array): Generator<RowSet> {
+  const mat = new Materializer(c.scan, c.projects);
+  for (const head of starts) yield new RowSet(c, mat, data, head);
 }
 
 /**

@@ -82,7 +82,31 @@ export function displayRow(scan: Scan, row: number): string {
   return scan.roots[rootIndexOf(scan.tables, row)]!.path.replace(/\/$/, '') + '/' + printable(relPathRow(scan.tables, row));
 }
 
-/** The Stat the walk saw for a file row. */
+/** Where each Stat field goes in an array of numbers (os/sys.ts LINK_ARRAY.stat, passed in: this module loads without the addon). */
+export type StatLayout = { readonly [K in keyof Stat]-?: number };
+
+/** statOfRow(scan, row)'s fields written into `into` at `at` (the linker's pairs: no object per path). */
+export function writeStatOfRow(scan: Scan, row: number, layout: StatLayout, into: Float64Array, at: number): void {
+  const t = scan.tables, f = t.files, m = t.metas;
+  const root = scan.roots[rootIndexOf(t, row)]!;
+  const meta = metaOf(t, row);
+  into[at + layout.type] = FileType.Regular;
+  into[at + layout.mode] = m.mode[meta]!;
+  into[at + layout.uid] = m.uid[meta]!;
+  into[at + layout.gid] = m.gid[meta]!;
+  into[at + layout.nlink] = nlinkOf(t, row);
+  into[at + layout.ino] = inoOf(t, row);
+  into[at + layout.dev] = root.dev;
+  into[at + layout.size] = sizeOf(t, row);
+  into[at + layout.blocks] = blocksOf(t, row);
+  into[at + layout.mtimeSec] = mtimeSecOf(t, row);
+  into[at + layout.mtimeNsec] = f.mtimeNsec[row]!;
+  into[at + layout.ctimeSec] = ctimeSecOf(t, row);
+  into[at + layout.ctimeNsec] = f.ctimeNsec[row]!;
+  into[at + layout.mntId] = root.mntId;
+}
+
+/** The Stat the walk saw for a file row (writeStatOfRow writes the same fields). */
 export function statOfRow(scan: Scan, row: number): Stat {
   const t = scan.tables, f = t.files, m = t.metas;
   const root = scan.roots[rootIndexOf(t, row)]!;

@@ -15,7 +15,9 @@ import { readColumns, setRead, splitRowsByContent } from '../../src/pipeline/has
 import { comparePaths, freeable, plan, type PlanLimits, type PlanSet } from '../../src/pipeline/plan.js';
 import { keptApartRows, planRows } from '../../src/pipeline/plan-rows.js';
 import { isLocked, readKey } from '../../src/pipeline/policy.js';
-import { displayRow } from '../../src/pipeline/rows.js';
+import { displayRow, statOfRow, writeStatOfRow, type Scan, type StatLayout } from '../../src/pipeline/rows.js';
+import type { RowSet } from '../../src/pipeline/plan-rows.js';
+import type { Stat } from '../../src/core/stat.js';
 import { fileRecs } from '../../src/pipeline/walk.js';
 import { TableBuilder } from '../../src/pipeline/table-builder.js';
 import { inoOf } from '../../src/pipeline/table.js';
@@ -137,15 +139,19 @@ describe('plan and kept-apart on rows', () => {
 
         expect(inodes.count).toBe(g.inodes.length);
         expect(compact.setCount, JSON.stringify({ opts, kernel })).toBe(objects.sets.length);
-        expect({ ...compact, sets: undefined, setCount: undefined, freeableByRoot: undefined, objectSets: undefined }, JSON.stringify({ opts, kernel })).toEqual({ ...objects, sets: undefined });
+        expect({ ...compact, sets: undefined, rowSets: undefined, setCount: undefined, freeableByRoot: undefined, objectSets: undefined }, JSON.stringify({ opts, kernel })).toEqual({ ...objects, sets: undefined });
         expect(compact.freeableByRoot).toEqual(freeableByRoot(objects.sets, scan.roots.length));
         // The same sets (the two groupings order them apart), each with the same canonical, source, duplicates and operations in order.
         expect(shapes(compact.sets)).toEqual(shapes(objects.sets));
         expect(linkList(compact.sets)).toEqual(linkList(objects.sets));
         expect(linkList(compact.sets).length).toBe(compact.linksPlanned);
+        // The sets as rows (the linker's linkRows): the same sets, and what each says of its paths is what their objects say.
+        const rowSets = [...compact.rowSets!];
+        expect(linkList(rowSets.map((r) => r.objects()))).toEqual(linkList(compact.sets));
+        for (const r of rowSets) checkRowSet(scan, r);
         // A dry run's plan: the same totals, no rows kept.
         const totalsOnly = planRows(c, sets, kernel ? limits.rows : {}, { totalsOnly: true });
-        expect({ ...totalsOnly, sets: undefined }).toEqual({ ...compact, sets: undefined });
+        expect({ ...totalsOnly, sets: undefined }).toEqual({ ...compact, sets: undefined, rowSets: undefined });
         expect(() => [...totalsOnly.sets]).toThrow(/totalsOnly/);
         expect(apart).toEqual(keptApart(g.groups.flat(), scan.roots.length, opts));
         seen.links += compact.linksPlanned;
@@ -186,4 +192,26 @@ function freeableByRoot(sets: PlanSet[], roots: number): number[] {
       out[first.dir.root.index]! += d.stat.size;
     }
   return out;
+}
+
+/** Every field of a Stat at its own place, in an order of no one's choosing. */
+const LAYOUT: StatLayout = { blocks: 0, mntId: 1, ctimeNsec: 2, ctimeSec: 3, mtimeNsec: 4, mtimeSec: 5, size: 6, dev: 7, ino: 8, nlink: 9, gid: 10, uid: 11, mode: 12, type: 13 };
+
+/** A RowSet's answers against the objects it builds: the canonical, each op's path row, inode, stat (writeStatOfRow too) and directory node. */
+function checkRowSet(scan: Scan, r: RowSet): void {
+  const set = r.objects();
+  expect(r.count).toBe(set.ops.length);
+  expect(statOfRow(scan, r.source)).toEqual(set.source.stat);
+  expect(statOfRow(scan, r.inodeRow(r.canonical))).toEqual(set.canonical.stat);
+  const into = new Float64Array(14 + 3).fill(-1);
+  for (let k = 0; k < r.count; k++) {
+    const op = set.ops[k]!, row = r.row(k);
+    expect(statOfRow(scan, row)).toEqual(op.file.stat);
+    expect(statOfRow(scan, r.inodeRow(r.inode(k)))).toEqual(op.inode.stat);
+    expect(r.dir(scan.tables.files.dir[row]!)).toBe(op.file.dir); // the same node: one Materializer
+    writeStatOfRow(scan, row, LAYOUT, into, 2);
+    const fields = Object.keys(LAYOUT) as (keyof Stat)[];
+    expect(Object.fromEntries(fields.map((k) => [k, into[2 + LAYOUT[k]]]))).toEqual(Object.fromEntries(fields.map((k) => [k, op.file.stat[k]])));
+    expect([into[0], into[1], into[16]]).toEqual([-1, -1, -1]);
+  }
 }
