@@ -289,9 +289,22 @@ function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected:
  * that cannot be opened or is locked leaves the whole set to linkSet, which
  * opens it again and says why.
  */
-function* linkRows(set: RowSet, opts: LinkOptions, result: LinkResult, expected: Expected, batch: Batch): Generator<void, void, void> {
+function startSet(set: PlanSet | RowSet, opts: LinkOptions, result: LinkResult, expected: Expected, batch: Batch): SetRun {
+  if (!(set instanceof RowSet)) return linkSet(set, opts, result, expected, batch);
   const fd = distinctOps(set) ? openRowCanonical(set, batch.canonExpect) : -1;
-  if (fd < 0) return yield* linkSet(set.objects(), opts, result, expected, batch);
+  return fd < 0 ? linkSet(set.objects(), opts, result, expected, batch) : linkRows(set, fd, opts, result, expected, batch);
+}
+
+/**
+ * A set's run in linkBatched: yields once its next batch is prepared; a
+ * linkRows run may end by handing the set over (linkBatched's step() goes
+ * on with linkSet from there). Every path other than the clean one is kept
+ * out of linkRows itself, which V8 compiles for that one.
+ */
+type SetRun = Generator<void, Resume | void, void>;
+
+/** linkRows' set from canonical `fd` (startSet opened it): see startSet. */
+function* linkRows(set: RowSet, fd: number, opts: LinkOptions, result: LinkResult, expected: Expected, batch: Batch): SetRun {
   const t = set.scan.tables;
   let resume: Resume | undefined;
   try {
@@ -324,18 +337,20 @@ function* linkRows(set: RowSet, opts: LinkOptions, result: LinkResult, expected:
         n += linked;
       }
       // A pair not LINKED (its result is the batch's to finish), or none prepared (journal): linkSet goes on from it.
-      if (linked < batch.done || batch.done === 0) {
-        const objects = set.objects();
-        const canon: Canonical = { file: objects.source, inode: objects.canonical, fd, expect: doublesStat(batch.canonExpect, 0), iunlinked: false };
-        if (n > 0) expected.set(canon.inode, canon.expect);
-        batch.adopt(canon);
-        resume = { from: n, canon };
-        return yield* linkSet(objects, opts, result, expected, batch, resume);
-      }
+      if (linked < batch.done || batch.done === 0) return (resume = handOver(set, n, fd, batch, expected));
     }
   } finally {
     if (!resume) sys.close(fd); // else linkSet's
   }
+}
+
+/** What linkSet needs to go on with `set` from op `from`: its objects, and the canonical as linkRows left it. */
+function handOver(set: RowSet, from: number, fd: number, batch: Batch, expected: Expected): Resume {
+  const objects = set.objects();
+  const canon: Canonical = { file: objects.source, inode: objects.canonical, fd, expect: doublesStat(batch.canonExpect, 0), iunlinked: false };
+  if (from > 0) expected.set(canon.inode, canon.expect); // as finish() after a link
+  batch.adopt(canon);
+  return { set: objects, from, canon };
 }
 
 /** Generation stamps of candidates, for distinctOps (one array for the run, grown as needed). */
@@ -377,8 +392,9 @@ function openRowCanonical(set: RowSet, stat: Float64Array): number {
 }
 let rowExpect: Float64Array | undefined;
 
-/** Where linkSet takes over a set from linkRows: at op `from`, with the canonical linkRows opened. */
+/** Where linkSet takes over a set from linkRows: at op `from` of its objects, with the canonical linkRows opened. */
 interface Resume {
+  set: PlanSet;
   from: number;
   canon: Canonical;
 }
@@ -727,12 +743,15 @@ let pools: Pool | undefined;
  */
 async function linkBatched(sets: Iterable<PlanSet | RowSet>, opts: LinkOptions, result: LinkResult, expected: Expected): Promise<void> {
   const pool = (pools ??= new Pool());
-  type Flying = { gen: Generator<void, void, void>; batch: Batch; held: Held; done: boolean; group: number };
+  type Flying = { gen: SetRun; batch: Batch; held: Held; done: boolean; group: number };
   const free = Array.from({ length: GROUPS }, (_, g) => Array.from({ length: ACTIVE }, (_, r) => g * ACTIVE + ACTIVE - 1 - r));
   const flying: Flying[][] = Array.from({ length: GROUPS }, () => []);
   const order: Flying[] = [];
   const step = (f: Flying) => {
-    if (f.gen.next().done) {
+    let r = f.gen.next();
+    // linkRows handed its set over: linkSet goes on with it, on the same batch
+    if (r.done && r.value) r = (f.gen = linkSet(r.value.set, f.held.opts, result, expected, f.batch, r.value)).next();
+    if (r.done) {
       f.done = true;
       free[f.group]!.push(f.batch.region);
     } else flying[f.group]!.push(f);
@@ -748,9 +767,7 @@ async function linkBatched(sets: Iterable<PlanSet | RowSet>, opts: LinkOptions, 
       }
       const held = new Held(opts);
       const batch = new Batch(pool, free[g]!.pop()!);
-      const set = next.value;
-      const gen = set instanceof RowSet ? linkRows(set, held.opts, result, expected, batch) : linkSet(set, held.opts, result, expected, batch);
-      const f: Flying = { gen, batch, held, done: false, group: g };
+      const f: Flying = { gen: startSet(next.value, held.opts, result, expected, batch), batch, held, done: false, group: g };
       order.push(f);
       step(f);
     }
