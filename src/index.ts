@@ -110,10 +110,8 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       linked = await link(thePlan, {
         ignoreMtime: opts.ignoreMtime,
         onError: log.onError,
-        onLinked: (canonical, dev, ino, nlink) => {
-          s.cache?.refresh(canonical);
-          s.cache?.replaced({ dev, ino, nlink });
-        },
+        onCanonical: s.cache && ((canonical) => s.cache!.refresh(canonical)),
+        onReplaced: s.cache && ((dev, ino, nlink) => s.cache!.replaced({ dev, ino, nlink })),
         onLink: opts.onLink,
         onContentSplit: (file, canonical, guessed) =>
           opts.onNote?.(

@@ -105,11 +105,13 @@ export interface LinkOptions {
   onDoubt?(canonical: Inode): void;
   /** Called after each link made (for -v). Given, every set takes the objects' path (linkSet). */
   onLink?(file: FileRec, canonical: FileRec): void;
+  /** For the cache: a path of this inode (as the walk saw it, its link count included) was replaced by a link. */
+  onReplaced?(dev: number, ino: number, nlink: number): void;
   /**
-   * Called after each link made (for the cache), with what fstat says of
-   * the canonical now and the replaced path's inode as the walk saw it.
+   * For the cache: what fstat says of a canonical after links were made to
+   * it (after each link, or once after a run of them: only the last counts).
    */
-  onLinked?(canonical: Stat, dev: number, ino: number, nlink: number): void;
+  onCanonical?(canonical: Stat): void;
   onProgress?(ops: number): void;
   /**
    * Called when a duplicate turned out to hold another content than its
@@ -226,7 +228,8 @@ function* linkSet(set: PlanSet, opts: LinkOptions, result: LinkResult, expected:
             result.freedBytes += op.inode.stat.size;
             result.freedDiskBytes += op.inode.stat.blocks * 512;
           }
-          opts.onLinked?.(canon.expect, op.file.stat.dev, op.file.stat.ino, op.file.stat.nlink);
+          opts.onCanonical?.(canon.expect);
+          opts.onReplaced?.(op.file.stat.dev, op.file.stat.ino, op.file.stat.nlink);
           opts.onLink?.(op.file, canon.file);
           last = k;
           error = undefined;
@@ -327,13 +330,13 @@ function* linkRows(set: RowSet, fd: number, opts: LinkOptions, result: LinkResul
       }
       if (linked > 0) {
         opts.onProgress?.(linked);
-        if (opts.onLinked) {
-          const canonNow = doublesStat(batch.canonExpect, 0);
+        if (opts.onReplaced)
           for (let k = n; k < n + linked; k++) {
             const row = set.row(k);
-            opts.onLinked(canonNow, set.scan.roots[rootIndexOf(t, row)]!.dev, inoOf(t, row), nlinkOf(t, row));
+            opts.onReplaced(set.scan.roots[rootIndexOf(t, row)]!.dev, inoOf(t, row), nlinkOf(t, row));
           }
-        }
+        // once per call rather than per link: the cache keeps a canonical's last (one edit, not one between each forget)
+        opts.onCanonical?.(doublesStat(batch.canonExpect, 0));
         n += linked;
       }
       // A pair not LINKED (its result is the batch's to finish), or none prepared (journal): linkSet goes on from it.
@@ -715,7 +718,8 @@ class Held {
       onDiffer: hold(base.onDiffer),
       onDoubt: hold(base.onDoubt),
       onLink: hold(base.onLink),
-      onLinked: hold(base.onLinked),
+      onReplaced: hold(base.onReplaced),
+      onCanonical: hold(base.onCanonical),
       onProgress: hold(base.onProgress),
       onContentSplit: hold(base.onContentSplit),
     };
