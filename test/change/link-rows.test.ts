@@ -11,7 +11,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { RowSet } from '../../src/pipeline/plan-rows.js';
 import { sys, type LinkStep } from '../../src/os/sys.js';
 import { TEMP_PREFIX } from '../../src/change/swap.js';
-import { inode, rmTree, runUnify, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
+import { rmTree, runUnify, sh, sharedPaths, snapshot, tempDir, writeFile } from '../helpers/tree.js';
 
 let dir: string;
 beforeEach(() => {
@@ -42,15 +42,10 @@ async function unifyWay(top: string, way: Way, fault?: Parameters<typeof sys.set
   const built = objects.mock.calls.length;
   objects.mockRestore();
   sys.nativeLinker = true;
-  const byIno = new Map<number, string[]>();
-  for (const p of sh('find', top, '-type', 'f').split('\n').filter(Boolean).sort()) {
-    const i = inode(p);
-    byIno.set(i, [...(byIno.get(i) ?? []), path.relative(top, p)]);
-  }
   return {
     errors: r.errors.map((e) => temp(`${e.code} ${e.path} ${e.message}`.replaceAll(top, 'TOP'))),
     summary: r.report.summary,
-    shared: [...byIno.values()].map((v) => temp(v.join(' '))).sort(),
+    shared: sharedPaths(top).map(temp).sort(),
     leftovers: sh('find', top, '-name', `${TEMP_PREFIX}*`).split('\n').filter(Boolean).map((p) => temp(path.relative(top, p))),
     built,
   };

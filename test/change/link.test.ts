@@ -13,7 +13,7 @@ import { plan } from '../../src/pipeline/plan.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { sys, RENAME_EXCHANGE } from '../../src/os/sys.js';
 import { walk } from '../../src/pipeline/walk.js';
-import { inode, rmTree, runUnify, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
+import { inode, rmTree, runUnify, sh, sharedPaths, snapshot, tempDir, writeFile } from '../helpers/tree.js';
 import { TEMP_PREFIX } from '../../src/change/swap.js';
 import { displayPath } from '../../src/core/paths.js';
 import { FS_APPEND_FL, FS_IMMUTABLE_FL } from '../../src/core/stat.js';
@@ -60,12 +60,7 @@ async function unifyThree(top: string) {
     cache: false,
     onLink: (f, c) => links.push(`${path.relative(top, displayPath(f))} => ${path.relative(top, displayPath(c))}`),
   });
-  const byIno = new Map<number, string[]>();
-  for (const p of sh('find', top, '-type', 'f').split('\n').filter(Boolean).sort()) {
-    const i = inode(p);
-    byIno.set(i, [...(byIno.get(i) ?? []), path.relative(top, p)]);
-  }
-  return { links, errors: r.errors, summary: r.report.summary, shared: [...byIno.values()].map((v) => v.join(' ')).sort() };
+  return { links, errors: r.errors, summary: r.report.summary, shared: sharedPaths(top) };
 }
 
 /** Two copies of one tree (`build` makes each): unifyThree() of copy a on the JS path, of copy b with the addon's linker. */

@@ -129,6 +129,16 @@ import { unify, type UnifyOptions } from '../../src/index.js';
 import type { FileError } from '../../src/core/errors.js';
 
 /** Run the whole pipeline in-process with test-friendly defaults (no default excludes). */
+/** The regular files under `top` grouped by inode: each inode's paths relative to `top`, joined by spaces, sorted. */
+export function sharedPaths(top: string): string[] {
+  const byIno = new Map<number, string[]>();
+  for (const p of sh('find', top, '-type', 'f').split('\n').filter(Boolean).sort()) {
+    const i = inode(p);
+    byIno.set(i, [...(byIno.get(i) ?? []), path.relative(top, p)]);
+  }
+  return [...byIno.values()].map((v) => v.join(' ')).sort();
+}
+
 export async function runUnify(roots: string[], opts: Partial<UnifyOptions> = {}) {
   const errors: FileError[] = [];
   const report = await unify({
