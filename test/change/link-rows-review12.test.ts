@@ -155,7 +155,7 @@ describe('linkRows (review 12)', () => {
     expect(rows.built).toBe(1);
   });
 
-  it('names: the root directory itself, deep directories (NAME_BYTES cuts calls short), several directories in one call', async () => {
+  it('names: the root directory itself, deep directories (NAME_BYTES cuts calls short; the canonical too), several directories in one call', async () => {
     // A directory ~3000 bytes deep: about 43 pairs of it fill NAME_BYTES
     // (128 KiB), so its 100 ops take three calls, and the call that holds
     // the last of them holds the root's and the shallow directory's too.
@@ -165,6 +165,8 @@ describe('linkRows (review 12)', () => {
       for (let k = 0; k < 100; k++) put(path.join(top, 'g0', deep, `f${k}`), 'names\n'.repeat(3000));
       for (let k = 0; k < 20; k++) put(path.join(top, 'g1', 's', `t${k}`), 'names\n'.repeat(3000));
       put(path.join(top, 'g1', deep, 'x'), 'names\n'.repeat(3000));
+      // the canonical (most links): opened by linkRows through its deep path
+      fs.linkSync(path.join(top, 'g1', deep, 'x'), path.join(top, 'g1', deep, 'x2'));
     };
     // the pairs of each segment the addon is given: NAME_BYTES, not BATCH (64), ends the deep directory's
     const real = sys.linkBatchStart;
@@ -173,7 +175,15 @@ describe('linkRows (review 12)', () => {
       for (let k = 0; k < segs.length / LINK_ARRAY.seg.length; k++) counts.push(segs[k * LINK_ARRAY.seg.length + LINK_ARRAY.seg.count]!);
       return real(segs, ...rest);
     });
+    const canonicalOpens: number[] = [];
+    const realOpen = sys.openChecked;
+    vi.spyOn(sys, 'openChecked').mockImplementation((dirFd, name, ...rest) => {
+      if (name.toString().endsWith('/x')) canonicalOpens.push(name.length);
+      return realOpen(dirFd, name, ...rest);
+    });
     const rows = await ways(build);
+    expect(canonicalOpens.length).toBeGreaterThanOrEqual(1);
+    expect(Math.min(...canonicalOpens)).toBeGreaterThan(2900);
     // each way: a call ended by NAME_BYTES before the last (64, 45, 31 here), where BATCH alone would make 64, 64, 12
     expect(counts.reduce((a, b) => a + b)).toBe(2 * 140);
     expect(counts.filter((c) => c < 64).length).toBeGreaterThanOrEqual(2 * 2);
