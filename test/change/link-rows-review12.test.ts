@@ -144,6 +144,16 @@ describe('linkRows (review 12)', () => {
     expect(rows.built).toBe(1);
   });
 
+  it('EMLINK in a later call (the 100th link): the duplicate carries the rest; the handed canonical closed once, the new one too', async () => {
+    const rows = await ways(manyCopies(150), { step: 'link', nth: 100, errno: os.constants.errno.EMLINK });
+    expect(rows.errors).toEqual([]);
+    expect(rows.summary.linksMade).toBe(148);
+    expect(rows.summary.skipped).toBe(0);
+    // the first canonical with its 99 links, the one that hit EMLINK with the other 49
+    expect(rows.shared.map((s) => s.split(' ').length).sort((a, b) => a - b)).toEqual([50, 100]);
+    expect(rows.built).toBe(1);
+  });
+
   it('a pair left to the JS path in a later call (FALLBACK at the 100th open): redone there against the canonical as the addon left it, the rest linked', async () => {
     // linkOne checks the canonical against canon.expect (verify): one older
     // than the addon's last link would skip the rest of the set (ECANONICAL).
