@@ -225,6 +225,26 @@ describe('hash cache', () => {
     }
   });
 
+  it('a replaced duplicate (not the canonical) with a link outside the roots keeps its entry; the ones freed lose theirs (review 12: linkRows passes the walk\'s nlink)', async () => {
+    // g1's ls has two links outside (nlink 3: the canonical), g3's one (nlink 2): g3's path is
+    // replaced, its inode lives on outside, so replaced() must not forget it; g2's is freed.
+    const outside = path.join(dir, 'outside');
+    fs.mkdirSync(outside);
+    for (const n of ['a', 'b']) fs.linkSync(path.join(guests[0]!, FILES[1]!), path.join(outside, `g1-ls-${n}`));
+    fs.linkSync(path.join(guests[2]!, FILES[1]!), path.join(outside, 'g3-ls'));
+    await new Promise((r) => setTimeout(r, 1100));
+    const g3ls = inode(path.join(outside, 'g3-ls'));
+    const r = await run(guests);
+    expect(r.errors).toEqual([]);
+    expect(r.report.summary.linksMade).toBe(6);
+    expect(inode(path.join(guests[2]!, FILES[1]!))).toBe(inode(path.join(guests[0]!, FILES[1]!)));
+    expect(fs.statSync(path.join(outside, 'g3-ls')).nlink).toBe(1);
+    const count = (root: string) => { const c = openCacheOf([root]); try { return c.size; } finally { c.close(); } };
+    // g2: everything freed; g3: only the ls entry (its inode, g3ls, outlives the run)
+    expect(guests.map(count)).toEqual([FILES.length, 0, 1]);
+    expect(g3ls).toBe(inode(path.join(outside, 'g3-ls')));
+  });
+
   it('a temporary file left by a run killed while saving is removed by the next save', async () => {
     await run(guests, { dryRun: true });
     const leftover = `${shardOf(guests[0]!)}.tmp.99999.deadbeef`;
