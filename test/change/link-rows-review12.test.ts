@@ -10,102 +10,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { RowSet } from '../../src/pipeline/plan-rows.js';
+import { describe, expect, it, vi } from 'vitest';
 import { LINK_ARRAY, sys } from '../../src/os/sys.js';
-import { TEMP_PREFIX } from '../../src/change/swap.js';
-import { inode, rmTree, runUnify, sh, tempDir } from '../helpers/tree.js';
+import { runUnify } from '../helpers/tree.js';
+import { fds, put, linkerTestDir, threeWays, unifyWay, type Outcome, type Way } from '../helpers/link-ways.js';
 
-let dir: string;
-// The first run opens a descriptor it keeps (/proc/self/fd, for reopening
-// O_PATH descriptors): made here, before any test counts descriptors.
-beforeAll(async () => {
-  const d = tempDir();
-  for (const g of ['a', 'b']) put(path.join(d, g, 'f'), 'warm up\n'.repeat(1000));
-  await runUnify([path.join(d, 'a'), path.join(d, 'b')], { cache: false });
-  rmTree(d);
-});
-beforeEach(() => {
-  dir = tempDir();
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  sys.setLinkFault();
-  sys.nativeLinker = true;
-  rmTree(dir);
-});
-
-type Way = 'js' | 'objects' | 'rows';
-type Fault = Parameters<typeof sys.setLinkFault>[0];
-
-/** A file with `content`, 0644 root:root, mtime 1700000000 (whole seconds: utimes keeps them exactly). */
-function put(file: string, content: string): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, content);
-  fs.chmodSync(file, 0o644);
-  fs.utimesSync(file, 1700000000, 1700000000);
-}
-
-/** This process's open descriptors. */
-const fds = () => fs.readdirSync('/proc/self/fd').length;
-
-/** Every file under `top`: its path relative to `top` => its bytes' sha256 (no write lost or made, whatever is linked). */
-function contents(top: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const line of sh('find', top, '-type', 'f', '-exec', 'sha256sum', '{}', '+').split('\n').filter(Boolean)) {
-    const [sum, p] = [line.slice(0, 64), line.slice(66)];
-    out.set(path.relative(top, p), sum);
-  }
-  return out;
-}
-
-/** The guests of `top` unified one way (as link-rows.test.ts): what came out, and how many sets built their objects. */
-async function unifyWay(top: string, way: Way, fault?: Fault) {
-  sys.nativeLinker = way !== 'js';
-  const objects = vi.spyOn(RowSet.prototype, 'objects');
-  const before = contents(top);
-  const open = fds();
-  if (fault) sys.setLinkFault(fault);
-  const guests = fs.readdirSync(top).sort().map((g) => path.join(top, g));
-  const r = await runUnify(guests, { cache: false, onLink: way === 'objects' ? () => {} : undefined });
-  sys.setLinkFault();
-  const built = objects.mock.calls.length;
-  objects.mockRestore();
-  sys.nativeLinker = true;
-  // no descriptor left open (nor one of someone else's closed twice)
-  expect(fds()).toBe(open);
-  // every path still holds the bytes it held
-  expect(contents(top)).toEqual(before);
-  const byIno = new Map<number, string[]>();
-  for (const p of sh('find', top, '-type', 'f').split('\n').filter(Boolean).sort()) {
-    const i = inode(p);
-    byIno.set(i, [...(byIno.get(i) ?? []), path.relative(top, p)]);
-  }
-  return {
-    errors: r.errors.map((e) => temp(`${e.code} ${e.path} ${e.message}`.replaceAll(top, 'TOP'))),
-    summary: r.report.summary,
-    shared: [...byIno.values()].map((v) => v.join(' ')).sort(),
-    leftovers: sh('find', top, '-name', `${TEMP_PREFIX}*`).split('\n').filter(Boolean),
-    built,
-  };
-}
-
-const temp = (s: string) => s.replaceAll(/\.vunify\.[A-Za-z0-9_-]{12}/g, '.vunify.*');
-
-/** `build` made once per way and unified; the three (two with a fault) agree; the rows' run. */
-async function ways(build: (top: string) => void, fault?: Fault) {
-  const out: Partial<Record<Way, Awaited<ReturnType<typeof unifyWay>>>> = {};
-  for (const way of (fault ? ['objects', 'rows'] : ['js', 'objects', 'rows']) as Way[]) {
-    const top = path.join(dir, way);
-    build(top);
-    out[way] = await unifyWay(top, way, fault);
-  }
-  const strip = ({ built: _, ...o }: Awaited<ReturnType<typeof unifyWay>>) => o;
-  expect(strip(out.objects!)).toEqual(strip(out.rows!));
-  if (out.js) expect(strip(out.js)).toEqual(strip(out.rows!));
-  expect(out.objects!.built).toBe(0);
-  return out.rows!;
-}
+const testDir = linkerTestDir();
 
 /** One guest, one content in `n` files (distinct inodes) of directory `sub`: one set of n - 1 ops. */
 const manyCopies = (n: number, sub = 'd') => (top: string) => {
@@ -117,7 +27,7 @@ describe('linkRows (review 12)', () => {
     // 149 ops: calls of 64, 64 and 21 pairs, each after the first checks the
     // canonical against the stat the addon left in canonExpect (Pool.run's
     // copy): a stale one would FALLBACK and build the objects.
-    const rows = await ways(manyCopies(150));
+    const rows = await threeWays(testDir(), manyCopies(150));
     expect(rows.errors).toEqual([]);
     expect(rows.summary.linksMade).toBe(149);
     expect(rows.summary.skipped).toBe(0);
@@ -133,7 +43,7 @@ describe('linkRows (review 12)', () => {
     ['exchange', 100],
     ['link', 130],
   ] as const)('a pair handed back at its %s in a later call (the %i-th): linkSet goes on with the canonical as the addon left it', async (step, nth) => {
-    const rows = await ways(manyCopies(150), { step, nth, errno: os.constants.errno.ENOSPC });
+    const rows = await threeWays(testDir(), manyCopies(150), { step, nth, errno: os.constants.errno.ENOSPC });
     // one pair kept apart, nothing skipped: a stale expectation of the canonical would skip the rest (ECANONICAL)
     expect(rows.errors).toHaveLength(1);
     expect(rows.errors[0]).toMatch(/^ENOSPC TOP\/g0\/d\/f\d{4} no space left on device/);
@@ -145,7 +55,7 @@ describe('linkRows (review 12)', () => {
   });
 
   it('EMLINK in a later call (the 100th link): the duplicate carries the rest; the handed canonical closed once, the new one too', async () => {
-    const rows = await ways(manyCopies(150), { step: 'link', nth: 100, errno: os.constants.errno.EMLINK });
+    const rows = await threeWays(testDir(), manyCopies(150), { step: 'link', nth: 100, errno: os.constants.errno.EMLINK });
     expect(rows.errors).toEqual([]);
     expect(rows.summary.linksMade).toBe(148);
     expect(rows.summary.skipped).toBe(0);
@@ -157,7 +67,7 @@ describe('linkRows (review 12)', () => {
   it('a pair left to the JS path in a later call (FALLBACK at the 100th open): redone there against the canonical as the addon left it, the rest linked', async () => {
     // linkOne checks the canonical against canon.expect (verify): one older
     // than the addon's last link would skip the rest of the set (ECANONICAL).
-    const rows = await ways(manyCopies(150), { step: 'open', nth: 100, errno: os.constants.errno.EIO });
+    const rows = await threeWays(testDir(), manyCopies(150), { step: 'open', nth: 100, errno: os.constants.errno.EIO });
     expect(rows.errors).toEqual([]);
     expect(rows.summary.linksMade).toBe(149);
     expect(rows.summary.skipped).toBe(0);
@@ -191,7 +101,7 @@ describe('linkRows (review 12)', () => {
       if (name.toString().endsWith('/x')) canonicalOpens.push(name.length);
       return realOpen(dirFd, name, ...rest);
     });
-    const rows = await ways(build);
+    const rows = await threeWays(testDir(), build);
     expect(canonicalOpens.length).toBeGreaterThanOrEqual(1);
     expect(Math.min(...canonicalOpens)).toBeGreaterThan(2900);
     // each way: a call ended by NAME_BYTES before the last (64, 45, 31 here), where BATCH alone would make 64, 64, 12
@@ -213,9 +123,9 @@ describe('linkRows (review 12)', () => {
       for (let g = 0; g < 2; g++) for (let s = 0; s < 12; s++) for (let k = 0; k < 20; k++) put(path.join(top, `g${g}`, `s${s}`, `f${k}`), `set ${s}\n`.repeat(2000));
     };
     for (const nth of [30, 200]) {
-      const results: Record<string, Awaited<ReturnType<typeof unifyWay>>> = {};
+      const results: Record<string, Outcome> = {};
       for (const way of ['objects', 'rows'] as Way[]) {
-        const top = path.join(dir, `${way}-${nth}`);
+        const top = path.join(testDir(), `${way}-${nth}`);
         build(top);
         results[way] = await unifyWay(top, way, { step: 'exchange', nth, errno: os.constants.errno.ENOSPC });
       }
@@ -244,9 +154,9 @@ describe('linkRows (review 12)', () => {
     const build = (top: string) => {
       for (let g = 0; g < 2; g++) for (let s = 0; s < 12; s++) for (let k = 0; k < 20; k++) put(path.join(top, `g${g}`, `s${s}`, `f${k}`), `set ${s}\n`.repeat(2000));
     };
-    const results: Record<string, Awaited<ReturnType<typeof unifyWay>>> = {};
+    const results: Record<string, Outcome> = {};
     for (const way of ['objects', 'rows'] as Way[]) {
-      const top = path.join(dir, way);
+      const top = path.join(testDir(), way);
       build(top);
       vi.spyOn(sys, 'linkBatchStart').mockImplementation(async (segs, ...rest) => {
         const counts: number[] = [];
@@ -276,7 +186,7 @@ describe('linkRows (review 12)', () => {
     const build = (top: string) => {
       for (let g = 0; g < 4; g++) for (let s = 0; s < 150; s++) put(path.join(top, `g${g}`, `s${s}`, 'f'), `set ${s}\n`.repeat(2000));
     };
-    const top = path.join(dir, 'rows');
+    const top = path.join(testDir(), 'rows');
     build(top);
     const real = sys.linkBatchStart;
     let calls = 0;

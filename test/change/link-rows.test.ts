@@ -7,68 +7,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { RowSet } from '../../src/pipeline/plan-rows.js';
+import { describe, expect, it, vi } from 'vitest';
 import { sys, type LinkStep } from '../../src/os/sys.js';
-import { TEMP_PREFIX } from '../../src/change/swap.js';
-import { rmTree, runUnify, sh, sharedPaths, snapshot, tempDir, writeFile } from '../helpers/tree.js';
+import { snapshot, writeFile } from '../helpers/tree.js';
+import { linkerTestDir, threeWays, unifyWay, type Outcome, type Way } from '../helpers/link-ways.js';
 
-let dir: string;
-beforeEach(() => {
-  dir = tempDir();
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  sys.setLinkFault();
-  sys.nativeLinker = true;
-  rmTree(dir);
-});
-
-type Way = 'js' | 'objects' | 'rows';
-const WAYS: Way[] = ['js', 'objects', 'rows'];
-
-/**
- * Unify the guests of `top` one way: the JS path (no addon linker), the
- * addon with a -v listener (which keeps every set on the objects' path),
- * or the addon with none (rows). What came out, named relative to `top`.
- */
-async function unifyWay(top: string, way: Way, fault?: Parameters<typeof sys.setLinkFault>[0]) {
-  sys.nativeLinker = way !== 'js';
-  const objects = vi.spyOn(RowSet.prototype, 'objects');
-  if (fault) sys.setLinkFault(fault);
-  const guests = fs.readdirSync(top).sort().map((g) => path.join(top, g));
-  const r = await runUnify(guests, { cache: false, onLink: way === 'objects' ? () => {} : undefined });
-  sys.setLinkFault();
-  const built = objects.mock.calls.length;
-  objects.mockRestore();
-  sys.nativeLinker = true;
-  return {
-    errors: r.errors.map((e) => temp(`${e.code} ${e.path} ${e.message}`.replaceAll(top, 'TOP'))),
-    summary: r.report.summary,
-    shared: sharedPaths(top).map(temp).sort(),
-    leftovers: sh('find', top, '-name', `${TEMP_PREFIX}*`).split('\n').filter(Boolean).map((p) => temp(path.relative(top, p))),
-    built,
-  };
-}
-
-/** A temporary name's random part, which differs between runs. */
-const temp = (s: string) => s.replaceAll(/\.vunify\.[A-Za-z0-9_-]{12}/g, '.vunify.*');
-
-/** `build` made three times, unified each way; the rows' run, with the other two checked against it. */
-async function threeWays(build: (top: string) => void, fault?: Parameters<typeof sys.setLinkFault>[0], between?: (way: Way, top: string) => void) {
-  const out: Partial<Record<Way, Awaited<ReturnType<typeof unifyWay>>>> = {};
-  for (const way of WAYS) {
-    const top = path.join(dir, way);
-    build(top);
-    between?.(way, top);
-    out[way] = await unifyWay(top, way, fault);
-  }
-  const strip = ({ built: _, ...o }: Awaited<ReturnType<typeof unifyWay>>) => o;
-  expect(strip(out.objects!)).toEqual(strip(out.rows!));
-  if (!fault) expect(strip(out.js!)).toEqual(strip(out.rows!)); // a fault counts steps only the addon makes
-  expect(out.objects!.built).toBe(0); // that way never iterates rows
-  return out.rows!;
-}
+const testDir = linkerTestDir();
 
 /** One content in guests g0..g{n-1}, at f: one set of n - 1 ops. */
 const oneSet = (n: number) => (top: string) => {
@@ -87,7 +31,7 @@ describe('linkRows', () => {
             if (d === 0 && k === 1 && g !== 'g2') for (const n of g === 'g1' ? ['also', 'too'] : ['also']) fs.linkSync(f, path.join(top, g, `d${d}`, n));
           }
     };
-    const rows = await threeWays(build);
+    const rows = await threeWays(testDir(), build);
     expect(rows.errors).toEqual([]);
     expect(rows.summary.linksMade).toBe(8 * 5 * 2 + 1);
     expect(rows.shared).toHaveLength(40);
@@ -112,7 +56,7 @@ describe('linkRows', () => {
       ],
     ],
   ])('a pair mid-set handed back at %s: objects from that pair on, with the same outcome', async (step, errno, linked, errors) => {
-    const rows = await threeWays(oneSet(7), { step, nth: 3, errno });
+    const rows = await threeWays(testDir(), oneSet(7), { step, nth: 3, errno });
     expect(rows.built).toBe(1);
     expect(rows.errors).toEqual(errors);
     expect(rows.summary.linksMade).toBe(linked);
@@ -120,7 +64,7 @@ describe('linkRows', () => {
   });
 
   it('EMLINK at the third link: the duplicate carries the rest of the set, as on the objects', async () => {
-    const rows = await threeWays(oneSet(7), { step: 'link', nth: 3, errno: os.constants.errno.EMLINK });
+    const rows = await threeWays(testDir(), oneSet(7), { step: 'link', nth: 3, errno: os.constants.errno.EMLINK });
     expect(rows.errors).toEqual([]);
     expect(rows.summary.linksMade).toBe(5);
     expect(new Set(rows.shared.map((s) => s.split(' ').length))).toEqual(new Set([3, 4]));
@@ -128,7 +72,7 @@ describe('linkRows', () => {
   });
 
   it('a pair the addon leaves to the JS path (FALLBACK: nothing of it changed) is redone there, and the rest linked', async () => {
-    const rows = await threeWays(oneSet(5), { step: 'open', nth: 3, errno: os.constants.errno.EIO });
+    const rows = await threeWays(testDir(), oneSet(5), { step: 'open', nth: 3, errno: os.constants.errno.EIO });
     expect(rows.errors).toEqual([]);
     expect(rows.summary.linksMade).toBe(4);
     expect(rows.shared).toHaveLength(1);
@@ -149,9 +93,9 @@ describe('linkRows', () => {
         return realOpen(dirFd, name, expect, how, out);
       });
     };
-    const results: Record<string, Awaited<ReturnType<typeof unifyWay>>> = {};
+    const results: Record<string, Outcome> = {};
     for (const way of ['objects', 'rows'] as Way[]) {
-      const top = path.join(dir, way);
+      const top = path.join(testDir(), way);
       oneSet(4)(top);
       const before = snapshot(top, { inodes: true, dirTimes: false });
       touch(top);
