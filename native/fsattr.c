@@ -90,16 +90,16 @@ napi_value DirXattrsSync(napi_env env, napi_callback_info info) {
   int64_t root;
   char *paths;
   size_t plen, elen, olen;
-  void *ev, *ov;
-  napi_typedarray_type et, ot;
+  double *expect;
+  void *ov;
+  napi_typedarray_type ot;
   if (argc < 4 || arg_int(env, argv[0], &root) || arg_buffer(env, argv[1], (void **)&paths, &plen) ||
-      napi_get_typedarray_info(env, argv[2], &et, &elen, &ev, NULL, NULL) != napi_ok || et != napi_float64_array ||
+      arg_doubles(env, argv[2], &expect, &elen) ||
       napi_get_typedarray_info(env, argv[3], &ot, &olen, &ov, NULL, NULL) != napi_ok || ot != napi_uint32_array ||
       elen % 2 || olen != elen / 2 * 3) {
     napi_throw_type_error(env, NULL, "dirXattrsSync(rootFd, paths, expect: Float64Array, out: Uint32Array)");
     return NULL;
   }
-  const double *expect = ev;
   uint32_t *out = ov;
   size_t n = elen / 2, off = 0;
   for (size_t k = 0; k < n; k++) {

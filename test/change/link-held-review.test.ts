@@ -29,14 +29,13 @@
 //     before it waits for a directory lock another thread holds
 //     (pthread_mutex_trylock, then canon_unlease and pthread_mutex_lock).
 import { execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FS_FILE_FLAGS } from '../../src/core/stat.js';
 import { LINK, LINK_ARRAY, LINK_TMP, O, statDoubles, sys } from '../../src/os/sys.js';
 import { writePair } from '../helpers/link-pairs.js';
-import { rmTree, tempDir } from '../helpers/tree.js';
+import { rmTree, sha256File, tempDir } from '../helpers/tree.js';
 
 const { stat: ST, pair: PR, out: OUT, seg: SG } = LINK_ARRAY;
 const READ_CHUNK = 256 << 10;
@@ -45,7 +44,6 @@ let top: string;
 beforeAll(() => (top = tempDir('vunify-link-held-review-')));
 afterAll(() => rmTree(top));
 
-const sha = (f: string | Buffer) => createHash('sha256').update(typeof f === 'string' ? fs.readFileSync(f) : f).digest('hex');
 
 interface DupSpec {
   dir: string;
@@ -93,7 +91,7 @@ function build(root: string, sets: SetSpec[]) {
       const b = Buffer.from(`${d.dir}\0${d.name}\0`);
       names.push(b);
       offset += b.length;
-      dups.push({ path: p, ino: st.ino, sum: sha(p), set: k });
+      dups.push({ path: p, ino: st.ino, sum: sha256File(p), set: k });
       at++;
     }
   });
@@ -186,7 +184,7 @@ describe('the held canonical bytes (4bf28d4)', () => {
     for (const [i, d] of b.dups.entries()) {
       const linked = i % 4 < 2;
       expect({ path: d.path, ino: fs.statSync(d.path).ino }).toEqual({ path: d.path, ino: linked ? b.canons[d.set]!.ino : d.ino });
-      expect(sha(d.path)).toBe(d.sum);
+      expect(sha256File(d.path)).toBe(d.sum);
     }
     b.finish();
   });
@@ -213,8 +211,8 @@ describe('the held canonical bytes (4bf28d4)', () => {
         -7,
       ]);
       for (const d of b.dups) {
-        expect(sha(d.path)).toBe(d.sum);
-        if (fs.statSync(d.path).ino !== d.ino) expect(sha(d.path)).toBe(sha(b.canons[d.set]!.path));
+        expect(sha256File(d.path)).toBe(d.sum);
+        if (fs.statSync(d.path).ino !== d.ino) expect(sha256File(d.path)).toBe(sha256File(b.canons[d.set]!.path));
       }
       b.finish();
     }
@@ -289,7 +287,7 @@ describe('a pair handed back to settle() with the held lease (4bf28d4)', () => {
     sys.renameAt(dirFd, Buffer.from(tmpName), dirFd, Buffer.from('d1'), 2 /* RENAME_EXCHANGE */);
     sys.unlinkAt(dirFd, Buffer.from(tmpName));
     expect(fs.statSync(path.join(root, 'h', 'd1')).ino).toBe(b.dups[1]!.ino);
-    expect(sha(path.join(root, 'h', 'd1'))).toBe(b.dups[1]!.sum);
+    expect(sha256File(path.join(root, 'h', 'd1'))).toBe(b.dups[1]!.sum);
     sys.close(dirFd);
     sys.close(dupFd);
     out[o + OUT.dirFd] = -1;
@@ -321,7 +319,7 @@ describe('a truncate that leaves the held lease intact (4bf28d4)', () => {
     expect(seen).toEqual([{ heldAfter: 1, size: 0 }]);
     expect([b.code(0), b.code(1), b.code(2)]).toEqual([LINK.LINKED, LINK.FALLBACK, -7]);
     expect(fs.statSync(b.dups[1]!.path).ino).toBe(b.dups[1]!.ino);
-    expect(sha(b.dups[1]!.path)).toBe(b.dups[1]!.sum);
+    expect(sha256File(b.dups[1]!.path)).toBe(b.dups[1]!.sum);
     expect(fs.statSync(b.canons[0]!.path).size).toBe(0); // the guest's own change to its (shared) file
     b.finish();
   });

@@ -23,7 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FS_FILE_FLAGS } from '../../src/core/stat.js';
 import { LINK, LINK_ARRAY, LINK_TMP, O, statDoubles, sys } from '../../src/os/sys.js';
 import { writePair } from '../helpers/link-pairs.js';
-import { rmTree, tempDir } from '../helpers/tree.js';
+import { rmTree, sha256File, tempDir } from '../helpers/tree.js';
 
 const { stat: ST, pair: PR, out: OUT, seg: SG } = LINK_ARRAY;
 const CHUNK = 1 << 20;
@@ -31,7 +31,6 @@ let top: string;
 beforeAll(() => (top = tempDir('vunify-link-held-')));
 afterAll(() => rmTree(top));
 
-const sha = (f: string) => createHash('sha256').update(fs.readFileSync(f)).digest('hex');
 const rchar = () => Number(/rchar: (\d+)/.exec(fs.readFileSync('/proc/self/io', 'utf8'))![1]);
 
 /** One set under a new directory: canonical `c` and `dups` duplicates d0..dN-1 of `size` bytes, as one segment. */
@@ -93,7 +92,7 @@ describe('the canonical held in memory while its lease holds', () => {
     const c = fs.statSync(b.file('c'));
     for (let i = 0; i < dups; i++) expect(fs.statSync(b.file(`d${i}`)).ino).toBe(c.ino);
     expect(c.nlink).toBe(1 + dups);
-    expect(sha(b.file('c'))).toBe(createHash('sha256').update(b.content).digest('hex'));
+    expect(sha256File(b.file('c'))).toBe(createHash('sha256').update(b.content).digest('hex'));
     expect(fs.readdirSync(b.root).filter((n) => n.startsWith('.vunify.'))).toEqual([]);
     b.closeAll();
   });
@@ -142,7 +141,7 @@ describe('the canonical held in memory while its lease holds', () => {
   it('a writer that changed the canonical under the held lease: that pair is handed back, its duplicate keeps its bytes', async () => {
     const size = 64 << 10, dups = 3;
     const b = build('changed', size, dups);
-    const before = Array.from({ length: dups }, (_, i) => ({ ino: fs.statSync(b.file(`d${i}`)).ino, sum: sha(b.file(`d${i}`)) }));
+    const before = Array.from({ length: dups }, (_, i) => ({ ino: fs.statSync(b.file(`d${i}`)).ino, sum: sha256File(b.file(`d${i}`)) }));
     const canon = b.file('c');
     // Blocks in open(2) until the call lets the canonical's lease go, then writes and puts the mtime back.
     const script = `import os,sys\nfd=os.open(sys.argv[1],os.O_WRONLY)\nos.pwrite(fd,b'WRITER',0)\nos.utime(fd,ns=(1700000000*10**9,1700000000*10**9))\nos.close(fd)\n`;
@@ -173,7 +172,7 @@ describe('the canonical held in memory while its lease holds', () => {
     // d1 and d2 keep their own inode and bytes; the canonical (shared with d0 since the first pair) has the writer's bytes.
     for (const i of [1, 2]) {
       expect(fs.statSync(b.file(`d${i}`)).ino).toBe(before[i]!.ino);
-      expect(sha(b.file(`d${i}`))).toBe(before[i]!.sum);
+      expect(sha256File(b.file(`d${i}`))).toBe(before[i]!.sum);
     }
     expect(fs.readFileSync(canon).subarray(0, 6).toString()).toBe('WRITER');
     expect(fs.statSync(b.file('d0')).ino).toBe(fs.statSync(canon).ino);

@@ -10,7 +10,6 @@
 // LINKED path holds the canonical's inode and every other path its own
 // inode and bytes, no temporary name is left, and a call where nothing was
 // handed back goes through every pair of every segment.
-import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LINK, LINK_ARRAY, LINK_TMP, O, statDoubles, sys } from '../../src/os/sys.js';
 import { FS_FILE_FLAGS } from '../../src/core/stat.js';
 import { writePair } from '../helpers/link-pairs.js';
-import { rmTree, tempDir } from '../helpers/tree.js';
+import { rmTree, sha256File, tempDir } from '../helpers/tree.js';
 
 const { stat: ST, pair: PR, out: OUT, seg: SG } = LINK_ARRAY;
 let top: string, jdir: string;
@@ -34,7 +33,6 @@ afterAll(() => {
   rmTree(top);
 });
 
-const sha = (f: string) => createHash('sha256').update(fs.readFileSync(f)).digest('hex');
 
 interface Pair {
   path: string;
@@ -81,7 +79,7 @@ function build(root: string, sets: SetSpec[]) {
       const b = Buffer.from(`${rel}\0${name}\0`);
       names.push(b);
       offset += b.length;
-      mine.push({ path: p, ino: st.ino, sum: sha(p) });
+      mine.push({ path: p, ino: st.ino, sum: sha256File(p) });
       at++;
     }
     list.push(mine);
@@ -122,7 +120,7 @@ function check(root: string, b: ReturnType<typeof build>, sets: SetSpec[]): { ha
         expect(ino).toBe(code === LINK.SETTLED_JOURNAL ? b.canons[k]!.ino : p.ino);
         for (const f of [OUT.dirFd, OUT.dupFd]) if (b.out[o + f]! >= 0 && code !== LINK.FALLBACK) sys.close(b.out[o + f]!);
       }
-      expect(sha(p.path)).toBe(p.sum);
+      expect(sha256File(p.path)).toBe(p.sum);
     }
   });
   // Temporary names: only those of pairs handed back after their exchange, each holding that pair's old inode.

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { type FileError, codedError } from '../../src/core/errors.js';
 import { groupFiles } from '../../src/pipeline/group.js';
 import { splitByContent } from '../../src/pipeline/hash.js';
@@ -13,20 +13,16 @@ import { plan } from '../../src/pipeline/plan.js';
 import { closeRoots, openRoots } from '../../src/pipeline/roots.js';
 import { sys, RENAME_EXCHANGE } from '../../src/os/sys.js';
 import { walk } from '../../src/pipeline/walk.js';
-import { inode, rmTree, runUnify, sh, sharedPaths, snapshot, tempDir, writeFile } from '../helpers/tree.js';
+import { inode, runUnify, sh, sharedPaths, snapshot, writeFile } from '../helpers/tree.js';
+import { linkerTestDir } from '../helpers/link-ways.js';
 import { TEMP_PREFIX } from '../../src/change/swap.js';
 import { displayPath } from '../../src/core/paths.js';
 import { FS_APPEND_FL, FS_IMMUTABLE_FL } from '../../src/core/stat.js';
 
+const testDir = linkerTestDir();
 let dir: string;
 beforeEach(() => {
-  dir = tempDir();
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  sys.setLinkFault();
-  sys.nativeLinker = true;
-  rmTree(dir);
+  dir = testDir();
 });
 
 /**

@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { rmTree, sh, tempDir, writeFile } from '../helpers/tree.js';
+import { rmTree, sh, sha256File, tempDir, writeFile } from '../helpers/tree.js';
 
 const IO_RUN = path.join(import.meta.dirname, '..', '..', 'bench', 'io-run.mjs');
 const SIZE = 1 << 20; // leased (>= 16 KiB): one comparison per pair
@@ -63,7 +63,6 @@ function run(guests: string[], extra: string[] = []): Run {
 }
 
 const ino = (p: string) => fs.statSync(p).ino;
-const sha = (p: string) => execFileSync('sha256sum', [p], { encoding: 'utf8' }).split(' ')[0];
 
 /** The new guest: a copy of g1 as `cp -a` makes it (new inodes, same metadata and xattrs). */
 function newGuest(name = 'new'): void {
@@ -89,7 +88,7 @@ describe('a new guest on a unified host', () => {
     expect(r.report.summary.linksMade).toBe(NAMES.length);
     for (const rel of NAMES) {
       expect(ino(G('new', rel))).toBe(ino(G('g1', rel)));
-      expect(sha(G('new', rel))).toBe(sha(G('g2', rel)));
+      expect(sha256File(G('new', rel))).toBe(sha256File(G('g2', rel)));
     }
     expect(execFileSync('getfattr', ['--only-values', '-n', 'user.origin', G('new', NAMES[0])], { encoding: 'utf8' })).toBe('debian');
     const ratio = (r.rchar - idle.rchar) / BYTES;
@@ -115,7 +114,7 @@ describe('a new guest on a unified host', () => {
     newGuest();
     const odd = G('new', 'share/e');
     rewrite(odd, 0x7a);
-    const before = { ino: ino(odd), sha: sha(odd), mtime: fs.statSync(odd, { bigint: true }).mtimeNs };
+    const before = { ino: ino(odd), sha: sha256File(odd), mtime: fs.statSync(odd, { bigint: true }).mtimeNs };
     // --no-cache: a dry run that saved its hashes would, once the file is older than the cache's
     // one-second rule (a loaded machine), make the odd file known to the linking run, not assumed.
     const dry = run(['g1', 'g2', 'new'], ['--dry-run', '--no-cache']);
@@ -126,7 +125,7 @@ describe('a new guest on a unified host', () => {
     expect(r.report.summary.linksMade).toBe(dry.report.summary.linksPlanned);
     expect(r.report.summary.freedBytes).toBe(dry.report.summary.freeableBytes);
     expect(ino(odd)).toBe(before.ino);
-    expect(sha(odd)).toBe(before.sha);
+    expect(sha256File(odd)).toBe(before.sha);
     expect(fs.statSync(odd, { bigint: true }).mtimeNs).toBe(before.mtime);
     for (const rel of NAMES.filter((n) => n !== 'share/e')) expect(ino(G('new', rel))).toBe(ino(G('g1', rel)));
     // No hash was computed, so the message claims none.

@@ -50,6 +50,11 @@ export function sh(cmd: string, ...args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
+/** The sha256 of a file's bytes, by sha256sum (not vunify's code nor Node's). */
+export function sha256File(file: string): string {
+  return sh('sha256sum', '--', file).split(' ')[0]!;
+}
+
 export function inode(file: string | Buffer): number {
   return fs.lstatSync(file).ino;
 }

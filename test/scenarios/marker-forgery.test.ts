@@ -15,7 +15,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { sys } from '../../src/os/sys.js';
 import { hashFd } from '../../src/pipeline/hash.js';
-import { rmTree, runCli, setMtime, tempDir } from '../helpers/tree.js';
+import { rmTree, runCli, setMtime, sha256File, tempDir } from '../helpers/tree.js';
 
 const MiB = 2 ** 20;
 /** The marker of a run of one zero MiB, as the hash stream had it before it was keyed. */
@@ -33,7 +33,6 @@ function put(file: string, data: Buffer): void {
   setMtime(file, '1700000000.5');
 }
 
-const sha = (file: string) => execFileSync('sha256sum', [file], { encoding: 'utf8' }).split(' ')[0];
 
 describe('zero-run markers', () => {
   it('a guest writing the marker as data gets no hash match: the dry run promises nothing the linking run cannot free', () => {
@@ -47,7 +46,7 @@ describe('zero-run markers', () => {
     put(path.join(dir, 'g2', 'usr', 'forged'), b);
     const f1 = path.join(dir, 'g1', 'usr', 'forged');
     const f2 = path.join(dir, 'g2', 'usr', 'forged');
-    expect(sha(f1)).not.toBe(sha(f2));
+    expect(sha256File(f1)).not.toBe(sha256File(f2));
 
     const dry = runCli(['-n', '--json', '--no-cache', path.join(dir, 'g1'), path.join(dir, 'g2')]);
     expect(dry.code, dry.stderr).toBe(0);
@@ -58,7 +57,7 @@ describe('zero-run markers', () => {
     // Different bytes: never linked, and never promised.
     expect(fs.statSync(f1).ino).not.toBe(fs.statSync(f2).ino);
     expect(fs.statSync(f1).nlink).toBe(1);
-    expect(sha(f1)).toBe(execFileSync('sha256sum', ['-'], { input: a, encoding: 'utf8' }).split(' ')[0]);
+    expect(sha256File(f1)).toBe(execFileSync('sha256sum', ['-'], { input: a, encoding: 'utf8' }).split(' ')[0]);
     expect(lr.summary.freedBytes).toBe(0);
     expect(dr.summary.freeableBytes).toBe(lr.summary.freedBytes);
     expect(dr.summary.duplicateSets).toBe(0);

@@ -6,7 +6,6 @@
 // inodes end up shared, that the linking run frees what the dry run said,
 // exits 0 with no error line, and that a rerun has nothing left to do.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -16,7 +15,7 @@ import { sys } from '../../src/os/sys.js';
 import { KEY_FILE, loadHashKey } from '../../src/state/hash-key.js';
 import { loopFs, type LoopFs } from '../helpers/loopfs.js';
 import { runReport } from '../helpers/report.js';
-import { inode, rmTree, runCli, sh, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
+import { inode, rmTree, runCli, sh, sha256File, tempDir, testStateDir, writeFile } from '../helpers/tree.js';
 import { forgeXxh3Pair } from '../helpers/xxh3.js';
 import { xxh3 } from '../../src/core/xxh3.js';
 
@@ -45,7 +44,6 @@ function dryLinkRerun(roots: string[], extra: string[] = []) {
 }
 
 const ino = (root: string, rel = REL) => inode(path.join(root, rel));
-const sha = (file: string) => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
 describe('project IDs on XFS', () => {
   let xfs: LoopFs;
@@ -214,7 +212,7 @@ describe('a guest planting forged XXH3 collisions', () => {
     plant();
     const { secret } = loadHashKey(path.join(testStateDir(), KEY_FILE), { create: true });
     expect(xxh3(forged, secret)).not.toBe(xxh3(genuine, secret));
-    const evil = sha(path.join(G('evil'), REL));
+    const evil = sha256File(path.join(G('evil'), REL));
     const evilIno = ino(G('evil'));
 
     const { dry, link, rerun } = dryLinkRerun(roots());
@@ -223,7 +221,7 @@ describe('a guest planting forged XXH3 collisions', () => {
     expect(link.summary.freedBytes).toBe(dry.summary.freeableBytes);
     expect(ino(G('g2'))).toBe(ino(G('g1')));
     expect(ino(G('g3'))).toBe(ino(G('g1')));
-    expect([ino(G('evil')), sha(path.join(G('evil'), REL))]).toEqual([evilIno, evil]);
+    expect([ino(G('evil')), sha256File(path.join(G('evil'), REL))]).toEqual([evilIno, evil]);
     expect(fs.statSync(path.join(G('evil'), REL)).nlink).toBe(4);
     expect([rerun.code, rerun.stderr, rerun.summary.linksMade, rerun.summary.freeableBytes]).toEqual([0, '', 0, 0]);
   });
@@ -241,7 +239,7 @@ describe('a guest planting forged XXH3 collisions', () => {
       }
       return out;
     });
-    const evil = sha(path.join(G('evil'), REL));
+    const evil = sha256File(path.join(G('evil'), REL));
     const evilIno = ino(G('evil'));
     const run = async (...more: string[]) => {
       const out = collect(), err = collect();
@@ -258,7 +256,7 @@ describe('a guest planting forged XXH3 collisions', () => {
     // The linker found the second content, made g1 the canonical of the genuine part, and linked g2 and g3 to it.
     expect(ino(G('g2'))).toBe(ino(G('g1')));
     expect(ino(G('g3'))).toBe(ino(G('g1')));
-    expect([ino(G('evil')), sha(path.join(G('evil'), REL))]).toEqual([evilIno, evil]);
+    expect([ino(G('evil')), sha256File(path.join(G('evil'), REL))]).toEqual([evilIno, evil]);
     expect(link.summary.freedBytes).toBe(2 * SIZE);
     expect(link.summary.contentSplits).toEqual({ sets: 1, parts: 1, bytes: SIZE });
     // What the dry run promised is what was freed plus what the split kept, byte for byte.

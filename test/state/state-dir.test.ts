@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { rootKey, shardName } from '../../src/state/cache.js';
 import { BIN } from '../helpers/hostile.js';
-import { rmTree, sh, snapshot, tempDir, writeFile } from '../helpers/tree.js';
+import { rmTree, sh, sha256File, snapshot, tempDir, writeFile } from '../helpers/tree.js';
 
 let dir: string;
 let host: string;
@@ -36,7 +36,6 @@ function vunify(stateDir: string, args: string[]) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-const sha = (f: string) => sh('sha256sum', f).split(' ')[0];
 const statOf = (f: string) => sh('stat', '-c', '%i %h %s %a %u %Y', f).trim();
 
 /** A journal line as a hostile guest would forge it: recovery is to delete `name` in `root`, claimed to be vunify's temporary link to `file`. */
@@ -56,7 +55,7 @@ describe('a state directory that others could have written is refused (exit 2, n
     // What the guest wrote: "recover" its temporary name ".vunify.x" in the host directory, which is the shadow file.
     fs.linkSync(path.join(host, 'shadow'), path.join(host, '.vunify.x'));
     fs.writeFileSync(path.join(state, 'journal.1.forged'), forgedLine(host, '.vunify.x', path.join(host, 'shadow')) + forgedLine(host, 'shadow', path.join(host, 'shadow')));
-    const before = { shadow: statOf(path.join(host, 'shadow')), sum: sha(path.join(host, 'shadow')), g: snapshot(dir, { inodes: true }) };
+    const before = { shadow: statOf(path.join(host, 'shadow')), sum: sha256File(path.join(host, 'shadow')), g: snapshot(dir, { inodes: true }) };
     for (const args of [[], ['--dry-run'], ['report']]) {
       const r = vunify(state, [...args, ...guests()]);
       expect(r.code, `${args}: ${r.stderr}`).toBe(2);
@@ -65,7 +64,7 @@ describe('a state directory that others could have written is refused (exit 2, n
     }
     expect(fs.existsSync(path.join(host, '.vunify.x'))).toBe(true);
     expect(statOf(path.join(host, 'shadow'))).toBe(before.shadow);
-    expect(sha(path.join(host, 'shadow'))).toBe(before.sum);
+    expect(sha256File(path.join(host, 'shadow'))).toBe(before.sum);
     // Nothing at all changed: no link made, no journal taken, no cache written.
     expect(snapshot(dir, { inodes: true })).toEqual(before.g);
   });
@@ -147,14 +146,14 @@ describe('what root can leave in a good state directory never hangs, crashes or 
 
   it('a symlink at a lock path or at the cache lock: its target is not truncated', () => {
     const target = path.join(host, 'shadow');
-    const sum = sha(target);
+    const sum = sha256File(target);
     const root = fs.statSync(G('g1'));
     fs.mkdirSync(path.join(state, 'locks'), { mode: 0o700 });
     fs.symlinkSync(target, path.join(state, 'locks', `${root.dev}-${root.ino}`));
     const r = vunify(state, guests());
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`${state}/locks/${root.dev}-${root.ino}: cannot use this lock file`);
-    expect(sha(target)).toBe(sum);
+    expect(sha256File(target)).toBe(sum);
     expect(unified()).toBe(false);
     fs.unlinkSync(path.join(state, 'locks', `${root.dev}-${root.ino}`));
     // The cache lock: the dry run warns that the cache was not saved, and goes on.
@@ -163,7 +162,7 @@ describe('what root can leave in a good state directory never hangs, crashes or 
     const dry = vunify(state, ['--dry-run', ...guests()]);
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stderr).toContain(`${state}/cache: hash cache not saved`);
-    expect(sha(target)).toBe(sum);
+    expect(sha256File(target)).toBe(sum);
     expect(sh('stat', '-c', '%s', target).trim()).not.toBe('0');
   });
 
