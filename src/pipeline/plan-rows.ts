@@ -475,9 +475,9 @@ export class RowSet {
   inode(k: number): number {
     return this.data[this.at + 2 * k + 1]!;
   }
-  /** The row whose stat is candidate m's inode's (Materializer.inode: its first path). */
+  /** The row whose stat is candidate m's inode's (its head, which is also the first path Materializer.inode takes). */
   inodeRow(m: number): number {
-    return this.c.inodes.paths[this.c.inodes.from(m)]!;
+    return this.c.inodes.head(m);
   }
   /** Directory row `d`'s node: the one objects() gives its files (one Materializer for the whole plan). */
   dir(d: number): DirNode {
