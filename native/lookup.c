@@ -183,20 +183,31 @@ napi_value CloseFd(napi_env env, napi_callback_info info) {
  * them, so that that many trims are in flight at once (one thread paced the
  * whole linking run: its queue stayed full and the linker's own threads
  * closed, one trim at a time). A full queue closes on the caller's thread,
- * so descriptors never pile up. */
+ * so descriptors never pile up.
+ *
+ * A closer is woken only when one waits for work (the others are busy and
+ * take the next descriptor when their close returns), and after the queue's
+ * lock is let go: woken under it, the closer ran at once on the caller's
+ * CPU, found the lock still held and slept again, and the linker thread
+ * that held it waited its turn behind the closers (~0.2 s of its time in a
+ * fleet run, ~1,500 waits). */
 #define CLOSE_QUEUE 1024
 #define CLOSERS 8
 static pthread_mutex_t cl_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cl_work = PTHREAD_COND_INITIALIZER, cl_idle = PTHREAD_COND_INITIALIZER;
 static int cl_queue[CLOSE_QUEUE];
 static size_t cl_head, cl_len;
-static int cl_busy, cl_started;
+static int cl_busy, cl_started, cl_waiting;
 
 static void *closer(void *arg) {
   (void)arg;
   pthread_mutex_lock(&cl_mu);
   for (;;) {
-    while (!cl_len) pthread_cond_wait(&cl_work, &cl_mu);
+    while (!cl_len) {
+      cl_waiting++;
+      pthread_cond_wait(&cl_work, &cl_mu);
+      cl_waiting--;
+    }
     int fd = cl_queue[cl_head];
     cl_head = (cl_head + 1) % CLOSE_QUEUE;
     cl_len--;
@@ -222,13 +233,14 @@ void close_later(int fd) {
     if (pthread_create(&t, &attr, closer, NULL) == 0) cl_started++;
     pthread_attr_destroy(&attr);
   }
-  int queued = cl_started && cl_len < CLOSE_QUEUE;
+  int queued = cl_started && cl_len < CLOSE_QUEUE, wake = 0;
   if (queued) {
     cl_queue[(cl_head + cl_len) % CLOSE_QUEUE] = fd;
     cl_len++;
-    pthread_cond_signal(&cl_work);
+    wake = cl_waiting > 0;
   }
   pthread_mutex_unlock(&cl_mu);
+  if (wake) pthread_cond_signal(&cl_work);
   if (!queued) close(fd);
 }
 
