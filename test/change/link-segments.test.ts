@@ -42,6 +42,8 @@ interface Pair {
 interface SetSpec {
   size: number;
   dups: number;
+  /** Where duplicate i goes: spread over three shared directories (default); `guests`: directory g<i> for every set (as one package file in every guest: every set in one lane); `own`: a directory of its own. */
+  dirs?: 'guests' | 'own';
 }
 
 /** One call's sets as real files under `root`: set k's canonical and duplicates, the duplicates spread over shared directories. */
@@ -69,7 +71,7 @@ function build(root: string, sets: SetSpec[]) {
     segs[k * SG.length + SG.count] = s.dups;
     const mine: Pair[] = [];
     for (let i = 0; i < s.dups; i++) {
-      const rel = `d${(k + i) % 3}`;
+      const rel = s.dirs === 'guests' ? `g${i}` : s.dirs === 'own' ? `o${k}-${i}` : `d${(k + i) % 3}`;
       const name = `s${k}-${i}`;
       const p = path.join(root, rel, name);
       fs.mkdirSync(path.dirname(p), { recursive: true });
@@ -138,6 +140,11 @@ const SHAPES: SetSpec[][] = [
   [{ size: 100, dups: 3 }, { size: 300_000, dups: 4 }, { size: 100, dups: 3 }, { size: 100, dups: 3 }, { size: 0 + 1, dups: 0 }, { size: 5000, dups: 1 }, { size: 100, dups: 3 }],
   Array.from({ length: 12 }, () => ({ size: 2000, dups: 2 })),
   [{ size: 10, dups: 0 }, { size: 10, dups: 0 }, { size: 50_000, dups: 6 }, { size: 10, dups: 1 }],
+  // Lanes (native/link.c take()): every set in the same directories, so in
+  // one thread's lane and the other thread's only work is what it takes
+  // from there; and every pair in a directory of its own.
+  Array.from({ length: 16 }, (_, k) => ({ size: 1000 + 3000 * (k % 5), dups: 5, dirs: 'guests' as const })),
+  Array.from({ length: 16 }, (_, k) => ({ size: 1000 + 3000 * (k % 5), dups: 3, dirs: 'own' as const })),
 ];
 
 describe.each([
