@@ -457,15 +457,16 @@ class Pool {
   readonly tmps = Buffer.alloc(GROUPS * ACTIVE * BATCH * LINK_TMP);
   readonly canonExpect = Array.from({ length: GROUPS }, () => new Float64Array(ACTIVE * ST.length));
   readonly segs = Array.from({ length: GROUPS }, () => new Float64Array(ACTIVE * SG.length));
-  /** The directories and names of a call's pairs, each `dir NUL name NUL`: one buffer for every call (one runs at a time), grown as needed. */
-  private names = Buffer.alloc(0);
+  /** Each group's call's directories and names, each pair's `dir NUL name NUL`, grown as needed; and the bytes of it the call takes. */
+  private readonly names = Array.from({ length: GROUPS }, () => Buffer.alloc(0));
+  private readonly namesLength = new Array<number>(GROUPS).fill(0);
 
-  /** The names of `batches`' pairs written into this.names, each pair's offset into its pairs entry; the bytes written. */
-  private writeNames(batches: Batch[]): number {
+  /** The names of `batches`' pairs written into names[g], each pair's offset into its pairs entry; the bytes written. */
+  private writeNames(g: number, batches: Batch[]): number {
     let size = 0;
     for (const b of batches) size += b.nameBytes;
-    if (this.names.length < size) this.names = Buffer.allocUnsafe(size + (size >> 1));
-    const buf = this.names;
+    if (this.names[g]!.length < size) this.names[g] = Buffer.allocUnsafe(size + (size >> 1));
+    const buf = this.names[g]!;
     let offset = 0;
     for (const b of batches) {
       for (let i = 0; i < b.count; i++) {
@@ -484,14 +485,14 @@ class Pool {
   }
 
   /**
-   * Start the prepared batches of group `g`, one segment each, in one call
-   * on the thread pool; the promise settles once each batch knows how far
-   * it got (ran()), with whether every pair of every batch was LINKED.
+   * The arrays of group `g`'s next call, from its prepared batches: written
+   * while the other group's call runs (their own names buffer, segments and
+   * regions of pairs), so that run() can start it as soon as that one ends.
    */
-  async run(g: number, batches: Batch[], opts: LinkOptions): Promise<boolean> {
+  load(g: number, batches: Batch[]): void {
     const segs = this.segs[g]!;
     const canonExpect = this.canonExpect[g]!;
-    const namesLength = this.writeNames(batches);
+    this.namesLength[g] = this.writeNames(g, batches);
     batches.forEach((b, k) => {
       const seg = k * SG.length;
       segs[seg + SG.canon] = b.canonFd;
@@ -500,6 +501,16 @@ class Pool {
       segs[seg + SG.done] = 0; // a segment the addon never started (it stops early) did none
       canonExpect.set(b.canonExpect, k * ST.length);
     });
+  }
+
+  /**
+   * Start group `g`'s batches, loaded by load(), one segment each, in one
+   * call on the thread pool; the promise settles once each batch knows how
+   * far it got (ran()), with whether every pair of every batch was LINKED.
+   */
+  async run(g: number, batches: Batch[], opts: LinkOptions): Promise<boolean> {
+    const segs = this.segs[g]!;
+    const canonExpect = this.canonExpect[g]!;
     const journal = opts.journal?.native;
     try {
       journal?.flush(); // the directories the batches name: declared before any entry (no call runs now)
@@ -521,7 +532,7 @@ class Pool {
         opts.ignoreMtime ? 1 : 0,
         FS_FILE_FLAGS,
         this.pairs,
-        this.names.subarray(0, namesLength),
+        this.names[g]!.subarray(0, this.namesLength[g]),
         this.out,
         this.tmps,
         THREADS,
@@ -786,6 +797,12 @@ async function linkBatched(sets: Iterable<PlanSet | RowSet>, opts: LinkOptions, 
     for (let g = 0; ; g = (g + 1) % GROUPS) {
       fill(g);
       report();
+      // Complete now (the other group's sets are stepped into their own
+      // group), and loaded into the pool while the last call still runs.
+      const ready = flying[g]!;
+      flying[g] = [];
+      const batches = ready.map((f) => f.batch);
+      if (ready.length) pool.load(g, batches);
       const last = running;
       running = undefined;
       let taken = false;
@@ -795,9 +812,7 @@ async function linkBatched(sets: Iterable<PlanSet | RowSet>, opts: LinkOptions, 
         taken = true;
         report();
       }
-      const ready = flying[g]!;
-      flying[g] = [];
-      if (ready.length) running = { ready, clean: pool.run(g, ready.map((f) => f.batch), opts) };
+      if (ready.length) running = { ready, clean: pool.run(g, batches, opts) };
       if (last && !taken) for (const f of last.ready) step(f);
       report();
       if (!running && !more && flying.every((l) => !l.length)) break;
