@@ -465,7 +465,8 @@ class Pool {
   private writeNames(g: number, batches: Batch[]): number {
     let size = 0;
     for (const b of batches) size += b.nameBytes;
-    if (this.names[g]!.length < size) this.names[g] = Buffer.allocUnsafe(size + (size >> 1));
+    // Room to grow, but not past what a call's names take at most (NAME_BYTES a set): two groups' buffers within the bound NAME_BYTES states
+    if (this.names[g]!.length < size) this.names[g] = Buffer.allocUnsafe(Math.max(size, Math.min(size + (size >> 1), ACTIVE * NAME_BYTES)));
     const buf = this.names[g]!;
     let offset = 0;
     for (const b of batches) {
