@@ -196,3 +196,85 @@ describe.each([
     expect(leftUnstarted).toBeGreaterThan(0); // segments the stop kept from starting
   });
 });
+
+// Review 13: each segment is in one thread's lane (native/link.c take());
+// a thread whose lane is empty takes what is left in the others. When
+// pthread_create fails for a thread (here: the process in a pids cgroup at
+// its limit, so the kernel refuses the clone), no thread takes that lane's
+// segments as its own: the threads that did start must run them all the
+// same. With 2 threads that both start (the tests above), each lane is run
+// by its own thread and the taking from others' lanes is never needed.
+
+const M64 = (1n << 64n) - 1n;
+/** native/link.c order_segments(): each segment's lane on `nt` threads (the smallest hash of its pairs' directories). */
+function lanesOf(b: ReturnType<typeof build>, sets: SetSpec[], nt: number): number[] {
+  return sets.map((s, k) => {
+    const start = b.segs[k * SG.length + SG.start]!;
+    let least = M64;
+    for (let i = start; i < start + s.dups; i++) {
+      const dev = BigInt(b.pairs[i * PR.length + PR.dirDev]!), ino = BigInt(b.pairs[i * PR.length + PR.dirIno]!);
+      let h = ((dev * 0x9e3779b97f4a7c15n) & M64) ^ ((ino * 0xc2b2ae3d27d4eb4fn) & M64);
+      h ^= h >> 29n;
+      if (h < least) least = h;
+    }
+    return Number((least >> 7n) % BigInt(nt));
+  });
+}
+
+/** This process's pids cgroup (v1 or v2) in the hierarchy's mount, or undefined when there is none to make one under. */
+function pidsParent(): string | undefined {
+  const self = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n');
+  const v1 = self.map((l) => /^\d+:([^:]*):(\/.*)$/.exec(l)).find((m) => m && m[1]!.split(',').includes('pids'));
+  if (v1 && fs.existsSync('/sys/fs/cgroup/pids/cgroup.procs')) return path.join('/sys/fs/cgroup/pids', v1[2]!);
+  const v2 = self.find((l) => l.startsWith('0::'))?.slice(3);
+  for (const mnt of ['/sys/fs/cgroup', '/sys/fs/cgroup/unified']) {
+    const dir = v2 !== undefined ? path.join(mnt, v2) : undefined;
+    if (dir && fs.existsSync(path.join(dir, 'cgroup.subtree_control')) && fs.readFileSync(path.join(dir, 'cgroup.subtree_control'), 'utf8').includes('pids')) return dir;
+  }
+  return undefined;
+}
+const PIDS = pidsParent();
+
+/**
+ * `f` run with this process in a pids cgroup of its own that lets it start
+ * `extra` more threads; how many clones the cgroup refused meanwhile.
+ */
+async function withThreadLimit<T>(extra: number, f: () => T | Promise<T>): Promise<{ value: T; refused: number }> {
+  const dir = path.join(PIDS!, `vunify-lanes-${process.pid}`);
+  fs.mkdirSync(dir);
+  const refusals = () => Number(/^max (\d+)/m.exec(fs.readFileSync(path.join(dir, 'pids.events'), 'utf8'))?.[1] ?? NaN);
+  try {
+    fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(process.pid));
+    try {
+      const now = Number(fs.readFileSync(path.join(dir, 'pids.current'), 'utf8'));
+      fs.writeFileSync(path.join(dir, 'pids.max'), String(now + extra));
+      const value = await f();
+      return { value, refused: refusals() };
+    } finally {
+      fs.writeFileSync(path.join(PIDS!, 'cgroup.procs'), String(process.pid));
+    }
+  } finally {
+    fs.rmdirSync(dir);
+  }
+}
+
+describe.skipIf(!PIDS).each([
+  ['linkBatch', false],
+  ['linkBatchStart', true],
+])('%s on 4 threads, some never started (a pids cgroup at its limit)', (_name, async) => {
+  it.each([0, 1])('%i of the 3 threads to start did: every segment of every lane is run', async (extra) => {
+    // 24 sets, each pair in a directory of its own: segments in all 4 lanes.
+    const sets: SetSpec[] = Array.from({ length: 24 }, (_, k) => ({ size: 1000 + 700 * k, dups: 3, dirs: 'own' }));
+    const root = path.join(top, `lanes-${async}-${extra}`);
+    fs.mkdirSync(root);
+    const b = build(root, sets);
+    const lanes = lanesOf(b, sets, 4);
+    // not vacuous: segments in the lanes of threads that never start (2 and 3; 1 too when none starts)
+    expect(lanes.filter((l) => l > extra).length).toBeGreaterThan(2);
+    const args = [b.segs, b.canonExpect, -1, 0, FS_FILE_FLAGS, b.pairs, b.names, b.out, b.tmps, 4] as const;
+    const { value, refused } = await withThreadLimit(extra, () => (async ? sys.linkBatchStart(...args) : sys.linkBatch(...args)));
+    expect(value).toBe(sets.length);
+    expect(refused).toBeGreaterThan(0); // a thread was refused indeed
+    expect(check(root, b, sets)).toEqual({ handed: 0, linked: sets.length * 3, unstarted: 0 });
+  });
+});
