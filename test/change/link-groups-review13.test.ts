@@ -13,7 +13,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { LINK_ARRAY, sys } from '../../src/os/sys.js';
+import { RowSet } from '../../src/pipeline/plan-rows.js';
 import { linkerTestDir, put, threeWays } from '../helpers/link-ways.js';
+import { runUnify } from '../helpers/tree.js';
 
 const testDir = linkerTestDir();
 const SG = LINK_ARRAY.seg;
@@ -71,4 +73,31 @@ describe('linkBatched, both groups in flight (review 13)', () => {
     expect(rows.built).toBeGreaterThanOrEqual(1);
   }, 180_000);
 
+  it('the names buffers of the two groups hold no more than memory-limit.ts charges for paths (LINK_FIXED: "up to 16 MiB")', async () => {
+    // 140 sets of 34 copies, all in one directory ~3,000 bytes deep (43 of
+    // its pairs fill NAME_BYTES, 128 KiB): each set's call takes its 33
+    // ops, ~100 KiB of names, and a group of 64 sets ~6.3 MiB. A names
+    // buffer grows to 1.5 times what a call needs: one buffer for both
+    // groups (before review 13) ~9.5 MiB, one per group twice that.
+    const deep = Array.from({ length: 12 }, (_, k) => `${'d'.repeat(240)}${k}`).join('/');
+    const top = path.join(testDir(), 'rows');
+    for (let s = 0; s < 140; s++) for (let k = 0; k < 34; k++) put(path.join(top, 'g0', deep, `s${s}-${k}`), `deep set ${s}\n`.repeat(8));
+    const real = Buffer.allocUnsafe;
+    const sizes: number[] = [];
+    vi.spyOn(Buffer, 'allocUnsafe').mockImplementation((n: number) => {
+      if (n >= 1 << 20 && new Error().stack!.includes('writeNames')) sizes.push(n);
+      return real(n);
+    });
+    const objects = vi.spyOn(RowSet.prototype, 'objects');
+    const { report, errors } = await runUnify([path.join(top, 'g0')], { cache: false });
+    const built = objects.mock.calls.length;
+    vi.restoreAllMocks();
+    expect(errors).toEqual([]);
+    expect(report.summary.linksMade).toBe(140 * 33);
+    expect(built).toBe(0);
+    // the buffers kept (the pool's, for the next run too): at most the two largest made
+    const [a = 0, b = 0] = sizes.sort((x, y) => y - x);
+    expect(a).toBeGreaterThan(6 << 20); // not vacuous: a group's call took that much
+    expect(a + b).toBeLessThanOrEqual(16 << 20);
+  }, 180_000);
 });
