@@ -10,9 +10,10 @@
 // LINKED path holds the canonical's inode and every other path its own
 // inode and bytes, no temporary name is left, and a call where nothing was
 // handed back goes through every pair of every segment.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LINK, LINK_ARRAY, LINK_TMP, O, statDoubles, sys } from '../../src/os/sys.js';
 import { FS_FILE_FLAGS } from '../../src/core/stat.js';
@@ -277,4 +278,51 @@ describe.skipIf(!PIDS).each([
     expect(refused).toBeGreaterThan(0); // a thread was refused indeed
     expect(check(root, b, sets)).toEqual({ handed: 0, linked: sets.length * 3, unstarted: 0 });
   });
+});
+
+// Review 13: no two threads in one directory at a time, whatever lane a
+// segment is in. A fanotify listener (helpers/dir-overlap.py) holds every
+// open on a tmpfs for 20 ms, with the opening thread's id: each pair opens
+// its duplicate for reading under its directory's lock, so two threads'
+// opens held at once in one directory would be two threads in it at a
+// time. Sets all in the same directories (one lane: the other thread takes
+// from its cheap end) and sets over three shared directories.
+describe('the directory locks, on 2 threads (a fanotify listener holding each open)', () => {
+  it.each([
+    ['linkBatch', false],
+    ['linkBatchStart', true],
+  ])('%s: never two threads with an open in one directory at once', async (_name, async) => {
+    const mnt = path.join(top, `fan-${async}`);
+    fs.mkdirSync(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', mnt]);
+    try {
+      for (const [s, sets] of [SHAPES[1]!, SHAPES[3]!].entries()) {
+        const root = path.join(mnt, `r${s}`);
+        fs.mkdirSync(root);
+        const b = build(root, sets);
+        const stop = path.join(top, `fan-stop-${async}-${s}`);
+        const listener = spawn('python3', [path.join(import.meta.dirname, '../helpers/dir-overlap.py'), mnt, stop, '0.02'], { stdio: ['ignore', 'pipe', 'inherit'] });
+        const lines = readline.createInterface({ input: listener.stdout! })[Symbol.asyncIterator]();
+        let seen: { events: number; threads: number; overlaps: unknown[] };
+        try {
+          expect((await lines.next()).value).toBe('ready');
+          const args = [b.segs, b.canonExpect, -1, 0, FS_FILE_FLAGS, b.pairs, b.names, b.out, b.tmps, 2] as const;
+          expect(async ? await sys.linkBatchStart(...args) : sys.linkBatch(...args)).toBe(sets.length);
+          fs.writeFileSync(stop, '');
+          seen = JSON.parse((await lines.next()).value as string) as typeof seen;
+        } finally {
+          fs.writeFileSync(stop, '');
+          if (listener.exitCode === null) listener.kill();
+        }
+        const linked = check(root, b, sets); // closes the call's descriptors
+        // not vacuous: both threads opened (each pair its duplicate at least)
+        expect(seen.events).toBeGreaterThanOrEqual(sets.reduce((n, x) => n + x.dups, 0));
+        expect(seen.threads).toBe(2);
+        expect(seen.overlaps).toEqual([]);
+        expect(linked).toEqual({ handed: 0, linked: sets.reduce((n, x) => n + x.dups, 0), unstarted: 0 });
+      }
+    } finally {
+      if (spawnSync('umount', [mnt]).status !== 0) spawnSync('umount', ['-l', mnt]);
+    }
+  }, 120_000);
 });
