@@ -465,7 +465,9 @@ class Pool {
   private writeNames(g: number, batches: Batch[]): number {
     let size = 0;
     for (const b of batches) size += b.nameBytes;
-    // Room to grow, but not past what a call's names take at most (NAME_BYTES a set): two groups' buffers within the bound NAME_BYTES states
+    // Room to grow into, but no more than a call's share of NAME_BYTES: one
+    // buffer per group, GROUPS x ACTIVE x NAME_BYTES (16 MiB) for both (the
+    // LINK_FIXED of os/memory-limit.ts), where growing each by half made 24.
     if (this.names[g]!.length < size) this.names[g] = Buffer.allocUnsafe(Math.max(size, Math.min(size + (size >> 1), ACTIVE * NAME_BYTES)));
     const buf = this.names[g]!;
     let offset = 0;

@@ -10,9 +10,10 @@
 // LINKED path holds the canonical's inode and every other path its own
 // inode and bytes, no temporary name is left, and a call where nothing was
 // handed back goes through every pair of every segment.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LINK, LINK_ARRAY, LINK_TMP, O, statDoubles, sys } from '../../src/os/sys.js';
 import { FS_FILE_FLAGS } from '../../src/core/stat.js';
@@ -195,4 +196,133 @@ describe.each([
     expect(someLinked).toBeGreaterThan(0);
     expect(leftUnstarted).toBeGreaterThan(0); // segments the stop kept from starting
   });
+});
+
+// Review 13: each segment is in one thread's lane (native/link.c take());
+// a thread whose lane is empty takes what is left in the others. When
+// pthread_create fails for a thread (here: the process in a pids cgroup at
+// its limit, so the kernel refuses the clone), no thread takes that lane's
+// segments as its own: the threads that did start must run them all the
+// same. With 2 threads that both start (the tests above), each lane is run
+// by its own thread and the taking from others' lanes is never needed.
+
+const M64 = (1n << 64n) - 1n;
+/** native/link.c order_segments(): each segment's lane on `nt` threads (the smallest hash of its pairs' directories). */
+function lanesOf(b: ReturnType<typeof build>, sets: SetSpec[], nt: number): number[] {
+  return sets.map((s, k) => {
+    const start = b.segs[k * SG.length + SG.start]!;
+    let least = M64;
+    for (let i = start; i < start + s.dups; i++) {
+      const dev = BigInt(b.pairs[i * PR.length + PR.dirDev]!), ino = BigInt(b.pairs[i * PR.length + PR.dirIno]!);
+      let h = ((dev * 0x9e3779b97f4a7c15n) & M64) ^ ((ino * 0xc2b2ae3d27d4eb4fn) & M64);
+      h ^= h >> 29n;
+      if (h < least) least = h;
+    }
+    return Number((least >> 7n) % BigInt(nt));
+  });
+}
+
+/** This process's pids cgroup (v1 or v2) in the hierarchy's mount, or undefined when there is none to make one under. */
+function pidsParent(): string | undefined {
+  const self = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n');
+  const v1 = self.map((l) => /^\d+:([^:]*):(\/.*)$/.exec(l)).find((m) => m && m[1]!.split(',').includes('pids'));
+  if (v1 && fs.existsSync('/sys/fs/cgroup/pids/cgroup.procs')) return path.join('/sys/fs/cgroup/pids', v1[2]!);
+  const v2 = self.find((l) => l.startsWith('0::'))?.slice(3);
+  for (const mnt of ['/sys/fs/cgroup', '/sys/fs/cgroup/unified']) {
+    const dir = v2 !== undefined ? path.join(mnt, v2) : undefined;
+    if (dir && fs.existsSync(path.join(dir, 'cgroup.subtree_control')) && fs.readFileSync(path.join(dir, 'cgroup.subtree_control'), 'utf8').includes('pids')) return dir;
+  }
+  return undefined;
+}
+const PIDS = pidsParent();
+
+/**
+ * `f` run with this process in a pids cgroup of its own that lets it start
+ * `extra` more threads; how many clones the cgroup refused meanwhile.
+ */
+async function withThreadLimit<T>(extra: number, f: () => T | Promise<T>): Promise<{ value: T; refused: number }> {
+  const dir = path.join(PIDS!, `vunify-lanes-${process.pid}`);
+  fs.mkdirSync(dir);
+  const refusals = () => Number(/^max (\d+)/m.exec(fs.readFileSync(path.join(dir, 'pids.events'), 'utf8'))?.[1] ?? NaN);
+  try {
+    fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(process.pid));
+    try {
+      const now = Number(fs.readFileSync(path.join(dir, 'pids.current'), 'utf8'));
+      fs.writeFileSync(path.join(dir, 'pids.max'), String(now + extra));
+      const value = await f();
+      return { value, refused: refusals() };
+    } finally {
+      fs.writeFileSync(path.join(PIDS!, 'cgroup.procs'), String(process.pid));
+    }
+  } finally {
+    fs.rmdirSync(dir);
+  }
+}
+
+describe.skipIf(!PIDS).each([
+  ['linkBatch', false],
+  ['linkBatchStart', true],
+])('%s on 4 threads, some never started (a pids cgroup at its limit)', (_name, async) => {
+  it.each([0, 1])('%i of the 3 threads to start did: every segment of every lane is run', async (extra) => {
+    // 24 sets, each pair in a directory of its own: segments in all 4 lanes.
+    const sets: SetSpec[] = Array.from({ length: 24 }, (_, k) => ({ size: 1000 + 700 * k, dups: 3, dirs: 'own' }));
+    const root = path.join(top, `lanes-${async}-${extra}`);
+    fs.mkdirSync(root);
+    const b = build(root, sets);
+    const lanes = lanesOf(b, sets, 4);
+    // not vacuous: segments in the lanes of threads that never start (2 and 3; 1 too when none starts)
+    expect(lanes.filter((l) => l > extra).length).toBeGreaterThan(2);
+    const args = [b.segs, b.canonExpect, -1, 0, FS_FILE_FLAGS, b.pairs, b.names, b.out, b.tmps, 4] as const;
+    const { value, refused } = await withThreadLimit(extra, () => (async ? sys.linkBatchStart(...args) : sys.linkBatch(...args)));
+    expect(value).toBe(sets.length);
+    expect(refused).toBeGreaterThan(0); // a thread was refused indeed
+    expect(check(root, b, sets)).toEqual({ handed: 0, linked: sets.length * 3, unstarted: 0 });
+  });
+});
+
+// Review 13: no two threads in one directory at a time, whatever lane a
+// segment is in. A fanotify listener (helpers/dir-overlap.py) holds every
+// open on a tmpfs for 20 ms, with the opening thread's id: each pair opens
+// its duplicate for reading under its directory's lock, so two threads'
+// opens held at once in one directory would be two threads in it at a
+// time. Sets all in the same directories (one lane: the other thread takes
+// from its cheap end) and sets over three shared directories.
+describe('the directory locks, on 2 threads (a fanotify listener holding each open)', () => {
+  it.each([
+    ['linkBatch', false],
+    ['linkBatchStart', true],
+  ])('%s: never two threads with an open in one directory at once', async (_name, async) => {
+    const mnt = path.join(top, `fan-${async}`);
+    fs.mkdirSync(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', mnt]);
+    try {
+      for (const [s, sets] of [SHAPES[1]!, SHAPES[3]!].entries()) {
+        const root = path.join(mnt, `r${s}`);
+        fs.mkdirSync(root);
+        const b = build(root, sets);
+        const stop = path.join(top, `fan-stop-${async}-${s}`);
+        const listener = spawn('python3', [path.join(import.meta.dirname, '../helpers/dir-overlap.py'), mnt, stop, '0.02'], { stdio: ['ignore', 'pipe', 'inherit'] });
+        const lines = readline.createInterface({ input: listener.stdout! })[Symbol.asyncIterator]();
+        let seen: { events: number; threads: number; overlaps: unknown[] };
+        try {
+          expect((await lines.next()).value).toBe('ready');
+          const args = [b.segs, b.canonExpect, -1, 0, FS_FILE_FLAGS, b.pairs, b.names, b.out, b.tmps, 2] as const;
+          expect(async ? await sys.linkBatchStart(...args) : sys.linkBatch(...args)).toBe(sets.length);
+          fs.writeFileSync(stop, '');
+          seen = JSON.parse((await lines.next()).value as string) as typeof seen;
+        } finally {
+          fs.writeFileSync(stop, '');
+          if (listener.exitCode === null) listener.kill();
+        }
+        const linked = check(root, b, sets); // closes the call's descriptors
+        // not vacuous: both threads opened (each pair its duplicate at least)
+        expect(seen.events).toBeGreaterThanOrEqual(sets.reduce((n, x) => n + x.dups, 0));
+        expect(seen.threads).toBe(2);
+        expect(seen.overlaps).toEqual([]);
+        expect(linked).toEqual({ handed: 0, linked: sets.reduce((n, x) => n + x.dups, 0), unstarted: 0 });
+      }
+    } finally {
+      if (spawnSync('umount', [mnt]).status !== 0) spawnSync('umount', ['-l', mnt]);
+    }
+  }, 120_000);
 });
