@@ -880,7 +880,7 @@ typedef struct {
   size_t nseg;
   int journal_fd, flags;
   size_t next; /* without `order`: the next segment to take (atomic) */
-  struct lane_slot *order; /* more: the segments, costliest first, each with its lane (take() says which is next) */
+  struct lane_slot *order; /* more than one thread: the segments, costliest first, each with its lane (take() says which is next) */
   /* Set once a pair is handed back after its temporary link: the call ends
    * as soon as every thread is done with the pair it is on. A handed pair
    * may be exchanged but not settled (the canonical at the guest's name,
@@ -1013,6 +1013,7 @@ static int job_args(napi_env env, napi_callback_info info, job *j, int *threads_
 typedef struct {
   double cost;
   size_t g;
+  int lane;
 } seg_cost;
 static int costlier_first(const void *a, const void *b) {
   const seg_cost *x = a, *y = b;
@@ -1043,21 +1044,19 @@ static struct lane_slot *order_segments(const job *j, int nt) {
   for (size_t g = 0; g < j->nseg; g++) {
     const double *seg = j->segs + g * G_N;
     size_t start = (size_t)seg[G_START], count = (size_t)seg[G_COUNT];
-    c[g] = (seg_cost){0, g};
-    for (size_t i = start; i < start + count; i++) c[g].cost += j->pairs[i * P_N + P_EXPECT + S_SIZE] + PAIR_COST_BYTES;
-  }
-  qsort(c, j->nseg, sizeof *c, costlier_first);
-  for (size_t k = 0; k < j->nseg; k++) {
-    const double *seg = j->segs + c[k].g * G_N;
-    size_t start = (size_t)seg[G_START], count = (size_t)seg[G_COUNT];
+    double cost = 0;
     uint64_t least = UINT64_MAX;
     for (size_t i = start; i < start + count; i++) {
-      uint64_t h = dir_hash(j->pairs[i * P_N + P_DIRDEV], j->pairs[i * P_N + P_DIRINO]);
+      const double *p = j->pairs + i * P_N;
+      cost += p[P_EXPECT + S_SIZE] + PAIR_COST_BYTES;
+      uint64_t h = dir_hash(p[P_DIRDEV], p[P_DIRINO]);
       h ^= h >> 29;
       if (h < least) least = h;
     }
-    order[k] = (struct lane_slot){c[k].g, (int)((least >> 7) % (uint64_t)nt), 0};
+    c[g] = (seg_cost){cost, g, (int)((least >> 7) % (uint64_t)nt)};
   }
+  qsort(c, j->nseg, sizeof *c, costlier_first);
+  for (size_t k = 0; k < j->nseg; k++) order[k] = (struct lane_slot){c[k].g, c[k].lane, 0};
   free(c);
   return order;
 }
