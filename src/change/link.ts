@@ -416,10 +416,11 @@ const useNative = (opts: LinkOptions): boolean =>
 /** Pairs per set and call: a few ms of work per call, so signals are handled between calls as before. */
 const BATCH = 64;
 /**
- * Bytes of directory paths and names per set and call (one pair's own may
- * pass it): a guest's directory deep down (a path up to ~1 MiB) full of
- * duplicates must not make a call's memory pairs × depth. GROUPS × ACTIVE
- * sets of it at most: 16 MiB.
+ * Bytes of directory paths and names per set and call: a guest's directory
+ * deep down (a path up to ~1 MiB) full of duplicates must not make a call's
+ * memory pairs × depth. GROUPS × ACTIVE sets of it at most: 16 MiB. A pair
+ * whose own path passes it takes the JS path (add()), or a guest's 64
+ * deepest files would put 64 such paths in one call.
  */
 const NAME_BYTES = 1 << 17;
 /**
@@ -655,12 +656,13 @@ class Batch {
    * Op `i`, in `dir` with the name at bytes [at, at + length) of `name`,
    * as the next pair: its place in the pool's pairs, root, directory and
    * journal entry written (the caller writes `known` and `expect`); -1 when
-   * it does not fit this call or its directory cannot be journaled (the JS
-   * path says why for that pair).
+   * it does not fit this call (nor any: its path alone passes NAME_BYTES;
+   * the JS path links it) or its directory cannot be journaled (the JS path
+   * says why for that pair).
    */
   private add(i: number, dir: DirNode, name: Buffer, at: number, length: number, opts: LinkOptions): number {
     const need = dir.relLength + length + 2;
-    if (this.count > 0 && this.nameBytes + need > NAME_BYTES) return -1;
+    if (this.nameBytes + need > NAME_BYTES) return -1;
     let entry = 0;
     try {
       const journal = opts.journal?.native;
