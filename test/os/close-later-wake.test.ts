@@ -1,14 +1,16 @@
 // closeLater's wake-ups (native/lookup.c close_later, review 13): a closer
-// is signalled only when one waits for work (cl_waiting), after the queue's
-// lock is let go. A lost wake-up leaves a descriptor in the queue with every
-// closer asleep: closeLaterDrain then never resolves, and the inode's space
-// is never freed. So each drain here is raced against a deadline, and every
-// descriptor handed over must be closed when it resolves (checked in
-// /proc/self/fd): a descriptor handed over to the one closer of a fresh
-// process once it sleeps (nothing else would ever wake it: the next closer
-// starts only when the queue holds as many descriptors as closers run), then
-// to every closer asleep, in bursts of every size from 1 to 40 while earlier
-// slow closes (large unlinked files on a tmpfs) are still running or not.
+// is signalled only when one waits for work (cl_waiting) and WAKE_AT (16)
+// descriptors are queued (session 14), after the queue's lock is let go;
+// closeLaterDrain wakes them for fewer. A lost wake-up leaves a descriptor
+// in the queue with every closer asleep: closeLaterDrain then never
+// resolves, and the inode's space is never freed. So each drain here is
+// raced against a deadline, and every descriptor handed over must be closed
+// when it resolves (checked in /proc/self/fd): a descriptor handed over to
+// the one closer of a fresh process once it sleeps (only the drain wakes it
+// for one: the next closer starts only when the queue holds as many
+// descriptors as closers run), then to every closer asleep, in bursts of
+// every size from 1 to 40 (below and above WAKE_AT) while earlier slow
+// closes (large unlinked files on a tmpfs) are still running or not.
 // Each test file runs in a process of its own (vitest's forks pool): this
 // file's first closeLater starts the process's first closer (the number of
 // the process's threads says so).
