@@ -199,7 +199,7 @@ napi_value CloseFd(napi_env env, napi_callback_info info) {
  * inodes keep their blocks until more come or the linking run drains. */
 #define CLOSE_QUEUE 1024
 #define CLOSERS 8
-#define WAKE_AT 16
+#define WAKE_AT 64
 static pthread_mutex_t cl_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cl_work = PTHREAD_COND_INITIALIZER, cl_idle = PTHREAD_COND_INITIALIZER;
 static int cl_queue[CLOSE_QUEUE];

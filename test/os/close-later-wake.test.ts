@@ -1,5 +1,5 @@
 // closeLater's wake-ups (native/lookup.c close_later, review 13): a closer
-// is signalled only when one waits for work (cl_waiting) and WAKE_AT (16)
+// is signalled only when one waits for work (cl_waiting) and WAKE_AT (64)
 // descriptors are queued (session 14), after the queue's lock is let go;
 // closeLaterDrain wakes them for fewer. A lost wake-up leaves a descriptor
 // in the queue with every closer asleep: closeLaterDrain then never
@@ -9,8 +9,9 @@
 // the one closer of a fresh process once it sleeps (only the drain wakes it
 // for one: the next closer starts only when the queue holds as many
 // descriptors as closers run), then to every closer asleep, in bursts of
-// every size from 1 to 40 (below and above WAKE_AT) while earlier slow
-// closes (large unlinked files on a tmpfs) are still running or not.
+// every size from 1 to 40, and of 63, 64, 65 and 100 (around WAKE_AT),
+// while earlier slow closes (large unlinked files on a tmpfs) are still
+// running or not.
 // Each test file runs in a process of its own (vitest's forks pool): this
 // file's first closeLater starts the process's first closer (the number of
 // the process's threads says so).
@@ -65,13 +66,13 @@ describe('closeLater wake-ups', () => {
     expect(threads()).toBe(before + 1);
   }, 120_000);
 
-  it('every closer asleep or busy: bursts of 1 to 40 descriptors are all closed, slow closes among them', async () => {
+  it('every closer asleep or busy: bursts of 1 to 40, 63 to 65 and 100 descriptors are all closed, slow closes among them', async () => {
     // Closers started: each descriptor handed over while the queue holds as
     // many as closers run starts one (slow closes keep the queue full).
     for (let i = 0; i < 24; i++) sys.closeLater(unlinked(16 << 20));
     expect(await drained(60_000)).toBe(true);
     expect(fdsUnder(mnt)).toEqual([]);
-    for (let burst = 1; burst <= 40; burst++) {
+    for (const burst of [...Array.from({ length: 40 }, (_, k) => k + 1), 63, 64, 65, 100]) {
       // every closer asleep now (the drain waited for the last one's close)
       const fds = Array.from({ length: burst }, (_, k) => unlinked(k % 7 === 3 ? 8 << 20 : 100));
       for (const fd of fds) sys.closeLater(fd);
