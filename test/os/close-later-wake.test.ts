@@ -104,7 +104,7 @@ describe('closeLater wake-ups', () => {
     // One descriptor for the drain to wait on, the drain on its way, and one
     // more handed over 0-199 us later: some land after the drain's wake-up,
     // once the closer went back to sleep and before the drain saw the queue
-    // empty (without the fix, within the first ~350 rounds in 4 of 4 runs).
+    // empty (without the fix, within the first ~350 rounds in 5 of 5 runs).
     for (let round = 0; round < 3000; round++) {
       sys.closeLater(devNull());
       const p = drained(2_000);
