@@ -196,7 +196,11 @@ napi_value CloseFd(napi_env env, napi_callback_info info) {
  * woken closer goes on while the queue holds any, so the closers mostly
  * stay at work instead of being woken for each freed file, one wake-up and
  * two context switches apiece on these two cores. Up to WAKE_AT - 1 freed
- * inodes keep their blocks until more come or the linking run drains. */
+ * inodes keep their blocks until more come or the linking run drains.
+ * While a drain waits (cl_draining), every descriptor handed over wakes a
+ * closer as before: one queued after the drain's own wake-up, with every
+ * closer asleep again, would otherwise stay in the queue, and the drain,
+ * which only a closer wakes, would never return. */
 #define CLOSE_QUEUE 1024
 #define CLOSERS 8
 #define WAKE_AT 64
@@ -204,7 +208,7 @@ static pthread_mutex_t cl_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cl_work = PTHREAD_COND_INITIALIZER, cl_idle = PTHREAD_COND_INITIALIZER;
 static int cl_queue[CLOSE_QUEUE];
 static size_t cl_head, cl_len;
-static int cl_busy, cl_started, cl_waiting;
+static int cl_busy, cl_started, cl_waiting, cl_draining;
 
 static void *closer(void *arg) {
   (void)arg;
@@ -230,7 +234,10 @@ static void *closer(void *arg) {
 
 void close_later(int fd) {
   pthread_mutex_lock(&cl_mu);
-  /* started one at a time as the queue fills: a run that frees little starts one */
+  /* started one at a time as the queue fills: a run that frees little starts
+   * few. Closers asleep below WAKE_AT let it fill too, so a few dozen freed
+   * files, however far apart, start all CLOSERS (3 of them before WAKE_AT
+   * for 40 a millisecond apart): at most CLOSERS x 64 KiB of stacks. */
   if (cl_started < CLOSERS && cl_len >= (size_t)cl_started) {
     pthread_t t;
     pthread_attr_t attr;
@@ -244,7 +251,7 @@ void close_later(int fd) {
   if (queued) {
     cl_queue[(cl_head + cl_len) % CLOSE_QUEUE] = fd;
     cl_len++;
-    wake = cl_waiting > 0 && cl_len >= WAKE_AT;
+    wake = cl_waiting > 0 && (cl_len >= WAKE_AT || cl_draining);
   }
   pthread_mutex_unlock(&cl_mu);
   if (wake) pthread_cond_signal(&cl_work);
@@ -267,8 +274,10 @@ static void drain_execute(napi_env env, void *data) {
   (void)env;
   (void)data;
   pthread_mutex_lock(&cl_mu);
+  cl_draining++; /* from here each descriptor handed over wakes a closer */
   if (cl_len && cl_waiting) pthread_cond_broadcast(&cl_work); /* fewer than WAKE_AT may wait */
   while (cl_len || cl_busy) pthread_cond_wait(&cl_idle, &cl_mu);
+  cl_draining--;
   pthread_mutex_unlock(&cl_mu);
 }
 
