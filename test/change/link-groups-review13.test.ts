@@ -9,15 +9,13 @@
 // loaded group holds: a pair handed back in the other group's call is
 // finished (swap.ts, journal lines) between the two, on one thread (the
 // fault hook), and then the loaded call runs as loaded.
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { LINK_ARRAY, sys } from '../../src/os/sys.js';
 import { RowSet } from '../../src/pipeline/plan-rows.js';
 import { linkerTestDir, put, threeWays } from '../helpers/link-ways.js';
-import { makeChain } from '../helpers/deep.js';
-import { runUnify, sh } from '../helpers/tree.js';
+import { runUnify } from '../helpers/tree.js';
 
 const testDir = linkerTestDir();
 const SG = LINK_ARRAY.seg;
@@ -102,41 +100,4 @@ describe('linkBatched, both groups in flight (review 13)', () => {
     expect(a).toBeGreaterThan(6 << 20); // not vacuous: a group's call took that much
     expect(a + b).toBeLessThanOrEqual(16 << 20);
   }, 180_000);
-});
-
-describe('linkBatched, a pair whose own path passes NAME_BYTES (session 14)', () => {
-  it('takes the JS path: no call holds more than ACTIVE x NAME_BYTES of names, and every pair is linked', async () => {
-    // Two guests with the same chain of 2,000 directories of 255-byte names,
-    // a file at every level (each level its own content: 2,000 sets of one
-    // pair). From level ~512 on a pair's path alone is more than NAME_BYTES
-    // (128 KiB). Admitted as a batch's first pair, the deeper three quarters
-    // of the sets (which the plan's order mixes with the others) filled a
-    // call with ~48 x 320 KiB, more than the 8 MiB a call's names may take
-    // (ACTIVE x NAME_BYTES; LINK_FIXED counts 16 MiB for both groups).
-    const top = path.join(testDir(), 'chains');
-    for (const g of ['g0', 'g1']) {
-      fs.mkdirSync(path.join(top, g), { recursive: true });
-      makeChain(path.join(top, g), 2000);
-    }
-    // The names each call is given (its 7th argument; the buffer it is cut
-    // from is at most what a call takes, or ACTIVE x NAME_BYTES).
-    const sizes: number[] = [];
-    const start = sys.linkBatchStart.bind(sys);
-    vi.spyOn(sys, 'linkBatchStart').mockImplementation((...args: Parameters<typeof sys.linkBatchStart>) => {
-      sizes.push(args[6].length);
-      return start(...args);
-    });
-    const { report, errors } = await runUnify([path.join(top, 'g0'), path.join(top, 'g1')], { cache: false });
-    vi.restoreAllMocks();
-    expect(errors).toEqual([]);
-    expect(report.summary.linksMade).toBe(2000);
-    // not vacuous: the addon linked pairs, calls of more than 1 MiB of names among them
-    expect(Math.max(...sizes)).toBeGreaterThan(1 << 20);
-    for (const n of sizes) expect(n).toBeLessThanOrEqual(64 << 17);
-    // every level's two files one inode (checked by stat, not by the report)
-    const out = sh('find', top, '-name', 'f', '-printf', '%n\\n');
-    const counts = out.trim().split('\n');
-    expect(counts).toHaveLength(4000);
-    expect(counts.every((c) => c === '2')).toBe(true);
-  }, 300_000);
 });

@@ -8,12 +8,15 @@
 // freed bytes those of the JS path alone and of the dry run's plan, no
 // descriptor left open, and each level's files one inode (find, not the
 // report). Deep paths pass PATH_MAX, so the files are made and read by
-// descriptor (Python's dir_fd and fwalk).
+// descriptor (helpers/deep.ts, Python's fwalk). And with many such pairs
+// (the last test): no call is given more names than a call may hold.
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { sys } from '../../src/os/sys.js';
 import { RowSet } from '../../src/pipeline/plan-rows.js';
+import { makeChain } from '../helpers/deep.js';
 import { fds, linkerTestDir, put } from '../helpers/link-ways.js';
 import { runUnify, sh } from '../helpers/tree.js';
 
@@ -22,27 +25,6 @@ const testDir = linkerTestDir();
 /** 530 levels of 255-byte names: the deepest directory's path alone is ~133 KiB, more than NAME_BYTES. */
 const DEPTH = 530;
 const content = (k: string) => `content ${k}\n`.repeat(400);
-
-/** Under `root`, a chain of DEPTH directories with, at its bottom, a file per entry of `files` (name => content). */
-function deepFiles(root: string, files: Record<string, string>): void {
-  const script = `
-import os, sys, json
-fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
-for level in range(int(sys.argv[2])):
-  name = ('%04d' % level).ljust(255, 'd')
-  os.mkdir(name, 0o755, dir_fd=fd)
-  nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-  os.close(fd)
-  fd = nfd
-for name, data in json.loads(sys.argv[3]).items():
-  f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=fd)
-  os.write(f, data.encode())
-  os.close(f)
-  os.utime(name, (1700000000, 1700000000), dir_fd=fd)
-os.close(fd)
-`;
-  execFileSync('python3', ['-c', script, root, String(DEPTH), JSON.stringify(files)]);
-}
 
 /**
  * Roots g0, g1, g2 (plan order): each set's canonical is its g0 file (first
@@ -60,7 +42,7 @@ function build(top: string): void {
   copies('g2', 'b', 50, 100);
   copies('g0', 'c', 0, 100);
   sh('mkdir', '-p', path.join(top, 'g1'));
-  deepFiles(path.join(top, 'g1'), { a: content('a'), b: content('b'), c: content('c'), d: content('d') });
+  makeChain(path.join(top, 'g1'), DEPTH, { every: 0, bottom: { a: content('a'), b: content('b'), c: content('c'), d: content('d') } });
 }
 
 /** Each content's files (by sha256) and their link counts, read by descriptor (os.fwalk: deep paths pass PATH_MAX). */
@@ -139,4 +121,39 @@ describe('Batch.add: a pair whose own path passes NAME_BYTES (review 14)', () =>
       expect([...counts.values()].map((c) => c.length).sort((x, y) => x - y)).toEqual([2, 102, 102, 102]);
     }
   }, 120_000);
+
+  it('many of them (2,000-deep chains): no call holds more than ACTIVE x NAME_BYTES of names, and every pair is linked', async () => {
+    // Two guests with the same chain of 2,000 directories of 255-byte names,
+    // a file at every level (each level its own content: 2,000 sets of one
+    // pair). From level ~512 on a pair's path alone is more than NAME_BYTES
+    // (128 KiB). Admitted as a batch's first pair, the deeper three quarters
+    // of the sets (which the plan's order mixes with the others) filled a
+    // call with ~48 x 320 KiB, more than the 8 MiB a call's names may take
+    // (ACTIVE x NAME_BYTES; LINK_FIXED counts 16 MiB for both groups).
+    const top = path.join(testDir(), 'chains');
+    for (const g of ['g0', 'g1']) {
+      fs.mkdirSync(path.join(top, g), { recursive: true });
+      makeChain(path.join(top, g), 2000);
+    }
+    // The names each call is given (its 7th argument; the buffer it is cut
+    // from is at most what a call takes, or ACTIVE x NAME_BYTES).
+    const sizes: number[] = [];
+    const start = sys.linkBatchStart.bind(sys);
+    vi.spyOn(sys, 'linkBatchStart').mockImplementation((...args: Parameters<typeof sys.linkBatchStart>) => {
+      sizes.push(args[6].length);
+      return start(...args);
+    });
+    const { report, errors } = await runUnify([path.join(top, 'g0'), path.join(top, 'g1')], { cache: false });
+    vi.restoreAllMocks();
+    expect(errors).toEqual([]);
+    expect(report.summary.linksMade).toBe(2000);
+    // not vacuous: the addon linked pairs, calls of more than 1 MiB of names among them
+    expect(Math.max(...sizes)).toBeGreaterThan(1 << 20);
+    for (const n of sizes) expect(n).toBeLessThanOrEqual(64 << 17);
+    // every level's two files one inode (checked by stat, not by the report)
+    const out = sh('find', top, '-name', 'f', '-printf', '%n\\n');
+    const counts = out.trim().split('\n');
+    expect(counts).toHaveLength(4000);
+    expect(counts.every((c) => c === '2')).toBe(true);
+  }, 300_000);
 });
